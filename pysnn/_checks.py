@@ -1,0 +1,155 @@
+"""Argument validation shared by pysnn modules.
+
+Every check raises ``ValueError`` or ``TypeError`` naming the argument, the value it got and what is
+allowed. Checks on tensor *values* (NaN) need a host read, so they run only while
+:func:`pysnn.checks_enabled` is true (the default) and never under ``torch.compile``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Iterator, Sequence, Union
+
+import torch
+
+Number = Union[int, float]
+ParamLike = Union[Number, torch.Tensor]
+
+_VALUE_CHECKS = True
+
+
+def checks_enabled() -> bool:
+    """Whether per-step value checks (NaN in inputs) are on. On by default."""
+    return _VALUE_CHECKS
+
+
+def set_checks(enabled: bool) -> None:
+    """Switch per-step value checks (NaN in inputs) on or off for the whole process.
+
+    The NaN check reads one boolean back from the device each step; on a GPU that is a host sync.
+    Switch it off for production runs once a model is known to be sound.
+    """
+    global _VALUE_CHECKS
+    _VALUE_CHECKS = bool(enabled)
+
+
+@contextlib.contextmanager
+def checks(enabled: bool) -> Iterator[None]:
+    """Context manager form of :func:`set_checks`."""
+    previous = _VALUE_CHECKS
+    set_checks(enabled)
+    try:
+        yield
+    finally:
+        set_checks(previous)
+
+
+def _compiling() -> bool:
+    return torch.compiler.is_compiling()
+
+
+def check_positive_scalar(name: str, value: Number) -> float:
+    """Return ``value`` as a float, raising ``ValueError`` unless it is a finite number > 0."""
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise ValueError(
+                f"{name} must be a single positive number, got a tensor of shape "
+                f"{tuple(value.shape)}"
+            )
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {value}")
+    return float(value)
+
+
+def as_param(
+    name: str,
+    value: ParamLike,
+    shape: Sequence[int],
+    positive: bool = False,
+    non_negative: bool = False,
+    allow_inf: bool = False,
+) -> torch.Tensor:
+    """Turn a scalar or a per-neuron tensor into a float tensor broadcastable to ``shape``.
+
+    Raises ``ValueError`` naming ``name`` when the shape does not broadcast, a value is NaN, or the
+    sign constraint fails.
+    """
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be a number or a tensor, got bool")
+    if isinstance(value, (int, float)):
+        tensor = torch.tensor(float(value), dtype=torch.get_default_dtype())
+    elif isinstance(value, torch.Tensor):
+        tensor = value.detach().clone()
+        if not tensor.is_floating_point():
+            tensor = tensor.to(torch.get_default_dtype())
+        try:
+            torch.broadcast_shapes(tensor.shape, tuple(shape))
+        except RuntimeError:
+            raise ValueError(
+                f"{name} must be a scalar or a tensor broadcastable to the neuron shape "
+                f"{tuple(shape)}, got shape {tuple(tensor.shape)}"
+            ) from None
+        if torch.broadcast_shapes(tensor.shape, tuple(shape)) != torch.Size(shape):
+            raise ValueError(
+                f"{name} of shape {tuple(tensor.shape)} would enlarge the neuron shape {tuple(shape)}"
+            )
+    else:
+        raise TypeError(f"{name} must be a number or a tensor, got {type(value).__name__}")
+    if torch.isnan(tensor).any():
+        raise ValueError(f"{name} contains NaN")
+    if not allow_inf and torch.isinf(tensor).any():
+        raise ValueError(f"{name} must be finite, got {value}")
+    if positive and (tensor <= 0).any():
+        raise ValueError(f"{name} must be > 0 everywhere, got {value}")
+    if non_negative and (tensor < 0).any():
+        raise ValueError(f"{name} must be >= 0 everywhere, got {value}")
+    return tensor
+
+
+def check_choice(name: str, value: str, choices: Sequence[str]) -> str:
+    """Raise ``ValueError`` unless ``value`` is one of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
+    return value
+
+
+def check_input(
+    name: str,
+    x: torch.Tensor,
+    shape: Sequence[int],
+    reference: torch.Tensor,
+    what: str,
+) -> None:
+    """Validate a per-step input ``x`` of expected shape ``(B, *shape)``.
+
+    ``reference`` is a tensor of the module (a parameter or buffer) whose dtype and device ``x`` must
+    match. Shape, dtype and device checks are free (metadata only); the NaN check reads a value back
+    and is skipped when checks are disabled or while compiling.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() != len(shape) + 1 or tuple(x.shape[1:]) != tuple(shape):
+        raise ValueError(
+            f"{name} must have shape (B, {', '.join(str(s) for s in shape)}) for {what}, "
+            f"got {tuple(x.shape)}"
+        )
+    if not x.is_floating_point():
+        raise TypeError(
+            f"{name} must be a floating-point tensor for {what} (dtype {reference.dtype}), "
+            f"got {x.dtype}"
+        )
+    if x.dtype != reference.dtype:
+        raise TypeError(
+            f"{name} has dtype {x.dtype} but {what} holds {reference.dtype}; convert the input or "
+            f"call .to({x.dtype}) on the module"
+        )
+    if x.device != reference.device:
+        raise ValueError(
+            f"{name} is on {x.device} but {what} is on {reference.device}; move one of them"
+        )
+    if _VALUE_CHECKS and not _compiling() and torch.isnan(x).any():
+        raise ValueError(f"{name} contains NaN (input to {what})")

@@ -1,0 +1,24 @@
+"""Pure tensor functions behind pysnn's modules: no state, no modules.
+
+Each neuron model's step lives in the file named after it, with its equations in the docstring.
+"""
+
+from pysnn.functional.delay import delayed, push_history, synapse_index
+from pysnn.functional.izhikevich import IzhikevichParameters, izhikevich_step
+from pysnn.functional.lif import LIFParameters, adaptive_theta_step, lif_step
+from pysnn.functional.spike import spike
+from pysnn.functional.trace import TRACE_MODES, trace_step
+
+__all__ = [
+    "IzhikevichParameters",
+    "LIFParameters",
+    "TRACE_MODES",
+    "adaptive_theta_step",
+    "delayed",
+    "izhikevich_step",
+    "lif_step",
+    "push_history",
+    "spike",
+    "synapse_index",
+    "trace_step",
+]

@@ -1,0 +1,113 @@
+"""``SNNNetwork``: the base class users subclass to write the time step of their own network.
+
+.. code-block:: python
+
+    class Net(SNNNetwork):
+        def __init__(self):
+            super().__init__()
+            self.inp = Input(100)
+            self.fc = Linear(100, 10)
+            self.lif = LIFNeuron(10)
+            self.add_layer("fc", self.fc, self.lif)
+
+        def forward(self, spikes):  # one step: (B, 100) -> (B, 10)
+            return self.lif(self.fc(self.inp(spikes)))
+
+Each call of ``forward`` is one time step; the modules keep their own state between calls.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Iterator, Tuple
+
+from torch import nn
+
+__all__ = ["SNNNetwork", "reset_state", "detach_state"]
+
+
+def reset_state(module: nn.Module) -> None:
+    """Reset the state of every stateful submodule of ``module`` (and of ``module`` itself).
+
+    A submodule is stateful when it defines ``reset_state()``; others (``nn.Sequential``,
+    ``nn.ReLU``, ...) are skipped.
+    """
+    _call_on_stateful(module, "reset_state")
+
+
+def detach_state(module: nn.Module) -> None:
+    """Cut the autograd graph at the state of every stateful submodule (truncated BPTT)."""
+    _call_on_stateful(module, "detach_state")
+
+
+def _call_on_stateful(module: nn.Module, method: str) -> None:
+    for sub in module.modules():
+        if isinstance(sub, SNNNetwork):
+            continue  # its own method would recurse here
+        fn = getattr(sub, method, None)
+        if callable(fn):
+            fn()
+
+
+class SNNNetwork(nn.Module):
+    """Base class for spiking networks: an ``nn.Module`` whose ``forward`` is one time step.
+
+    Adds named layers (:meth:`add_layer`), scoped state reset (:meth:`reset_state`), truncated
+    BPTT (:meth:`detach_state`) and :meth:`layer_state_dict`.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._layer_names: Dict[str, Tuple[str, str]] = {}
+
+    def add_layer(self, name: str, connection: nn.Module, neuron: nn.Module) -> None:
+        """Register ``connection`` feeding ``neuron`` as the layer ``name``.
+
+        Both modules become submodules (if not already attributes) and can be looked up with
+        :meth:`layer`; learning rules accept layer names.
+        """
+        if not isinstance(name, str) or not name.isidentifier():
+            raise ValueError(f"name must be a valid identifier, got {name!r}")
+        if name in self._layer_names:
+            raise ValueError(f"a layer named {name!r} exists already")
+        for arg, module in (("connection", connection), ("neuron", neuron)):
+            if not isinstance(module, nn.Module):
+                raise TypeError(f"{arg} must be an nn.Module, got {type(module).__name__}")
+        self._layer_names[name] = (
+            self._attach(connection, name + "_connection"),
+            self._attach(neuron, name + "_neuron"),
+        )
+
+    def _attach(self, module: nn.Module, default: str) -> str:
+        for attr, child in self.named_children():
+            if child is module:
+                return attr
+        self.add_module(default, module)
+        return default
+
+    def layer(self, name: str) -> Tuple[nn.Module, nn.Module]:
+        """Return ``(connection, neuron)`` of the layer ``name``."""
+        if name not in self._layer_names:
+            raise KeyError(f"no layer named {name!r}; layers: {list(self._layer_names)}")
+        conn, neuron = self._layer_names[name]
+        return getattr(self, conn), getattr(self, neuron)
+
+    @property
+    def layers(self) -> Dict[str, Tuple[nn.Module, nn.Module]]:
+        """All layers as ``{name: (connection, neuron)}`` in registration order."""
+        return {name: self.layer(name) for name in self._layer_names}
+
+    def named_layers(self) -> Iterator[Tuple[str, Tuple[nn.Module, nn.Module]]]:
+        """Iterate over ``(name, (connection, neuron))``."""
+        return iter(self.layers.items())
+
+    def layer_state_dict(self) -> Dict[str, Dict]:
+        """``{layer name: connection.state_dict()}``: the learned weights, by layer name."""
+        return {name: conn.state_dict() for name, (conn, _) in self.layers.items()}
+
+    def reset_state(self) -> None:
+        """Reset every stateful submodule (neurons, connections, ...); others are skipped."""
+        reset_state(self)
+
+    def detach_state(self) -> None:
+        """Detach the state of every stateful submodule from the autograd graph."""
+        detach_state(self)
