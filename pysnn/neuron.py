@@ -108,6 +108,13 @@ class Neuron(nn.Module):
         """
         self._derived("trace_decay", torch.exp(-self.dt / self.tau_trace))
 
+    def _apply(self, fn, recurse=True):
+        # .to()/.double()/.cuda(): recompute derived factors in the new dtype (a float32 decay
+        # converted to float64 would keep float32 precision).
+        module = super()._apply(fn, recurse)
+        self.update_derived()
+        return module
+
     # ----------------------------------------------------------------- state
     @property
     def batch_size(self) -> Optional[int]:
