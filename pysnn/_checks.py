@@ -132,7 +132,7 @@ def check_input(
     """
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if x.dim() != len(shape) + 1 or tuple(x.shape[1:]) != tuple(shape):
+    if x.shape[1:] != shape or x.dim() != len(shape) + 1:
         raise ValueError(
             f"{name} must have shape (B, {', '.join(str(s) for s in shape)}) for {what}, "
             f"got {tuple(x.shape)}"

@@ -83,6 +83,7 @@ class Neuron(nn.Module):
         self.shape = _as_shape(shape)
         self.dt = check_positive_scalar("dt", dt)
         self.trace_mode = check_choice("trace_mode", trace_mode, TRACE_MODES)
+        self._additive = trace_mode == "additive"
         self._param("tau_trace", tau_trace, positive=True)
         self._param("trace_scale", trace_scale)
         Neuron.update_derived(self)
@@ -143,13 +144,15 @@ class Neuron(nn.Module):
                 self._buffers[name] = value.detach()
 
     def _prepare(self, x: torch.Tensor) -> None:
-        check_input("x", x, self.shape, self.trace_decay, type(self).__name__)
-        if self.spikes is None or self.spikes.shape[0] != x.shape[0]:
+        check_input("x", x, self.shape, self._buffers["trace_decay"], type(self).__name__)
+        spikes = self._buffers["spikes"]
+        if spikes is None or spikes.shape[0] != x.shape[0]:
             self._make_state(x)
 
     def _update_trace(self, spikes: torch.Tensor) -> None:
-        self.trace = trace_step(
-            self.trace, spikes, self.trace_decay, self.trace_scale, self.trace_mode == "additive"
+        state = self._buffers
+        state["trace"] = trace_step(
+            state["trace"], spikes, state["trace_decay"], state["trace_scale"], self._additive
         )
 
     def extra_repr(self) -> str:
@@ -167,7 +170,7 @@ class Input(Neuron):
         if isinstance(x, torch.Tensor) and not x.is_floating_point():
             x = x.to(self.trace_decay.dtype)
         self._prepare(x)
-        self.spikes = x
+        self._buffers["spikes"] = x
         self._update_trace(x)
         return x
 
@@ -232,12 +235,12 @@ class LIFNeuron(Neuron):
         super().update_derived()
         decay = torch.exp(-self.dt / self.tau_v) if self._leaky else torch.ones_like(self.thresh)
         self._derived("decay", decay)
+        self._derived("leak", self.v_rest * (1 - decay))
         self._derived("refrac_steps", torch.round(self.refrac / self.dt).to(torch.int64))
-
-    @property
-    def params(self) -> LIFParameters:
-        """The :class:`~pysnn.functional.lif.LIFParameters` of this neuron."""
-        return LIFParameters(self.decay, self.v_rest, self.v_reset, self.thresh, self.refrac_steps)
+        self.params = LIFParameters(
+            self.decay, self.leak, self.v_rest, self.v_reset, self.thresh, self.refrac_steps
+        )
+        """The :class:`~pysnn.functional.lif.LIFParameters` used by ``forward``."""
 
     def _initial_state(self, batch: int, like: torch.Tensor) -> Dict[str, torch.Tensor]:
         state = super()._initial_state(batch, like)
@@ -252,10 +255,11 @@ class LIFNeuron(Neuron):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._prepare(x)
-        s, self.v, self.refrac_count = lif_step(
-            self.v, x, self.refrac_count, self.params, self._theta(), self.surrogate
+        state = self._buffers
+        s, state["v"], state["refrac_count"] = lif_step(
+            state["v"], x, state["refrac_count"], self.params, self._theta(), self.surrogate
         )
-        self.spikes = s
+        state["spikes"] = s
         self._after_spike(s)
         self._update_trace(s)
         return s
@@ -380,15 +384,18 @@ class AdaptiveLIFNeuron(LIFNeuron):
             self.theta = torch.zeros_like(self.theta)
 
     def _theta(self) -> Optional[torch.Tensor]:
-        return self.theta
+        return self._buffers["theta"]
 
     def _after_spike(self, spikes: torch.Tensor) -> None:
+        state = self._buffers
         if not self.theta_shared:
-            self.theta = adaptive_theta_step(self.theta, spikes, self.theta_decay, self.theta_plus)
+            state["theta"] = adaptive_theta_step(
+                state["theta"], spikes, state["theta_decay"], state["theta_plus"]
+            )
         elif self.training:
             with torch.no_grad():
-                self.theta = adaptive_theta_step(
-                    self.theta, spikes.sum(0), self.theta_decay, self.theta_plus
+                state["theta"] = adaptive_theta_step(
+                    state["theta"], spikes.sum(0), state["theta_decay"], state["theta_plus"]
                 )
 
     def extra_repr(self) -> str:

@@ -46,7 +46,7 @@ def izhikevich_step(
     for _ in range(2):
         v = v + half * (0.04 * v * v + 5.0 * v + 140.0 - u + current)
     u = u + p.dt * p.a * (p.b * v - u)
-    s = spike(v - p.v_peak, surrogate)
+    s = spike(v, p.v_peak, surrogate)
     fired = s > 0
     v = torch.where(fired, p.c, v)
     u = u + p.d * s

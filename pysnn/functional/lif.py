@@ -27,7 +27,8 @@ class LIFParameters(NamedTuple):
     """Parameters of :func:`lif_step`; tensors broadcastable to the neuron shape.
 
     Attributes:
-        decay: leak factor ``exp(-dt / tau_v)`` (1 for IF), dimensionless.
+        decay: leak factor ``d = exp(-dt / tau_v)`` (1 for IF), dimensionless.
+        leak: ``v_rest * (1 - d)`` (mV), so the leak is one fused ``v * d + leak``.
         v_rest: resting potential (mV).
         v_reset: reset potential after a spike (mV).
         thresh: firing threshold (mV).
@@ -35,6 +36,7 @@ class LIFParameters(NamedTuple):
     """
 
     decay: torch.Tensor
+    leak: torch.Tensor
     v_rest: torch.Tensor
     v_reset: torch.Tensor
     thresh: torch.Tensor
@@ -59,10 +61,10 @@ def lif_step(
         theta: optional threshold offset (mV) added to ``p.thresh``.
         surrogate: optional surrogate for the spike function.
     """
-    v = p.v_rest + (v - p.v_rest) * p.decay
-    v = v + x * (refrac <= 0).to(x.dtype)
+    v = torch.addcmul(p.leak, v, p.decay)  # v_rest + (v - v_rest) * d
+    v = v + torch.where(refrac > 0, 0.0, x)
     thresh = p.thresh if theta is None else p.thresh + theta
-    s = spike(v - thresh, surrogate)
+    s = spike(v, thresh, surrogate)
     fired = s > 0
     v = torch.where(fired, p.v_reset, v)
     refrac = torch.where(fired, p.refrac_steps, (refrac - 1).clamp_min(0))

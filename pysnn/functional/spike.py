@@ -1,7 +1,7 @@
 """The single spike-generation function every neuron model goes through.
 
-``spike(x) = H(x)`` with the Heaviside step ``H(x) = 1 if x >= 0 else 0``, applied to the distance
-above threshold ``x = v - v_th`` (mV). The forward value is always this exact step; a surrogate
+``spike(v, v_th) = H(v - v_th)`` with the Heaviside step ``H(x) = 1 if x >= 0 else 0``, ``v`` and
+``v_th`` in mV. The forward value is always this exact step; a surrogate
 (see :mod:`pysnn.surrogate`) only changes the gradient used by backpropagation.
 """
 
@@ -14,14 +14,18 @@ import torch
 SurrogateFn = Callable[[torch.Tensor], torch.Tensor]
 
 
-def spike(x: torch.Tensor, surrogate: Optional[SurrogateFn] = None) -> torch.Tensor:
-    """Return ``H(x)`` as 0/1 values in ``x``'s dtype, shape unchanged.
+def spike(
+    v: torch.Tensor, thresh: torch.Tensor, surrogate: Optional[SurrogateFn] = None
+) -> torch.Tensor:
+    """Return ``H(v - thresh)`` as 0/1 values in ``v``'s dtype, shape of ``v``.
 
     Args:
-        x: distance above threshold ``v - v_th`` in mV, any shape.
-        surrogate: ``None`` for a plain step with no gradient, or a callable whose forward is the
-            same step and whose backward is a surrogate derivative.
+        v: membrane potential (mV), any shape.
+        thresh: threshold (mV), broadcastable to ``v``.
+        surrogate: ``None`` for a plain step with no gradient, or a callable applied to
+            ``v - thresh`` whose forward is the same step and whose backward is a surrogate
+            derivative.
     """
     if surrogate is None:
-        return (x >= 0).to(x.dtype)
-    return surrogate(x)
+        return (v >= thresh).to(v.dtype)  # same as v - thresh >= 0 for finite floats
+    return surrogate(v - thresh)

@@ -40,5 +40,5 @@ def trace_step(
     """
     decayed = trace * decay
     if additive:
-        return decayed + scale * spikes
-    return torch.where(spikes > 0, scale.expand_as(trace), decayed)
+        return torch.addcmul(decayed, scale, spikes)
+    return torch.where(spikes > 0, scale, decayed)
