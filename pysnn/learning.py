@@ -1,0 +1,1144 @@
+r"""Local learning rules: pair and triplet STDP, Hebbian, reward-modulated STDP, FedeSTDP.
+
+.. code-block:: python
+
+    from pysnn.learning import STDP
+    rule = STDP(connection=net.fc1, pre=net.inp, post=net.lif1, nu=(1e-4, 1e-2))
+    for t in range(T):
+        net(x[t])          # pre neuron, connection, post neuron of step t
+        rule.step()        # then the rule, once per step (reward rules: rule.step(reward=r))
+
+**References, not tensors.** A rule keeps references to its modules (in plain tuples, so it is never
+registered as a submodule of anything) and reads ``connection.weight``, ``pre.trace``,
+``post.spikes``, ... at every step. It therefore keeps working after ``.to(device)``,
+``.double()`` or a batch-size change; its own state (traces, delay histories, eligibility) is
+converted to the weight's new dtype/device, and re-created as zeros, lazily, when the batch size
+changes. Rules are
+plain Python objects, not ``nn.Module``\ s: call :meth:`LearningRule.reset_state` together with the
+network's ``reset_state()`` between independent samples.
+
+**Construction.** ``Rule(connection=c, pre=p, post=q, ...)`` trains one connection;
+``Rule(connections=[(c1, p1, q1), (c2, p2, q2)], ...)`` trains several with the same
+hyperparameters. With ``network=`` an :class:`~pysnn.network.SNNNetwork`, every module may be
+given by name: a layer name registered with ``add_layer`` stands for that layer's connection
+(``connection=``) or neuron (``pre=``/``post=``), and ``post`` defaults to the layer's neuron;
+any other string is looked up with ``network.get_submodule``. E.g.
+``STDP(network=net, connection="fc2", pre="fc1")`` trains layer ``fc2`` with layer ``fc1``'s
+neurons as presynaptic side.
+
+**Timing convention (all rules).** In step :math:`t` the user's loop runs the presynaptic neuron,
+the connection, the postsynaptic neuron, then ``rule.step()``. The rule therefore sees every
+spike and trace of step :math:`t` *already updated with that step's spikes* (BindsNET's
+``PostPre`` convention): at a postsynaptic spike the presynaptic trace includes a presynaptic spike
+arriving in the same step, and at a presynaptic arrival the postsynaptic trace includes a
+postsynaptic spike of the same step. A pair in the same step thus gives *both* the potentiation and
+the depression term. The presynaptic side is always what *arrives at the synapse*: the spikes of
+``connection.arriving_spikes()`` and traces read through the connection's delays (a spike emitted
+at :math:`t_0` through a delay of :math:`d` steps counts as a presynaptic event at
+:math:`t_0 + d`). A pre-trace delayed by :math:`d` equals the trace of the arriving spikes, so
+delayed synapses learn exactly from arrival times (lossless: every spike in flight counts).
+
+**Batches.** Every update is computed per sample and reduced over the batch:
+``reduction="mean"`` (default) averages the per-sample :math:`\Delta w` (the learning rate then
+does not depend on the batch size), ``"sum"`` adds them (a batch of :math:`B` identical samples
+learns :math:`B` times as fast, like :math:`B` sequential samples for small updates).
+
+**Applying the update.** Under ``torch.no_grad()``, in place:
+``weight += Δw``, then ``connection.clamp_()`` to ``[wmin, wmax]``, then
+``connection.normalize(norm)`` if ``norm`` is set (incoming weights of each postsynaptic unit sum
+to ``norm``; Diehl & Cook (2015) normalise once per sample instead: call
+``connection.normalize(total)`` yourself). With ``grad=True`` the rule writes ``-Δw`` into
+``weight.grad`` (accumulating) and changes no weight, so any ``torch.optim`` optimiser applies it
+(``SGD(lr=1)`` reproduces the in-place update); clamp afterwards with ``connection.clamp_()``.
+
+**Switching learning off.** ``rule.enabled = False`` or ``connection.eval()`` (e.g. ``net.eval()``)
+makes ``step()`` skip that connection entirely (nothing computed, state frozen); after switching
+back on mid-sequence, call :meth:`LearningRule.reset_state`.
+
+**Cost.** No host synchronisation in ``step()`` (no ``.item()``, no value-dependent branching or
+shapes). For a ``Linear`` with a shared delay each correlation is one ``(out, B) @ (B, in)`` product,
+never a dense ``(B, out, in)`` tensor. With per-synapse delays, :class:`STDP` and
+:class:`Hebbian` correlate the postsynaptic term with the whole ``(B, max_delay + 1, in)``
+history in one product and gather each synapse's delay from the ``(out, (max_delay + 1) * in)``
+result (no ``(B, out, in)`` tensor while ``max_delay + 1 <= B``; else they read the
+``(B, out, in)`` arrivals); the rules with their own presynaptic traces (:class:`TripletSTDP`,
+:class:`MSTDP`, :class:`MSTDPET`) and :class:`FedeSTDP` keep ``(B, out, in)`` arrival traces
+there. ``Conv2d`` updates are the convolution's weight gradient
+(im2col), honouring ``stride``, ``padding`` (ints, ``"valid"``, ``"same"``), ``dilation`` and
+``groups``. Updates are dense products rather than gathers of spiking indices: a gather would need
+the number of spikes on the host (a sync on GPU); with sparse 0/1 spikes the products are cheap.
+
+Time constants are in ms, rates in 1/ms; :math:`dt` is the connection's ``dt``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import Tensor, nn
+
+from pysnn.connection import Connection, Conv2d, Linear
+from pysnn.functional.delay import push_history, synapse_index
+from pysnn.functional.plasticity import (
+    conv2d_correlation,
+    conv2d_patches,
+    linear_correlation,
+    soft_bound_factors,
+    trace_update,
+)
+
+__all__ = [
+    "LearningRule",
+    "SynapseGroup",
+    "STDP",
+    "TripletSTDP",
+    "Hebbian",
+    "MSTDP",
+    "MSTDPET",
+    "FedeSTDP",
+]
+
+ModuleLike = Union[nn.Module, str, None]
+Reward = Union[float, int, Tensor, None]
+REDUCTIONS = ("mean", "sum")
+WEIGHT_DEPENDENCES = (None, "soft", "multiplicative")
+INTERACTIONS = ("all-to-all", "nearest")
+TRACE_NORMALIZATIONS = ("max", "mean")
+
+
+# ---------------------------------------------------------------------------- argument checks
+def _number(name: str, value: Any) -> float:
+    if isinstance(value, Tensor) and value.numel() == 1:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    return float(value)
+
+
+def _tau(name: str, value: Any) -> float:
+    value = _number(name, value)
+    if value <= 0:
+        raise ValueError(f"{name} must be a time constant > 0 ms, got {value}")
+    return value
+
+
+def _choice(name: str, value: Any, choices: Sequence[Any]) -> Any:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
+    return value
+
+
+def _nu(value: Any) -> Tuple[float, float]:
+    """``nu`` as ``(nu_pre, nu_post)``; a single number is used for both."""
+    if isinstance(value, (int, float, Tensor)) and not isinstance(value, bool):
+        v = _number("nu", value)
+        return v, v
+    if isinstance(value, (tuple, list)) and len(value) == 2:
+        return _number("nu[0] (nu_pre)", value[0]), _number("nu[1] (nu_post)", value[1])
+    raise TypeError(f"nu must be a number or a pair (nu_pre, nu_post), got {value!r}")
+
+
+# ---------------------------------------------------------------------------- synapse groups
+class SynapseGroup:
+    """One ``(connection, pre, post)`` triple trained by a rule, and the rule's state for it.
+
+    The modules are held in a plain tuple (never registered as submodules). The rule's state
+    tensors live in :attr:`state` and are readable as attributes (``group.eligibility``).
+    """
+
+    def __init__(self, connection: Connection, pre: nn.Module, post: nn.Module) -> None:
+        self._modules_ref: Tuple[Connection, nn.Module, nn.Module] = (connection, pre, post)
+        self.is_conv = isinstance(connection, Conv2d)
+        self.state: Dict[str, Tensor] = {}
+
+    @property
+    def connection(self) -> Connection:
+        return self._modules_ref[0]
+
+    @property
+    def pre(self) -> nn.Module:
+        return self._modules_ref[1]
+
+    @property
+    def post(self) -> nn.Module:
+        return self._modules_ref[2]
+
+    def __getattr__(self, name: str) -> Any:
+        state = self.__dict__.get("state")
+        if state is not None and name in state:
+            return state[name]
+        raise AttributeError(f"{type(self).__name__} has no attribute or state {name!r}")
+
+    def zeros_or(self, name: str, shape: Sequence[int], like: Tensor) -> Tensor:
+        """The state ``name``, or zeros ``shape`` like ``like`` if it is missing or its shape
+        changed (new batch size); converted when only ``like``'s dtype/device changed (so a
+        ``.double()`` or ``.to(device)`` in the middle of a sequence loses nothing)."""
+        current = self.state.get(name)
+        if current is None or tuple(current.shape) != tuple(shape):
+            return like.new_zeros(tuple(shape))
+        if current.dtype != like.dtype or current.device != like.device:
+            current = current.to(dtype=like.dtype, device=like.device)
+        return current
+
+    def __repr__(self) -> str:
+        names = [type(m).__name__ for m in self._modules_ref]
+        return f"SynapseGroup(connection={names[0]}, pre={names[1]}, post={names[2]})"
+
+
+# ---------------------------------------------------------------------------- base class
+class LearningRule:
+    """Base class of the learning rules (see the module docstring for the shared conventions).
+
+    Args:
+        connection: the :class:`~pysnn.connection.Linear` or :class:`~pysnn.connection.Conv2d` to
+            train (or a layer/submodule name with ``network``).
+        pre: presynaptic neuron module (any module with ``spikes`` and ``trace`` of shape
+            ``(B, *in_shape)``, e.g. :class:`~pysnn.neuron.Input`), or a name.
+        post: postsynaptic neuron module (``spikes``, ``trace`` of shape ``(B, *out_shape)``), or a
+            name; defaults to the layer's neuron when ``connection`` is a layer name.
+        connections: instead of the three above, a sequence of ``(connection, pre, post)`` triples
+            (``post`` may be ``None`` or left out for layer names) trained with the same settings.
+        network: an :class:`~pysnn.network.SNNNetwork` in which names are looked up.
+        reduction: ``"mean"`` (default) or ``"sum"`` of the per-sample updates over the batch.
+        grad: write ``-Δw`` into ``weight.grad`` instead of updating the weight (default ``False``).
+        norm: if a number, ``connection.normalize(norm)`` after every update (default ``None``).
+        enabled: learning on (default ``True``); toggle with the ``enabled`` attribute.
+    """
+
+    #: names of the per-connection state tensors, readable as ``rule.<name>`` (first connection)
+    _state_names: Tuple[str, ...] = ()
+    #: whether ``step`` takes a reward
+    takes_reward: bool = False
+
+    def __init__(
+        self,
+        connection: ModuleLike = None,
+        pre: ModuleLike = None,
+        post: ModuleLike = None,
+        *,
+        connections: Optional[Sequence[Sequence[ModuleLike]]] = None,
+        network: Optional[nn.Module] = None,
+        reduction: str = "mean",
+        grad: bool = False,
+        norm: Optional[float] = None,
+        enabled: bool = True,
+    ) -> None:
+        self.reduction = _choice("reduction", reduction, REDUCTIONS)
+        if not isinstance(grad, bool):
+            raise TypeError(f"grad must be a bool, got {grad!r}")
+        self.grad = grad
+        self.norm = None if norm is None else _number("norm", norm)
+        if self.norm is not None and grad:
+            raise ValueError(
+                "norm cannot be combined with grad=True (no weight is changed by the rule); call "
+                "connection.normalize(total) after optimizer.step()"
+            )
+        self.enabled = bool(enabled)
+        self.groups: List[SynapseGroup] = [
+            SynapseGroup(*triple)
+            for triple in _resolve_triples(connection, pre, post, connections, network)
+        ]
+
+    # ------------------------------------------------------------------ public API
+    @property
+    def connections(self) -> List[Connection]:
+        """The trained connections, in order."""
+        return [g.connection for g in self.groups]
+
+    def reset_state(self) -> None:
+        """Forget the rule's own state (traces, delay histories, eligibility): zeros again.
+
+        Call it with the network's ``reset_state()`` between independent samples. The weights are
+        not touched.
+        """
+        for g in self.groups:
+            g.state.clear()
+
+    def step(self, reward: Reward = None) -> None:
+        """Apply one step of learning to every trained connection.
+
+        Call once per simulation step, after the neurons of that step have updated. Skipped
+        entirely while ``enabled`` is false; a connection in ``eval()`` mode is skipped.
+
+        Args:
+            reward: reward-modulated rules only: a number, a 0-d tensor or a per-sample ``(B,)``
+                tensor (``None``: no reward this step, i.e. 0).
+        """
+        if not self.enabled:
+            return
+        if reward is not None and not self.takes_reward:
+            raise TypeError(f"{type(self).__name__} takes no reward; got reward={reward!r}")
+        with torch.no_grad():
+            for g in self.groups:
+                if not g.connection.training:
+                    continue
+                dw = self._delta(g, reward)
+                if dw is not None:
+                    self._apply(g, dw)
+
+    # ------------------------------------------------------------------ to implement
+    def _delta(self, g: SynapseGroup, reward: Reward) -> Optional[Tensor]:
+        """Update the rule's state for group ``g`` and return ``Δw`` (weight shape) or ``None``."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ helpers
+    def _apply(self, g: SynapseGroup, dw: Tensor) -> None:
+        conn = g.connection
+        weight = conn.weight
+        if self.grad:
+            if weight.grad is None:
+                weight.grad = -dw
+            else:
+                weight.grad.sub_(dw)
+            return
+        weight.add_(dw)
+        conn.clamp_()
+        if self.norm is not None:
+            conn.normalize(self.norm)
+
+    def _scale(self, batch: int) -> float:
+        """Batch reduction factor: ``1 / B`` for ``"mean"``, 1 for ``"sum"``."""
+        return 1.0 / batch if self.reduction == "mean" else 1.0
+
+    def _post(self, g: SynapseGroup) -> Tuple[int, Tensor, Tensor]:
+        """``(B, post spikes, post trace)`` of this step."""
+        spikes, trace = g.post.spikes, g.post.trace
+        if spikes is None or trace is None:
+            raise RuntimeError(
+                f"{type(self).__name__}.step(): the postsynaptic {type(g.post).__name__} has no "
+                "spikes yet; call rule.step() after the neurons of the step have run"
+            )
+        return spikes.shape[0], spikes, trace
+
+    def _arrivals(self, g: SynapseGroup, batch: int) -> Tensor:
+        """Presynaptic spikes arriving at the synapses this step (connection layout)."""
+        conn = g.connection
+        arriving = conn.arriving if not conn.per_synapse_delay else conn.history
+        if arriving is None:
+            raise RuntimeError(
+                f"{type(self).__name__}.step(): the {type(conn).__name__} has not run yet; call "
+                "rule.step() after the connection and neurons of the step"
+            )
+        arriving = conn.arriving_spikes()
+        if arriving.shape[0] != batch:
+            raise ValueError(
+                f"batch sizes differ: {type(conn).__name__} got {arriving.shape[0]} samples, the "
+                f"postsynaptic {type(g.post).__name__} {batch}"
+            )
+        return arriving
+
+    def _pre_trace(self, g: SynapseGroup, batch: int) -> Tensor:
+        """The presynaptic neuron's ``trace`` as seen at the synapses (through the delays).
+
+        A shared delay of 0 reads ``pre.trace`` directly; otherwise the rule keeps
+        ``pre_history`` ``(B, max_delay + 1, *in_shape)`` of the traces, pushed once per step.
+        """
+        conn, trace = g.connection, self._current_pre_trace(g, batch)
+        if not conn.per_synapse_delay and conn.max_delay == 0:
+            return trace
+        return conn.delayed(self._pre_trace_history(g, trace))
+
+    def _current_pre_trace(self, g: SynapseGroup, batch: int) -> Tensor:
+        """``pre.trace`` of this step, validated against the batch size."""
+        trace = g.pre.trace
+        if trace is None:
+            raise RuntimeError(
+                f"{type(self).__name__}.step(): the presynaptic {type(g.pre).__name__} has no "
+                "trace yet; call rule.step() after the neurons of the step have run"
+            )
+        if trace.shape[0] != batch:
+            raise ValueError(
+                f"batch sizes differ: presynaptic {type(g.pre).__name__} has {trace.shape[0]} "
+                f"samples, postsynaptic {type(g.post).__name__} {batch}"
+            )
+        return trace
+
+    def _pre_trace_history(self, g: SynapseGroup, trace: Tensor) -> Tensor:
+        """Push ``trace`` into ``pre_history`` ``(B, max_delay + 1, *in_shape)`` and return it."""
+        shape = (trace.shape[0], g.connection.max_delay + 1, *trace.shape[1:])
+        history = push_history(g.zeros_or("pre_history", shape, trace), trace)
+        g.state["pre_history"] = history
+        return history
+
+    def _pair_terms(
+        self, g: SynapseGroup, batch: int, s_post: Tensor, x_post: Tensor
+    ) -> Tuple[Tensor, Tensor]:
+        r"""The two STDP correlations :math:`\sum_b s^{post} x^{pre}` and
+        :math:`\sum_b x^{post} a^{pre}` (weight shape, summed over the batch).
+
+        With per-synapse delays and a history no longer than the batch (``max_delay + 1 <= B``)
+        each is computed without any ``(B, out, in)`` tensor: one ``(out, B) @ (B, L * in)``
+        product against the whole history, then a gather of entry ``(d_ij, j)`` for each synapse.
+        """
+        conn = g.connection
+        if not conn.per_synapse_delay:
+            a_pre = self._arrivals(g, batch)
+            x_pre = self._pre_trace(g, batch)
+            return self._correlate(g, s_post, x_pre), self._correlate(g, x_post, a_pre)
+        self._arrivals(g, batch)  # validates that the connection ran with this batch
+        trace_history = self._pre_trace_history(g, self._current_pre_trace(g, batch))
+        return (
+            self._delayed_correlation(g, s_post, trace_history),
+            self._delayed_correlation(g, x_post, conn.history),
+        )
+
+    def _delayed_correlation(self, g: SynapseGroup, post: Tensor, history: Tensor) -> Tensor:
+        r""":math:`C_{ij} = \sum_b post_{bi}\, history_{b, d_{ij}, j}` for per-synapse delays."""
+        conn = g.connection
+        batch, length = history.shape[:2]
+        if length > batch:
+            return linear_correlation(post, conn.delayed(history))
+        steps = conn.delay_steps
+        key = (id(steps), steps._version, steps.device)
+        cached = g.__dict__.get("_index_cache")
+        if cached is None or cached[0] != key:
+            cached = (key, synapse_index(steps))
+            g.__dict__["_index_cache"] = cached
+        return (post.t() @ history.reshape(batch, -1)).gather(1, cached[1])
+
+    def _own_trace(
+        self,
+        g: SynapseGroup,
+        name: str,
+        spikes: Tensor,
+        tau: float,
+        scale: float = 1.0,
+        nearest: bool = False,
+        increment: bool = True,
+    ) -> Tensor:
+        """Decay the rule's own trace ``name`` (shape of ``spikes``) and add this step's spikes.
+
+        With ``increment=False`` only the decay is applied (and stored); the caller adds the
+        spikes later with :func:`_bump`.
+        """
+        previous = g.zeros_or(name, spikes.shape, spikes)
+        decay = math.exp(-g.connection.dt / tau)
+        if increment:
+            value = trace_update(previous, spikes, decay, scale, nearest)
+        else:
+            value = previous * decay
+        g.state[name] = value
+        return value
+
+    def _correlate(
+        self, g: SynapseGroup, post: Tensor, pre: Tensor, per_sample: bool = False
+    ) -> Tensor:
+        """Batch-summed ``post ⊗ pre`` in the weight's layout (see :mod:`pysnn.functional.plasticity`)."""
+        conn = g.connection
+        if g.is_conv:
+            return conv2d_correlation(
+                post,
+                pre,
+                conn.weight.shape,
+                conn.stride,
+                conn.padding,
+                conn.dilation,
+                conn.groups,
+                per_sample,
+            )
+        return linear_correlation(post, pre, per_sample)
+
+    def _reward(self, reward: Reward, batch: int, like: Tensor) -> Union[float, Tensor]:
+        """Validate a reward: a float, or a tensor that is 0-d or ``(B,)`` (also ``(1,)``)."""
+        if isinstance(reward, bool) or not isinstance(reward, (int, float, Tensor)):
+            raise TypeError(
+                f"reward must be a number or a tensor (scalar or per-sample (B,)), got "
+                f"{type(reward).__name__}"
+            )
+        if not isinstance(reward, Tensor):
+            return float(reward)
+        if reward.dim() > 1 or (reward.dim() == 1 and reward.shape[0] not in (1, batch)):
+            raise ValueError(
+                f"reward must be a scalar or a per-sample tensor of shape ({batch},), got shape "
+                f"{tuple(reward.shape)}"
+            )
+        if reward.dtype != like.dtype or reward.device != like.device:
+            reward = reward.to(dtype=like.dtype, device=like.device)
+        return reward
+
+    def __getattr__(self, name: str) -> Any:
+        # State of the first connection by name (e.g. rule.eligibility), None before the first step.
+        if name in type(self)._state_names:
+            groups = self.__dict__.get("groups")
+            if groups:
+                return groups[0].state.get(name)
+        raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
+
+    def _extra_repr(self) -> str:
+        return ""
+
+    def __repr__(self) -> str:
+        extra = self._extra_repr()
+        return (
+            f"{type(self).__name__}({extra}{', ' if extra else ''}reduction={self.reduction!r}, "
+            f"grad={self.grad}, norm={self.norm}, enabled={self.enabled}, "
+            f"connections={len(self.groups)})"
+        )
+
+
+class _WeightDependent(LearningRule):
+    """Rules whose update splits into potentiation and depression (weight dependence applies)."""
+
+    def _set_weight_dependence(self, weight_dependence: Optional[str], mu: float) -> None:
+        self.weight_dependence = _choice("weight_dependence", weight_dependence, WEIGHT_DEPENDENCES)
+        self.mu = _number("mu", mu)
+        if self.mu <= 0:
+            raise ValueError(f"mu must be > 0, got {mu}")
+        for g in self.groups:
+            conn = g.connection
+            if weight_dependence == "soft" and not (
+                math.isfinite(conn.wmin) and math.isfinite(conn.wmax)
+            ):
+                raise ValueError(
+                    "weight_dependence='soft' needs finite weight bounds, got "
+                    f"wmin={conn.wmin}, wmax={conn.wmax} on {type(conn).__name__}"
+                )
+            if weight_dependence == "multiplicative" and not math.isfinite(conn.wmin):
+                raise ValueError(
+                    "weight_dependence='multiplicative' needs a finite wmin, got "
+                    f"wmin={conn.wmin} on {type(conn).__name__}"
+                )
+
+    def _combine(self, g: SynapseGroup, pot: Tensor, dep: Optional[Tensor], batch: int) -> Tensor:
+        """``Δw = (f₊(w) · pot − f₋(w) · dep) · reduction``."""
+        if self.weight_dependence is None:
+            dw = pot if dep is None else pot - dep
+        else:
+            conn = g.connection
+            f_plus, f_minus = soft_bound_factors(
+                conn.weight, conn.wmin, conn.wmax, self.weight_dependence, self.mu
+            )
+            dw = f_plus * pot if dep is None else f_plus * pot - f_minus * dep
+        return dw * self._scale(batch)
+
+
+# ---------------------------------------------------------------------------- STDP
+class STDP(_WeightDependent):
+    r"""Pair-based STDP with the neurons' traces (BindsNET's ``PostPre``).
+
+    Per step, for postsynaptic unit :math:`i` and presynaptic unit :math:`j` (per sample, then
+    reduced over the batch):
+
+    .. math::
+
+        \Delta w_{ij} = \nu_{post}\, f_+(w_{ij})\, s^{post}_i(t)\, x^{pre}_{ij}(t)
+                      - \nu_{pre}\, f_-(w_{ij})\, a_{ij}(t)\, x^{post}_i(t)
+
+    - :math:`s^{post}` = ``post.spikes``, :math:`x^{post}` = ``post.trace`` (already including
+      this step's spike),
+    - :math:`a_{ij}` = presynaptic spike *arriving* at the synapse this step
+      (``connection.arriving_spikes()``), :math:`x^{pre}_{ij}` = ``pre.trace`` read through the
+      synapse's delay (so it includes the arriving spike),
+    - :math:`f_\pm` from ``weight_dependence``: ``None`` (additive, :math:`f_\pm = 1`; hard
+      bounds by clamping), ``"soft"`` (:math:`f_+ = (w_{max}-w)^\mu`, :math:`f_- = (w-w_{min})^\mu`,
+      needs finite bounds; :math:`\mu = 1` is the multiplicative soft-bound rule) or
+      ``"multiplicative"`` (van Rossum et al. 2000: :math:`f_+ = 1`, :math:`f_- = w - w_{min}`,
+      needs a finite ``wmin``).
+
+    For one pair with :math:`\Delta t = t_{post} - t_{pre}` (pre time = arrival), additive
+    traces of scale :math:`a` and time constants :math:`\tau_{pre}, \tau_{post}` of the
+    neurons (``tau_trace``):
+    :math:`\Delta w = \nu_{post} a_{pre} e^{-\Delta t/\tau_{pre}}` for :math:`\Delta t > 0`,
+    :math:`-\nu_{pre} a_{post} e^{\Delta t/\tau_{post}}` for :math:`\Delta t < 0`, and
+    :math:`\nu_{post} a_{pre} - \nu_{pre} a_{post}` for :math:`\Delta t = 0` (both terms; see
+    :func:`pysnn.functional.plasticity.pair_stdp_window`). Neurons with ``trace_mode="reset"``
+    give nearest-spike STDP.
+
+    Args:
+        connection, pre, post: see :class:`LearningRule`.
+        nu: ``(nu_pre, nu_post)``: depression rate at a presynaptic arrival, potentiation rate at
+            a postsynaptic spike (default ``(1e-4, 1e-2)``, Diehl & Cook 2015). A single number
+            is used for both; negative values invert a term.
+        weight_dependence: ``None`` (default), ``"soft"`` or ``"multiplicative"``.
+        mu: exponent of the ``"soft"`` bounds (default 1).
+        connections, network, reduction, grad, norm, enabled: see :class:`LearningRule`.
+
+    State: ``pre_history`` ``(B, max_delay + 1, *in_shape)`` (only with delays).
+    """
+
+    _state_names = ("pre_history",)
+
+    def __init__(
+        self,
+        connection: ModuleLike = None,
+        pre: ModuleLike = None,
+        post: ModuleLike = None,
+        *,
+        nu: Union[float, Tuple[float, float]] = (1e-4, 1e-2),
+        weight_dependence: Optional[str] = None,
+        mu: float = 1.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(connection, pre, post, **kwargs)
+        self.nu_pre, self.nu_post = _nu(nu)
+        self._set_weight_dependence(weight_dependence, mu)
+
+    @property
+    def nu(self) -> Tuple[float, float]:
+        """``(nu_pre, nu_post)``."""
+        return (self.nu_pre, self.nu_post)
+
+    def _delta(self, g: SynapseGroup, reward: Reward) -> Tensor:
+        batch, s_post, x_post = self._post(g)
+        pot, dep = self._pair_terms(g, batch, s_post, x_post)
+        return self._combine(g, pot * self.nu_post, dep * self.nu_pre, batch)
+
+    def _extra_repr(self) -> str:
+        return f"nu={self.nu}, weight_dependence={self.weight_dependence!r}"
+
+
+# ---------------------------------------------------------------------------- Hebbian
+class Hebbian(_WeightDependent):
+    r"""Spike-triggered Hebbian rule: correlated pre and post activity potentiates, in both orders.
+
+    Per step (per sample, then reduced over the batch), with the same signals as :class:`STDP`:
+
+    .. math::
+
+        \Delta w_{ij} = f_+(w_{ij}) \left[\nu_{post}\, s^{post}_i\, x^{pre}_{ij}
+                      + \nu_{pre}\, a_{ij}\, x^{post}_i\right]
+                      - \left(1 - e^{-\lambda\, dt}\right) w_{ij}
+
+    i.e. the symmetric window :math:`\nu_{post} e^{-\Delta t/\tau_{pre}}` (:math:`\Delta t > 0`),
+    :math:`\nu_{pre} e^{\Delta t/\tau_{post}}` (:math:`\Delta t < 0`) for a pair (BindsNET's
+    ``Hebbian``), with an optional exact exponential weight decay toward 0 at rate
+    :math:`\lambda` = ``decay`` (1/ms), applied once per step (not per sample).
+
+    Args:
+        nu: ``(nu_pre, nu_post)`` (default ``(1e-4, 1e-4)``).
+        decay: weight decay rate :math:`\lambda` (1/ms), >= 0 (default 0: none).
+        weight_dependence, mu: as :class:`STDP` (only :math:`f_+` is used).
+        other arguments: see :class:`LearningRule`.
+
+    State: ``pre_history`` (only with delays).
+    """
+
+    _state_names = ("pre_history",)
+
+    def __init__(
+        self,
+        connection: ModuleLike = None,
+        pre: ModuleLike = None,
+        post: ModuleLike = None,
+        *,
+        nu: Union[float, Tuple[float, float]] = (1e-4, 1e-4),
+        decay: float = 0.0,
+        weight_dependence: Optional[str] = None,
+        mu: float = 1.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(connection, pre, post, **kwargs)
+        self.nu_pre, self.nu_post = _nu(nu)
+        self.decay = _number("decay", decay)
+        if self.decay < 0:
+            raise ValueError(f"decay must be a rate >= 0 (1/ms), got {decay}")
+        self._set_weight_dependence(weight_dependence, mu)
+
+    @property
+    def nu(self) -> Tuple[float, float]:
+        """``(nu_pre, nu_post)``."""
+        return (self.nu_pre, self.nu_post)
+
+    def _delta(self, g: SynapseGroup, reward: Reward) -> Tensor:
+        batch, s_post, x_post = self._post(g)
+        at_post, at_pre = self._pair_terms(g, batch, s_post, x_post)
+        dw = self._combine(g, at_post * self.nu_post + at_pre * self.nu_pre, None, batch)
+        if self.decay > 0:
+            dw = dw - (1.0 - math.exp(-self.decay * g.connection.dt)) * g.connection.weight
+        return dw
+
+    def _extra_repr(self) -> str:
+        return f"nu={self.nu}, decay={self.decay}, weight_dependence={self.weight_dependence!r}"
+
+
+# ---------------------------------------------------------------------------- triplet STDP
+class TripletSTDP(_WeightDependent):
+    r"""Triplet STDP (Pfister & Gerstner 2006), all-to-all or nearest-spike interactions.
+
+    The rule keeps its own traces of the spikes *arriving at the synapses*: fast :math:`r_1`
+    (:math:`\tau_+`) and slow :math:`r_2` (:math:`\tau_x`) presynaptic, fast :math:`o_1`
+    (:math:`\tau_-`) and slow :math:`o_2` (:math:`\tau_y`) postsynaptic. Each decays as
+    :math:`\dot r = -r/\tau` (exactly, factor :math:`e^{-dt/\tau}` per step) and jumps at a spike by
+    +1 (``"all-to-all"``) or to 1 (``"nearest"``). The weight changes at a presynaptic arrival and
+    at a postsynaptic spike:
+
+    .. math::
+
+        t = t^{pre}:\; w \leftarrow w - o_1(t)\,[A_2^- + A_3^-\, r_2(t - \epsilon)] \qquad
+        t = t^{post}:\; w \leftarrow w + r_1(t)\,[A_2^+ + A_3^+\, o_2(t - \epsilon)]
+
+    Order within a step (per sample, then reduced over the batch):
+
+    1. decay all four traces;
+    2. :math:`r_1 \mathrel{+}= a` (arrivals), :math:`o_1 \mathrel{+}= s` (post spikes) (or reset to
+       1) -- the pair terms see a pre and post spike of the same step, as in :class:`STDP`;
+    3. :math:`\Delta w = f_+ \sum s_i r_{1,j} (A_2^+ + A_3^+ o_{2,i})
+       - f_- \sum o_{1,i} a_j (A_2^- + A_3^- r_{2,j})` with :math:`o_2, r_2` *before* this step's
+       increment (the paper's :math:`t - \epsilon`);
+    4. :math:`r_2 \mathrel{+}= a`, :math:`o_2 \mathrel{+}= s` (or reset to 1).
+
+    Defaults: Pfister & Gerstner (2006), Table 4, visual cortex data (Sjöström et al. 2001),
+    all-to-all, full model: :math:`\tau_+ = 16.8`, :math:`\tau_- = 33.7`, :math:`\tau_x = 101`,
+    :math:`\tau_y = 125` ms, :math:`A_2^+ = 5\times10^{-10}`, :math:`A_3^+ = 6.2\times10^{-3}`,
+    :math:`A_2^- = 7\times10^{-3}`, :math:`A_3^- = 2.3\times10^{-4}`.
+
+    Args:
+        a2_plus, a3_plus, a2_minus, a3_minus: amplitudes (>= 0 normally; any finite value).
+        tau_plus, tau_minus, tau_x, tau_y: time constants (ms), > 0.
+        interaction: ``"all-to-all"`` (default) or ``"nearest"``.
+        weight_dependence, mu: as :class:`STDP`.
+        other arguments: see :class:`LearningRule`.
+
+    State: ``r1``, ``r2`` (shape of the arrivals: ``(B, *in_shape)`` or ``(B, out, in)``),
+    ``o1``, ``o2`` ``(B, *out_shape)``.
+    """
+
+    _state_names = ("r1", "r2", "o1", "o2")
+
+    def __init__(
+        self,
+        connection: ModuleLike = None,
+        pre: ModuleLike = None,
+        post: ModuleLike = None,
+        *,
+        a2_plus: float = 5e-10,
+        a3_plus: float = 6.2e-3,
+        a2_minus: float = 7e-3,
+        a3_minus: float = 2.3e-4,
+        tau_plus: float = 16.8,
+        tau_minus: float = 33.7,
+        tau_x: float = 101.0,
+        tau_y: float = 125.0,
+        interaction: str = "all-to-all",
+        weight_dependence: Optional[str] = None,
+        mu: float = 1.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(connection, pre, post, **kwargs)
+        self.a2_plus = _number("a2_plus", a2_plus)
+        self.a3_plus = _number("a3_plus", a3_plus)
+        self.a2_minus = _number("a2_minus", a2_minus)
+        self.a3_minus = _number("a3_minus", a3_minus)
+        self.tau_plus = _tau("tau_plus", tau_plus)
+        self.tau_minus = _tau("tau_minus", tau_minus)
+        self.tau_x = _tau("tau_x", tau_x)
+        self.tau_y = _tau("tau_y", tau_y)
+        self.interaction = _choice("interaction", interaction, INTERACTIONS)
+        self._set_weight_dependence(weight_dependence, mu)
+
+    def _delta(self, g: SynapseGroup, reward: Reward) -> Tensor:
+        batch, s_post, _ = self._post(g)
+        a_pre = self._arrivals(g, batch)
+        nearest = self.interaction == "nearest"
+        r1 = self._own_trace(g, "r1", a_pre, self.tau_plus, 1.0, nearest)
+        o1 = self._own_trace(g, "o1", s_post, self.tau_minus, 1.0, nearest)
+        r2 = self._own_trace(g, "r2", a_pre, self.tau_x, increment=False)
+        o2 = self._own_trace(g, "o2", s_post, self.tau_y, increment=False)
+        pot = self._correlate(g, s_post * (self.a2_plus + self.a3_plus * o2), r1)
+        dep = self._correlate(g, o1, a_pre * (self.a2_minus + self.a3_minus * r2))
+        g.state["r2"] = trace_update(r2, a_pre, 1.0, 1.0, nearest)
+        g.state["o2"] = trace_update(o2, s_post, 1.0, 1.0, nearest)
+        return self._combine(g, pot, dep, batch)
+
+    def _extra_repr(self) -> str:
+        return (
+            f"a2_plus={self.a2_plus}, a3_plus={self.a3_plus}, a2_minus={self.a2_minus}, "
+            f"a3_minus={self.a3_minus}, tau_plus={self.tau_plus}, tau_minus={self.tau_minus}, "
+            f"tau_x={self.tau_x}, tau_y={self.tau_y}, interaction={self.interaction!r}"
+        )
+
+
+# ---------------------------------------------------------------------------- reward-modulated
+class MSTDP(LearningRule):
+    r"""Reward-modulated STDP (Florian 2007, "MSTDP").
+
+    The rule keeps Florian's traces of the spikes at the synapse (arrivals) and of the post spikes:
+
+    .. math::
+
+        P^+_{ij}(t) = P^+_{ij}(t - dt)\, e^{-dt/\tau_+} + A_+\, a_{ij}(t), \qquad
+        P^-_i(t) = P^-_i(t - dt)\, e^{-dt/\tau_-} + A_-\, s_i(t)
+
+    the STDP term :math:`\zeta_{ij}(t) = P^+_{ij}(t)\, s_i(t) + P^-_i(t)\, a_{ij}(t)` (traces
+    already including this step's spikes, as in :class:`STDP`; :math:`A_- < 0` makes the
+    post-before-pre term depressing), and the update
+
+    .. math:: \Delta w_{ij}(t) = \gamma\, \operatorname{reduce}_b\, r_b(t)\, \zeta_{b,ij}(t)
+
+    where :math:`r(t)` is the reward given to ``step(reward=...)`` in the same step (Florian's
+    :math:`r(t + \delta t)`: the reward that follows the activity of step :math:`t`). A scalar
+    reward multiplies the batch-reduced :math:`\zeta`; a per-sample ``(B,)`` reward weights each
+    sample's :math:`\zeta_b` (computed as ``(r_b s_b) ⊗ P+`` products, no ``(B, out, in)``
+    tensor). ``reward=None`` means 0: the traces evolve, no weight changes. A negative reward
+    flips the sign of the update.
+
+    For one pair with :math:`\Delta t = t_{post} - t_{pre} > 0` and reward :math:`r` at the post
+    step: :math:`\Delta w = \gamma r A_+ e^{-\Delta t/\tau_+}`; for :math:`\Delta t < 0` and reward
+    at the pre-arrival step: :math:`\gamma r A_- e^{\Delta t/\tau_-}`.
+
+    Args:
+        gamma: learning rate :math:`\gamma` (default 0.01; in weight units per unit reward).
+        a_plus: :math:`A_+` (default 1.0).
+        a_minus: :math:`A_-` (default -1.0).
+        tau_plus, tau_minus: trace time constants (ms), default 20 ms each (Florian 2007).
+        other arguments: see :class:`LearningRule`.
+
+    State: ``p_plus`` (shape of the arrivals), ``p_minus`` ``(B, *out_shape)``.
+    """
+
+    _state_names = ("p_plus", "p_minus")
+    takes_reward = True
+
+    def __init__(
+        self,
+        connection: ModuleLike = None,
+        pre: ModuleLike = None,
+        post: ModuleLike = None,
+        *,
+        gamma: float = 0.01,
+        a_plus: float = 1.0,
+        a_minus: float = -1.0,
+        tau_plus: float = 20.0,
+        tau_minus: float = 20.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(connection, pre, post, **kwargs)
+        self.gamma = _number("gamma", gamma)
+        self.a_plus = _number("a_plus", a_plus)
+        self.a_minus = _number("a_minus", a_minus)
+        self.tau_plus = _tau("tau_plus", tau_plus)
+        self.tau_minus = _tau("tau_minus", tau_minus)
+
+    def _zeta(
+        self,
+        g: SynapseGroup,
+        batch: int,
+        s_post: Tensor,
+        reward: Union[float, Tensor, None],
+        per_sample: bool = False,
+    ) -> Tensor:
+        """Update ``p_plus``/``p_minus`` and return the (reward-weighted) ``ζ`` summed over the batch
+        (or per sample). A ``(B,)`` ``reward`` weights the samples."""
+        a_pre = self._arrivals(g, batch)
+        p_plus = self._own_trace(g, "p_plus", a_pre, self.tau_plus, self.a_plus)
+        p_minus = self._own_trace(g, "p_minus", s_post, self.tau_minus, self.a_minus)
+        if isinstance(reward, Tensor) and reward.dim() == 1:
+            r = reward.view(-1, *([1] * (s_post.dim() - 1)))
+            s_post, p_minus = s_post * r, p_minus * r
+        return self._correlate(g, s_post, p_plus, per_sample) + self._correlate(
+            g, p_minus, a_pre, per_sample
+        )
+
+    def _delta(self, g: SynapseGroup, reward: Reward) -> Optional[Tensor]:
+        batch, s_post, _ = self._post(g)
+        if reward is None:
+            # Keep the traces going; no weight change without reward.
+            a_pre = self._arrivals(g, batch)
+            self._own_trace(g, "p_plus", a_pre, self.tau_plus, self.a_plus)
+            self._own_trace(g, "p_minus", s_post, self.tau_minus, self.a_minus)
+            return None
+        r = self._reward(reward, batch, g.connection.weight)
+        zeta = self._zeta(g, batch, s_post, r)
+        scale = self.gamma * self._scale(batch)
+        if not isinstance(r, Tensor) or r.dim() == 0:
+            scale = r * scale
+        return zeta * scale
+
+    def _extra_repr(self) -> str:
+        return (
+            f"gamma={self.gamma}, a_plus={self.a_plus}, a_minus={self.a_minus}, "
+            f"tau_plus={self.tau_plus}, tau_minus={self.tau_minus}"
+        )
+
+
+class MSTDPET(MSTDP):
+    r"""Reward-modulated STDP with an eligibility trace (Florian 2007, "MSTDPET").
+
+    :math:`P^\pm` and :math:`\zeta` as in :class:`MSTDP`; the STDP term feeds a low-pass filtered
+    eligibility trace :math:`z` (:math:`\tau_z \dot z = -z + \zeta`) that the reward reads:
+
+    .. math::
+
+        z_{ij}(t) = z_{ij}(t - dt)\, e^{-dt/\tau_z} + \frac{\zeta_{ij}(t)}{\tau_z}, \qquad
+        \Delta w_{ij}(t) = \gamma\, dt\, r(t)\, z_{ij}(t)
+
+    (Florian's :math:`z(t+\delta t)` and :math:`r(t+\delta t)` are this step's :math:`z` and the
+    reward given to this ``step``). So a pair at :math:`\Delta t = t_{post} - t_{pre} > 0`
+    followed by a single reward :math:`r` at step :math:`t_r \ge t_{post}` gives
+    :math:`\Delta w = \gamma\, dt\, r\, A_+ e^{-\Delta t/\tau_+} e^{-(t_r - t_{post})/\tau_z} / \tau_z`.
+    ``reward=None`` (no reward this step) lets :math:`z` evolve without changing weights.
+
+    Batches: with ``per_sample_reward=False`` (default) the eligibility is kept reduced over the
+    batch, ``(out, in)`` (weight shape): :math:`z \leftarrow z e^{-dt/\tau_z} + \operatorname{reduce}_b
+    \zeta_b / \tau_z` and the reward must be a scalar (the same for every sample), which is exact
+    because :math:`z` is linear in :math:`\zeta`. A per-sample reward :math:`r_b` needs one
+    eligibility per sample: ``per_sample_reward=True`` keeps ``(B, *weight.shape)`` and applies
+    :math:`\Delta w = \gamma\, dt \operatorname{reduce}_b r_b z_b`.
+
+    Args:
+        tau_z: eligibility time constant (ms), default 25 ms (Florian 2007).
+        per_sample_reward: keep per-sample eligibility to accept ``(B,)`` rewards (default False).
+        gamma, a_plus, a_minus, tau_plus, tau_minus: as :class:`MSTDP`.
+        other arguments: see :class:`LearningRule`.
+
+    State: ``p_plus``, ``p_minus``, ``eligibility`` (weight shape, or ``(B, *weight_shape)``).
+    """
+
+    _state_names = ("p_plus", "p_minus", "eligibility")
+
+    def __init__(
+        self,
+        connection: ModuleLike = None,
+        pre: ModuleLike = None,
+        post: ModuleLike = None,
+        *,
+        tau_z: float = 25.0,
+        per_sample_reward: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(connection, pre, post, **kwargs)
+        self.tau_z = _tau("tau_z", tau_z)
+        if not isinstance(per_sample_reward, bool):
+            raise TypeError(f"per_sample_reward must be a bool, got {per_sample_reward!r}")
+        self.per_sample_reward = per_sample_reward
+
+    def _delta(self, g: SynapseGroup, reward: Reward) -> Optional[Tensor]:
+        batch, s_post, _ = self._post(g)
+        weight = g.connection.weight
+        r = None if reward is None else self._reward(reward, batch, weight)
+        if isinstance(r, Tensor) and r.dim() == 1 and r.shape[0] > 1 and not self.per_sample_reward:
+            raise ValueError(
+                f"a per-sample reward of shape {tuple(r.shape)} needs MSTDPET(..., "
+                "per_sample_reward=True) (the eligibility is kept reduced over the batch otherwise)"
+            )
+        dt = g.connection.dt
+        zeta = self._zeta(g, batch, s_post, None, self.per_sample_reward)
+        shape = ((batch,) if self.per_sample_reward else ()) + tuple(weight.shape)
+        z = g.zeros_or("eligibility", shape, zeta)
+        if self.per_sample_reward:
+            z = z * math.exp(-dt / self.tau_z) + zeta / self.tau_z
+        else:
+            z = z * math.exp(-dt / self.tau_z) + zeta * (self._scale(batch) / self.tau_z)
+        g.state["eligibility"] = z
+        if r is None:
+            return None
+        scale = self.gamma * dt
+        if not self.per_sample_reward:
+            return z * (r.reshape(()) if isinstance(r, Tensor) else r) * scale
+        scale = scale * self._scale(batch)
+        if isinstance(r, Tensor) and r.dim() == 1:
+            return torch.tensordot(r.expand(batch), z, dims=1) * scale
+        return z.sum(0) * (r * scale)
+
+    def _extra_repr(self) -> str:
+        return (
+            super()._extra_repr()
+            + f", tau_z={self.tau_z}, per_sample_reward={self.per_sample_reward}"
+        )
+
+
+# ---------------------------------------------------------------------------- FedeSTDP
+class FedeSTDP(LearningRule):
+    r"""Paredes-Vallés et al. (2019) stable STDP, PySNN's ``FedeSTDP``, without its NaN.
+
+    At a postsynaptic spike the weights of that unit move toward a value set by the normalised
+    presynaptic trace (weights stay bounded without clamping):
+
+    .. math::
+
+        \hat x_{ij} &= x^{pre}_{ij} / \max_{k \in RF(i)} x^{pre}_{ik}
+            \quad (\text{or the mean with } \texttt{trace\_normalization="mean"}) \\
+        \Delta w_{ij} &= \eta\, \operatorname{reduce}_b \sum_{\text{positions}} s^{post}_i \Big[
+            e^{-(w_{ij} - w_{init})} \big(e^{\hat x_{ij}} - a\big)
+            - e^{\,w_{ij} - w_{init}} \big(e^{1 - \hat x_{ij}} - a\big) \Big]
+
+    :math:`x^{pre}` is the presynaptic neuron's trace at the synapse (through the delays);
+    :math:`RF(i)` is the receptive field of the postsynaptic unit: all inputs of a ``Linear``
+    (per sample), the ``(C_in / groups, kH, kW)`` patch at each output position of a ``Conv2d``.
+    The first term is LTP, the second LTD; for :math:`w = w_{init}` they balance at
+    :math:`\hat x = 1/2`. **Zero guard:** where the receptive field's traces are all 0 (max or
+    mean 0, which gives 0/0 = NaN in PySNN), :math:`\hat x = 0` (the limit of a silent input), so
+    the update is the finite pure-depression value.
+
+    Args:
+        lr: learning rate :math:`\eta` (default 1e-4).
+        w_init: reference weight :math:`w_{init}` (default 0.5).
+        a: stability parameter :math:`a` (default 0.0; the paper uses values below 1).
+        trace_normalization: ``"max"`` (default, the paper's [0, 1] normalisation) or ``"mean"``.
+        other arguments: see :class:`LearningRule`.
+
+    State: ``pre_history`` (only with delays).
+    """
+
+    _state_names = ("pre_history",)
+
+    def __init__(
+        self,
+        connection: ModuleLike = None,
+        pre: ModuleLike = None,
+        post: ModuleLike = None,
+        *,
+        lr: float = 1e-4,
+        w_init: float = 0.5,
+        a: float = 0.0,
+        trace_normalization: str = "max",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(connection, pre, post, **kwargs)
+        self.lr = _number("lr", lr)
+        self.w_init = _number("w_init", w_init)
+        self.a = _number("a", a)
+        self.trace_normalization = _choice(
+            "trace_normalization", trace_normalization, TRACE_NORMALIZATIONS
+        )
+
+    def _normalize(self, x: Tensor, dim: int) -> Tensor:
+        if self.trace_normalization == "max":
+            ref = x.amax(dim=dim, keepdim=True)
+        else:
+            ref = x.mean(dim=dim, keepdim=True)
+        safe = torch.where(ref > 0, ref, torch.ones_like(ref))
+        return torch.where(ref > 0, x / safe, torch.zeros_like(x))
+
+    def _delta(self, g: SynapseGroup, reward: Reward) -> Tensor:
+        batch, s_post, _ = self._post(g)
+        self._arrivals(g, batch)  # validates that the connection ran
+        x_pre = self._pre_trace(g, batch)
+        conn = g.connection
+        if g.is_conv:
+            groups = conn.groups
+            patches = conv2d_patches(
+                x_pre, conn.kernel_size, conn.stride, conn.padding, conn.dilation, groups
+            )
+            patches = self._normalize(patches, dim=2)
+            post = s_post.reshape(batch, groups, -1, patches.shape[-1])
+
+            def corr(values: Tensor) -> Tensor:
+                out = torch.einsum("bgol,bgkl->gok", post, values)
+                return out.reshape(conn.weight.shape)
+
+        else:
+            patches = self._normalize(x_pre, dim=-1)
+
+            def corr(values: Tensor) -> Tensor:
+                return linear_correlation(s_post, values)
+
+        ltp = corr(torch.exp(patches) - self.a)
+        ltd = corr(torch.exp(1.0 - patches) - self.a)
+        offset = conn.weight - self.w_init
+        dw = torch.exp(-offset) * ltp - torch.exp(offset) * ltd
+        return dw * (self.lr * self._scale(batch))
+
+    def _extra_repr(self) -> str:
+        return (
+            f"lr={self.lr}, w_init={self.w_init}, a={self.a}, "
+            f"trace_normalization={self.trace_normalization!r}"
+        )
+
+
+# ---------------------------------------------------------------------------- resolution
+def _lookup(network: Optional[nn.Module], value: ModuleLike, arg: str, role: str) -> Any:
+    """Resolve a module given by name in ``network`` (layer name or submodule path)."""
+    if not isinstance(value, str):
+        return value
+    if network is None:
+        raise TypeError(f"{arg}={value!r} is a name; pass network= to look it up")
+    layer = getattr(network, "layer", None)
+    if callable(layer):
+        try:
+            conn, neuron = layer(value)
+            return conn if role == "connection" else neuron
+        except KeyError:
+            pass
+    try:
+        return network.get_submodule(value)
+    except AttributeError:
+        layers = list(getattr(network, "_layer_names", {}))
+        raise ValueError(
+            f"{arg}={value!r} is neither a layer (layers: {layers}) nor a submodule of "
+            f"{type(network).__name__}"
+        ) from None
+
+
+def _check_triple(conn: Any, pre: Any, post: Any, where: str) -> None:
+    if not isinstance(conn, (Linear, Conv2d)):
+        raise TypeError(
+            f"{where}connection must be a pysnn.connection.Linear or Conv2d, got "
+            f"{type(conn).__name__}"
+        )
+    for arg, module in (("pre", pre), ("post", post)):
+        if module is None:
+            raise ValueError(f"{where}{arg} is required (a neuron module or a name with network=)")
+        if not isinstance(module, nn.Module) or not (
+            hasattr(module, "spikes") and hasattr(module, "trace")
+        ):
+            raise TypeError(
+                f"{where}{arg} must be a neuron module with 'spikes' and 'trace' (e.g. "
+                f"pysnn.neuron.Input), got {type(module).__name__}"
+            )
+    pre_shape, post_shape = getattr(pre, "shape", None), getattr(post, "shape", None)
+    if isinstance(conn, Linear):
+        expected = ((conn.in_features,), (conn.out_features,))
+        for arg, shape, want in (
+            ("pre", pre_shape, expected[0]),
+            ("post", post_shape, expected[1]),
+        ):
+            if shape is not None and tuple(shape) != want:
+                raise ValueError(
+                    f"{where}{arg} has shape {tuple(shape)} but the Linear expects {want}"
+                )
+    else:
+        for arg, shape, want in (
+            ("pre", pre_shape, conn.in_channels),
+            ("post", post_shape, conn.out_channels),
+        ):
+            if shape is not None and (len(shape) != 3 or shape[0] != want):
+                raise ValueError(
+                    f"{where}{arg} has shape {tuple(shape)} but the Conv2d expects "
+                    f"({want}, H, W)"
+                )
+
+
+def _resolve_triples(
+    connection: ModuleLike,
+    pre: ModuleLike,
+    post: ModuleLike,
+    connections: Optional[Sequence[Sequence[ModuleLike]]],
+    network: Optional[nn.Module],
+) -> List[Tuple[Connection, nn.Module, nn.Module]]:
+    if network is not None and not isinstance(network, nn.Module):
+        raise TypeError(f"network must be an SNNNetwork, got {type(network).__name__}")
+    if connections is None:
+        if connection is None:
+            raise ValueError("give connection= (with pre= and post=) or connections=[...]")
+        entries: List[Sequence[ModuleLike]] = [(connection, pre, post)]
+        prefix = ["" for _ in entries]
+    else:
+        if connection is not None or pre is not None or post is not None:
+            raise ValueError("give either connection/pre/post or connections=, not both")
+        if isinstance(connections, (str, nn.Module)) or not isinstance(connections, (list, tuple)):
+            raise TypeError(
+                "connections must be a list of (connection, pre, post) triples, got "
+                f"{type(connections).__name__}"
+            )
+        if len(connections) == 0:
+            raise ValueError("connections must not be empty")
+        entries = list(connections)
+        prefix = [f"connections[{k}]: " for k in range(len(entries))]
+    triples = []
+    for where, entry in zip(prefix, entries):
+        if not isinstance(entry, (list, tuple)) or len(entry) not in (2, 3):
+            raise TypeError(f"{where}expected a (connection, pre, post) triple, got {entry!r}")
+        c, p, q = (tuple(entry) + (None,))[:3]
+        c_mod = _lookup(network, c, where + "connection", "connection")
+        if q is None and isinstance(c, str) and c in getattr(network, "_layer_names", {}):
+            q = network.layer(c)[1]
+        p_mod = _lookup(network, p, where + "pre", "neuron")
+        q_mod = _lookup(network, q, where + "post", "neuron")
+        _check_triple(c_mod, p_mod, q_mod, where)
+        triples.append((c_mod, p_mod, q_mod))
+    return triples
