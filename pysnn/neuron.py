@@ -197,6 +197,8 @@ class LIFNeuron(Neuron):
         refrac: refractory period (ms), >= 0, rounded to whole steps.
         tau_trace, trace_scale, trace_mode: see :class:`Neuron`.
         surrogate: optional surrogate gradient for the spike function (:mod:`pysnn.surrogate`).
+        detach_reset: if ``True`` no gradient flows from the spike into the reset; by default it
+            does (the reset is differentiated as ``(1 - s) v + s v_reset``).
 
     Every parameter may be a scalar or a tensor broadcastable to ``shape`` (per-neuron values).
 
@@ -220,8 +222,12 @@ class LIFNeuron(Neuron):
         trace_scale: ParamLike = 1.0,
         trace_mode: str = "additive",
         surrogate: Optional[SurrogateFn] = None,
+        detach_reset: bool = False,
     ) -> None:
         super().__init__(shape, dt, tau_trace, trace_scale, trace_mode)
+        if not isinstance(detach_reset, bool):
+            raise TypeError(f"detach_reset must be a bool, got {detach_reset!r}")
+        self.detach_reset = detach_reset
         self._param("thresh", thresh)
         self._param("v_rest", v_rest)
         self._param("v_reset", v_reset)
@@ -257,7 +263,13 @@ class LIFNeuron(Neuron):
         self._prepare(x)
         state = self._buffers
         s, state["v"], state["refrac_count"] = lif_step(
-            state["v"], x, state["refrac_count"], self.params, self._theta(), self.surrogate
+            state["v"],
+            x,
+            state["refrac_count"],
+            self.params,
+            self._theta(),
+            self.surrogate,
+            self.detach_reset,
         )
         state["spikes"] = s
         self._after_spike(s)
@@ -276,7 +288,7 @@ class LIFNeuron(Neuron):
 class IFNeuron(LIFNeuron):
     """Integrate-and-fire neuron: :class:`LIFNeuron` without leak (``tau_v`` is not used).
 
-    Same arguments as :class:`LIFNeuron` except ``tau_v``, which is ignored if given.
+    Same arguments as :class:`LIFNeuron` except ``tau_v`` (there is no leak).
     """
 
     _leaky = False
@@ -293,6 +305,7 @@ class IFNeuron(LIFNeuron):
         trace_scale: ParamLike = 1.0,
         trace_mode: str = "additive",
         surrogate: Optional[SurrogateFn] = None,
+        detach_reset: bool = False,
     ) -> None:
         super().__init__(
             shape,
@@ -306,6 +319,7 @@ class IFNeuron(LIFNeuron):
             trace_scale,
             trace_mode,
             surrogate,
+            detach_reset,
         )
 
 
@@ -343,6 +357,7 @@ class AdaptiveLIFNeuron(LIFNeuron):
         tau_theta: ParamLike = 1e7,
         theta_shared: bool = False,
         surrogate: Optional[SurrogateFn] = None,
+        detach_reset: bool = False,
     ) -> None:
         super().__init__(
             shape,
@@ -356,6 +371,7 @@ class AdaptiveLIFNeuron(LIFNeuron):
             trace_scale,
             trace_mode,
             surrogate,
+            detach_reset,
         )
         self.theta_shared = bool(theta_shared)
         self._param("theta_plus", theta_plus, non_negative=True)

@@ -15,7 +15,7 @@ from typing import NamedTuple, Optional, Tuple
 
 import torch
 
-from pysnn.functional.spike import SurrogateFn, spike
+from pysnn.functional.spike import SurrogateFn, reset_membrane, spike
 
 
 class IzhikevichParameters(NamedTuple):
@@ -47,7 +47,6 @@ def izhikevich_step(
         v = v + half * (0.04 * v * v + 5.0 * v + 140.0 - u + current)
     u = u + p.dt * p.a * (p.b * v - u)
     s = spike(v, p.v_peak, surrogate)
-    fired = s > 0
-    v = torch.where(fired, p.c, v)
+    v = reset_membrane(v, s, p.c)
     u = u + p.d * s
     return s, v, u

@@ -20,7 +20,7 @@ from typing import NamedTuple, Optional, Tuple
 
 import torch
 
-from pysnn.functional.spike import SurrogateFn, spike
+from pysnn.functional.spike import SurrogateFn, reset_membrane, spike
 
 
 class LIFParameters(NamedTuple):
@@ -50,6 +50,7 @@ def lif_step(
     p: LIFParameters,
     theta: Optional[torch.Tensor] = None,
     surrogate: Optional[SurrogateFn] = None,
+    detach_reset: bool = False,
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One LIF step; returns ``(spikes, v, refrac)``, each ``(B, *shape)``.
 
@@ -60,13 +61,15 @@ def lif_step(
         p: :class:`LIFParameters`.
         theta: optional threshold offset (mV) added to ``p.thresh``.
         surrogate: optional surrogate for the spike function.
+        detach_reset: cut the gradient through the spike into the reset (see
+            :func:`~pysnn.functional.spike.reset_membrane`).
     """
     v = torch.addcmul(p.leak, v, p.decay)  # v_rest + (v - v_rest) * d
     v = v + torch.where(refrac > 0, 0.0, x)
     thresh = p.thresh if theta is None else p.thresh + theta
     s = spike(v, thresh, surrogate)
+    v = reset_membrane(v, s, p.v_reset, detach_reset)
     fired = s > 0
-    v = torch.where(fired, p.v_reset, v)
     refrac = torch.where(fired, p.refrac_steps, (refrac - 1).clamp_min(0))
     return s, v, refrac
 

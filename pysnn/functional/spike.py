@@ -29,3 +29,30 @@ def spike(
     if surrogate is None:
         return (v >= thresh).to(v.dtype)  # same as v - thresh >= 0 for finite floats
     return surrogate(v - thresh)
+
+
+def reset_membrane(
+    v: torch.Tensor, spikes: torch.Tensor, v_reset: torch.Tensor, detach: bool = False
+) -> torch.Tensor:
+    r"""Reset to ``v_reset`` where ``spikes`` is 1, with an exact forward value.
+
+    Forward: ``torch.where(spikes > 0, v_reset, v)``, bit-exact. Backward: the gradient of
+
+    .. math:: v' = (1 - s)\, v + s\, v_{reset}
+
+    i.e. :math:`\partial v'/\partial v = 1 - s` and :math:`\partial v'/\partial s = v_{reset} - v`,
+    so the surrogate gradient of the spike flows into the reset. It adds
+    ``(s - s.detach()) * (v_reset - v).detach()``, whose value is exactly 0 and whose gradient
+    w.r.t. ``s`` is ``v_reset - v``. With ``detach=True`` (or when ``spikes`` needs no gradient)
+    only the ``where`` remains: no gradient through the spike into the reset.
+
+    Args:
+        v: membrane potential before the reset (mV), ``(B, *shape)``.
+        spikes: 0/1 spikes ``(B, *shape)`` (from a surrogate spike function for a gradient).
+        v_reset: reset potential (mV), broadcastable to ``v``.
+        detach: detach the reset from the graph.
+    """
+    out = torch.where(spikes > 0, v_reset, v)
+    if detach or not spikes.requires_grad:
+        return out
+    return out + (spikes - spikes.detach()) * (v_reset - v).detach()

@@ -1,0 +1,134 @@
+"""Diehl & Cook (2015) model: structure, short learning run, checkpoint/resume."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+from pysnn.models import DiehlCook2015
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "mnist_stdp.py"
+
+
+def load_example():
+    spec = importlib.util.spec_from_file_location("mnist_stdp", EXAMPLE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_structure_and_normalisation():
+    net = DiehlCook2015(n_neurons=20)
+    torch.testing.assert_close(net.fc.weight.sum(1), torch.full((20,), 78.4))
+    assert torch.equal(net.e2i.weight, 22.5 * torch.eye(20))
+    assert torch.equal(net.i2e.weight, -120.0 * (1 - torch.eye(20)))
+    assert net.fc.wmin == 0.0 and net.fc.wmax == 1.0
+
+
+def test_inhibitory_neurons_mirror_excitatory_spikes():
+    # With +22.5 mV one-to-one, an inhibitory neuron (rest -60, threshold -40) fires in the same
+    # step as its excitatory partner: its refractory period (2 ms) ends before the partner's (5 ms).
+    torch.manual_seed(0)
+    net = DiehlCook2015(n_neurons=30).eval()
+    x = (torch.rand(200, 2, 784) < 0.1).float()
+    with torch.no_grad():
+        for xt in x:
+            exc = net(xt)
+            assert torch.equal(net.inh.spikes, exc)
+
+
+def test_lateral_inhibition_is_one_step_later():
+    net = DiehlCook2015(n_neurons=3, inh_weight=10.0).eval()
+    with torch.no_grad():
+        net.fc.weight.zero_()
+        net(torch.zeros(1, 784))
+        net.exc.v.fill_(-65.0)
+        net.exc.v[0, 0] = -51.0  # neuron 0 fires on the next step
+        exc = net(torch.zeros(1, 784))
+        assert exc.tolist() == [[1.0, 0.0, 0.0]]
+        v_before = net.exc.v.clone()
+        net(torch.zeros(1, 784))
+        # Neurons 1, 2 got -10 mV one step later; neuron 0 (its own partner excluded) did not.
+        decay = torch.exp(torch.tensor(-1.0 / 100.0))
+        expected = -65.0 + (v_before + 65.0) * decay
+        expected[0, 1:] -= 10.0
+        torch.testing.assert_close(net.exc.v[:, 1:], expected[:, 1:])
+
+
+def test_short_training_run_learns(tmp_path):
+    example = load_example()
+    args = [
+        "--n-neurons",
+        "40",
+        "--n-train",
+        "300",
+        "--n-assign",
+        "300",
+        "--n-test",
+        "200",
+        "--time",
+        "100",
+        "--quiet",
+        "--seed",
+        "1",
+        "--update-interval",
+        "100",
+    ]
+    torch.manual_seed(1)
+    initial = DiehlCook2015(n_neurons=40).fc.weight.detach().clone()
+    trainer_holder = {}
+    original = example.Trainer
+
+    class Spy(original):
+        def __init__(self, a):
+            super().__init__(a)
+            trainer_holder["t"] = self
+
+    example.Trainer = Spy
+    results = example.main(args)
+    net = trainer_holder["t"].net
+    assert results["accuracy_all_activity"] > 0.3  # chance is 0.1
+    assert results["accuracy_proportion_weighting"] > 0.3
+    assert not torch.allclose(net.fc.weight.detach(), initial)
+    torch.testing.assert_close(net.fc.weight.sum(1), torch.full((40,), 78.4))
+    assert (net.exc.theta > 0).float().mean() > 0.5  # neurons fired and raised their thresholds
+
+
+def test_checkpoint_resume_is_identical(tmp_path):
+    example = load_example()
+    common = [
+        "--n-neurons",
+        "10",
+        "--n-test",
+        "20",
+        "--n-assign",
+        "20",
+        "--time",
+        "30",
+        "--quiet",
+        "--seed",
+        "3",
+        "--checkpoint-every",
+        "5",
+        "--update-interval",
+        "10",
+    ]
+    full = example.main(common + ["--n-train", "20", "--checkpoint", str(tmp_path / "a.pt")])
+    # Interrupted run: 10 digits, then resume to 20 from the checkpoint.
+    example.main(
+        common + ["--n-train", "20", "--checkpoint", str(tmp_path / "b.pt"), "--stop-after", "10"]
+    )
+    resumed = example.main(
+        common + ["--n-train", "20", "--checkpoint", str(tmp_path / "b.pt"), "--resume"]
+    )
+    a = torch.load(tmp_path / "a.pt", weights_only=False)
+    b = torch.load(tmp_path / "b.pt", weights_only=False)
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    assert full["accuracy_all_activity"] == resumed["accuracy_all_activity"]
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="norm must be a positive number"):
+        DiehlCook2015(norm=-1.0)
