@@ -79,6 +79,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor, nn
 
+from pysnn._checks import check_choice, check_positive_scalar
 from pysnn.connection import Connection, Conv2d, Linear
 from pysnn.functional.delay import push_history, synapse_index
 from pysnn.functional.plasticity import (
@@ -117,19 +118,6 @@ def _number(name: str, value: Any) -> float:
     if not math.isfinite(value):
         raise ValueError(f"{name} must be finite, got {value}")
     return float(value)
-
-
-def _tau(name: str, value: Any) -> float:
-    value = _number(name, value)
-    if value <= 0:
-        raise ValueError(f"{name} must be a time constant > 0 ms, got {value}")
-    return value
-
-
-def _choice(name: str, value: Any, choices: Sequence[Any]) -> Any:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
-    return value
 
 
 def _nu(value: Any) -> Tuple[float, float]:
@@ -227,7 +215,7 @@ class LearningRule:
         norm: Optional[float] = None,
         enabled: bool = True,
     ) -> None:
-        self.reduction = _choice("reduction", reduction, REDUCTIONS)
+        self.reduction = check_choice("reduction", reduction, REDUCTIONS)
         if not isinstance(grad, bool):
             raise TypeError(f"grad must be a bool, got {grad!r}")
         self.grad = grad
@@ -484,7 +472,9 @@ class _WeightDependent(LearningRule):
     """Rules whose update splits into potentiation and depression (weight dependence applies)."""
 
     def _set_weight_dependence(self, weight_dependence: Optional[str], mu: float) -> None:
-        self.weight_dependence = _choice("weight_dependence", weight_dependence, WEIGHT_DEPENDENCES)
+        self.weight_dependence = check_choice(
+            "weight_dependence", weight_dependence, WEIGHT_DEPENDENCES
+        )
         self.mu = _number("mu", mu)
         if self.mu <= 0:
             raise ValueError(f"mu must be > 0, got {mu}")
@@ -723,11 +713,11 @@ class TripletSTDP(_WeightDependent):
         self.a3_plus = _number("a3_plus", a3_plus)
         self.a2_minus = _number("a2_minus", a2_minus)
         self.a3_minus = _number("a3_minus", a3_minus)
-        self.tau_plus = _tau("tau_plus", tau_plus)
-        self.tau_minus = _tau("tau_minus", tau_minus)
-        self.tau_x = _tau("tau_x", tau_x)
-        self.tau_y = _tau("tau_y", tau_y)
-        self.interaction = _choice("interaction", interaction, INTERACTIONS)
+        self.tau_plus = check_positive_scalar("tau_plus", tau_plus)
+        self.tau_minus = check_positive_scalar("tau_minus", tau_minus)
+        self.tau_x = check_positive_scalar("tau_x", tau_x)
+        self.tau_y = check_positive_scalar("tau_y", tau_y)
+        self.interaction = check_choice("interaction", interaction, INTERACTIONS)
         self._set_weight_dependence(weight_dependence, mu)
 
     def _delta(self, g: SynapseGroup, reward: Reward) -> Tensor:
@@ -810,8 +800,8 @@ class MSTDP(LearningRule):
         self.gamma = _number("gamma", gamma)
         self.a_plus = _number("a_plus", a_plus)
         self.a_minus = _number("a_minus", a_minus)
-        self.tau_plus = _tau("tau_plus", tau_plus)
-        self.tau_minus = _tau("tau_minus", tau_minus)
+        self.tau_plus = check_positive_scalar("tau_plus", tau_plus)
+        self.tau_minus = check_positive_scalar("tau_minus", tau_minus)
 
     def _zeta(
         self,
@@ -901,7 +891,7 @@ class MSTDPET(MSTDP):
         **kwargs: Any,
     ) -> None:
         super().__init__(connection, pre, post, **kwargs)
-        self.tau_z = _tau("tau_z", tau_z)
+        self.tau_z = check_positive_scalar("tau_z", tau_z)
         if not isinstance(per_sample_reward, bool):
             raise TypeError(f"per_sample_reward must be a bool, got {per_sample_reward!r}")
         self.per_sample_reward = per_sample_reward
@@ -992,7 +982,7 @@ class FedeSTDP(LearningRule):
         self.lr = _number("lr", lr)
         self.w_init = _number("w_init", w_init)
         self.a = _number("a", a)
-        self.trace_normalization = _choice(
+        self.trace_normalization = check_choice(
             "trace_normalization", trace_normalization, TRACE_NORMALIZATIONS
         )
 
