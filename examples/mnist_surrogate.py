@@ -24,14 +24,12 @@ Example::
 from __future__ import annotations
 
 import argparse
-import gzip
 import math
 import sys
 import time
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
-import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,32 +43,13 @@ from pysnn.neuron import LIFNeuron  # noqa: E402
 from pysnn.readout import LIReadout, membrane_loss, membrane_reduce  # noqa: E402
 from pysnn.surrogate import FastSigmoid  # noqa: E402
 
-try:
-    from pysnn.progress import progress
-except ImportError:  # pragma: no cover - fallback before pysnn.progress existed
-    from tqdm import tqdm
-
-    def progress(iterable=None, total=None, desc=None, quiet=False, **kw):  # type: ignore
-        return tqdm(iterable, total=total, desc=desc, disable=quiet, **kw)
-
+from pysnn.datasets import MNIST, MNISTSample  # noqa: E402
+from pysnn.progress import progress  # noqa: E402
 
 DEFAULT_DATA_DIR = "../shared/data/mnist"
-IDX_FILES = {
-    True: ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-    False: ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
-}
 
 
 # ------------------------------------------------------------------------------------- data
-def _read_idx_gz(path: Path) -> np.ndarray:
-    """Minimal IDX reader (fallback when :mod:`pysnn.datasets` is unavailable)."""
-    with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as f:
-        content = f.read()
-    ndim = content[3]
-    dims = [int.from_bytes(content[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    return np.frombuffer(content, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
-
-
 def _find_data_dir(data_dir: str) -> Optional[Path]:
     path = Path(data_dir).expanduser()
     candidates = [path] if path.is_absolute() else [Path.cwd() / path, REPO / path]
@@ -80,43 +59,20 @@ def _find_data_dir(data_dir: str) -> Optional[Path]:
     return None
 
 
-def load_split(data_dir: Optional[Path], train: bool) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Images ``(N, 28, 28)`` uint8 and labels ``(N,)`` int64 of one split."""
-    try:
-        from pysnn import datasets
-    except ImportError:
-        datasets = None
-    if datasets is not None:
-        ds = datasets.MNIST(data_dir, train=train) if data_dir else datasets.MNISTSample(train)
-        return ds.data, ds.targets
-    if data_dir is None:
-        raise FileNotFoundError("no MNIST folder found and pysnn.datasets is not available")
-    arrays = []
-    for name in IDX_FILES[train]:
-        found = [p for p in (data_dir / (name + ".gz"), data_dir / name) if p.exists()]
-        if not found:
-            raise FileNotFoundError(f"{name}[.gz] not found in {data_dir}")
-        arrays.append(_read_idx_gz(found[0]).copy())
-    return torch.from_numpy(arrays[0]), torch.from_numpy(arrays[1].astype(np.int64))
-
-
 def load_data(
     args: argparse.Namespace,
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, str]:
+    """Flattened images in [0, 1] ``(N, 784)`` and labels, train and test, plus a description."""
     data_dir = _find_data_dir(args.data_dir)
     if data_dir is None:
-        try:
-            import pysnn.datasets  # noqa: F401
-        except ImportError:
-            raise FileNotFoundError(
-                f"MNIST folder {args.data_dir!r} not found (looked relative to {Path.cwd()} and "
-                f"{REPO}) and pysnn.datasets (bundled sample) is not available; pass --data-dir"
-            ) from None
-        source = "bundled MNIST sample (pysnn.datasets.MNISTSample)"
+        train, test = MNISTSample(train=True), MNISTSample(train=False)
+        source = (
+            f"bundled MNIST sample (no folder {args.data_dir!r} relative to {Path.cwd()} or {REPO})"
+        )
     else:
+        train, test = MNIST(data_dir, train=True), MNIST(data_dir, train=False)
         source = f"MNIST from {data_dir}"
-    x_train, y_train = load_split(data_dir, True)
-    x_test, y_test = load_split(data_dir, False)
+    x_train, y_train, x_test, y_test = train.data, train.targets, test.data, test.targets
     if args.n_train:
         x_train, y_train = x_train[: args.n_train], y_train[: args.n_train]
     if args.n_test:
@@ -181,6 +137,20 @@ class SpikingMLP(SNNNetwork):
             v.append(self(current))
             spikes = spikes + sum(lif.spikes.detach().mean() for lif in self.lifs)
         return torch.stack(v), spikes / (steps * len(self.lifs))
+
+
+@torch.no_grad()
+def evaluate(net: SpikingMLP, x: torch.Tensor, y: torch.Tensor, args: argparse.Namespace) -> float:
+    """Test accuracy: class of the largest reduced readout membrane, in batches."""
+    net.eval()
+    correct = 0
+    for start in range(0, len(x), 1000):
+        v, _ = net.run(x[start : start + 1000], args.steps)
+        correct += int(
+            (membrane_reduce(v, args.readout).argmax(1) == y[start : start + 1000]).sum()
+        )
+    net.train()
+    return correct / len(x)
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:

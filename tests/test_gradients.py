@@ -13,10 +13,8 @@ the spikes. The surrogate part is checked against hand-derived BPTT values and, 
 
 from __future__ import annotations
 
-import functools
-import inspect
 import time
-from typing import Optional, Tuple
+from typing import Tuple
 
 import pytest
 import torch
@@ -25,12 +23,10 @@ from torch.func import functional_call
 import pysnn
 import pysnn.neuron
 from pysnn.connection import Conv2d, Linear
-from pysnn.functional.lif import LIFParameters
-from pysnn.functional.spike import SurrogateFn, spike
 from pysnn.network import SNNNetwork, detach_state, reset_state
 from pysnn.neuron import Input, LIFNeuron
 from pysnn.readout import LIReadout, membrane_loss, membrane_reduce, spike_count_loss
-from pysnn.surrogate import ArcTan, FastSigmoid, reset_membrane
+from pysnn.surrogate import ArcTan, FastSigmoid
 
 D = torch.float64
 
