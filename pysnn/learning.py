@@ -288,6 +288,22 @@ class LearningRule:
         if self.norm is not None:
             conn.normalize(self.norm)
 
+    def _apply_rows(self, g: SynapseGroup, rows: Tensor, dw_rows: Tensor) -> None:
+        """Apply ``Δw`` given only for the weight rows ``rows`` (the others are unchanged)."""
+        conn = g.connection
+        weight = conn.weight
+        if self.grad:
+            if weight.grad is None:
+                weight.grad = torch.zeros_like(weight)
+            weight.grad.index_add_(0, rows, dw_rows, alpha=-1)
+            return
+        updated = weight.index_select(0, rows).add_(dw_rows)
+        if math.isfinite(conn.wmin) or math.isfinite(conn.wmax):
+            updated.clamp_(conn.wmin, conn.wmax)
+        weight.index_copy_(0, rows, updated)
+        if self.norm is not None:
+            conn.normalize(self.norm)
+
     def _scale(self, batch: int) -> float:
         """Batch reduction factor: ``1 / B`` for ``"mean"``, 1 for ``"sum"``."""
         return 1.0 / batch if self.reduction == "mean" else 1.0
@@ -574,6 +590,20 @@ class STDP(_WeightDependent):
 
     def _delta(self, g: SynapseGroup, reward: Reward) -> Tensor:
         batch, s_post, x_post = self._post(g)
+        conn = g.connection
+        if self.weight_dependence is None and isinstance(conn, Linear):
+            if not conn.per_synapse_delay:
+                # Both terms in one (out, 2B) @ (2B, in) product: no weight-sized temporaries.
+                scale = self._scale(batch)
+                post = torch.cat((s_post * (self.nu_post * scale), x_post * (-self.nu_pre * scale)))
+                pre = torch.cat((self._pre_trace(g, batch), self._arrivals(g, batch)))
+                if post.is_cuda:
+                    return post.t() @ pre
+                # Event-driven on the CPU: only rows of postsynaptic neurons that spike or have a
+                # non-zero trace (fired recently) can change.
+                rows = (x_post.ne(0) | s_post.ne(0)).any(0).nonzero().squeeze(1)
+                self._apply_rows(g, rows, post.index_select(1, rows).t() @ pre)
+                return None
         pot, dep = self._pair_terms(g, batch, s_post, x_post)
         return self._combine(g, pot * self.nu_post, dep * self.nu_pre, batch)
 
