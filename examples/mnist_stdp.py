@@ -233,7 +233,12 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    pysnn.set_checks(False)  # inputs are generated here; skip the per-step NaN read-back
+    with pysnn.checks(False):  # inputs are generated here; skip the per-step NaN read-back
+        return run(args)
+
+
+def run(args: argparse.Namespace) -> Dict[str, float]:
+    """Train, assign labels, test; returns the metrics."""
     train_x, train_y, test_x, test_y, source = load_data(args)
     args.n_train = min(args.n_train, len(train_x))
     args.n_test = min(args.n_test, len(test_x))

@@ -41,13 +41,14 @@ INITS = (
     "normal",
     "constant",
 )
-PROPAGATIONS = ("dense", "event")
+PROPAGATIONS = ("auto", "dense", "event")
 DelayLike = Union[int, float, torch.Tensor]
 
 
 def _after_load(module: nn.Module, incompatible_keys: object) -> None:
     """``load_state_dict`` post-hook: the loaded delays may change the history length."""
     module._delays_changed()
+    module._fix_layout()
 
 
 class Connection(nn.Module):
@@ -58,6 +59,9 @@ class Connection(nn.Module):
     """
 
     _post_dims: Tuple[int, ...] = (1,)
+
+    def _fix_layout(self) -> None:
+        """Restore the preferred memory layout of ``weight`` (no-op here; see :class:`Linear`)."""
 
     def _setup(
         self,
@@ -221,16 +225,43 @@ class Linear(Connection):
         wmin, wmax: weight bounds used by :meth:`clamp_`, initialisation and learning rules.
         bias: add a learnable bias ``(out,)``.
         init, init_kwargs: weight initialisation (see :meth:`Connection.reset_parameters`).
-        propagation: ``"dense"`` (a matrix product every step) or ``"event"`` (gather only the
-            weights of inputs that spiked: cheaper when activity is sparse; needs a data-dependent
-            ``nonzero``, a host sync on GPU). Both give the same result.
+        propagation: how spikes reach the postsynaptic side; all three give the same result
+            (up to float summation order):
+
+            - ``"dense"``: a matrix product every step (cost ~ ``in * out``, independent of
+              activity; no host sync; what ``torch.compile`` sees).
+            - ``"event"``: gather and sum only the weight rows of inputs that are non-zero
+              (``F.embedding_bag`` over the presynaptic rows, cost ~ ``active * out``). Needs a
+              data-dependent ``torch.nonzero``, which is a host sync on GPU (opt-in there).
+            - ``"auto"`` (default): ``"event"`` when it pays off, else ``"dense"``. It is
+              ``"dense"`` on non-CPU devices (no host sync ever), under ``torch.compile``, and for
+              connections with fewer than :attr:`AUTO_MIN_SYNAPSES` synapses (a small matrix
+              product is cheaper than the extra ops). Otherwise the number of active inputs is
+              counted every step (on the device, no sync) and read back every
+              :attr:`AUTO_INTERVAL` steps; the next interval runs ``"event"`` while the mean
+              number of active inputs per step (summed over the batch) is at most
+              :attr:`AUTO_EVENT_FRACTION` ``* in_features``. The current choice is
+              :attr:`active_propagation`.
 
     With per-synapse delays each presynaptic spike is scattered, at emission, into a queue of
     future input (cost per step proportional to the spikes emitted times ``out_features``); the
     weight applied is the one at emission. With a shared delay the weight at arrival is applied.
 
+    Memory layout: ``weight`` has the shape of ``torch.nn.Linear``'s, ``(out, in)``, but is stored
+    *column-major* (it is the transpose of a contiguous ``(in, out)`` tensor), so the weights of one
+    presynaptic neuron, ``weight[:, j]``, are contiguous: the event path reads whole rows of
+    ``weight.t()``. ``.to()``, ``.double()``, ``state_dict``/``load_state_dict`` keep (or restore)
+    that layout; a dense matrix product is as fast either way.
+
+    Memory per synapse: one weight (4 bytes in float32), plus one int64 delay (8 bytes) and one
+    int64 gather index (8 bytes) with per-synapse delays. State per batch sample:
+    ``(max_delay + 1) * in`` history values (shared or per-synapse delays) and
+    ``(max_delay + 1) * out`` queued inputs (per-synapse delays), nothing with ``delay=0``.
+
+    Multi-step: :meth:`forward_multistep` runs ``T`` steps in one call (one matrix product).
+
     Attributes:
-        weight: ``(out_features, in_features)``.
+        weight: ``(out_features, in_features)``, column-major (see above).
         bias: ``(out_features,)`` or ``None``.
         delay_steps: int64, 0-d or ``(out, in)``.
         history: ``(B, max_delay + 1, in)`` presynaptic spikes of the last steps (index 0: now).
@@ -248,7 +279,7 @@ class Linear(Connection):
         bias: bool = False,
         init: str = "kaiming_uniform",
         init_kwargs: Optional[Dict[str, Any]] = None,
-        propagation: str = "dense",
+        propagation: str = "auto",
         device: Optional[torch.device] = None,
         dtype: Optional[torch.dtype] = None,
     ) -> None:
@@ -259,10 +290,98 @@ class Linear(Connection):
         self.in_features, self.out_features = in_features, out_features
         self.propagation = check_choice("propagation", propagation, PROPAGATIONS)
         factory = {"device": device, "dtype": dtype}
-        self.weight = nn.Parameter(torch.empty(out_features, in_features, **factory))
+        # (out, in) view of a contiguous (in, out) tensor: presynaptic rows are contiguous.
+        self.weight = nn.Parameter(torch.empty(in_features, out_features, **factory).t())
         self.bias = nn.Parameter(torch.empty(out_features, **factory)) if bias else None
         self.register_buffer("queue", None, persistent=False)
+        self._reset_activity()
         self._setup(dt, delay, wmin, wmax, init, init_kwargs, (out_features, in_features))
+
+    #: ``"auto"``: connections with fewer synapses always run dense.
+    AUTO_MIN_SYNAPSES: int = 1 << 18
+    #: ``"auto"``: steps between two read-backs of the activity count.
+    AUTO_INTERVAL: int = 64
+    #: ``"auto"``: run event-driven while active inputs per step <= this fraction of ``in``.
+    AUTO_EVENT_FRACTION: float = 0.25
+    #: multi-step ``"auto"``: event-driven while active inputs <= this fraction of ``T * B * in``
+    #: (a large matrix product runs near peak FLOP/s, a gather at memory bandwidth).
+    AUTO_MULTISTEP_EVENT_FRACTION: float = 0.08
+
+    # ------------------------------------------------------------------ layout and mode
+    def _fix_layout(self) -> None:
+        """Make ``weight.t()`` contiguous again (after ``load_state_dict(assign=True)`` etc.)."""
+        weight = self._parameters.get("weight")
+        if weight is not None and weight.dim() == 2 and not weight.t().is_contiguous():
+            with torch.no_grad():
+                weight.data = weight.data.t().contiguous().t()
+
+    def _apply(self, fn, recurse=True):
+        module = super()._apply(fn, recurse)
+        self._fix_layout()
+        self._reset_activity()
+        return module
+
+    def _reset_activity(self) -> None:
+        self._active_count: Optional[torch.Tensor] = None  # device counter (dense steps)
+        self._event_count = 0  # host counter (event steps: nonzero's size is known)
+        self._steps = 0
+        self._auto_event = False
+
+    @property
+    def active_propagation(self) -> str:
+        """``"dense"`` or ``"event"``: what the next single step will run."""
+        if self.propagation != "auto":
+            return self.propagation
+        return "event" if self._auto_event else "dense"
+
+    def _auto_allowed(self) -> bool:
+        return (
+            self.weight.device.type == "cpu"
+            and self.in_features * self.out_features >= self.AUTO_MIN_SYNAPSES
+            and not torch.compiler.is_compiling()
+        )
+
+    def _use_event(self, x: torch.Tensor) -> bool:
+        """Pick the path for this step; in ``"auto"`` mode also count the active inputs."""
+        if self.propagation != "auto":
+            return self.propagation == "event"
+        if not self._auto_allowed():
+            return False
+        self._steps += 1
+        if not self._auto_event:
+            with torch.no_grad():
+                count = torch.count_nonzero(x.detach())
+                if self._active_count is None:
+                    self._active_count = count
+                else:
+                    self._active_count += count
+        if self._steps >= self.AUTO_INTERVAL:
+            total = self._event_count
+            if self._active_count is not None:
+                total += int(self._active_count)  # one read-back per AUTO_INTERVAL steps
+            self._auto_event = total <= self.AUTO_EVENT_FRACTION * self.in_features * self._steps
+            self._active_count, self._event_count, self._steps = None, 0, 0
+        return self._auto_event
+
+    def _event_linear(self, x: torch.Tensor, count: bool = True) -> torch.Tensor:
+        """``x @ weight.t()`` from the non-zero entries of ``x`` ``(N, in)`` only → ``(N, out)``.
+
+        One ``F.embedding_bag`` (mode ``"sum"``, the inputs' values as per-sample weights) over
+        the contiguous presynaptic rows of ``weight.t()``; differentiable in both arguments.
+        """
+        n_rows = x.shape[0]
+        flat = x.reshape(-1).nonzero().view(-1)  # sorted: row-major (sample, pre)
+        if count:
+            self._event_count += flat.shape[0]  # host-known size: no extra read-back
+        rows = self.weight.t()
+        if n_rows == 1:
+            pre, offsets = flat, flat.new_zeros(1)
+        else:
+            pre = flat.remainder(self.in_features)
+            starts = torch.arange(n_rows, device=x.device) * self.in_features
+            offsets = torch.searchsorted(flat, starts)
+        values = x.reshape(-1).index_select(0, flat)
+        return F.embedding_bag(pre, rows, offsets, mode="sum", per_sample_weights=values)
 
     def reset_state(self) -> None:
         super().reset_state()
@@ -282,12 +401,76 @@ class Linear(Connection):
         if self.per_synapse_delay:
             return self._forward_per_synapse(spikes)
         self.arriving = arriving = self._arrive(spikes)
-        if self.propagation == "event":
-            batch, pre = arriving.nonzero(as_tuple=True)
-            rows = self.weight.t()[pre] * arriving[batch, pre].unsqueeze(1)
-            out = arriving.new_zeros(arriving.shape[0], self.out_features).index_add(0, batch, rows)
+        if self._use_event(arriving):
+            out = self._event_linear(arriving)
             return out if self.bias is None else out + self.bias
         return F.linear(arriving, self.weight, self.bias)
+
+    def forward_multistep(self, spikes: torch.Tensor) -> torch.Tensor:
+        r"""Run ``T`` steps at once: ``spikes`` ``(T, B, in)`` → synaptic input ``(T, B, out)``.
+
+        Identical to calling :meth:`forward` on ``spikes[0], ..., spikes[T-1]`` in turn (up to
+        float summation order): with a shared delay of :math:`d` steps the arriving input is the
+        spike sequence shifted by :math:`d` in time (the first :math:`d` steps come from the
+        history), then **one** matrix product ``(T * B, in) @ weight.t()`` (or, when
+        ``propagation`` is ``"event"``, or ``"auto"`` on CPU with at most
+        :attr:`AUTO_MULTISTEP_EVENT_FRACTION` of the inputs active, one gather over the active
+        inputs). The history and :attr:`arriving` are left as after the last step, so single
+        steps and blocks can be mixed. ``"auto"`` counts the active inputs once per call (one
+        read-back per block, not per step).
+
+        With per-synapse delays this falls back to a loop over :meth:`forward` (same results, no
+        speed-up).
+        """
+        if not isinstance(spikes, torch.Tensor) or spikes.dim() != 3:
+            raise ValueError(
+                f"spikes must have shape (T, B, {self.in_features}) for Linear.forward_multistep, "
+                f"got {tuple(spikes.shape) if isinstance(spikes, torch.Tensor) else type(spikes)}"
+            )
+        n_steps, n_batch = spikes.shape[0], spikes.shape[1]
+        check_input(
+            "spikes",
+            spikes.reshape(n_steps * n_batch, -1),
+            (self.in_features,),
+            self.weight,
+            "Linear",
+        )
+        if self.per_synapse_delay:
+            return torch.stack([self.forward(s) for s in spikes])
+        arriving = self._arrive_block(spikes)
+        flat = arriving.reshape(n_steps * n_batch, self.in_features)
+        if self.propagation == "event":
+            event = True
+        elif self.propagation == "auto" and self._auto_allowed():
+            active = int(torch.count_nonzero(flat.detach()))  # one read-back per block
+            event = active <= self.AUTO_MULTISTEP_EVENT_FRACTION * flat.numel()
+        else:
+            event = False
+        if event:
+            out = self._event_linear(flat, count=False)
+            out = out if self.bias is None else out + self.bias
+        else:
+            out = F.linear(flat, self.weight, self.bias)
+        return out.view(n_steps, n_batch, self.out_features)
+
+    def _arrive_block(self, spikes: torch.Tensor) -> torch.Tensor:
+        """What arrives in each of ``T`` steps, ``(T, B, in)``; updates ``history``/``arriving``."""
+        if self.max_delay == 0:
+            self.arriving = spikes[-1]
+            return spikes
+        n_steps, n_batch = spikes.shape[0], spikes.shape[1]
+        length, delay = self.max_delay + 1, self._shared_delay
+        history = self.history
+        if history is None or history.shape[0] != n_batch or history.shape[2:] != spikes.shape[2:]:
+            history = spikes.new_zeros((n_batch, length, *spikes.shape[2:]))
+        # Time-major sequence: the L - 1 steps before the block (oldest first), then the block.
+        past = history[:, : length - 1].flip(1).transpose(0, 1)  # (L - 1, B, in)
+        sequence = torch.cat((past, spikes), dim=0)  # index k: step k - (L - 1)
+        start = length - 1 - delay
+        arriving = sequence[start : start + n_steps]
+        self.history = sequence[-length:].flip(0).transpose(0, 1).contiguous()  # index 0 = now
+        self.arriving = arriving[-1]
+        return arriving
 
     def _forward_per_synapse(self, spikes: torch.Tensor) -> torch.Tensor:
         n_batch, length, n_out = spikes.shape[0], self.max_delay + 1, self.out_features
@@ -295,7 +478,8 @@ class Linear(Connection):
             self.queue = spikes.new_zeros(n_batch, length, n_out)
             self.history = spikes.new_zeros(n_batch, length, self.in_features)
         self.history = push_history(self.history, spikes)
-        if self.propagation == "event":
+        if self.propagation == "event" or (self.propagation == "auto" and self._auto_allowed()):
+            # Scattering only the emitted spikes is never more work than scattering all inputs.
             batch, pre = spikes.nonzero(as_tuple=True)
         else:
             grid = torch.arange(n_batch * self.in_features, device=spikes.device)

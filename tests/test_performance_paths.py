@@ -1,0 +1,184 @@
+"""Fast paths give the step loop's results: event vs dense, auto, multi-step, torch.compile."""
+
+import copy
+import io
+
+import pytest
+import torch
+
+import pysnn
+from pysnn.connection import Linear
+from pysnn.multistep import run_feedforward
+from pysnn.network import SNNNetwork
+from pysnn.neuron import Input, LIFNeuron
+
+
+def integer_linear(n_in, n_out, propagation, delay=0.0, seed=0, bias=False):
+    """A Linear with small integer weights: every float sum is exact, whatever the order."""
+    torch.manual_seed(seed)
+    conn = Linear(n_in, n_out, delay=delay, propagation=propagation, bias=bias)
+    with torch.no_grad():
+        conn.weight.copy_(torch.randint(-8, 9, (n_out, n_in)).float())
+        if bias:
+            conn.bias.copy_(torch.randint(-8, 9, (n_out,)).float())
+    return conn
+
+
+def spike_train(steps, batch, n, p=0.1, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(steps, batch, n, generator=g) < p).float()
+
+
+def step_loop(conn, x):
+    return torch.stack([conn(s) for s in x])
+
+
+def copy_of(conn, propagation):
+    other = copy.deepcopy(conn)
+    other.propagation = propagation
+    return other
+
+
+@pytest.mark.parametrize("delay", [0.0, 2.0, "per-synapse"])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_event_equals_dense_exactly(delay, batch):
+    if delay == "per-synapse":
+        delay = torch.randint(0, 4, (9, 40)).float()
+    dense = integer_linear(40, 9, "dense", delay=delay, bias=True)
+    event = copy_of(dense, "event")
+    x = spike_train(25, batch, 40)
+    x[3] = 0  # a step with no spike at all
+    assert torch.equal(step_loop(event, x), step_loop(dense, x))
+
+
+def test_event_equals_dense_random_weights_and_graded_input():
+    torch.manual_seed(2)
+    dense = Linear(300, 50, delay=1.0, propagation="dense").double()
+    event = copy_of(dense, "event")
+    x = torch.rand(10, 4, 300, dtype=torch.float64) * (torch.rand(10, 4, 300) < 0.2)
+    torch.testing.assert_close(step_loop(event, x), step_loop(dense, x))
+
+
+def test_event_gradients_equal_dense():
+    torch.manual_seed(3)
+    dense = Linear(30, 6, propagation="dense")
+    event = copy_of(dense, "event")
+    x = (torch.rand(2, 30) < 0.3).float()
+    for conn in (dense, event):
+        (conn(x) * torch.arange(6.0)).sum().backward()
+    torch.testing.assert_close(event.weight.grad, dense.weight.grad)
+
+
+@pytest.mark.parametrize("p,expected", [(0.02, "event"), (0.6, "dense")])
+def test_auto_switches_by_activity_and_stays_exact(p, expected):
+    conn = integer_linear(64, 16, "auto", delay=1.0)
+    conn.AUTO_MIN_SYNAPSES = 0  # this small layer would otherwise always run dense
+    conn.AUTO_INTERVAL = 8
+    reference = copy_of(conn, "dense")
+    x = spike_train(40, 2, 64, p=p)
+    assert conn.active_propagation == "dense"
+    out = step_loop(conn, x)
+    assert conn.active_propagation == expected
+    assert torch.equal(out, step_loop(reference, x))
+
+
+def test_auto_small_layer_never_counts():
+    conn = Linear(20, 10)  # default propagation="auto", far below AUTO_MIN_SYNAPSES
+    step_loop(conn, spike_train(100, 1, 20, p=0.01))
+    assert conn.active_propagation == "dense" and conn._active_count is None
+
+
+def test_weight_layout_survives_conversions_and_loading():
+    conn = Linear(7, 5, bias=True)
+    assert conn.weight.shape == (5, 7) and conn.weight.t().is_contiguous()
+    for moved in (conn.double(), conn.float(), copy.deepcopy(conn)):
+        assert moved.weight.t().is_contiguous() and moved.weight.shape == (5, 7)
+    state = {k: v.contiguous() for k, v in conn.state_dict().items()}  # row-major weights
+    fresh = Linear(7, 5, bias=True)
+    fresh.load_state_dict(state)
+    assert torch.equal(fresh.weight, conn.weight) and fresh.weight.t().is_contiguous()
+    fresh.load_state_dict(state, assign=True)
+    assert torch.equal(fresh.weight, conn.weight) and fresh.weight.t().is_contiguous()
+    buffer = io.BytesIO()
+    torch.save(conn.state_dict(), buffer)
+    buffer.seek(0)
+    fresh.load_state_dict(torch.load(buffer))
+    assert torch.equal(fresh.weight, conn.weight)
+
+
+@pytest.mark.parametrize("propagation", ["dense", "event", "auto"])
+@pytest.mark.parametrize("delay", [0.0, 3.0, "per-synapse"])
+def test_multistep_equals_step_loop_with_carried_state(propagation, delay):
+    if delay == "per-synapse":
+        delay = torch.randint(0, 4, (12, 30)).float()
+    conn = integer_linear(30, 12, propagation, delay=delay, bias=True)
+    conn.AUTO_MIN_SYNAPSES = 0
+    loop = copy.deepcopy(conn)
+    x = spike_train(20, 2, 30, p=0.05)
+    # single steps, a block, single steps again: the history is carried across.
+    expected = step_loop(loop, x)
+    got = torch.cat(
+        [step_loop(conn, x[:4]), conn.forward_multistep(x[4:15]), step_loop(conn, x[15:])]
+    )
+    assert torch.equal(got, expected)
+    if loop.history is not None:
+        assert torch.equal(conn.history, loop.history)
+    assert torch.equal(conn.arriving_spikes(), loop.arriving_spikes())
+
+
+def test_multistep_block_shorter_than_delay():
+    conn = integer_linear(5, 3, "dense", delay=6.0)
+    loop = copy.deepcopy(conn)
+    x = spike_train(9, 1, 5, p=0.5)
+    got = torch.cat(
+        [conn.forward_multistep(x[i : i + 2]) for i in range(0, 8, 2)] + [conn(x[8])[None]]
+    )
+    assert torch.equal(got, step_loop(loop, x))
+
+
+def test_multistep_bad_input():
+    with pytest.raises(ValueError, match=r"spikes must have shape \(T, B, 4\)"):
+        Linear(4, 2).forward_multistep(torch.ones(2, 4))
+
+
+@pytest.mark.parametrize("grad", [False, True])
+def test_run_feedforward_equals_step_loop(grad):
+    torch.manual_seed(4)
+    conn = Linear(50, 20, delay=2.0, init="normal", init_kwargs={"mean": 2.0, "std": 4.0})
+    lif = LIFNeuron(20, refrac=2.0)
+    conn_loop, lif_loop = copy.deepcopy(conn), copy.deepcopy(lif)
+    x = spike_train(60, 3, 50, p=0.2)
+    with torch.set_grad_enabled(grad):
+        expected = torch.stack([lif_loop(conn_loop(s)) for s in x])
+        got = run_feedforward(conn, lif, x)
+    assert expected.sum() > 0
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    for name in ("v", "trace", "refrac_count"):
+        torch.testing.assert_close(getattr(lif, name), getattr(lif_loop, name))
+
+
+class SmallNet(SNNNetwork):
+    def __init__(self):
+        super().__init__()
+        self.inp = Input(30)
+        self.fc = Linear(30, 10, delay=1.0, init="normal", init_kwargs={"mean": 3.0, "std": 3.0})
+        self.lif = LIFNeuron(10, refrac=2.0)
+        self.add_layer("fc", self.fc, self.lif)
+
+    def forward(self, spikes):
+        return self.lif(self.fc(self.inp(spikes)))
+
+
+def test_compiled_step_equals_eager():
+    torch.manual_seed(5)
+    eager = SmallNet()
+    compiled_net = copy.deepcopy(eager)
+    step = torch.compile(compiled_net.forward, backend="inductor", dynamic=False)
+    x = spike_train(6, 2, 30, p=0.3)
+    with torch.no_grad(), pysnn.checks(False):
+        expected = torch.stack([eager(s) for s in x])
+        got = torch.stack([step(s) for s in x])
+    assert expected.sum() > 0
+    assert torch.equal(got, expected)
+    torch.testing.assert_close(compiled_net.lif.v, eager.lif.v)
+    torch.testing.assert_close(compiled_net.inp.trace, eager.inp.trace)
