@@ -181,8 +181,8 @@ class Connection(nn.Module):
             or self.history.shape[0] != x.shape[0]
             or (self.history.shape[2:] != x.shape[1:])
         ):
-            self.history = x.new_zeros((x.shape[0], self.max_delay + 1, *x.shape[1:]))
-        self.history = push_history(self.history, x)
+            self._buffers["history"] = x.new_zeros((x.shape[0], self.max_delay + 1, *x.shape[1:]))
+        self._buffers["history"] = push_history(self.history, x)
         return delayed(self.history, self._shared_delay)
 
     def arriving_spikes(self) -> torch.Tensor:
@@ -400,7 +400,7 @@ class Linear(Connection):
         check_input("spikes", spikes, (self.in_features,), self.weight, "Linear")
         if self.per_synapse_delay:
             return self._forward_per_synapse(spikes)
-        self.arriving = arriving = self._arrive(spikes)
+        self._buffers["arriving"] = arriving = self._arrive(spikes)
         if self._use_event(arriving):
             out = self._event_linear(arriving)
             return out if self.bias is None else out + self.bias
@@ -456,7 +456,7 @@ class Linear(Connection):
     def _arrive_block(self, spikes: torch.Tensor) -> torch.Tensor:
         """What arrives in each of ``T`` steps, ``(T, B, in)``; updates ``history``/``arriving``."""
         if self.max_delay == 0:
-            self.arriving = spikes[-1]
+            self._buffers["arriving"] = spikes[-1]
             return spikes
         n_steps, n_batch = spikes.shape[0], spikes.shape[1]
         length, delay = self.max_delay + 1, self._shared_delay
@@ -468,16 +468,18 @@ class Linear(Connection):
         sequence = torch.cat((past, spikes), dim=0)  # index k: step k - (L - 1)
         start = length - 1 - delay
         arriving = sequence[start : start + n_steps]
-        self.history = sequence[-length:].flip(0).transpose(0, 1).contiguous()  # index 0 = now
-        self.arriving = arriving[-1]
+        self._buffers["history"] = (
+            sequence[-length:].flip(0).transpose(0, 1).contiguous()
+        )  # index 0 = now
+        self._buffers["arriving"] = arriving[-1]
         return arriving
 
     def _forward_per_synapse(self, spikes: torch.Tensor) -> torch.Tensor:
         n_batch, length, n_out = spikes.shape[0], self.max_delay + 1, self.out_features
         if self.queue is None or self.queue.shape[0] != n_batch:
-            self.queue = spikes.new_zeros(n_batch, length, n_out)
-            self.history = spikes.new_zeros(n_batch, length, self.in_features)
-        self.history = push_history(self.history, spikes)
+            self._buffers["queue"] = spikes.new_zeros(n_batch, length, n_out)
+            self._buffers["history"] = spikes.new_zeros(n_batch, length, self.in_features)
+        self._buffers["history"] = push_history(self.history, spikes)
         if self.propagation == "event" or (self.propagation == "auto" and self._auto_allowed()):
             # Scattering only the emitted spikes is never more work than scattering all inputs.
             batch, pre = spikes.nonzero(as_tuple=True)
@@ -491,7 +493,7 @@ class Linear(Connection):
         queue = self.queue.reshape(-1).index_add(0, flat.reshape(-1), values.reshape(-1))
         queue = queue.view(n_batch, length, n_out)
         out = queue[:, 0]
-        self.queue = torch.cat((queue[:, 1:], torch.zeros_like(queue[:, :1])), dim=1)
+        self._buffers["queue"] = torch.cat((queue[:, 1:], torch.zeros_like(queue[:, :1])), dim=1)
         return out if self.bias is None else out + self.bias
 
     def extra_repr(self) -> str:
@@ -561,7 +563,7 @@ class Conv2d(Connection):
                 f"{tuple(spikes.shape) if isinstance(spikes, torch.Tensor) else type(spikes)}"
             )
         check_input("spikes", spikes, (self.in_channels, *spikes.shape[2:]), self.weight, "Conv2d")
-        self.arriving = arriving = self._arrive(spikes)
+        self._buffers["arriving"] = arriving = self._arrive(spikes)
         return F.conv2d(
             arriving, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups
         )
