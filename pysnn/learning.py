@@ -55,9 +55,12 @@ to ``norm``; Diehl & Cook (2015) normalise once per sample instead: call
 makes ``step()`` skip that connection entirely (nothing computed, state frozen); after switching
 back on mid-sequence, call :meth:`LearningRule.reset_state`.
 
-**Cost.** No host synchronisation in ``step()`` (no ``.item()``, no value-dependent branching or
-shapes). For a ``Linear`` with a shared delay each correlation is one ``(out, B) @ (B, in)`` product,
-never a dense ``(B, out, in)`` tensor. With per-synapse delays, :class:`STDP` and
+**Cost.** No host synchronisation in ``step()`` on a GPU (no ``.item()``, no value-dependent
+branching or shapes). For a ``Linear`` with a shared delay each correlation is one
+``(out, B) @ (B, in)`` product, never a dense ``(B, out, in)`` tensor; :class:`STDP` without weight
+dependence computes both terms in one ``(out, 2B) @ (2B, in)`` product and, on the CPU (where
+reading a value back costs nothing), only for the rows of postsynaptic neurons that spike or have a
+non-zero trace (event-driven). With per-synapse delays, :class:`STDP` and
 :class:`Hebbian` correlate the postsynaptic term with the whole ``(B, max_delay + 1, in)``
 history in one product and gather each synapse's delay from the ``(out, (max_delay + 1) * in)``
 result (no ``(B, out, in)`` tensor while ``max_delay + 1 <= B``; else they read the
