@@ -182,3 +182,25 @@ def test_compiled_step_equals_eager():
     assert torch.equal(got, expected)
     torch.testing.assert_close(compiled_net.lif.v, eager.lif.v)
     torch.testing.assert_close(compiled_net.inp.trace, eager.inp.trace)
+
+
+def test_event_driven_stdp_equals_dense_update():
+    """STDP's CPU row-sparse update equals the dense (out, in) update computed from the traces."""
+    from pysnn.learning import STDP
+    from pysnn.neuron import Input, LIFNeuron
+
+    torch.manual_seed(0)
+    inp, post = Input(30).double(), LIFNeuron(12, refrac=2.0).double()
+    fc = Linear(30, 12, wmin=-1.0, wmax=1.0, init="uniform", init_kwargs={"a": 0.0, "b": 4.0})
+    fc = fc.double()
+    rule = STDP(connection=fc, pre=inp, post=post, nu=(0.02, 0.05), reduction="sum")
+    for _ in range(40):
+        x = (torch.rand(3, 30) < 0.2).double()
+        before = fc.weight.detach().clone()
+        s_pre = inp(x)
+        post(fc(s_pre))
+        expected = (
+            0.05 * post.spikes.t() @ inp.trace - 0.02 * post.trace.t() @ s_pre + before
+        ).clamp(-1.0, 1.0)
+        rule.step()
+        torch.testing.assert_close(fc.weight.detach(), expected, rtol=0, atol=1e-12)
