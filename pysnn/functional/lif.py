@@ -65,11 +65,11 @@ def lif_step(
             :func:`~pysnn.functional.spike.reset_membrane`).
     """
     v = torch.addcmul(p.leak, v, p.decay)  # v_rest + (v - v_rest) * d
-    v = v + torch.where(refrac > 0, 0.0, x)
+    v = v + x.masked_fill(refrac > 0, 0.0)
     thresh = p.thresh if theta is None else p.thresh + theta
     s = spike(v, thresh, surrogate)
-    v = reset_membrane(v, s, p.v_reset, detach_reset)
     fired = s > 0
+    v = reset_membrane(v, s, p.v_reset, detach_reset, fired)
     refrac = torch.where(fired, p.refrac_steps, (refrac - 1).clamp_min(0))
     return s, v, refrac
 

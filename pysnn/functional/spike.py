@@ -32,7 +32,11 @@ def spike(
 
 
 def reset_membrane(
-    v: torch.Tensor, spikes: torch.Tensor, v_reset: torch.Tensor, detach: bool = False
+    v: torch.Tensor,
+    spikes: torch.Tensor,
+    v_reset: torch.Tensor,
+    detach: bool = False,
+    fired: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     r"""Reset to ``v_reset`` where ``spikes`` is 1, with an exact forward value.
 
@@ -51,8 +55,9 @@ def reset_membrane(
         spikes: 0/1 spikes ``(B, *shape)`` (from a surrogate spike function for a gradient).
         v_reset: reset potential (mV), broadcastable to ``v``.
         detach: detach the reset from the graph.
+        fired: ``spikes > 0`` if the caller has it already (saves one operation).
     """
-    out = torch.where(spikes > 0, v_reset, v)
+    out = torch.where(spikes > 0 if fired is None else fired, v_reset, v)
     if detach or not spikes.requires_grad:
         return out
     return out + (spikes - spikes.detach()) * (v_reset - v).detach()
