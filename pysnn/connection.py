@@ -397,6 +397,7 @@ class Linear(Connection):
         self.queue = None
 
     def forward(self, spikes: torch.Tensor) -> torch.Tensor:
+        """One step: presynaptic spikes ``(B, in)`` → synaptic input arriving now ``(B, out)`` (mV)."""
         check_input("spikes", spikes, (self.in_features,), self.weight, "Linear")
         if self.per_synapse_delay:
             return self._forward_per_synapse(spikes)
@@ -557,6 +558,7 @@ class Conv2d(Connection):
         self._setup(dt, delay, wmin, wmax, init, init_kwargs, None)
 
     def forward(self, spikes: torch.Tensor) -> torch.Tensor:
+        """One step: spikes ``(B, C_in, H, W)`` → synaptic input ``(B, C_out, H_out, W_out)`` (mV)."""
         if not isinstance(spikes, torch.Tensor) or spikes.dim() != 4:
             raise ValueError(
                 f"spikes must have shape (B, {self.in_channels}, H, W) for Conv2d, got "

@@ -167,6 +167,7 @@ class Input(Neuron):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """One step: spikes ``x`` ``(B, *shape)`` in, the same spikes (float) out; updates ``trace``."""
         if isinstance(x, torch.Tensor) and not x.is_floating_point():
             x = x.to(self.trace_decay.dtype)
         self._prepare(x)
@@ -260,6 +261,7 @@ class LIFNeuron(Neuron):
         return None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """One step: input ``x`` ``(B, *shape)`` (mV increment) → spikes ``(B, *shape)`` (0/1)."""
         self._prepare(x)
         state = self._buffers
         s, state["v"], state["refrac_count"] = lif_step(
@@ -477,6 +479,7 @@ class IzhikevichNeuron(Neuron):
         return state
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """One step: input current ``x`` ``(B, *shape)`` → spikes ``(B, *shape)`` (0/1)."""
         self._prepare(x)
         s, self.v, self.u = izhikevich_step(self.v, self.u, x, self.params, self.surrogate)
         self.spikes = s
