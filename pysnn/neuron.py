@@ -120,8 +120,8 @@ class Neuron(nn.Module):
     @property
     def batch_size(self) -> Optional[int]:
         """Batch size of the current state, or ``None`` before the first step."""
-        spikes = self._buffers.get("spikes")
-        return None if spikes is None else spikes.shape[0]
+        state = self._buffers.get(self._state_names[0])
+        return None if state is None else state.shape[0]
 
     def _initial_state(self, batch: int, like: torch.Tensor) -> Dict[str, torch.Tensor]:
         zeros = like.new_zeros((batch, *self.shape))
@@ -133,8 +133,9 @@ class Neuron(nn.Module):
 
     def reset_state(self) -> None:
         """Restore the initial state (keeping the current batch size); no-op before the first step."""
-        if self.spikes is not None:
-            self._make_state(self.spikes)
+        state = self._buffers.get(self._state_names[0])
+        if state is not None:
+            self._make_state(state)
 
     def detach_state(self) -> None:
         """Cut the autograd graph at the current state (truncated backpropagation through time)."""
@@ -145,8 +146,8 @@ class Neuron(nn.Module):
 
     def _prepare(self, x: torch.Tensor) -> None:
         check_input("x", x, self.shape, self._buffers["trace_decay"], type(self).__name__)
-        spikes = self._buffers["spikes"]
-        if spikes is None or spikes.shape[0] != x.shape[0]:
+        state = self._buffers[self._state_names[0]]
+        if state is None or state.shape[0] != x.shape[0]:
             self._make_state(x)
 
     def _update_trace(self, spikes: torch.Tensor) -> None:

@@ -17,12 +17,12 @@ Example (BPTT over ``T`` steps)::
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Tuple
+from typing import Dict, Tuple
 
 import torch
 import torch.nn.functional as F
 
-from pysnn._checks import ParamLike, check_choice, check_input
+from pysnn._checks import ParamLike, check_choice
 from pysnn.neuron import Neuron, ShapeLike
 
 __all__ = [
@@ -85,24 +85,8 @@ class LIReadout(Neuron):
         """A readout never spikes."""
         return None
 
-    @property
-    def batch_size(self) -> Optional[int]:
-        """Batch size of the current state, or ``None`` before the first step."""
-        v = self._buffers.get("v")
-        return None if v is None else v.shape[0]
-
     def _initial_state(self, batch: int, like: torch.Tensor) -> Dict[str, torch.Tensor]:
         return {"v": self.v_rest.to(like).expand(batch, *self.shape).clone()}
-
-    def reset_state(self) -> None:
-        """Set ``v`` back to ``v_rest`` (keeping the batch size); no-op before the first step."""
-        if self.v is not None:
-            self._make_state(self.v)
-
-    def _prepare(self, x: torch.Tensor) -> None:
-        check_input("x", x, self.shape, self.decay, type(self).__name__)
-        if self.v is None or self.v.shape[0] != x.shape[0]:
-            self._make_state(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._prepare(x)
