@@ -16,7 +16,7 @@ setup(
     license="MIT",
     python_requires=">=3.9",
     packages=find_packages(include=["pysnn", "pysnn.*"]),
-    package_data={"pysnn.datasets": ["data/*"]},
+    package_data={"pysnn.datasets": ["data/*"], "pysnn": ["csrc/*.c"]},
     include_package_data=True,
     install_requires=["torch>=2.1", "numpy", "tqdm"],
     extras_require={

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pysnn import native
 from pysnn._checks import check_choice, check_input, check_positive_scalar
 from pysnn.functional.delay import delayed, push_history, synapse_index
 
@@ -49,6 +50,18 @@ def _after_load(module: nn.Module, incompatible_keys: object) -> None:
     """``load_state_dict`` post-hook: the loaded delays may change the history length."""
     module._delays_changed()
     module._fix_layout()
+
+
+class _Activity:
+    """Input activity counted by ``propagation="auto"`` (a plain object: cheap to update)."""
+
+    __slots__ = ("steps", "events", "active", "event")
+
+    def __init__(self) -> None:
+        self.steps = 0  # steps counted in this interval
+        self.events = 0  # active inputs of event steps (host-known: no read-back)
+        self.active: Optional[torch.Tensor] = None  # active inputs of dense steps, on the device
+        self.event = False  # current choice
 
 
 class Connection(nn.Module):
@@ -231,12 +244,14 @@ class Linear(Connection):
             - ``"dense"``: a matrix product every step (cost ~ ``in * out``, independent of
               activity; no host sync; what ``torch.compile`` sees).
             - ``"event"``: gather and sum only the weight rows of inputs that are non-zero
-              (``F.embedding_bag`` over the presynaptic rows, cost ~ ``active * out``). Needs a
-              data-dependent ``torch.nonzero``, which is a host sync on GPU (opt-in there).
+              (cost ~ ``active * out``): on the CPU without autograd one fused loop of
+              :mod:`pysnn.native`, otherwise ``F.embedding_bag`` over the presynaptic rows, whose
+              data-dependent ``torch.nonzero`` is a host sync on GPU (opt-in there).
             - ``"auto"`` (default): ``"event"`` when it pays off, else ``"dense"``. It is
-              ``"dense"`` on non-CPU devices (no host sync ever), under ``torch.compile``, and for
-              connections with fewer than :attr:`AUTO_MIN_SYNAPSES` synapses (a small matrix
-              product is cheaper than the extra ops). Otherwise the number of active inputs is
+              ``"dense"`` on non-CPU devices (no host sync ever), under ``torch.compile``, and,
+              when the fused kernels are unavailable, for connections with fewer than
+              :attr:`AUTO_MIN_SYNAPSES` synapses (a small matrix product is then cheaper than the
+              extra ops of ``embedding_bag``). Otherwise the number of active inputs is
               counted every step (on the device, no sync) and read back every
               :attr:`AUTO_INTERVAL` steps; the next interval runs ``"event"`` while the mean
               number of active inputs per step (summed over the batch) is at most
@@ -314,6 +329,7 @@ class Linear(Connection):
         if weight is not None and weight.dim() == 2 and not weight.t().is_contiguous():
             with torch.no_grad():
                 weight.data = weight.data.t().contiguous().t()
+        self._reset_activity()
 
     def _apply(self, fn, recurse=True):
         module = super()._apply(fn, recurse)
@@ -322,23 +338,27 @@ class Linear(Connection):
         return module
 
     def _reset_activity(self) -> None:
-        self._active_count: Optional[torch.Tensor] = None  # device counter (dense steps)
-        self._event_count = 0  # host counter (event steps: nonzero's size is known)
-        self._steps = 0
-        self._auto_event = False
+        weight = self._parameters.get("weight")
+        self._on_cpu = weight is not None and weight.is_cpu
+        self._activity = _Activity()
 
     @property
     def active_propagation(self) -> str:
         """``"dense"`` or ``"event"``: what the next single step will run."""
         if self.propagation != "auto":
             return self.propagation
-        return "event" if self._auto_event else "dense"
+        return "event" if self._activity.event else "dense"
 
     def _auto_allowed(self) -> bool:
+        """``"auto"`` may go event-driven: on the CPU, not compiling, and either with the fused
+        kernel of :mod:`pysnn.native` (cheap at any size) or for a matrix of at least
+        :attr:`AUTO_MIN_SYNAPSES` synapses."""
         return (
-            self.weight.device.type == "cpu"
-            and self.in_features * self.out_features >= self.AUTO_MIN_SYNAPSES
+            self._on_cpu
             and not torch.compiler.is_compiling()
+            and (
+                native.available() or self.in_features * self.out_features >= self.AUTO_MIN_SYNAPSES
+            )
         )
 
     def _use_event(self, x: torch.Tensor) -> bool:
@@ -347,33 +367,42 @@ class Linear(Connection):
             return self.propagation == "event"
         if not self._auto_allowed():
             return False
-        self._steps += 1
-        if not self._auto_event:
+        activity = self._activity
+        activity.steps += 1
+        if not activity.event:
             with torch.no_grad():
                 count = torch.count_nonzero(x.detach())
-                if self._active_count is None:
-                    self._active_count = count
+                if activity.active is None:
+                    activity.active = count
                 else:
-                    self._active_count += count
-        if self._steps >= self.AUTO_INTERVAL:
-            total = self._event_count
-            if self._active_count is not None:
-                total += int(self._active_count)  # one read-back per AUTO_INTERVAL steps
-            self._auto_event = total <= self.AUTO_EVENT_FRACTION * self.in_features * self._steps
-            self._active_count, self._event_count, self._steps = None, 0, 0
-        return self._auto_event
+                    activity.active += count
+        if activity.steps >= self.AUTO_INTERVAL:
+            total = activity.events
+            if activity.active is not None:
+                total += int(activity.active)  # one read-back per AUTO_INTERVAL steps
+            activity.event = total <= self.AUTO_EVENT_FRACTION * self.in_features * activity.steps
+            activity.active, activity.events, activity.steps = None, 0, 0
+        return activity.event
 
     def _event_linear(self, x: torch.Tensor, count: bool = True) -> torch.Tensor:
         """``x @ weight.t()`` from the non-zero entries of ``x`` ``(N, in)`` only → ``(N, out)``.
 
-        One ``F.embedding_bag`` (mode ``"sum"``, the inputs' values as per-sample weights) over
-        the contiguous presynaptic rows of ``weight.t()``; differentiable in both arguments.
+        On the CPU without autograd, one fused loop (:func:`pysnn.native.linear_event`) adds the
+        contiguous presynaptic rows of ``weight.t()`` of the non-zero inputs. Otherwise one
+        ``F.embedding_bag`` (mode ``"sum"``, the inputs' values as per-sample weights) over those
+        rows, differentiable in both arguments.
         """
+        rows = self._parameters["weight"].t()
+        x_c = x.contiguous()
+        if native.usable(x_c, rows):
+            out, active = native.linear_event(x_c, rows)
+            if count:
+                self._activity.events += active
+            return out
         n_rows = x.shape[0]
         flat = x.reshape(-1).nonzero().view(-1)  # sorted: row-major (sample, pre)
         if count:
-            self._event_count += flat.shape[0]  # host-known size: no extra read-back
-        rows = self.weight.t()
+            self._activity.events += flat.shape[0]  # host-known size: no extra read-back
         if n_rows == 1:
             pre, offsets = flat, flat.new_zeros(1)
         else:
@@ -402,10 +431,11 @@ class Linear(Connection):
         if self.per_synapse_delay:
             return self._forward_per_synapse(spikes)
         self._buffers["arriving"] = arriving = self._arrive(spikes)
-        if self._use_event(arriving):
+        weight, bias = self._parameters["weight"], self._parameters.get("bias")
+        if self.propagation != "dense" and self._use_event(arriving):
             out = self._event_linear(arriving)
-            return out if self.bias is None else out + self.bias
-        return F.linear(arriving, self.weight, self.bias)
+            return out if bias is None else out + bias
+        return F.linear(arriving, weight, bias)
 
     def forward_multistep(self, spikes: torch.Tensor) -> torch.Tensor:
         r"""Run ``T`` steps at once: ``spikes`` ``(T, B, in)`` → synaptic input ``(T, B, out)``.

@@ -3,7 +3,8 @@ r"""Multi-step mode: run ``T`` steps of a feed-forward connection + neuron pair 
 In a feed-forward pair the synaptic input of every step depends only on the presynaptic spikes,
 never on the postsynaptic state, so the input currents of all ``T`` steps are computed at once,
 one ``(T * B, in) @ W^T`` matrix product (:meth:`pysnn.connection.Linear.forward_multistep`), and
-only the neuron's recurrence (leak, threshold, reset, refractoriness) runs step by step:
+only the neuron's recurrence (leak, threshold, reset, refractoriness) runs step by step, for LIF
+and IF neurons inside one fused call (:mod:`pysnn.native`):
 
 .. code-block:: python
 
@@ -30,7 +31,9 @@ def run_feedforward(connection: nn.Module, neuron: nn.Module, spikes: torch.Tens
     Args:
         connection: a connection with ``forward_multistep`` (:class:`pysnn.connection.Linear`);
             other modules are called once per step.
-        neuron: any per-step neuron module, ``(B, out) -> (B, out)`` spikes.
+        neuron: a neuron module, ``(B, out) -> (B, out)`` spikes; its ``forward_multistep``
+            runs all steps (one fused call for LIF/IF neurons, see
+            :meth:`pysnn.neuron.Neuron.forward_multistep`), other modules are called per step.
         spikes: presynaptic spikes ``(T, B, in)``, time first.
 
     Returns:
@@ -48,12 +51,14 @@ def run_feedforward(connection: nn.Module, neuron: nn.Module, spikes: torch.Tens
         currents = multistep(spikes)
     else:
         currents = torch.stack([connection(s) for s in spikes])
-    n_steps = currents.shape[0]
+    forward_multistep = getattr(neuron, "forward_multistep", None)
+    if callable(forward_multistep):
+        return forward_multistep(currents)
     if torch.is_grad_enabled() and currents.requires_grad:
-        return torch.stack([neuron(currents[t]) for t in range(n_steps)])
+        return torch.stack([neuron(c) for c in currents])
     first = neuron(currents[0])
-    out = first.new_empty((n_steps, *first.shape))
+    out = first.new_empty((currents.shape[0], *first.shape))
     out[0] = first
-    for t in range(1, n_steps):
+    for t in range(1, currents.shape[0]):
         out[t] = neuron(currents[t])
     return out

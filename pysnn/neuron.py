@@ -22,6 +22,7 @@ from typing import Dict, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
+from pysnn import native
 from pysnn._checks import (
     ParamLike,
     as_param,
@@ -90,6 +91,7 @@ class Neuron(nn.Module):
         for name in self._state_names:
             self.register_buffer(name, None, persistent=False)
         self.register_load_state_dict_post_hook(_after_load)
+        self._native_cache: Dict[str, tuple] = {}  # parameter tables of pysnn.native
 
     # ----------------------------------------------------------------- parameters
     def _param(self, name: str, value: ParamLike, **constraints: bool) -> None:
@@ -150,8 +152,53 @@ class Neuron(nn.Module):
         if state is None or state.shape[0] != x.shape[0]:
             self._make_state(x)
 
+    def forward_multistep(self, x: torch.Tensor) -> torch.Tensor:
+        """Run ``T`` steps: ``x`` ``(T, B, *shape)`` → spikes ``(T, B, *shape)``.
+
+        The same as ``torch.stack([self(x[t]) for t in range(T)])``, state included. LIF and IF
+        neurons run all ``T`` steps in one fused call where :mod:`pysnn.native` applies; otherwise
+        this loops over :meth:`forward` (writing into one preallocated output when no gradient is
+        needed, stacking the steps when one is).
+        """
+        if not isinstance(x, torch.Tensor) or x.dim() != len(self.shape) + 2:
+            raise ValueError(
+                f"x must have shape (T, B, {', '.join(map(str, self.shape))}) for "
+                f"{type(self).__name__}.forward_multistep, got "
+                f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}"
+            )
+        fused = self._forward_block(x)
+        if fused is not None:
+            return fused
+        if torch.is_grad_enabled() and x.requires_grad:
+            return torch.stack([self(x[t]) for t in range(x.shape[0])])
+        first = self(x[0])
+        out = first.new_empty((x.shape[0], *first.shape))
+        out[0] = first
+        for t in range(1, x.shape[0]):
+            out[t] = self(x[t])
+        return out
+
+    def _forward_block(self, x: torch.Tensor) -> Optional[torch.Tensor]:
+        """All ``T`` steps in one fused call, or ``None`` where that does not apply."""
+        return None
+
     def _update_trace(self, spikes: torch.Tensor) -> None:
         state = self._buffers
+        trace = state["trace"]
+        if (
+            not trace.requires_grad
+            and native.usable(spikes, trace)
+            and native.trace_step(
+                spikes,
+                trace,
+                state["trace_decay"],
+                state["trace_scale"],
+                self._additive,
+                self.shape,
+                self._native_cache,
+            )
+        ):
+            return
         state["trace"] = trace_step(
             state["trace"], spikes, state["trace_decay"], state["trace_scale"], self._additive
         )
@@ -265,19 +312,81 @@ class LIFNeuron(Neuron):
         """One step: input ``x`` ``(B, *shape)`` (mV increment) → spikes ``(B, *shape)`` (0/1)."""
         self._prepare(x)
         state = self._buffers
-        s, state["v"], state["refrac_count"] = lif_step(
-            state["v"],
-            x,
-            state["refrac_count"],
-            self.params,
-            self._theta(),
-            self.surrogate,
-            self.detach_reset,
-        )
+        s = self._fused(x)
+        if s is None:
+            s, state["v"], state["refrac_count"] = lif_step(
+                state["v"],
+                x,
+                state["refrac_count"],
+                self.params,
+                self._theta(),
+                self.surrogate,
+                self.detach_reset,
+            )
+            state["spikes"] = s
+            self._after_spike(s)
+            self._update_trace(s)
+            return s
         state["spikes"] = s
         self._after_spike(s)
-        self._update_trace(s)
         return s
+
+    #: whether :meth:`forward_multistep` may run all steps in one fused call (not with adaptation,
+    #: whose update must follow every step)
+    _fused_block = True
+
+    def _forward_block(self, x: torch.Tensor) -> Optional[torch.Tensor]:
+        if not self._fused_block:
+            return None
+        n_steps = x.shape[0]
+        check_input(
+            "x",
+            x.reshape(n_steps * x.shape[1], *x.shape[2:]),
+            self.shape,
+            self._buffers["trace_decay"],
+            type(self).__name__,
+        )
+        self._prepare(x[0])
+        s = self._fused(x)
+        if s is not None:
+            self._buffers["spikes"] = s[-1]
+        return s
+
+    def _fused(self, x: torch.Tensor) -> Optional[torch.Tensor]:
+        """Steps in one fused kernel (in-place state), or ``None`` where it does not apply."""
+        state = self._buffers
+        theta = self._theta()
+        v, trace = state["v"], state["trace"]
+        x = x.contiguous()
+        if (
+            v.requires_grad
+            or trace.requires_grad
+            or not native.usable(x, v, trace, state["refrac_count"], theta)
+        ):
+            return None
+        out = torch.empty_like(x)
+        p = self.params
+        done = native.lif_steps(
+            x,
+            v,
+            state["refrac_count"],
+            trace,
+            out,
+            (
+                p.decay,
+                p.leak,
+                p.v_reset,
+                p.thresh,
+                p.refrac_steps,
+                state["trace_decay"],
+                state["trace_scale"],
+            ),
+            theta,
+            self._additive,
+            self.shape,
+            self._native_cache,
+        )
+        return out if done else None
 
     def _after_spike(self, spikes: torch.Tensor) -> None:
         """Hook for adaptation after the spikes of a step; none here."""
@@ -401,6 +510,8 @@ class AdaptiveLIFNeuron(LIFNeuron):
         """Set the threshold offset ``theta`` back to 0 (its resting value)."""
         if self.theta is not None:
             self.theta = torch.zeros_like(self.theta)
+
+    _fused_block = False
 
     def _theta(self) -> Optional[torch.Tensor]:
         return self._buffers["theta"]

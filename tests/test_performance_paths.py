@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import pysnn
+import pysnn.native
 from pysnn.connection import Linear
 from pysnn.multistep import run_feedforward
 from pysnn.network import SNNNetwork
@@ -82,10 +83,18 @@ def test_auto_switches_by_activity_and_stays_exact(p, expected):
     assert torch.equal(out, step_loop(reference, x))
 
 
-def test_auto_small_layer_never_counts():
-    conn = Linear(20, 10)  # default propagation="auto", far below AUTO_MIN_SYNAPSES
+def test_auto_small_layer_never_counts_without_fused_kernels():
+    with pysnn.native.enabled(False):
+        conn = Linear(20, 10)  # default propagation="auto", far below AUTO_MIN_SYNAPSES
+        step_loop(conn, spike_train(100, 1, 20, p=0.01))
+        assert conn.active_propagation == "dense" and conn._activity.active is None
+
+
+@pytest.mark.skipif(not pysnn.native.available(), reason=pysnn.native.status())
+def test_auto_small_layer_goes_event_with_fused_kernels():
+    conn = Linear(20, 10)
     step_loop(conn, spike_train(100, 1, 20, p=0.01))
-    assert conn.active_propagation == "dense" and conn._active_count is None
+    assert conn.active_propagation == "event"
 
 
 def test_weight_layout_survives_conversions_and_loading():

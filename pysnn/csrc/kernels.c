@@ -1,0 +1,142 @@
+/*
+ * Fused CPU kernels for pysnn (see pysnn/native.py, which compiles this file on first use and
+ * calls it through ctypes). Plain C99, no Python or torch headers, so it builds in well under a
+ * second with any C compiler.
+ *
+ * Each function performs, element by element and in one pass over memory, exactly the floating-
+ * point operations of the torch code it replaces (pysnn/functional/lif.py and trace.py), in the
+ * same order, so results are bit-identical. Rounding matters: torch's vectorised addcmul is a
+ * fused multiply-add on AVX2/AVX-512 CPUs, a multiply then an add elsewhere. pysnn/native.py
+ * defines PYSNN_FMA (and -mfma) exactly when torch reports such a CPU, and builds with
+ * -ffp-contract=off so that the compiler fuses nothing else.
+ *
+ * Layout: state and input are contiguous (B, N) blocks (N = neurons per sample), inputs of several
+ * steps are (T, B, N). Parameters come in a table of int64 pairs (address, stride): stride 0 for
+ * one value shared by all neurons, 1 for N per-neuron values. Passing one table instead of a dozen
+ * arguments keeps the cost of a call from Python low.
+ */
+#include <stdint.h>
+
+/* MADD(a, b, c) = a * b + c, rounded as torch's addcmul(c, a, b) rounds it. */
+#ifdef PYSNN_FMA
+#define MADD(a, b, c) _Generic((a), float: __builtin_fmaf, default: __builtin_fma)((a), (b), (c))
+#else
+#define MADD(a, b, c) ((a) * (b) + (c))
+#endif
+
+#define PARAM(T, table, k) ((const T *)(intptr_t)(table)[2 * (k)])
+#define STRIDE(table, k) ((table)[2 * (k) + 1])
+
+/*
+ * LIF / IF steps (pysnn.functional.lif.lif_step followed by the trace update), for T steps:
+ *
+ *   v <- leak + v * decay  (MADD)              (leak = v_rest * (1 - decay))
+ *   v <- v + (r > 0 ? 0 : x)                   (no input while refractory)
+ *   s  = v >= thresh (+ theta)
+ *   v <- s ? v_reset : v;  r <- s ? n_ref : max(r - 1, 0)
+ *   trace <- additive ? trace * tdecay + tscale * s : (s ? tscale : trace * tdecay)  (MADD)
+ *
+ * x: (T, B, N) input (mV); v, trace: (B, N), updated in place; r: (B, N) int64, in place;
+ * s_out: (T, B, N), spikes written as 0/1; theta: NULL, or a threshold offset (mV) whose sample b
+ * starts at theta + b * theta_bstride (0: shared by the batch). table: (address, stride) of
+ * decay, leak, v_reset, thresh, n_ref (int64), trace decay, trace scale.
+ */
+#define PYSNN_LIF(NAME, T)                                                                        \
+    void NAME(int64_t n_steps, int64_t batch, int64_t n, const T *x, T *v, int64_t *r, T *trace, \
+              T *s_out, const T *theta, int64_t theta_bstride, const int64_t *table,            \
+              int additive)                                                                      \
+    {                                                                                            \
+        const T *decay = PARAM(T, table, 0), *leak = PARAM(T, table, 1);                         \
+        const T *v_reset = PARAM(T, table, 2), *thresh = PARAM(T, table, 3);                     \
+        const int64_t *n_ref = PARAM(int64_t, table, 4);                                         \
+        const T *tdecay = PARAM(T, table, 5), *tscale = PARAM(T, table, 6);                      \
+        const int64_t decay_s = STRIDE(table, 0), leak_s = STRIDE(table, 1);                     \
+        const int64_t v_reset_s = STRIDE(table, 2), thresh_s = STRIDE(table, 3);                 \
+        const int64_t n_ref_s = STRIDE(table, 4), tdecay_s = STRIDE(table, 5);                   \
+        const int64_t tscale_s = STRIDE(table, 6);                                               \
+        for (int64_t t = 0; t < n_steps; ++t) {                                                  \
+            for (int64_t b = 0; b < batch; ++b) {                                                \
+                const T *xb = x + (t * batch + b) * n;                                           \
+                T *sb = s_out + (t * batch + b) * n;                                             \
+                T *vb = v + b * n;                                                               \
+                T *tb = trace + b * n;                                                           \
+                int64_t *rb = r + b * n;                                                         \
+                const T *thb = theta ? theta + b * theta_bstride : 0;                            \
+                for (int64_t i = 0; i < n; ++i) {                                                \
+                    T vi = MADD(vb[i], decay[i * decay_s], leak[i * leak_s]);                        \
+                    int64_t ri = rb[i];                                                          \
+                    vi = vi + (ri > 0 ? (T)0 : xb[i]);                                           \
+                    T th = thb ? thresh[i * thresh_s] + thb[i] : thresh[i * thresh_s];           \
+                    int fired = vi >= th;                                                        \
+                    vb[i] = fired ? v_reset[i * v_reset_s] : vi;                                 \
+                    rb[i] = fired ? n_ref[i * n_ref_s] : (ri > 1 ? ri - 1 : 0);                  \
+                    T si = fired ? (T)1 : (T)0;                                                  \
+                    sb[i] = si;                                                                  \
+                    T d = tb[i] * tdecay[i * tdecay_s];                                          \
+                    T a = tscale[i * tscale_s];                                                  \
+                    tb[i] = additive ? MADD(a, si, d) : (fired ? a : d);                             \
+                }                                                                                \
+            }                                                                                    \
+        }                                                                                        \
+    }
+
+PYSNN_LIF(pysnn_lif_f32, float)
+PYSNN_LIF(pysnn_lif_f64, double)
+
+/*
+ * Spike trace of given spikes (pysnn.functional.trace.trace_step), one step:
+ *   trace <- additive ? trace * tdecay + tscale * x (MADD) : (x > 0 ? tscale : trace * tdecay)
+ * x, trace: (B, N); trace updated in place. table: (address, stride) of trace decay and scale.
+ */
+#define PYSNN_TRACE(NAME, T)                                                                     \
+    void NAME(int64_t batch, int64_t n, const T *x, T *trace, const int64_t *table, int additive) \
+    {                                                                                            \
+        const T *tdecay = PARAM(T, table, 0), *tscale = PARAM(T, table, 1);                      \
+        const int64_t tdecay_s = STRIDE(table, 0), tscale_s = STRIDE(table, 1);                  \
+        for (int64_t b = 0; b < batch; ++b) {                                                    \
+            const T *xb = x + b * n;                                                             \
+            T *tb = trace + b * n;                                                               \
+            for (int64_t i = 0; i < n; ++i) {                                                    \
+                T d = tb[i] * tdecay[i * tdecay_s];                                              \
+                T a = tscale[i * tscale_s];                                                      \
+                tb[i] = additive ? MADD(a, xb[i], d) : (xb[i] > 0 ? a : d);                          \
+            }                                                                                    \
+        }                                                                                        \
+    }
+
+PYSNN_TRACE(pysnn_trace_f32, float)
+PYSNN_TRACE(pysnn_trace_f64, double)
+
+/*
+ * Event-driven x @ W^T for a Linear connection (pysnn.connection.Linear, "event" propagation):
+ * only the weight rows of the non-zero inputs are read and added, in increasing input order:
+ *
+ *   out[b, :] = sum over j with x[b, j] != 0 of x[b, j] * wt[j, :]
+ *
+ * x: (B, n_in); wt: (n_in, n_out), the contiguous transpose of the (n_out, n_in) weight; out:
+ * (B, n_out), overwritten. Returns the number of non-zero inputs (the activity "auto" needs).
+ */
+#define PYSNN_LINEAR_EVENT(NAME, T)                                                             \
+    int64_t NAME(int64_t batch, int64_t n_in, int64_t n_out, const T *x, const T *wt, T *out)   \
+    {                                                                                           \
+        int64_t active = 0;                                                                     \
+        for (int64_t b = 0; b < batch; ++b) {                                                   \
+            const T *xb = x + b * n_in;                                                         \
+            T *ob = out + b * n_out;                                                            \
+            for (int64_t i = 0; i < n_out; ++i)                                                 \
+                ob[i] = (T)0;                                                                   \
+            for (int64_t j = 0; j < n_in; ++j) {                                                \
+                T xj = xb[j];                                                                   \
+                if (xj == (T)0)                                                                 \
+                    continue;                                                                   \
+                ++active;                                                                       \
+                const T *w = wt + j * n_out;                                                    \
+                for (int64_t i = 0; i < n_out; ++i)                                             \
+                    ob[i] = ob[i] + xj * w[i];                                                  \
+            }                                                                                   \
+        }                                                                                       \
+        return active;                                                                          \
+    }
+
+PYSNN_LINEAR_EVENT(pysnn_linear_event_f32, float)
+PYSNN_LINEAR_EVENT(pysnn_linear_event_f64, double)

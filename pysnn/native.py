@@ -1,0 +1,351 @@
+r"""Fused CPU kernels for the neuron step, compiled on first use.
+
+A LIF step written with torch operations is about a dozen small kernels (leak, refractory mask,
+input, threshold, reset, counter, trace), each paying torch's dispatch overhead of a few µs: at a
+few hundred neurons that overhead, not arithmetic, is the cost of a step. This module replaces
+them, on the CPU and when no gradient is needed, by **one** C loop that does exactly the same
+floating-point operations in the same order (results are bit-identical; the tests compare both
+paths), and that can also run ``T`` steps in one call (:meth:`pysnn.neuron.LIFNeuron.forward_multistep`).
+
+The C source (``pysnn/csrc/kernels.c``, plain C99, no Python or torch headers) is compiled once
+per machine with the system C compiler (``$CC``, else ``cc``/``gcc``/``clang``) into a cache
+directory, ``$PYSNN_CACHE_DIR`` or ``~/.cache/pysnn`` (under ``$XDG_CACHE_HOME`` if set), and
+loaded with :mod:`ctypes`. Where that is impossible (no compiler, unsupported platform) or unwanted
+(``PYSNN_NATIVE=0`` in the environment, or :func:`set_enabled`), every neuron silently uses its
+torch implementation, with identical results; :func:`status` says which path is in use and why.
+
+Neurons use the fused path only when all of the following hold: the state is on the CPU, in
+float32 or float64, contiguous; no tensor involved requires a gradient; and the code is not being
+traced by ``torch.compile``. Otherwise the torch operations run, so autograd, ``torch.compile``,
+other devices and dtypes behave as usual. On the fused path the state buffers (``v``,
+``refrac_count``, ``trace``) are updated **in place**, like ``BatchNorm``'s running statistics: keep
+a ``clone()`` to hold on to the value of one step. The returned spikes are a new tensor each step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+
+import torch
+
+__all__ = [
+    "available",
+    "status",
+    "set_enabled",
+    "enabled",
+    "usable",
+    "lif_steps",
+    "trace_step",
+    "linear_event",
+]
+
+_SOURCE = Path(__file__).resolve().parent / "csrc" / "kernels.c"
+_FLAGS = ("-O3", "-std=c99", "-shared", "-fPIC", "-ffp-contract=off")
+_DTYPES = {torch.float32: "f32", torch.float64: "f64"}
+
+_lock = threading.Lock()
+_lib: Optional[ctypes.CDLL] = None
+_reason: Optional[str] = None  # why the kernels are unavailable; None while untried or loaded
+_tried = False
+# the C functions, once loaded
+_lif_f32 = _lif_f64 = _trace_f32 = _trace_f64 = _linear_f32 = _linear_f64 = None
+_enabled = os.environ.get("PYSNN_NATIVE", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def _cache_dir() -> Path:
+    explicit = os.environ.get("PYSNN_CACHE_DIR")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "pysnn"
+
+
+def _compiler() -> Optional[str]:
+    for candidate in (os.environ.get("CC"), "cc", "gcc", "clang"):
+        if candidate and shutil.which(candidate):
+            return shutil.which(candidate)
+    return None
+
+
+def _torch_fuses_multiply_add() -> bool:
+    """Whether ``torch.addcmul`` rounds ``c + a * b`` once (a fused multiply-add), as its
+    vectorised CPU kernels do on AVX2/AVX-512 and ARM, rather than after the product too."""
+    g = torch.Generator().manual_seed(0)
+    a, b, c = (torch.randn(256, generator=g) for _ in range(3))
+    fused = (a.double() * b.double() + c.double()).float()  # the exact product, ~one rounding
+    result = torch.addcmul(c, a, b)
+    return int((result == fused).sum()) > int((result == a * b + c).sum())
+
+
+def _build() -> ctypes.CDLL:
+    """Compile ``kernels.c`` into the cache (once per source, compiler and machine) and load it."""
+    if sys.platform not in ("linux", "darwin"):
+        raise RuntimeError(f"fused kernels are built on Linux and macOS only, not {sys.platform}")
+    compiler = _compiler()
+    if compiler is None:
+        raise RuntimeError("no C compiler found (set $CC, or install cc/gcc/clang)")
+    flags = _FLAGS
+    if _torch_fuses_multiply_add():
+        flags += ("-DPYSNN_FMA=1",) + (
+            ("-mfma",) if platform.machine() in ("x86_64", "AMD64") else ()
+        )
+    source = _SOURCE.read_bytes()
+    key = hashlib.sha256(
+        source + " ".join((compiler, *flags, platform.machine(), sys.platform)).encode()
+    ).hexdigest()[:16]
+    directory = _cache_dir()
+    target = directory / f"kernels-{key}.so"
+    if not target.exists():
+        directory.mkdir(parents=True, exist_ok=True)
+        # Build under a temporary name, then rename: concurrent processes never load a partial file.
+        fd, tmp = tempfile.mkstemp(suffix=".so", dir=directory)
+        os.close(fd)
+        try:
+            result = subprocess.run(
+                [compiler, *flags, "-o", tmp, str(_SOURCE)],
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            if result.returncode != 0:
+                raise RuntimeError(f"{compiler} failed: {result.stderr.strip()[:500]}")
+            os.replace(tmp, target)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    lib = ctypes.CDLL(str(target))
+    ptr, i64 = ctypes.c_void_p, ctypes.c_int64
+    for suffix in _DTYPES.values():
+        lif = getattr(lib, f"pysnn_lif_{suffix}")
+        lif.argtypes = [i64, i64, i64] + [ptr] * 6 + [i64, ptr, ctypes.c_int]
+        lif.restype = None
+        trace = getattr(lib, f"pysnn_trace_{suffix}")
+        trace.argtypes = [i64, i64, ptr, ptr, ptr, ctypes.c_int]
+        trace.restype = None
+        linear = getattr(lib, f"pysnn_linear_event_{suffix}")
+        linear.argtypes = [i64, i64, i64, ptr, ptr, ptr]
+        linear.restype = i64
+    return lib
+
+
+def _library() -> Optional[ctypes.CDLL]:
+    global _lib, _reason, _tried, _lif_f32, _lif_f64, _trace_f32, _trace_f64, _linear_f32
+    global _linear_f64
+    if not _tried:
+        with _lock:
+            if not _tried:
+                try:
+                    lib = _build()
+                    _lif_f32, _lif_f64 = lib.pysnn_lif_f32, lib.pysnn_lif_f64
+                    _trace_f32, _trace_f64 = lib.pysnn_trace_f32, lib.pysnn_trace_f64
+                    _linear_f32 = lib.pysnn_linear_event_f32
+                    _linear_f64 = lib.pysnn_linear_event_f64
+                    _lib = lib
+                except (OSError, RuntimeError, subprocess.SubprocessError) as err:
+                    _reason = str(err)
+                _tried = True
+    return _lib
+
+
+def available() -> bool:
+    """Whether the fused kernels are enabled and loaded (compiling them on the first call)."""
+    return _enabled and _library() is not None
+
+
+def status() -> str:
+    """One line saying whether the fused kernels are in use, and if not, why."""
+    if not _enabled:
+        return "fused CPU kernels disabled (PYSNN_NATIVE=0 or pysnn.native.set_enabled(False))"
+    if _library() is None:
+        return f"fused CPU kernels unavailable, torch operations are used: {_reason}"
+    return "fused CPU kernels in use"
+
+
+def set_enabled(value: bool) -> None:
+    """Turn the fused kernels on or off for the process (off: every neuron uses torch ops)."""
+    global _enabled
+    _enabled = bool(value)
+
+
+@contextlib.contextmanager
+def enabled(value: bool) -> Iterator[None]:
+    """Context manager: fused kernels on or off inside the block, restored afterwards."""
+    previous = _enabled
+    set_enabled(value)
+    try:
+        yield
+    finally:
+        set_enabled(previous)
+
+
+def usable(*tensors: Optional[torch.Tensor]) -> bool:
+    """Whether a fused kernel may run on these tensors (``None`` entries are skipped).
+
+    True when the kernels are loaded and enabled, nothing is being compiled, and every tensor is
+    on the CPU, contiguous, and not in need of a gradient (``requires_grad`` with grad mode on);
+    the floating-point ones must share float32 or float64. A caller that updates a tensor in place
+    also rejects one that ``requires_grad`` at all (it may be saved for a backward pass).
+    """
+    if not _enabled or torch.compiler.is_compiling():
+        return False
+    grad = torch.is_grad_enabled()
+    dtype = None
+    for t in tensors:
+        if t is None:
+            continue
+        if not t.is_cpu or (grad and t.requires_grad) or not t.is_contiguous():
+            return False
+        if t.is_floating_point():
+            if dtype is None:
+                dtype = t.dtype
+            elif t.dtype != dtype:
+                return False
+    return dtype in _DTYPES and (_lib is not None or _library() is not None)
+
+
+def _table(
+    cache: Dict[str, tuple],
+    slot: str,
+    tensors: Sequence[torch.Tensor],
+    dtypes: Sequence[torch.dtype],
+    shape: Sequence[int],
+    n: int,
+) -> Optional[int]:
+    """Address of an int64 table of ``(address, stride)`` per parameter, or ``None`` if unusable.
+
+    Stride 0 means one value shared by all neurons, 1 means ``n`` per-neuron values. ``None`` if a
+    parameter is not a CPU tensor of the given dtype. The table is kept in ``cache[slot]`` (owned by
+    the calling module) and reused while the same tensor objects sit at the same addresses (in-place
+    edits of a parameter are seen, since only its address is stored). A parameter broadcastable to
+    ``shape`` but laid out differently (e.g. ``(C, 1, 1)``) is expanded into a copy, and such a
+    table is rebuilt on every call so that it never holds stale values.
+    """
+    ids = list(map(id, tensors))
+    ptrs = [t.data_ptr() for t in tensors]
+    entry = cache.get(slot)
+    if entry is not None and entry[0] == ids and entry[1] == ptrs:
+        return entry[2]
+    values: List[int] = []
+    copies: List[torch.Tensor] = []
+    for t, dtype in zip(tensors, dtypes):
+        if t.dtype != dtype or not t.is_cpu:
+            return None
+        numel = t.numel()
+        if numel == 1:
+            values += (t.data_ptr(), 0)
+        elif numel == n and t.is_contiguous():
+            values += (t.data_ptr(), 1)
+        else:
+            t = t.expand(tuple(shape)).contiguous()
+            copies.append(t)
+            values += (t.data_ptr(), 1)
+    table = torch.tensor(values, dtype=torch.int64)
+    # The entry holds the tensors themselves, so their ids cannot be reused while it exists.
+    key_ids = None if copies else ids
+    cache[slot] = (key_ids, ptrs, table.data_ptr(), table, tuple(tensors), copies)
+    return table.data_ptr()
+
+
+def lif_steps(
+    x: torch.Tensor,
+    v: torch.Tensor,
+    refrac: torch.Tensor,
+    trace: torch.Tensor,
+    out: torch.Tensor,
+    params: Sequence[torch.Tensor],
+    theta: Optional[torch.Tensor],
+    additive: bool,
+    shape: Sequence[int],
+    cache: Dict[str, tuple],
+) -> bool:
+    """Run ``T`` fused LIF steps in place; ``False`` (nothing done) if the parameters do not fit.
+
+    Args:
+        x: input ``(T, B, *shape)`` or, for one step, ``(B, *shape)`` (mV), contiguous.
+        v, refrac, trace: state ``(B, *shape)``, contiguous, updated in place.
+        out: spikes, shape of ``x``, written.
+        params: ``(decay, leak, v_reset, thresh, refrac_steps, trace_decay, trace_scale)``, each
+            broadcastable to ``shape`` (see :class:`pysnn.functional.lif.LIFParameters` and
+            :mod:`pysnn.functional.trace`).
+        theta: ``None``, a shared offset ``shape`` or a per-sample offset ``(B, *shape)`` (mV).
+        additive: trace mode ``"additive"`` (else ``"reset"``).
+        shape: neuron shape without batch.
+        cache: a dict owned by the caller, where the parameter table is kept between calls.
+
+    The caller checks :func:`usable` first.
+    """
+    n, f = v.numel() // v.shape[0], v.dtype
+    if refrac.dtype != torch.int64 or (theta is not None and theta.dtype != f):
+        return False
+    table = _table(cache, "lif", params, (f, f, f, f, torch.int64, f, f), shape, n)
+    if table is None:
+        return False
+    (_lif_f32 if f == torch.float32 else _lif_f64)(
+        x.numel() // v.numel(),
+        v.shape[0],
+        n,
+        x.data_ptr(),
+        v.data_ptr(),
+        refrac.data_ptr(),
+        trace.data_ptr(),
+        out.data_ptr(),
+        None if theta is None else theta.data_ptr(),
+        0 if theta is None or theta.dim() != v.dim() else n,  # shared theta: stride 0
+        table,
+        additive,
+    )
+    return True
+
+
+def trace_step(
+    x: torch.Tensor,
+    trace: torch.Tensor,
+    trace_decay: torch.Tensor,
+    trace_scale: torch.Tensor,
+    additive: bool,
+    shape: Sequence[int],
+    cache: Dict[str, tuple],
+) -> bool:
+    """One fused trace update of ``trace`` ``(B, *shape)`` in place from ``x``; see :func:`lif_steps`."""
+    n, f = trace.numel() // trace.shape[0], trace.dtype
+    table = _table(cache, "trace", (trace_decay, trace_scale), (f, f), shape, n)
+    if table is None:
+        return False
+    (_trace_f32 if f == torch.float32 else _trace_f64)(
+        trace.shape[0], n, x.data_ptr(), trace.data_ptr(), table, additive
+    )
+    return True
+
+
+def linear_event(x: torch.Tensor, weight_t: torch.Tensor) -> Tuple[torch.Tensor, int]:
+    """``x @ weight_t`` from the non-zero entries of ``x`` only; returns ``(out, active)``.
+
+    Args:
+        x: ``(N, in)``, contiguous, the dtype of ``weight_t``.
+        weight_t: ``(in, out)``, contiguous (the transpose of a column-major ``Linear`` weight).
+
+    Returns:
+        ``out`` ``(N, out)`` (a new tensor) and the number of non-zero entries of ``x``. The sum runs
+        over the inputs in increasing order. The caller checks :func:`usable` first.
+    """
+    out = torch.empty((x.shape[0], weight_t.shape[1]), dtype=x.dtype)
+    active = (_linear_f32 if x.dtype == torch.float32 else _linear_f64)(
+        x.shape[0],
+        weight_t.shape[0],
+        weight_t.shape[1],
+        x.data_ptr(),
+        weight_t.data_ptr(),
+        out.data_ptr(),
+    )
+    return out, active

@@ -1,0 +1,225 @@
+"""Fused CPU kernels (pysnn.native) give bit-identical results to the torch operations they replace."""
+
+import copy
+import os
+
+import pytest
+import torch
+
+import pysnn.native as native
+from pysnn.connection import Linear
+from pysnn.multistep import run_feedforward
+from pysnn.neuron import AdaptiveLIFNeuron, IFNeuron, Input, LIFNeuron
+
+
+def test_fused_kernels_build_here():
+    """CI machines have a C compiler: the fast path must be the one under test there."""
+    if os.environ.get("PYSNN_NATIVE", "1") == "0":
+        assert not native.available() and "disabled" in native.status()
+    else:
+        assert native.available(), native.status()
+
+
+needs_native = pytest.mark.skipif(not native.available(), reason=native.status())
+
+
+def drive(neuron, x):
+    """Run the step loop over ``x`` (T, B, ...) and return spikes plus every state tensor."""
+    spikes = torch.stack([neuron(x[t]) for t in range(x.shape[0])])
+    state = {name: getattr(neuron, name).clone() for name in neuron._state_names}
+    return spikes, state
+
+
+def assert_same(a, b):
+    spikes_a, state_a = a
+    spikes_b, state_b = b
+    assert torch.equal(spikes_a, spikes_b)
+    for name in state_a:
+        assert torch.equal(state_a[name], state_b[name]), name
+
+
+def inputs(steps, batch, shape, dtype, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(steps, batch, *shape, generator=g) * 6 + 2).to(dtype)
+
+
+NEURONS = {
+    "lif": lambda shape: LIFNeuron(shape, tau_v=20.0, refrac=3.0),
+    "if": lambda shape: IFNeuron(shape, refrac=2.0, trace_mode="reset"),
+    "lif-per-neuron": lambda shape: LIFNeuron(
+        shape,
+        thresh=-52.0 + torch.rand(shape),
+        v_reset=-65.0 - torch.rand(shape),
+        tau_v=10.0 + 90 * torch.rand(shape),
+        refrac=torch.randint(0, 5, shape).float(),
+        tau_trace=5.0 + torch.rand(shape),
+        trace_scale=torch.rand(shape),
+    ),
+    "adaptive": lambda shape: AdaptiveLIFNeuron(shape, theta_plus=0.5, tau_theta=50.0),
+    "adaptive-shared": lambda shape: AdaptiveLIFNeuron(
+        shape, theta_plus=0.5, tau_theta=50.0, theta_shared=True
+    ),
+}
+
+
+@needs_native
+@pytest.mark.parametrize("kind", sorted(NEURONS))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_fused_step_equals_torch_ops(kind, dtype, batch):
+    torch.manual_seed(1)
+    shape = (37,)
+    fused = NEURONS[kind](shape).to(dtype)
+    reference = copy.deepcopy(fused)
+    x = inputs(60, batch, shape, dtype)
+    with torch.no_grad():
+        got = drive(fused, x)
+        with native.enabled(False):
+            expected = drive(reference, x)
+    assert got[0].sum() > 10  # the test drives real spiking, refractoriness and resets
+    assert_same(got, expected)
+
+
+@needs_native
+def test_fused_step_with_channel_parameters_on_a_map():
+    """(C, 1, 1) parameters of a (C, H, W) neuron map are expanded for the kernel."""
+    torch.manual_seed(2)
+    shape = (3, 4, 5)
+    fused = LIFNeuron(shape, thresh=torch.tensor([-55.0, -52.0, -50.0]).view(3, 1, 1))
+    reference = copy.deepcopy(fused)
+    x = inputs(30, 2, shape, torch.float32)
+    with native.enabled(False):
+        expected = drive(reference, x)
+    assert_same(drive(fused, x), expected)
+
+
+@needs_native
+def test_fused_step_sees_in_place_parameter_edits():
+    lif = LIFNeuron(10, refrac=0.0)
+    x = torch.full((1, 10), 5.0)
+    assert lif(x).sum() == 0  # -65 + 5 < -52
+    lif.thresh.fill_(-61.0)  # the kernel reads the parameter, not a copy
+    assert lif(x).sum() == 10
+    lif.tau_v.fill_(1e9)
+    lif.update_derived()  # new decay tensors: the kernel's parameter table is rebuilt
+    assert torch.allclose(lif.decay, torch.ones(10))
+
+
+@needs_native
+def test_fused_state_is_updated_in_place_and_spikes_are_fresh():
+    lif = LIFNeuron(8, refrac=0.0, thresh=-60.0)
+    x = torch.full((2, 8), 3.0)
+    lif(x)
+    v = lif.v
+    outputs = [lif(x) for _ in range(4)]
+    assert lif.v is v  # in place, like BatchNorm's running statistics
+    # the spikes of each step are a tensor of their own: keeping them in a list is safe
+    assert [int(o.sum()) for o in outputs] == [16, 0, 16, 0]
+
+
+def test_gradient_steps_use_torch_ops_and_keep_the_graph():
+    lif = LIFNeuron(5, surrogate=pysnn_surrogate())
+    x = torch.full((1, 5), 20.0, requires_grad=True)
+    s = lif(x)
+    assert s.requires_grad and lif.v.requires_grad
+    s.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    v = lif.v
+    with torch.no_grad():
+        lif(torch.zeros(1, 5))  # the old state belongs to a graph: it is replaced, not mutated
+    assert lif.v is not v
+
+
+def pysnn_surrogate():
+    from pysnn.surrogate import FastSigmoid
+
+    return FastSigmoid()
+
+
+@pytest.mark.parametrize("kind", ["lif", "if", "adaptive"])
+def test_forward_multistep_equals_step_loop(kind):
+    torch.manual_seed(3)
+    shape = (21,)
+    block = NEURONS[kind](shape)
+    loop = copy.deepcopy(block)
+    x = inputs(40, 2, shape, torch.float32, seed=4)
+    expected = drive(loop, x)
+    with torch.no_grad():
+        # single steps, a block, single steps: state is carried across
+        got = torch.cat([drive(block, x[:5])[0], block.forward_multistep(x[5:30])])
+        got = torch.cat([got, drive(block, x[30:])[0]])
+    assert torch.equal(got, expected[0])
+    for name, value in expected[1].items():
+        assert torch.equal(getattr(block, name), value), name
+
+
+def test_forward_multistep_rejects_a_wrong_shape():
+    with pytest.raises(ValueError, match=r"x must have shape \(T, B, 4\)"):
+        LIFNeuron(4).forward_multistep(torch.zeros(3, 4))
+
+
+@needs_native
+@pytest.mark.parametrize("mode", ["additive", "reset"])
+def test_fused_input_trace_equals_torch_ops(mode):
+    torch.manual_seed(5)
+    fused = Input(50, tau_trace=7.0, trace_scale=0.5, trace_mode=mode)
+    reference = copy.deepcopy(fused)
+    x = (torch.rand(30, 4, 50) < 0.2).float()
+    with native.enabled(False):
+        expected = drive(reference, x)
+    assert_same(drive(fused, x), expected)
+
+
+@needs_native
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fused_event_linear_equals_dense(dtype):
+    torch.manual_seed(6)
+    dense = Linear(120, 30, propagation="dense", bias=True).to(dtype)
+    event = copy.deepcopy(dense)
+    event.propagation = "event"
+    x = ((torch.rand(25, 3, 120) < 0.1) * torch.rand(25, 3, 120)).to(dtype)  # graded, sparse
+    x[4] = 0
+    with torch.no_grad():
+        got = torch.stack([event(s) for s in x])
+        expected = torch.stack([dense(s) for s in x])
+        with native.enabled(False):
+            bag = copy.deepcopy(event)
+            via_bag = torch.stack([bag(s) for s in x])
+    torch.testing.assert_close(got, expected)
+    torch.testing.assert_close(got, via_bag)
+
+
+@needs_native
+def test_fused_event_linear_is_exact_with_integer_weights_and_counts_activity():
+    conn = Linear(64, 16, propagation="event", delay=2.0)
+    with torch.no_grad():
+        conn.weight.copy_(torch.randint(-8, 9, (16, 64)).float())
+        dense = copy.deepcopy(conn)
+        dense.propagation = "dense"
+        x = (torch.rand(20, 2, 64) < 0.1).float()
+        got = torch.stack([conn(s) for s in x])
+        assert torch.equal(got, torch.stack([dense(s) for s in x]))
+    out, active = native.linear_event(x[0].contiguous(), dense.weight.t())
+    assert active == int(x[0].count_nonzero())
+    assert torch.equal(out, x[0] @ dense.weight.t())
+
+
+def test_run_feedforward_uses_neuron_multistep_and_matches_the_loop():
+    torch.manual_seed(7)
+    fc = Linear(40, 12, init="uniform", init_kwargs={"a": 0.0, "b": 8.0})
+    lif = LIFNeuron(12)
+    fc_loop, lif_loop = copy.deepcopy(fc), copy.deepcopy(lif)
+    x = (torch.rand(50, 2, 40) < 0.1).float()
+    with torch.no_grad():
+        got = run_feedforward(fc, lif, x)
+        expected = torch.stack([lif_loop(fc_loop(s)) for s in x])
+    assert expected.sum() > 0
+    torch.testing.assert_close(got, expected)
+    torch.testing.assert_close(lif.v, lif_loop.v)
+
+
+def test_status_explains_the_path():
+    with native.enabled(False):
+        assert not native.available()
+        assert "disabled" in native.status()
+    assert isinstance(native.status(), str)
