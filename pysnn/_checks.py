@@ -147,7 +147,7 @@ def check_input(
             f"{name} has dtype {x.dtype} but {what} holds {reference.dtype}; convert the input or "
             f"call .to({x.dtype}) on the module"
         )
-    if x.device != reference.device:
+    if x.is_cpu != reference.is_cpu or (not x.is_cpu and x.device != reference.device):
         raise ValueError(
             f"{name} is on {x.device} but {what} is on {reference.device}; move one of them"
         )

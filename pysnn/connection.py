@@ -384,6 +384,16 @@ class Linear(Connection):
             activity.active, activity.events, activity.steps = None, 0, 0
         return activity.event
 
+    def _rows(self) -> torch.Tensor:
+        """``weight.t()``, the ``(in, out)`` presynaptic rows, as a view kept between steps (for
+        the fused kernel only: the view carries no autograd history)."""
+        weight = self._parameters["weight"]
+        cached = self.__dict__.get("_rows_cache")
+        if cached is None or cached[0] is not weight or cached[1] != weight.data_ptr():
+            cached = (weight, weight.data_ptr(), weight.detach().t())
+            self.__dict__["_rows_cache"] = cached
+        return cached[2]
+
     def _event_linear(self, x: torch.Tensor, count: bool = True) -> torch.Tensor:
         """``x @ weight.t()`` from the non-zero entries of ``x`` ``(N, in)`` only → ``(N, out)``.
 
@@ -392,13 +402,14 @@ class Linear(Connection):
         ``F.embedding_bag`` (mode ``"sum"``, the inputs' values as per-sample weights) over those
         rows, differentiable in both arguments.
         """
-        rows = self._parameters["weight"].t()
-        x_c = x.contiguous()
-        if native.usable(x_c, rows):
+        x_c, rows = x.contiguous(), self._rows()
+        weight = self._parameters["weight"]
+        if native.usable(x_c, rows) and not (weight.requires_grad and torch.is_grad_enabled()):
             out, active = native.linear_event(x_c, rows)
             if count:
                 self._activity.events += active
             return out
+        rows = self.weight.t()
         n_rows = x.shape[0]
         flat = x.reshape(-1).nonzero().view(-1)  # sorted: row-major (sample, pre)
         if count:
@@ -427,11 +438,11 @@ class Linear(Connection):
 
     def forward(self, spikes: torch.Tensor) -> torch.Tensor:
         """One step: presynaptic spikes ``(B, in)`` → synaptic input arriving now ``(B, out)`` (mV)."""
-        check_input("spikes", spikes, (self.in_features,), self.weight, "Linear")
+        weight, bias = self._parameters["weight"], self._parameters.get("bias")
+        check_input("spikes", spikes, (self.in_features,), weight, "Linear")
         if self.per_synapse_delay:
             return self._forward_per_synapse(spikes)
         self._buffers["arriving"] = arriving = self._arrive(spikes)
-        weight, bias = self._parameters["weight"], self._parameters.get("bias")
         if self.propagation != "dense" and self._use_event(arriving):
             out = self._event_linear(arriving)
             return out if bias is None else out + bias

@@ -51,7 +51,7 @@ __all__ = [
 ]
 
 _SOURCE = Path(__file__).resolve().parent / "csrc" / "kernels.c"
-_FLAGS = ("-O3", "-std=c99", "-shared", "-fPIC", "-ffp-contract=off")
+_FLAGS = ("-O3", "-std=c99", "-shared", "-fPIC", "-pthread", "-ffp-contract=off")
 _DTYPES = {torch.float32: "f32", torch.float64: "f64"}
 
 _lock = threading.Lock()
@@ -134,7 +134,7 @@ def _build() -> ctypes.CDLL:
         trace.argtypes = [i64, i64, ptr, ptr, ptr, ctypes.c_int]
         trace.restype = None
         linear = getattr(lib, f"pysnn_linear_event_{suffix}")
-        linear.argtypes = [i64, i64, i64, ptr, ptr, ptr]
+        linear.argtypes = [i64, i64, i64, ptr, ptr, ptr, i64]
         linear.restype = i64
     return lib
 
@@ -190,28 +190,28 @@ def enabled(value: bool) -> Iterator[None]:
 
 
 def usable(*tensors: Optional[torch.Tensor]) -> bool:
-    """Whether a fused kernel may run on these tensors (``None`` entries are skipped).
+    """Whether a fused kernel may run on these floating-point tensors (``None`` entries skipped).
 
     True when the kernels are loaded and enabled, nothing is being compiled, and every tensor is
-    on the CPU, contiguous, and not in need of a gradient (``requires_grad`` with grad mode on);
-    the floating-point ones must share float32 or float64. A caller that updates a tensor in place
-    also rejects one that ``requires_grad`` at all (it may be saved for a backward pass).
+    on the CPU, contiguous, of the first one's dtype (float32 or float64), and not in need of a
+    gradient (``requires_grad`` with grad mode on). A caller that updates a tensor in place also
+    rejects one that ``requires_grad`` at all (it may be saved for a backward pass).
     """
-    if not _enabled or torch.compiler.is_compiling():
+    if not _enabled or (_lib is None and _library() is None) or torch.compiler.is_compiling():
+        return False
+    dtype = tensors[0].dtype
+    if dtype is not torch.float32 and dtype is not torch.float64:
         return False
     grad = torch.is_grad_enabled()
-    dtype = None
     for t in tensors:
-        if t is None:
-            continue
-        if not t.is_cpu or (grad and t.requires_grad) or not t.is_contiguous():
+        if t is not None and (
+            t.dtype is not dtype
+            or not t.is_cpu
+            or not t.is_contiguous()
+            or (grad and t.requires_grad)
+        ):
             return False
-        if t.is_floating_point():
-            if dtype is None:
-                dtype = t.dtype
-            elif t.dtype != dtype:
-                return False
-    return dtype in _DTYPES and (_lib is not None or _library() is not None)
+    return True
 
 
 def _table(
@@ -286,7 +286,7 @@ def lif_steps(
     The caller checks :func:`usable` first.
     """
     n, f = v.numel() // v.shape[0], v.dtype
-    if refrac.dtype != torch.int64 or (theta is not None and theta.dtype != f):
+    if refrac.dtype != torch.int64 or not refrac.is_contiguous() or not refrac.is_cpu:
         return False
     table = _table(cache, "lif", params, (f, f, f, f, torch.int64, f, f), shape, n)
     if table is None:
@@ -337,9 +337,10 @@ def linear_event(x: torch.Tensor, weight_t: torch.Tensor) -> Tuple[torch.Tensor,
 
     Returns:
         ``out`` ``(N, out)`` (a new tensor) and the number of non-zero entries of ``x``. The sum runs
-        over the inputs in increasing order. The caller checks :func:`usable` first.
+        over the inputs in increasing order. Large products split the output columns over
+        ``torch.get_num_threads()`` threads (same result). The caller checks :func:`usable` first.
     """
-    out = torch.empty((x.shape[0], weight_t.shape[1]), dtype=x.dtype)
+    out = x.new_empty(x.shape[0], weight_t.shape[1])  # (varargs: faster than a shape tuple)
     active = (_linear_f32 if x.dtype == torch.float32 else _linear_f64)(
         x.shape[0],
         weight_t.shape[0],
@@ -347,5 +348,6 @@ def linear_event(x: torch.Tensor, weight_t: torch.Tensor) -> Tuple[torch.Tensor,
         x.data_ptr(),
         weight_t.data_ptr(),
         out.data_ptr(),
+        torch.get_num_threads(),
     )
     return out, active

@@ -358,11 +358,7 @@ class LIFNeuron(Neuron):
         theta = self._theta()
         v, trace = state["v"], state["trace"]
         x = x.contiguous()
-        if (
-            v.requires_grad
-            or trace.requires_grad
-            or not native.usable(x, v, trace, state["refrac_count"], theta)
-        ):
+        if v.requires_grad or trace.requires_grad or not native.usable(x, v, trace, theta):
             return None
         out = torch.empty_like(x)
         p = self.params

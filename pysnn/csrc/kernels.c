@@ -15,7 +15,10 @@
  * one value shared by all neurons, 1 for N per-neuron values. Passing one table instead of a dozen
  * arguments keeps the cost of a call from Python low.
  */
+#include <pthread.h>
 #include <stdint.h>
+
+#define PYSNN_MAX_THREADS 64
 
 /* MADD(a, b, c) = a * b + c, rounded as torch's addcmul(c, a, b) rounds it. */
 #ifdef PYSNN_FMA
@@ -115,25 +118,65 @@ PYSNN_TRACE(pysnn_trace_f64, double)
  *
  * x: (B, n_in); wt: (n_in, n_out), the contiguous transpose of the (n_out, n_in) weight; out:
  * (B, n_out), overwritten. Returns the number of non-zero inputs (the activity "auto" needs).
+ * With n_threads > 1 and enough work, the output columns are split between POSIX threads (each
+ * sums the same inputs in the same order, so the result does not depend on the thread count).
  */
 #define PYSNN_LINEAR_EVENT(NAME, T)                                                             \
-    int64_t NAME(int64_t batch, int64_t n_in, int64_t n_out, const T *x, const T *wt, T *out)   \
+    typedef struct {                                                                            \
+        int64_t batch, n_in, n_out, lo, hi;                                                     \
+        const T *x, *wt;                                                                        \
+        T *out;                                                                                 \
+    } NAME##_job;                                                                               \
+                                                                                                \
+    static void *NAME##_columns(void *arg)                                                      \
     {                                                                                           \
-        int64_t active = 0;                                                                     \
-        for (int64_t b = 0; b < batch; ++b) {                                                   \
-            const T *xb = x + b * n_in;                                                         \
-            T *ob = out + b * n_out;                                                            \
-            for (int64_t i = 0; i < n_out; ++i)                                                 \
+        const NAME##_job *job = (const NAME##_job *)arg;                                        \
+        for (int64_t b = 0; b < job->batch; ++b) {                                              \
+            const T *xb = job->x + b * job->n_in;                                               \
+            T *ob = job->out + b * job->n_out;                                                  \
+            for (int64_t i = job->lo; i < job->hi; ++i)                                         \
                 ob[i] = (T)0;                                                                   \
-            for (int64_t j = 0; j < n_in; ++j) {                                                \
+            for (int64_t j = 0; j < job->n_in; ++j) {                                           \
                 T xj = xb[j];                                                                   \
                 if (xj == (T)0)                                                                 \
                     continue;                                                                   \
-                ++active;                                                                       \
-                const T *w = wt + j * n_out;                                                    \
-                for (int64_t i = 0; i < n_out; ++i)                                             \
+                const T *w = job->wt + j * job->n_out;                                          \
+                for (int64_t i = job->lo; i < job->hi; ++i)                                     \
                     ob[i] = ob[i] + xj * w[i];                                                  \
             }                                                                                   \
+        }                                                                                       \
+        return 0;                                                                               \
+    }                                                                                           \
+                                                                                                \
+    int64_t NAME(int64_t batch, int64_t n_in, int64_t n_out, const T *x, const T *wt, T *out,   \
+                 int64_t n_threads)                                                             \
+    {                                                                                           \
+        int64_t active = 0;                                                                     \
+        for (int64_t k = 0; k < batch * n_in; ++k)                                              \
+            active += x[k] != (T)0;                                                             \
+        if (n_threads > PYSNN_MAX_THREADS)                                                      \
+            n_threads = PYSNN_MAX_THREADS;                                                      \
+        /* a thread costs tens of microseconds: only for ~1e6 multiply-adds and more */         \
+        if (active * n_out < ((int64_t)1 << 20) || n_out < 64 * n_threads)                      \
+            n_threads = 1;                                                                      \
+        NAME##_job jobs[PYSNN_MAX_THREADS];                                                     \
+        pthread_t threads[PYSNN_MAX_THREADS];                                                   \
+        int started[PYSNN_MAX_THREADS] = {0};                                                   \
+        int64_t chunk = (n_out + n_threads - 1) / n_threads;                                    \
+        chunk = (chunk + 15) / 16 * 16; /* whole cache lines per thread */                      \
+        for (int64_t k = 0; k < n_threads; ++k) {                                               \
+            int64_t lo = k * chunk, hi = lo + chunk < n_out ? lo + chunk : n_out;               \
+            NAME##_job job = {batch, n_in, n_out, lo, hi > lo ? hi : lo, x, wt, out};           \
+            jobs[k] = job;                                                                      \
+        }                                                                                       \
+        for (int64_t k = 1; k < n_threads; ++k)                                                 \
+            started[k] = pthread_create(&threads[k], 0, NAME##_columns, &jobs[k]) == 0;         \
+        NAME##_columns(&jobs[0]);                                                               \
+        for (int64_t k = 1; k < n_threads; ++k) {                                               \
+            if (started[k])                                                                     \
+                pthread_join(threads[k], 0);                                                    \
+            else                                                                                \
+                NAME##_columns(&jobs[k]); /* could not start a thread: do its share here */    \
         }                                                                                       \
         return active;                                                                          \
     }
