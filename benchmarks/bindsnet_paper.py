@@ -31,6 +31,7 @@ Example::
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
 import os
@@ -76,9 +77,19 @@ def _rates(n: int, seed: int) -> torch.Tensor:
     return torch.rand(n, generator=g) * MAX_RATE
 
 
-def _weights(n: int, seed: int) -> torch.Tensor:
+def _weights(n: int, seed: int, out: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """The (out, in) weights in mV, N(0, 1): ``torch.randn(n, n)`` from the seed.
+
+    Written into ``out`` (any layout, e.g. a view of a module's weight) 64 rows at a time, so no
+    full-size temporary exists: at n = 10000 the weights alone are 0.4 GB. (The values equal one
+    ``randn(n, n)`` call: torch draws normals in blocks of 16, and 64 rows keep every block whole.)
+    """
     g = torch.Generator().manual_seed(seed + 1)
-    return torch.randn(n, n, generator=g)  # (out, in), mV
+    if out is None:
+        out = torch.empty(n, n)
+    for row in range(0, n, 64):
+        out[row : row + 64] = torch.randn(min(64, n - row), n, generator=g)
+    return out
 
 
 def build_pysnn(n: int, steps: int, seed: int, mode: str = "loop") -> Runner:
@@ -94,7 +105,7 @@ def build_pysnn(n: int, steps: int, seed: int, mode: str = "loop") -> Runner:
     inp = Input(n, dt=DT)
     fc = Linear(n, n, dt=DT)
     with torch.no_grad():
-        fc.weight.copy_(_weights(n, seed))  # N(0, 1) mV, the same weights as the torch peers
+        _weights(n, seed, out=fc.weight)  # N(0, 1) mV, the same weights as the torch peers
     lif = LIFNeuron(n, dt=DT, thresh=V_TH, v_rest=V_REST, v_reset=V_RESET, tau_v=TAU_V)
     lif.refrac.fill_(REFRAC * DT)
     lif.update_derived()
@@ -129,7 +140,8 @@ def build_torch(n: int, steps: int, seed: int, event: bool) -> Runner:
     import torch.nn.functional as F
 
     rates = _rates(n, seed)
-    w_rows = _weights(n, seed).t().contiguous()  # (in, out): one row per presynaptic neuron
+    w_rows = torch.empty(n, n)  # (in, out): one row per presynaptic neuron
+    _weights(n, seed, out=w_rows.t())
     decay = math.exp(-DT / TAU_V)
     leak = V_REST * (1 - decay)
     offsets = torch.zeros(1, dtype=torch.long)
@@ -209,7 +221,9 @@ def build_bindsnet(n: int, steps: int, seed: int) -> Runner:
     lif = LIFNodes(n=n, thresh=V_TH, rest=V_REST, reset=V_RESET, tc_decay=TAU_V, refrac=REFRAC * DT)
     net.add_layer(inp, name="X")
     net.add_layer(lif, name="Y")
-    net.add_connection(Connection(inp, lif, w=_weights(n, seed).t().contiguous()), "X", "Y")
+    w = torch.empty(n, n)  # BindsNET's (in, out) layout
+    _weights(n, seed, out=w.t())
+    net.add_connection(Connection(inp, lif, w=w), "X", "Y")
     monitor = Monitor(lif, state_vars=("s",), time=steps)
     net.add_monitor(monitor, name="Y")
 
@@ -229,7 +243,7 @@ def build_norse(n: int, steps: int, seed: int) -> Runner:
     rates = _rates(n, seed)
     fc = torch.nn.Linear(n, n, bias=False)
     with torch.no_grad():
-        fc.weight.copy_(_weights(n, seed))
+        _weights(n, seed, out=fc.weight)
     # Norse integrates dv = dt * tau_mem_inv * (v_leak - v + i): an input i of (1 - d) ... is a
     # current, so scale the weights so a spike still adds w mV; dynamics otherwise equivalent.
     p = norse.LIFBoxParameters(
@@ -260,7 +274,7 @@ def build_snntorch(n: int, steps: int, seed: int) -> Runner:
     rates = _rates(n, seed)
     fc = torch.nn.Linear(n, n, bias=False)
     with torch.no_grad():
-        fc.weight.copy_(_weights(n, seed))
+        _weights(n, seed, out=fc.weight)
     # v measured from rest: threshold 13 mV above rest, reset to rest; no refractory period.
     lif = snn.Leaky(beta=math.exp(-DT / TAU_V), threshold=V_TH - V_REST, reset_mechanism="zero")
 
@@ -347,15 +361,19 @@ def _reset_peak_rss() -> None:
         pass
 
 
-def _peak_rss_mb() -> Optional[float]:
+def _status_mb(field: str) -> Optional[float]:
     try:
         with open("/proc/self/status") as f:
             for line in f:
-                if line.startswith("VmHWM:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1]) / 1024.0
     except OSError:
         pass
     return None
+
+
+def _peak_rss_mb() -> Optional[float]:
+    return _status_mb("VmHWM")
 
 
 def measure(peer: str, n: int, steps: int, seed: int, workdir: Path) -> Dict[str, float]:
@@ -381,7 +399,9 @@ def measure(peer: str, n: int, steps: int, seed: int, workdir: Path) -> Dict[str
         "norse": lambda: build_norse(n, steps, seed),
         "snntorch": lambda: build_snntorch(n, steps, seed),
     }
+    gc.collect()
     _reset_peak_rss()
+    before = _status_mb("VmRSS")
     start = time.perf_counter()
     run = builders[peer]()
     build = time.perf_counter() - start
@@ -389,7 +409,9 @@ def measure(peer: str, n: int, steps: int, seed: int, workdir: Path) -> Dict[str
     spikes = run()
     sim = time.perf_counter() - start
     del run
-    return {"build": build, "sim": sim, "spikes": spikes, "peak_rss_mb": _peak_rss_mb()}
+    peak = _peak_rss_mb()
+    added = peak - before if peak is not None and before is not None else None
+    return {"build": build, "sim": sim, "spikes": spikes, "peak_rss_mb": peak, "added_mb": added}
 
 
 def available(peer: str) -> Tuple[bool, str]:
@@ -468,7 +490,11 @@ def report(results: Dict, out: Path, sizes: List[int], peers: List[str], meta: D
                 cells.append(f"{r['sim'] / b['sim']:.2f}" if ok else "-")
             lines.append(f"| {peer} | " + " | ".join(cells) + " |")
         lines.append("")
-    lines.append("Peak resident memory of the process (MB, incl. Python/torch baseline):")
+    lines.append(
+        "Memory (MB): peak resident set of the process during build + run, and in brackets what "
+        "the simulator added to the resident set it started from (Python, torch, imported "
+        "peers); Brian2 standalone runs in a subprocess (not measured):"
+    )
     lines.append("")
     lines.append("| simulator | " + " | ".join(f"n={n}" for n in sizes) + " |")
     lines.append("|---|" + "---|" * len(sizes))
@@ -476,7 +502,10 @@ def report(results: Dict, out: Path, sizes: List[int], peers: List[str], meta: D
         cells = []
         for n in sizes:
             r = results.get(peer, {}).get(str(n)) or {}
-            cells.append(f"{r['peak_rss_mb']:.0f}" if r.get("peak_rss_mb") else "-")
+            cell = f"{r['peak_rss_mb']:.0f}" if r.get("peak_rss_mb") else "-"
+            if r.get("added_mb") is not None:
+                cell += f" (+{r['added_mb']:.0f})"
+            cells.append(cell)
         lines.append(f"| {peer} | " + " | ".join(cells) + " |")
     header = [
         f"# BindsNET-paper benchmark ({meta['steps']} steps of {DT} ms, median of {meta['repeats']})",
@@ -600,12 +629,14 @@ def main(argv: Optional[List[str]] = None) -> int:
             runs = raw.get((peer, n))
             if runs:
                 rss = [r["peak_rss_mb"] for r in runs if r.get("peak_rss_mb")]
+                added = [r["added_mb"] for r in runs if r.get("added_mb") is not None]
                 results[peer][str(n)] = {
                     "build": statistics.median(r["build"] for r in runs),
                     "sim": statistics.median(r["sim"] for r in runs),
                     "sim_min": min(r["sim"] for r in runs),
                     "spikes": statistics.median(r["spikes"] for r in runs),
                     "peak_rss_mb": max(rss) if rss else None,
+                    "added_mb": max(added) if added else None,
                     "runs": len(runs),
                 }
 

@@ -252,11 +252,12 @@ class Linear(Connection):
               when the fused kernels are unavailable, for connections with fewer than
               :attr:`AUTO_MIN_SYNAPSES` synapses (a small matrix product is then cheaper than the
               extra ops of ``embedding_bag``). Otherwise the number of active inputs is
-              counted every step (on the device, no sync) and read back every
-              :attr:`AUTO_INTERVAL` steps; the next interval runs ``"event"`` while the mean
-              number of active inputs per step (summed over the batch) is at most
-              :attr:`AUTO_EVENT_FRACTION` ``* in_features``. The current choice is
-              :attr:`active_propagation`.
+              counted every step (on the device, no sync, or for free by the fused event
+              kernel) and read back every :attr:`AUTO_INTERVAL` steps; the next interval runs
+              ``"event"`` while the mean number of active inputs per step (summed over the
+              batch) is at most :attr:`AUTO_EVENT_FRACTION` ``* in_features``. The first interval
+              runs ``"event"`` where the fused kernel is available, else ``"dense"``. The
+              current choice is :attr:`active_propagation`.
 
     With per-synapse delays each presynaptic spike is scattered, at emission, into a queue of
     future input (cost per step proportional to the spikes emitted times ``out_features``); the
@@ -341,6 +342,9 @@ class Linear(Connection):
         weight = self._parameters.get("weight")
         self._on_cpu = weight is not None and weight.is_cpu
         self._activity = _Activity()
+        # With the fused kernel an event step costs about a dense one even at full activity, and
+        # it counts the active inputs for free: start event-driven, correct after one interval.
+        self._activity.event = self._on_cpu and native.available()
 
     @property
     def active_propagation(self) -> str:

@@ -97,9 +97,14 @@ def _build() -> ctypes.CDLL:
         raise RuntimeError("no C compiler found (set $CC, or install cc/gcc/clang)")
     flags = _FLAGS
     if _torch_fuses_multiply_add():
-        flags += ("-DPYSNN_FMA=1",) + (
-            ("-mfma",) if platform.machine() in ("x86_64", "AMD64") else ()
-        )
+        flags += ("-DPYSNN_FMA=1",)
+    if platform.machine() in ("x86_64", "AMD64"):
+        # The vector extensions torch itself dispatches to on this CPU.
+        capability = torch.backends.cpu.get_cpu_capability()
+        if capability.startswith("AVX512"):
+            flags += ("-mavx512f", "-mavx2", "-mfma")
+        elif capability == "AVX2":
+            flags += ("-mavx2", "-mfma")
     source = _SOURCE.read_bytes()
     key = hashlib.sha256(
         source + " ".join((compiler, *flags, platform.machine(), sys.platform)).encode()

@@ -9,6 +9,17 @@ created lazily for the first batch size seen, re-created when the batch size cha
 ``.to()``/``.double()``, restored by :meth:`Neuron.reset_state`, and **not** part of ``state_dict()``
 (which holds the parameters only, so a ``state_dict`` always loads into a freshly built network).
 
+Speed: on the CPU, when no gradient is needed, LIF and IF neurons (and every trace) run their step
+as one fused C loop (:mod:`pysnn.native`) with results identical to the torch operations; the state
+buffers ``v``, ``refrac_count`` and ``trace`` are then updated in place (``clone()`` one to keep
+it), and the returned spikes are a new tensor every step. :meth:`Neuron.forward_multistep` runs
+``T`` steps in one call.
+
+Memory per neuron and batch sample: ``LIFNeuron``/``IFNeuron`` 20 bytes in float32 (``v``,
+``spikes``, ``trace``: one float each; ``refrac_count``: int64), ``AdaptiveLIFNeuron`` 4 more for a
+per-sample ``theta`` (a shared ``theta`` is 4 bytes per neuron), ``Input`` 8, ``IzhikevichNeuron``
+16. Parameters add one value per neuron only where given per neuron.
+
 Traces, per step after the spikes (see :mod:`pysnn.functional.trace`):
 ``trace <- trace * exp(-dt/tau_trace)``, then ``trace += trace_scale`` on a spike (``"additive"``)
 or ``trace = trace_scale`` (``"reset"``).
