@@ -244,9 +244,12 @@ class Linear(Connection):
             - ``"dense"``: a matrix product every step (cost ~ ``in * out``, independent of
               activity; no host sync; what ``torch.compile`` sees).
             - ``"event"``: gather and sum only the weight rows of inputs that are non-zero
-              (cost ~ ``active * out``): on the CPU without autograd one fused loop of
-              :mod:`pysnn.native`, otherwise ``F.embedding_bag`` over the presynaptic rows, whose
-              data-dependent ``torch.nonzero`` is a host sync on GPU (opt-in there).
+              (cost ~ ``active * out``). Not for an input that requires a gradient (e.g. spikes
+              from a surrogate spike function): its gradient is needed at the zero entries too,
+              so such a step runs ``"dense"`` whatever the setting. On the CPU without autograd
+              this is one fused loop of :mod:`pysnn.native`, otherwise ``F.embedding_bag`` over
+              the presynaptic rows, whose data-dependent ``torch.nonzero`` is a host sync on GPU
+              (opt-in there).
             - ``"auto"`` (default): ``"event"`` when it pays off, else ``"dense"``. It is
               ``"dense"`` on non-CPU devices (no host sync ever), under ``torch.compile``, and,
               when the fused kernels are unavailable, for connections with fewer than
@@ -447,7 +450,11 @@ class Linear(Connection):
         if self.per_synapse_delay:
             return self._forward_per_synapse(spikes)
         self._buffers["arriving"] = arriving = self._arrive(spikes)
-        if self.propagation != "dense" and self._use_event(arriving):
+        if (
+            self.propagation != "dense"
+            and not (arriving.requires_grad and torch.is_grad_enabled())
+            and self._use_event(arriving)
+        ):
             out = self._event_linear(arriving)
             return out if bias is None else out + bias
         return F.linear(arriving, weight, bias)
@@ -485,7 +492,9 @@ class Linear(Connection):
             return torch.stack([self.forward(s) for s in spikes])
         arriving = self._arrive_block(spikes)
         flat = arriving.reshape(n_steps * n_batch, self.in_features)
-        if self.propagation == "event":
+        if flat.requires_grad and torch.is_grad_enabled():
+            event = False  # the input's gradient is needed at zero inputs too
+        elif self.propagation == "event":
             event = True
         elif self.propagation == "auto" and self._auto_allowed():
             active = int(torch.count_nonzero(flat.detach()))  # one read-back per block

@@ -214,3 +214,16 @@ def test_event_driven_stdp_equals_dense_update():
         ).clamp(-1.0, 1.0)
         rule.step()
         torch.testing.assert_close(fc.weight.detach(), expected, rtol=0, atol=1e-12)
+
+
+def test_event_setting_keeps_the_input_gradient_of_zero_inputs():
+    """Spikes from a surrogate are 0 mostly, yet their gradient is W^T g everywhere."""
+    torch.manual_seed(8)
+    dense = Linear(30, 6, propagation="dense")
+    event = copy_of(dense, "event")
+    grads = []
+    for conn in (dense, event):
+        x = (torch.rand(2, 30) < 0.3).float().requires_grad_()
+        (conn(x) * torch.arange(6.0)).sum().backward()
+        grads.append(x.grad)
+    assert torch.equal(grads[1], grads[0]) and (grads[0] != 0).all()
