@@ -60,6 +60,7 @@ _reason: Optional[str] = None  # why the kernels are unavailable; None while unt
 _tried = False
 # the C functions, once loaded
 _lif_f32 = _lif_f64 = _trace_f32 = _trace_f64 = _linear_f32 = _linear_f64 = None
+_block_f32 = _block_f64 = None
 _enabled = os.environ.get("PYSNN_NATIVE", "1").strip().lower() not in ("0", "false", "no", "off")
 
 
@@ -138,15 +139,16 @@ def _build() -> ctypes.CDLL:
         trace = getattr(lib, f"pysnn_trace_{suffix}")
         trace.argtypes = [i64, i64, ptr, ptr, ptr, ctypes.c_int]
         trace.restype = None
-        linear = getattr(lib, f"pysnn_linear_event_{suffix}")
-        linear.argtypes = [i64, i64, i64, ptr, ptr, ptr, i64]
-        linear.restype = i64
+        for name in ("linear_event", "linear_event_block"):
+            linear = getattr(lib, f"pysnn_{name}_{suffix}")
+            linear.argtypes = [i64, i64, i64, ptr, ptr, ptr, i64]
+            linear.restype = i64
     return lib
 
 
 def _library() -> Optional[ctypes.CDLL]:
     global _lib, _reason, _tried, _lif_f32, _lif_f64, _trace_f32, _trace_f64, _linear_f32
-    global _linear_f64
+    global _linear_f64, _block_f32, _block_f64
     if not _tried:
         with _lock:
             if not _tried:
@@ -156,6 +158,8 @@ def _library() -> Optional[ctypes.CDLL]:
                     _trace_f32, _trace_f64 = lib.pysnn_trace_f32, lib.pysnn_trace_f64
                     _linear_f32 = lib.pysnn_linear_event_f32
                     _linear_f64 = lib.pysnn_linear_event_f64
+                    _block_f32 = lib.pysnn_linear_event_block_f32
+                    _block_f64 = lib.pysnn_linear_event_block_f64
                     _lib = lib
                 except (OSError, RuntimeError, subprocess.SubprocessError) as err:
                     _reason = str(err)
@@ -333,6 +337,10 @@ def trace_step(
     return True
 
 
+#: :func:`linear_event` uses the cache-blocked kernel from this many rows on.
+BLOCK_ROWS = 16
+
+
 def linear_event(x: torch.Tensor, weight_t: torch.Tensor) -> Tuple[torch.Tensor, int]:
     """``x @ weight_t`` from the non-zero entries of ``x`` only; returns ``(out, active)``.
 
@@ -343,10 +351,18 @@ def linear_event(x: torch.Tensor, weight_t: torch.Tensor) -> Tuple[torch.Tensor,
     Returns:
         ``out`` ``(N, out)`` (a new tensor) and the number of non-zero entries of ``x``. The sum runs
         over the inputs in increasing order. Large products split the output columns over
-        ``torch.get_num_threads()`` threads (same result). The caller checks :func:`usable` first.
+        ``torch.get_num_threads()`` threads. From :data:`BLOCK_ROWS` rows on (a multi-step block)
+        a cache-blocked variant lists the active inputs first and keeps blocks of weights in cache
+        while all rows use them; the result is the same to the bit. The caller checks
+        :func:`usable` first.
     """
     out = x.new_empty(x.shape[0], weight_t.shape[1])  # (varargs: faster than a shape tuple)
-    active = (_linear_f32 if x.dtype == torch.float32 else _linear_f64)(
+    block = x.shape[0] >= BLOCK_ROWS and weight_t.shape[0] < 2**31
+    if x.dtype == torch.float32:
+        kernel = _block_f32 if block else _linear_f32
+    else:
+        kernel = _block_f64 if block else _linear_f64
+    active = kernel(
         x.shape[0],
         weight_t.shape[0],
         weight_t.shape[1],
@@ -355,4 +371,6 @@ def linear_event(x: torch.Tensor, weight_t: torch.Tensor) -> Tuple[torch.Tensor,
         out.data_ptr(),
         torch.get_num_threads(),
     )
+    if active < 0:
+        raise MemoryError("pysnn.native.linear_event: out of memory for the list of active inputs")
     return out, active

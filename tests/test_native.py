@@ -223,3 +223,20 @@ def test_status_explains_the_path():
         assert not native.available()
         assert "disabled" in native.status()
     assert isinstance(native.status(), str)
+
+
+@needs_native
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cache_blocked_event_kernel_equals_rowwise_bit_for_bit(dtype, monkeypatch):
+    """Several input blocks and output tiles (300 > 128 inputs, 1100 > 512 outputs), graded input,
+    an all-zero row and a dense row: the blocked kernel adds the same terms in the same order."""
+    torch.manual_seed(9)
+    wt = torch.randn(300, 1100, dtype=dtype)
+    x = (torch.rand(40, 300) < 0.1).to(dtype) * torch.rand(40, 300, dtype=dtype)
+    x[5] = 0
+    x[6] = torch.rand(300, dtype=dtype) + 0.1
+    blocked, active = native.linear_event(x, wt)
+    monkeypatch.setattr(native, "BLOCK_ROWS", 10**9)
+    rowwise, active_rowwise = native.linear_event(x, wt)
+    assert torch.equal(blocked, rowwise) and active == active_rowwise == int(x.count_nonzero())
+    torch.testing.assert_close(blocked, x @ wt)

@@ -17,6 +17,7 @@
  */
 #include <pthread.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 #define PYSNN_MAX_THREADS 64
 
@@ -183,3 +184,122 @@ PYSNN_TRACE(pysnn_trace_f64, double)
 
 PYSNN_LINEAR_EVENT(pysnn_linear_event_f32, float)
 PYSNN_LINEAR_EVENT(pysnn_linear_event_f64, double)
+
+/*
+ * The same product for many rows at once (a multi-step block: rows = T * B), cache-blocked.
+ *
+ * The untiled loop above reads a whole weight row (n_out values) for every active input of every
+ * row: at n = 10000 and 5 % activity over 1000 steps that is 20 GB of weight traffic. Here the
+ * active inputs of every row are first listed (CSR), then the output is processed in tiles of
+ * TILE_OUT columns and the inputs in blocks of TILE_IN: a (TILE_IN, TILE_OUT) weight block stays in
+ * cache while every row adds its active inputs from that block. Each output element still receives
+ * its terms in increasing input order, so the result is bit-identical to the untiled loop.
+ * Threads split the output tiles. Returns the number of non-zero inputs, or -1 if out of memory.
+ */
+#ifndef TILE_IN
+#define TILE_IN 128
+#endif
+#ifndef TILE_OUT
+#define TILE_OUT 512
+#endif
+
+#define PYSNN_LINEAR_EVENT_BLOCK(NAME, T)                                                       \
+    typedef struct {                                                                            \
+        int64_t rows, n_in, n_out, tile_lo, tile_hi;                                            \
+        const int64_t *row_ptr;                                                                 \
+        const int32_t *cols;                                                                    \
+        const T *vals, *wt;                                                                     \
+        T *out;                                                                                 \
+        int64_t *cursor;                                                                        \
+    } NAME##_job;                                                                               \
+                                                                                                \
+    static void *NAME##_tiles(void *arg)                                                        \
+    {                                                                                           \
+        const NAME##_job *job = (const NAME##_job *)arg;                                        \
+        for (int64_t tile = job->tile_lo; tile < job->tile_hi; ++tile) {                        \
+            int64_t lo = tile * TILE_OUT;                                                       \
+            int64_t hi = lo + TILE_OUT < job->n_out ? lo + TILE_OUT : job->n_out;               \
+            for (int64_t r = 0; r < job->rows; ++r) {                                           \
+                job->cursor[r] = job->row_ptr[r];                                               \
+                T *o = job->out + r * job->n_out;                                               \
+                for (int64_t i = lo; i < hi; ++i)                                               \
+                    o[i] = (T)0;                                                                \
+            }                                                                                   \
+            for (int64_t block = 0; block < job->n_in; block += TILE_IN) {                     \
+                int64_t end = block + TILE_IN;                                                  \
+                for (int64_t r = 0; r < job->rows; ++r) {                                       \
+                    int64_t k = job->cursor[r], stop = job->row_ptr[r + 1];                     \
+                    T *o = job->out + r * job->n_out;                                           \
+                    for (; k < stop && job->cols[k] < end; ++k) {                               \
+                        const T *w = job->wt + (int64_t)job->cols[k] * job->n_out;              \
+                        T v = job->vals[k];                                                     \
+                        for (int64_t i = lo; i < hi; ++i)                                       \
+                            o[i] = o[i] + v * w[i];                                             \
+                    }                                                                           \
+                    job->cursor[r] = k;                                                         \
+                }                                                                               \
+            }                                                                                   \
+        }                                                                                       \
+        return 0;                                                                               \
+    }                                                                                           \
+                                                                                                \
+    int64_t NAME(int64_t rows, int64_t n_in, int64_t n_out, const T *x, const T *wt, T *out,    \
+                 int64_t n_threads)                                                             \
+    {                                                                                           \
+        int64_t *row_ptr = malloc((size_t)(rows + 1) * sizeof(int64_t));                        \
+        if (!row_ptr)                                                                           \
+            return -1;                                                                          \
+        row_ptr[0] = 0;                                                                         \
+        for (int64_t r = 0; r < rows; ++r) {                                                    \
+            int64_t c = 0;                                                                      \
+            for (int64_t j = 0; j < n_in; ++j)                                                  \
+                c += x[r * n_in + j] != (T)0;                                                   \
+            row_ptr[r + 1] = row_ptr[r] + c;                                                    \
+        }                                                                                       \
+        int64_t active = row_ptr[rows];                                                         \
+        if (n_threads > PYSNN_MAX_THREADS)                                                      \
+            n_threads = PYSNN_MAX_THREADS;                                                      \
+        int64_t n_tiles = (n_out + TILE_OUT - 1) / TILE_OUT;                                    \
+        if (active * n_out < ((int64_t)1 << 20) || n_tiles < n_threads)                          \
+            n_threads = 1;                                                                      \
+        int32_t *cols = malloc((size_t)(active > 0 ? active : 1) * sizeof(int32_t));            \
+        T *vals = malloc((size_t)(active > 0 ? active : 1) * sizeof(T));                        \
+        int64_t *cursor = malloc((size_t)(rows > 0 ? rows : 1) * n_threads * sizeof(int64_t));  \
+        if (!cols || !vals || !cursor) {                                                        \
+            free(row_ptr), free(cols), free(vals), free(cursor);                                \
+            return -1;                                                                          \
+        }                                                                                       \
+        for (int64_t r = 0, k = 0; r < rows; ++r)                                               \
+            for (int64_t j = 0; j < n_in; ++j) {                                                \
+                T v = x[r * n_in + j];                                                          \
+                if (v != (T)0) {                                                                \
+                    cols[k] = (int32_t)j;                                                       \
+                    vals[k++] = v;                                                              \
+                }                                                                               \
+            }                                                                                   \
+        NAME##_job jobs[PYSNN_MAX_THREADS];                                                     \
+        pthread_t threads[PYSNN_MAX_THREADS];                                                   \
+        int started[PYSNN_MAX_THREADS] = {0};                                                   \
+        int64_t per = (n_tiles + n_threads - 1) / n_threads;                                    \
+        for (int64_t t = 0; t < n_threads; ++t) {                                               \
+            int64_t a = t * per < n_tiles ? t * per : n_tiles;                                  \
+            int64_t b = a + per < n_tiles ? a + per : n_tiles;                                  \
+            NAME##_job job = {rows, n_in, n_out, a, b, row_ptr, cols, vals, wt, out,            \
+                              cursor + t * rows};                                               \
+            jobs[t] = job;                                                                      \
+        }                                                                                       \
+        for (int64_t t = 1; t < n_threads; ++t)                                                 \
+            started[t] = pthread_create(&threads[t], 0, NAME##_tiles, &jobs[t]) == 0;           \
+        NAME##_tiles(&jobs[0]);                                                                 \
+        for (int64_t t = 1; t < n_threads; ++t) {                                               \
+            if (started[t])                                                                     \
+                pthread_join(threads[t], 0);                                                    \
+            else                                                                                \
+                NAME##_tiles(&jobs[t]);                                                         \
+        }                                                                                       \
+        free(row_ptr), free(cols), free(vals), free(cursor);                                    \
+        return active;                                                                          \
+    }
+
+PYSNN_LINEAR_EVENT_BLOCK(pysnn_linear_event_block_f32, float)
+PYSNN_LINEAR_EVENT_BLOCK(pysnn_linear_event_block_f64, double)
