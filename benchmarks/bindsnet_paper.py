@@ -7,11 +7,14 @@ same network in the same process (Brian2 C++ standalone in a subprocess), interl
 repeat so background load hits all of them alike:
 
 - ``pysnn``: ``Input`` + ``Linear`` (``propagation="auto"``) + ``LIFNeuron``, a Python step loop
-  under ``torch.no_grad()`` and ``pysnn.set_checks(False)``;
-- ``pysnn-multistep``: :func:`pysnn.multistep.run_feedforward` (one product for all steps, then
-  the LIF recurrence; no ``Input`` layer, whose trace nobody reads here);
+  under ``torch.no_grad()`` and ``pysnn.set_checks(False)`` (the fused CPU kernels of
+  :mod:`pysnn.native` run the neuron steps and the event-driven product where available);
+- ``pysnn-multistep``: :func:`pysnn.multistep.run_feedforward` (one event-driven product for all
+  steps, then the LIF recurrence of all steps in one fused call; no ``Input`` layer, whose trace
+  nobody reads here);
 - ``pysnn-compile``: the ``Input``/``Linear``/``LIFNeuron`` step under ``torch.compile``
-  (compilation counted in the build time);
+  (compilation counted in the build time; compiled code runs torch operations, not the fused
+  kernels);
 - ``torch-dense`` / ``torch-event``: plain torch, the LIF update written inline, a dense
   matrix-vector product per step or a gather of the weight rows of the inputs that spiked;
 - ``bindsnet``, ``brian2`` (Cython runtime), ``brian2-standalone`` (C++), ``norse``
@@ -20,8 +23,10 @@ repeat so background load hits all of them alike:
 Build time (network construction incl. weights, compilation) and simulation time (Poisson input
 generation + the simulation) are reported separately, medians over ``--repeats``. Times are never
 asserted: the script prints a table and the ratios of every peer to ``pysnn`` measured in this run,
-and writes JSON, markdown and a log-log PNG to ``--out``. Peak memory is the process's peak
-resident set (VmHWM, reset before each run), i.e. including the Python/torch baseline.
+and writes JSON, markdown and a log-log PNG to ``--out``. Memory: the process's peak resident set
+(VmHWM, reset before each run), and that peak minus the resident set before the build; memory freed
+by an earlier run may be reused, so the second figure can undercount (``memory.py`` measures pysnn
+in fresh processes).
 
 Example::
 

@@ -206,7 +206,7 @@ def usable(*tensors: Optional[torch.Tensor]) -> bool:
     gradient (``requires_grad`` with grad mode on). A caller that updates a tensor in place also
     rejects one that ``requires_grad`` at all (it may be saved for a backward pass).
     """
-    if not _enabled or (_lib is None and _library() is None) or torch.compiler.is_compiling():
+    if not _enabled or torch.compiler.is_compiling() or (_lib is None and _library() is None):
         return False
     dtype = tensors[0].dtype
     if dtype is not torch.float32 and dtype is not torch.float64:

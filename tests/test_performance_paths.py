@@ -227,3 +227,44 @@ def test_event_setting_keeps_the_input_gradient_of_zero_inputs():
         (conn(x) * torch.arange(6.0)).sum().backward()
         grads.append(x.grad)
     assert torch.equal(grads[1], grads[0]) and (grads[0] != 0).all()
+
+
+@pytest.mark.parametrize("delay", [0.0, 2.0])
+def test_paths_agree_under_stdp(delay):
+    """One seed, one spike train, STDP on: fused event kernel, embedding_bag event path and the
+    dense product give the same spikes; the learned weights agree to float rounding."""
+    from pysnn.learning import STDP
+
+    def run(propagation, fused):
+        torch.manual_seed(11)
+        inp = Input(60)
+        fc = Linear(60, 12, delay=delay, propagation=propagation, wmin=0.0, wmax=1.0)
+        fc.init, fc.init_kwargs = "uniform", {"a": 0.0, "b": 1.0}
+        fc.reset_parameters()
+        lif = LIFNeuron(12, thresh=-60.0, refrac=2.0)
+        rule = STDP(connection=fc, pre=inp, post=lif, nu=(1e-2, 1e-2))
+        x = spike_train(80, 3, 60, p=0.15, seed=12)
+        out = []
+        with torch.no_grad(), pysnn.native.enabled(fused):
+            for s in x:
+                out.append(lif(fc(inp(s))))
+                rule.step()
+        return torch.stack(out), fc.weight.detach().clone()
+
+    spikes_fused, w_fused = run("event", True)
+    spikes_bag, w_bag = run("event", False)
+    spikes_dense, w_dense = run("dense", True)
+    assert spikes_fused.sum() > 20
+    assert torch.equal(spikes_fused, spikes_bag) and torch.equal(spikes_fused, spikes_dense)
+    torch.testing.assert_close(w_fused, w_bag, rtol=0, atol=1e-6)
+    torch.testing.assert_close(w_fused, w_dense, rtol=0, atol=1e-6)
+    assert not torch.equal(w_fused, fc_initial_weights())
+
+
+def fc_initial_weights():
+    torch.manual_seed(11)
+    Input(60)
+    fc = Linear(60, 12, wmin=0.0, wmax=1.0)
+    fc.init, fc.init_kwargs = "uniform", {"a": 0.0, "b": 1.0}
+    fc.reset_parameters()
+    return fc.weight.detach()

@@ -1,4 +1,5 @@
-"""Performance knobs: event-driven propagation, batching, multi-step blocks, checks, compile, GPU.
+"""Performance knobs: fused kernels, event-driven propagation, batching, multi-step blocks, checks,
+compile, GPU.
 
 Every variant below is first checked to give the same result as the plain step loop, then timed
 once on this machine (the numbers printed are only what this run measured; they vary with the
@@ -14,6 +15,7 @@ import time
 import torch
 
 import pysnn
+import pysnn.native
 from pysnn.connection import Linear
 from pysnn.multistep import run_feedforward
 from pysnn.neuron import LIFNeuron
@@ -48,8 +50,10 @@ def build(propagation):
 
 print(f"device: {device}; {N_IN} -> {N_OUT} neurons, {T} steps, batch {B}")
 
+print(pysnn.native.status())  # fused CPU kernels (pysnn.native): in use, or why not
+
 # 1. Propagation: "dense" (matrix product), "event" (sum the weight rows of active inputs only),
-#    "auto" (default: event on CPU for large, sparse connections; dense on GPU and under compile).
+#    "auto" (default: event on CPU while the input is sparse; dense on GPU and under compile).
 results = {}
 for mode in ("dense", "event", "auto"):
     fc, lif = build(mode)
@@ -92,7 +96,14 @@ with torch.no_grad():
 assert torch.equal(block, results["dense"])
 print("  batched, per-sample and multi-step runs agree")
 
-# 5. torch.compile of one step (opt-in: compilation takes long on the first call).
+# 5. The fused CPU kernels do exactly the torch operations: switching them off changes nothing
+#    but the time.
+fc, lif = build("auto")
+with pysnn.native.enabled(False):
+    plain = timed("step loop, fused kernels off", lambda: step_loop(fc, lif, spikes))
+assert torch.equal(plain, results["dense"])
+
+# 6. torch.compile of one step (opt-in: compilation takes long on the first call).
 if "--compile" in sys.argv:
     fc, lif = build("auto")
     step = torch.compile(lambda x: lif(fc(x)))
