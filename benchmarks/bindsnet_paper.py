@@ -6,13 +6,14 @@ Hz, connected all-to-all to ``n`` LIF neurons with weights from N(0, 1) (mV), si
 same network in the same process (Brian2 C++ standalone in a subprocess), interleaved repeat by
 repeat so background load hits all of them alike:
 
-- ``pysnn``: ``Input`` + ``Linear`` (``propagation="auto"``) + ``LIFNeuron``, a Python step loop
-  under ``torch.no_grad()`` and ``pysnn.set_checks(False)`` (the fused CPU kernels of
-  :mod:`pysnn.native` run the neuron steps and the event-driven product where available);
+- ``pysnn``: ``Linear`` (``propagation="auto"``) + ``LIFNeuron``, a Python step loop under
+  ``torch.no_grad()`` and ``pysnn.set_checks(False)``; the fused CPU kernels of
+  :mod:`pysnn.native` run the neuron step and the event-driven product where available. No
+  ``Input`` layer: its trace would go unused (BindsNET's ``Input`` keeps none by default);
 - ``pysnn-multistep``: :func:`pysnn.multistep.run_feedforward` (one event-driven product for all
   steps, then the LIF recurrence of all steps in one fused call; no ``Input`` layer, whose trace
   nobody reads here);
-- ``pysnn-compile``: the ``Input``/``Linear``/``LIFNeuron`` step under ``torch.compile``
+- ``pysnn-compile``: the same ``Linear``/``LIFNeuron`` step under ``torch.compile``
   (compilation counted in the build time; compiled code runs torch operations, not the fused
   kernels);
 - ``torch-dense`` / ``torch-event``: plain torch, the LIF update written inline, a dense
@@ -102,12 +103,11 @@ def build_pysnn(n: int, steps: int, seed: int, mode: str = "loop") -> Runner:
     from pysnn.connection import Linear
     from pysnn.encoding import PoissonEncoder
     from pysnn.multistep import run_feedforward
-    from pysnn.neuron import Input, LIFNeuron
+    from pysnn.neuron import LIFNeuron
 
     pysnn.set_checks(False)
     rates = _rates(n, seed).unsqueeze(0)
     encoder = PoissonEncoder(steps * DT, dt=DT)
-    inp = Input(n, dt=DT)
     fc = Linear(n, n, dt=DT)
     with torch.no_grad():
         _weights(n, seed, out=fc.weight)  # N(0, 1) mV, the same weights as the torch peers
@@ -116,7 +116,7 @@ def build_pysnn(n: int, steps: int, seed: int, mode: str = "loop") -> Runner:
     lif.update_derived()
 
     def step(x: torch.Tensor) -> torch.Tensor:
-        return lif(fc(inp(x)))
+        return lif(fc(x))  # no Input layer: its trace would go unused (BindsNET's keeps none)
 
     if mode == "compile":
         torch._dynamo.reset()
@@ -125,7 +125,7 @@ def build_pysnn(n: int, steps: int, seed: int, mode: str = "loop") -> Runner:
             warm = encoder(rates)
             for t in range(3):
                 step(warm[t])
-        for module in (inp, fc, lif):
+        for module in (fc, lif):
             module.reset_state()
 
     @torch.no_grad()

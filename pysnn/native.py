@@ -7,7 +7,7 @@ them, on the CPU and when no gradient is needed, by **one** C loop that does exa
 floating-point operations in the same order (results are bit-identical; the tests compare both
 paths), and that can also run ``T`` steps in one call (:meth:`pysnn.neuron.LIFNeuron.forward_multistep`).
 
-The C source (``pysnn/csrc/kernels.c``, plain C99, no Python or torch headers) is compiled once
+The C source (``pysnn/csrc/kernels.c``, plain C11, no Python or torch headers) is compiled once
 per machine with the system C compiler (``$CC``, else ``cc``/``gcc``/``clang``) into a cache
 directory, ``$PYSNN_CACHE_DIR`` or ``~/.cache/pysnn`` (under ``$XDG_CACHE_HOME`` if set), and
 loaded with :mod:`ctypes`. Where that is impossible (no compiler, unsupported platform) or unwanted
@@ -51,7 +51,7 @@ __all__ = [
 ]
 
 _SOURCE = Path(__file__).resolve().parent / "csrc" / "kernels.c"
-_FLAGS = ("-O3", "-std=c99", "-shared", "-fPIC", "-pthread", "-ffp-contract=off")
+_FLAGS = ("-O3", "-std=c11", "-shared", "-fPIC", "-pthread", "-ffp-contract=off")
 _DTYPES = {torch.float32: "f32", torch.float64: "f64"}
 
 _lock = threading.Lock()
@@ -89,6 +89,31 @@ def _torch_fuses_multiply_add() -> bool:
     return int((result == fused).sum()) > int((result == a * b + c).sum())
 
 
+def _compile_into(directory: Path, name: str, compiler: str, flags: Sequence[str]) -> Path:
+    """Return ``directory / name``, compiling ``kernels.c`` there first unless it exists."""
+    target = directory / name
+    if target.exists():
+        return target
+    directory.mkdir(parents=True, exist_ok=True)
+    # Build under a temporary name, then rename: concurrent processes never load a partial file.
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=directory)
+    os.close(fd)
+    try:
+        result = subprocess.run(
+            [compiler, *flags, "-o", tmp, str(_SOURCE)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"{compiler} failed: {result.stderr.strip()[:500]}")
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target
+
+
 def _build() -> ctypes.CDLL:
     """Compile ``kernels.c`` into the cache (once per source, compiler and machine) and load it."""
     if sys.platform not in ("linux", "darwin"):
@@ -110,26 +135,12 @@ def _build() -> ctypes.CDLL:
     key = hashlib.sha256(
         source + " ".join((compiler, *flags, platform.machine(), sys.platform)).encode()
     ).hexdigest()[:16]
-    directory = _cache_dir()
-    target = directory / f"kernels-{key}.so"
-    if not target.exists():
-        directory.mkdir(parents=True, exist_ok=True)
-        # Build under a temporary name, then rename: concurrent processes never load a partial file.
-        fd, tmp = tempfile.mkstemp(suffix=".so", dir=directory)
-        os.close(fd)
-        try:
-            result = subprocess.run(
-                [compiler, *flags, "-o", tmp, str(_SOURCE)],
-                capture_output=True,
-                text=True,
-                timeout=120,
-            )
-            if result.returncode != 0:
-                raise RuntimeError(f"{compiler} failed: {result.stderr.strip()[:500]}")
-            os.replace(tmp, target)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+    name = f"kernels-{key}.so"
+    try:
+        target = _compile_into(_cache_dir(), name, compiler, flags)
+    except OSError:  # e.g. a read-only home directory: build in the temporary directory instead
+        fallback = Path(tempfile.gettempdir()) / f"pysnn-{os.getuid()}"
+        target = _compile_into(fallback, name, compiler, flags)
     lib = ctypes.CDLL(str(target))
     ptr, i64 = ctypes.c_void_p, ctypes.c_int64
     for suffix in _DTYPES.values():

@@ -240,3 +240,22 @@ def test_cache_blocked_event_kernel_equals_rowwise_bit_for_bit(dtype, monkeypatc
     rowwise, active_rowwise = native.linear_event(x, wt)
     assert torch.equal(blocked, rowwise) and active == active_rowwise == int(x.count_nonzero())
     torch.testing.assert_close(blocked, x @ wt)
+
+
+def test_without_a_compiler_everything_falls_back_to_torch(tmp_path):
+    """No C compiler on the PATH: the status says why, and neurons still run (torch ops)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import torch, pysnn.native as n\n"
+        "from pysnn.neuron import LIFNeuron\n"
+        "print(n.status())\n"
+        "print(int(LIFNeuron(3, thresh=-60.0)(torch.full((1, 3), 9.0)).sum()))\n"
+    )
+    env = {"PATH": str(tmp_path), "PYSNN_CACHE_DIR": str(tmp_path / "cache"), "HOME": str(tmp_path)}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    assert out[0].startswith("fused CPU kernels unavailable") and "no C compiler" in out[0]
+    assert out[1] == "3"

@@ -1,6 +1,6 @@
 /*
  * Fused CPU kernels for pysnn (see pysnn/native.py, which compiles this file on first use and
- * calls it through ctypes). Plain C99, no Python or torch headers, so it builds in well under a
+ * calls it through ctypes). Plain C11, no Python or torch headers, so it builds in well under a
  * second with any C compiler.
  *
  * Each function performs, element by element and in one pass over memory, exactly the floating-
