@@ -1,11 +1,14 @@
-r"""Fused CPU kernels for the neuron step, compiled on first use.
+r"""Fused CPU kernels: neuron steps, traces and event-driven products, compiled on first use.
 
 A LIF step written with torch operations is about a dozen small kernels (leak, refractory mask,
 input, threshold, reset, counter, trace), each paying torch's dispatch overhead of a few µs: at a
 few hundred neurons that overhead, not arithmetic, is the cost of a step. This module replaces
 them, on the CPU and when no gradient is needed, by **one** C loop that does exactly the same
 floating-point operations in the same order (results are bit-identical; the tests compare both
-paths), and that can also run ``T`` steps in one call (:meth:`pysnn.neuron.LIFNeuron.forward_multistep`).
+paths), and that can also run ``T`` steps in one call
+(:meth:`pysnn.neuron.Neuron.forward_multistep`). Likewise for a trace update (:func:`trace_step`)
+and for the event-driven product of a :class:`~pysnn.connection.Linear` (:func:`linear_event`,
+which reads only the weight rows of the inputs that are non-zero, cache-blocked for many rows).
 
 The C source (``pysnn/csrc/kernels.c``, plain C11, no Python or torch headers) is compiled once
 per machine with the system C compiler (``$CC``, else ``cc``/``gcc``/``clang``) into a cache

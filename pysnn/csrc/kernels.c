@@ -6,9 +6,9 @@
  * Each function performs, element by element and in one pass over memory, exactly the floating-
  * point operations of the torch code it replaces (pysnn/functional/lif.py and trace.py), in the
  * same order, so results are bit-identical. Rounding matters: torch's vectorised addcmul is a
- * fused multiply-add on AVX2/AVX-512 CPUs, a multiply then an add elsewhere. pysnn/native.py
- * defines PYSNN_FMA (and -mfma) exactly when torch reports such a CPU, and builds with
- * -ffp-contract=off so that the compiler fuses nothing else.
+ * fused multiply-add on AVX2/AVX-512 (and ARM) CPUs, a multiply then an add elsewhere.
+ * pysnn/native.py probes torch at build time and defines PYSNN_FMA exactly when its addcmul rounds
+ * once, and builds with -ffp-contract=off so that the compiler fuses nothing else.
  *
  * Layout: state and input are contiguous (B, N) blocks (N = neurons per sample), inputs of several
  * steps are (T, B, N). Parameters come in a table of int64 pairs (address, stride): stride 0 for
