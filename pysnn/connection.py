@@ -472,8 +472,9 @@ class Linear(Connection):
         steps and blocks can be mixed. ``"auto"`` counts the active inputs once per call (one
         read-back per block, not per step).
 
-        With per-synapse delays this falls back to a loop over :meth:`forward` (same results, no
-        speed-up).
+        With per-synapse delays, or when forward hooks are registered (e.g. a
+        :class:`~pysnn.monitor.Monitor`, which must see every step), this falls back to calling
+        the module once per step (same results, no speed-up).
         """
         if not isinstance(spikes, torch.Tensor) or spikes.dim() != 3:
             raise ValueError(
@@ -488,8 +489,15 @@ class Linear(Connection):
             self.weight,
             "Linear",
         )
-        if self.per_synapse_delay:
-            return torch.stack([self.forward(s) for s in spikes])
+        hooks = nn.modules.module
+        if (
+            self.per_synapse_delay
+            or self._forward_hooks
+            or self._forward_pre_hooks
+            or hooks._global_forward_hooks
+            or hooks._global_forward_pre_hooks
+        ):
+            return torch.stack([self(s) for s in spikes])  # hooks (e.g. a Monitor) see every step
         arriving = self._arrive_block(spikes)
         flat = arriving.reshape(n_steps * n_batch, self.in_features)
         if flat.requires_grad and torch.is_grad_enabled():

@@ -167,9 +167,11 @@ class Neuron(nn.Module):
         """Run ``T`` steps: ``x`` ``(T, B, *shape)`` → spikes ``(T, B, *shape)``.
 
         The same as ``torch.stack([self(x[t]) for t in range(T)])``, state included. LIF and IF
-        neurons run all ``T`` steps in one fused call where :mod:`pysnn.native` applies; otherwise
-        this loops over :meth:`forward` (writing into one preallocated output when no gradient is
-        needed, stacking the steps when one is).
+        neurons run all ``T`` steps in one fused call where :mod:`pysnn.native` applies and no
+        forward hook is registered; otherwise (and always when a hook, such as a
+        :class:`~pysnn.monitor.Monitor`'s, must see every step) this calls the module once per
+        step, writing into one preallocated output when no gradient is needed and stacking the
+        steps when one is.
         """
         if not isinstance(x, torch.Tensor) or x.dim() != len(self.shape) + 2:
             raise ValueError(
@@ -177,9 +179,10 @@ class Neuron(nn.Module):
                 f"{type(self).__name__}.forward_multistep, got "
                 f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}"
             )
-        fused = self._forward_block(x)
-        if fused is not None:
-            return fused
+        if not self._has_forward_hooks():  # hooks (e.g. a Monitor) must see every step
+            fused = self._forward_block(x)
+            if fused is not None:
+                return fused
         if torch.is_grad_enabled() and x.requires_grad:
             return torch.stack([self(x[t]) for t in range(x.shape[0])])
         first = self(x[0])
@@ -188,6 +191,15 @@ class Neuron(nn.Module):
         for t in range(1, x.shape[0]):
             out[t] = self(x[t])
         return out
+
+    def _has_forward_hooks(self) -> bool:
+        hooks = torch.nn.modules.module
+        return bool(
+            self._forward_hooks
+            or self._forward_pre_hooks
+            or hooks._global_forward_hooks
+            or hooks._global_forward_pre_hooks
+        )
 
     def _forward_block(self, x: torch.Tensor) -> Optional[torch.Tensor]:
         """All ``T`` steps in one fused call, or ``None`` where that does not apply."""

@@ -259,3 +259,19 @@ def test_without_a_compiler_everything_falls_back_to_torch(tmp_path):
     ).stdout.splitlines()
     assert out[0].startswith("fused CPU kernels unavailable") and "no C compiler" in out[0]
     assert out[1] == "3"
+
+
+def test_forward_multistep_feeds_a_monitor_every_step():
+    """A forward hook (here a Monitor's) must see each of the T steps: no fused block then."""
+    from pysnn.monitor import Monitor
+
+    torch.manual_seed(10)
+    lif = LIFNeuron(6, tau_v=20.0, refrac=1.0)
+    loop = copy.deepcopy(lif)
+    monitor = Monitor(lif, state_vars=("v", "spikes"))
+    x = inputs(12, 2, (6,), torch.float32, seed=11)
+    with torch.no_grad():
+        out = lif.forward_multistep(x)
+        expected_v = torch.stack([(loop(x[t]), loop.v.clone())[1] for t in range(12)])
+    assert torch.equal(monitor.get("spikes"), out)
+    assert torch.equal(monitor.get("v"), expected_v)

@@ -268,3 +268,14 @@ def fc_initial_weights():
     fc.init, fc.init_kwargs = "uniform", {"a": 0.0, "b": 1.0}
     fc.reset_parameters()
     return fc.weight.detach()
+
+
+def test_linear_multistep_with_a_hook_runs_every_step():
+    conn = integer_linear(20, 5, "auto", delay=1.0)
+    calls = []
+    conn.register_forward_hook(lambda module, args, out: calls.append(out.clone()))
+    x = spike_train(7, 2, 20, p=0.3)
+    reference = copy_of(conn, "dense")
+    out = conn.forward_multistep(x)
+    assert len(calls) == 7 and torch.equal(torch.stack(calls), out)
+    assert torch.equal(out, step_loop(reference, x))
