@@ -30,6 +30,7 @@ from torch import nn
 from pysnn import native
 from pysnn._checks import check_choice, check_input, check_positive_scalar
 from pysnn.functional.delay import delayed, push_history, synapse_index
+from pysnn.multistep import has_forward_hooks, step_through
 
 __all__ = ["Connection", "Linear", "Conv2d"]
 
@@ -333,7 +334,6 @@ class Linear(Connection):
         if weight is not None and weight.dim() == 2 and not weight.t().is_contiguous():
             with torch.no_grad():
                 weight.data = weight.data.t().contiguous().t()
-        self._reset_activity()
 
     def _apply(self, fn, recurse=True):
         module = super()._apply(fn, recurse)
@@ -343,11 +343,10 @@ class Linear(Connection):
 
     def _reset_activity(self) -> None:
         weight = self._parameters.get("weight")
-        self._on_cpu = weight is not None and weight.is_cpu
         self._activity = _Activity()
         # With the fused kernel an event step costs about a dense one even at full activity, and
         # it counts the active inputs for free: start event-driven, correct after one interval.
-        self._activity.event = self._on_cpu and native.available()
+        self._activity.event = weight is not None and weight.is_cpu and native.available()
 
     @property
     def active_propagation(self) -> str:
@@ -361,7 +360,7 @@ class Linear(Connection):
         kernel of :mod:`pysnn.native` (cheap at any size) or for a matrix of at least
         :attr:`AUTO_MIN_SYNAPSES` synapses."""
         return (
-            self._on_cpu
+            self._parameters["weight"].is_cpu
             and not torch.compiler.is_compiling()
             and (
                 native.available() or self.in_features * self.out_features >= self.AUTO_MIN_SYNAPSES
@@ -412,7 +411,7 @@ class Linear(Connection):
         x_c, rows = x.contiguous(), self._rows()
         weight = self._parameters["weight"]
         if native.usable(x_c, rows) and not (weight.requires_grad and torch.is_grad_enabled()):
-            out, active = native.linear_event(x_c, rows)
+            out, active = native._linear_event(x_c, rows)
             if count:
                 self._activity.events += active
             return out
@@ -489,15 +488,8 @@ class Linear(Connection):
             self.weight,
             "Linear",
         )
-        hooks = nn.modules.module
-        if (
-            self.per_synapse_delay
-            or self._forward_hooks
-            or self._forward_pre_hooks
-            or hooks._global_forward_hooks
-            or hooks._global_forward_pre_hooks
-        ):
-            return torch.stack([self(s) for s in spikes])  # hooks (e.g. a Monitor) see every step
+        if self.per_synapse_delay or has_forward_hooks(self):  # hooks must see every step
+            return step_through(self, spikes)
         arriving = self._arrive_block(spikes)
         flat = arriving.reshape(n_steps * n_batch, self.in_features)
         if flat.requires_grad and torch.is_grad_enabled():

@@ -22,7 +22,38 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["run_feedforward"]
+__all__ = ["run_feedforward", "step_through", "has_forward_hooks"]
+
+
+def has_forward_hooks(module: nn.Module) -> bool:
+    """Whether a forward (pre-)hook, of ``module`` or global, must see each call of ``module``.
+
+    Multi-step fast paths then call the module once per step instead (e.g. for a
+    :class:`~pysnn.monitor.Monitor`, which records from a forward hook).
+    """
+    hooks = nn.modules.module
+    return bool(
+        module._forward_hooks
+        or module._forward_pre_hooks
+        or hooks._global_forward_hooks
+        or hooks._global_forward_pre_hooks
+    )
+
+
+def step_through(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Call ``module`` once per step: ``x`` ``(T, ...)`` → ``(T, *out_shape)``.
+
+    With grad mode on the outputs are stacked (gradients flow through every step, to ``x`` and to
+    the module's parameters); under ``torch.no_grad`` they are written into one preallocated tensor.
+    """
+    if torch.is_grad_enabled():
+        return torch.stack([module(step) for step in x])
+    first = module(x[0])
+    out = first.new_empty((x.shape[0], *first.shape))
+    out[0] = first
+    for t in range(1, x.shape[0]):
+        out[t] = module(x[t])
+    return out
 
 
 def run_feedforward(connection: nn.Module, neuron: nn.Module, spikes: torch.Tensor) -> torch.Tensor:
@@ -37,9 +68,8 @@ def run_feedforward(connection: nn.Module, neuron: nn.Module, spikes: torch.Tens
         spikes: presynaptic spikes ``(T, B, in)``, time first.
 
     Returns:
-        Postsynaptic spikes ``(T, B, out)``. Under ``torch.no_grad`` (or with no parameter
-        requiring a gradient) they are written into one preallocated tensor; otherwise stacked so
-        that gradients flow through every step.
+        Postsynaptic spikes ``(T, B, out)`` (see :func:`step_through` for modules without
+        ``forward_multistep``).
     """
     if not isinstance(spikes, torch.Tensor) or spikes.dim() < 2:
         raise ValueError(
@@ -47,18 +77,6 @@ def run_feedforward(connection: nn.Module, neuron: nn.Module, spikes: torch.Tens
             f"{tuple(spikes.shape) if isinstance(spikes, torch.Tensor) else type(spikes).__name__}"
         )
     multistep = getattr(connection, "forward_multistep", None)
-    if callable(multistep):
-        currents = multistep(spikes)
-    else:
-        currents = torch.stack([connection(s) for s in spikes])
-    forward_multistep = getattr(neuron, "forward_multistep", None)
-    if callable(forward_multistep):
-        return forward_multistep(currents)
-    if torch.is_grad_enabled() and currents.requires_grad:
-        return torch.stack([neuron(c) for c in currents])
-    first = neuron(currents[0])
-    out = first.new_empty((currents.shape[0], *first.shape))
-    out[0] = first
-    for t in range(1, currents.shape[0]):
-        out[t] = neuron(currents[t])
-    return out
+    currents = multistep(spikes) if callable(multistep) else step_through(connection, spikes)
+    multistep = getattr(neuron, "forward_multistep", None)
+    return multistep(currents) if callable(multistep) else step_through(neuron, currents)

@@ -6,8 +6,8 @@ few hundred neurons that overhead, not arithmetic, is the cost of a step. This m
 them, on the CPU and when no gradient is needed, by **one** C loop that does exactly the same
 floating-point operations in the same order (results are bit-identical; the tests compare both
 paths), and that can also run ``T`` steps in one call
-(:meth:`pysnn.neuron.Neuron.forward_multistep`). Likewise for a trace update (:func:`trace_step`)
-and for the event-driven product of a :class:`~pysnn.connection.Linear` (:func:`linear_event`,
+(:meth:`pysnn.neuron.Neuron.forward_multistep`). Likewise for a trace update and for the
+event-driven product of a :class:`~pysnn.connection.Linear` (:func:`linear_event`,
 which reads only the weight rows of the inputs that are non-zero, cache-blocked for many rows).
 
 The C source (``pysnn/csrc/kernels.c``, plain C11, no Python or torch headers) is compiled once
@@ -48,8 +48,6 @@ __all__ = [
     "set_enabled",
     "enabled",
     "usable",
-    "lif_steps",
-    "trace_step",
     "linear_event",
 ]
 
@@ -280,7 +278,7 @@ def _table(
     return table.data_ptr()
 
 
-def lif_steps(
+def _lif_steps(
     x: torch.Tensor,
     v: torch.Tensor,
     refrac: torch.Tensor,
@@ -293,6 +291,8 @@ def lif_steps(
     cache: Dict[str, tuple],
 ) -> bool:
     """Run ``T`` fused LIF steps in place; ``False`` (nothing done) if the parameters do not fit.
+
+    Internal, unchecked (raw addresses are passed to C): shapes must be consistent.
 
     Args:
         x: input ``(T, B, *shape)`` or, for one step, ``(B, *shape)`` (mV), contiguous.
@@ -331,7 +331,7 @@ def lif_steps(
     return True
 
 
-def trace_step(
+def _trace_step(
     x: torch.Tensor,
     trace: torch.Tensor,
     trace_decay: torch.Tensor,
@@ -340,7 +340,7 @@ def trace_step(
     shape: Sequence[int],
     cache: Dict[str, tuple],
 ) -> bool:
-    """One fused trace update of ``trace`` ``(B, *shape)`` in place from ``x``; see :func:`lif_steps`."""
+    """One fused trace update of ``trace`` ``(B, *shape)`` in place from ``x``; see :func:`_lif_steps`."""
     n, f = trace.numel() // trace.shape[0], trace.dtype
     table = _table(cache, "trace", (trace_decay, trace_scale), (f, f), shape, n)
     if table is None:
@@ -359,17 +359,39 @@ def linear_event(x: torch.Tensor, weight_t: torch.Tensor) -> Tuple[torch.Tensor,
     """``x @ weight_t`` from the non-zero entries of ``x`` only; returns ``(out, active)``.
 
     Args:
-        x: ``(N, in)``, contiguous, the dtype of ``weight_t``.
-        weight_t: ``(in, out)``, contiguous (the transpose of a column-major ``Linear`` weight).
+        x: ``(N, in)``, contiguous, float32 or float64, on the CPU.
+        weight_t: ``(in, out)``, contiguous, same dtype (e.g. ``linear.weight.t()`` of a
+            :class:`~pysnn.connection.Linear`, whose weight is stored column-major).
 
     Returns:
         ``out`` ``(N, out)`` (a new tensor) and the number of non-zero entries of ``x``. The sum runs
         over the inputs in increasing order. Large products split the output columns over
         ``torch.get_num_threads()`` threads. From :data:`BLOCK_ROWS` rows on (a multi-step block)
         a cache-blocked variant lists the active inputs first and keeps blocks of weights in cache
-        while all rows use them; the result is the same to the bit. The caller checks
-        :func:`usable` first.
+        while all rows use them; the result is the same to the bit. No gradient is recorded.
+
+    Raises:
+        ValueError: mismatched shapes, or tensors the kernel cannot take (see :func:`usable`).
+        RuntimeError: the kernels are not available (:func:`status` says why).
     """
+    if not available():
+        raise RuntimeError(f"pysnn.native.linear_event: {status()}")
+    if x.dim() != 2 or weight_t.dim() != 2 or x.shape[1] != weight_t.shape[0]:
+        raise ValueError(
+            "linear_event needs x of shape (N, in) and weight_t of shape (in, out), got "
+            f"x {tuple(x.shape)} and weight_t {tuple(weight_t.shape)}"
+        )
+    with torch.no_grad():
+        if not usable(x, weight_t):
+            raise ValueError(
+                "linear_event needs contiguous CPU tensors x and weight_t of one dtype, float32 or "
+                f"float64; got {x.dtype} on {x.device} and {weight_t.dtype} on {weight_t.device}"
+            )
+        return _linear_event(x, weight_t)
+
+
+def _linear_event(x: torch.Tensor, weight_t: torch.Tensor) -> Tuple[torch.Tensor, int]:
+    """:func:`linear_event` without its checks (the caller has checked :func:`usable`)."""
     out = x.new_empty(x.shape[0], weight_t.shape[1])  # (varargs: faster than a shape tuple)
     block = x.shape[0] >= BLOCK_ROWS and weight_t.shape[0] < 2**31
     if x.dtype == torch.float32:

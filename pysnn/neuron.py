@@ -45,6 +45,7 @@ from pysnn.functional.izhikevich import IzhikevichParameters, izhikevich_step
 from pysnn.functional.lif import LIFParameters, adaptive_theta_step, lif_step
 from pysnn.functional.spike import SurrogateFn
 from pysnn.functional.trace import TRACE_MODES, trace_step
+from pysnn.multistep import has_forward_hooks, step_through
 
 ShapeLike = Union[int, Sequence[int]]
 
@@ -170,8 +171,7 @@ class Neuron(nn.Module):
         neurons run all ``T`` steps in one fused call where :mod:`pysnn.native` applies and no
         forward hook is registered; otherwise (and always when a hook, such as a
         :class:`~pysnn.monitor.Monitor`'s, must see every step) this calls the module once per
-        step, writing into one preallocated output when no gradient is needed and stacking the
-        steps when one is.
+        step (:func:`pysnn.multistep.step_through`).
         """
         if not isinstance(x, torch.Tensor) or x.dim() != len(self.shape) + 2:
             raise ValueError(
@@ -179,27 +179,11 @@ class Neuron(nn.Module):
                 f"{type(self).__name__}.forward_multistep, got "
                 f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}"
             )
-        if not self._has_forward_hooks():  # hooks (e.g. a Monitor) must see every step
+        if not has_forward_hooks(self):  # hooks (e.g. a Monitor) must see every step
             fused = self._forward_block(x)
             if fused is not None:
                 return fused
-        if torch.is_grad_enabled() and x.requires_grad:
-            return torch.stack([self(x[t]) for t in range(x.shape[0])])
-        first = self(x[0])
-        out = first.new_empty((x.shape[0], *first.shape))
-        out[0] = first
-        for t in range(1, x.shape[0]):
-            out[t] = self(x[t])
-        return out
-
-    def _has_forward_hooks(self) -> bool:
-        hooks = torch.nn.modules.module
-        return bool(
-            self._forward_hooks
-            or self._forward_pre_hooks
-            or hooks._global_forward_hooks
-            or hooks._global_forward_pre_hooks
-        )
+        return step_through(self, x)
 
     def _forward_block(self, x: torch.Tensor) -> Optional[torch.Tensor]:
         """All ``T`` steps in one fused call, or ``None`` where that does not apply."""
@@ -211,7 +195,7 @@ class Neuron(nn.Module):
         if (
             not trace.requires_grad
             and native.usable(spikes, trace)
-            and native.trace_step(
+            and native._trace_step(
                 spikes,
                 trace,
                 state["trace_decay"],
@@ -335,7 +319,7 @@ class LIFNeuron(Neuron):
         """One step: input ``x`` ``(B, *shape)`` (mV increment) → spikes ``(B, *shape)`` (0/1)."""
         self._prepare(x)
         state = self._buffers
-        s = self._fused(x)
+        s = self._fused(x)  # the fused kernel also updates the trace
         if s is None:
             s, state["v"], state["refrac_count"] = lif_step(
                 state["v"],
@@ -346,10 +330,7 @@ class LIFNeuron(Neuron):
                 self.surrogate,
                 self.detach_reset,
             )
-            state["spikes"] = s
-            self._after_spike(s)
             self._update_trace(s)
-            return s
         state["spikes"] = s
         self._after_spike(s)
         return s
@@ -385,7 +366,7 @@ class LIFNeuron(Neuron):
             return None
         out = torch.empty_like(x)
         p = self.params
-        done = native.lif_steps(
+        done = native._lif_steps(
             x,
             v,
             state["refrac_count"],

@@ -275,3 +275,16 @@ def test_forward_multistep_feeds_a_monitor_every_step():
         expected_v = torch.stack([(loop(x[t]), loop.v.clone())[1] for t in range(12)])
     assert torch.equal(monitor.get("spikes"), out)
     assert torch.equal(monitor.get("v"), expected_v)
+
+
+@needs_native
+def test_linear_event_rejects_bad_input_with_clear_errors():
+    wt = torch.randn(4, 3)
+    with pytest.raises(ValueError, match=r"x of shape \(N, in\).*x \(2, 5\)"):
+        native.linear_event(torch.zeros(2, 5), wt)
+    with pytest.raises(ValueError, match="float32 or float64"):
+        native.linear_event(torch.zeros(2, 4, dtype=torch.float64), wt)
+    with pytest.raises(ValueError, match="contiguous"):
+        native.linear_event(torch.zeros(2, 4), torch.randn(3, 4).t())
+    with native.enabled(False), pytest.raises(RuntimeError, match="disabled"):
+        native.linear_event(torch.zeros(2, 4), wt)

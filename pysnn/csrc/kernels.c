@@ -21,6 +21,25 @@
 
 #define PYSNN_MAX_THREADS 64
 
+/*
+ * Run work(jobs + k * job_size) for k = 0 .. n_jobs - 1: job 0 on the calling thread, the others
+ * on POSIX threads (a job whose thread cannot start runs on the calling thread afterwards).
+ */
+static void run_jobs(void *(*work)(void *), char *jobs, size_t job_size, int64_t n_jobs)
+{
+    pthread_t threads[PYSNN_MAX_THREADS];
+    int started[PYSNN_MAX_THREADS] = {0};
+    for (int64_t k = 1; k < n_jobs; ++k)
+        started[k] = pthread_create(&threads[k], 0, work, jobs + k * job_size) == 0;
+    work(jobs);
+    for (int64_t k = 1; k < n_jobs; ++k) {
+        if (started[k])
+            pthread_join(threads[k], 0);
+        else
+            work(jobs + k * job_size);
+    }
+}
+
 /* MADD(a, b, c) = a * b + c, rounded as torch's addcmul(c, a, b) rounds it. */
 #ifdef PYSNN_FMA
 #define MADD(a, b, c) _Generic((a), float: __builtin_fmaf, default: __builtin_fma)((a), (b), (c))
@@ -161,8 +180,6 @@ PYSNN_TRACE(pysnn_trace_f64, double)
         if (active * n_out < ((int64_t)1 << 20) || n_out < 64 * n_threads)                      \
             n_threads = 1;                                                                      \
         NAME##_job jobs[PYSNN_MAX_THREADS];                                                     \
-        pthread_t threads[PYSNN_MAX_THREADS];                                                   \
-        int started[PYSNN_MAX_THREADS] = {0};                                                   \
         int64_t chunk = (n_out + n_threads - 1) / n_threads;                                    \
         chunk = (chunk + 15) / 16 * 16; /* whole cache lines per thread */                      \
         for (int64_t k = 0; k < n_threads; ++k) {                                               \
@@ -170,15 +187,7 @@ PYSNN_TRACE(pysnn_trace_f64, double)
             NAME##_job job = {batch, n_in, n_out, lo, hi > lo ? hi : lo, x, wt, out};           \
             jobs[k] = job;                                                                      \
         }                                                                                       \
-        for (int64_t k = 1; k < n_threads; ++k)                                                 \
-            started[k] = pthread_create(&threads[k], 0, NAME##_columns, &jobs[k]) == 0;         \
-        NAME##_columns(&jobs[0]);                                                               \
-        for (int64_t k = 1; k < n_threads; ++k) {                                               \
-            if (started[k])                                                                     \
-                pthread_join(threads[k], 0);                                                    \
-            else                                                                                \
-                NAME##_columns(&jobs[k]); /* could not start a thread: do its share here */    \
-        }                                                                                       \
+        run_jobs(NAME##_columns, (char *)jobs, sizeof(NAME##_job), n_threads);                  \
         return active;                                                                          \
     }
 
@@ -278,8 +287,6 @@ PYSNN_LINEAR_EVENT(pysnn_linear_event_f64, double)
                 }                                                                               \
             }                                                                                   \
         NAME##_job jobs[PYSNN_MAX_THREADS];                                                     \
-        pthread_t threads[PYSNN_MAX_THREADS];                                                   \
-        int started[PYSNN_MAX_THREADS] = {0};                                                   \
         int64_t per = (n_tiles + n_threads - 1) / n_threads;                                    \
         for (int64_t t = 0; t < n_threads; ++t) {                                               \
             int64_t a = t * per < n_tiles ? t * per : n_tiles;                                  \
@@ -288,15 +295,7 @@ PYSNN_LINEAR_EVENT(pysnn_linear_event_f64, double)
                               cursor + t * rows};                                               \
             jobs[t] = job;                                                                      \
         }                                                                                       \
-        for (int64_t t = 1; t < n_threads; ++t)                                                 \
-            started[t] = pthread_create(&threads[t], 0, NAME##_tiles, &jobs[t]) == 0;           \
-        NAME##_tiles(&jobs[0]);                                                                 \
-        for (int64_t t = 1; t < n_threads; ++t) {                                               \
-            if (started[t])                                                                     \
-                pthread_join(threads[t], 0);                                                    \
-            else                                                                                \
-                NAME##_tiles(&jobs[t]);                                                         \
-        }                                                                                       \
+        run_jobs(NAME##_tiles, (char *)jobs, sizeof(NAME##_job), n_threads);                    \
         free(row_ptr), free(cols), free(vals), free(cursor);                                    \
         return active;                                                                          \
     }
