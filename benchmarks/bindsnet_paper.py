@@ -113,7 +113,6 @@ def build_pysnn(n: int, steps: int, seed: int, mode: str = "loop") -> Runner:
         _weights(n, seed, out=fc.weight)  # N(0, 1) mV, the same weights as the torch peers
     lif = LIFNeuron(n, dt=DT, thresh=V_TH, v_rest=V_REST, v_reset=V_RESET, tau_v=TAU_V)
     lif.refrac.fill_(REFRAC * DT)
-    lif.update_derived()
 
     def step(x: torch.Tensor) -> torch.Tensor:
         return lif(fc(x))  # no Input layer: its trace would go unused (BindsNET's keeps none)

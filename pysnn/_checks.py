@@ -75,6 +75,9 @@ def as_param(
 ) -> torch.Tensor:
     """Turn a scalar or a per-neuron tensor into a float tensor broadcastable to ``shape``.
 
+    Numbers and tensors are copied (a new tensor, detached); an ``nn.Parameter`` is validated and
+    returned itself, so that it can be learned.
+
     Raises ``ValueError`` naming ``name`` when the shape does not broadcast, a value is NaN, or the
     sign constraint fails.
     """
@@ -83,6 +86,8 @@ def as_param(
     if isinstance(value, (int, float)):
         tensor = torch.tensor(float(value), dtype=torch.get_default_dtype())
     elif isinstance(value, torch.Tensor):
+        if isinstance(value, torch.nn.Parameter) and not value.is_floating_point():
+            raise TypeError(f"{name} must be a floating-point nn.Parameter, got {value.dtype}")
         tensor = value.detach().clone()
         if not tensor.is_floating_point():
             tensor = tensor.to(torch.get_default_dtype())
@@ -107,6 +112,8 @@ def as_param(
         raise ValueError(f"{name} must be > 0 everywhere, got {value}")
     if non_negative and (tensor < 0).any():
         raise ValueError(f"{name} must be >= 0 everywhere, got {value}")
+    if isinstance(value, torch.nn.Parameter):
+        return value  # validated, and kept as that Parameter (it may be learned)
     return tensor
 
 

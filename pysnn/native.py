@@ -17,12 +17,15 @@ loaded with :mod:`ctypes`. Where that is impossible (no compiler, unsupported pl
 (``PYSNN_NATIVE=0`` in the environment, or :func:`set_enabled`), every neuron silently uses its
 torch implementation, with identical results; :func:`status` says which path is in use and why.
 
-Neurons use the fused path only when all of the following hold: the state is on the CPU, in
-float32 or float64, contiguous; no tensor involved requires a gradient; and the code is not being
-traced by ``torch.compile``. Otherwise the torch operations run, so autograd, ``torch.compile``,
-other devices and dtypes behave as usual. On the fused path the state buffers (``v``,
-``refrac_count``, ``trace``) are updated **in place**, like ``BatchNorm``'s running statistics: keep
-a ``clone()`` to hold on to the value of one step. The returned spikes are a new tensor each step.
+Modules never call this module: they call the functional layer (:mod:`pysnn.functional`), which
+uses a fused kernel only when all of the following hold: the state is on the CPU, in float32 or
+float64, contiguous; no tensor involved requires a gradient; and the code is not being traced by
+``torch.compile`` (which then traces the torch operations: a clean fall-back, see the performance
+guide for its cost). Otherwise the torch operations run, so autograd, ``torch.compile``, other
+devices and dtypes behave as usual. The kernels update the arrays they are given in place; the
+kernels read the old state and write the new state into new tensors, so a module's state tensors
+are *replaced* every step on every path (a reference kept to ``neuron.v`` keeps that step's
+value).
 """
 
 from __future__ import annotations
@@ -37,10 +40,15 @@ import subprocess
 import sys
 import tempfile
 import threading
+from collections import OrderedDict
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Iterator, List, Optional, Sequence, Tuple
 
 import torch
+
+if TYPE_CHECKING:  # pragma: no cover - imports for annotations only
+    from pysnn.functional.lif import LIFParameters
+    from pysnn.functional.trace import TraceParameters
 
 __all__ = [
     "available",
@@ -48,6 +56,8 @@ __all__ = [
     "set_enabled",
     "enabled",
     "usable",
+    "lif_steps",
+    "trace_step",
     "linear_event",
 ]
 
@@ -146,10 +156,10 @@ def _build() -> ctypes.CDLL:
     ptr, i64 = ctypes.c_void_p, ctypes.c_int64
     for suffix in _DTYPES.values():
         lif = getattr(lib, f"pysnn_lif_{suffix}")
-        lif.argtypes = [i64, i64, i64] + [ptr] * 6 + [i64, ptr, ctypes.c_int]
+        lif.argtypes = [i64, i64, i64] + [ptr] * 9 + [i64, ptr, ctypes.c_int]
         lif.restype = None
         trace = getattr(lib, f"pysnn_trace_{suffix}")
-        trace.argtypes = [i64, i64, ptr, ptr, ptr, ctypes.c_int]
+        trace.argtypes = [i64, i64, ptr, ptr, ptr, ptr, ctypes.c_int]
         trace.restype = None
         for name in ("linear_event", "linear_event_block"):
             linear = getattr(lib, f"pysnn_{name}_{suffix}")
@@ -235,28 +245,36 @@ def usable(*tensors: Optional[torch.Tensor]) -> bool:
     return True
 
 
-def _table(
-    cache: Dict[str, tuple],
-    slot: str,
-    tensors: Sequence[torch.Tensor],
-    dtypes: Sequence[torch.dtype],
-    shape: Sequence[int],
-    n: int,
-) -> Optional[int]:
-    """Address of an int64 table of ``(address, stride)`` per parameter, or ``None`` if unusable.
+_TABLES: "OrderedDict[tuple, tuple]" = OrderedDict()
+_TABLES_MAX = 256
 
-    Stride 0 means one value shared by all neurons, 1 means ``n`` per-neuron values. ``None`` if a
-    parameter is not a CPU tensor of the given dtype. The table is kept in ``cache[slot]`` (owned by
-    the calling module) and reused while the same tensor objects sit at the same addresses (in-place
-    edits of a parameter are seen, since only its address is stored). A parameter broadcastable to
-    ``shape`` but laid out differently (e.g. ``(C, 1, 1)``) is expanded into a copy, and such a
-    table is rebuilt on every call so that it never holds stale values.
+
+def _remember(key: tuple, table: Tuple[int, tuple], owners: tuple) -> None:
+    """Keep a parameter table in the small process-wide cache (least recently added dropped),
+    keyed on the ids of the parameter tuples ``owners``, which the entry holds (so those ids stay
+    unique while it exists). Tables with expanded copies are not kept: a copy would go stale
+    after an in-place edit of its source."""
+    if table[1][1]:
+        return
+    _TABLES[key] = (table, owners)
+    if len(_TABLES) > _TABLES_MAX:
+        _TABLES.popitem(last=False)
+
+
+def _table(
+    tensors: Sequence[torch.Tensor], dtypes: Sequence[torch.dtype], shape: Sequence[int]
+) -> Optional[Tuple[int, object]]:
+    """``(address, keep-alive)`` of an int64 table of ``(address, stride)`` per parameter, or
+    ``None`` if a parameter is not a CPU tensor of the given dtype.
+
+    Stride 0 means one value shared by all neurons, 1 means ``n`` per-neuron values. The kernels
+    read the values through the addresses, so in-place edits are always seen. A parameter
+    broadcastable to ``shape`` but laid out differently (e.g. ``(C, 1, 1)``) is expanded into a
+    copy made now, kept alive by the second element ``(table, copies)``.
     """
-    ids = list(map(id, tensors))
-    ptrs = [t.data_ptr() for t in tensors]
-    entry = cache.get(slot)
-    if entry is not None and entry[0] == ids and entry[1] == ptrs:
-        return entry[2]
+    n = 1
+    for size in shape:
+        n *= size
     values: List[int] = []
     copies: List[torch.Tensor] = []
     for t, dtype in zip(tensors, dtypes):
@@ -272,48 +290,68 @@ def _table(
             copies.append(t)
             values += (t.data_ptr(), 1)
     table = torch.tensor(values, dtype=torch.int64)
-    # The entry holds the tensors themselves, so their ids cannot be reused while it exists.
-    key_ids = None if copies else ids
-    cache[slot] = (key_ids, ptrs, table.data_ptr(), table, tuple(tensors), copies)
-    return table.data_ptr()
+    return table.data_ptr(), (table, copies)
 
 
-def _lif_steps(
+def lif_steps(
     x: torch.Tensor,
     v: torch.Tensor,
     refrac: torch.Tensor,
     trace: torch.Tensor,
-    out: torch.Tensor,
-    params: Sequence[torch.Tensor],
-    theta: Optional[torch.Tensor],
-    additive: bool,
-    shape: Sequence[int],
-    cache: Dict[str, tuple],
-) -> bool:
-    """Run ``T`` fused LIF steps in place; ``False`` (nothing done) if the parameters do not fit.
+    params: "LIFParameters",
+    trace_params: "TraceParameters",
+    theta: Optional[torch.Tensor] = None,
+) -> Optional[Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Run ``T`` fused LIF steps with their trace update; returns new ``(spikes, v, refrac, trace)``.
 
-    Internal, unchecked (raw addresses are passed to C): shapes must be consistent.
+    Called by the functional layer (:func:`pysnn.functional.lif.lif_trace_step`), never by
+    modules. The state passed in is read only; the new state is written into new tensors (one
+    update semantics on every path). Unchecked beyond dtypes (raw addresses are passed to C):
+    shapes must be consistent; check :func:`usable` first.
 
     Args:
         x: input ``(T, B, *shape)`` or, for one step, ``(B, *shape)`` (mV), contiguous.
-        v, refrac, trace: state ``(B, *shape)``, contiguous, updated in place.
-        out: spikes, shape of ``x``, written.
-        params: ``(decay, leak, v_reset, thresh, refrac_steps, trace_decay, trace_scale)``, each
-            broadcastable to ``shape`` (see :class:`pysnn.functional.lif.LIFParameters` and
-            :mod:`pysnn.functional.trace`).
+        v, refrac, trace: state ``(B, *shape)``, contiguous; ``refrac`` int64.
+        params: :class:`pysnn.functional.lif.LIFParameters` (discretised, broadcastable to
+            ``shape``).
+        trace_params: :class:`pysnn.functional.trace.TraceParameters`.
         theta: ``None``, a shared offset ``shape`` or a per-sample offset ``(B, *shape)`` (mV).
-        additive: trace mode ``"additive"`` (else ``"reset"``).
-        shape: neuron shape without batch.
-        cache: a dict owned by the caller, where the parameter table is kept between calls.
 
-    The caller checks :func:`usable` first.
+    Returns:
+        The spikes (shaped like ``x``) and the state after the last step, or ``None`` (nothing
+        done) if a parameter does not fit the kernel (dtype or device).
     """
-    n, f = v.numel() // v.shape[0], v.dtype
     if refrac.dtype != torch.int64 or not refrac.is_contiguous() or not refrac.is_cpu:
-        return False
-    table = _table(cache, "lif", params, (f, f, f, f, torch.int64, f, f), shape, n)
+        return None
+    f = v.dtype
+    key = (id(params), id(trace_params), f, v.shape[1:])
+    table = _TABLES.get(key)
     if table is None:
-        return False
+        table = _table(
+            (
+                params.decay,
+                params.leak,
+                params.v_reset,
+                params.thresh,
+                params.refrac_steps,
+                trace_params.decay,
+                trace_params.scale,
+            ),
+            (f, f, f, f, torch.int64, f, f),
+            v.shape[1:],
+        )
+        if table is None:
+            return None
+        _remember(key, table, (params, trace_params))
+    else:
+        table = table[0]
+    out, v_new, r_new, t_new = (
+        torch.empty_like(x),
+        torch.empty_like(v),
+        torch.empty_like(refrac),
+        torch.empty_like(trace),
+    )
+    n = v.numel() // v.shape[0]
     (_lif_f32 if f == torch.float32 else _lif_f64)(
         x.numel() // v.numel(),
         v.shape[0],
@@ -322,33 +360,47 @@ def _lif_steps(
         v.data_ptr(),
         refrac.data_ptr(),
         trace.data_ptr(),
+        v_new.data_ptr(),
+        r_new.data_ptr(),
+        t_new.data_ptr(),
         out.data_ptr(),
         None if theta is None else theta.data_ptr(),
         0 if theta is None or theta.dim() != v.dim() else n,  # shared theta: stride 0
-        table,
-        additive,
+        table[0],
+        trace_params.additive,
     )
-    return True
+    return out, v_new, r_new, t_new
 
 
-def _trace_step(
-    x: torch.Tensor,
-    trace: torch.Tensor,
-    trace_decay: torch.Tensor,
-    trace_scale: torch.Tensor,
-    additive: bool,
-    shape: Sequence[int],
-    cache: Dict[str, tuple],
-) -> bool:
-    """One fused trace update of ``trace`` ``(B, *shape)`` in place from ``x``; see :func:`_lif_steps`."""
-    n, f = trace.numel() // trace.shape[0], trace.dtype
-    table = _table(cache, "trace", (trace_decay, trace_scale), (f, f), shape, n)
+def trace_step(
+    x: torch.Tensor, trace: torch.Tensor, trace_params: "TraceParameters"
+) -> Optional[torch.Tensor]:
+    """One fused trace update from ``x`` ``(B, *shape)``: returns the new trace (a new tensor).
+
+    ``trace`` ``(B, *shape)`` is read only. Returns ``None`` (nothing done) if a parameter does
+    not fit the kernel. See :func:`lif_steps` for the conventions.
+    """
+    f = trace.dtype
+    key = (id(trace_params), f, trace.shape[1:])
+    table = _TABLES.get(key)
     if table is None:
-        return False
+        table = _table((trace_params.decay, trace_params.scale), (f, f), trace.shape[1:])
+        if table is None:
+            return None
+        _remember(key, table, (trace_params,))
+    else:
+        table = table[0]
+    new = torch.empty_like(trace)
     (_trace_f32 if f == torch.float32 else _trace_f64)(
-        trace.shape[0], n, x.data_ptr(), trace.data_ptr(), table, additive
+        trace.shape[0],
+        trace.numel() // trace.shape[0],
+        x.data_ptr(),
+        trace.data_ptr(),
+        new.data_ptr(),
+        table[0],
+        trace_params.additive,
     )
-    return True
+    return new
 
 
 #: :func:`linear_event` uses the cache-blocked kernel from this many rows on.

@@ -1,24 +1,55 @@
-r"""Neuron modules: stateful ``nn.Module`` wrappers around the pure steps in :mod:`pysnn.functional`.
+r"""Neuron modules: the :class:`Neuron` base class (the extension API) and the built-in models.
 
 Every neuron takes one input per time step, ``forward(x)`` with ``x`` of shape ``(B, *shape)``, and
 returns its spikes ``(B, *shape)`` as 0/1 values in ``x``'s dtype, so it can sit in an
 ``nn.Sequential`` next to any torch module. Times are in ms, voltages in mV.
 
-State (``v``, ``spikes``, ``trace``, ``refrac_count``, ``theta``, ...) lives in non-persistent buffers:
-created lazily for the first batch size seen, re-created when the batch size changes, moved by
-``.to()``/``.double()``, restored by :meth:`Neuron.reset_state`, and **not** part of ``state_dict()``
-(which holds the parameters only, so a ``state_dict`` always loads into a freshly built network).
+**Writing a neuron.** Subclass :class:`Neuron`, declare constants with
+:meth:`Neuron.register_constant` and state with :meth:`Neuron.register_state` in ``__init__``, and
+implement :meth:`Neuron.step`, reading and assigning ``self.<state>``::
 
-Speed: on the CPU, when no gradient is needed, LIF and IF neurons (and every trace) run their step
-as one fused C loop (:mod:`pysnn.native`) with results identical to the torch operations; the state
-buffers ``v``, ``refrac_count`` and ``trace`` are then updated in place (``clone()`` one to keep
-it), and the returned spikes are a new tensor every step. :meth:`Neuron.forward_multistep` runs
-``T`` steps in one call.
+    class MyLIF(Neuron):
+        def __init__(self, shape, dt=1.0, *, tau_v=20.0, thresh=1.0, **kwargs):
+            super().__init__(shape, dt, **kwargs)
+            self.register_constant("tau_v", tau_v, positive=True)
+            self.register_constant("thresh", thresh)
+            self.register_state("v", 0.0)
+
+        def step(self, x):
+            self.v = self.v * torch.exp(-self.dt / self.tau_v) + x
+            s = self.fire(self.v - self.thresh)       # Heaviside, surrogate gradient
+            self.v = self.v * (1 - s)
+            return s
+
+The base class's ``forward`` does the rest: input checks, state created lazily for the batch
+(re-created when the batch size changes), :meth:`~Neuron.reset_state`,
+:meth:`~Neuron.detach_state`, dtype/device moves, the spike trace (updated from the returned
+spikes, so learning rules see it), and :meth:`~Neuron.forward_multistep` for ``(T, B, *shape)``
+inputs. The built-in neurons below are written on this same API; their fast CPU kernels sit behind
+the functional layer (:mod:`pysnn.functional`).
+
+**Constants are live.** Every constant (threshold, time constants, ...) is read at each step:
+in-place edits (``lif.thresh.fill_(-60.)``) and assignment (``lif.thresh = -60.`` or a tensor)
+take effect at the next step on every path. Quantities derived from them (decay factors,
+refractory steps) are recomputed whenever a source changes (:meth:`Neuron.derived`). A constant
+given as an ``nn.Parameter`` stays that Parameter: it appears in ``parameters()``, optimisers
+learn it, and gradients flow into it through the surrogate.
+
+**State** (``v``, ``spikes``, ``trace``, ``refrac_count``, ``theta``, ...) lives in non-persistent
+buffers: created lazily for the first batch size seen, re-created when the batch size changes,
+moved by ``.to()``/``.double()``, restored by :meth:`Neuron.reset_state`, and **not** part of
+``state_dict()`` (which holds the constants, so a ``state_dict`` always loads into a freshly built
+network). State tensors are **replaced** every step on every path (CPU kernels, torch operations,
+autograd, GPU): ``v0 = lif.v; lif(x)`` leaves ``v0`` at its old value everywhere.
+
+**Gradients by default.** Spiking neurons use :data:`pysnn.surrogate.DEFAULT` (a fast-sigmoid
+surrogate, 1/mV) for the gradient of their spike function; the forward value is always the exact
+Heaviside step. ``surrogate=None`` gives the pure step (no gradient through spikes).
 
 Memory per neuron and batch sample: ``LIFNeuron``/``IFNeuron`` 20 bytes in float32 (``v``,
 ``spikes``, ``trace``: one float each; ``refrac_count``: int64), ``AdaptiveLIFNeuron`` 4 more for a
 per-sample ``theta`` (a shared ``theta`` is 4 bytes per neuron), ``Input`` 8, ``IzhikevichNeuron``
-16. Parameters add one value per neuron only where given per neuron.
+16. Constants add one value per neuron only where given per neuron.
 
 Traces, per step after the spikes (see :mod:`pysnn.functional.trace`):
 ``trace <- trace * exp(-dt/tau_trace)``, then ``trace += trace_scale`` on a spike (``"additive"``)
@@ -28,28 +59,40 @@ or ``trace = trace_scale`` (``"reset"``).
 from __future__ import annotations
 
 import math
-from typing import Dict, Optional, Sequence, Tuple, Union
+from operator import attrgetter, is_, methodcaller
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
 
-from pysnn import native
-from pysnn._checks import (
-    ParamLike,
-    as_param,
-    check_choice,
-    check_input,
-    check_positive_scalar,
-)
+from pysnn._checks import ParamLike, as_param, check_choice, check_input, check_positive_scalar
+from pysnn.functional.decay import exp_decay
 from pysnn.functional.izhikevich import IzhikevichParameters, izhikevich_step
-from pysnn.functional.lif import LIFParameters, adaptive_theta_step, lif_step
+from pysnn.functional.lif import (
+    LIFParameters,
+    adaptive_theta_step,
+    lif_parameters,
+    lif_trace_step,
+    lif_trace_steps,
+)
 from pysnn.functional.spike import SurrogateFn
-from pysnn.functional.trace import TRACE_MODES, trace_step
+from pysnn.functional.trace import TRACE_MODES, TraceParameters, trace_parameters, trace_step
 from pysnn.multistep import has_forward_hooks, step_through
+from pysnn.surrogate import DEFAULT as DEFAULT_SURROGATE
 
 ShapeLike = Union[int, Sequence[int]]
+#: What :meth:`Neuron.register_state` accepts as the initial value of a state.
+InitialLike = Union[int, float, torch.Tensor, str, Callable[["Neuron"], torch.Tensor]]
 
-__all__ = ["Neuron", "Input", "IFNeuron", "LIFNeuron", "AdaptiveLIFNeuron", "IzhikevichNeuron"]
+__all__ = [
+    "Neuron",
+    "Input",
+    "IFNeuron",
+    "LIFNeuron",
+    "AdaptiveLIFNeuron",
+    "IzhikevichNeuron",
+    "DEFAULT_SURROGATE",
+]
 
 
 def _as_shape(shape: ShapeLike) -> Tuple[int, ...]:
@@ -64,15 +107,27 @@ def _as_shape(shape: ShapeLike) -> Tuple[int, ...]:
     return shape
 
 
-def _after_load(module: nn.Module, incompatible_keys: object) -> None:
-    """``load_state_dict`` post-hook: refresh quantities derived from the loaded parameters."""
-    module.update_derived()
+def _check_surrogate(surrogate: Optional[SurrogateFn]) -> Optional[SurrogateFn]:
+    if surrogate is not None and not callable(surrogate):
+        raise TypeError(
+            "surrogate must be a callable such as pysnn.surrogate.FastSigmoid() or None, got "
+            f"{type(surrogate).__name__}"
+        )
+    return surrogate
+
+
+# What changes when a tensor is edited in place, or its storage swapped (``.data = ...``).
+_VERSION = attrgetter("_version")
+_DATA_PTR = methodcaller("data_ptr")
 
 
 class Neuron(nn.Module):
-    """Base class: shape, time step, trace, and lazily created state buffers.
+    """Base class of all neurons: the public extension API.
 
-    Subclasses list their state in ``_state_names`` and define ``_initial_state`` and ``_step``.
+    A subclass declares its constants (:meth:`register_constant`) and state
+    (:meth:`register_state`) in ``__init__`` and implements :meth:`step`. ``forward`` then supplies
+    input checks, lazy per-batch state, the spike trace, reset, detach, dtype/device moves and
+    multi-step runs.
 
     Args:
         shape: neuron shape without the batch dimension, e.g. ``100`` or ``(1, 28, 28)``.
@@ -80,138 +135,302 @@ class Neuron(nn.Module):
         tau_trace: trace time constant (ms), > 0, scalar or per-neuron tensor.
         trace_scale: trace increment (``"additive"``) or reset value (``"reset"``).
         trace_mode: ``"additive"`` or ``"reset"``.
+        surrogate: surrogate gradient of the spike function used by :meth:`fire` (default
+            :data:`pysnn.surrogate.DEFAULT`); ``None`` for the pure step without gradient.
+
+    Class attribute ``spiking`` (default ``True``): a non-spiking unit (a readout) sets it to
+    ``False``; it then has no ``spikes``/``trace`` state and ``forward`` returns what ``step``
+    returns.
     """
 
-    _state_names: Tuple[str, ...] = ("spikes", "trace")
+    spiking: bool = True
 
     def __init__(
         self,
         shape: ShapeLike,
         dt: float = 1.0,
+        *,
         tau_trace: ParamLike = 20.0,
         trace_scale: ParamLike = 1.0,
         trace_mode: str = "additive",
+        surrogate: Optional[SurrogateFn] = DEFAULT_SURROGATE,
     ) -> None:
         super().__init__()
+        self.__dict__["_constant_specs"] = {}  # name -> constraints of as_param
+        self.__dict__["_state_specs"] = {}  # name -> (initial, dtype)
+        self.__dict__["_derived_cache"] = {}  # key -> (stamp, value, inputs)
         self.shape = _as_shape(shape)
-        self.dt = check_positive_scalar("dt", dt)
-        self.trace_mode = check_choice("trace_mode", trace_mode, TRACE_MODES)
-        self._additive = trace_mode == "additive"
-        self._param("tau_trace", tau_trace, positive=True)
-        self._param("trace_scale", trace_scale)
-        Neuron.update_derived(self)
-        for name in self._state_names:
-            self.register_buffer(name, None, persistent=False)
-        self.register_load_state_dict_post_hook(_after_load)
-        self._native_cache: Dict[str, tuple] = {}  # parameter tables of pysnn.native
+        self.dt = dt
+        self.surrogate = _check_surrogate(surrogate)
+        if self.spiking:
+            self.trace_mode = check_choice("trace_mode", trace_mode, TRACE_MODES)
+            self.register_constant("tau_trace", tau_trace, positive=True)
+            self.register_constant("trace_scale", trace_scale)
+            self.register_state("spikes", 0.0)
+            self.register_state("trace", 0.0)
 
-    # ----------------------------------------------------------------- parameters
-    def _param(self, name: str, value: ParamLike, **constraints: bool) -> None:
-        self.register_buffer(name, as_param(name, value, self.shape, **constraints))
+    # ----------------------------------------------------------------- declarations
+    @property
+    def dt(self) -> float:
+        """Simulation time step (ms), > 0. Assignable; derived quantities follow."""
+        return self.__dict__["_dt"]
 
-    def _derived(self, name: str, value: torch.Tensor) -> None:
-        if name in self._buffers:
-            self._buffers[name] = value
-        else:
-            self.register_buffer(name, value, persistent=False)
+    @dt.setter
+    def dt(self, value: float) -> None:
+        self.__dict__["_dt"] = check_positive_scalar("dt", value)
 
-    def update_derived(self) -> None:
-        """Recompute quantities derived from parameters (decay factors, refractory steps).
+    def register_constant(
+        self,
+        name: str,
+        value: ParamLike,
+        *,
+        positive: bool = False,
+        non_negative: bool = False,
+        allow_inf: bool = False,
+    ) -> None:
+        """Declare a neuron constant (a threshold, a time constant, ...) read live at every step.
 
-        Called at construction and after ``load_state_dict``; call it after changing a time
-        constant buffer in place.
+        Args:
+            name: attribute name.
+            value: a number, a tensor broadcastable to ``shape`` (per-neuron values), or an
+                ``nn.Parameter`` (kept as that Parameter: learned by optimisers).
+            positive, non_negative, allow_inf: constraints checked now and on every assignment.
+
+        A number or tensor is stored as a buffer (saved in ``state_dict``). Assigning
+        ``self.<name> = value`` later validates and converts ``value`` to the buffer's dtype and
+        device; in-place edits are seen at the next step.
         """
-        self._derived("trace_decay", torch.exp(-self.dt / self.tau_trace))
+        if not isinstance(name, str) or not name.isidentifier():
+            raise ValueError(f"name must be a valid identifier, got {name!r}")
+        constraints = {"positive": positive, "non_negative": non_negative, "allow_inf": allow_inf}
+        tensor = as_param(name, value, self.shape, **constraints)
+        self._constant_specs[name] = constraints
+        if isinstance(tensor, nn.Parameter):
+            self.register_parameter(name, tensor)
+        else:
+            self.register_buffer(name, tensor)
 
-    def _apply(self, fn, recurse=True):
-        # .to()/.double()/.cuda(): recompute derived factors in the new dtype (a float32 decay
-        # converted to float64 would keep float32 precision).
-        module = super()._apply(fn, recurse)
-        self.update_derived()
-        return module
+    def register_state(self, name: str, initial: InitialLike = 0.0, *, dtype=None) -> None:
+        """Declare a state variable ``self.<name>``, ``(B, *shape)``, reset to ``initial``.
+
+        Args:
+            name: attribute name.
+            initial: the value at reset: a number, a per-neuron tensor broadcastable to
+                ``shape``, the name of a constant (e.g. ``"v_rest"``, read live at each reset), or
+                a function ``initial(neuron) -> tensor`` broadcastable to ``shape`` (use a
+                module-level function, so that the neuron can be pickled).
+            dtype: ``None`` for the input's floating-point dtype (follows ``.double()`` etc.), or
+                a fixed dtype such as ``torch.int64`` for a counter.
+
+        The state is a non-persistent buffer, ``None`` before the first step.
+        """
+        if not isinstance(name, str) or not name.isidentifier():
+            raise ValueError(f"name must be a valid identifier, got {name!r}")
+        if name in self._state_specs or hasattr(self, name):
+            raise ValueError(f"{type(self).__name__} already has an attribute {name!r}")
+        if isinstance(initial, bool) or not (
+            isinstance(initial, (int, float, torch.Tensor, str)) or callable(initial)
+        ):
+            raise TypeError(
+                f"initial of state {name!r} must be a number, a tensor, the name of a constant "
+                f"or a function of the neuron, got {type(initial).__name__}"
+            )
+        if isinstance(initial, torch.Tensor):
+            tensor = as_param(f"initial value of {name!r}", initial, self.shape, allow_inf=True)
+            self.register_buffer(f"{name}_initial", tensor.detach(), persistent=False)
+            initial = f"{name}_initial"
+        self._state_specs[name] = (initial, dtype)
+        self.register_buffer(name, None, persistent=False)
+
+    @property
+    def state_names(self) -> Tuple[str, ...]:
+        """Names of the state variables, in registration order."""
+        return tuple(self._state_specs)
+
+    @property
+    def constant_names(self) -> Tuple[str, ...]:
+        """Names of the constants declared with :meth:`register_constant`."""
+        return tuple(self._constant_specs)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        specs = self.__dict__.get("_constant_specs")
+        if specs is not None and name in specs and value is not None:
+            value = as_param(name, value, self.shape, **specs[name])
+            current = self._parameters.get(name)
+            if current is not None and not isinstance(value, nn.Parameter):
+                raise TypeError(
+                    f"{name} is an nn.Parameter of {type(self).__name__}: assign an nn.Parameter, "
+                    "or edit it in place under torch.no_grad()"
+                )
+            if not isinstance(value, nn.Parameter):
+                reference = self._buffers[name]
+                self._buffers[name] = value.to(reference.device, reference.dtype)
+                return
+        super().__setattr__(name, value)
+
+    # ----------------------------------------------------------------- derived quantities
+    def derived(self, key: str, compute: Callable[..., Any], *inputs: Any) -> Any:
+        """``compute(*inputs)``, cached until one of ``inputs`` changes.
+
+        A tensor input counts as changed when it is another tensor object, was edited in place
+        (its version counter moved) or had its storage swapped (``.data = ...``); other inputs
+        (e.g. ``dt``) when they are other objects. Inputs that are ``nn.Parameter``\ s are never
+        cached (their value can change through ``.data`` without a trace, and their gradient must
+        reach them): ``compute`` then runs at every call.
+
+        Example: ``decay = self.derived("decay", exp_decay, self.tau_v, self.dt)``.
+        """
+        entry = self._derived_cache.get(key)
+        if (
+            entry is not None
+            and all(map(is_, inputs, entry[0]))
+            and list(map(_VERSION, entry[1])) == entry[2]
+            and list(map(_DATA_PTR, entry[1])) == entry[3]
+        ):
+            return entry[4]
+        value = compute(*inputs)
+        if not any(isinstance(t, nn.Parameter) for t in inputs):
+            # the entry holds the inputs, so their ids cannot be reused while it exists
+            tensors = [t for t in inputs if isinstance(t, torch.Tensor)]
+            versions = list(map(_VERSION, tensors))
+            self._derived_cache[key] = (
+                inputs,
+                tensors,
+                versions,
+                list(map(_DATA_PTR, tensors)),
+                value,
+            )
+        return value
+
+    def trace_parameters(self) -> TraceParameters:
+        """The discretised :class:`~pysnn.functional.trace.TraceParameters` of this step."""
+        buffers = self._buffers
+        return self.derived(
+            "trace",
+            trace_parameters,
+            buffers.get("tau_trace", self._parameters.get("tau_trace")),
+            buffers.get("trace_scale", self._parameters.get("trace_scale")),
+            self.trace_mode,
+            self.dt,
+        )
 
     # ----------------------------------------------------------------- state
     @property
     def batch_size(self) -> Optional[int]:
         """Batch size of the current state, or ``None`` before the first step."""
-        state = self._buffers.get(self._state_names[0])
-        return None if state is None else state.shape[0]
+        for name in self._state_specs:
+            state = self._buffers.get(name)
+            if state is not None:
+                return state.shape[0]
+        return None
 
-    def _initial_state(self, batch: int, like: torch.Tensor) -> Dict[str, torch.Tensor]:
-        zeros = like.new_zeros((batch, *self.shape))
-        return {"spikes": zeros, "trace": zeros.clone()}
+    def _initial_value(self, initial: InitialLike) -> Union[float, torch.Tensor]:
+        if isinstance(initial, str):
+            return getattr(self, initial).detach()
+        if callable(initial):
+            return initial(self).detach()
+        return initial
 
-    def _make_state(self, x: torch.Tensor) -> None:
-        for name, value in self._initial_state(x.shape[0], self.trace_decay).items():
-            setattr(self, name, value)
+    def _make_state(self, batch: int, like: torch.Tensor) -> None:
+        shape = (batch, *self.shape)
+        for name, (initial, dtype) in self._state_specs.items():
+            dtype = like.dtype if dtype is None else dtype
+            value = self._initial_value(initial)
+            if isinstance(value, torch.Tensor):
+                value = value.to(device=like.device, dtype=dtype).expand(shape).clone()
+            else:
+                value = torch.full(shape, value, dtype=dtype, device=like.device)
+            self._buffers[name] = value
 
     def reset_state(self) -> None:
         """Restore the initial state (keeping the current batch size); no-op before the first step."""
-        state = self._buffers.get(self._state_names[0])
-        if state is not None:
-            self._make_state(state)
+        for name in self._state_specs:
+            state = self._buffers.get(name)
+            if state is not None and state.is_floating_point():
+                self._make_state(state.shape[0], state)
+                return
 
     def detach_state(self) -> None:
         """Cut the autograd graph at the current state (truncated backpropagation through time)."""
-        for name in self._state_names:
+        for name in self._state_specs:
             value = self._buffers.get(name)
             if value is not None:
                 self._buffers[name] = value.detach()
 
+    def _reference(self) -> torch.Tensor:
+        """A constant whose dtype and device inputs must match."""
+        for name in self._constant_specs:
+            value = self._buffers.get(name)
+            if value is None:
+                value = self._parameters[name]
+            return value
+        return torch.empty(0)
+
     def _prepare(self, x: torch.Tensor) -> None:
-        check_input("x", x, self.shape, self._buffers["trace_decay"], type(self).__name__)
-        state = self._buffers[self._state_names[0]]
-        if state is None or state.shape[0] != x.shape[0]:
-            self._make_state(x)
+        """Check the input of one step and create the state for its batch size if needed."""
+        check_input("x", x, self.shape, self._reference(), type(self).__name__)
+        if self._state_specs:
+            state = self._buffers[next(iter(self._state_specs))]
+            if state is None or state.shape[0] != x.shape[0] or state.device != x.device:
+                self._make_state(x.shape[0], x)
+
+    # ----------------------------------------------------------------- stepping
+    def step(self, x: torch.Tensor) -> torch.Tensor:
+        """One time step: input ``x`` ``(B, *shape)`` → spikes ``(B, *shape)``. To implement.
+
+        Read and assign the state as attributes (``self.v = ...``); use :meth:`fire` for the
+        spike function. The state exists when this is called. The trace is updated afterwards
+        from the returned spikes, unless ``step`` assigned ``self.trace`` itself.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must implement step(self, x)")
+
+    def fire(self, x: torch.Tensor) -> torch.Tensor:
+        """Spikes ``H(x)`` (1 where ``x >= 0``) in ``x``'s dtype, with this neuron's surrogate
+        gradient; ``x`` is the distance above threshold (mV), e.g. ``v - thresh``."""
+        surrogate = self.surrogate
+        if surrogate is None or not (torch.is_grad_enabled() and x.requires_grad):
+            return (x >= 0).to(x.dtype)
+        return surrogate(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """One step: input ``x`` ``(B, *shape)`` → spikes ``(B, *shape)`` (0/1, ``x``'s dtype)."""
+        self._prepare(x)
+        if not self.spiking:
+            return self.step(x)
+        buffers = self._buffers
+        trace = buffers["trace"]
+        s = self.step(x)
+        buffers["spikes"] = s
+        if buffers["trace"] is trace:  # not updated by step itself
+            buffers["trace"] = trace_step(trace, s, self.trace_parameters())
+        return s
 
     def forward_multistep(self, x: torch.Tensor) -> torch.Tensor:
         """Run ``T`` steps: ``x`` ``(T, B, *shape)`` → spikes ``(T, B, *shape)``.
 
-        The same as ``torch.stack([self(x[t]) for t in range(T)])``, state included. LIF and IF
-        neurons run all ``T`` steps in one fused call where :mod:`pysnn.native` applies and no
-        forward hook is registered; otherwise (and always when a hook, such as a
-        :class:`~pysnn.monitor.Monitor`'s, must see every step) this calls the module once per
-        step (:func:`pysnn.multistep.step_through`).
+        The same as ``torch.stack([self(x[t]) for t in range(T)])``, state included. Built-in LIF
+        and IF neurons run all ``T`` steps in one fused call where :mod:`pysnn.native` applies and
+        no forward hook is registered (a hook, such as a :class:`~pysnn.monitor.Monitor`'s, must
+        see every step); otherwise the module is called once per step.
         """
+        self._check_multistep(x)
+        return step_through(self, x)
+
+    def _check_multistep(self, x: torch.Tensor) -> None:
         if not isinstance(x, torch.Tensor) or x.dim() != len(self.shape) + 2:
             raise ValueError(
                 f"x must have shape (T, B, {', '.join(map(str, self.shape))}) for "
                 f"{type(self).__name__}.forward_multistep, got "
                 f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}"
             )
-        if not has_forward_hooks(self):  # hooks (e.g. a Monitor) must see every step
-            fused = self._forward_block(x)
-            if fused is not None:
-                return fused
-        return step_through(self, x)
-
-    def _forward_block(self, x: torch.Tensor) -> Optional[torch.Tensor]:
-        """All ``T`` steps in one fused call, or ``None`` where that does not apply."""
-        return None
-
-    def _update_trace(self, spikes: torch.Tensor) -> None:
-        state = self._buffers
-        trace = state["trace"]
-        if (
-            not trace.requires_grad
-            and native.usable(spikes, trace)
-            and native._trace_step(
-                spikes,
-                trace,
-                state["trace_decay"],
-                state["trace_scale"],
-                self._additive,
-                self.shape,
-                self._native_cache,
-            )
-        ):
-            return
-        state["trace"] = trace_step(
-            state["trace"], spikes, state["trace_decay"], state["trace_scale"], self._additive
-        )
 
     def extra_repr(self) -> str:
-        return f"shape={self.shape}, dt={self.dt}, trace_mode={self.trace_mode!r}"
+        text = f"shape={self.shape}, dt={self.dt}"
+        if self.spiking:
+            text += f", trace_mode={self.trace_mode!r}"
+            if self.surrogate is not None:
+                text += f", surrogate={self.surrogate!r}"
+        return text
 
 
 class Input(Neuron):
@@ -219,16 +438,55 @@ class Input(Neuron):
 
     ``forward(x)``: ``x`` of shape ``(B, *shape)``, 0/1 spikes as a float tensor (the module's
     dtype) or a bool/integer tensor (converted). Returns the spikes as floats ``(B, *shape)``.
+
+    Args:
+        shape, dt, tau_trace, trace_scale, trace_mode: see :class:`Neuron`.
     """
+
+    def __init__(
+        self,
+        shape: ShapeLike,
+        dt: float = 1.0,
+        *,
+        tau_trace: ParamLike = 20.0,
+        trace_scale: ParamLike = 1.0,
+        trace_mode: str = "additive",
+    ) -> None:
+        super().__init__(
+            shape,
+            dt,
+            tau_trace=tau_trace,
+            trace_scale=trace_scale,
+            trace_mode=trace_mode,
+            surrogate=None,
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """One step: spikes ``x`` ``(B, *shape)`` in, the same spikes (float) out; updates ``trace``."""
         if isinstance(x, torch.Tensor) and not x.is_floating_point():
-            x = x.to(self.trace_decay.dtype)
-        self._prepare(x)
-        self._buffers["spikes"] = x
-        self._update_trace(x)
+            x = x.to(self._buffers["tau_trace"].dtype)
+        return super().forward(x)
+
+    def step(self, x: torch.Tensor) -> torch.Tensor:
+        """The input spikes themselves."""
         return x
+
+
+def _lif_and_trace_parameters(
+    tau_v: torch.Tensor,
+    v_rest: torch.Tensor,
+    v_reset: torch.Tensor,
+    thresh: torch.Tensor,
+    refrac: torch.Tensor,
+    tau_trace: torch.Tensor,
+    trace_scale: torch.Tensor,
+    trace_mode: str,
+    dt: float,
+) -> Tuple[LIFParameters, TraceParameters]:
+    return (
+        lif_parameters(tau_v, v_rest, v_reset, thresh, refrac, dt),
+        trace_parameters(tau_trace, trace_scale, trace_mode, dt),
+    )
 
 
 class LIFNeuron(Neuron):
@@ -252,23 +510,24 @@ class LIFNeuron(Neuron):
         tau_v: membrane time constant (ms), > 0.
         refrac: refractory period (ms), >= 0, rounded to whole steps.
         tau_trace, trace_scale, trace_mode: see :class:`Neuron`.
-        surrogate: optional surrogate gradient for the spike function (:mod:`pysnn.surrogate`).
+        surrogate: surrogate gradient of the spike function (default
+            :data:`pysnn.surrogate.DEFAULT`; ``None``: no gradient through spikes).
         detach_reset: if ``True`` no gradient flows from the spike into the reset; by default it
             does (the reset is differentiated as ``(1 - s) v + s v_reset``).
 
-    Every parameter may be a scalar or a tensor broadcastable to ``shape`` (per-neuron values).
+    Every constant may be a number, a tensor broadcastable to ``shape`` (per-neuron values) or an
+    ``nn.Parameter`` (learned; e.g. ``tau_v=nn.Parameter(torch.full((n,), 20.0))``). Constants are
+    read live (see the module docstring).
 
     State: ``v`` (mV), ``spikes``, ``trace``, ``refrac_count`` (remaining refractory steps, int64), each
     ``(B, *shape)``. The input ``x`` is an instantaneous voltage increment (mV).
     """
 
-    _state_names = ("v", "spikes", "trace", "refrac_count")
-    _leaky = True
-
     def __init__(
         self,
         shape: ShapeLike,
         dt: float = 1.0,
+        *,
         thresh: ParamLike = -52.0,
         v_rest: ParamLike = -65.0,
         v_reset: ParamLike = -65.0,
@@ -277,138 +536,107 @@ class LIFNeuron(Neuron):
         tau_trace: ParamLike = 20.0,
         trace_scale: ParamLike = 1.0,
         trace_mode: str = "additive",
-        surrogate: Optional[SurrogateFn] = None,
+        surrogate: Optional[SurrogateFn] = DEFAULT_SURROGATE,
         detach_reset: bool = False,
     ) -> None:
-        super().__init__(shape, dt, tau_trace, trace_scale, trace_mode)
+        super().__init__(
+            shape,
+            dt,
+            tau_trace=tau_trace,
+            trace_scale=trace_scale,
+            trace_mode=trace_mode,
+            surrogate=surrogate,
+        )
         if not isinstance(detach_reset, bool):
             raise TypeError(f"detach_reset must be a bool, got {detach_reset!r}")
         self.detach_reset = detach_reset
-        self._param("thresh", thresh)
-        self._param("v_rest", v_rest)
-        self._param("v_reset", v_reset)
-        if self._leaky:
-            self._param("tau_v", tau_v, positive=True, allow_inf=True)
-        self._param("refrac", refrac, non_negative=True)
-        self.surrogate = surrogate
-        self.update_derived()
+        self.register_constant("thresh", thresh)
+        self.register_constant("v_rest", v_rest)
+        self.register_constant("v_reset", v_reset)
+        self.register_constant("tau_v", tau_v, positive=True, allow_inf=True)
+        self.register_constant("refrac", refrac, non_negative=True)
+        self.register_state("v", "v_rest")
+        self.register_state("refrac_count", 0, dtype=torch.int64)
 
-    def update_derived(self) -> None:
-        super().update_derived()
-        decay = torch.exp(-self.dt / self.tau_v) if self._leaky else torch.ones_like(self.thresh)
-        self._derived("decay", decay)
-        self._derived("leak", self.v_rest * (1 - decay))
-        self._derived("refrac_steps", torch.round(self.refrac / self.dt).to(torch.int64))
-        self.params = LIFParameters(
-            self.decay, self.leak, self.v_rest, self.v_reset, self.thresh, self.refrac_steps
-        )
-        """The :class:`~pysnn.functional.lif.LIFParameters` used by ``forward``."""
+    def _constant(self, name: str) -> torch.Tensor:
+        value = self._buffers.get(name)
+        return self._parameters[name] if value is None else value
 
-    def _initial_state(self, batch: int, like: torch.Tensor) -> Dict[str, torch.Tensor]:
-        state = super()._initial_state(batch, like)
-        state["v"] = self.v_rest.expand(batch, *self.shape).clone()
-        state["refrac_count"] = torch.zeros(
-            (batch, *self.shape), dtype=torch.int64, device=like.device
-        )
-        return state
+    _STEP_CONSTANTS = ("tau_v", "v_rest", "v_reset", "thresh", "refrac", "tau_trace", "trace_scale")
 
-    def _theta(self) -> Optional[torch.Tensor]:
+    def step_parameters(self) -> Tuple[LIFParameters, TraceParameters]:
+        """The discretised LIF and trace parameters of the next step (see
+        :func:`~pysnn.functional.lif.lif_parameters`), recomputed when a constant changes."""
+        if self._parameters:  # some constants may be nn.Parameters
+            constants = tuple(map(self._constant, self._STEP_CONSTANTS))
+        else:
+            constants = tuple(map(self._buffers.__getitem__, self._STEP_CONSTANTS))
+        return self.derived("lif", _lif_and_trace_parameters, *constants, self.trace_mode, self.dt)
+
+    @property
+    def params(self) -> LIFParameters:
+        """The discretised :class:`~pysnn.functional.lif.LIFParameters` of the next step."""
+        return self.step_parameters()[0]
+
+    def threshold_offset(self) -> Optional[torch.Tensor]:
+        """Offset (mV) added to ``thresh`` in this step; ``None`` here (see
+        :class:`AdaptiveLIFNeuron`)."""
         return None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def step(self, x: torch.Tensor) -> torch.Tensor:
         """One step: input ``x`` ``(B, *shape)`` (mV increment) → spikes ``(B, *shape)`` (0/1)."""
-        self._prepare(x)
         state = self._buffers
-        s = self._fused(x)  # the fused kernel also updates the trace
-        if s is None:
-            s, state["v"], state["refrac_count"] = lif_step(
-                state["v"],
-                x,
-                state["refrac_count"],
-                self.params,
-                self._theta(),
-                self.surrogate,
-                self.detach_reset,
-            )
-            self._update_trace(s)
-        state["spikes"] = s
-        self._after_spike(s)
-        return s
-
-    #: whether :meth:`forward_multistep` may run all steps in one fused call (not with adaptation,
-    #: whose update must follow every step)
-    _fused_block = True
-
-    def _forward_block(self, x: torch.Tensor) -> Optional[torch.Tensor]:
-        if not self._fused_block:
-            return None
-        n_steps = x.shape[0]
-        check_input(
-            "x",
-            x.reshape(n_steps * x.shape[1], *x.shape[2:]),
-            self.shape,
-            self._buffers["trace_decay"],
-            type(self).__name__,
-        )
-        self._prepare(x[0])
-        s = self._fused(x)
-        if s is not None:
-            self._buffers["spikes"] = s[-1]
-        return s
-
-    def _fused(self, x: torch.Tensor) -> Optional[torch.Tensor]:
-        """Steps in one fused kernel (in-place state), or ``None`` where it does not apply."""
-        state = self._buffers
-        theta = self._theta()
-        v, trace = state["v"], state["trace"]
-        x = x.contiguous()
-        if v.requires_grad or trace.requires_grad or not native.usable(x, v, trace, theta):
-            return None
-        out = torch.empty_like(x)
-        p = self.params
-        done = native._lif_steps(
+        params, trace_params = self.step_parameters()
+        s, state["v"], state["refrac_count"], state["trace"] = lif_trace_step(
             x,
-            v,
+            state["v"],
             state["refrac_count"],
-            trace,
-            out,
-            (
-                p.decay,
-                p.leak,
-                p.v_reset,
-                p.thresh,
-                p.refrac_steps,
-                state["trace_decay"],
-                state["trace_scale"],
-            ),
-            theta,
-            self._additive,
-            self.shape,
-            self._native_cache,
+            state["trace"],
+            params,
+            trace_params,
+            self.threshold_offset(),
+            self.surrogate,
+            self.detach_reset,
         )
-        return out if done else None
+        return s
 
-    def _after_spike(self, spikes: torch.Tensor) -> None:
-        """Hook for adaptation after the spikes of a step; none here."""
+    def forward_multistep(self, x: torch.Tensor) -> torch.Tensor:
+        """Run ``T`` steps, ``(T, B, *shape)`` → ``(T, B, *shape)``, in one fused call where it
+        applies (see :meth:`Neuron.forward_multistep`)."""
+        self._check_multistep(x)
+        if type(self).threshold_offset is LIFNeuron.threshold_offset and not has_forward_hooks(
+            self
+        ):
+            n_steps = x.shape[0]
+            flat = x.reshape(n_steps * x.shape[1], *x.shape[2:])
+            check_input("x", flat, self.shape, self._reference(), type(self).__name__)
+            self._prepare(x[0])
+            state = self._buffers
+            result = lif_trace_steps(
+                x, state["v"], state["refrac_count"], state["trace"], *self.step_parameters()
+            )
+            if result is not None:
+                s, state["v"], state["refrac_count"], state["trace"] = result
+                state["spikes"] = s[-1]
+                return s
+        return step_through(self, x)
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + (
-            ", surrogate=" + repr(self.surrogate) if self.surrogate else ""
-        )
+        return super().extra_repr() + (", detach_reset=True" if self.detach_reset else "")
 
 
 class IFNeuron(LIFNeuron):
-    """Integrate-and-fire neuron: :class:`LIFNeuron` without leak (``tau_v`` is not used).
+    """Integrate-and-fire neuron: :class:`LIFNeuron` without leak (decay factor exactly 1).
 
-    Same arguments as :class:`LIFNeuron` except ``tau_v`` (there is no leak).
+    Same arguments as :class:`LIFNeuron` except ``tau_v``: the membrane time constant is fixed to
+    infinity (``tau_v`` is a non-persistent buffer, not part of ``state_dict``).
     """
-
-    _leaky = False
 
     def __init__(
         self,
         shape: ShapeLike,
         dt: float = 1.0,
+        *,
         thresh: ParamLike = -52.0,
         v_rest: ParamLike = -65.0,
         v_reset: ParamLike = -65.0,
@@ -416,23 +644,25 @@ class IFNeuron(LIFNeuron):
         tau_trace: ParamLike = 20.0,
         trace_scale: ParamLike = 1.0,
         trace_mode: str = "additive",
-        surrogate: Optional[SurrogateFn] = None,
+        surrogate: Optional[SurrogateFn] = DEFAULT_SURROGATE,
         detach_reset: bool = False,
     ) -> None:
         super().__init__(
             shape,
             dt,
-            thresh,
-            v_rest,
-            v_reset,
-            math.inf,
-            refrac,
-            tau_trace,
-            trace_scale,
-            trace_mode,
-            surrogate,
-            detach_reset,
+            thresh=thresh,
+            v_rest=v_rest,
+            v_reset=v_reset,
+            tau_v=math.inf,
+            refrac=refrac,
+            tau_trace=tau_trace,
+            trace_scale=trace_scale,
+            trace_mode=trace_mode,
+            surrogate=surrogate,
+            detach_reset=detach_reset,
         )
+        del self._constant_specs["tau_v"]  # fixed: not a constant of the model
+        self._non_persistent_buffers_set.add("tau_v")
 
 
 class AdaptiveLIFNeuron(LIFNeuron):
@@ -457,6 +687,7 @@ class AdaptiveLIFNeuron(LIFNeuron):
         self,
         shape: ShapeLike,
         dt: float = 1.0,
+        *,
         thresh: ParamLike = -52.0,
         v_rest: ParamLike = -65.0,
         v_reset: ParamLike = -65.0,
@@ -468,68 +699,62 @@ class AdaptiveLIFNeuron(LIFNeuron):
         theta_plus: ParamLike = 0.05,
         tau_theta: ParamLike = 1e7,
         theta_shared: bool = False,
-        surrogate: Optional[SurrogateFn] = None,
+        surrogate: Optional[SurrogateFn] = DEFAULT_SURROGATE,
         detach_reset: bool = False,
     ) -> None:
         super().__init__(
             shape,
             dt,
-            thresh,
-            v_rest,
-            v_reset,
-            tau_v,
-            refrac,
-            tau_trace,
-            trace_scale,
-            trace_mode,
-            surrogate,
-            detach_reset,
+            thresh=thresh,
+            v_rest=v_rest,
+            v_reset=v_reset,
+            tau_v=tau_v,
+            refrac=refrac,
+            tau_trace=tau_trace,
+            trace_scale=trace_scale,
+            trace_mode=trace_mode,
+            surrogate=surrogate,
+            detach_reset=detach_reset,
         )
         self.theta_shared = bool(theta_shared)
-        self._param("theta_plus", theta_plus, non_negative=True)
-        self._param("tau_theta", tau_theta, positive=True, allow_inf=True)
+        self.register_constant("theta_plus", theta_plus, non_negative=True)
+        self.register_constant("tau_theta", tau_theta, positive=True, allow_inf=True)
         if self.theta_shared:
             self.register_buffer("theta", self.thresh.new_zeros(self.shape))
         else:
-            self._state_names = self._state_names + ("theta",)
-            self.register_buffer("theta", None, persistent=False)
-        self.update_derived()
-
-    def update_derived(self) -> None:
-        super().update_derived()
-        if "tau_theta" in self._buffers:
-            self._derived("theta_decay", torch.exp(-self.dt / self.tau_theta))
-
-    def _initial_state(self, batch: int, like: torch.Tensor) -> Dict[str, torch.Tensor]:
-        state = super()._initial_state(batch, like)
-        if not self.theta_shared:
-            state["theta"] = like.new_zeros((batch, *self.shape))
-        return state
+            self.register_state("theta", 0.0)
 
     def reset_theta(self) -> None:
         """Set the threshold offset ``theta`` back to 0 (its resting value)."""
         if self.theta is not None:
             self.theta = torch.zeros_like(self.theta)
 
-    _fused_block = False
-
-    def _theta(self) -> Optional[torch.Tensor]:
+    def threshold_offset(self) -> Optional[torch.Tensor]:
+        """The adaptive offset ``theta`` (mV)."""
         return self._buffers["theta"]
 
-    def _after_spike(self, spikes: torch.Tensor) -> None:
+    def step(self, x: torch.Tensor) -> torch.Tensor:
+        """One LIF step with threshold ``thresh + theta``, then the update of ``theta``."""
+        s = super().step(x)
         state = self._buffers
+        theta_decay = self.derived("theta_decay", exp_decay, self._constant("tau_theta"), self.dt)
+        theta_plus = self._constant("theta_plus")
         if not self.theta_shared:
-            state["theta"] = adaptive_theta_step(
-                state["theta"], spikes, state["theta_decay"], state["theta_plus"]
-            )
+            state["theta"] = adaptive_theta_step(state["theta"], s, theta_decay, theta_plus)
         elif self.training:
             with torch.no_grad():
                 state["theta"] = adaptive_theta_step(
-                    state["theta"], spikes.sum(0), state["theta_decay"], state["theta_plus"]
+                    state["theta"], s.sum(0), theta_decay, theta_plus
                 )
+        return s
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", theta_shared={self.theta_shared}"
+
+
+def _izhikevich_u0(neuron: "IzhikevichNeuron") -> torch.Tensor:
+    """Initial recovery variable ``u = b * v_init``."""
+    return neuron.b * neuron.v_init
 
 
 class IzhikevichNeuron(Neuron):
@@ -542,58 +767,54 @@ class IzhikevichNeuron(Neuron):
 
     Args:
         shape: neuron shape without batch.
+        dt: time step (ms).
         a, b, c, d: model parameters (defaults: regular spiking 0.02, 0.2, -65 mV, 8; fast
             spiking is 0.1, 0.2, -65, 2). Scalars or per-neuron tensors.
-        dt: time step (ms).
         v_peak: spike cutoff (mV).
         v_init: initial membrane potential (mV); ``u`` starts at ``b * v_init``.
-        tau_trace, trace_scale, trace_mode: see :class:`Neuron`.
-        surrogate: optional surrogate gradient.
+        tau_trace, trace_scale, trace_mode, surrogate: see :class:`Neuron`.
 
     ``forward(x)``: ``x`` is the input current ``I`` (model units, held over the step) of shape
     ``(B, *shape)``. State: ``v`` (mV), ``u``, ``spikes``, ``trace``.
     """
 
-    _state_names = ("v", "u", "spikes", "trace")
-
     def __init__(
         self,
         shape: ShapeLike,
+        dt: float = 1.0,
+        *,
         a: ParamLike = 0.02,
         b: ParamLike = 0.2,
         c: ParamLike = -65.0,
         d: ParamLike = 8.0,
-        dt: float = 1.0,
         v_peak: ParamLike = 30.0,
         v_init: ParamLike = -65.0,
         tau_trace: ParamLike = 20.0,
         trace_scale: ParamLike = 1.0,
         trace_mode: str = "additive",
-        surrogate: Optional[SurrogateFn] = None,
+        surrogate: Optional[SurrogateFn] = DEFAULT_SURROGATE,
     ) -> None:
-        super().__init__(shape, dt, tau_trace, trace_scale, trace_mode)
+        super().__init__(
+            shape,
+            dt,
+            tau_trace=tau_trace,
+            trace_scale=trace_scale,
+            trace_mode=trace_mode,
+            surrogate=surrogate,
+        )
         for name, value in (("a", a), ("b", b), ("c", c), ("d", d)):
-            self._param(name, value)
-        self._param("v_peak", v_peak)
-        self._param("v_init", v_init)
-        self.surrogate = surrogate
-        self.update_derived()
+            self.register_constant(name, value)
+        self.register_constant("v_peak", v_peak)
+        self.register_constant("v_init", v_init)
+        self.register_state("v", "v_init")
+        self.register_state("u", _izhikevich_u0)
 
     @property
     def params(self) -> IzhikevichParameters:
-        """The :class:`~pysnn.functional.izhikevich.IzhikevichParameters` of this neuron."""
+        """The :class:`~pysnn.functional.izhikevich.IzhikevichParameters` of the next step."""
         return IzhikevichParameters(self.a, self.b, self.c, self.d, self.v_peak, self.dt)
 
-    def _initial_state(self, batch: int, like: torch.Tensor) -> Dict[str, torch.Tensor]:
-        state = super()._initial_state(batch, like)
-        state["v"] = self.v_init.expand(batch, *self.shape).clone()
-        state["u"] = (self.b * self.v_init).expand(batch, *self.shape).clone()
-        return state
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def step(self, x: torch.Tensor) -> torch.Tensor:
         """One step: input current ``x`` ``(B, *shape)`` → spikes ``(B, *shape)`` (0/1)."""
-        self._prepare(x)
         s, self.v, self.u = izhikevich_step(self.v, self.u, x, self.params, self.surrogate)
-        self.spikes = s
-        self._update_trace(s)
         return s

@@ -17,12 +17,11 @@ Example (BPTT over ``T`` steps)::
 
 from __future__ import annotations
 
-from typing import Dict, Tuple
-
 import torch
 import torch.nn.functional as F
 
 from pysnn._checks import ParamLike, check_choice
+from pysnn.functional.decay import exp_decay
 from pysnn.neuron import Neuron, ShapeLike
 
 __all__ = [
@@ -61,40 +60,31 @@ class LIReadout(Neuron):
     ``spikes`` is always ``None``.
     """
 
-    _state_names: Tuple[str, ...] = ("v",)
+    spiking = False
 
     def __init__(
         self,
         shape: ShapeLike,
         dt: float = 1.0,
+        *,
         tau_v: ParamLike = 20.0,
         v_rest: ParamLike = 0.0,
     ) -> None:
-        super().__init__(shape, dt)
-        self._param("tau_v", tau_v, positive=True, allow_inf=True)
-        self._param("v_rest", v_rest)
-        self.update_derived()
-
-    def update_derived(self) -> None:
-        super().update_derived()
-        if "tau_v" in self._buffers:
-            self._derived("decay", torch.exp(-self.dt / self.tau_v))
+        super().__init__(shape, dt, surrogate=None)
+        self.register_constant("tau_v", tau_v, positive=True, allow_inf=True)
+        self.register_constant("v_rest", v_rest)
+        self.register_state("v", "v_rest")
 
     @property
     def spikes(self) -> None:
         """A readout never spikes."""
         return None
 
-    def _initial_state(self, batch: int, like: torch.Tensor) -> Dict[str, torch.Tensor]:
-        return {"v": self.v_rest.to(like).expand(batch, *self.shape).clone()}
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self._prepare(x)
-        self.v = self.v_rest + (self.v - self.v_rest) * self.decay + x
+    def step(self, x: torch.Tensor) -> torch.Tensor:
+        """One step: input ``x`` ``(B, *shape)`` (mV increment) → the new ``v`` ``(B, *shape)``."""
+        decay = self.derived("decay", exp_decay, self.tau_v, self.dt)
+        self.v = self.v_rest + (self.v - self.v_rest) * decay + x
         return self.v
-
-    def extra_repr(self) -> str:
-        return f"shape={self.shape}, dt={self.dt}"
 
 
 def _check_recording(name: str, x: torch.Tensor) -> None:

@@ -53,6 +53,7 @@ __all__ = [
     "StraightThrough",
     "get",
     "reset_membrane",
+    "DEFAULT",
 ]
 
 Number = Union[int, float]
@@ -321,6 +322,15 @@ _BY_NAME: Dict[str, Type[Surrogate]] = {
     "triangle": Triangle,
     "straight_through": StraightThrough,
 }
+
+
+#: The surrogate spiking neurons use unless given ``surrogate=``: a fast sigmoid with
+#: :math:`k = 1` /mV, whose derivative falls to 1/4 at 1 mV from threshold and to 1/196 at 13 mV
+#: (the gap between rest and threshold of :class:`~pysnn.neuron.LIFNeuron`'s biological defaults).
+#: For neurons in normalised units (threshold 1 above reset) a narrower ``FastSigmoid(10.0)`` is
+#: the usual choice. The forward value is always the exact step; ``surrogate=None`` gives a pure
+#: step without gradient.
+DEFAULT = FastSigmoid(scale=1.0)
 
 
 def get(name: str, *args: Number, **kwargs: Number) -> Surrogate:

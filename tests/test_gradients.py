@@ -157,7 +157,7 @@ def test_bptt_through_reset_hand_values(monkeypatch, detach_reset):
         refrac=0.0,
         surrogate=sur,
     ).to(D)
-    d = float(lif.decay)
+    d = float(lif.params.decay)
     x1 = torch.tensor([[1.2]], dtype=D, requires_grad=True)
     x2 = torch.tensor([[0.7]], dtype=D, requires_grad=True)
     s1 = lif(x1)
@@ -181,7 +181,7 @@ def test_bptt_subthreshold_hand_values():
     xs = torch.tensor([[[0.2, 0.5]], [[0.1, 0.0]], [[0.3, 0.2]]], dtype=D, requires_grad=True)
     outs = [lif(xs[t]) for t in range(3)]
     (g,) = torch.autograd.grad(outs[-1].sum(), xs)
-    d = float(lif.decay)
+    d = float(lif.params.decay)
     v3 = xs[0, 0].detach() * d * d + xs[1, 0].detach() * d + xs[2, 0].detach()
     torch.testing.assert_close(g[0, 0], sur.grad(v3 - 1.0) * d * d)
     torch.testing.assert_close(g[2, 0], sur.grad(v3 - 1.0))
@@ -390,7 +390,7 @@ def test_readout_dynamics_and_state_conventions():
     torch.testing.assert_close(out.v, torch.full((2, 3), -1.0, dtype=D))
     out(torch.zeros(5, 3, dtype=D))  # batch change re-creates the state
     assert out.batch_size == 5
-    assert set(out.state_dict()) == {"tau_trace", "trace_scale", "tau_v", "v_rest"}
+    assert set(out.state_dict()) == {"tau_v", "v_rest"}
     integ = LIReadout(2, tau_v=float("inf"))
     for _ in range(3):
         v = integ(torch.ones(1, 2))

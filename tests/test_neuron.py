@@ -134,7 +134,8 @@ def test_izhikevich_firing(name, abcd, rate_window):
     # fine-step (0.01 ms) integration fires 23 (RS) and 136 (FS) spikes; the half-step Euler scheme
     # converges to it as dt shrinks.
     dt, current = 0.1, 10.0
-    neuron = IzhikevichNeuron(1, *abcd, dt=dt).double()
+    a, b, c, d = abcd
+    neuron = IzhikevichNeuron(1, dt, a=a, b=b, c=c, d=d).double()
     spikes, _ = run(neuron, torch.full((int(1000 / dt), 1, 1), current, dtype=torch.float64))
     count = int(spikes.sum())
     reference = _izhikevich_reference(*abcd, current, 1000)
@@ -218,7 +219,7 @@ def test_state_dict_holds_parameters_not_state():
     fresh = LIFNeuron(3, thresh=torch.zeros(3), tau_v=10.0)
     fresh.load_state_dict(neuron.state_dict())
     assert torch.equal(fresh.thresh, neuron.thresh)
-    assert torch.equal(fresh.decay, neuron.decay)  # derived factors follow the loaded tau_v
+    assert torch.equal(fresh.params.decay, neuron.params.decay)  # derived: follow the loaded tau_v
 
 
 def test_no_grad_and_grad_modes():

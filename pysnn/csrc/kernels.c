@@ -59,15 +59,16 @@ static void run_jobs(void *(*work)(void *), char *jobs, size_t job_size, int64_t
  *   v <- s ? v_reset : v;  r <- s ? n_ref : max(r - 1, 0)
  *   trace <- additive ? trace * tdecay + tscale * s : (s ? tscale : trace * tdecay)  (MADD)
  *
- * x: (T, B, N) input (mV); v, trace: (B, N), updated in place; r: (B, N) int64, in place;
+ * x: (T, B, N) input (mV); v_in, r_in, t_in: (B, N) state before the first step, read only (r
+ * int64); v, r, trace: (B, N) state after the last step, written (may alias the inputs);
  * s_out: (T, B, N), spikes written as 0/1; theta: NULL, or a threshold offset (mV) whose sample b
  * starts at theta + b * theta_bstride (0: shared by the batch). table: (address, stride) of
  * decay, leak, v_reset, thresh, n_ref (int64), trace decay, trace scale.
  */
 #define PYSNN_LIF(NAME, T)                                                                        \
-    void NAME(int64_t n_steps, int64_t batch, int64_t n, const T *x, T *v, int64_t *r, T *trace, \
-              T *s_out, const T *theta, int64_t theta_bstride, const int64_t *table,            \
-              int additive)                                                                      \
+    void NAME(int64_t n_steps, int64_t batch, int64_t n, const T *x, const T *v_in,              \
+              const int64_t *r_in, const T *t_in, T *v, int64_t *r, T *trace, T *s_out,         \
+              const T *theta, int64_t theta_bstride, const int64_t *table, int additive)        \
     {                                                                                            \
         const T *decay = PARAM(T, table, 0), *leak = PARAM(T, table, 1);                         \
         const T *v_reset = PARAM(T, table, 2), *thresh = PARAM(T, table, 3);                     \
@@ -78,16 +79,20 @@ static void run_jobs(void *(*work)(void *), char *jobs, size_t job_size, int64_t
         const int64_t n_ref_s = STRIDE(table, 4), tdecay_s = STRIDE(table, 5);                   \
         const int64_t tscale_s = STRIDE(table, 6);                                               \
         for (int64_t t = 0; t < n_steps; ++t) {                                                  \
+            const T *vs = t == 0 ? v_in : v, *ts = t == 0 ? t_in : trace;                        \
+            const int64_t *rs = t == 0 ? r_in : r;                                               \
             for (int64_t b = 0; b < batch; ++b) {                                                \
                 const T *xb = x + (t * batch + b) * n;                                           \
                 T *sb = s_out + (t * batch + b) * n;                                             \
                 T *vb = v + b * n;                                                               \
                 T *tb = trace + b * n;                                                           \
                 int64_t *rb = r + b * n;                                                         \
+                const T *vsb = vs + b * n, *tsb = ts + b * n;                                    \
+                const int64_t *rsb = rs + b * n;                                                 \
                 const T *thb = theta ? theta + b * theta_bstride : 0;                            \
                 for (int64_t i = 0; i < n; ++i) {                                                \
-                    T vi = MADD(vb[i], decay[i * decay_s], leak[i * leak_s]);                        \
-                    int64_t ri = rb[i];                                                          \
+                    T vi = MADD(vsb[i], decay[i * decay_s], leak[i * leak_s]);                   \
+                    int64_t ri = rsb[i];                                                         \
                     vi = vi + (ri > 0 ? (T)0 : xb[i]);                                           \
                     T th = thb ? thresh[i * thresh_s] + thb[i] : thresh[i * thresh_s];           \
                     int fired = vi >= th;                                                        \
@@ -95,9 +100,9 @@ static void run_jobs(void *(*work)(void *), char *jobs, size_t job_size, int64_t
                     rb[i] = fired ? n_ref[i * n_ref_s] : (ri > 1 ? ri - 1 : 0);                  \
                     T si = fired ? (T)1 : (T)0;                                                  \
                     sb[i] = si;                                                                  \
-                    T d = tb[i] * tdecay[i * tdecay_s];                                          \
+                    T d = tsb[i] * tdecay[i * tdecay_s];                                         \
                     T a = tscale[i * tscale_s];                                                  \
-                    tb[i] = additive ? MADD(a, si, d) : (fired ? a : d);                             \
+                    tb[i] = additive ? MADD(a, si, d) : (fired ? a : d);                         \
                 }                                                                                \
             }                                                                                    \
         }                                                                                        \
@@ -108,21 +113,23 @@ PYSNN_LIF(pysnn_lif_f64, double)
 
 /*
  * Spike trace of given spikes (pysnn.functional.trace.trace_step), one step:
- *   trace <- additive ? trace * tdecay + tscale * x (MADD) : (x > 0 ? tscale : trace * tdecay)
- * x, trace: (B, N); trace updated in place. table: (address, stride) of trace decay and scale.
+ *   trace <- additive ? t_in * tdecay + tscale * x (MADD) : (x > 0 ? tscale : t_in * tdecay)
+ * x, t_in, trace: (B, N); t_in read, trace written (may alias t_in). table: (address, stride) of
+ * trace decay and scale.
  */
 #define PYSNN_TRACE(NAME, T)                                                                     \
-    void NAME(int64_t batch, int64_t n, const T *x, T *trace, const int64_t *table, int additive) \
+    void NAME(int64_t batch, int64_t n, const T *x, const T *t_in, T *trace,                     \
+              const int64_t *table, int additive)                                                \
     {                                                                                            \
         const T *tdecay = PARAM(T, table, 0), *tscale = PARAM(T, table, 1);                      \
         const int64_t tdecay_s = STRIDE(table, 0), tscale_s = STRIDE(table, 1);                  \
         for (int64_t b = 0; b < batch; ++b) {                                                    \
-            const T *xb = x + b * n;                                                             \
+            const T *xb = x + b * n, *sb = t_in + b * n;                                         \
             T *tb = trace + b * n;                                                               \
             for (int64_t i = 0; i < n; ++i) {                                                    \
-                T d = tb[i] * tdecay[i * tdecay_s];                                              \
+                T d = sb[i] * tdecay[i * tdecay_s];                                              \
                 T a = tscale[i * tscale_s];                                                      \
-                tb[i] = additive ? MADD(a, xb[i], d) : (xb[i] > 0 ? a : d);                          \
+                tb[i] = additive ? MADD(a, xb[i], d) : (xb[i] > 0 ? a : d);                      \
             }                                                                                    \
         }                                                                                        \
     }

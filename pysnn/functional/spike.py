@@ -24,9 +24,15 @@ def spike(
         thresh: threshold (mV), broadcastable to ``v``.
         surrogate: ``None`` for a plain step with no gradient, or a callable applied to
             ``v - thresh`` whose forward is the same step and whose backward is a surrogate
-            derivative.
+            derivative (called only when autograd records a gradient through ``v`` or
+            ``thresh``; otherwise the plain step gives the same values).
     """
-    if surrogate is None:
+    if surrogate is None or not (
+        torch.is_grad_enabled()
+        and (v.requires_grad or (isinstance(thresh, torch.Tensor) and thresh.requires_grad))
+    ):
+        # the surrogate's forward is this same step: skip its autograd Function when no
+        # gradient is recorded
         return (v >= thresh).to(v.dtype)  # same as v - thresh >= 0 for finite floats
     return surrogate(v - thresh)
 

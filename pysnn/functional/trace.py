@@ -17,28 +17,55 @@ mode.
 
 from __future__ import annotations
 
+from typing import NamedTuple, Union
+
 import torch
+
+from pysnn import native
+from pysnn.functional.decay import exp_decay
 
 TRACE_MODES = ("additive", "reset")
 
+__all__ = ["TRACE_MODES", "TraceParameters", "trace_parameters", "trace_step"]
 
-def trace_step(
-    trace: torch.Tensor,
-    spikes: torch.Tensor,
-    decay: torch.Tensor,
-    scale: torch.Tensor,
-    additive: bool,
-) -> torch.Tensor:
-    """One trace update; returns the new trace, shape of ``trace``.
+
+class TraceParameters(NamedTuple):
+    """Discretised parameters of :func:`trace_step`.
+
+    Attributes:
+        decay: ``exp(-dt / tau_trace)``, dimensionless, broadcastable to the neuron shape.
+        scale: ``trace_scale`` :math:`a`, broadcastable to the neuron shape.
+        additive: ``True`` for ``"additive"``, ``False`` for ``"reset"``.
+    """
+
+    decay: torch.Tensor
+    scale: torch.Tensor
+    additive: bool
+
+
+def trace_parameters(
+    tau_trace: torch.Tensor, trace_scale: torch.Tensor, mode: str, dt: Union[float, torch.Tensor]
+) -> TraceParameters:
+    """:class:`TraceParameters` for time constant ``tau_trace`` (ms) at time step ``dt`` (ms)."""
+    return TraceParameters(exp_decay(tau_trace, dt), trace_scale, mode == "additive")
+
+
+def trace_step(trace: torch.Tensor, spikes: torch.Tensor, p: TraceParameters) -> torch.Tensor:
+    """One trace update; returns the new trace (a new tensor), shape of ``trace`` ``(B, *shape)``.
 
     Args:
         trace: previous trace ``(B, *shape)``.
-        spikes: spikes of this step ``(B, *shape)``, 0/1.
-        decay: ``exp(-dt / tau_trace)``, broadcastable to ``shape``.
-        scale: ``trace_scale`` ``a``, broadcastable to ``shape``.
-        additive: ``True`` for ``"additive"``, ``False`` for ``"reset"``.
+        spikes: spikes of this step ``(B, *shape)``, 0/1 (or graded in additive mode).
+        p: :class:`TraceParameters`.
+
+    On the CPU without autograd this runs as one fused loop (:mod:`pysnn.native`), with
+    bit-identical results.
     """
-    decayed = trace * decay
-    if additive:
-        return torch.addcmul(decayed, scale, spikes)
-    return torch.where(spikes > 0, scale, decayed)
+    if native.usable(spikes, trace):
+        new = native.trace_step(spikes, trace, p)
+        if new is not None:
+            return new
+    decayed = trace * p.decay
+    if p.additive:
+        return torch.addcmul(decayed, p.scale, spikes)
+    return torch.where(spikes > 0, p.scale, decayed)
