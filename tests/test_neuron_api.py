@@ -1,0 +1,274 @@
+"""The public Neuron extension API and the PyTorch contract of neurons (issue #12).
+
+Live constants, nn.Parameter constants, default surrogate, one update semantics on every path,
+and user-defined neurons written on the public API only.
+"""
+
+import copy
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import pysnn.native as native
+from pysnn.neuron import IFNeuron, IzhikevichNeuron, LIFNeuron, Neuron
+from pysnn.surrogate import DEFAULT, FastSigmoid
+
+
+def run(neuron, x):
+    """Spikes ``(T, B, ...)`` of the step loop over ``x``."""
+    return torch.stack([neuron(step) for step in x])
+
+
+def drive(steps=40, batch=2, n=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(steps, batch, n, generator=g) * 6.0
+
+
+# ------------------------------------------------------------------------ live constants
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize(
+    "name,value",
+    [("thresh", -60.0), ("tau_v", 10.0), ("v_rest", -62.0), ("v_reset", -70.0), ("refrac", 1.0)],
+)
+def test_edited_constant_fires_like_a_fresh_neuron(fused, name, value):
+    """An in-place edit and an assignment both behave exactly like a neuron built with the value."""
+    x = drive()
+    with native.enabled(fused), torch.no_grad():
+        fresh = run(LIFNeuron(6, **{name: value}), x)
+        edited, assigned = LIFNeuron(6), LIFNeuron(6)
+        run(edited, x[:3])  # compute (and cache) the derived factors of the old value first
+        run(assigned, x[:3])
+        getattr(edited, name).fill_(value)
+        setattr(assigned, name, value)
+        edited.reset_state()  # the reset reads the live v_rest too
+        assigned.reset_state()
+        assert torch.equal(run(edited, x), fresh)
+        assert torch.equal(run(assigned, x), fresh)
+    assert fresh.sum() > 5
+
+
+def test_constants_differ_in_effect():
+    """The test above cannot pass by accident: each value changes the spike train."""
+    x = drive()
+    with torch.no_grad():
+        base = run(LIFNeuron(6), x)
+        for name, value in [("thresh", -60.0), ("tau_v", 10.0), ("refrac", 1.0)]:
+            assert not torch.equal(run(LIFNeuron(6, **{name: value}), x), base), name
+
+
+def test_assigned_tensor_is_validated_and_converted():
+    lif = LIFNeuron(3).double()
+    lif.thresh = torch.tensor([-60.0, -55.0, -50.0])  # float32 into a float64 neuron
+    assert lif.thresh.dtype == torch.float64 and "thresh" in lif.state_dict()
+    with pytest.raises(ValueError, match="tau_v must be > 0"):
+        lif.tau_v = -1.0
+    with pytest.raises(ValueError, match="thresh"):
+        lif.thresh = torch.zeros(4)
+    with pytest.raises(TypeError, match="thresh must be a number or a tensor"):
+        lif.thresh = "high"
+
+
+def test_dt_is_live_and_validated():
+    lif = LIFNeuron(1, refrac=2.0, tau_v=10.0)
+    lif(torch.zeros(1, 1))
+    lif.dt = 0.5
+    assert float(lif.params.decay) == pytest.approx(math.exp(-0.05))
+    assert int(lif.params.refrac_steps) == 4
+    with pytest.raises(ValueError, match="dt must be a finite number > 0"):
+        lif.dt = 0.0
+
+
+def test_storage_swap_through_data_is_seen():
+    """``.data = ...`` on a constant buffer moves its memory: derived values follow."""
+    lif = LIFNeuron(2, tau_v=10.0)
+    lif(torch.zeros(1, 2))
+    lif.tau_v.data = torch.tensor(20.0)
+    assert float(lif.params.decay) == pytest.approx(math.exp(-1 / 20))
+
+
+def test_load_state_dict_updates_derived_factors():
+    source, target = LIFNeuron(2, tau_v=7.0, refrac=3.0), LIFNeuron(2)
+    target(torch.zeros(1, 2))
+    target.load_state_dict(source.state_dict())
+    assert float(target.params.decay) == pytest.approx(math.exp(-1 / 7))
+    assert int(target.params.refrac_steps) == 3
+
+
+# ------------------------------------------------------------------------ nn.Parameter constants
+def test_parameter_constant_stays_that_parameter_and_learns():
+    tau = nn.Parameter(torch.full((4,), 20.0))
+    thresh = nn.Parameter(torch.tensor(1.0))
+    lif = LIFNeuron(4, tau_v=tau, thresh=thresh, v_rest=0.0, v_reset=0.0, refrac=0.0)
+    assert lif.tau_v is tau and lif.thresh is thresh
+    assert {id(p) for p in lif.parameters()} == {id(tau), id(thresh)}
+    x = torch.full((8, 2, 4), 0.3)
+    out = run(lif, x)
+    loss = out.sum() + lif.v.sum()
+    loss.backward()
+    assert tau.grad is not None and torch.isfinite(tau.grad).all() and (tau.grad != 0).all()
+    assert thresh.grad is not None and thresh.grad != 0
+    # an optimiser step changes the decay at once (a Parameter is never cached)
+    before = lif.params.decay.detach().clone()
+    torch.optim.SGD([tau], lr=100.0).step()
+    assert not torch.equal(lif.params.decay.detach(), before)
+    torch.testing.assert_close(lif.params.decay.detach(), torch.exp(-1.0 / tau.detach()))
+
+
+def test_learned_tau_gradient_matches_finite_differences():
+    """d(v after 3 subthreshold steps)/d(tau_v), against a central difference in float64."""
+    x = torch.tensor([[[1.0]], [[0.5]], [[0.25]]], dtype=torch.float64)
+
+    def final_v(tau_value):
+        tau = nn.Parameter(torch.tensor(tau_value, dtype=torch.float64))
+        lif = LIFNeuron(  # detached reset: no surrogate term in dv/dtau
+            1, tau_v=tau, thresh=100.0, v_rest=0.0, v_reset=0.0, detach_reset=True
+        ).double()
+        run(lif, x)
+        return lif.v.sum(), tau
+
+    v, tau = final_v(5.0)
+    v.backward()
+    eps = 1e-6
+    numeric = (final_v(5.0 + eps)[0] - final_v(5.0 - eps)[0]) / (2 * eps)
+    assert float(tau.grad) == pytest.approx(float(numeric), rel=1e-6)
+    assert float(tau.grad) > 0  # a longer time constant keeps more of the input
+
+
+def test_parameter_assignment_is_kept_and_plain_values_rejected_for_parameters():
+    lif = LIFNeuron(2)
+    lif.tau_v = nn.Parameter(torch.tensor(30.0))
+    assert isinstance(lif.tau_v, nn.Parameter) and "tau_v" in dict(lif.named_parameters())
+    with pytest.raises(TypeError, match="tau_v is an nn.Parameter"):
+        lif.tau_v = 10.0
+
+
+# ------------------------------------------------------------------------ gradients by default
+def test_default_neuron_passes_gradients():
+    lif = LIFNeuron(3, thresh=1.0, v_rest=0.0, v_reset=0.0)
+    assert lif.surrogate == DEFAULT
+    x = torch.full((1, 3), 0.99, requires_grad=True)
+    s = lif(x)
+    assert s.sum() == 0  # exact Heaviside forward
+    s.sum().backward()
+    # fast sigmoid, k = 1/mV, at v - thresh = -0.01 mV
+    expected = 1.0 / (1.0 * 0.01 + 1.0) ** 2
+    torch.testing.assert_close(x.grad, torch.full((1, 3), expected))
+
+
+def test_surrogate_none_gives_the_pure_step():
+    lif = LIFNeuron(3, surrogate=None)
+    x = torch.full((1, 3), 20.0, requires_grad=True)
+    assert not lif(x).requires_grad
+
+
+@pytest.mark.parametrize("make", [lambda: IFNeuron(2), lambda: IzhikevichNeuron(2)])
+def test_every_spiking_neuron_defaults_to_the_surrogate(make):
+    neuron = make()
+    assert neuron.surrogate == DEFAULT
+    x = torch.full((1, 2), 30.0, requires_grad=True)
+    out = run(neuron, x.expand(3, 1, 2))
+    out.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+# ------------------------------------------------------------------------ one update semantics
+@pytest.mark.parametrize("grad", [False, True])
+def test_same_code_same_result_on_fast_and_torch_paths(grad):
+    x = drive(steps=50, batch=3)
+    results = []
+    for fused in (True, False):
+        lif = LIFNeuron(6, tau_v=15.0, refrac=2.0)
+        with native.enabled(fused), torch.set_grad_enabled(grad):
+            lif(x[0])
+            v0, trace0 = lif.v, lif.trace
+            v0_value = v0.clone()
+            spikes = run(lif, x[1:])
+        assert torch.equal(v0, v0_value)  # the old state tensor was not modified
+        results.append((spikes, lif.v, lif.trace, lif.refrac_count, trace0))
+    for a, b in zip(*results):
+        assert torch.equal(a.detach(), b.detach())
+
+
+# ------------------------------------------------------------------------ API errors
+def test_register_state_and_constant_errors():
+    neuron = Neuron(3)
+    with pytest.raises(ValueError, match="already has an attribute 'trace'"):
+        neuron.register_state("trace")
+    with pytest.raises(TypeError, match="initial of state 'w'"):
+        neuron.register_state("w", initial=[1, 2, 3])
+    with pytest.raises(ValueError, match="name must be a valid identifier"):
+        neuron.register_constant("2x", 1.0)
+    with pytest.raises(NotImplementedError, match="must implement step"):
+        neuron(torch.zeros(1, 3))
+    with pytest.raises(TypeError, match="surrogate must be a callable"):
+        Neuron(3, surrogate=5)
+
+
+# ------------------------------------------------------------------------ user-defined neurons
+class McCullochPitts(Neuron):
+    """Fires when the weighted input reaches ``thresh``; no memory."""
+
+    def __init__(self, shape, dt=1.0, *, thresh=1.0, **kwargs):
+        super().__init__(shape, dt, **kwargs)
+        self.register_constant("thresh", thresh)
+
+    def step(self, x):
+        return self.fire(x - self.thresh)
+
+
+def _tau_decay(tau, dt):
+    return torch.exp(-dt / tau)
+
+
+class CurrentLIF(Neuron):
+    """LIF with an exponential synaptic current: ``tau_syn dI/dt = -I``, ``I += x`` per step."""
+
+    def __init__(self, shape, dt=1.0, *, tau_syn=5.0, tau_v=10.0, thresh=1.0, **kwargs):
+        super().__init__(shape, dt, **kwargs)
+        self.register_constant("tau_syn", tau_syn, positive=True)
+        self.register_constant("tau_v", tau_v, positive=True)
+        self.register_constant("thresh", thresh)
+        self.register_state("i_syn", 0.0)
+        self.register_state("v", 0.0)
+
+    def step(self, x):
+        self.i_syn = self.i_syn * self.derived("syn", _tau_decay, self.tau_syn, self.dt) + x
+        self.v = self.v * self.derived("mem", _tau_decay, self.tau_v, self.dt) + self.i_syn
+        s = self.fire(self.v - self.thresh)
+        self.v = self.v * (1 - s)
+        return s
+
+
+def test_user_neuron_single_multistep_batched_and_with_trace():
+    neuron = CurrentLIF(2, tau_syn=5.0, tau_v=10.0, thresh=1.0, tau_trace=4.0)
+    x = torch.zeros(6, 3, 2)
+    x[0] = 0.5  # one input at step 0, then only the synaptic current
+    out = neuron.forward_multistep(x)
+    a, b = math.exp(-1 / 5), math.exp(-1 / 10)
+    i_syn, v, expected = 0.0, 0.0, []
+    for t in range(6):
+        i_syn = i_syn * a + float(x[t, 0, 0])
+        v = v * b + i_syn
+        expected.append(float(v >= 1.0))
+        v = 0.0 if v >= 1.0 else v
+    assert out[:, 0, 0].tolist() == expected and sum(expected) == 1  # spikes once, at step 2
+    assert out.shape == (6, 3, 2) and torch.equal(out[:, 0], out[:, 2])
+    # the base class kept the trace from the returned spikes: one spike at step 2, tau 4 ms
+    torch.testing.assert_close(neuron.trace[0, 0], torch.tensor(math.exp(-3 / 4)))
+    neuron.reset_state()
+    assert neuron.v.abs().sum() == 0 and neuron.batch_size == 3
+
+
+def test_user_neuron_trains_with_bptt_and_deepcopies():
+    torch.manual_seed(0)
+    fc = nn.Linear(4, 3)
+    neuron = McCullochPitts(3, thresh=0.0, surrogate=FastSigmoid(5.0))
+    x = torch.randn(5, 4)
+    loss = neuron(fc(x)).sum()
+    loss.backward()
+    assert fc.weight.grad is not None and fc.weight.grad.abs().sum() > 0
+    neuron.detach_state()  # (torch deep-copies only graph leaves)
+    clone = copy.deepcopy(neuron)
+    assert torch.equal(clone(fc(x)), neuron(fc(x)))
