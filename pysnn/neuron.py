@@ -278,8 +278,12 @@ class Neuron(nn.Module):
         cached (their value can change through ``.data`` without a trace, and their gradient must
         reach them): ``compute`` then runs at every call.
 
+        Under ``torch.compile`` ``compute`` is traced into the graph (no cache, no graph break).
+
         Example: ``decay = self.derived("decay", exp_decay, self.tau_v, self.dt)``.
         """
+        if torch.compiler.is_compiling():
+            return compute(*inputs)  # traced into the graph: nothing to cache
         entry = self._derived_cache.get(key)
         if (
             entry is not None
