@@ -74,23 +74,9 @@ After switching back on mid-sequence, call ``reset_state()``.
 (``post_spikes()``, ``post_trace()``, ``arriving_spikes()``, ``pre_trace()``, ``own_trace()``,
 ``correlate()``, ``validate_reward()``, ``state``) and reducing over the batch with
 :meth:`LearningRule.batch_factor`; the pure maths belongs in :mod:`pysnn.functional.plasticity`.
-Every built-in rule is written this way. List the per-group state in ``state_names`` to read it as
-``rule.<name>`` (first group); set ``takes_reward = True`` to accept ``step(reward=...)``.
-
-.. code-block:: python
-
-    class Oja(LearningRule):
-        state_names = ()
-
-        def __init__(self, connection=None, pre=None, post=None, *, eta=1e-3, **kwargs):
-            super().__init__(connection, pre, post, **kwargs)
-            self.eta = eta
-
-        def delta(self, group, reward):
-            y, x = group.post_trace(), group.pre_trace()   # (B, out), (B, in) for a Linear
-            hebb = group.correlate(y, x)                   # sum_b y_bi x_bj, weight layout
-            decay = (y * y).sum(0)[:, None] * group.connection.weight
-            return self.eta * (hebb - decay) * self.batch_factor(y.shape[0])
+Every built-in rule is written this way (``docs/tutorials/05_learning_rules.py`` writes Oja's
+rule). List the per-group state in ``state_names`` to read it as ``rule.<name>`` (first group);
+set ``takes_reward = True`` to accept ``step(reward=...)``.
 
 **Cost.** No host synchronisation in ``step()`` on a GPU (no ``.item()``, no value-dependent
 branching or shapes). For a ``Linear`` with a shared delay each correlation is one
