@@ -162,7 +162,8 @@ class SynapseGroup:
 
     :meth:`LearningRule.delta` receives one group per trained connection. Its methods return the
     signals of the current step (after the modules of the step ran), validated (a clear
-    ``RuntimeError`` before the modules ran, ``ValueError`` on mismatched batch sizes):
+    ``RuntimeError`` before the modules ran, ``ValueError`` on mismatched batch sizes); each may be
+    called any number of times within one :meth:`LearningRule.step`:
 
     - :meth:`post_spikes`, :meth:`post_trace`: ``(B, *out_shape)``;
     - :meth:`arriving_spikes`, :meth:`pre_trace`: the presynaptic side *at the synapse*, through
@@ -195,6 +196,8 @@ class SynapseGroup:
         self.is_conv = isinstance(connection, Conv2d)
         #: the rule's state tensors for this group, by name.
         self.state: Dict[str, Tensor] = {}
+        self._step = 0  # steps begun by the rule (LearningRule.step), see _pre_trace_history
+        self._pushed_at = -1
 
     @property
     def connection(self) -> Connection:
@@ -324,8 +327,8 @@ class SynapseGroup:
 
         Same layout as :meth:`arriving_spikes`. A shared delay of 0 reads ``pre.trace``
         directly; otherwise the group keeps the state ``pre_history``
-        ``(B, max_delay + 1, *in_shape)`` of the traces, pushed once per call: call it once per
-        step.
+        ``(B, max_delay + 1, *in_shape)`` of the traces, pushed once per :meth:`LearningRule.step`
+        (further calls in the same step read the same history).
         """
         conn, trace = self.connection, self.current_pre_trace()
         if not conn.per_synapse_delay and conn.max_delay == 0:
@@ -333,10 +336,15 @@ class SynapseGroup:
         return conn.delayed(self._pre_trace_history(trace))
 
     def _pre_trace_history(self, trace: Tensor) -> Tensor:
-        """Push ``trace`` into ``pre_history`` ``(B, max_delay + 1, *in_shape)`` and return it."""
+        """Push ``trace`` into ``pre_history`` ``(B, max_delay + 1, *in_shape)`` and return it
+        (once per step: later calls in the same step return the pushed history)."""
         shape = (trace.shape[0], self.connection.max_delay + 1, *trace.shape[1:])
+        history = self.state.get("pre_history")
+        if self._pushed_at == self._step and history is not None and history.shape == shape:
+            return history
         history = push_history(self.zeros_or("pre_history", shape, trace), trace)
         self.state["pre_history"] = history
+        self._pushed_at = self._step
         return history
 
     def validate_reward(self, reward: Reward) -> Union[float, Tensor]:
@@ -510,6 +518,7 @@ class LearningRule(nn.Module):
             for g in self.groups:
                 if not g.connection.training:
                     continue
+                g._step += 1
                 dw = self.delta(g, reward)
                 if dw is not None:
                     self.apply_update(g, dw)

@@ -1107,3 +1107,23 @@ def test_rule_without_delta_and_connection_without_weight_fail_clearly():
     del weightless.weight
     with pytest.raises(TypeError, match="no weight"):
         STDP(connection=weightless, pre=Input(2), post=Input(3))
+
+
+@pytest.mark.parametrize("delay", [2.0, torch.tensor([[2.0, 0.0, 3.0], [1.0, 4.0, 2.0]])])
+def test_reading_the_delayed_pre_trace_twice_in_a_step_changes_nothing(delay):
+    class Curious(STDP):
+        def delta(self, g, reward):
+            first = g.pre_trace()  # read before STDP reads it again
+            dw = super().delta(g, reward)
+            torch.testing.assert_close(g.pre_trace(), first, rtol=0, atol=0)
+            return dw
+
+    torch.manual_seed(11)
+    pre_s = (torch.rand(15, 2, 3) < 0.4).to(DT)
+    post_s = (torch.rand(15, 2, 2) < 0.4).to(DT)
+    results = [
+        run(*make(cls, 3, 2, delay=delay, nu=(1e-2, 2e-2)), pre_s, post_s)
+        for cls in (STDP, Curious)
+    ]
+    assert results[0].abs().max() > 0
+    torch.testing.assert_close(results[1], results[0], rtol=0, atol=0)
