@@ -14,9 +14,11 @@ from __future__ import annotations
 import argparse
 
 import torch
+from torch import nn
 
 from pysnn.connection import Linear
 from pysnn.learning import MSTDPET
+from pysnn.network import reset_state
 from pysnn.neuron import Input
 
 
@@ -30,6 +32,7 @@ def main() -> None:
     pre, post = Input(1), Input(1)
     syn = Linear(1, 1, wmin=0.0, wmax=1.0, init="constant", init_kwargs={"val": 0.5})
     rule = MSTDPET(connection=syn, pre=pre, post=post, gamma=args.gamma)
+    trial_modules = nn.ModuleList([pre, syn, post, rule])  # one reset for all, rule included
     t_pre, t_post, t_reward = 10, 15, 20
     print("trial  reward  weight")
     print(f"{'start':>5}  {'':>6}  {syn.weight.item():.5f}")
@@ -39,9 +42,7 @@ def main() -> None:
             syn(pre(torch.full((1, 1), float(t == t_pre))))
             post(torch.full((1, 1), float(t == t_post)))
             rule.step(reward=sign if t == t_reward else None)
-        for module in (pre, syn, post):
-            module.reset_state()
-        rule.reset_state()
+        reset_state(trial_modules)
         print(f"{trial:5d}  {sign:+6.1f}  {syn.weight.item():.5f}")
 
 

@@ -3,19 +3,32 @@ r"""Local learning rules: pair and triplet STDP, Hebbian, reward-modulated STDP,
 .. code-block:: python
 
     from pysnn.learning import STDP
-    rule = STDP(connection=net.fc1, pre=net.inp, post=net.lif1, nu=(1e-4, 1e-2))
+
+    class Net(SNNNetwork):
+        def __init__(self):
+            ...
+            self.stdp = STDP(connection=self.fc1, pre=self.inp, post=self.lif1, nu=(1e-4, 1e-2))
+
     for t in range(T):
         net(x[t])          # pre neuron, connection, post neuron of step t
-        rule.step()        # then the rule, once per step (reward rules: rule.step(reward=r))
+        net.stdp.step()    # then the rule, once per step (reward rules: step(reward=r))
+    net.reset_state()      # next sample: neurons, connections *and* the rule's traces
 
-**References, not tensors.** A rule keeps references to its modules (in plain tuples, so it is never
-registered as a submodule of anything) and reads ``connection.weight``, ``pre.trace``,
-``post.spikes``, ... at every step. It therefore keeps working after ``.to(device)``,
-``.double()`` or a batch-size change; its own state (traces, delay histories, eligibility) is
-converted to the weight's new dtype/device, and re-created as zeros, lazily, when the batch size
-changes. Rules are
-plain Python objects, not ``nn.Module``\ s: call :meth:`LearningRule.reset_state` together with the
-network's ``reset_state()`` between independent samples.
+**Rules are modules.** A rule is a :class:`torch.nn.Module`. Held by a network (an attribute,
+or inside an ``nn.ModuleList``/``ModuleDict``/``Sequential``) it follows the network's
+``.to(device)``/``.double()`` (its state tensors are converted), ``train()``/``eval()`` (a rule in
+eval mode does not learn), ``reset_state()`` (its state is zeroed with the neurons'), ``repr`` and
+``copy.deepcopy``. It has no parameters and no ``state_dict`` entries. ``rule(reward)`` and
+``rule.step(reward)`` do the same; only the call form runs forward hooks (e.g. a
+:class:`~pysnn.monitor.Monitor` of the rule).
+
+**References, not submodules.** A rule keeps references to the modules it trains in plain tuples
+(they are *not* its submodules, so a network's parameters and ``state_dict`` keys appear once) and
+reads ``connection.weight``, ``pre.trace``, ``post.spikes``, ... at every step. It therefore keeps
+working after ``.to(device)``, ``.double()`` or a batch-size change of those modules; its own state
+(traces, delay histories, eligibility, kept per :class:`SynapseGroup`) is converted to the weight's
+dtype/device when it is read and re-created as zeros, lazily, when the batch size changes. A rule
+that is not held by the network must be reset with its own :meth:`LearningRule.reset_state`.
 
 **Construction.** ``Rule(connection=c, pre=p, post=q, ...)`` trains one connection;
 ``Rule(connections=[(c1, p1, q1), (c2, p2, q2)], ...)`` trains several with the same
@@ -43,7 +56,7 @@ delayed synapses learn exactly from arrival times (lossless: every spike in flig
 does not depend on the batch size), ``"sum"`` adds them (a batch of :math:`B` identical samples
 learns :math:`B` times as fast, like :math:`B` sequential samples for small updates).
 
-**Applying the update.** Under ``torch.no_grad()``, in place:
+**Applying the update** (:meth:`LearningRule.apply_update`). Under ``torch.no_grad()``, in place:
 ``weight += Δw``, then ``connection.clamp_()`` to ``[wmin, wmax]``, then
 ``connection.normalize(norm)`` if ``norm`` is set (incoming weights of each postsynaptic unit sum
 to ``norm``; Diehl & Cook (2015) normalise once per sample instead: call
@@ -51,9 +64,19 @@ to ``norm``; Diehl & Cook (2015) normalise once per sample instead: call
 ``weight.grad`` (accumulating) and changes no weight, so any ``torch.optim`` optimiser applies it
 (``SGD(lr=1)`` reproduces the in-place update); clamp afterwards with ``connection.clamp_()``.
 
-**Switching learning off.** ``rule.enabled = False`` or ``connection.eval()`` (e.g. ``net.eval()``)
-makes ``step()`` skip that connection entirely (nothing computed, state frozen); after switching
-back on mid-sequence, call :meth:`LearningRule.reset_state`.
+**Switching learning off.** ``rule.eval()`` (also through ``net.eval()`` for a rule held by the
+network), ``rule.enabled = False`` or ``connection.eval()`` makes ``step()`` skip (nothing
+computed, state frozen); ``enabled`` is the user's switch that ``net.train()`` does not touch.
+After switching back on mid-sequence, call ``reset_state()``.
+
+**Writing a rule.** Subclass :class:`LearningRule` and implement :meth:`LearningRule.delta`
+``(group, reward) -> Δw or None``, reading the step's signals from the :class:`SynapseGroup`
+(``post_spikes()``, ``post_trace()``, ``arriving_spikes()``, ``pre_trace()``, ``own_trace()``,
+``correlate()``, ``validate_reward()``, ``state``) and reducing over the batch with
+:meth:`LearningRule.batch_factor`; the pure maths belongs in :mod:`pysnn.functional.plasticity`.
+Every built-in rule is written this way (``docs/tutorials/05_learning_rules.py`` writes Oja's
+rule). List the per-group state in ``state_names`` to read it as ``rule.<name>`` (first group);
+set ``takes_reward = True`` to accept ``step(reward=...)``.
 
 **Cost.** No host synchronisation in ``step()`` on a GPU (no ``.item()``, no value-dependent
 branching or shapes). For a ``Linear`` with a shared delay each correlation is one
@@ -77,7 +100,7 @@ Time constants are in ms, rates in 1/ms; :math:`dt` is the connection's ``dt``.
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, ClassVar, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -135,28 +158,66 @@ def _nu(value: Any) -> Tuple[float, float]:
 
 # ---------------------------------------------------------------------------- synapse groups
 class SynapseGroup:
-    """One ``(connection, pre, post)`` triple trained by a rule, and the rule's state for it.
+    """One ``(connection, pre, post)`` triple trained by a rule: what the rule reads, and its state.
 
-    The modules are held in a plain tuple (never registered as submodules). The rule's state
-    tensors live in :attr:`state` and are readable as attributes (``group.eligibility``).
+    :meth:`LearningRule.delta` receives one group per trained connection. Its methods return the
+    signals of the current step (after the modules of the step ran), validated (a clear
+    ``RuntimeError`` before the modules ran, ``ValueError`` on mismatched batch sizes); each may be
+    called any number of times within one :meth:`LearningRule.step`:
+
+    - :meth:`post_spikes`, :meth:`post_trace`: ``(B, *out_shape)``;
+    - :meth:`arriving_spikes`, :meth:`pre_trace`: the presynaptic side *at the synapse*, through
+      the connection's delays: ``(B, *in_shape)`` for a shared delay, ``(B, out, in)`` for
+      per-synapse delays;
+    - :meth:`own_trace`: a trace kept by the rule (e.g. of the arrivals, with its own time
+      constant);
+    - :meth:`correlate`, :meth:`pair_correlations`: batch-summed outer products in the weight's
+      layout (``Linear`` ``(out, in)``, ``Conv2d`` ``(C_out, C_in / groups, kH, kW)``);
+    - :meth:`validate_reward`: a reward checked against the batch.
+
+    The rule's own tensors for this group live in :attr:`state` (``{name: tensor}``, readable as
+    ``group.<name>``); :meth:`zeros_or` reads one, re-made as zeros when the batch size changed.
+    They are converted by the rule's ``.to()``/``.double()`` and cleared by its ``reset_state()``.
+    The modules are held in a plain tuple (never registered as submodules).
+
+    Args:
+        connection: the trained :class:`~pysnn.connection.Linear` or ``Conv2d``.
+        pre: presynaptic neuron module (``spikes``, ``trace``).
+        post: postsynaptic neuron module (``spikes``, ``trace``).
+        owner: name used in error messages (the rule's class name).
     """
 
-    def __init__(self, connection: Connection, pre: nn.Module, post: nn.Module) -> None:
+    def __init__(
+        self, connection: Connection, pre: nn.Module, post: nn.Module, owner: str = "LearningRule"
+    ) -> None:
         self._modules_ref: Tuple[Connection, nn.Module, nn.Module] = (connection, pre, post)
+        self.owner = owner
+        #: ``True`` for a ``Conv2d`` connection (weight layout ``(C_out, C_in / groups, kH, kW)``).
         self.is_conv = isinstance(connection, Conv2d)
+        #: the rule's state tensors for this group, by name.
         self.state: Dict[str, Tensor] = {}
+        self._step = 0  # steps begun by the rule (LearningRule.step), see _pre_trace_history
+        self._pushed_at = -1
 
     @property
     def connection(self) -> Connection:
+        """The trained connection."""
         return self._modules_ref[0]
 
     @property
     def pre(self) -> nn.Module:
+        """The presynaptic neuron module."""
         return self._modules_ref[1]
 
     @property
     def post(self) -> nn.Module:
+        """The postsynaptic neuron module."""
         return self._modules_ref[2]
+
+    @property
+    def dt(self) -> float:
+        """Time step of the connection (ms)."""
+        return self.connection.dt
 
     def __getattr__(self, name: str) -> Any:
         state = self.__dict__.get("state")
@@ -164,10 +225,12 @@ class SynapseGroup:
             return state[name]
         raise AttributeError(f"{type(self).__name__} has no attribute or state {name!r}")
 
+    # ------------------------------------------------------------------ state
     def zeros_or(self, name: str, shape: Sequence[int], like: Tensor) -> Tensor:
-        """The state ``name``, or zeros ``shape`` like ``like`` if it is missing or its shape
-        changed (new batch size); converted when only ``like``'s dtype/device changed (so a
-        ``.double()`` or ``.to(device)`` in the middle of a sequence loses nothing)."""
+        """The state ``name``, or zeros of ``shape`` like ``like`` if it is missing or its shape
+        changed (new batch size); converted when only ``like``'s dtype/device differs (so a
+        ``.double()`` or ``.to(device)`` in the middle of a sequence loses nothing). The caller
+        stores the new value in :attr:`state`."""
         current = self.state.get(name)
         if current is None or tuple(current.shape) != tuple(shape):
             return like.new_zeros(tuple(shape))
@@ -175,14 +238,207 @@ class SynapseGroup:
             current = current.to(dtype=like.dtype, device=like.device)
         return current
 
+    def own_trace(
+        self,
+        name: str,
+        spikes: Tensor,
+        tau: float,
+        scale: float = 1.0,
+        nearest: bool = False,
+        increment: bool = True,
+    ) -> Tensor:
+        r"""Advance the rule's own trace ``name`` by one step and return it (stored in ``state``).
+
+        :math:`x \leftarrow x\, e^{-dt/\tau}`, then :math:`x \leftarrow x + a\, s` (or
+        :math:`x \leftarrow a` where :math:`s = 1` with ``nearest=True``); see
+        :func:`pysnn.functional.plasticity.trace_update`. Zeros before the first step.
+
+        Args:
+            name: state name.
+            spikes: this step's spikes, any shape (the trace has the same shape), e.g.
+                :meth:`arriving_spikes` ``(B, *in_shape)`` or :meth:`post_spikes`.
+            tau: time constant (ms).
+            scale: jump :math:`a` at a spike.
+            nearest: reset to ``scale`` at a spike instead of adding.
+            increment: ``False`` applies only the decay (the caller adds the spikes later, e.g.
+                with ``trace_update(value, spikes, 1.0, scale, nearest)``, and stores the result).
+        """
+        previous = self.zeros_or(name, spikes.shape, spikes)
+        decay = math.exp(-self.dt / tau)
+        if increment:
+            value = trace_update(previous, spikes, decay, scale, nearest)
+        else:
+            value = previous * decay
+        self.state[name] = value
+        return value
+
+    # ------------------------------------------------------------------ signals of the step
+    def _not_run(self, what: str) -> RuntimeError:
+        return RuntimeError(
+            f"{self.owner}.step(): {what}; call rule.step() after the neurons and connections of "
+            "the step have run"
+        )
+
+    def post_spikes(self) -> Tensor:
+        """Postsynaptic spikes of this step, ``(B, *out_shape)`` (0/1)."""
+        spikes = self.post.spikes
+        if spikes is None:
+            raise self._not_run(f"the postsynaptic {type(self.post).__name__} has no spikes yet")
+        return spikes
+
+    def post_trace(self) -> Tensor:
+        """The postsynaptic neuron's ``trace`` of this step (including its spikes),
+        ``(B, *out_shape)``."""
+        trace = self.post.trace
+        if trace is None:
+            raise self._not_run(f"the postsynaptic {type(self.post).__name__} has no trace yet")
+        return trace
+
+    def _check_batch(self, what: str, value: Tensor) -> Tensor:
+        batch = self.post_spikes().shape[0]
+        if value.shape[0] != batch:
+            raise ValueError(
+                f"batch sizes differ: {what} has {value.shape[0]} samples, the postsynaptic "
+                f"{type(self.post).__name__} {batch}"
+            )
+        return value
+
+    def arriving_spikes(self) -> Tensor:
+        """Presynaptic spikes arriving at the synapses this step (after the delays).
+
+        Returns ``(B, *in_shape)`` for a shared delay, ``(B, out, in)`` for per-synapse delays
+        (see :meth:`pysnn.connection.Connection.arriving_spikes`).
+        """
+        conn = self.connection
+        if (conn.history if conn.per_synapse_delay else conn.arriving) is None:
+            raise self._not_run(f"the {type(conn).__name__} has not run yet")
+        return self._check_batch(type(conn).__name__, conn.arriving_spikes())
+
+    def current_pre_trace(self) -> Tensor:
+        """The presynaptic neuron's ``trace`` of this step *at the neuron* (no delay),
+        ``(B, *in_shape)``."""
+        trace = self.pre.trace
+        if trace is None:
+            raise self._not_run(f"the presynaptic {type(self.pre).__name__} has no trace yet")
+        return self._check_batch(f"the presynaptic {type(self.pre).__name__}", trace)
+
+    def pre_trace(self) -> Tensor:
+        """The presynaptic neuron's ``trace`` as seen at the synapses (through the delays).
+
+        Same layout as :meth:`arriving_spikes`. A shared delay of 0 reads ``pre.trace``
+        directly; otherwise the group keeps the state ``pre_history``
+        ``(B, max_delay + 1, *in_shape)`` of the traces, pushed once per :meth:`LearningRule.step`
+        (further calls in the same step read the same history).
+        """
+        conn, trace = self.connection, self.current_pre_trace()
+        if not conn.per_synapse_delay and conn.max_delay == 0:
+            return trace
+        return conn.delayed(self._pre_trace_history(trace))
+
+    def _pre_trace_history(self, trace: Tensor) -> Tensor:
+        """Push ``trace`` into ``pre_history`` ``(B, max_delay + 1, *in_shape)`` and return it
+        (once per step: later calls in the same step return the pushed history)."""
+        shape = (trace.shape[0], self.connection.max_delay + 1, *trace.shape[1:])
+        history = self.state.get("pre_history")
+        if self._pushed_at == self._step and history is not None and history.shape == shape:
+            return history
+        history = push_history(self.zeros_or("pre_history", shape, trace), trace)
+        self.state["pre_history"] = history
+        self._pushed_at = self._step
+        return history
+
+    def validate_reward(self, reward: Reward) -> Union[float, Tensor]:
+        """A reward checked against this step's batch: a number (returned as ``float``) or a
+        tensor that is 0-d, ``(1,)`` or per sample ``(B,)`` (converted to the weight's
+        dtype/device). ``TypeError``/``ValueError`` otherwise."""
+        if isinstance(reward, bool) or not isinstance(reward, (int, float, Tensor)):
+            raise TypeError(
+                f"reward must be a number or a tensor (scalar or per-sample (B,)), got "
+                f"{type(reward).__name__}"
+            )
+        if not isinstance(reward, Tensor):
+            return float(reward)
+        batch = self.post_spikes().shape[0]
+        if reward.dim() > 1 or (reward.dim() == 1 and reward.shape[0] not in (1, batch)):
+            raise ValueError(
+                f"reward must be a scalar or a per-sample tensor of shape ({batch},), got shape "
+                f"{tuple(reward.shape)}"
+            )
+        weight = self.connection.weight
+        if reward.dtype != weight.dtype or reward.device != weight.device:
+            reward = reward.to(dtype=weight.dtype, device=weight.device)
+        return reward
+
+    # ------------------------------------------------------------------ correlations
+    def correlate(self, post: Tensor, pre: Tensor, per_sample: bool = False) -> Tensor:
+        r"""Batch-summed :math:`\sum_b post_b \otimes pre_b` in the weight's layout.
+
+        Args:
+            post: a postsynaptic term ``(B, *out_shape)``.
+            pre: a presynaptic term in the layout of :meth:`arriving_spikes`.
+            per_sample: keep the batch dimension: ``(B, *weight.shape)``.
+
+        Returns:
+            ``weight.shape`` (``Linear``: :func:`~pysnn.functional.plasticity.linear_correlation`;
+            ``Conv2d``: the convolution's weight gradient,
+            :func:`~pysnn.functional.plasticity.conv2d_correlation`).
+        """
+        conn = self.connection
+        if self.is_conv:
+            return conv2d_correlation(
+                post,
+                pre,
+                conn.weight.shape,
+                conn.stride,
+                conn.padding,
+                conn.dilation,
+                conn.groups,
+                per_sample,
+            )
+        return linear_correlation(post, pre, per_sample)
+
+    def pair_correlations(self, at_post: Tensor, at_pre: Tensor) -> Tuple[Tensor, Tensor]:
+        r"""The two pair-STDP correlations :math:`\sum_b at\_post_b \otimes x^{pre}_b` and
+        :math:`\sum_b at\_pre_b \otimes a_b` (weight shape), with :math:`x^{pre}` =
+        :meth:`pre_trace` and :math:`a` = :meth:`arriving_spikes`.
+
+        ``at_post``/``at_pre`` are postsynaptic terms ``(B, *out_shape)`` (e.g. the post spikes
+        and the post trace). Calls :meth:`pre_trace` (once per step). With per-synapse delays and a
+        history no longer than the batch (``max_delay + 1 <= B``) each is computed without any
+        ``(B, out, in)`` tensor: one ``(out, B) @ (B, L * in)`` product against the whole
+        history, then a gather of entry ``(d_ij, j)`` for each synapse.
+        """
+        conn = self.connection
+        if not conn.per_synapse_delay:
+            a_pre, x_pre = self.arriving_spikes(), self.pre_trace()
+            return self.correlate(at_post, x_pre), self.correlate(at_pre, a_pre)
+        self.arriving_spikes()  # validates that the connection ran with this batch
+        trace_history = self._pre_trace_history(self.current_pre_trace())
+        return (
+            self._delayed_correlation(at_post, trace_history),
+            self._delayed_correlation(at_pre, conn.history),
+        )
+
+    def _delayed_correlation(self, post: Tensor, history: Tensor) -> Tensor:
+        r""":math:`C_{ij} = \sum_b post_{bi}\, history_{b, d_{ij}, j}` for per-synapse delays."""
+        conn = self.connection
+        batch, length = history.shape[:2]
+        if length > batch:
+            return linear_correlation(post, conn.delayed(history))
+        index = synapse_index(conn.delay_steps)
+        return (post.t() @ history.reshape(batch, -1)).gather(1, index)
+
     def __repr__(self) -> str:
         names = [type(m).__name__ for m in self._modules_ref]
         return f"SynapseGroup(connection={names[0]}, pre={names[1]}, post={names[2]})"
 
 
 # ---------------------------------------------------------------------------- base class
-class LearningRule:
+class LearningRule(nn.Module):
     """Base class of the learning rules (see the module docstring for the shared conventions).
+
+    A subclass implements :meth:`delta`. The rule is an ``nn.Module`` without parameters or
+    ``state_dict`` entries; the modules it trains are referenced, not registered.
 
     Args:
         connection: the :class:`~pysnn.connection.Linear` or :class:`~pysnn.connection.Conv2d` to
@@ -193,17 +449,19 @@ class LearningRule:
             name; defaults to the layer's neuron when ``connection`` is a layer name.
         connections: instead of the three above, a sequence of ``(connection, pre, post)`` triples
             (``post`` may be ``None`` or left out for layer names) trained with the same settings.
-        network: an :class:`~pysnn.network.SNNNetwork` in which names are looked up.
+        network: an :class:`~pysnn.network.SNNNetwork` in which names are looked up (only used
+            here; assign the rule as an attribute of the network to have it follow the network).
         reduction: ``"mean"`` (default) or ``"sum"`` of the per-sample updates over the batch.
         grad: write ``-Δw`` into ``weight.grad`` instead of updating the weight (default ``False``).
         norm: if a number, ``connection.normalize(norm)`` after every update (default ``None``).
         enabled: learning on (default ``True``); toggle with the ``enabled`` attribute.
     """
 
-    #: names of the per-connection state tensors, readable as ``rule.<name>`` (first connection)
-    _state_names: Tuple[str, ...] = ()
+    #: names of the per-group state tensors, readable as ``rule.<name>`` (first group; ``None``
+    #: before the first step)
+    state_names: ClassVar[Tuple[str, ...]] = ()
     #: whether ``step`` takes a reward
-    takes_reward: bool = False
+    takes_reward: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -218,6 +476,7 @@ class LearningRule:
         norm: Optional[float] = None,
         enabled: bool = True,
     ) -> None:
+        super().__init__()
         self.reduction = check_choice("reduction", reduction, REDUCTIONS)
         if not isinstance(grad, bool):
             raise TypeError(f"grad must be a bool, got {grad!r}")
@@ -230,7 +489,7 @@ class LearningRule:
             )
         self.enabled = bool(enabled)
         self.groups: List[SynapseGroup] = [
-            SynapseGroup(*triple)
+            SynapseGroup(*triple, owner=type(self).__name__)
             for triple in _resolve_triples(connection, pre, post, connections, network)
         ]
 
@@ -243,23 +502,15 @@ class LearningRule:
     def reset_state(self) -> None:
         """Forget the rule's own state (traces, delay histories, eligibility): zeros again.
 
-        Call it with the network's ``reset_state()`` between independent samples. The weights are
-        not touched.
+        Called by the network's ``reset_state()`` when the network holds the rule. The weights
+        are not touched.
         """
         for g in self.groups:
             g.state.clear()
 
-    def step(self, reward: Reward = None) -> None:
-        """Apply one step of learning to every trained connection.
-
-        Call once per simulation step, after the neurons of that step have updated. Skipped
-        entirely while ``enabled`` is false; a connection in ``eval()`` mode is skipped.
-
-        Args:
-            reward: reward-modulated rules only: a number, a 0-d tensor or a per-sample ``(B,)``
-                tensor (``None``: no reward this step, i.e. 0).
-        """
-        if not self.enabled:
+    def forward(self, reward: Reward = None) -> None:
+        """Apply one step of learning to every trained connection (same as :meth:`step`)."""
+        if not (self.enabled and self.training):
             return
         if reward is not None and not self.takes_reward:
             raise TypeError(f"{type(self).__name__} takes no reward; got reward={reward!r}")
@@ -267,223 +518,107 @@ class LearningRule:
             for g in self.groups:
                 if not g.connection.training:
                     continue
-                dw = self._delta(g, reward)
+                g._step += 1
+                dw = self.delta(g, reward)
                 if dw is not None:
-                    self._apply(g, dw)
+                    self.apply_update(g, dw)
+
+    def step(self, reward: Reward = None) -> None:
+        """Apply one step of learning to every trained connection.
+
+        Call once per simulation step, after the neurons of that step have updated. Skipped
+        entirely in ``eval()`` mode or while ``enabled`` is false; a connection in ``eval()`` mode
+        is skipped. ``rule(reward)`` does the same and also runs the module's forward hooks.
+
+        Args:
+            reward: reward-modulated rules only: a number, a 0-d tensor or a per-sample ``(B,)``
+                tensor (``None``: no reward this step, i.e. 0).
+        """
+        self.forward(reward)
 
     # ------------------------------------------------------------------ to implement
-    def _delta(self, g: SynapseGroup, reward: Reward) -> Optional[Tensor]:
-        """Update the rule's state for group ``g`` and return ``Δw`` (weight shape) or ``None``."""
-        raise NotImplementedError
+    def delta(self, group: SynapseGroup, reward: Reward) -> Optional[Tensor]:
+        """Advance the rule's state for ``group`` by one step and return its ``Δw``.
 
-    # ------------------------------------------------------------------ helpers
-    def _apply(self, g: SynapseGroup, dw: Tensor) -> None:
-        conn = g.connection
-        weight = conn.weight
-        if self.grad:
-            if weight.grad is None:
-                weight.grad = -dw
-            else:
-                weight.grad.sub_(dw)
-            return
-        weight.add_(dw)
-        conn.clamp_()
-        if self.norm is not None:
-            conn.normalize(self.norm)
+        Called by :meth:`step` under ``torch.no_grad()`` for each group whose connection is in
+        training mode, after the modules of the step ran.
 
-    def _apply_rows(self, g: SynapseGroup, rows: Tensor, dw_rows: Tensor) -> None:
-        """Apply ``Δw`` given only for the weight rows ``rows`` (the others are unchanged)."""
-        conn = g.connection
+        Args:
+            group: the connection, its neurons and the rule's state for them
+                (:class:`SynapseGroup`).
+            reward: as given to :meth:`step` (``None`` if none); validate it with
+                :meth:`SynapseGroup.validate_reward`.
+
+        Returns:
+            ``Δw`` with the shape of ``group.connection.weight``, already reduced over the batch
+            (see :meth:`batch_factor`), which :meth:`step` passes to :meth:`apply_update`; or
+            ``None`` for no change (or when the rule applied the update itself with
+            :meth:`apply_update`, e.g. for a subset of rows).
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} must implement delta(group, reward) -> Optional[Tensor]"
+        )
+
+    # ------------------------------------------------------------------ helpers for rules
+    def batch_factor(self, batch: int) -> float:
+        """Batch reduction factor: ``1 / batch`` for ``reduction="mean"``, 1 for ``"sum"``."""
+        return 1.0 / batch if self.reduction == "mean" else 1.0
+
+    @torch.no_grad()
+    def apply_update(self, group: SynapseGroup, dw: Tensor, rows: Optional[Tensor] = None) -> None:
+        """Apply ``Δw`` to ``group.connection.weight`` (bounds, ``norm``, ``grad`` mode).
+
+        In place: ``weight += dw`` then clamp to ``[wmin, wmax]`` and ``normalize(norm)``; with
+        ``grad=True`` instead ``weight.grad -= dw`` (no weight change).
+
+        Args:
+            group: the group whose connection is updated.
+            dw: ``weight.shape``, or ``(len(rows), *weight.shape[1:])`` with ``rows``.
+            rows: optional ``(R,)`` int64 indices of the weight rows ``dw`` is given for (the
+                others are unchanged).
+        """
+        conn = group.connection
         weight = conn.weight
         if self.grad:
             if weight.grad is None:
                 weight.grad = torch.zeros_like(weight)
-            weight.grad.index_add_(0, rows, dw_rows, alpha=-1)
+            if rows is None:
+                weight.grad.sub_(dw)
+            else:
+                weight.grad.index_add_(0, rows, dw, alpha=-1)
             return
-        updated = weight.index_select(0, rows).add_(dw_rows)
-        if math.isfinite(conn.wmin) or math.isfinite(conn.wmax):
-            updated.clamp_(conn.wmin, conn.wmax)
-        weight.index_copy_(0, rows, updated)
+        if rows is None:
+            weight.add_(dw)
+            conn.clamp_()
+        else:
+            updated = weight.index_select(0, rows).add_(dw)
+            if math.isfinite(conn.wmin) or math.isfinite(conn.wmax):
+                updated.clamp_(conn.wmin, conn.wmax)
+            weight.index_copy_(0, rows, updated)
         if self.norm is not None:
             conn.normalize(self.norm)
 
-    def _scale(self, batch: int) -> float:
-        """Batch reduction factor: ``1 / B`` for ``"mean"``, 1 for ``"sum"``."""
-        return 1.0 / batch if self.reduction == "mean" else 1.0
-
-    def _post(self, g: SynapseGroup) -> Tuple[int, Tensor, Tensor]:
-        """``(B, post spikes, post trace)`` of this step."""
-        spikes, trace = g.post.spikes, g.post.trace
-        if spikes is None or trace is None:
-            raise RuntimeError(
-                f"{type(self).__name__}.step(): the postsynaptic {type(g.post).__name__} has no "
-                "spikes yet; call rule.step() after the neurons of the step have run"
-            )
-        return spikes.shape[0], spikes, trace
-
-    def _arrivals(self, g: SynapseGroup, batch: int) -> Tensor:
-        """Presynaptic spikes arriving at the synapses this step (connection layout)."""
-        conn = g.connection
-        arriving = conn.arriving if not conn.per_synapse_delay else conn.history
-        if arriving is None:
-            raise RuntimeError(
-                f"{type(self).__name__}.step(): the {type(conn).__name__} has not run yet; call "
-                "rule.step() after the connection and neurons of the step"
-            )
-        arriving = conn.arriving_spikes()
-        if arriving.shape[0] != batch:
-            raise ValueError(
-                f"batch sizes differ: {type(conn).__name__} got {arriving.shape[0]} samples, the "
-                f"postsynaptic {type(g.post).__name__} {batch}"
-            )
-        return arriving
-
-    def _pre_trace(self, g: SynapseGroup, batch: int) -> Tensor:
-        """The presynaptic neuron's ``trace`` as seen at the synapses (through the delays).
-
-        A shared delay of 0 reads ``pre.trace`` directly; otherwise the rule keeps
-        ``pre_history`` ``(B, max_delay + 1, *in_shape)`` of the traces, pushed once per step.
-        """
-        conn, trace = g.connection, self._current_pre_trace(g, batch)
-        if not conn.per_synapse_delay and conn.max_delay == 0:
-            return trace
-        return conn.delayed(self._pre_trace_history(g, trace))
-
-    def _current_pre_trace(self, g: SynapseGroup, batch: int) -> Tensor:
-        """``pre.trace`` of this step, validated against the batch size."""
-        trace = g.pre.trace
-        if trace is None:
-            raise RuntimeError(
-                f"{type(self).__name__}.step(): the presynaptic {type(g.pre).__name__} has no "
-                "trace yet; call rule.step() after the neurons of the step have run"
-            )
-        if trace.shape[0] != batch:
-            raise ValueError(
-                f"batch sizes differ: presynaptic {type(g.pre).__name__} has {trace.shape[0]} "
-                f"samples, postsynaptic {type(g.post).__name__} {batch}"
-            )
-        return trace
-
-    def _pre_trace_history(self, g: SynapseGroup, trace: Tensor) -> Tensor:
-        """Push ``trace`` into ``pre_history`` ``(B, max_delay + 1, *in_shape)`` and return it."""
-        shape = (trace.shape[0], g.connection.max_delay + 1, *trace.shape[1:])
-        history = push_history(g.zeros_or("pre_history", shape, trace), trace)
-        g.state["pre_history"] = history
-        return history
-
-    def _pair_terms(
-        self, g: SynapseGroup, batch: int, s_post: Tensor, x_post: Tensor
-    ) -> Tuple[Tensor, Tensor]:
-        r"""The two STDP correlations :math:`\sum_b s^{post} x^{pre}` and
-        :math:`\sum_b x^{post} a^{pre}` (weight shape, summed over the batch).
-
-        With per-synapse delays and a history no longer than the batch (``max_delay + 1 <= B``)
-        each is computed without any ``(B, out, in)`` tensor: one ``(out, B) @ (B, L * in)``
-        product against the whole history, then a gather of entry ``(d_ij, j)`` for each synapse.
-        """
-        conn = g.connection
-        if not conn.per_synapse_delay:
-            a_pre = self._arrivals(g, batch)
-            x_pre = self._pre_trace(g, batch)
-            return self._correlate(g, s_post, x_pre), self._correlate(g, x_post, a_pre)
-        self._arrivals(g, batch)  # validates that the connection ran with this batch
-        trace_history = self._pre_trace_history(g, self._current_pre_trace(g, batch))
-        return (
-            self._delayed_correlation(g, s_post, trace_history),
-            self._delayed_correlation(g, x_post, conn.history),
-        )
-
-    def _delayed_correlation(self, g: SynapseGroup, post: Tensor, history: Tensor) -> Tensor:
-        r""":math:`C_{ij} = \sum_b post_{bi}\, history_{b, d_{ij}, j}` for per-synapse delays."""
-        conn = g.connection
-        batch, length = history.shape[:2]
-        if length > batch:
-            return linear_correlation(post, conn.delayed(history))
-        steps = conn.delay_steps
-        key = (id(steps), steps._version, steps.device)
-        cached = g.__dict__.get("_index_cache")
-        if cached is None or cached[0] != key:
-            cached = (key, synapse_index(steps))
-            g.__dict__["_index_cache"] = cached
-        return (post.t() @ history.reshape(batch, -1)).gather(1, cached[1])
-
-    def _own_trace(
-        self,
-        g: SynapseGroup,
-        name: str,
-        spikes: Tensor,
-        tau: float,
-        scale: float = 1.0,
-        nearest: bool = False,
-        increment: bool = True,
-    ) -> Tensor:
-        """Decay the rule's own trace ``name`` (shape of ``spikes``) and add this step's spikes.
-
-        With ``increment=False`` only the decay is applied (and stored); the caller adds the
-        spikes later with :func:`_bump`.
-        """
-        previous = g.zeros_or(name, spikes.shape, spikes)
-        decay = math.exp(-g.connection.dt / tau)
-        if increment:
-            value = trace_update(previous, spikes, decay, scale, nearest)
-        else:
-            value = previous * decay
-        g.state[name] = value
-        return value
-
-    def _correlate(
-        self, g: SynapseGroup, post: Tensor, pre: Tensor, per_sample: bool = False
-    ) -> Tensor:
-        """Batch-summed ``post ⊗ pre`` in the weight's layout (see :mod:`pysnn.functional.plasticity`)."""
-        conn = g.connection
-        if g.is_conv:
-            return conv2d_correlation(
-                post,
-                pre,
-                conn.weight.shape,
-                conn.stride,
-                conn.padding,
-                conn.dilation,
-                conn.groups,
-                per_sample,
-            )
-        return linear_correlation(post, pre, per_sample)
-
-    def _reward(self, reward: Reward, batch: int, like: Tensor) -> Union[float, Tensor]:
-        """Validate a reward: a float, or a tensor that is 0-d or ``(B,)`` (also ``(1,)``)."""
-        if isinstance(reward, bool) or not isinstance(reward, (int, float, Tensor)):
-            raise TypeError(
-                f"reward must be a number or a tensor (scalar or per-sample (B,)), got "
-                f"{type(reward).__name__}"
-            )
-        if not isinstance(reward, Tensor):
-            return float(reward)
-        if reward.dim() > 1 or (reward.dim() == 1 and reward.shape[0] not in (1, batch)):
-            raise ValueError(
-                f"reward must be a scalar or a per-sample tensor of shape ({batch},), got shape "
-                f"{tuple(reward.shape)}"
-            )
-        if reward.dtype != like.dtype or reward.device != like.device:
-            reward = reward.to(dtype=like.dtype, device=like.device)
-        return reward
+    # ------------------------------------------------------------------ nn.Module plumbing
+    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> "LearningRule":
+        """``.to()``/``.double()``/...: also convert the state tensors of every group."""
+        super()._apply(fn, recurse)
+        for g in self.groups:
+            for name, value in g.state.items():
+                g.state[name] = fn(value)
+        return self
 
     def __getattr__(self, name: str) -> Any:
-        # State of the first connection by name (e.g. rule.eligibility), None before the first step.
-        if name in type(self)._state_names:
+        # State of the first group by name (e.g. rule.eligibility), None before the first step.
+        if name in type(self).state_names:
             groups = self.__dict__.get("groups")
             if groups:
                 return groups[0].state.get(name)
-        raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
+        return super().__getattr__(name)
 
-    def _extra_repr(self) -> str:
-        return ""
-
-    def __repr__(self) -> str:
-        extra = self._extra_repr()
+    def extra_repr(self) -> str:
         return (
-            f"{type(self).__name__}({extra}{', ' if extra else ''}reduction={self.reduction!r}, "
-            f"grad={self.grad}, norm={self.norm}, enabled={self.enabled}, "
-            f"connections={len(self.groups)})"
+            f"reduction={self.reduction!r}, grad={self.grad}, norm={self.norm}, "
+            f"enabled={self.enabled}, connections={len(self.groups)}"
         )
 
 
@@ -522,7 +657,7 @@ class _WeightDependent(LearningRule):
                 conn.weight, conn.wmin, conn.wmax, self.weight_dependence, self.mu
             )
             dw = f_plus * pot if dep is None else f_plus * pot - f_minus * dep
-        return dw * self._scale(batch)
+        return dw * self.batch_factor(batch)
 
 
 # ---------------------------------------------------------------------------- STDP
@@ -569,7 +704,7 @@ class STDP(_WeightDependent):
     State: ``pre_history`` ``(B, max_delay + 1, *in_shape)`` (only with delays).
     """
 
-    _state_names = ("pre_history",)
+    state_names = ("pre_history",)
 
     def __init__(
         self,
@@ -591,27 +726,29 @@ class STDP(_WeightDependent):
         """``(nu_pre, nu_post)``."""
         return (self.nu_pre, self.nu_post)
 
-    def _delta(self, g: SynapseGroup, reward: Reward) -> Tensor:
-        batch, s_post, x_post = self._post(g)
+    def delta(self, g: SynapseGroup, reward: Reward) -> Optional[Tensor]:
+        s_post, x_post = g.post_spikes(), g.post_trace()
+        batch = s_post.shape[0]
         conn = g.connection
-        if self.weight_dependence is None and isinstance(conn, Linear):
-            if not conn.per_synapse_delay:
-                # Both terms in one (out, 2B) @ (2B, in) product: no weight-sized temporaries.
-                scale = self._scale(batch)
-                post = torch.cat((s_post * (self.nu_post * scale), x_post * (-self.nu_pre * scale)))
-                pre = torch.cat((self._pre_trace(g, batch), self._arrivals(g, batch)))
-                if post.is_cuda:
-                    return post.t() @ pre
-                # Event-driven on the CPU: only rows of postsynaptic neurons that spike or have a
-                # non-zero trace (fired recently) can change.
-                rows = (x_post.ne(0) | s_post.ne(0)).any(0).nonzero().squeeze(1)
-                self._apply_rows(g, rows, post.index_select(1, rows).t() @ pre)
-                return None
-        pot, dep = self._pair_terms(g, batch, s_post, x_post)
+        if self.weight_dependence is None and not g.is_conv and not conn.per_synapse_delay:
+            # Both terms in one (out, 2B) @ (2B, in) product: no weight-sized temporaries.
+            scale = self.batch_factor(batch)
+            post = torch.cat((s_post * (self.nu_post * scale), x_post * (-self.nu_pre * scale)))
+            pre = torch.cat((g.pre_trace(), g.arriving_spikes()))
+            if post.is_cuda:
+                return post.t() @ pre
+            # Event-driven on the CPU: only rows of postsynaptic neurons that spike or have a
+            # non-zero trace (fired recently) can change.
+            rows = (x_post.ne(0) | s_post.ne(0)).any(0).nonzero().squeeze(1)
+            self.apply_update(g, post.index_select(1, rows).t() @ pre, rows)
+            return None
+        pot, dep = g.pair_correlations(s_post, x_post)
         return self._combine(g, pot * self.nu_post, dep * self.nu_pre, batch)
 
-    def _extra_repr(self) -> str:
-        return f"nu={self.nu}, weight_dependence={self.weight_dependence!r}"
+    def extra_repr(self) -> str:
+        return (
+            f"nu={self.nu}, weight_dependence={self.weight_dependence!r}, " + super().extra_repr()
+        )
 
 
 # ---------------------------------------------------------------------------- Hebbian
@@ -640,7 +777,7 @@ class Hebbian(_WeightDependent):
     State: ``pre_history`` (only with delays).
     """
 
-    _state_names = ("pre_history",)
+    state_names = ("pre_history",)
 
     def __init__(
         self,
@@ -666,16 +803,19 @@ class Hebbian(_WeightDependent):
         """``(nu_pre, nu_post)``."""
         return (self.nu_pre, self.nu_post)
 
-    def _delta(self, g: SynapseGroup, reward: Reward) -> Tensor:
-        batch, s_post, x_post = self._post(g)
-        at_post, at_pre = self._pair_terms(g, batch, s_post, x_post)
-        dw = self._combine(g, at_post * self.nu_post + at_pre * self.nu_pre, None, batch)
+    def delta(self, g: SynapseGroup, reward: Reward) -> Optional[Tensor]:
+        s_post, x_post = g.post_spikes(), g.post_trace()
+        at_post, at_pre = g.pair_correlations(s_post, x_post)
+        dw = self._combine(g, at_post * self.nu_post + at_pre * self.nu_pre, None, s_post.shape[0])
         if self.decay > 0:
             dw = dw - (1.0 - math.exp(-self.decay * g.connection.dt)) * g.connection.weight
         return dw
 
-    def _extra_repr(self) -> str:
-        return f"nu={self.nu}, decay={self.decay}, weight_dependence={self.weight_dependence!r}"
+    def extra_repr(self) -> str:
+        return (
+            f"nu={self.nu}, decay={self.decay}, weight_dependence={self.weight_dependence!r}, "
+            + super().extra_repr()
+        )
 
 
 # ---------------------------------------------------------------------------- triplet STDP
@@ -720,7 +860,7 @@ class TripletSTDP(_WeightDependent):
     ``o1``, ``o2`` ``(B, *out_shape)``.
     """
 
-    _state_names = ("r1", "r2", "o1", "o2")
+    state_names = ("r1", "r2", "o1", "o2")
 
     def __init__(
         self,
@@ -753,25 +893,25 @@ class TripletSTDP(_WeightDependent):
         self.interaction = check_choice("interaction", interaction, INTERACTIONS)
         self._set_weight_dependence(weight_dependence, mu)
 
-    def _delta(self, g: SynapseGroup, reward: Reward) -> Tensor:
-        batch, s_post, _ = self._post(g)
-        a_pre = self._arrivals(g, batch)
+    def delta(self, g: SynapseGroup, reward: Reward) -> Optional[Tensor]:
+        s_post, a_pre = g.post_spikes(), g.arriving_spikes()
         nearest = self.interaction == "nearest"
-        r1 = self._own_trace(g, "r1", a_pre, self.tau_plus, 1.0, nearest)
-        o1 = self._own_trace(g, "o1", s_post, self.tau_minus, 1.0, nearest)
-        r2 = self._own_trace(g, "r2", a_pre, self.tau_x, increment=False)
-        o2 = self._own_trace(g, "o2", s_post, self.tau_y, increment=False)
-        pot = self._correlate(g, s_post * (self.a2_plus + self.a3_plus * o2), r1)
-        dep = self._correlate(g, o1, a_pre * (self.a2_minus + self.a3_minus * r2))
+        r1 = g.own_trace("r1", a_pre, self.tau_plus, 1.0, nearest)
+        o1 = g.own_trace("o1", s_post, self.tau_minus, 1.0, nearest)
+        r2 = g.own_trace("r2", a_pre, self.tau_x, increment=False)
+        o2 = g.own_trace("o2", s_post, self.tau_y, increment=False)
+        pot = g.correlate(s_post * (self.a2_plus + self.a3_plus * o2), r1)
+        dep = g.correlate(o1, a_pre * (self.a2_minus + self.a3_minus * r2))
         g.state["r2"] = trace_update(r2, a_pre, 1.0, 1.0, nearest)
         g.state["o2"] = trace_update(o2, s_post, 1.0, 1.0, nearest)
-        return self._combine(g, pot, dep, batch)
+        return self._combine(g, pot, dep, s_post.shape[0])
 
-    def _extra_repr(self) -> str:
+    def extra_repr(self) -> str:
         return (
             f"a2_plus={self.a2_plus}, a3_plus={self.a3_plus}, a2_minus={self.a2_minus}, "
             f"a3_minus={self.a3_minus}, tau_plus={self.tau_plus}, tau_minus={self.tau_minus}, "
-            f"tau_x={self.tau_x}, tau_y={self.tau_y}, interaction={self.interaction!r}"
+            f"tau_x={self.tau_x}, tau_y={self.tau_y}, interaction={self.interaction!r}, "
+            + super().extra_repr()
         )
 
 
@@ -813,7 +953,7 @@ class MSTDP(LearningRule):
     State: ``p_plus`` (shape of the arrivals), ``p_minus`` ``(B, *out_shape)``.
     """
 
-    _state_names = ("p_plus", "p_minus")
+    state_names = ("p_plus", "p_minus")
     takes_reward = True
 
     def __init__(
@@ -839,42 +979,38 @@ class MSTDP(LearningRule):
     def _zeta(
         self,
         g: SynapseGroup,
-        batch: int,
         s_post: Tensor,
         reward: Union[float, Tensor, None],
         per_sample: bool = False,
     ) -> Tensor:
         """Update ``p_plus``/``p_minus`` and return the (reward-weighted) ``ζ`` summed over the batch
         (or per sample). A ``(B,)`` ``reward`` weights the samples."""
-        a_pre = self._arrivals(g, batch)
-        p_plus = self._own_trace(g, "p_plus", a_pre, self.tau_plus, self.a_plus)
-        p_minus = self._own_trace(g, "p_minus", s_post, self.tau_minus, self.a_minus)
+        a_pre = g.arriving_spikes()
+        p_plus = g.own_trace("p_plus", a_pre, self.tau_plus, self.a_plus)
+        p_minus = g.own_trace("p_minus", s_post, self.tau_minus, self.a_minus)
         if isinstance(reward, Tensor) and reward.dim() == 1:
             r = reward.view(-1, *([1] * (s_post.dim() - 1)))
             s_post, p_minus = s_post * r, p_minus * r
-        return self._correlate(g, s_post, p_plus, per_sample) + self._correlate(
-            g, p_minus, a_pre, per_sample
-        )
+        return g.correlate(s_post, p_plus, per_sample) + g.correlate(p_minus, a_pre, per_sample)
 
-    def _delta(self, g: SynapseGroup, reward: Reward) -> Optional[Tensor]:
-        batch, s_post, _ = self._post(g)
+    def delta(self, g: SynapseGroup, reward: Reward) -> Optional[Tensor]:
+        s_post = g.post_spikes()
         if reward is None:
             # Keep the traces going; no weight change without reward.
-            a_pre = self._arrivals(g, batch)
-            self._own_trace(g, "p_plus", a_pre, self.tau_plus, self.a_plus)
-            self._own_trace(g, "p_minus", s_post, self.tau_minus, self.a_minus)
+            g.own_trace("p_plus", g.arriving_spikes(), self.tau_plus, self.a_plus)
+            g.own_trace("p_minus", s_post, self.tau_minus, self.a_minus)
             return None
-        r = self._reward(reward, batch, g.connection.weight)
-        zeta = self._zeta(g, batch, s_post, r)
-        scale = self.gamma * self._scale(batch)
+        r = g.validate_reward(reward)
+        zeta = self._zeta(g, s_post, r)
+        scale = self.gamma * self.batch_factor(s_post.shape[0])
         if not isinstance(r, Tensor) or r.dim() == 0:
             scale = r * scale
         return zeta * scale
 
-    def _extra_repr(self) -> str:
+    def extra_repr(self) -> str:
         return (
             f"gamma={self.gamma}, a_plus={self.a_plus}, a_minus={self.a_minus}, "
-            f"tau_plus={self.tau_plus}, tau_minus={self.tau_minus}"
+            f"tau_plus={self.tau_plus}, tau_minus={self.tau_minus}, " + super().extra_repr()
         )
 
 
@@ -911,7 +1047,7 @@ class MSTDPET(MSTDP):
     State: ``p_plus``, ``p_minus``, ``eligibility`` (weight shape, or ``(B, *weight_shape)``).
     """
 
-    _state_names = ("p_plus", "p_minus", "eligibility")
+    state_names = ("p_plus", "p_minus", "eligibility")
 
     def __init__(
         self,
@@ -929,38 +1065,39 @@ class MSTDPET(MSTDP):
             raise TypeError(f"per_sample_reward must be a bool, got {per_sample_reward!r}")
         self.per_sample_reward = per_sample_reward
 
-    def _delta(self, g: SynapseGroup, reward: Reward) -> Optional[Tensor]:
-        batch, s_post, _ = self._post(g)
-        weight = g.connection.weight
-        r = None if reward is None else self._reward(reward, batch, weight)
+    def delta(self, g: SynapseGroup, reward: Reward) -> Optional[Tensor]:
+        s_post = g.post_spikes()
+        batch, weight = s_post.shape[0], g.connection.weight
+        r = None if reward is None else g.validate_reward(reward)
         if isinstance(r, Tensor) and r.dim() == 1 and r.shape[0] > 1 and not self.per_sample_reward:
             raise ValueError(
                 f"a per-sample reward of shape {tuple(r.shape)} needs MSTDPET(..., "
                 "per_sample_reward=True) (the eligibility is kept reduced over the batch otherwise)"
             )
         dt = g.connection.dt
-        zeta = self._zeta(g, batch, s_post, None, self.per_sample_reward)
+        zeta = self._zeta(g, s_post, None, self.per_sample_reward)
         shape = ((batch,) if self.per_sample_reward else ()) + tuple(weight.shape)
         z = g.zeros_or("eligibility", shape, zeta)
         if self.per_sample_reward:
             z = z * math.exp(-dt / self.tau_z) + zeta / self.tau_z
         else:
-            z = z * math.exp(-dt / self.tau_z) + zeta * (self._scale(batch) / self.tau_z)
+            z = z * math.exp(-dt / self.tau_z) + zeta * (self.batch_factor(batch) / self.tau_z)
         g.state["eligibility"] = z
         if r is None:
             return None
         scale = self.gamma * dt
         if not self.per_sample_reward:
             return z * (r.reshape(()) if isinstance(r, Tensor) else r) * scale
-        scale = scale * self._scale(batch)
+        scale = scale * self.batch_factor(batch)
         if isinstance(r, Tensor) and r.dim() == 1:
             return torch.tensordot(r.expand(batch), z, dims=1) * scale
         return z.sum(0) * (r * scale)
 
-    def _extra_repr(self) -> str:
+    def extra_repr(self) -> str:
         return (
-            super()._extra_repr()
-            + f", tau_z={self.tau_z}, per_sample_reward={self.per_sample_reward}"
+            f"gamma={self.gamma}, a_plus={self.a_plus}, a_minus={self.a_minus}, "
+            f"tau_plus={self.tau_plus}, tau_minus={self.tau_minus}, tau_z={self.tau_z}, "
+            f"per_sample_reward={self.per_sample_reward}, " + LearningRule.extra_repr(self)
         )
 
 
@@ -997,7 +1134,7 @@ class FedeSTDP(LearningRule):
     State: ``pre_history`` (only with delays).
     """
 
-    _state_names = ("pre_history",)
+    state_names = ("pre_history",)
 
     def __init__(
         self,
@@ -1027,10 +1164,11 @@ class FedeSTDP(LearningRule):
         safe = torch.where(ref > 0, ref, torch.ones_like(ref))
         return torch.where(ref > 0, x / safe, torch.zeros_like(x))
 
-    def _delta(self, g: SynapseGroup, reward: Reward) -> Tensor:
-        batch, s_post, _ = self._post(g)
-        self._arrivals(g, batch)  # validates that the connection ran
-        x_pre = self._pre_trace(g, batch)
+    def delta(self, g: SynapseGroup, reward: Reward) -> Optional[Tensor]:
+        s_post = g.post_spikes()
+        batch = s_post.shape[0]
+        g.arriving_spikes()  # validates that the connection ran
+        x_pre = g.pre_trace()
         conn = g.connection
         if g.is_conv:
             groups = conn.groups
@@ -1054,12 +1192,12 @@ class FedeSTDP(LearningRule):
         ltd = corr(torch.exp(1.0 - patches) - self.a)
         offset = conn.weight - self.w_init
         dw = torch.exp(-offset) * ltp - torch.exp(offset) * ltd
-        return dw * (self.lr * self._scale(batch))
+        return dw * (self.lr * self.batch_factor(batch))
 
-    def _extra_repr(self) -> str:
+    def extra_repr(self) -> str:
         return (
             f"lr={self.lr}, w_init={self.w_init}, a={self.a}, "
-            f"trace_normalization={self.trace_normalization!r}"
+            f"trace_normalization={self.trace_normalization!r}, " + super().extra_repr()
         )
 
 
@@ -1092,6 +1230,11 @@ def _check_triple(conn: Any, pre: Any, post: Any, where: str) -> None:
         raise TypeError(
             f"{where}connection must be a pysnn.connection.Linear or Conv2d, got "
             f"{type(conn).__name__}"
+        )
+    if not isinstance(getattr(conn, "weight", None), Tensor):
+        raise TypeError(
+            f"{where}connection {type(conn).__name__} has no weight tensor to train; a learning "
+            "rule needs a connection with a 'weight' parameter"
         )
     for arg, module in (("pre", pre), ("post", post)):
         if module is None:

@@ -12,7 +12,8 @@ Three recorders are provided:
 
 Recording is triggered by a forward hook (after the module's ``forward``) when the recorded
 object is a :class:`torch.nn.Module`, and can always be triggered manually with ``record()``
-(the only way for objects that are not modules, e.g. learning rules).
+(the only way for objects that are not modules, or for a learning rule advanced with
+``rule.step()`` rather than ``rule()``).
 
 Recording never breaks autograd (stored values are detached copies, so in-place updates of the
 module's state do not change what was recorded) and never synchronises host and device: no

@@ -14,11 +14,13 @@
             return self.lif(self.fc(self.inp(spikes)))
 
 Each call of ``forward`` is one time step; the modules keep their own state between calls.
+``net.reset_state()`` resets all of it, including the learning rules and nested networks the
+network holds.
 """
 
 from __future__ import annotations
 
-from typing import Dict, Iterator, Tuple
+from typing import Dict, Iterator, Set, Tuple
 
 from torch import nn
 
@@ -26,26 +28,55 @@ __all__ = ["SNNNetwork", "reset_state", "detach_state"]
 
 
 def reset_state(module: nn.Module) -> None:
-    """Reset the state of every stateful submodule of ``module`` (and of ``module`` itself).
+    """Reset the state of ``module`` and of everything stateful it holds.
 
-    A submodule is stateful when it defines ``reset_state()``; others (``nn.Sequential``,
-    ``nn.ReLU``, ...) are skipped.
+    Stateful means defining ``reset_state()``: neurons, connections, learning rules (as
+    attributes or inside ``nn.ModuleList``/``ModuleDict``/``Sequential``), ... Others
+    (``nn.Sequential``, ``nn.ReLU``, ...) are skipped. A nested
+    :class:`SNNNetwork` is reset by *its own* ``reset_state()`` (so an override runs), which
+    handles its subtree. Each module is called once, however often it is registered. An
+    :class:`SNNNetwork` given here is reset with its own ``reset_state()``.
     """
-    _call_on_stateful(module, "reset_state")
+    if isinstance(module, SNNNetwork):
+        module.reset_state()
+    else:
+        _call_on_stateful(module, "reset_state")
 
 
 def detach_state(module: nn.Module) -> None:
-    """Cut the autograd graph at the state of every stateful submodule (truncated BPTT)."""
-    _call_on_stateful(module, "detach_state")
+    """Cut the autograd graph at the state of every stateful submodule (truncated BPTT).
+
+    Traverses like :func:`reset_state`, calling ``detach_state()``.
+    """
+    if isinstance(module, SNNNetwork):
+        module.detach_state()
+    else:
+        _call_on_stateful(module, "detach_state")
 
 
-def _call_on_stateful(module: nn.Module, method: str) -> None:
-    for sub in module.modules():
-        if isinstance(sub, SNNNetwork):
-            continue  # its own method would recurse here
-        fn = getattr(sub, method, None)
-        if callable(fn):
-            fn()
+def _call_on_stateful(root: nn.Module, method: str) -> None:
+    """Call ``method`` on ``root`` (unless it is an :class:`SNNNetwork`, whose own method is the
+    caller) and on every module of its tree that defines it, once each, in pre-order; a nested
+    :class:`SNNNetwork` gets its own method called and is not descended into."""
+    if not isinstance(root, SNNNetwork):
+        _call(root, method)
+    _visit(root, method, {id(root)})
+
+
+def _visit(module: nn.Module, method: str, done: Set[int]) -> None:
+    for child in module.children():
+        if id(child) in done:
+            continue
+        done.add(id(child))
+        _call(child, method)
+        if not isinstance(child, SNNNetwork):
+            _visit(child, method, done)
+
+
+def _call(module: nn.Module, method: str) -> None:
+    fn = getattr(module, method, None)
+    if callable(fn):
+        fn()
 
 
 class SNNNetwork(nn.Module):
@@ -105,9 +136,14 @@ class SNNNetwork(nn.Module):
         return {name: conn.state_dict() for name, (conn, _) in self.layers.items()}
 
     def reset_state(self) -> None:
-        """Reset every stateful submodule (neurons, connections, ...); others are skipped."""
-        reset_state(self)
+        """Reset everything stateful the network holds: neurons, connections, learning rules,
+        nested networks (through their own ``reset_state``); see :func:`reset_state`.
+
+        Override it to reset more (e.g. a counter), calling ``super().reset_state()``; a network
+        holding this one calls the override.
+        """
+        _call_on_stateful(self, "reset_state")
 
     def detach_state(self) -> None:
         """Detach the state of every stateful submodule from the autograd graph."""
-        detach_state(self)
+        _call_on_stateful(self, "detach_state")

@@ -4,7 +4,9 @@ Spikes are imposed with ``Input`` modules on both sides (rules read only ``spike
 in float64 so closed forms match to ~1e-12.
 """
 
+import copy
 import math
+import pickle
 
 import pytest
 import torch
@@ -12,7 +14,16 @@ import torch.nn.functional as F
 
 from pysnn.connection import Conv2d, Linear
 from pysnn.functional.plasticity import conv2d_correlation, pair_stdp_window
-from pysnn.learning import MSTDP, MSTDPET, STDP, FedeSTDP, Hebbian, TripletSTDP
+from pysnn.learning import (
+    MSTDP,
+    MSTDPET,
+    STDP,
+    FedeSTDP,
+    Hebbian,
+    LearningRule,
+    SynapseGroup,
+    TripletSTDP,
+)
 from pysnn.monitor import Monitor
 from pysnn.network import SNNNetwork
 from pysnn.neuron import Input
@@ -737,15 +748,17 @@ def test_rule_survives_double_mid_sequence():
     assert not torch.equal(results[0], torch.full_like(results[0], 0.5))
 
 
-def test_rule_is_not_a_submodule_and_names_resolve():
+def test_rule_held_by_network_registers_none_of_its_modules_and_names_resolve():
     net = Net()
+    keys = list(net.state_dict())
     rule = STDP(network=net, connection="fc1", pre="inp")
     net.rule = rule
     assert rule.groups[0].connection is net.fc and rule.groups[0].post is net.out
     assert rule.groups[0].pre is net.inp
-    assert all(m is not rule for m in net.modules())
-    n_params = len(list(net.parameters()))
-    assert n_params == 1
+    assert any(m is rule for m in net.modules())  # a submodule of the network ...
+    assert list(rule.children()) == [] and list(rule.state_dict()) == []  # ... holding nothing
+    assert len(list(net.parameters())) == 1
+    assert list(net.state_dict()) == keys
     with pytest.raises(ValueError, match="neither a layer"):
         STDP(network=net, connection="fc1", pre="nope")
     with pytest.raises(TypeError, match="network="):
@@ -859,3 +872,258 @@ def test_argument_errors():
         m.step(reward=torch.ones(2, 2))
     with pytest.raises(TypeError, match="reward must be"):
         m.step(reward="good")
+
+
+# ------------------------------------------------------------------------------------------ a rule
+# held by the network: one reset, .to()/.double(), train()/eval(), repr, state_dict, deepcopy
+class RewardNet(SNNNetwork):
+    def __init__(self, n_in=1, n_out=1, delay=0.0):
+        super().__init__()
+        self.inp = Input(n_in, tau_trace=20.0)
+        self.fc = Linear(n_in, n_out, delay=delay, init="constant", init_kwargs={"val": 0.5})
+        self.out = Input(n_out, tau_trace=30.0)
+        self.rule = MSTDPET(connection=self.fc, pre=self.inp, post=self.out, gamma=0.5, tau_z=25.0)
+
+    def forward(self, x, y):
+        self.fc(self.inp(x))
+        return self.out(y)
+
+
+class STDPNet(Net):
+    def __init__(self):
+        super().__init__()
+        self.stdp = STDP(network=self, connection="fc1", pre="inp", nu=(1e-2, 1e-2))
+
+
+def reward_run(net, pre_s, post_s, rewards=None):
+    for t in range(pre_s.shape[0]):
+        net(pre_s[t], post_s[t])
+        net.rule.step(reward=None if rewards is None else rewards[t])
+
+
+def test_net_reset_clears_eligibility_so_a_reward_on_the_next_silent_step_changes_nothing():
+    net = RewardNet().double()
+    reward_run(net, trains(5, 1, 1, [(0, 0, 0)]), trains(5, 1, 1, [(3, 0, 0)]))  # no reward
+    assert net.rule.eligibility.item() > 0
+    w = net.fc.weight.detach().clone()
+    kept = copy.deepcopy(net)  # control: reset only the neurons and the connection
+    for module in (kept.inp, kept.fc, kept.out):
+        module.reset_state()
+    net.reset_state()
+    silent = torch.zeros(1, 1, dtype=DT)
+    for n in (net, kept):
+        n(silent, silent)  # first (silent) step of the next sample, rewarded
+        n.rule.step(reward=1.0)
+    assert torch.equal(net.fc.weight, w)
+    assert net.rule.p_plus.item() == 0 and net.rule.eligibility.item() == 0
+    # without the rule's reset the old pairing's eligibility would be paid out
+    left_over = 0.5 * math.exp(-3 / 20) / 25.0 * math.exp(-2 / 25)
+    assert (kept.fc.weight - w).item() == pytest.approx(left_over, rel=1e-12)
+
+
+def test_net_reset_reaches_rules_in_module_containers():
+    class Held(Net):
+        def __init__(self):
+            super().__init__()
+            triple = (self.fc, self.inp, self.out)
+            self.listed = torch.nn.ModuleList([MSTDPET(connections=[triple])])
+            self.named = torch.nn.ModuleDict({"mstdp": MSTDP(connections=[triple])})
+            self.chain = torch.nn.Sequential(TripletSTDP(connections=[triple], **TRIPLET))
+
+    net = Held()
+    rules = [net.listed[0], net.named["mstdp"], net.chain[0]]
+    for x in trains(4, 2, 3, [(0, 0, 1), (1, 1, 2)]).float():
+        net(x, torch.ones(2, 2))
+        for rule in rules:
+            rule.step(reward=0.5) if rule.takes_reward else rule.step()
+    assert all(rule.groups[0].state for rule in rules)
+    net.reset_state()
+    assert not any(rule.groups[0].state for rule in rules)
+
+
+def test_rule_state_follows_network_double_and_learning_continues():
+    torch.manual_seed(6)
+    T = 12
+    pre_s = (torch.rand(T, 2, 3) < 0.4).double()
+    post_s = (torch.rand(T, 2, 2) < 0.4).double()
+    rewards = [1.0 - 0.15 * t for t in range(T)]
+    results = []
+    for switch in (0, 5):
+        net = RewardNet(3, 2, delay=2.0)
+        if switch == 0:
+            net.double()
+        for t in range(T):
+            if t == switch and switch:
+                state = net.rule.groups[0].state
+                assert {v.dtype for v in state.values()} == {torch.float32}
+                net.double()  # converts the rule's state now, not at its next step
+                assert set(state) == {"p_plus", "p_minus", "eligibility"}
+                assert {v.dtype for v in state.values()} == {torch.float64}
+                w_switch = net.fc.weight.detach().clone()
+            dt = torch.float64 if t >= switch else torch.float32
+            net(pre_s[t].to(dt), post_s[t].to(dt))
+            net.rule.step(reward=rewards[t])
+        results.append(net.fc.weight.detach().clone())
+    assert net.rule.eligibility.dtype == torch.float64
+    assert not torch.equal(results[1], w_switch)  # learning continued after the switch
+    torch.testing.assert_close(results[0], results[1], rtol=1e-6, atol=1e-7)
+
+
+def test_eval_train_and_call_form_of_a_rule_held_by_network():
+    pre_s = trains(8, 1, 3, [(0, 0, 0)]).float()
+    post_s = trains(8, 1, 2, [(4, 0, 1)]).float()
+    net = STDPNet()
+    net.eval()
+    assert not net.stdp.training
+    net_run(net, net.stdp, pre_s, post_s)
+    assert torch.equal(net.fc.weight, torch.full((2, 3), 0.5))
+    net.train()
+    net.stdp.eval()  # the connection still trains: the rule's own mode stops it
+    assert net.fc.training
+    net.reset_state()
+    net_run(net, net.stdp, pre_s, post_s)
+    assert torch.equal(net.fc.weight, torch.full((2, 3), 0.5))
+    net.stdp.train()
+    net.reset_state()
+    calls = []
+    net.stdp.register_forward_hook(lambda module, args, output: calls.append(1))
+    for t in range(8):
+        net(pre_s[t], post_s[t])
+        net.stdp()  # the call form: same as step(), and runs forward hooks
+    assert len(calls) == 8
+    assert net.fc.weight[1, 0].item() == pytest.approx(0.5 + 1e-2 * math.exp(-4 / 20), rel=1e-6)
+
+
+def test_repr_shows_the_rule():
+    text = repr(STDPNet())
+    assert "(stdp): STDP(nu=(0.01, 0.01), weight_dependence=None, reduction='mean'" in text
+    assert "connections=1)" in text
+    assert "tau_z=25.0" in repr(RewardNet())
+
+
+def test_state_dict_keys_and_round_trip_with_a_rule():
+    torch.manual_seed(3)
+    net = STDPNet()
+    assert list(net.state_dict()) == list(Net().state_dict())  # the rule adds no key
+    net_run(
+        net, net.stdp, (torch.rand(10, 2, 3) < 0.5).float(), (torch.rand(10, 2, 2) < 0.5).float()
+    )
+    assert not torch.equal(net.fc.weight, torch.full((2, 3), 0.5))
+    fresh = STDPNet()
+    fresh.load_state_dict(net.state_dict())
+    assert torch.equal(fresh.fc.weight, net.fc.weight)
+    assert fresh.stdp.groups[0].connection is fresh.fc
+
+
+def test_deepcopy_and_pickle_rebind_the_rule_to_the_copied_modules():
+    net = RewardNet(delay=1.0).double()
+    reward_run(net, trains(4, 1, 1, [(0, 0, 0)]), trains(4, 1, 1, [(2, 0, 0)]))
+    w = net.fc.weight.detach().clone()
+    for clone in (copy.deepcopy(net), pickle.loads(pickle.dumps(net))):
+        g = clone.rule.groups[0]
+        assert g.connection is clone.fc and g.pre is clone.inp and g.post is clone.out
+        assert torch.equal(clone.rule.eligibility, net.rule.eligibility)
+        assert clone.rule.eligibility is not net.rule.eligibility
+        silent = torch.zeros(1, 1, dtype=DT)
+        clone(silent, silent)
+        clone.rule.step(reward=1.0)
+        assert not torch.equal(clone.fc.weight, w)
+        assert torch.equal(net.fc.weight, w)  # the original is untouched
+
+
+# ------------------------------------------------------------------------------------------ a rule
+# written by a user with the public hooks only
+class BCM(LearningRule):
+    r"""BCM with a sliding threshold: :math:`\Delta w_{ij} = \eta\, y_i (y_i - \theta_i)\, x_{ij}`,
+    :math:`y` a rule-owned trace of the post spikes (``tau_y``), :math:`x` the presynaptic trace at
+    the synapse, then :math:`\theta \leftarrow \theta e^{-dt/\tau_\theta} + (1 - e^{-dt/\tau_\theta})
+    y^2`."""
+
+    state_names = ("y", "theta")
+
+    def __init__(self, connection=None, pre=None, post=None, *, eta, tau_y, tau_theta, **kwargs):
+        super().__init__(connection, pre, post, **kwargs)
+        self.eta, self.tau_y, self.tau_theta = eta, tau_y, tau_theta
+
+    def delta(self, group: SynapseGroup, reward):
+        y = group.own_trace("y", group.post_spikes(), self.tau_y)
+        theta = group.zeros_or("theta", y.shape, y)
+        phi = y * (y - theta)
+        dw = group.correlate(phi, group.pre_trace()) * (self.eta * self.batch_factor(y.shape[0]))
+        decay = math.exp(-group.dt / self.tau_theta)
+        group.state["theta"] = theta * decay + (1.0 - decay) * y * y
+        return dw
+
+
+def test_user_defined_rule_on_the_public_hooks_matches_hand_computation():
+    T, B, n_in, n_out, eta, tau_y, tau_th = 12, 2, 2, 2, 0.05, 10.0, 2.0
+    pre_s = trains(T, B, n_in, [(0, 0, 0), (2, 0, 1), (1, 1, 0), (5, 1, 1), (6, 0, 0)])
+    post_s = trains(T, B, n_out, [(3, 0, 0), (4, 0, 0), (6, 0, 1), (7, 1, 0), (8, 1, 1), (9, 1, 1)])
+    pre, conn, post, rule = make(
+        BCM, n_in, n_out, delay=1.0, eta=eta, tau_y=tau_y, tau_theta=tau_th
+    )
+    dw = run(pre, conn, post, rule, pre_s, post_s)
+    # by hand, in plain floats: pre trace (tau 20 ms) read one step late through the delay
+    x = [[0.0] * n_in for _ in range(B)]
+    x_prev = [[0.0] * n_in for _ in range(B)]
+    y = [[0.0] * n_out for _ in range(B)]
+    th = [[0.0] * n_out for _ in range(B)]
+    expected = [[0.0] * n_in for _ in range(n_out)]
+    k = math.exp(-1 / tau_th)
+    for t in range(T):
+        x_syn = [row[:] for row in x_prev] if t >= 1 else [[0.0] * n_in for _ in range(B)]
+        x = [
+            [x[b][j] * math.exp(-1 / 20) + pre_s[t, b, j].item() for j in range(n_in)]
+            for b in range(B)
+        ]
+        x_prev = x
+        y = [
+            [y[b][i] * math.exp(-1 / tau_y) + post_s[t, b, i].item() for i in range(n_out)]
+            for b in range(B)
+        ]
+        for i in range(n_out):
+            for j in range(n_in):
+                expected[i][j] += (
+                    eta / B * sum(y[b][i] * (y[b][i] - th[b][i]) * x_syn[b][j] for b in range(B))
+                )
+        th = [[th[b][i] * k + (1 - k) * y[b][i] ** 2 for i in range(n_out)] for b in range(B)]
+    expected = torch.tensor(expected, dtype=DT)
+    assert (expected > 0).any() and (expected < 0).any()  # both sides of the threshold
+    torch.testing.assert_close(dw, expected, rtol=1e-12, atol=1e-15)
+    assert rule.theta.shape == (B, n_out)
+    torch.testing.assert_close(rule.theta, torch.tensor(th, dtype=DT), rtol=1e-12, atol=0)
+
+
+def test_rule_without_delta_and_connection_without_weight_fail_clearly():
+    class Incomplete(LearningRule):
+        pass
+
+    pre, conn, post, rule = make(Incomplete)
+    conn(pre(torch.zeros(1, 1, dtype=DT)))
+    post(torch.zeros(1, 1, dtype=DT))
+    with pytest.raises(NotImplementedError, match="must implement delta"):
+        rule.step()
+    weightless = Linear(2, 3)
+    del weightless.weight
+    with pytest.raises(TypeError, match="no weight"):
+        STDP(connection=weightless, pre=Input(2), post=Input(3))
+
+
+@pytest.mark.parametrize("delay", [2.0, torch.tensor([[2.0, 0.0, 3.0], [1.0, 4.0, 2.0]])])
+def test_reading_the_delayed_pre_trace_twice_in_a_step_changes_nothing(delay):
+    class Curious(STDP):
+        def delta(self, g, reward):
+            first = g.pre_trace()  # read before STDP reads it again
+            dw = super().delta(g, reward)
+            torch.testing.assert_close(g.pre_trace(), first, rtol=0, atol=0)
+            return dw
+
+    torch.manual_seed(11)
+    pre_s = (torch.rand(15, 2, 3) < 0.4).to(DT)
+    post_s = (torch.rand(15, 2, 2) < 0.4).to(DT)
+    results = [
+        run(*make(cls, 3, 2, delay=delay, nu=(1e-2, 2e-2)), pre_s, post_s)
+        for cls in (STDP, Curious)
+    ]
+    assert results[0].abs().max() > 0
+    torch.testing.assert_close(results[1], results[0], rtol=0, atol=0)

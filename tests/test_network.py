@@ -138,3 +138,76 @@ def test_forward_hooks_see_each_step():
     net.out.register_forward_hook(lambda module, inputs, output: seen.append(output.shape))
     run(net, make_inputs(steps=4))
     assert seen == [(3, 4)] * 4
+
+
+class Counter(nn.Module):
+    """A stateful module counting its reset_state/detach_state calls."""
+
+    def __init__(self):
+        super().__init__()
+        self.resets = 0
+        self.detaches = 0
+
+    def reset_state(self):
+        self.resets += 1
+
+    def detach_state(self):
+        self.detaches += 1
+
+
+class CountingNet(SNNNetwork):
+    """A network whose reset_state/detach_state overrides count their calls."""
+
+    def __init__(self):
+        super().__init__()
+        self.lif = LIFNeuron(2)
+        self.resets = 0
+        self.detaches = 0
+
+    def forward(self, x):
+        return self.lif(x)
+
+    def reset_state(self):
+        super().reset_state()
+        self.resets += 1
+
+    def detach_state(self):
+        super().detach_state()
+        self.detaches += 1
+
+
+class Outer(SNNNetwork):
+    """Holds a nested network and a stateful module, each registered twice."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner = CountingNet()
+        self.counter = Counter()
+        self.again = nn.ModuleList([self.inner, nn.Sequential(self.counter)])
+        self.lif = LIFNeuron(2)
+
+    def forward(self, x):
+        return self.lif(self.inner(x) * 30.0)
+
+
+def test_reset_calls_nested_network_override_once():
+    net = Outer()
+    net(torch.full((1, 2), 5.0))  # below threshold: v moves away from rest
+    assert net.inner.lif.v.ne(-65.0).any()
+    net.reset_state()
+    assert (net.inner.resets, net.counter.resets) == (1, 1)
+    assert net.inner.lif.v.tolist() == [[-65.0, -65.0]]  # the override reset its subtree
+    assert net.lif.v.tolist() == [[-65.0, -65.0]]
+    net.detach_state()
+    assert (net.inner.detaches, net.counter.detaches) == (1, 1)
+
+
+def test_module_level_reset_calls_the_network_override():
+    from pysnn.network import detach_state, reset_state
+
+    inner = CountingNet()
+    reset_state(inner)
+    detach_state(inner)
+    assert (inner.resets, inner.detaches) == (1, 1)
+    reset_state(nn.ModuleList([inner, nn.Sequential(inner)]))
+    assert inner.resets == 2

@@ -6,8 +6,12 @@ window, which is compared with the closed form ``pair_stdp_window`` and drawn in
 ``stdp_window.png`` (output folder: first argument, else ``$PYSNN_DOCS_OUT``, else a new
 temporary folder).
 
-Part 2 trains a two-layer network with rules given layer names, and shows ``grad=True``, which
-hands the update to a torch optimiser.
+Part 2 trains a two-layer network with rules given layer names and held by the network (so
+``net.reset_state()``, ``net.eval()``, ``net.to(...)`` reach them), and shows ``grad=True``,
+which hands the update to a torch optimiser.
+
+Part 3 writes a new rule (Oja's) on the public hooks of ``LearningRule`` and checks one step by
+hand.
 
     python docs/tutorials/05_learning_rules.py [OUT_DIR]
 """
@@ -21,7 +25,7 @@ import torch
 
 from pysnn.connection import Linear
 from pysnn.functional.plasticity import pair_stdp_window
-from pysnn.learning import STDP, Hebbian, TripletSTDP
+from pysnn.learning import STDP, Hebbian, LearningRule, SynapseGroup, TripletSTDP
 from pysnn.network import SNNNetwork
 from pysnn.neuron import Input, LIFNeuron
 from pysnn.plotting import plot_stdp_window
@@ -81,20 +85,21 @@ class TwoLayer(SNNNetwork):
 
 net = TwoLayer()
 # Layer names: connection="fc1" is that layer's Linear, post defaults to its neuron; pre names
-# the module (or layer) whose spikes feed it.
-stdp = STDP(network=net, connection="fc1", pre="inp", nu=(1e-4, 1e-2))
-triplet = TripletSTDP(network=net, connection="fc2", pre="fc1")  # pre = layer fc1's neurons
-hebb = Hebbian(connections=[(net.fc1, net.inp, net.lif1)], nu=1e-4, decay=1e-3, enabled=False)
-print(stdp, triplet, hebb, sep="\n")
+# the module (or layer) whose spikes feed it. Rules are modules: held as attributes, they show in
+# the network's repr and follow its reset_state(), train()/eval() and .to()/.double().
+net.stdp = STDP(network=net, connection="fc1", pre="inp", nu=(1e-4, 1e-2))
+net.triplet = TripletSTDP(network=net, connection="fc2", pre="fc1")  # pre = layer fc1's neurons
+net.hebb = Hebbian(connections=[(net.fc1, net.inp, net.lif1)], nu=1e-4, decay=1e-3, enabled=False)
+print(net)
 
 w0 = net.fc1.weight.detach().clone()
 x = (torch.rand(100, 8, 20) < 0.05).float()  # 100 steps, a batch of 8 samples
 with torch.no_grad():
     for step in x:
         net(step)
-        stdp.step()  # updates are averaged over the batch (reduction="mean")
-        triplet.step()
-        hebb.step()  # disabled: does nothing
+        net.stdp.step()  # updates are averaged over the batch (reduction="mean")
+        net.triplet.step()
+        net.hebb.step()  # disabled: does nothing
 print(
     f"fc1 weight change: mean {float((net.fc1.weight.detach() - w0).mean()):+.4f} mV, "
     f"all within [wmin, wmax]: {bool(((net.fc1.weight >= 0) & (net.fc1.weight <= 8)).all())}"
@@ -102,8 +107,7 @@ print(
 
 # grad=True: the rule writes -dw into weight.grad and leaves the weight alone, so a torch
 # optimiser applies it (SGD with lr=1 reproduces the in-place update).
-net.reset_state()
-stdp.reset_state()
+net.reset_state()  # neurons, connections and the rules' traces
 rule = STDP(network=net, connection="fc1", pre="inp", grad=True)
 optimizer = torch.optim.SGD([net.fc1.weight], lr=1.0)
 optimizer.zero_grad()
@@ -114,3 +118,32 @@ with torch.no_grad():
 optimizer.step()
 net.fc1.clamp_()  # bounds are the user's job with grad=True
 print(f"grad=True: |weight.grad| summed = {float(net.fc1.weight.grad.abs().sum()):.4f}")
+
+
+# ---------------------------------------------------------------- 3. a rule of your own
+class Oja(LearningRule):
+    """Oja's rule on traces: dw_ij = eta * mean_b y_bi (x_bj - y_bi w_ij), with y the post trace
+    and x the presynaptic trace at the synapse (through the delays)."""
+
+    def __init__(self, connection=None, pre=None, post=None, *, eta: float = 1e-3, **kwargs):
+        super().__init__(connection, pre, post, **kwargs)
+        self.eta = eta
+
+    def delta(self, group: SynapseGroup, reward: None) -> torch.Tensor:
+        y, x = group.post_trace(), group.pre_trace()  # (B, out), (B, in) for a shared delay
+        hebb = group.correlate(y, x)  # sum_b y_bi x_bj in the weight's layout
+        decay = (y * y).sum(0).unsqueeze(1) * group.connection.weight
+        return self.eta * (hebb - decay) * self.batch_factor(y.shape[0])
+
+
+pre3, post3 = Input(4).double(), Input(2).double()
+syn3 = Linear(4, 2, init="uniform", init_kwargs={"a": 0, "b": 1}, dtype=torch.float64)
+oja = Oja(connection=syn3, pre=pre3, post=post3, eta=0.1)
+w_before = syn3.weight.detach().clone()
+x3, y3 = (torch.rand(3, 4) < 0.5).double(), (torch.rand(3, 2) < 0.5).double()
+syn3(pre3(x3))
+post3(y3)
+oja.step()  # first step: the traces equal the spikes
+by_hand = 0.1 * (y3.t() @ x3 - (y3 * y3).sum(0).unsqueeze(1) * w_before) / 3
+assert torch.allclose(syn3.weight.detach() - w_before, by_hand, atol=1e-12)
+print(f"{oja}: one step matches the hand computation")

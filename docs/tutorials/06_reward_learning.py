@@ -17,9 +17,11 @@ import tempfile
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from pysnn.connection import Linear
 from pysnn.learning import MSTDP, MSTDPET
+from pysnn.network import reset_state
 from pysnn.neuron import Input
 
 OUT = Path(
@@ -33,6 +35,7 @@ T_PRE, T_POST, T_REWARD, TRIAL_MS, TRIALS = 10, 15, 20, 50, 10
 pre, post = Input(1), Input(1)
 syn = Linear(1, 1, wmin=0.0, wmax=1.0, init="constant", init_kwargs={"val": 0.5})
 rule = MSTDPET(connection=syn, pre=pre, post=post, gamma=GAMMA, tau_plus=TAU_PLUS, tau_z=TAU_Z)
+trial_modules = nn.ModuleList([pre, syn, post, rule])  # the rule is a module too: one reset for all
 
 weights = [float(syn.weight.detach())]
 for trial in range(TRIALS):
@@ -41,9 +44,9 @@ for trial in range(TRIALS):
         syn(pre(torch.full((1, 1), float(t == T_PRE))))
         post(torch.full((1, 1), float(t == T_POST)))
         rule.step(reward=reward if t == T_REWARD else None)  # None: no reward this step
-    for module in (pre, syn, post):  # trials are independent: reset state, keep weights
-        module.reset_state()
-    rule.reset_state()
+    reset_state(
+        trial_modules
+    )  # trials are independent: reset state (eligibility too), keep weights
     weights.append(float(syn.weight.detach()))
 
 # Closed form (MSTDPET docstring): one pair at dt = t_post - t_pre > 0 and one reward r at t_r:

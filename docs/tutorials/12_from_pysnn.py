@@ -75,7 +75,8 @@ print(net)
 
 # Unsupervised FedeSTDP on both forward layers (layer names: connection and post neuron),
 # with the presynaptic neurons given per layer.
-fede = FedeSTDP(
+# Held by the network, the rule is reset with it (and follows net.eval(), net.to(...)).
+net.fede = FedeSTDP(
     connections=[("fc1", "input"), ("fc2", "fc1")], network=net, lr=1e-4, w_init=0.5, a=0.5
 )
 rates = torch.rand(batch_size, n_in) * 0.3  # spike probability per step of each input
@@ -84,13 +85,12 @@ with torch.no_grad():
     for t in range(100):
         x = (torch.rand(batch_size, n_in) < rates).float()
         counts += net(x)
-        fede.step()
+        net.fede.step()
 print(f"FedeSTDP: output spike counts {counts.int().tolist()}")
 print(f"fc1 weights now in [{net.mlp1_c.weight.min():.3f}, {net.mlp1_c.weight.max():.3f}]")
 
 # Reward-modulated learning of the output layer: reward +1 when output 0 out-fires output 1.
-net.reset_state()
-fede.reset_state()
+net.reset_state()  # neurons, connections and FedeSTDP's state
 mstdpet = MSTDPET(network=net, connection="fc2", pre="fc1", gamma=0.01, tau_z=25.0)
 with torch.no_grad():
     for t in range(100):

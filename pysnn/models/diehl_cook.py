@@ -153,14 +153,8 @@ class DiehlCook2015(SNNNetwork):
             current = current + self.i2e(inh)
         exc = self.exc(current)
         self.inh(self.e2i(exc))
-        if self.training:
-            self.stdp.step()
+        self.stdp.step()  # does nothing in eval() mode
         return exc
-
-    def reset_state(self) -> None:
-        """Reset neurons, connections and STDP traces; the learned ``theta`` and weights stay."""
-        super().reset_state()
-        self.stdp.reset_state()
 
     @torch.no_grad()
     def run(
