@@ -278,34 +278,11 @@ class LearningRule:
 
     # ------------------------------------------------------------------ helpers
     def _apply(self, g: SynapseGroup, dw: Tensor) -> None:
-        conn = g.connection
-        weight = conn.weight
-        if self.grad:
-            if weight.grad is None:
-                weight.grad = -dw
-            else:
-                weight.grad.sub_(dw)
-            return
-        weight.add_(dw)
-        conn.clamp_()
-        if self.norm is not None:
-            conn.normalize(self.norm)
+        g.connection.apply_update_(dw, grad=self.grad, norm=self.norm)
 
     def _apply_rows(self, g: SynapseGroup, rows: Tensor, dw_rows: Tensor) -> None:
         """Apply ``Δw`` given only for the weight rows ``rows`` (the others are unchanged)."""
-        conn = g.connection
-        weight = conn.weight
-        if self.grad:
-            if weight.grad is None:
-                weight.grad = torch.zeros_like(weight)
-            weight.grad.index_add_(0, rows, dw_rows, alpha=-1)
-            return
-        updated = weight.index_select(0, rows).add_(dw_rows)
-        if math.isfinite(conn.wmin) or math.isfinite(conn.wmax):
-            updated.clamp_(conn.wmin, conn.wmax)
-        weight.index_copy_(0, rows, updated)
-        if self.norm is not None:
-            conn.normalize(self.norm)
+        g.connection.apply_update_(dw_rows, rows, grad=self.grad, norm=self.norm)
 
     def _scale(self, batch: int) -> float:
         """Batch reduction factor: ``1 / B`` for ``"mean"``, 1 for ``"sum"``."""

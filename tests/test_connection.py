@@ -241,7 +241,9 @@ def test_bad_inputs():
     conv = Conv2d(2, 1, 3, delay=torch.ones(()))
     with pytest.raises(ValueError, match=r"spikes must have shape \(B, 2, H, W\)"):
         conv(torch.ones(1, 2, 5))
-    with pytest.raises(ValueError, match=r"spikes must have shape \(B, 2, 5, 5\)"):
+    with pytest.raises(
+        ValueError, match=r"spikes must have shape \(B, 2, H, W\) for Conv2d, got \(1, 3, 5, 5\)"
+    ):
         conv(torch.ones(1, 3, 5, 5))
     with pytest.raises(ValueError, match="delay must be a scalar"):
         Conv2d(1, 1, 3, delay=torch.ones(1, 1))

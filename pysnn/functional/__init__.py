@@ -5,6 +5,7 @@ Each neuron model's step lives in the file named after it, with its equations in
 
 from pysnn.functional.delay import delayed, push_history, synapse_index
 from pysnn.functional.izhikevich import IzhikevichParameters, izhikevich_step
+from pysnn.functional.linear import delay_queue_step, linear_dense, linear_event
 from pysnn.functional.lif import LIFParameters, adaptive_theta_step, lif_step
 from pysnn.functional.spike import spike
 from pysnn.functional.trace import TRACE_MODES, trace_step
@@ -14,9 +15,12 @@ __all__ = [
     "LIFParameters",
     "TRACE_MODES",
     "adaptive_theta_step",
+    "delay_queue_step",
     "delayed",
     "izhikevich_step",
     "lif_step",
+    "linear_dense",
+    "linear_event",
     "push_history",
     "spike",
     "synapse_index",
