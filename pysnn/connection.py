@@ -40,6 +40,7 @@ parameters (``weight``, ``bias``, ...) and ``delay_steps``.
 from __future__ import annotations
 
 import math
+import sys
 import weakref
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -91,6 +92,9 @@ class _DataAccess:
         return (self.epoch, tuple(getattr(alias(), "_version", -1) for alias in self.aliases))
 
 
+_PARAMETER_NEW = nn.Parameter.__new__.__code__
+
+
 class _TrackedParameter(nn.Parameter):
     """An ``nn.Parameter`` whose writes through ``.data`` are visible to pysnn.
 
@@ -119,6 +123,14 @@ class _TrackedParameter(nn.Parameter):
     def data(self, value: torch.Tensor) -> None:
         self._access().epoch += 1
         nn.Parameter.data.__set__(self, value)
+
+    def detach(self) -> torch.Tensor:
+        detached = super().detach()
+        if sys._getframe(1).f_code is _PARAMETER_NEW:
+            # ``nn.Parameter(this)`` (e.g. in parametrize's weight_norm) wants detach() to keep
+            # the type of a Parameter subclass; everywhere else detach() gives a plain tensor.
+            detached.__class__ = _TrackedParameter
+        return detached
 
     def edits(self) -> Tuple[int, Tuple[int, ...]]:
         """A value that changes whenever ``.data`` may have been written."""
@@ -157,6 +169,7 @@ class _PresynapticCopy:
     def _in_sync(self, weight: torch.Tensor) -> bool:
         return (
             self.source is weight
+            and isinstance(weight, _TrackedParameter)
             and self.version == weight._version
             and self.pointer == weight.data_ptr()
             and self.edits == weight.edits()
@@ -756,8 +769,10 @@ class Linear(Connection):
     ``.to()`` drops it). The copy is rebuilt whenever the weight changed: replaced, moved, edited
     in place (autograd's version counter: ``weight.normal_()`` under ``no_grad``, ``copy_``,
     ``load_state_dict``, optimiser steps) or written through ``weight.data`` (counted by
-    the weight's class, an ``nn.Parameter`` subclass; a plain ``nn.Parameter`` assigned to
-    ``weight`` is switched to it, in place). Learning rules (:meth:`Connection.apply_update_`),
+    the weight's class, an ``nn.Parameter`` subclass that counts them and keeps the tensors
+    ``.data`` returned; a plain ``nn.Parameter`` later assigned to ``weight`` is switched to it,
+    in place, at the next event-driven step, so a ``.data`` alias of it taken *before* that step
+    is the one write path not seen). Learning rules (:meth:`Connection.apply_update_`),
     :meth:`clamp_` and :meth:`normalize` edit both copies, so learning needs no rebuild. Writes
     that bypass torch entirely (through a NumPy view of the weight) are not seen: after one,
     assign ``fc.weight.data = fc.weight.data`` (counted as a write) or use ``"dense"``.
