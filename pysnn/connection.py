@@ -169,7 +169,6 @@ class _PresynapticCopy:
     def _in_sync(self, weight: torch.Tensor) -> bool:
         return (
             self.source is weight
-            and isinstance(weight, _TrackedParameter)
             and self.version == weight._version
             and self.pointer == weight.data_ptr()
             and self.edits == weight.edits()
@@ -278,6 +277,7 @@ class Connection(nn.Module):
         super().__init__()
         self.in_shape = _shape("in_features", in_features)
         self.out_shape = _shape("out_features", out_features)
+        self._named_dims = any(isinstance(s, str) for s in self.in_shape)
         if delay_shape is not None and (
             len(self.in_shape) != 1 or tuple(delay_shape)[-1:] != self.in_shape
         ):
@@ -361,7 +361,7 @@ class Connection(nn.Module):
         if not isinstance(spikes, torch.Tensor):
             raise TypeError(f"spikes must be a torch.Tensor, got {type(spikes).__name__}")
         shape = self.in_shape
-        if any(isinstance(s, str) for s in shape):
+        if self._named_dims:
             if spikes.dim() != len(shape) + 1 or any(
                 isinstance(s, int) and s != n for s, n in zip(shape, spikes.shape[1:])
             ):
