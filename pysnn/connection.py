@@ -1,4 +1,4 @@
-r"""Connection modules: weights, bounds and lossless synaptic delays.
+r"""Connection modules: weights, bounds and lossless synaptic delays, on one public base class.
 
 A connection maps presynaptic spikes of one step to the synaptic input arriving at the
 postsynaptic neurons in that step. With a delay of :math:`d_{ij}` steps
@@ -9,27 +9,50 @@ postsynaptic neurons in that step. With a delay of :math:`d_{ij}` steps
 Every spike in flight is delivered at its own arrival step (see :mod:`pysnn.functional.delay`).
 ``delay=0`` delivers in the same step.
 
+**Writing a connection.** Subclass :class:`Connection`, call ``super().__init__(in_features,
+out_features, dt, delay, ...)``, create your parameters, and implement
+``propagate(arriving) -> current``. The base class's ``forward`` checks the input, keeps the spike
+history, applies the delays and calls ``propagate`` with what arrives this step: ``(B,
+*in_shape)`` with a shared delay, ``(B, *delay_shape)`` with a delay per synapse. It also gives
+``reset_state``, ``detach_state``, :meth:`~Connection.arriving_spikes` and
+:meth:`~Connection.delayed` (what learning rules read), ``forward_multistep``, and, for a connection
+with a ``weight``, initialisation, bounds, :meth:`~Connection.normalize` and
+:meth:`~Connection.apply_update_`. :class:`Linear` and :class:`Conv2d` are written the same way.
+A one-to-one connection with a per-neuron gain::
+
+    class OneToOne(Connection):
+        def __init__(self, n, dt=1.0, delay=0.0):
+            super().__init__(n, n, dt, delay, delay_shape=(n,))
+            self.gain = nn.Parameter(torch.ones(n))
+
+        def propagate(self, arriving):  # (B, n), shared or per-synapse delay alike
+            return arriving * self.gain
+
 What a learning rule reads after ``forward`` (see :meth:`Connection.arriving_spikes`): the
 presynaptic spikes *arriving at each synapse* this step, and, through :meth:`Connection.delayed`,
 any presynaptic quantity (a trace) delayed the same way.
 
 State (spike history, spikes in flight) lives in non-persistent buffers created for the first batch
-seen; :meth:`Connection.reset_state` clears spikes in flight. ``state_dict()`` holds ``weight``,
-``bias`` and ``delay_steps``.
+seen; :meth:`Connection.reset_state` clears spikes in flight. ``state_dict()`` holds the
+parameters (``weight``, ``bias``, ...) and ``delay_steps``.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Optional, Tuple, Union
+import sys
+import weakref
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils import parametrize, prune
 
 from pysnn import native
 from pysnn._checks import check_choice, check_input, check_positive_scalar
 from pysnn.functional.delay import delayed, push_history, synapse_index
+from pysnn.functional.linear import delay_queue_step, linear_dense, linear_event
 from pysnn.multistep import has_forward_hooks, step_through
 
 __all__ = ["Connection", "Linear", "Conv2d"]
@@ -45,78 +68,267 @@ INITS = (
 )
 PROPAGATIONS = ("auto", "dense", "event")
 DelayLike = Union[int, float, torch.Tensor]
+#: A per-sample shape: sizes, or names for sizes set by the input (e.g. ``(C, "H", "W")``).
+ShapeLike = Union[int, Sequence[Union[int, str]]]
+
+
+class _DataAccess:
+    """Writes to a parameter that bypass autograd's version counter, as seen through ``.data``."""
+
+    __slots__ = ("epoch", "aliases")
+
+    def __init__(self) -> None:
+        self.epoch = 0  # bumped on every ``.data`` get or set, and when an alias dies
+        self.aliases: List[weakref.ref] = []  # live tensors returned by ``.data``
+
+    def _forget(self, ref: weakref.ref) -> None:
+        self.epoch += 1
+        self.aliases = [a for a in self.aliases if a is not ref]
+
+    def state(self) -> Tuple[int, Tuple[int, ...]]:
+        """Changes whenever the parameter may have been written through ``.data``."""
+        if not self.aliases:
+            return (self.epoch, ())
+        return (self.epoch, tuple(getattr(alias(), "_version", -1) for alias in self.aliases))
+
+
+_PARAMETER_NEW = nn.Parameter.__new__.__code__
+
+
+class _TrackedParameter(nn.Parameter):
+    """An ``nn.Parameter`` whose writes through ``.data`` are visible to pysnn.
+
+    ``param.data`` has a version counter of its own, so ``param.data.fill_(0)`` leaves
+    ``param._version`` unchanged. This class counts every ``.data`` access and keeps each tensor it
+    returned (weakly): :class:`Linear` rebuilds its presynaptic-major copy of the weight whenever
+    one of them changed. It behaves as an ``nn.Parameter`` otherwise (``isinstance``, optimisers,
+    ``state_dict``, pruning and parametrisations); pickling gives a plain ``nn.Parameter``.
+    """
+
+    def _access(self) -> _DataAccess:
+        access = self.__dict__.get("_pysnn_access")
+        if access is None:
+            access = self.__dict__["_pysnn_access"] = _DataAccess()
+        return access
+
+    @property
+    def data(self) -> torch.Tensor:  # type: ignore[override]
+        access = self._access()
+        alias = nn.Parameter.data.__get__(self)
+        access.epoch += 1
+        access.aliases.append(weakref.ref(alias, access._forget))
+        return alias
+
+    @data.setter
+    def data(self, value: torch.Tensor) -> None:
+        self._access().epoch += 1
+        nn.Parameter.data.__set__(self, value)
+
+    def detach(self) -> torch.Tensor:
+        detached = super().detach()
+        if sys._getframe(1).f_code is _PARAMETER_NEW:
+            # ``nn.Parameter(this)`` (e.g. in parametrize's weight_norm) wants detach() to keep
+            # the type of a Parameter subclass; everywhere else detach() gives a plain tensor.
+            detached.__class__ = _TrackedParameter
+        return detached
+
+    def edits(self) -> Tuple[int, Tuple[int, ...]]:
+        """A value that changes whenever ``.data`` may have been written."""
+        access = self.__dict__.get("_pysnn_access")
+        return (0, ()) if access is None else access.state()
+
+    def __getstate__(self) -> Dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_pysnn_access"}
+
+    def __repr__(self) -> str:
+        return repr(nn.Parameter(nn.Parameter.data.__get__(self), self.requires_grad))
+
+
+class _PresynapticCopy:
+    """``weight.t().contiguous()`` ``(in, out)`` of a plain 2-D weight parameter, for the event path.
+
+    The copy is valid for one state of the weight, identified by the parameter object, its
+    autograd version (bumped by every in-place op, e.g. ``weight.normal_()`` under ``no_grad``,
+    ``copy_``, ``load_state_dict``, optimiser steps), its data pointer (``.to()``, ``.data = ...``)
+    and its ``.data`` writes (:class:`_TrackedParameter`). :meth:`rows` rebuilds it when any of
+    them changed; :meth:`mirror` applies an elementwise edit to both so no rebuild is needed.
+    """
+
+    __slots__ = ("source", "version", "pointer", "edits", "copy")
+
+    def __init__(self) -> None:
+        self.source: Optional[torch.Tensor] = None
+        self.copy: Optional[torch.Tensor] = None
+        self.version = self.pointer = -1
+        self.edits: Tuple[int, Tuple[int, ...]] = (-1, ())
+
+    def clear(self) -> None:
+        """Drop the copy (memory freed; rebuilt on the next event-driven step)."""
+        self.source = self.copy = None
+
+    def _in_sync(self, weight: torch.Tensor) -> bool:
+        return (
+            self.source is weight
+            and self.version == weight._version
+            and self.pointer == weight.data_ptr()
+            and self.edits == weight.edits()
+        )
+
+    def _rekey(self, weight: _TrackedParameter) -> None:
+        self.source, self.version = weight, weight._version
+        self.pointer, self.edits = weight.data_ptr(), weight.edits()
+
+    def rows(self, weight: nn.Parameter) -> Optional[torch.Tensor]:
+        """The up-to-date ``(in, out)`` copy of ``weight``, or ``None`` for a parameter whose
+        ``.data`` writes cannot be tracked (a user's own ``nn.Parameter`` subclass)."""
+        if self._in_sync(weight):
+            return self.copy
+        if type(weight) is nn.Parameter:
+            weight.__class__ = _TrackedParameter  # same object: optimisers keep working
+        if not isinstance(weight, _TrackedParameter):
+            return None
+        self.copy = weight.detach().t().contiguous()
+        self._rekey(weight)
+        return self.copy
+
+    def mirror(self, weight: torch.Tensor, edit: Callable[[torch.Tensor], None]) -> None:
+        """Apply the elementwise ``edit`` (in place, ``(out, in)`` layout) to ``weight``, and to
+        the copy if it was in sync (through its transposed view: the same values result)."""
+        in_sync = self.copy is not None and self._in_sync(weight)
+        edit(weight)
+        if in_sync:
+            edit(self.copy.t())
+            self._rekey(weight)
+
+
+def _shape(name: str, value: ShapeLike) -> Tuple[Union[int, str], ...]:
+    """A per-sample shape from an int or a sequence of positive ints and names."""
+    shape = (value,) if isinstance(value, int) else value
+    if not isinstance(shape, (tuple, list)) or not all(
+        (isinstance(s, int) and not isinstance(s, bool) and s > 0) or isinstance(s, str)
+        for s in shape
+    ):
+        raise ValueError(
+            f"{name} must be a positive int or a tuple of positive ints and names (sizes set by "
+            f"the input, e.g. (2, 'H', 'W')), got {value!r}"
+        )
+    return tuple(shape)
 
 
 def _after_load(module: nn.Module, incompatible_keys: object) -> None:
-    """``load_state_dict`` post-hook: the loaded delays may change the history length."""
+    """``load_state_dict`` post-hook: the loaded delays may change the history length, and an
+    ``assign=True`` load may bring a non-contiguous (e.g. old column-major) weight."""
     module._delays_changed()
-    module._fix_layout()
-
-
-class _Activity:
-    """Input activity counted by ``propagation="auto"`` (a plain object: cheap to update)."""
-
-    __slots__ = ("steps", "events", "active", "event")
-
-    def __init__(self) -> None:
-        self.steps = 0  # steps counted in this interval
-        self.events = 0  # active inputs of event steps (host-known: no read-back)
-        self.active: Optional[torch.Tensor] = None  # active inputs of dense steps, on the device
-        self.event = False  # current choice
+    module.reset_state()
+    weight = module._parameters.get("weight")
+    if weight is not None and not weight.is_contiguous():
+        with torch.no_grad():
+            weight.data = weight.data.contiguous()
 
 
 class Connection(nn.Module):
-    """Base class: weight bounds and initialisation, delays, state, normalisation.
+    r"""Base class of connections: delays, spike history, input checks, weight handling.
 
-    Subclasses create ``weight`` (and ``bias``) then call :meth:`_setup`, and implement
-    ``_propagate(arriving)`` plus ``_post_dims`` (weight dims summed over per postsynaptic unit).
+    A subclass calls ``super().__init__(...)``, creates its parameters (optionally a ``weight``
+    whose dim 0 indexes the postsynaptic unit, as in ``torch.nn.Linear``/``Conv2d``), calls
+    :meth:`reset_parameters` if it has a ``weight``, and implements :meth:`propagate`.
+
+    Args:
+        in_features: per-sample shape of the presynaptic input: an int, or a tuple of ints and
+            names of sizes the input sets (``(C, "H", "W")`` for images of any size).
+        out_features: per-sample shape of the output, the same way (for documentation and
+            ``repr``; the output's shape is what :meth:`propagate` returns).
+        dt: time step (ms).
+        delay: synaptic delay (ms), >= 0, rounded to whole steps of ``dt``: a scalar shared by
+            all synapses, or (when the subclass declares ``delay_shape``) a tensor of shape
+            ``delay_shape``, one delay per synapse.
+        delay_shape: shape of a per-synapse delay tensor, last dim indexing the presynaptic unit
+            (``(out, in)`` for :class:`Linear`, ``(n,)`` for a one-to-one connection); needs a
+            1-D ``in_features``. ``None``: only a shared delay is allowed.
+        wmin, wmax: bounds of ``weight`` used by :meth:`clamp_`, :meth:`reset_parameters` and
+            :meth:`apply_update_` (mV per unit of input).
+        init, init_kwargs: weight initialisation (see :meth:`reset_parameters`).
+        device: where ``delay_steps`` lives (that of the parameters).
+
+    Attributes:
+        in_shape, out_shape: the per-sample shapes above, as tuples.
+        delay_steps: int64 delays in steps, 0-d or ``delay_shape``.
+        per_synapse_delay: whether ``delay_steps`` holds one delay per synapse.
+        max_delay: the longest delay (steps).
+        history: ``(B, max_delay + 1, *in_shape)`` presynaptic spikes of the last steps (index
+            0: now); ``None`` with a shared delay of 0.
+        arriving: ``(B, *in_shape)`` spikes arriving this step (shared delay only).
     """
 
-    _post_dims: Tuple[int, ...] = (1,)
-
-    def _fix_layout(self) -> None:
-        """Restore the preferred memory layout of ``weight`` (no-op here; see :class:`Linear`)."""
-
-    def _setup(
+    def __init__(
         self,
-        dt: float,
-        delay: DelayLike,
-        wmin: float,
-        wmax: float,
-        init: str,
-        init_kwargs: Optional[Dict[str, Any]],
-        per_synapse_shape: Optional[Tuple[int, ...]],
+        in_features: ShapeLike,
+        out_features: ShapeLike,
+        dt: float = 1.0,
+        delay: DelayLike = 0.0,
+        *,
+        delay_shape: Optional[Tuple[int, ...]] = None,
+        wmin: float = -math.inf,
+        wmax: float = math.inf,
+        init: str = "kaiming_uniform",
+        init_kwargs: Optional[Dict[str, Any]] = None,
+        device: Optional[torch.device] = None,
     ) -> None:
+        super().__init__()
+        self.in_shape = _shape("in_features", in_features)
+        self.out_shape = _shape("out_features", out_features)
+        self._named_dims = any(isinstance(s, str) for s in self.in_shape)
+        if delay_shape is not None and (
+            len(self.in_shape) != 1 or tuple(delay_shape)[-1:] != self.in_shape
+        ):
+            raise ValueError(
+                f"delay_shape must end with the presynaptic size of a 1-D in_features, got "
+                f"delay_shape={delay_shape} for in_features={in_features!r}"
+            )
+        self.delay_shape = None if delay_shape is None else tuple(delay_shape)
         self.dt = check_positive_scalar("dt", dt)
         self.wmin, self.wmax = float(wmin), float(wmax)
         if math.isnan(self.wmin) or math.isnan(self.wmax) or self.wmin > self.wmax:
             raise ValueError(f"need wmin <= wmax, got wmin={wmin}, wmax={wmax}")
         self.init = check_choice("init", init, INITS)
         self.init_kwargs = dict(init_kwargs or {})
-        self.register_buffer("delay_steps", self._delay_steps(delay, per_synapse_shape))
+        self.register_buffer("delay_steps", self._delay_steps(delay, device))
         self.register_buffer("history", None, persistent=False)
         self.register_buffer("arriving", None, persistent=False)
         self._delays_changed()
         self.register_load_state_dict_post_hook(_after_load)
-        self.reset_parameters()
+
+    # ------------------------------------------------------------------ to implement
+    def propagate(self, arriving: torch.Tensor) -> torch.Tensor:
+        """Synaptic input (mV) caused by the spikes arriving this step.
+
+        Args:
+            arriving: ``(N, *in_shape)`` with a shared delay, ``(N, *delay_shape)`` with a delay
+                per synapse (``arriving[..., j]`` is what reaches the synapses of presynaptic
+                unit ``j``). ``N`` is the batch, or ``T * B`` in :meth:`forward_multistep`.
+
+        Returns:
+            ``(N, *out_shape)`` synaptic input (mV).
+
+        Must not keep state between calls (the base class holds all of it), so that
+        :meth:`forward_multistep` may call it once for many steps.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must implement propagate(arriving)")
 
     # ------------------------------------------------------------------ delays
-    def _delay_steps(
-        self, delay: DelayLike, per_synapse_shape: Optional[Tuple[int, ...]]
-    ) -> torch.Tensor:
+    def _delay_steps(self, delay: DelayLike, device: Optional[torch.device]) -> torch.Tensor:
         if isinstance(delay, bool) or not isinstance(delay, (int, float, torch.Tensor)):
             raise TypeError(f"delay must be a number or a tensor (ms), got {type(delay).__name__}")
         d = torch.as_tensor(delay, dtype=torch.float64).detach().cpu()
-        if d.dim() != 0 and (per_synapse_shape is None or tuple(d.shape) != per_synapse_shape):
-            allowed = (
-                "a scalar" if per_synapse_shape is None else f"a scalar or {per_synapse_shape}"
-            )
+        allowed = self.delay_shape
+        if d.dim() != 0 and (allowed is None or tuple(d.shape) != allowed):
+            allowed = "a scalar" if allowed is None else f"a scalar or {allowed}"
             raise ValueError(f"delay must be {allowed} (ms), got shape {tuple(d.shape)}")
         if torch.isnan(d).any() or torch.isinf(d).any():
             raise ValueError("delay must be finite (ms), got NaN or inf")
         if (d < 0).any():
             raise ValueError(f"delay must be >= 0 ms, got a minimum of {d.min().item()}")
-        return torch.round(d / self.dt).to(torch.int64).to(self.weight.device)
+        return torch.round(d / self.dt).to(torch.int64).to(device)
 
     def _delays_changed(self) -> None:
         steps = self.delay_steps
@@ -130,49 +342,112 @@ class Connection(nn.Module):
 
     @property
     def delay(self) -> torch.Tensor:
-        """Delays in ms (rounded to steps): a 0-d or ``(out, in)`` float tensor."""
-        return self.delay_steps.to(self.weight.dtype) * self.dt
+        """Delays in ms (rounded to steps): a 0-d or ``delay_shape`` float tensor."""
+        reference = self._reference()
+        dtype = torch.get_default_dtype() if reference is None else reference.dtype
+        return self.delay_steps.to(dtype) * self.dt
 
-    # ------------------------------------------------------------------ weights
-    def reset_parameters(self) -> None:
-        """(Re-)initialise ``weight`` (and ``bias``) with ``init``/``init_kwargs``, then clamp.
+    # ------------------------------------------------------------------ one step
+    def _reference(self) -> Optional[torch.Tensor]:
+        """The first floating-point parameter: inputs must match its dtype and device."""
+        for tensor in self._parameters.values():
+            if tensor is not None and tensor.is_floating_point():
+                return tensor
+        return next((p for p in self.parameters() if p.is_floating_point()), None)
 
-        ``"kaiming_uniform"`` (default) matches ``torch.nn.Linear``/``Conv2d``. ``"uniform"``,
-        ``"normal"``, ``"constant"`` and the xavier/kaiming variants call the ``torch.nn.init``
-        function of that name with ``init_kwargs`` (e.g. ``{"a": 0.0, "b": 0.3}`` for uniform,
-        ``{"val": 0.5}`` for constant).
+    def _check_spikes(self, spikes: torch.Tensor) -> None:
+        """Shape ``(B, *in_shape)``, dtype and device of the module, no NaN."""
+        name = type(self).__name__
+        if not isinstance(spikes, torch.Tensor):
+            raise TypeError(f"spikes must be a torch.Tensor, got {type(spikes).__name__}")
+        shape = self.in_shape
+        if self._named_dims:
+            if spikes.dim() != len(shape) + 1 or any(
+                isinstance(s, int) and s != n for s, n in zip(shape, spikes.shape[1:])
+            ):
+                raise ValueError(
+                    f"spikes must have shape (B, {', '.join(str(s) for s in shape)}) for {name}, "
+                    f"got {tuple(spikes.shape)}"
+                )
+            shape = tuple(spikes.shape[1:])
+        reference = self._reference()
+        check_input("spikes", spikes, shape, spikes if reference is None else reference, name)
+
+    def _push(self, spikes: torch.Tensor) -> None:
+        """Push ``spikes`` ``(B, *in_shape)`` into the history; set :attr:`arriving` (shared delay)."""
+        if self.max_delay == 0 and not self.per_synapse_delay:
+            self._buffers["arriving"] = spikes
+            return
+        history = self.history
+        if (
+            history is None
+            or history.shape[0] != spikes.shape[0]
+            or history.shape[2:] != (spikes.shape[1:])
+        ):
+            history = spikes.new_zeros((spikes.shape[0], self.max_delay + 1, *spikes.shape[1:]))
+        self._buffers["history"] = history = push_history(history, spikes)
+        if not self.per_synapse_delay:
+            self._buffers["arriving"] = delayed(history, self._shared_delay)
+
+    def forward(self, spikes: torch.Tensor) -> torch.Tensor:
+        """One step: presynaptic spikes ``(B, *in_shape)`` → synaptic input arriving now (mV).
+
+        Checks the input, pushes it into the history and returns :meth:`propagate` of
+        :meth:`arriving_spikes`.
         """
-        kwargs = dict(self.init_kwargs)
-        if self.init == "kaiming_uniform":
-            kwargs.setdefault("a", math.sqrt(5))
-        if self.init == "constant" and "val" not in kwargs:
-            raise ValueError("init='constant' needs init_kwargs={'val': value}")
-        try:
-            getattr(nn.init, self.init + "_")(self.weight, **kwargs)
-        except TypeError as err:
-            raise ValueError(f"init_kwargs {kwargs} do not fit init={self.init!r}: {err}") from None
-        if self.bias is not None:
-            fan_in = self.weight[0].numel()
-            bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
-            nn.init.uniform_(self.bias, -bound, bound)
-        self.clamp_()
+        self._check_spikes(spikes)
+        self._push(spikes)
+        return self.propagate(self.arriving_spikes())
 
-    @torch.no_grad()
-    def clamp_(self) -> None:
-        """Clamp ``weight`` in place to ``[wmin, wmax]``."""
-        if math.isfinite(self.wmin) or math.isfinite(self.wmax):
-            self.weight.clamp_(self.wmin, self.wmax)
+    def forward_multistep(self, spikes: torch.Tensor) -> torch.Tensor:
+        r"""Run ``T`` steps at once: ``spikes`` ``(T, B, *in_shape)`` → ``(T, B, *out_shape)``.
 
-    @torch.no_grad()
-    def normalize(self, total: float) -> None:
-        """Scale weights in place so the incoming weights of each postsynaptic unit sum to ``total``.
-
-        For ``Linear`` that is each row of ``weight`` ``(out, in)``; for ``Conv2d`` each output
-        channel's kernel. Units whose weights sum to 0 are left unchanged (no division by zero).
-        As in Diehl & Cook (2015), no clamping follows.
+        Identical to calling :meth:`forward` on ``spikes[0], ..., spikes[T-1]`` in turn (up to
+        float summation order): with a shared delay of :math:`d` steps the arriving input is the
+        spike sequence shifted by :math:`d` in time (the first :math:`d` steps come from the
+        history), then **one** call of :meth:`propagate` on all ``T * B`` samples. The history
+        and :attr:`arriving` are left as after the last step, so single steps and blocks can be
+        mixed. With per-synapse delays, or when forward hooks are registered (e.g. a
+        :class:`~pysnn.monitor.Monitor`, which must see every step, or a pruning hook), the
+        module is called once per step instead (same results, no speed-up).
         """
-        sums = self.weight.sum(dim=self._post_dims, keepdim=True)
-        self.weight.mul_(torch.where(sums != 0, total / sums, torch.ones_like(sums)))
+        self._check_block(spikes)
+        if self.per_synapse_delay or has_forward_hooks(self):
+            return step_through(self, spikes)
+        arriving = self._arrive_block(spikes)
+        out = self.propagate(arriving.flatten(0, 1))
+        return out.view(spikes.shape[0], spikes.shape[1], *out.shape[1:])
+
+    def _check_block(self, spikes: torch.Tensor) -> None:
+        if not isinstance(spikes, torch.Tensor) or spikes.dim() != len(self.in_shape) + 2:
+            raise ValueError(
+                f"spikes must have shape (T, B, {', '.join(str(s) for s in self.in_shape)}) for "
+                f"{type(self).__name__}.forward_multistep, got "
+                f"{tuple(spikes.shape) if isinstance(spikes, torch.Tensor) else type(spikes)}"
+            )
+        self._check_spikes(spikes.flatten(0, 1))
+
+    def _arrive_block(self, spikes: torch.Tensor) -> torch.Tensor:
+        """What arrives in each of ``T`` steps, ``(T, B, *in_shape)`` (shared delay); updates
+        ``history`` and ``arriving`` as ``T`` single steps would."""
+        if self.max_delay == 0:
+            self._buffers["arriving"] = spikes[-1]
+            return spikes
+        n_steps, n_batch = spikes.shape[0], spikes.shape[1]
+        length, delay = self.max_delay + 1, self._shared_delay
+        history = self.history
+        if history is None or history.shape[0] != n_batch or history.shape[2:] != spikes.shape[2:]:
+            history = spikes.new_zeros((n_batch, length, *spikes.shape[2:]))
+        # Time-major sequence: the L - 1 steps before the block (oldest first), then the block.
+        past = history[:, : length - 1].flip(1).transpose(0, 1)  # (L - 1, B, *in_shape)
+        sequence = torch.cat((past, spikes), dim=0)  # index k: step k - (L - 1)
+        start = length - 1 - delay
+        arriving = sequence[start : start + n_steps]
+        self._buffers["history"] = (
+            sequence[-length:].flip(0).transpose(0, 1).contiguous()
+        )  # index 0 = now
+        self._buffers["arriving"] = arriving[-1]
+        return arriving
 
     # ------------------------------------------------------------------ state
     def reset_state(self) -> None:
@@ -186,24 +461,12 @@ class Connection(nn.Module):
             if self._buffers.get(name) is not None:
                 self._buffers[name] = self._buffers[name].detach()
 
-    def _arrive(self, x: torch.Tensor) -> torch.Tensor:
-        """Push ``x`` into the history and return what arrives with the shared delay."""
-        if self.max_delay == 0:
-            return x
-        if (
-            self.history is None
-            or self.history.shape[0] != x.shape[0]
-            or (self.history.shape[2:] != x.shape[1:])
-        ):
-            self._buffers["history"] = x.new_zeros((x.shape[0], self.max_delay + 1, *x.shape[1:]))
-        self._buffers["history"] = push_history(self.history, x)
-        return delayed(self.history, self._shared_delay)
-
     def arriving_spikes(self) -> torch.Tensor:
         """Presynaptic spikes arriving at the synapses in the current step.
 
         Returns ``(B, *in_shape)`` when all synapses share one delay (identical for every
-        postsynaptic unit), or ``(B, out, in)`` for per-synapse delays. Valid after ``forward``.
+        postsynaptic unit), or ``(B, *delay_shape)`` per synapse (``(B, out, in)`` for
+        :class:`Linear`). Valid after ``forward``.
         """
         if self.per_synapse_delay:
             return delayed(self.history, self._index)
@@ -222,6 +485,239 @@ class Connection(nn.Module):
         if self.per_synapse_delay:
             return delayed(history, self._index)
         return delayed(history, self._shared_delay)
+
+    # ------------------------------------------------------------------ weights
+    #: presynaptic-major copy of ``weight`` kept in sync by the edits below (:class:`Linear`)
+    _copy: Optional[_PresynapticCopy] = None
+
+    def _kind(self, name: str = "weight") -> str:
+        """How the tensor ``name`` is stored: ``"parameter"`` (a plain parameter), ``"pruned"``
+        (``torch.nn.utils.prune``: ``name_orig * name_mask``), ``"parametrized"``
+        (``torch.nn.utils.parametrize``), ``"absent"``, or ``"other"`` (e.g. computed by the
+        legacy ``torch.nn.utils.weight_norm`` hook)."""
+        if self._parameters.get(name) is not None:
+            return "parameter"
+        if name + "_orig" in self._parameters and name + "_mask" in self._buffers:
+            return "pruned"
+        if parametrize.is_parametrized(self, name):
+            return "parametrized"
+        return "other" if isinstance(getattr(self, name, None), torch.Tensor) else "absent"
+
+    def _writable(self, name: str = "weight") -> str:
+        """:meth:`_kind`, raising ``TypeError`` when the tensor cannot be written."""
+        kind = self._kind(name)
+        if kind in ("absent", "other"):
+            what = "has no" if kind == "absent" else "has a computed (not learnable in place)"
+            raise TypeError(
+                f"{type(self).__name__} {what} {name!r}: weight updates, bounds and "
+                "normalisation need it as an nn.Parameter, pruned (torch.nn.utils.prune) or "
+                "parametrized (torch.nn.utils.parametrize, e.g. "
+                "torch.nn.utils.parametrizations.weight_norm instead of the legacy "
+                "torch.nn.utils.weight_norm)"
+            )
+        if kind == "parametrized":
+            for module in getattr(self.parametrizations, name):
+                if not hasattr(module, "right_inverse"):
+                    raise TypeError(
+                        f"the parametrization {type(module).__name__} of {name!r} has no "
+                        "right_inverse, so the weight cannot be written in place; define "
+                        "right_inverse(value) -> original (the identity for a mask), or use "
+                        "grad=True and a torch optimiser"
+                    )
+        return kind
+
+    def _edit(self, edit: Callable[[torch.Tensor], None], name: str = "weight") -> None:
+        """Apply the in-place elementwise ``edit`` to the tensor ``name`` (under ``no_grad``).
+
+        A plain parameter is edited itself (and the presynaptic-major copy with it); a pruned one
+        through ``name_orig`` (the masked entries stay 0 in the effective tensor); a parametrized
+        one by editing its current value and writing it back with ``right_inverse``.
+        """
+        kind = self._writable(name)
+        if kind == "parameter":
+            leaf = self._parameters[name]
+            if self._copy is not None and name == "weight":
+                self._copy.mirror(leaf, edit)
+            else:
+                edit(leaf)
+        elif kind == "pruned":
+            edit(self._parameters[name + "_orig"])
+            self._refresh_pruned(name)
+        else:
+            value = getattr(self, name).clone()
+            edit(value)
+            setattr(self, name, value)  # right_inverse of every parametrization
+
+    def _refresh_pruned(self, name: str) -> None:
+        """Recompute a pruned ``name`` = ``name_orig * name_mask`` now (else at the next call)."""
+        for hook in self._forward_pre_hooks.values():
+            if isinstance(hook, prune.BasePruningMethod) and hook._tensor_name == name:
+                setattr(self, name, hook.apply_mask(self))
+
+    def reset_parameters(self) -> None:
+        """(Re-)initialise ``weight`` (and ``bias``) with ``init``/``init_kwargs``, then clamp.
+
+        ``"kaiming_uniform"`` (default) matches ``torch.nn.Linear``/``Conv2d``. ``"uniform"``,
+        ``"normal"``, ``"constant"`` and the xavier/kaiming variants call the ``torch.nn.init``
+        function of that name with ``init_kwargs`` (e.g. ``{"a": 0.0, "b": 0.3}`` for uniform,
+        ``{"val": 0.5}`` for constant). A 2-D weight is filled in presynaptic-major order (the
+        random values for a given seed are those of earlier pysnn versions). A connection without
+        ``weight`` has nothing to do here (it initialises its own parameters).
+        """
+        if self._kind("weight") == "absent":
+            return
+        kwargs = dict(self.init_kwargs)
+        if self.init == "kaiming_uniform":
+            kwargs.setdefault("a", math.sqrt(5))
+        if self.init == "constant" and "val" not in kwargs:
+            raise ValueError("init='constant' needs init_kwargs={'val': value}")
+        with torch.no_grad():
+            weight = self.weight
+            # A 2-D weight is drawn in presynaptic-major order, as pysnn always did (a seed gives
+            # the same weights as before the weight became row-major).
+            value = weight.new_empty(weight.shape[::-1]).t() if weight.dim() == 2 else None
+            value = torch.empty_like(weight) if value is None else value
+            try:
+                getattr(nn.init, self.init + "_")(value, **kwargs)
+            except TypeError as err:
+                raise ValueError(
+                    f"init_kwargs {kwargs} do not fit init={self.init!r}: {err}"
+                ) from None
+            self._edit(lambda w: w.copy_(value))
+            if self._kind("bias") != "absent":
+                fan_in = value[0].numel()
+                bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
+                bias = torch.empty_like(self.bias).uniform_(-bound, bound)
+                self._edit(lambda b: b.copy_(bias), "bias")
+        self.clamp_()
+
+    @torch.no_grad()
+    def clamp_(self) -> None:
+        """Clamp ``weight`` in place to ``[wmin, wmax]`` (mV per unit of input).
+
+        A pruned weight is clamped before its mask: masked synapses stay at 0 even when 0 is
+        outside the bounds. Nothing to do without finite bounds.
+        """
+        if math.isfinite(self.wmin) or math.isfinite(self.wmax):
+            self._edit(lambda w: w.clamp_(self.wmin, self.wmax))
+
+    @torch.no_grad()
+    def normalize(self, total: float) -> None:
+        """Scale weights in place so the incoming weights of each postsynaptic unit sum to ``total``.
+
+        The postsynaptic unit is dim 0 of ``weight``: each row of a :class:`Linear` ``(out,
+        in)`` weight, each output channel's kernel of a :class:`Conv2d`. The sums are of the
+        effective weight (after a pruning mask or a parametrisation). Units whose weights sum to 0
+        are left unchanged (no division by zero). As in Diehl & Cook (2015), no clamping follows.
+        """
+        self._writable()
+        weight = self.weight
+        sums = weight.sum(dim=tuple(range(1, weight.dim())), keepdim=True)
+        factor = torch.where(sums != 0, total / sums, torch.ones_like(sums))
+        self._edit(lambda w: w.mul_(factor))
+
+    @torch.no_grad()
+    def apply_update_(
+        self,
+        dw: torch.Tensor,
+        rows: Optional[torch.Tensor] = None,
+        *,
+        grad: bool = False,
+        norm: Optional[float] = None,
+    ) -> None:
+        """Apply a weight change ``dw`` (mV per unit of input) computed by a learning rule.
+
+        ``weight += dw``, clamped to ``[wmin, wmax]``, then :meth:`normalize` ``(norm)`` if
+        ``norm`` is given. The change goes to the learnable tensor behind ``weight``: the
+        parameter itself, ``weight_orig`` of a pruned weight (masked synapses keep an
+        effective weight of 0), or the ``original`` tensors of a parametrized one (through
+        ``right_inverse``, which each parametrisation must define). The event-driven copy of a
+        :class:`Linear` is updated alongside (no re-transpose).
+
+        Args:
+            dw: weight-shaped change, or ``(len(rows), *weight.shape[1:])`` with ``rows``.
+            rows: int64 indices along dim 0 (postsynaptic units) that ``dw`` covers; the other
+                rows are unchanged. ``None``: ``dw`` covers the whole weight.
+            grad: instead of changing the weight, accumulate ``-dw`` into the ``.grad`` of the
+                learnable tensor(s) (chained through a mask or parametrisation) for a torch
+                optimiser (``SGD(lr=1)`` then applies ``+dw``); no clamp, no normalisation.
+            norm: if given, :meth:`normalize` ``(norm)`` after the update (ignored with
+                ``grad=True``).
+        """
+        kind = self._kind("weight")
+        if kind in ("absent", "other") or not grad:
+            kind = self._writable()
+        shape = tuple(self.weight.shape)
+        if not isinstance(dw, torch.Tensor):
+            raise TypeError(f"dw must be a torch.Tensor, got {type(dw).__name__}")
+        if rows is not None:
+            if not isinstance(rows, torch.Tensor) or rows.dim() != 1 or rows.is_floating_point():
+                raise TypeError("rows must be a 1-D integer tensor of indices along dim 0")
+            expected = (rows.shape[0], *shape[1:])
+        else:
+            expected = shape
+        if tuple(dw.shape) != expected:
+            raise ValueError(
+                f"dw must have shape {expected} (the weight{' rows' if rows is not None else ''})"
+                f", got {tuple(dw.shape)}"
+            )
+        if rows is not None and kind != "parameter":  # masks and parametrisations: whole weight
+            dw, rows = (
+                torch.zeros(shape, dtype=dw.dtype, device=dw.device).index_add_(0, rows, dw),
+                None,
+            )
+        if grad:
+            self._accumulate_grad(kind, dw, rows)
+            return
+        bounded = math.isfinite(self.wmin) or math.isfinite(self.wmax)
+        if rows is None:
+            self._edit(lambda w: w.add_(dw))
+            if bounded:
+                self.clamp_()
+        else:
+
+            def edit(w: torch.Tensor) -> None:
+                updated = w.index_select(0, rows).add_(dw)
+                if bounded:
+                    updated.clamp_(self.wmin, self.wmax)
+                w.index_copy_(0, rows, updated)
+
+            self._edit(edit)
+        if norm is not None:
+            self.normalize(norm)
+
+    def _accumulate_grad(self, kind: str, dw: torch.Tensor, rows: Optional[torch.Tensor]) -> None:
+        """``.grad -= dw`` on the learnable tensor(s) behind ``weight``."""
+        if kind == "parameter":
+            leaf = self._parameters["weight"]
+            if rows is None:
+                leaf.grad = -dw if leaf.grad is None else leaf.grad.sub_(dw)
+            else:
+                if leaf.grad is None:
+                    leaf.grad = torch.zeros_like(leaf)
+                leaf.grad.index_add_(0, rows, dw, alpha=-1)
+        elif kind == "pruned":
+            leaf = self._parameters["weight_orig"]
+            masked = -dw * self._buffers["weight_mask"]
+            if leaf.grad is None:
+                leaf.grad = masked
+            else:
+                leaf.grad.add_(masked)
+        else:  # parametrized: chain rule through the parametrisation
+            with torch.enable_grad():
+                torch.autograd.backward(self.weight, grad_tensors=-dw)
+
+
+class _Activity:
+    """Input activity counted by ``propagation="auto"`` (a plain object: cheap to update)."""
+
+    __slots__ = ("steps", "events", "active", "event")
+
+    def __init__(self) -> None:
+        self.steps = 0  # steps counted in this interval
+        self.events = 0  # active inputs of event steps (host-known: no read-back)
+        self.active: Optional[torch.Tensor] = None  # active inputs of dense steps, on the device
+        self.event = False  # current choice
 
 
 class Linear(Connection):
@@ -245,15 +741,16 @@ class Linear(Connection):
             - ``"dense"``: a matrix product every step (cost ~ ``in * out``, independent of
               activity; no host sync; what ``torch.compile`` sees).
             - ``"event"``: gather and sum only the weight rows of inputs that are non-zero
-              (cost ~ ``active * out``). Not for an input that requires a gradient (e.g. spikes
-              from a surrogate spike function): its gradient is needed at the zero entries too,
-              so such a step runs ``"dense"`` whatever the setting. On the CPU without autograd
-              this is one fused loop of :mod:`pysnn.native`, otherwise ``F.embedding_bag`` over
-              the presynaptic rows, whose data-dependent ``torch.nonzero`` is a host sync on GPU
-              (opt-in there).
+              (cost ~ ``active * out``; :func:`pysnn.functional.linear.linear_event`). Not for an
+              input that requires a gradient (e.g. spikes from a surrogate spike function): its
+              gradient is needed at the zero entries too, so such a step runs ``"dense"``
+              whatever the setting. On the CPU without autograd this is one fused loop of
+              :mod:`pysnn.native`, otherwise ``F.embedding_bag`` over the presynaptic rows,
+              whose data-dependent ``torch.nonzero`` is a host sync on GPU (opt-in there).
             - ``"auto"`` (default): ``"event"`` when it pays off, else ``"dense"``. It is
-              ``"dense"`` on non-CPU devices (no host sync ever), under ``torch.compile``, and,
-              when the fused kernels are unavailable, for connections with fewer than
+              ``"dense"`` on non-CPU devices (no host sync ever), under ``torch.compile``, for
+              a pruned or parametrized weight (recomputed every step anyway), and, when the
+              fused kernels are unavailable, for connections with fewer than
               :attr:`AUTO_MIN_SYNAPSES` synapses (a small matrix product is then cheaper than the
               extra ops of ``embedding_bag``). Otherwise the number of active inputs is
               counted every step (on the device, no sync, or for free by the fused event
@@ -264,24 +761,44 @@ class Linear(Connection):
               current choice is :attr:`active_propagation`.
 
     With per-synapse delays each presynaptic spike is scattered, at emission, into a queue of
-    future input (cost per step proportional to the spikes emitted times ``out_features``); the
-    weight applied is the one at emission. With a shared delay the weight at arrival is applied.
+    future input (cost per step proportional to the spikes emitted times ``out_features``;
+    :func:`pysnn.functional.linear.delay_queue_step`); the weight applied is the one at
+    emission. With a shared delay the weight at arrival is applied.
 
-    Memory layout: ``weight`` has the shape of ``torch.nn.Linear``'s, ``(out, in)``, but is stored
-    *column-major* (it is the transpose of a contiguous ``(in, out)`` tensor), so the weights of one
-    presynaptic neuron, ``weight[:, j]``, are contiguous: the event path reads whole rows of
-    ``weight.t()``. ``.to()``, ``.double()``, ``state_dict``/``load_state_dict`` keep (or restore)
-    that layout; a dense matrix product is as fast either way.
+    **Memory layout.** ``weight`` is a contiguous ``(out, in)`` tensor, exactly as in
+    ``torch.nn.Linear`` (``weight.view(-1)``, ``parameters_to_vector``, LBFGS, pruning and
+    parametrisations work as there). The event-driven path reads the weights of one presynaptic
+    neuron as one contiguous row, so it keeps a private presynaptic-major copy
+    ``weight.t().contiguous()`` ``(in, out)``, built on the first event-driven step: **twice the
+    weight memory** while event-driven steps run (``propagation="dense"`` never builds it;
+    ``.to()`` drops it). The copy is rebuilt whenever the weight changed: replaced, moved, edited
+    in place (autograd's version counter: ``weight.normal_()`` under ``no_grad``, ``copy_``,
+    ``load_state_dict``, optimiser steps) or written through ``weight.data`` (counted by
+    the weight's class, an ``nn.Parameter`` subclass that counts them and keeps the tensors
+    ``.data`` returned; a plain ``nn.Parameter`` later assigned to ``weight`` is switched to it,
+    in place, at the next event-driven step, so a ``.data`` alias of it taken *before* that step
+    is the one write path not seen). Learning rules (:meth:`Connection.apply_update_`),
+    :meth:`clamp_` and :meth:`normalize` edit both copies, so learning needs no rebuild. Writes
+    that bypass torch entirely (through a NumPy view of the weight) are not seen: after one,
+    assign ``fc.weight.data = fc.weight.data`` (counted as a write) or use ``"dense"``.
 
-    Memory per synapse: one weight (4 bytes in float32), plus one int64 delay (8 bytes) and one
-    int64 gather index (8 bytes) with per-synapse delays. State per batch sample:
-    ``(max_delay + 1) * in`` history values (shared or per-synapse delays) and
+    **Masked connectivity** (BindsNET's connection masks): prune the weight with
+    ``torch.nn.utils.prune`` (e.g. ``prune.custom_from_mask(fc, "weight", mask)``, mask ``(out,
+    in)`` of 0/1) or register a parametrisation (``torch.nn.utils.parametrize``); every path
+    uses the effective weight (``fc.weight``), and learning rules update ``weight_orig`` so masked
+    synapses stay at 0. Such a weight is recomputed by torch on every call, so ``"auto"`` runs
+    dense (and ``"event"`` gathers from ``fc.weight`` without the fused kernel);
+    ``prune.remove`` restores the plain parameter and the fast path.
+
+    Memory per synapse: one weight (4 bytes in float32; 8 with the event-path copy), plus one
+    int64 delay (8 bytes) and one int64 gather index (8 bytes) with per-synapse delays. State per
+    batch sample: ``(max_delay + 1) * in`` history values (shared or per-synapse delays) and
     ``(max_delay + 1) * out`` queued inputs (per-synapse delays), nothing with ``delay=0``.
 
     Multi-step: :meth:`forward_multistep` runs ``T`` steps in one call (one matrix product).
 
     Attributes:
-        weight: ``(out_features, in_features)``, column-major (see above).
+        weight: ``(out_features, in_features)``, contiguous.
         bias: ``(out_features,)`` or ``None``.
         delay_steps: int64, 0-d or ``(out, in)``.
         history: ``(B, max_delay + 1, in)`` presynaptic spikes of the last steps (index 0: now).
@@ -303,19 +820,30 @@ class Linear(Connection):
         device: Optional[torch.device] = None,
         dtype: Optional[torch.dtype] = None,
     ) -> None:
-        super().__init__()
         for name, value in (("in_features", in_features), ("out_features", out_features)):
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
+        super().__init__(
+            in_features,
+            out_features,
+            dt,
+            delay,
+            delay_shape=(out_features, in_features),
+            wmin=wmin,
+            wmax=wmax,
+            init=init,
+            init_kwargs=init_kwargs,
+            device=device,
+        )
         self.in_features, self.out_features = in_features, out_features
         self.propagation = check_choice("propagation", propagation, PROPAGATIONS)
         factory = {"device": device, "dtype": dtype}
-        # (out, in) view of a contiguous (in, out) tensor: presynaptic rows are contiguous.
-        self.weight = nn.Parameter(torch.empty(in_features, out_features, **factory).t())
+        self.weight = _TrackedParameter(torch.empty(out_features, in_features, **factory))
         self.bias = nn.Parameter(torch.empty(out_features, **factory)) if bias else None
         self.register_buffer("queue", None, persistent=False)
+        self._copy = _PresynapticCopy()
         self._reset_activity()
-        self._setup(dt, delay, wmin, wmax, init, init_kwargs, (out_features, in_features))
+        self.reset_parameters()
 
     #: ``"auto"``: connections with fewer synapses always run dense.
     AUTO_MIN_SYNAPSES: int = 1 << 18
@@ -327,19 +855,17 @@ class Linear(Connection):
     #: (a large matrix product runs near peak FLOP/s, a gather at memory bandwidth).
     AUTO_MULTISTEP_EVENT_FRACTION: float = 0.08
 
-    # ------------------------------------------------------------------ layout and mode
-    def _fix_layout(self) -> None:
-        """Make ``weight.t()`` contiguous again (after ``load_state_dict(assign=True)`` etc.)."""
-        weight = self._parameters.get("weight")
-        if weight is not None and weight.dim() == 2 and not weight.t().is_contiguous():
-            with torch.no_grad():
-                weight.data = weight.data.t().contiguous().t()
-
+    # ------------------------------------------------------------------ copies and mode
     def _apply(self, fn, recurse=True):
         module = super()._apply(fn, recurse)
-        self._fix_layout()
+        self._copy.clear()
         self._reset_activity()
         return module
+
+    def __getstate__(self) -> Dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_copy"] = _PresynapticCopy()  # never carried over: rebuilt from the weight
+        return state
 
     def _reset_activity(self) -> None:
         weight = self._parameters.get("weight")
@@ -353,14 +879,16 @@ class Linear(Connection):
         """``"dense"`` or ``"event"``: what the next single step will run."""
         if self.propagation != "auto":
             return self.propagation
-        return "event" if self._activity.event else "dense"
+        return "event" if self._activity.event and self._auto_allowed() else "dense"
 
     def _auto_allowed(self) -> bool:
-        """``"auto"`` may go event-driven: on the CPU, not compiling, and either with the fused
-        kernel of :mod:`pysnn.native` (cheap at any size) or for a matrix of at least
-        :attr:`AUTO_MIN_SYNAPSES` synapses."""
+        """``"auto"`` may go event-driven: a plain weight on the CPU, not compiling, and either
+        with the fused kernel of :mod:`pysnn.native` (cheap at any size) or for a matrix of at
+        least :attr:`AUTO_MIN_SYNAPSES` synapses."""
+        weight = self._parameters.get("weight")
         return (
-            self._parameters["weight"].is_cpu
+            weight is not None
+            and weight.is_cpu
             and not torch.compiler.is_compiling()
             and (
                 native.available() or self.in_features * self.out_features >= self.AUTO_MIN_SYNAPSES
@@ -390,108 +918,72 @@ class Linear(Connection):
             activity.active, activity.events, activity.steps = None, 0, 0
         return activity.event
 
-    def _rows(self) -> torch.Tensor:
-        """``weight.t()``, the ``(in, out)`` presynaptic rows, as a view kept between steps (for
-        the fused kernel only: the view carries no autograd history)."""
-        weight = self._parameters["weight"]
-        cached = self.__dict__.get("_rows_cache")
-        if cached is None or cached[0] is not weight or cached[1] != weight.data_ptr():
-            cached = (weight, weight.data_ptr(), weight.detach().t())
-            self.__dict__["_rows_cache"] = cached
-        return cached[2]
+    def _weight_rows(self, weight: torch.Tensor) -> torch.Tensor:
+        """The presynaptic-major weight ``(in, out)`` for the event paths: the contiguous copy
+        of a plain weight when no gradient is needed, else the differentiable ``weight.t()``."""
+        plain = self._parameters.get("weight")
+        if plain is weight and not (weight.requires_grad and torch.is_grad_enabled()):
+            rows = self._copy.rows(weight)
+            if rows is not None:
+                return rows
+        return weight.t()
 
-    def _event_linear(self, x: torch.Tensor, count: bool = True) -> torch.Tensor:
-        """``x @ weight.t()`` from the non-zero entries of ``x`` ``(N, in)`` only → ``(N, out)``.
+    # ------------------------------------------------------------------ propagation
+    def propagate(self, arriving: torch.Tensor) -> torch.Tensor:
+        """Synaptic input ``(N, out)`` (mV) of the spikes ``arriving`` ``(N, in)`` (shared delay).
 
-        On the CPU without autograd, one fused loop (:func:`pysnn.native.linear_event`) adds the
-        contiguous presynaptic rows of ``weight.t()`` of the non-zero inputs. Otherwise one
-        ``F.embedding_bag`` (mode ``"sum"``, the inputs' values as per-sample weights) over those
-        rows, differentiable in both arguments.
+        Dense or event-driven as ``propagation`` decides (see the class docstring), always with
+        the effective weight ``self.weight`` (after any pruning mask or parametrisation).
+        Per-synapse delays run through the queue in :meth:`forward` instead.
         """
-        x_c, rows = x.contiguous(), self._rows()
-        weight = self._parameters["weight"]
-        if native.usable(x_c, rows) and not (weight.requires_grad and torch.is_grad_enabled()):
-            out, active = native._linear_event(x_c, rows)
-            if count:
-                self._activity.events += active
-            return out
-        rows = self.weight.t()
-        n_rows = x.shape[0]
-        flat = x.reshape(-1).nonzero().view(-1)  # sorted: row-major (sample, pre)
-        if count:
-            self._activity.events += flat.shape[0]  # host-known size: no extra read-back
-        if n_rows == 1:
-            pre, offsets = flat, flat.new_zeros(1)
-        else:
-            pre = flat.remainder(self.in_features)
-            starts = torch.arange(n_rows, device=x.device) * self.in_features
-            offsets = torch.searchsorted(flat, starts)
-        values = x.reshape(-1).index_select(0, flat)
-        return F.embedding_bag(pre, rows, offsets, mode="sum", per_sample_weights=values)
-
-    def reset_state(self) -> None:
-        super().reset_state()
-        self.queue = None
-
-    def detach_state(self) -> None:
-        super().detach_state()
-        if self.queue is not None:
-            self.queue = self.queue.detach()
-
-    def _delays_changed(self) -> None:
-        super()._delays_changed()
-        self.queue = None
-
-    def forward(self, spikes: torch.Tensor) -> torch.Tensor:
-        """One step: presynaptic spikes ``(B, in)`` → synaptic input arriving now ``(B, out)`` (mV)."""
-        weight, bias = self._parameters["weight"], self._parameters.get("bias")
-        check_input("spikes", spikes, (self.in_features,), weight, "Linear")
-        if self.per_synapse_delay:
-            return self._forward_per_synapse(spikes)
-        self._buffers["arriving"] = arriving = self._arrive(spikes)
+        weight, bias = self.weight, self.bias
         if (
             self.propagation != "dense"
             and not (arriving.requires_grad and torch.is_grad_enabled())
             and self._use_event(arriving)
         ):
-            out = self._event_linear(arriving)
-            return out if bias is None else out + bias
-        return F.linear(arriving, weight, bias)
+            out, active = linear_event(arriving, self._weight_rows(weight), bias)
+            self._activity.events += active
+            return out
+        return linear_dense(arriving, weight, bias)
+
+    def forward(self, spikes: torch.Tensor) -> torch.Tensor:
+        """One step: presynaptic spikes ``(B, in)`` → synaptic input arriving now ``(B, out)`` (mV)."""
+        if not self.per_synapse_delay:
+            return super().forward(spikes)
+        self._check_spikes(spikes)
+        self._push(spikes)
+        queue = self.queue
+        if queue is None or queue.shape[0] != spikes.shape[0]:
+            queue = spikes.new_zeros(spikes.shape[0], self.max_delay + 1, self.out_features)
+        weight = self.weight
+        # Scattering only the emitted spikes is never more work than scattering all inputs.
+        event = self.propagation == "event" or (self.propagation == "auto" and self._auto_allowed())
+        out, self._buffers["queue"] = delay_queue_step(
+            queue,
+            spikes,
+            self._weight_rows(weight),
+            self.delay_steps.t(),
+            event_driven=event,
+        )
+        return out if self.bias is None else out + self.bias
 
     def forward_multistep(self, spikes: torch.Tensor) -> torch.Tensor:
         r"""Run ``T`` steps at once: ``spikes`` ``(T, B, in)`` → synaptic input ``(T, B, out)``.
 
-        Identical to calling :meth:`forward` on ``spikes[0], ..., spikes[T-1]`` in turn (up to
-        float summation order): with a shared delay of :math:`d` steps the arriving input is the
-        spike sequence shifted by :math:`d` in time (the first :math:`d` steps come from the
-        history), then **one** matrix product ``(T * B, in) @ weight.t()`` (or, when
-        ``propagation`` is ``"event"``, or ``"auto"`` on CPU with at most
-        :attr:`AUTO_MULTISTEP_EVENT_FRACTION` of the inputs active, one gather over the active
-        inputs). The history and :attr:`arriving` are left as after the last step, so single
-        steps and blocks can be mixed. ``"auto"`` counts the active inputs once per call (one
-        read-back per block, not per step).
-
-        With per-synapse delays, or when forward hooks are registered (e.g. a
-        :class:`~pysnn.monitor.Monitor`, which must see every step), this falls back to calling
-        the module once per step (same results, no speed-up).
+        As :meth:`Connection.forward_multistep`: **one** matrix product ``(T * B, in) @
+        weight.t()`` for all steps (or, when ``propagation`` is ``"event"``, or ``"auto"`` on
+        CPU with at most :attr:`AUTO_MULTISTEP_EVENT_FRACTION` of the inputs active, one gather
+        over the active inputs). ``"auto"`` counts the active inputs once per call (one
+        read-back per block, not per step). Per-synapse delays and forward hooks (a
+        :class:`~pysnn.monitor.Monitor`, a pruning mask, the legacy weight norm) step through.
         """
-        if not isinstance(spikes, torch.Tensor) or spikes.dim() != 3:
-            raise ValueError(
-                f"spikes must have shape (T, B, {self.in_features}) for Linear.forward_multistep, "
-                f"got {tuple(spikes.shape) if isinstance(spikes, torch.Tensor) else type(spikes)}"
-            )
-        n_steps, n_batch = spikes.shape[0], spikes.shape[1]
-        check_input(
-            "spikes",
-            spikes.reshape(n_steps * n_batch, -1),
-            (self.in_features,),
-            self.weight,
-            "Linear",
-        )
+        self._check_block(spikes)
         if self.per_synapse_delay or has_forward_hooks(self):  # hooks must see every step
             return step_through(self, spikes)
-        arriving = self._arrive_block(spikes)
-        flat = arriving.reshape(n_steps * n_batch, self.in_features)
+        n_steps, n_batch = spikes.shape[0], spikes.shape[1]
+        flat = self._arrive_block(spikes).reshape(n_steps * n_batch, self.in_features)
+        weight = self.weight
         if flat.requires_grad and torch.is_grad_enabled():
             event = False  # the input's gradient is needed at zero inputs too
         elif self.propagation == "event":
@@ -502,54 +994,20 @@ class Linear(Connection):
         else:
             event = False
         if event:
-            out = self._event_linear(flat, count=False)
-            out = out if self.bias is None else out + self.bias
+            out = linear_event(flat, self._weight_rows(weight), self.bias)[0]
         else:
-            out = F.linear(flat, self.weight, self.bias)
+            out = linear_dense(flat, weight, self.bias)
         return out.view(n_steps, n_batch, self.out_features)
 
-    def _arrive_block(self, spikes: torch.Tensor) -> torch.Tensor:
-        """What arrives in each of ``T`` steps, ``(T, B, in)``; updates ``history``/``arriving``."""
-        if self.max_delay == 0:
-            self._buffers["arriving"] = spikes[-1]
-            return spikes
-        n_steps, n_batch = spikes.shape[0], spikes.shape[1]
-        length, delay = self.max_delay + 1, self._shared_delay
-        history = self.history
-        if history is None or history.shape[0] != n_batch or history.shape[2:] != spikes.shape[2:]:
-            history = spikes.new_zeros((n_batch, length, *spikes.shape[2:]))
-        # Time-major sequence: the L - 1 steps before the block (oldest first), then the block.
-        past = history[:, : length - 1].flip(1).transpose(0, 1)  # (L - 1, B, in)
-        sequence = torch.cat((past, spikes), dim=0)  # index k: step k - (L - 1)
-        start = length - 1 - delay
-        arriving = sequence[start : start + n_steps]
-        self._buffers["history"] = (
-            sequence[-length:].flip(0).transpose(0, 1).contiguous()
-        )  # index 0 = now
-        self._buffers["arriving"] = arriving[-1]
-        return arriving
+    # ------------------------------------------------------------------ state
+    def reset_state(self) -> None:
+        super().reset_state()
+        self.queue = None
 
-    def _forward_per_synapse(self, spikes: torch.Tensor) -> torch.Tensor:
-        n_batch, length, n_out = spikes.shape[0], self.max_delay + 1, self.out_features
-        if self.queue is None or self.queue.shape[0] != n_batch:
-            self._buffers["queue"] = spikes.new_zeros(n_batch, length, n_out)
-            self._buffers["history"] = spikes.new_zeros(n_batch, length, self.in_features)
-        self._buffers["history"] = push_history(self.history, spikes)
-        if self.propagation == "event" or (self.propagation == "auto" and self._auto_allowed()):
-            # Scattering only the emitted spikes is never more work than scattering all inputs.
-            batch, pre = spikes.nonzero(as_tuple=True)
-        else:
-            grid = torch.arange(n_batch * self.in_features, device=spikes.device)
-            batch, pre = grid // self.in_features, grid % self.in_features
-        values = self.weight.t()[pre] * spikes[batch, pre].unsqueeze(1)  # (events, out)
-        slots = self.delay_steps.t()[pre]  # (events, out)
-        post = torch.arange(n_out, device=spikes.device)
-        flat = (batch.unsqueeze(1) * length + slots) * n_out + post
-        queue = self.queue.reshape(-1).index_add(0, flat.reshape(-1), values.reshape(-1))
-        queue = queue.view(n_batch, length, n_out)
-        out = queue[:, 0]
-        self._buffers["queue"] = torch.cat((queue[:, 1:], torch.zeros_like(queue[:, :1])), dim=1)
-        return out if self.bias is None else out + self.bias
+    def detach_state(self) -> None:
+        super().detach_state()
+        if self.queue is not None:
+            self.queue = self.queue.detach()
 
     def extra_repr(self) -> str:
         delay = "per-synapse" if self.per_synapse_delay else f"{self._shared_delay * self.dt} ms"
@@ -564,7 +1022,8 @@ class Conv2d(Connection):
     """2-D convolution of spikes, exactly ``torch.nn.functional.conv2d``, with a shared delay.
 
     ``forward(spikes)``: ``(B, C_in, H, W)`` → ``(B, C_out, H_out, W_out)`` synaptic input arriving
-    this step, ``F.conv2d`` of the spikes emitted ``delay`` ms ago.
+    this step, ``F.conv2d`` of the spikes emitted ``delay`` ms ago. :meth:`forward_multistep`
+    convolves all ``T`` steps in one call.
 
     Args:
         in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias: as
@@ -573,11 +1032,12 @@ class Conv2d(Connection):
         delay: one delay for all synapses (ms), >= 0.
         wmin, wmax, init, init_kwargs: as :class:`Linear`.
 
+    ``weight`` is a plain contiguous parameter as in ``torch.nn.Conv2d``: pruning and
+    parametrisations work the same way as for :class:`Linear`.
+
     Attributes:
         weight: ``(C_out, C_in / groups, kH, kW)``; ``bias``: ``(C_out,)`` or ``None``.
     """
-
-    _post_dims = (1, 2, 3)
 
     def __init__(
         self,
@@ -598,10 +1058,20 @@ class Conv2d(Connection):
         device: Optional[torch.device] = None,
         dtype: Optional[torch.dtype] = None,
     ) -> None:
-        super().__init__()
         # Borrow torch's own argument handling so shapes and errors match nn.Conv2d exactly.
         reference = nn.Conv2d(
             in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias=False
+        )
+        super().__init__(
+            (in_channels, "H", "W"),
+            (out_channels, "H_out", "W_out"),
+            dt,
+            delay,
+            wmin=wmin,
+            wmax=wmax,
+            init=init,
+            init_kwargs=init_kwargs,
+            device=device,
         )
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.stride = reference.kernel_size, reference.stride
@@ -609,17 +1079,11 @@ class Conv2d(Connection):
         factory = {"device": device, "dtype": dtype}
         self.weight = nn.Parameter(torch.empty(reference.weight.shape, **factory))
         self.bias = nn.Parameter(torch.empty(out_channels, **factory)) if bias else None
-        self._setup(dt, delay, wmin, wmax, init, init_kwargs, None)
+        self.reset_parameters()
 
-    def forward(self, spikes: torch.Tensor) -> torch.Tensor:
-        """One step: spikes ``(B, C_in, H, W)`` → synaptic input ``(B, C_out, H_out, W_out)`` (mV)."""
-        if not isinstance(spikes, torch.Tensor) or spikes.dim() != 4:
-            raise ValueError(
-                f"spikes must have shape (B, {self.in_channels}, H, W) for Conv2d, got "
-                f"{tuple(spikes.shape) if isinstance(spikes, torch.Tensor) else type(spikes)}"
-            )
-        check_input("spikes", spikes, (self.in_channels, *spikes.shape[2:]), self.weight, "Conv2d")
-        self._buffers["arriving"] = arriving = self._arrive(spikes)
+    def propagate(self, arriving: torch.Tensor) -> torch.Tensor:
+        """``F.conv2d`` of the spikes ``arriving`` ``(N, C_in, H, W)`` → ``(N, C_out, H_out,
+        W_out)`` synaptic input (mV), with the effective ``weight``."""
         return F.conv2d(
             arriving, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups
         )

@@ -566,10 +566,9 @@ class LearningRule(nn.Module):
 
     @torch.no_grad()
     def apply_update(self, group: SynapseGroup, dw: Tensor, rows: Optional[Tensor] = None) -> None:
-        """Apply ``Δw`` to ``group.connection.weight`` (bounds, ``norm``, ``grad`` mode).
-
-        In place: ``weight += dw`` then clamp to ``[wmin, wmax]`` and ``normalize(norm)``; with
-        ``grad=True`` instead ``weight.grad -= dw`` (no weight change).
+        """Apply ``Δw`` to the group's connection: :meth:`pysnn.connection.Connection.apply_update_`
+        with this rule's ``grad`` and ``norm`` (bounds, pruning masks and parametrisations, the
+        event-path copy of the weight: all handled there).
 
         Args:
             group: the group whose connection is updated.
@@ -577,26 +576,7 @@ class LearningRule(nn.Module):
             rows: optional ``(R,)`` int64 indices of the weight rows ``dw`` is given for (the
                 others are unchanged).
         """
-        conn = group.connection
-        weight = conn.weight
-        if self.grad:
-            if weight.grad is None:
-                weight.grad = torch.zeros_like(weight)
-            if rows is None:
-                weight.grad.sub_(dw)
-            else:
-                weight.grad.index_add_(0, rows, dw, alpha=-1)
-            return
-        if rows is None:
-            weight.add_(dw)
-            conn.clamp_()
-        else:
-            updated = weight.index_select(0, rows).add_(dw)
-            if math.isfinite(conn.wmin) or math.isfinite(conn.wmax):
-                updated.clamp_(conn.wmin, conn.wmax)
-            weight.index_copy_(0, rows, updated)
-        if self.norm is not None:
-            conn.normalize(self.norm)
+        group.connection.apply_update_(dw, rows, grad=self.grad, norm=self.norm)
 
     # ------------------------------------------------------------------ nn.Module plumbing
     def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> "LearningRule":

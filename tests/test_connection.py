@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pysnn.connection import Conv2d, Linear
+from pysnn.connection import Connection, Conv2d, Linear
 
 
 def step_all(conn, inputs):
@@ -241,9 +241,88 @@ def test_bad_inputs():
     conv = Conv2d(2, 1, 3, delay=torch.ones(()))
     with pytest.raises(ValueError, match=r"spikes must have shape \(B, 2, H, W\)"):
         conv(torch.ones(1, 2, 5))
-    with pytest.raises(ValueError, match=r"spikes must have shape \(B, 2, 5, 5\)"):
+    with pytest.raises(
+        ValueError, match=r"spikes must have shape \(B, 2, H, W\) for Conv2d, got \(1, 3, 5, 5\)"
+    ):
         conv(torch.ones(1, 3, 5, 5))
     with pytest.raises(ValueError, match="delay must be a scalar"):
         Conv2d(1, 1, 3, delay=torch.ones(1, 1))
     with pytest.raises(ValueError, match="in_features must be a positive int"):
         Linear(0, 2)
+
+
+class OneToOne(Connection):
+    """A user-defined connection: neuron j drives neuron j with a learnable gain (no weight)."""
+
+    def __init__(self, n, dt=1.0, delay=0.0):
+        super().__init__(n, n, dt, delay, delay_shape=(n,))
+        self.gain = torch.nn.Parameter(torch.tensor([1.0, 2.0, -3.0]))
+
+    def propagate(self, arriving):
+        return arriving * self.gain
+
+
+def test_user_one_to_one_connection_shared_delay():
+    conn = OneToOne(3, dt=0.5, delay=1.0)  # 2 steps
+    x = torch.zeros(5, 2, 3)
+    x[0, 0] = torch.tensor([1.0, 0.0, 1.0])
+    x[1, 1] = torch.tensor([0.0, 1.0, 1.0])
+    out = torch.stack([conn(s) for s in x])
+    expected = torch.zeros(5, 2, 3)
+    expected[2, 0] = torch.tensor([1.0, 0.0, -3.0])
+    expected[3, 1] = torch.tensor([0.0, 2.0, -3.0])
+    assert torch.equal(out, expected)
+    assert conn.arriving_spikes().shape == (2, 3)
+    fresh = OneToOne(3, dt=0.5, delay=1.0)
+    assert torch.equal(fresh.forward_multistep(x), expected)
+    assert torch.equal(fresh.history, conn.history)
+
+
+def test_user_one_to_one_connection_per_synapse_delay():
+    conn = OneToOne(3, delay=torch.tensor([0.0, 1.0, 2.0]))
+    assert conn.per_synapse_delay and conn.max_delay == 2
+    x = torch.zeros(4, 2, 3)
+    x[0] = 1.0  # every neuron of both samples at t=0
+    x[1, 1, 0] = 1.0  # neuron 0 of sample 1 at t=1
+    out = torch.stack([conn(s) for s in x])
+    expected = torch.zeros(4, 2, 3)
+    expected[0, :, 0] = 1.0  # delay 0, gain 1
+    expected[1, :, 1] = 2.0  # delay 1, gain 2
+    expected[2, :, 2] = -3.0  # delay 2, gain -3
+    expected[1, 1, 0] = 1.0
+    assert torch.equal(out, expected)
+    assert conn.arriving_spikes().shape == (2, 3)
+    conn.reset_state()
+    assert torch.equal(conn(torch.zeros(2, 3)), torch.zeros(2, 3))
+    (conn(torch.ones(2, 3)).sum()).backward()  # gradient reaches the gain
+    assert torch.equal(conn.gain.grad, torch.tensor([2.0, 0.0, 0.0]))
+
+
+def test_user_connection_checks_and_weight_free_errors():
+    with pytest.raises(ValueError, match=r"delay must be a scalar or \(3,\)"):
+        OneToOne(3, delay=torch.zeros(3, 3))
+    conn = OneToOne(3)
+    with pytest.raises(ValueError, match=r"spikes must have shape \(B, 3\) for OneToOne"):
+        conn(torch.ones(2, 4))
+    with pytest.raises(TypeError, match="spikes has dtype torch.float64"):
+        conn(torch.ones(2, 3, dtype=torch.float64))
+    with pytest.raises(TypeError, match="OneToOne has no 'weight'"):
+        conn.apply_update_(torch.zeros(3))
+    with pytest.raises(TypeError, match="OneToOne has no 'weight'"):
+        conn.normalize(1.0)
+    with pytest.raises(ValueError, match="delay_shape must end with the presynaptic size"):
+        Connection(3, 3, delay_shape=(3, 4))
+    with pytest.raises(NotImplementedError, match="Connection must implement propagate"):
+        Connection(3, 3)(torch.ones(1, 3))
+
+
+def test_conv2d_multistep_equals_step_loop():
+    torch.manual_seed(0)
+    conv = Conv2d(2, 3, 3, padding=1, delay=2.0, bias=True)
+    loop = Conv2d(2, 3, 3, padding=1, delay=2.0, bias=True)
+    loop.load_state_dict(conv.state_dict())
+    x = (torch.rand(6, 2, 2, 5, 5) < 0.3).float()
+    with torch.no_grad():
+        expected = torch.stack([loop(s) for s in x])
+        got = torch.cat([conv.forward_multistep(x[:4]), conv(x[4])[None], conv(x[5])[None]])
+    torch.testing.assert_close(got, expected)

@@ -98,17 +98,21 @@ def test_auto_small_layer_goes_event_with_fused_kernels():
     assert conn.active_propagation == "event"
 
 
-def test_weight_layout_survives_conversions_and_loading():
+def test_weight_is_row_major_through_conversions_and_loading():
     conn = Linear(7, 5, bias=True)
-    assert conn.weight.shape == (5, 7) and conn.weight.t().is_contiguous()
+    assert conn.weight.shape == (5, 7) and conn.weight.is_contiguous()
     for moved in (conn.double(), conn.float(), copy.deepcopy(conn)):
-        assert moved.weight.t().is_contiguous() and moved.weight.shape == (5, 7)
-    state = {k: v.contiguous() for k, v in conn.state_dict().items()}  # row-major weights
-    fresh = Linear(7, 5, bias=True)
-    fresh.load_state_dict(state)
-    assert torch.equal(fresh.weight, conn.weight) and fresh.weight.t().is_contiguous()
-    fresh.load_state_dict(state, assign=True)
-    assert torch.equal(fresh.weight, conn.weight) and fresh.weight.t().is_contiguous()
+        assert moved.weight.is_contiguous() and moved.weight.shape == (5, 7)
+    # a checkpoint of the former column-major layout: (out, in) view of a contiguous (in, out)
+    old = {k: v.clone() for k, v in conn.state_dict().items()}
+    old["weight"] = old["weight"].t().contiguous().t()
+    assert not old["weight"].is_contiguous()
+    x = (torch.rand(3, 7) < 0.5).float()
+    for assign in (False, True):
+        fresh = Linear(7, 5, bias=True, propagation="event")
+        fresh.load_state_dict(old, assign=assign)
+        assert torch.equal(fresh.weight, conn.weight) and fresh.weight.is_contiguous()
+        torch.testing.assert_close(fresh(x), x @ conn.weight.t() + conn.bias)
     buffer = io.BytesIO()
     torch.save(conn.state_dict(), buffer)
     buffer.seek(0)

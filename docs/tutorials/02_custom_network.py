@@ -3,6 +3,7 @@
 A small convolutional network on 8x8 inputs mixes pysnn modules with plain torch modules
 (``nn.MaxPool2d``, ``nn.Flatten``), adds a recurrent inhibitory connection with a 1 ms delay, and
 shows what lives where: parameters in ``state_dict()``, simulation state in non-persistent buffers.
+Then a connection of your own (one-to-one, per-neuron delays) and masked connectivity by pruning.
 
     python docs/tutorials/02_custom_network.py
 """
@@ -11,8 +12,9 @@ import io
 
 import torch
 from torch import nn
+from torch.nn.utils import prune
 
-from pysnn.connection import Conv2d, Linear
+from pysnn.connection import Connection, Conv2d, Linear
 from pysnn.network import SNNNetwork
 from pysnn.neuron import Input, LIFNeuron
 
@@ -81,3 +83,30 @@ print("batch size after a 1-sample step:", net.lif2.batch_size)
 
 # layer_state_dict(): the learned weights by layer name.
 print({name: sorted(sd) for name, sd in net.layer_state_dict().items()})
+
+
+# Your own connection: subclass Connection and implement propagate(arriving). The base class
+# checks the input, keeps the spike history and applies the delays (here one per neuron).
+class OneToOne(Connection):
+    """Neuron j drives neuron j with a learnable gain (mV per spike)."""
+
+    def __init__(self, n: int, dt: float = 1.0, delay=0.0) -> None:
+        super().__init__(n, n, dt, delay, delay_shape=(n,))
+        self.gain = nn.Parameter(torch.full((n,), 2.0))
+
+    def propagate(self, arriving: torch.Tensor) -> torch.Tensor:  # (B, n) -> (B, n)
+        return arriving * self.gain
+
+
+one = OneToOne(3, delay=torch.tensor([0.0, 1.0, 2.0]))  # ms, per neuron
+steps = [one(torch.ones(1, 3) if t == 0 else torch.zeros(1, 3)) for t in range(3)]
+print("one-to-one, delays 0/1/2 ms:", [s[0].tolist() for s in steps])
+assert [s[0].tolist() for s in steps] == [[2.0, 0, 0], [0, 2.0, 0], [0, 0, 2.0]]
+
+# Masked connectivity (BindsNET's masks): prune the weight with a 0/1 mask. Every propagation
+# path and every learning rule uses the effective weight, weight_orig * weight_mask.
+masked = Linear(4, 2, init="constant", init_kwargs={"val": 1.0})
+prune.custom_from_mask(masked, "weight", torch.tensor([[1.0, 1, 0, 0], [0, 0, 1, 1]]))
+current = masked(torch.tensor([[1.0, 0.0, 1.0, 1.0]]))
+print("masked Linear:", current.tolist())
+assert current.tolist() == [[1.0, 2.0]]

@@ -56,9 +56,7 @@ assert torch.equal(gate(inputs), target)
 #    tau_syn dI/dt = -I (I jumps by the input), which charges the membrane:
 #    v <- v_rest + (v - v_rest) exp(-dt/tau_v) + I dt / tau_v * R  (here R = tau_v / dt: v += I).
 class CurrentLIF(Neuron):
-    def __init__(
-        self, shape, dt=1.0, *, tau_syn=5.0, tau_v=20.0, v_rest=0.0, thresh=1.0, **kwargs
-    ):
+    def __init__(self, shape, dt=1.0, *, tau_syn=5.0, tau_v=20.0, v_rest=0.0, thresh=1.0, **kwargs):
         super().__init__(shape, dt, **kwargs)
         self.register_constant("tau_syn", tau_syn, positive=True)
         self.register_constant("tau_v", tau_v, positive=True)

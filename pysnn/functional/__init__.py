@@ -15,6 +15,7 @@ from pysnn.functional.lif import (
     lif_trace_step,
     lif_trace_steps,
 )
+from pysnn.functional.linear import delay_queue_step, linear_dense, linear_event
 from pysnn.functional.spike import spike
 from pysnn.functional.trace import TRACE_MODES, TraceParameters, trace_parameters, trace_step
 
@@ -24,6 +25,7 @@ __all__ = [
     "TRACE_MODES",
     "TraceParameters",
     "adaptive_theta_step",
+    "delay_queue_step",
     "delayed",
     "exp_decay",
     "izhikevich_step",
@@ -31,6 +33,8 @@ __all__ = [
     "lif_step",
     "lif_trace_step",
     "lif_trace_steps",
+    "linear_dense",
+    "linear_event",
     "push_history",
     "spike",
     "synapse_index",

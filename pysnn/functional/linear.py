@@ -1,0 +1,131 @@
+r"""Propagation maths of an all-to-all connection: dense, event-driven, per-synapse delay queue.
+
+All three compute the synaptic input :math:`I_i = \sum_j w_{ij} x_j (+ b_i)` (mV, with the weights
+in mV per unit of input) of a batch of presynaptic inputs ``x`` ``(N, in)`` through a weight
+``(out, in)`` (the layout of ``torch.nn.Linear``); they differ in cost:
+
+- :func:`linear_dense`: one matrix product, cost ~ ``N * in * out`` whatever the activity.
+- :func:`linear_event`: adds only the presynaptic rows of the non-zero inputs, cost ~
+  ``active * out``. It reads a *presynaptic-major* weight ``weight_rows`` ``(in, out)``
+  (``weight.t()``); the fused CPU kernel of :mod:`pysnn.native` needs it contiguous.
+- :func:`delay_queue_step`: per-synapse delays; scatters each emitted spike, at emission, into a
+  queue of future input.
+
+These functions hold no state; :class:`pysnn.connection.Linear` picks one per step and owns the
+presynaptic-major copy of its weight.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+
+from pysnn import native
+
+__all__ = ["delay_queue_step", "linear_dense", "linear_event"]
+
+
+def linear_dense(
+    x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None
+) -> torch.Tensor:
+    """Dense synaptic input ``x @ weight.t() (+ bias)``.
+
+    Args:
+        x: presynaptic input ``(N, in)`` (spikes or any graded value).
+        weight: ``(out, in)`` (mV per unit of input).
+        bias: ``(out,)`` (mV) or ``None``.
+
+    Returns:
+        ``(N, out)`` synaptic input (mV). Differentiable in every argument.
+    """
+    return F.linear(x, weight, bias)
+
+
+def linear_event(
+    x: torch.Tensor,
+    weight_rows: torch.Tensor,
+    bias: Optional[torch.Tensor] = None,
+) -> Tuple[torch.Tensor, int]:
+    """Event-driven synaptic input: sum the presynaptic rows of the non-zero inputs only.
+
+    Equal to ``x @ weight_rows (+ bias)`` up to float summation order. On the CPU, when
+    :func:`pysnn.native.usable` accepts ``x`` and ``weight_rows`` (contiguous, float32/float64, no
+    gradient needed), one fused loop of :mod:`pysnn.native`; otherwise one ``F.embedding_bag``
+    (mode ``"sum"``, the input values as per-sample weights) over the rows of the non-zero
+    inputs, differentiable in ``weight_rows`` (not in ``x``: the gradient of ``x`` at its zero
+    entries is not computed, so an ``x`` that needs a gradient should use :func:`linear_dense`).
+    The ``embedding_bag`` path finds the non-zero inputs with ``torch.nonzero``: a host sync on GPU.
+
+    Args:
+        x: presynaptic input ``(N, in)``.
+        weight_rows: presynaptic-major weight ``(in, out)`` (mV per unit of input), i.e.
+            ``weight.t()``; contiguous for the fused kernel.
+        bias: ``(out,)`` (mV) or ``None``.
+
+    Returns:
+        ``(N, out)`` synaptic input (mV), and the number of non-zero entries of ``x`` (a host
+        ``int``, known without an extra read-back).
+    """
+    n_rows, n_in = x.shape[0], x.shape[1]
+    x_c = x.contiguous()
+    if native.usable(x_c, weight_rows):
+        out, active = native._linear_event(x_c, weight_rows)
+    else:
+        flat = x_c.view(-1).nonzero().view(-1)  # sorted: row-major (sample, pre)
+        active = flat.shape[0]
+        if n_rows == 1:
+            pre, offsets = flat, flat.new_zeros(1)
+        else:
+            pre = flat.remainder(n_in)
+            starts = torch.arange(n_rows, device=x.device) * n_in
+            offsets = torch.searchsorted(flat, starts)
+        values = x_c.view(-1).index_select(0, flat)
+        out = F.embedding_bag(pre, weight_rows, offsets, mode="sum", per_sample_weights=values)
+    return (out if bias is None else out + bias), active
+
+
+def delay_queue_step(
+    queue: torch.Tensor,
+    spikes: torch.Tensor,
+    weight_rows: torch.Tensor,
+    delay_rows: torch.Tensor,
+    *,
+    event_driven: bool,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    r"""One step of propagation with a delay per synapse, through a queue of future input.
+
+    Each presynaptic input emitted now, :math:`x_j`, adds :math:`w_{ij} x_j` to the input that
+    arrives at postsynaptic unit :math:`i` in :math:`d_{ij}` steps (the weight at emission is
+    applied). Then the input arriving now is taken out and the queue advances by one step.
+
+    Args:
+        queue: ``(B, L, out)`` synaptic input in flight (mV); ``queue[:, k]`` arrives ``k`` steps
+            from now. ``L`` must exceed every delay.
+        spikes: presynaptic input emitted now ``(B, in)``.
+        weight_rows: presynaptic-major weight ``(in, out)`` (``weight.t()``, mV per unit of
+            input; contiguous is fastest).
+        delay_rows: ``(in, out)`` int64 delays in steps, ``delay_rows[j, i] = d_ij``, ``< L``.
+        event_driven: scatter only the non-zero inputs (``torch.nonzero``: a host sync on GPU);
+            else scatter every input (no sync, cost ~ ``B * in * out``).
+
+    Returns:
+        ``(arriving, queue)``: the input arriving now ``(B, out)`` (mV), and the advanced queue
+        ``(B, L, out)`` (a new tensor; differentiable in ``spikes`` and ``weight_rows``).
+    """
+    n_batch, length, n_out = queue.shape
+    n_in = spikes.shape[1]
+    if event_driven:
+        batch, pre = spikes.nonzero(as_tuple=True)
+    else:
+        grid = torch.arange(n_batch * n_in, device=spikes.device)
+        batch, pre = grid // n_in, grid % n_in
+    values = weight_rows[pre] * spikes[batch, pre].unsqueeze(1)  # (events, out)
+    slots = delay_rows[pre]  # (events, out)
+    post = torch.arange(n_out, device=spikes.device)
+    flat = (batch.unsqueeze(1) * length + slots) * n_out + post
+    queue = queue.reshape(-1).index_add(0, flat.reshape(-1), values.reshape(-1))
+    queue = queue.view(n_batch, length, n_out)
+    arriving = queue[:, 0]
+    return arriving, torch.cat((queue[:, 1:], torch.zeros_like(queue[:, :1])), dim=1)
