@@ -350,6 +350,9 @@ class Connection(nn.Module):
     # ------------------------------------------------------------------ one step
     def _reference(self) -> Optional[torch.Tensor]:
         """The first floating-point parameter: inputs must match its dtype and device."""
+        weight = self._parameters.get("weight")
+        if weight is not None:
+            return weight
         for tensor in self._parameters.values():
             if tensor is not None and tensor.is_floating_point():
                 return tensor
@@ -936,7 +939,11 @@ class Linear(Connection):
         the effective weight ``self.weight`` (after any pruning mask or parametrisation).
         Per-synapse delays run through the queue in :meth:`forward` instead.
         """
-        weight, bias = self.weight, self.bias
+        params = self._parameters
+        weight = params.get("weight")
+        if weight is None:  # pruned or parametrised: the computed weight
+            weight = self.weight
+        bias = params.get("bias") if "bias" in params else self.bias
         if (
             self.propagation != "dense"
             and not (arriving.requires_grad and torch.is_grad_enabled())
@@ -949,10 +956,10 @@ class Linear(Connection):
 
     def forward(self, spikes: torch.Tensor) -> torch.Tensor:
         """One step: presynaptic spikes ``(B, in)`` → synaptic input arriving now ``(B, out)`` (mV)."""
-        if not self.per_synapse_delay:
-            return super().forward(spikes)
         self._check_spikes(spikes)
         self._push(spikes)
+        if not self.per_synapse_delay:
+            return self.propagate(self._buffers["arriving"])
         queue = self.queue
         if queue is None or queue.shape[0] != spikes.shape[0]:
             queue = spikes.new_zeros(spikes.shape[0], self.max_delay + 1, self.out_features)

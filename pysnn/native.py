@@ -301,6 +301,7 @@ def lif_steps(
     params: "LIFParameters",
     trace_params: "TraceParameters",
     theta: Optional[torch.Tensor] = None,
+    out: Optional[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None,
 ) -> Optional[Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
     """Run ``T`` fused LIF steps with their trace update; returns new ``(spikes, v, refrac, trace)``.
 
@@ -316,6 +317,8 @@ def lif_steps(
             ``shape``).
         trace_params: :class:`pysnn.functional.trace.TraceParameters`.
         theta: ``None``, a shared offset ``shape`` or a per-sample offset ``(B, *shape)`` (mV).
+        out: ``(v, refrac, trace)`` to write the new state into (each may alias its input, or be
+            ``None`` for a new tensor; same shapes, dtypes and contiguity), or ``None``.
 
     Returns:
         The spikes (shaped like ``x``) and the state after the last step, or ``None`` (nothing
@@ -345,12 +348,11 @@ def lif_steps(
         _remember(key, table, (params, trace_params))
     else:
         table = table[0]
-    out, v_new, r_new, t_new = (
-        torch.empty_like(x),
-        torch.empty_like(v),
-        torch.empty_like(refrac),
-        torch.empty_like(trace),
-    )
+    spikes = torch.empty_like(x)
+    v_new, r_new, t_new = (None, None, None) if out is None else out
+    v_new = torch.empty_like(v) if v_new is None else v_new
+    r_new = torch.empty_like(refrac) if r_new is None else r_new
+    t_new = torch.empty_like(trace) if t_new is None else t_new
     n = v.numel() // v.shape[0]
     (_lif_f32 if f == torch.float32 else _lif_f64)(
         x.numel() // v.numel(),
@@ -363,22 +365,26 @@ def lif_steps(
         v_new.data_ptr(),
         r_new.data_ptr(),
         t_new.data_ptr(),
-        out.data_ptr(),
+        spikes.data_ptr(),
         None if theta is None else theta.data_ptr(),
         0 if theta is None or theta.dim() != v.dim() else n,  # shared theta: stride 0
         table[0],
         trace_params.additive,
     )
-    return out, v_new, r_new, t_new
+    return spikes, v_new, r_new, t_new
 
 
 def trace_step(
-    x: torch.Tensor, trace: torch.Tensor, trace_params: "TraceParameters"
+    x: torch.Tensor,
+    trace: torch.Tensor,
+    trace_params: "TraceParameters",
+    out: Optional[torch.Tensor] = None,
 ) -> Optional[torch.Tensor]:
-    """One fused trace update from ``x`` ``(B, *shape)``: returns the new trace (a new tensor).
+    """One fused trace update from ``x`` ``(B, *shape)``: returns the new trace.
 
-    ``trace`` ``(B, *shape)`` is read only. Returns ``None`` (nothing done) if a parameter does
-    not fit the kernel. See :func:`lif_steps` for the conventions.
+    ``trace`` ``(B, *shape)`` is read; the result goes into ``out`` (which may be ``trace``) or a
+    new tensor. Returns ``None`` (nothing done) if a parameter does not fit the kernel. See
+    :func:`lif_steps` for the conventions.
     """
     f = trace.dtype
     key = (id(trace_params), f, trace.shape[1:])
@@ -390,7 +396,7 @@ def trace_step(
         _remember(key, table, (trace_params,))
     else:
         table = table[0]
-    new = torch.empty_like(trace)
+    new = torch.empty_like(trace) if out is None else out
     (_trace_f32 if f == torch.float32 else _trace_f64)(
         trace.shape[0],
         trace.numel() // trace.shape[0],

@@ -59,6 +59,7 @@ or ``trace = trace_scale`` (``"reset"``).
 from __future__ import annotations
 
 import math
+import sys
 from operator import attrgetter, is_, methodcaller
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
@@ -115,6 +116,22 @@ def _check_surrogate(surrogate: Optional[SurrogateFn]) -> Optional[SurrogateFn]:
         )
     return surrogate
 
+
+def _references(buffers: Dict[str, Optional[torch.Tensor]], name: str) -> Tuple[int, int, int]:
+    """Python references, TensorImpl references and storage references of ``buffers[name]``."""
+    tensor = buffers[name]
+    return (
+        sys.getrefcount(tensor),
+        tensor._use_count(),
+        _storage_use_count(tensor.untyped_storage()._cdata),
+    )
+
+
+_storage_use_count = getattr(torch._C, "_storage_Use_Count", None)
+try:  # the counts of a tensor held by a dict only, seen through _references itself
+    _UNSHARED: Optional[Tuple[int, int, int]] = _references({"t": torch.zeros(1)}, "t")
+except (AttributeError, TypeError):  # a torch without these counters: never reuse
+    _UNSHARED = None
 
 # What changes when a tensor is edited in place, or its storage swapped (``.data = ...``).
 _VERSION = attrgetter("_version")
@@ -205,6 +222,7 @@ class Neuron(nn.Module):
         constraints = {"positive": positive, "non_negative": non_negative, "allow_inf": allow_inf}
         tensor = as_param(name, value, self.shape, **constraints)
         self._constant_specs[name] = constraints
+        self.__dict__.setdefault("_reference_name", name)
         if isinstance(tensor, nn.Parameter):
             self.register_parameter(name, tensor)
         else:
@@ -240,6 +258,7 @@ class Neuron(nn.Module):
             self.register_buffer(f"{name}_initial", tensor.detach(), persistent=False)
             initial = f"{name}_initial"
         self._state_specs[name] = (initial, dtype)
+        self.__dict__.setdefault("_first_state", name)
         self.register_buffer(name, None, persistent=False)
 
     @property
@@ -253,6 +272,8 @@ class Neuron(nn.Module):
         return tuple(self._constant_specs)
 
     def __setattr__(self, name: str, value: Any) -> None:
+        if name == "trace":
+            self.__dict__["_trace_assigned"] = True  # see forward
         specs = self.__dict__.get("_constant_specs")
         if specs is not None and name in specs and value is not None:
             value = as_param(name, value, self.shape, **specs[name])
@@ -361,21 +382,37 @@ class Neuron(nn.Module):
             if value is not None:
                 self._buffers[name] = value.detach()
 
+    def _spare(self, name: str) -> Optional[torch.Tensor]:
+        """The state tensor ``name`` if nothing but this module can see it, else ``None``.
+
+        "Nothing" means no other Python reference, no view or autograd save of it, and no other
+        tensor on its memory (``detach()``, ``.data``, NumPy). The fused kernels may then write
+        the next step's state into it: indistinguishable from a new tensor, one allocation
+        cheaper. Any reference a user keeps (``v0 = neuron.v``) makes the next step allocate.
+        """
+        if _UNSHARED is None or self._buffers.get(name) is None:
+            return None
+        return self._buffers[name] if _references(self._buffers, name) == _UNSHARED else None
+
     def _reference(self) -> torch.Tensor:
-        """A constant whose dtype and device inputs must match."""
-        for name in self._constant_specs:
-            value = self._buffers.get(name)
-            if value is None:
-                value = self._parameters[name]
-            return value
-        return torch.empty(0)
+        """A constant whose dtype and device inputs must match (the first one declared)."""
+        name = self.__dict__.get("_reference_name")
+        if name is None:
+            return torch.empty(0)
+        value = self._buffers.get(name)
+        return self._parameters[name] if value is None else value
 
     def _prepare(self, x: torch.Tensor) -> None:
-        """Check the input of one step and create the state for its batch size if needed."""
+        """Check the input of one step and create the state for its batch size if needed.
+
+        (The state follows the module through ``.to()``, and ``x`` must be on the module's
+        device, so only the batch size can differ.)
+        """
         check_input("x", x, self.shape, self._reference(), type(self).__name__)
-        if self._state_specs:
-            state = self._buffers[next(iter(self._state_specs))]
-            if state is None or state.shape[0] != x.shape[0] or state.device != x.device:
+        first = self.__dict__.get("_first_state")
+        if first is not None:
+            state = self._buffers[first]
+            if state is None or state.shape[0] != x.shape[0]:
                 self._make_state(x.shape[0], x)
 
     # ----------------------------------------------------------------- stepping
@@ -401,12 +438,13 @@ class Neuron(nn.Module):
         self._prepare(x)
         if not self.spiking:
             return self.step(x)
-        buffers = self._buffers
-        trace = buffers["trace"]
+        buffers, flags = self._buffers, self.__dict__
+        flags["_trace_assigned"] = False
         s = self.step(x)
         buffers["spikes"] = s
-        if buffers["trace"] is trace:  # not updated by step itself
-            buffers["trace"] = trace_step(trace, s, self.trace_parameters())
+        if not flags["_trace_assigned"]:  # step did not update the trace itself
+            spare = self._spare("trace")
+            buffers["trace"] = trace_step(buffers["trace"], s, self.trace_parameters(), spare)
         return s
 
     def forward_multistep(self, x: torch.Tensor) -> torch.Tensor:
@@ -591,6 +629,8 @@ class LIFNeuron(Neuron):
         """One step: input ``x`` ``(B, *shape)`` (mV increment) → spikes ``(B, *shape)`` (0/1)."""
         state = self._buffers
         params, trace_params = self.step_parameters()
+        # (before the state is on the call stack: a pending argument is a reference too)
+        spare = (self._spare("v"), self._spare("refrac_count"), self._spare("trace"))
         s, state["v"], state["refrac_count"], state["trace"] = lif_trace_step(
             x,
             state["v"],
@@ -601,7 +641,9 @@ class LIFNeuron(Neuron):
             self.threshold_offset(),
             self.surrogate,
             self.detach_reset,
+            spare,
         )
+        self.__dict__["_trace_assigned"] = True  # the fused step updated it
         return s
 
     def forward_multistep(self, x: torch.Tensor) -> torch.Tensor:

@@ -272,3 +272,53 @@ def test_user_neuron_trains_with_bptt_and_deepcopies():
     neuron.detach_state()  # (torch deep-copies only graph leaves)
     clone = copy.deepcopy(neuron)
     assert torch.equal(clone(fc(x)), neuron(fc(x)))
+
+
+KEEPERS = {
+    "reference": lambda t: t,
+    "view": lambda t: t[0],
+    "detach": lambda t: t.detach(),  # another tensor on the same memory
+    "numpy": lambda t: t.numpy(),  # a NumPy array on the same memory
+    "autograd": lambda t: (t * torch.ones_like(t, requires_grad=True)).sum(),  # saved for backward
+}
+
+
+@pytest.mark.parametrize(
+    "keep,name",
+    [
+        (KEEPERS[k], name)
+        for k in KEEPERS
+        for name in ("v", "trace", "refrac_count")
+        if not (k == "autograd" and name == "refrac_count")  # integers take no gradient
+    ],
+)
+def test_state_kept_in_any_form_keeps_its_value(keep, name):
+    """The fused path writes into the old state tensors only when nothing else can see them."""
+    lif = LIFNeuron(5, refrac=3.0, thresh=-60.0, v_rest=-70.0, v_reset=-65.0)
+    x = torch.full((2, 5), 10.0)  # fires at once, then refractory while v leaks toward -70 mV
+    with torch.no_grad():
+        lif(x)
+    old = getattr(lif, name)
+    value = old.clone()
+    kept = keep(old)
+    del old
+    with torch.no_grad():
+        for _ in range(2):
+            lif(x)
+    assert not torch.equal(getattr(lif, name), value)  # the state did move on
+    if isinstance(kept, torch.Tensor) and kept.dim() == 0:  # the autograd case: a loss
+        return
+    expected = value[0] if kept.shape != value.shape else value
+    assert torch.equal(torch.as_tensor(kept), expected)
+
+
+def test_unshared_state_is_reused_in_place():
+    """Nothing keeps the old state: the kernel writes the new one into it (no allocation)."""
+    lif = LIFNeuron(5)
+    x = torch.full((1, 5), 3.0)
+    with torch.no_grad():
+        lif(x)
+        ids = (id(lif.v), id(lif.trace), id(lif.refrac_count))
+        lif(x)
+    if native.available():
+        assert ids == (id(lif.v), id(lif.trace), id(lif.refrac_count))

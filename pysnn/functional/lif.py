@@ -143,15 +143,22 @@ def lif_trace_step(
     theta: Optional[torch.Tensor] = None,
     surrogate: Optional[SurrogateFn] = None,
     detach_reset: bool = False,
+    out: Optional[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None,
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One LIF step and its spike trace; returns new ``(spikes, v, refrac, trace)``.
+    """One LIF step and its spike trace; returns ``(spikes, v, refrac, trace)`` after the step.
 
     The same as :func:`lif_step` followed by :func:`~pysnn.functional.trace.trace_step`, bit for
     bit. Where nothing needs a gradient and the tensors are contiguous float32/float64 CPU tensors,
-    one fused loop of :mod:`pysnn.native` does both. The inputs are never modified.
+    one fused loop of :mod:`pysnn.native` does both.
+
+    Args:
+        out: optional ``(v, refrac, trace)`` tensors the fused kernel may write the new state into
+            (they may be the input state itself: a caller that knows nothing else can see the
+            old state saves three allocations). Without ``out`` (and always on the torch path)
+            the new state is in new tensors and the inputs are never modified.
     """
     if _fusable(x, v, trace, p, theta):
-        result = native.lif_steps(x, v, refrac, trace, p, tp, theta)
+        result = native.lif_steps(x, v, refrac, trace, p, tp, theta, out)
         if result is not None:
             return result
     s, v, refrac = lif_step(v, x, refrac, p, theta, surrogate, detach_reset)

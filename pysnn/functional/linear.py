@@ -68,11 +68,11 @@ def linear_event(
         ``(N, out)`` synaptic input (mV), and the number of non-zero entries of ``x`` (a host
         ``int``, known without an extra read-back).
     """
-    n_rows, n_in = x.shape[0], x.shape[1]
     x_c = x.contiguous()
     if native.usable(x_c, weight_rows):
         out, active = native._linear_event(x_c, weight_rows)
     else:
+        n_rows, n_in = x.shape[0], x.shape[1]
         flat = x_c.view(-1).nonzero().view(-1)  # sorted: row-major (sample, pre)
         active = flat.shape[0]
         if n_rows == 1:

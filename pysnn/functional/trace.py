@@ -17,7 +17,7 @@ mode.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Union
+from typing import NamedTuple, Optional, Union
 
 import torch
 
@@ -50,19 +50,26 @@ def trace_parameters(
     return TraceParameters(exp_decay(tau_trace, dt), trace_scale, mode == "additive")
 
 
-def trace_step(trace: torch.Tensor, spikes: torch.Tensor, p: TraceParameters) -> torch.Tensor:
-    """One trace update; returns the new trace (a new tensor), shape of ``trace`` ``(B, *shape)``.
+def trace_step(
+    trace: torch.Tensor,
+    spikes: torch.Tensor,
+    p: TraceParameters,
+    out: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """One trace update; returns the new trace, shape of ``trace`` ``(B, *shape)``.
 
     Args:
         trace: previous trace ``(B, *shape)``.
         spikes: spikes of this step ``(B, *shape)``, 0/1 (or graded in additive mode).
         p: :class:`TraceParameters`.
+        out: optional tensor the fused kernel may write the new trace into (may be ``trace``
+            itself, see :func:`pysnn.functional.lif.lif_trace_step`); otherwise a new tensor.
 
     On the CPU without autograd this runs as one fused loop (:mod:`pysnn.native`), with
     bit-identical results.
     """
     if native.usable(spikes, trace):
-        new = native.trace_step(spikes, trace, p)
+        new = native.trace_step(spikes, trace, p, out)
         if new is not None:
             return new
     decayed = trace * p.decay
