@@ -106,7 +106,7 @@ import torch
 from torch import Tensor, nn
 
 from pysnn._checks import check_choice, check_positive_scalar
-from pysnn.connection import Connection, Conv2d, Linear
+from pysnn.connection import Connection, Conv2d
 from pysnn.functional.delay import push_history, synapse_index
 from pysnn.functional.plasticity import (
     conv2d_correlation,
@@ -181,7 +181,9 @@ class SynapseGroup:
     The modules are held in a plain tuple (never registered as submodules).
 
     Args:
-        connection: the trained :class:`~pysnn.connection.Linear` or ``Conv2d``.
+        connection: the trained connection: a :class:`~pysnn.connection.Linear`, a ``Conv2d``,
+            or any :class:`~pysnn.connection.Connection` with 1-D in/out features and an
+            ``(out, in)`` ``weight``.
         pre: presynaptic neuron module (``spikes``, ``trace``).
         post: postsynaptic neuron module (``spikes``, ``trace``).
         owner: name used in error messages (the rule's class name).
@@ -379,7 +381,8 @@ class SynapseGroup:
             per_sample: keep the batch dimension: ``(B, *weight.shape)``.
 
         Returns:
-            ``weight.shape`` (``Linear``: :func:`~pysnn.functional.plasticity.linear_correlation`;
+            ``weight.shape`` (``Linear`` and other ``(out, in)`` weights:
+            :func:`~pysnn.functional.plasticity.linear_correlation`;
             ``Conv2d``: the convolution's weight gradient,
             :func:`~pysnn.functional.plasticity.conv2d_correlation`).
         """
@@ -441,8 +444,11 @@ class LearningRule(nn.Module):
     ``state_dict`` entries; the modules it trains are referenced, not registered.
 
     Args:
-        connection: the :class:`~pysnn.connection.Linear` or :class:`~pysnn.connection.Conv2d` to
-            train (or a layer/submodule name with ``network``).
+        connection: the connection to train (or a layer/submodule name with ``network``): a
+            :class:`~pysnn.connection.Linear`, a :class:`~pysnn.connection.Conv2d`, or any
+            :class:`~pysnn.connection.Connection` with 1-D in/out features and a ``weight`` of
+            shape ``(out, in)`` (its per-synapse delays, if any, of that shape too), which the
+            rules train as a ``Linear``.
         pre: presynaptic neuron module (any module with ``spikes`` and ``trace`` of shape
             ``(B, *in_shape)``, e.g. :class:`~pysnn.neuron.Input`), or a name.
         post: postsynaptic neuron module (``spikes``, ``trace`` of shape ``(B, *out_shape)``), or a
@@ -1206,12 +1212,13 @@ def _lookup(network: Optional[nn.Module], value: ModuleLike, arg: str, role: str
 
 
 def _check_triple(conn: Any, pre: Any, post: Any, where: str) -> None:
-    if not isinstance(conn, (Linear, Conv2d)):
+    if not isinstance(conn, Connection):
         raise TypeError(
-            f"{where}connection must be a pysnn.connection.Linear or Conv2d, got "
-            f"{type(conn).__name__}"
+            f"{where}connection must be a pysnn.connection.Connection (Linear, Conv2d or a "
+            f"subclass of your own), got {type(conn).__name__}"
         )
-    if not isinstance(getattr(conn, "weight", None), Tensor):
+    weight = getattr(conn, "weight", None)
+    if not isinstance(weight, Tensor):
         raise TypeError(
             f"{where}connection {type(conn).__name__} has no weight tensor to train; a learning "
             "rule needs a connection with a 'weight' parameter"
@@ -1227,17 +1234,7 @@ def _check_triple(conn: Any, pre: Any, post: Any, where: str) -> None:
                 f"pysnn.neuron.Input), got {type(module).__name__}"
             )
     pre_shape, post_shape = getattr(pre, "shape", None), getattr(post, "shape", None)
-    if isinstance(conn, Linear):
-        expected = ((conn.in_features,), (conn.out_features,))
-        for arg, shape, want in (
-            ("pre", pre_shape, expected[0]),
-            ("post", post_shape, expected[1]),
-        ):
-            if shape is not None and tuple(shape) != want:
-                raise ValueError(
-                    f"{where}{arg} has shape {tuple(shape)} but the Linear expects {want}"
-                )
-    else:
+    if isinstance(conn, Conv2d):
         for arg, shape, want in (
             ("pre", pre_shape, conn.in_channels),
             ("post", post_shape, conn.out_channels),
@@ -1247,6 +1244,26 @@ def _check_triple(conn: Any, pre: Any, post: Any, where: str) -> None:
                     f"{where}{arg} has shape {tuple(shape)} but the Conv2d expects "
                     f"({want}, H, W)"
                 )
+        return
+    # Any other connection: the correlations are those of a Linear, so the weight must be
+    # (out, in) over 1-D in/out shapes, and per-synapse delays one per weight entry.
+    name, in_shape, out_shape = type(conn).__name__, conn.in_shape, conn.out_shape
+    if len(in_shape) != 1 or len(out_shape) != 1 or tuple(weight.shape) != out_shape + in_shape:
+        raise ValueError(
+            f"{where}connection {name} has in_features={in_shape}, out_features={out_shape} and "
+            f"a weight of shape {tuple(weight.shape)}: learning rules support a Conv2d or a "
+            "connection with 1-D in/out features and a weight of shape (out_features, "
+            "in_features), as in Linear"
+        )
+    if conn.per_synapse_delay and tuple(conn.delay_steps.shape) != tuple(weight.shape):
+        raise ValueError(
+            f"{where}connection {name} has per-synapse delays of shape "
+            f"{tuple(conn.delay_steps.shape)}: learning rules need a shared delay or one delay "
+            f"per weight entry, delay_shape={tuple(weight.shape)}"
+        )
+    for arg, shape, want in (("pre", pre_shape, in_shape), ("post", post_shape, out_shape)):
+        if shape is not None and tuple(shape) != want:
+            raise ValueError(f"{where}{arg} has shape {tuple(shape)} but the {name} expects {want}")
 
 
 def _resolve_triples(
