@@ -187,7 +187,9 @@ class _PresynapticCopy:
             weight.__class__ = _TrackedParameter  # same object: optimisers keep working
         if not isinstance(weight, _TrackedParameter):
             return None
-        self.copy = weight.detach().t().contiguous()
+        # clone(): with one row or column, t() is contiguous already and contiguous() would
+        # return the weight itself (every mirrored edit would then be applied twice)
+        self.copy = weight.detach().t().clone(memory_format=torch.contiguous_format)
         self._rekey(weight)
         return self.copy
 

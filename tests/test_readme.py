@@ -13,6 +13,8 @@ def test_readme_python_blocks_run():
     assert len(blocks) >= 2
     namespace = {}
     exec(compile("\n".join(blocks), str(README), "exec"), namespace)
-    weight_before_learning = namespace["net"].fc.weight
-    assert namespace["rule"].connections[0] is namespace["net"].fc
-    assert torch.isfinite(weight_before_learning).all()
+    net = namespace["net"]
+    assert net.stdp.connections[0] is net.fc
+    assert torch.isfinite(net.fc.weight).all()
+    assert net.lif.v is not None and net.lif.spikes.abs().sum() == 0  # the closing reset ran
+    assert "stdp" in repr(net) and not any(k.startswith("stdp") for k in net.state_dict())
