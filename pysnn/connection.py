@@ -235,6 +235,12 @@ class Connection(nn.Module):
     whose dim 0 indexes the postsynaptic unit, as in ``torch.nn.Linear``/``Conv2d``), calls
     :meth:`reset_parameters` if it has a ``weight``, and implements :meth:`propagate`.
 
+    Timing: :meth:`propagate` sees the spikes *arriving* this step, so a weight (or gain) is
+    applied at arrival. :class:`Linear` with per-synapse delays schedules each spike's input at
+    emission instead (its event queue), i.e. with the weight of the emission step; the two agree
+    whenever the weight does not change while spikes are in flight. Learning rules read the
+    arriving spikes and traces in both cases.
+
     Args:
         in_features: per-sample shape of the presynaptic input: an int, or a tuple of ints and
             names of sizes the input sets (``(C, "H", "W")`` for images of any size).

@@ -240,6 +240,20 @@ class SynapseGroup:
             current = current.to(dtype=like.dtype, device=like.device)
         return current
 
+    def state_or(self, name: str, initial: Tensor) -> Tensor:
+        """The state ``name``, or ``initial`` if it is missing or its shape differs from
+        ``initial``'s (new batch size, after a reset); converted to ``initial``'s dtype/device.
+
+        For a rule state that does not start at zero, e.g. a low-pass of the membrane potential
+        starting at the current ``v``: ``group.state_or("u", group.post_state("v"))``.
+        """
+        current = self.state.get(name)
+        if current is None or current.shape != initial.shape:
+            return initial
+        if current.dtype != initial.dtype or current.device != initial.device:
+            current = current.to(dtype=initial.dtype, device=initial.device)
+        return current
+
     def own_trace(
         self,
         name: str,
@@ -295,6 +309,28 @@ class SynapseGroup:
         if trace is None:
             raise self._not_run(f"the postsynaptic {type(self.post).__name__} has no trace yet")
         return trace
+
+    def post_state(self, name: str) -> Tensor:
+        """A state variable of the postsynaptic neuron this step, e.g. ``"v"`` (mV),
+        ``(B, *out_shape)``; a clear error if the neuron has no such state or has not run."""
+        return self._neuron_state(self.post, "postsynaptic", name)
+
+    def pre_state(self, name: str) -> Tensor:
+        """A state variable of the presynaptic neuron this step, ``(B, *in_shape)``, at the
+        neuron (not delayed; read it through :meth:`pysnn.connection.Connection.delayed` of a
+        history you keep to see it at the synapse)."""
+        return self._neuron_state(self.pre, "presynaptic", name)
+
+    def _neuron_state(self, neuron: nn.Module, side: str, name: str) -> Tensor:
+        names = getattr(neuron, "state_names", None)
+        if names is not None and name not in names:
+            raise AttributeError(
+                f"the {side} {type(neuron).__name__} has no state {name!r}; it has {list(names)}"
+            )
+        value = getattr(neuron, name, None)
+        if value is None:
+            raise self._not_run(f"the {side} {type(neuron).__name__} has no {name} yet")
+        return self._check_batch(f"the {side} {type(neuron).__name__}'s {name}", value)
 
     def _check_batch(self, what: str, value: Tensor) -> Tensor:
         batch = self.post_spikes().shape[0]

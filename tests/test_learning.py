@@ -1209,3 +1209,26 @@ def test_stdp_same_step_pair_on_a_linear_with_one_output_or_input(shape):
     with torch.no_grad():  # no autograd: the event path builds the copy
         dw = run(pre, conn, post, rule, spikes_pre, spikes_post)
     torch.testing.assert_close(dw[0, 0], torch.tensor(2e-3 - 1e-3))  # nu_post - nu_pre
+
+
+def test_synapse_group_neuron_state_and_state_or():
+    from pysnn.neuron import LIFNeuron
+
+    pre, conn, post = Input(2), Linear(2, 3), LIFNeuron(3, v_rest=-70.0)
+    rule = STDP(conn, pre, post)
+    group = rule.groups[0]
+    with pytest.raises(RuntimeError, match="has no v yet"):
+        group.post_state("v")
+    with pytest.raises(AttributeError, match="has no state 'w'"):
+        group.post_state("w")
+    with torch.no_grad():
+        post(conn(pre(torch.zeros(4, 2))))
+    assert group.post_state("v") is post.v and torch.equal(post.v, torch.full((4, 3), -70.0))
+    assert group.pre_state("trace") is pre.trace
+    # state_or: the initial value when missing or of another shape, else the stored state
+    start = torch.full((4, 3), 2.0)
+    assert group.state_or("u", start) is start
+    group.state["u"] = torch.ones(4, 3, dtype=torch.float64)
+    got = group.state_or("u", start)
+    assert got.dtype == torch.float32 and torch.equal(got, torch.ones(4, 3))
+    assert group.state_or("u", torch.zeros(2, 3)).shape == (2, 3)  # a new batch size

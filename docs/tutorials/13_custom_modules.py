@@ -352,14 +352,10 @@ class VoltageSTDP(LearningRule):
         self.theta_plus, self.theta_minus, self.tau_u = theta_plus, theta_minus, tau_u
 
     def delta(self, group, reward):
-        group.post_spikes()  # a clear error if the neuron has not run this step
-        v = group.post.v  # (B, out) mV, after this step's update and reset
-        u = group.state.get("u")
-        if u is None or u.shape != v.shape:  # first step, or a new batch size
-            u = v
-        else:
-            decay = math.exp(-group.dt / self.tau_u)
-            u = u * decay + (1.0 - decay) * v
+        v = group.post_state("v")  # (B, out) mV after this step (a clear error before it ran)
+        # the rule's own low-pass of v, starting at the first v (not at 0 mV)
+        decay = math.exp(-group.dt / self.tau_u)
+        u = group.state_or("u", v) * decay + (1.0 - decay) * v
         group.state["u"] = u
         potentiation = group.correlate((v - self.theta_plus).clamp_min(0.0), group.pre_trace())
         depression = group.correlate((u - self.theta_minus).clamp_min(0.0), group.arriving_spikes())
