@@ -193,13 +193,23 @@ class _PresynapticCopy:
         self._rekey(weight)
         return self.copy
 
-    def mirror(self, weight: torch.Tensor, edit: Callable[[torch.Tensor], None]) -> None:
-        """Apply the elementwise ``edit`` (in place, ``(out, in)`` layout) to ``weight``, and to
-        the copy if it was in sync (through its transposed view: the same values result)."""
+    def mirror(
+        self,
+        weight: torch.Tensor,
+        edit: Callable[[torch.Tensor], None],
+        rows: Optional[torch.Tensor] = None,
+    ) -> None:
+        """Apply the in-place ``edit`` (``(out, in)`` layout) to ``weight``, then bring the copy,
+        if it was in sync, up to date by copying the edited values (exact): the rows ``rows``
+        only, when given and fewer than half of them, else all of it (one transposing copy is
+        cheaper than a strided edit)."""
         in_sync = self.copy is not None and self._in_sync(weight)
         edit(weight)
         if in_sync:
-            edit(self.copy.t())
+            if rows is not None and 2 * rows.shape[0] < weight.shape[0]:
+                self.copy.index_copy_(1, rows, weight.index_select(0, rows).t())
+            else:
+                self.copy.copy_(weight.t())
             self._rekey(weight)
 
 
@@ -537,18 +547,24 @@ class Connection(nn.Module):
                     )
         return kind
 
-    def _edit(self, edit: Callable[[torch.Tensor], None], name: str = "weight") -> None:
+    def _edit(
+        self,
+        edit: Callable[[torch.Tensor], None],
+        name: str = "weight",
+        rows: Optional[torch.Tensor] = None,
+    ) -> None:
         """Apply the in-place elementwise ``edit`` to the tensor ``name`` (under ``no_grad``).
 
-        A plain parameter is edited itself (and the presynaptic-major copy with it); a pruned one
-        through ``name_orig`` (the masked entries stay 0 in the effective tensor); a parametrized
-        one by editing its current value and writing it back with ``right_inverse``.
+        A plain parameter is edited itself (and the presynaptic-major copy with it; ``rows``, if
+        given, are the only rows along dim 0 the edit changes); a pruned one through
+        ``name_orig`` (the masked entries stay 0 in the effective tensor); a parametrized one by
+        editing its current value and writing it back with ``right_inverse``.
         """
         kind = self._writable(name)
         if kind == "parameter":
             leaf = self._parameters[name]
             if self._copy is not None and name == "weight":
-                self._copy.mirror(leaf, edit)
+                self._copy.mirror(leaf, edit, rows)
             else:
                 edit(leaf)
         elif kind == "pruned":
@@ -627,7 +643,6 @@ class Connection(nn.Module):
         factor = torch.where(sums != 0, total / sums, torch.ones_like(sums))
         self._edit(lambda w: w.mul_(factor))
 
-    @torch.no_grad()
     def apply_update_(
         self,
         dw: torch.Tensor,
@@ -655,10 +670,14 @@ class Connection(nn.Module):
             norm: if given, :meth:`normalize` ``(norm)`` after the update (ignored with
                 ``grad=True``).
         """
+        if torch.is_grad_enabled():  # (a context only where needed: it costs microseconds)
+            with torch.no_grad():
+                return self.apply_update_(dw, rows, grad=grad, norm=norm)
         kind = self._kind("weight")
-        if kind in ("absent", "other") or not grad:
+        if kind in ("absent", "other") or (not grad and kind == "parametrized"):
             kind = self._writable()
-        shape = tuple(self.weight.shape)
+        leaf = self._parameters.get("weight")
+        shape = tuple((self.weight if leaf is None else leaf).shape)
         if not isinstance(dw, torch.Tensor):
             raise TypeError(f"dw must be a torch.Tensor, got {type(dw).__name__}")
         if rows is not None:
@@ -682,9 +701,12 @@ class Connection(nn.Module):
             return
         bounded = math.isfinite(self.wmin) or math.isfinite(self.wmax)
         if rows is None:
-            self._edit(lambda w: w.add_(dw))
-            if bounded:
-                self.clamp_()
+
+            def edit(w: torch.Tensor) -> None:
+                w.add_(dw)
+                if bounded:
+                    w.clamp_(self.wmin, self.wmax)
+
         else:
 
             def edit(w: torch.Tensor) -> None:
@@ -693,7 +715,7 @@ class Connection(nn.Module):
                     updated.clamp_(self.wmin, self.wmax)
                 w.index_copy_(0, rows, updated)
 
-            self._edit(edit)
+        self._edit(edit, rows=rows)
         if norm is not None:
             self.normalize(norm)
 

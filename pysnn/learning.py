@@ -762,7 +762,10 @@ class STDP(_WeightDependent):
             # Event-driven on the CPU: only rows of postsynaptic neurons that spike or have a
             # non-zero trace (fired recently) can change.
             rows = (x_post.ne(0) | s_post.ne(0)).any(0).nonzero().squeeze(1)
-            self.apply_update(g, post.index_select(1, rows).t() @ pre, rows)
+            if rows.shape[0] == post.shape[1]:  # every row: the plain product
+                self.apply_update(g, post.t() @ pre)
+            elif rows.shape[0] > 0 or self.norm is not None:
+                self.apply_update(g, post.index_select(1, rows).t() @ pre, rows)
             return None
         pot, dep = g.pair_correlations(s_post, x_post)
         return self._combine(g, pot * self.nu_post, dep * self.nu_pre, batch)

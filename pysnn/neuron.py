@@ -330,14 +330,10 @@ class Neuron(nn.Module):
     def trace_parameters(self) -> TraceParameters:
         """The discretised :class:`~pysnn.functional.trace.TraceParameters` of this step."""
         buffers = self._buffers
-        return self.derived(
-            "trace",
-            trace_parameters,
-            buffers.get("tau_trace", self._parameters.get("tau_trace")),
-            buffers.get("trace_scale", self._parameters.get("trace_scale")),
-            self.trace_mode,
-            self.dt,
-        )
+        tau, scale = buffers.get("tau_trace"), buffers.get("trace_scale")
+        if tau is None or scale is None:  # nn.Parameters
+            tau, scale = self.tau_trace, self.trace_scale
+        return self.derived("trace", trace_parameters, tau, scale, self.trace_mode, self.dt)
 
     # ----------------------------------------------------------------- state
     @property
