@@ -175,7 +175,8 @@ class Neuron(nn.Module):
         super().__init__()
         self.__dict__["_constant_specs"] = {}  # name -> constraints of as_param
         self.__dict__["_state_specs"] = {}  # name -> (initial, dtype)
-        self.__dict__["_derived_cache"] = {}  # key -> (stamp, value, inputs)
+        # key -> (inputs, their tensors, versions, data pointers, value): see derived()
+        self.__dict__["_derived_cache"] = {}
         self.shape = _as_shape(shape)
         self.dt = dt
         self.surrogate = _check_surrogate(surrogate)
@@ -228,7 +229,9 @@ class Neuron(nn.Module):
         else:
             self.register_buffer(name, tensor)
 
-    def register_state(self, name: str, initial: InitialLike = 0.0, *, dtype=None) -> None:
+    def register_state(
+        self, name: str, initial: InitialLike = 0.0, *, dtype: Optional[torch.dtype] = None
+    ) -> None:
         """Declare a state variable ``self.<name>``, ``(B, *shape)``, reset to ``initial``.
 
         Args:
@@ -252,6 +255,11 @@ class Neuron(nn.Module):
             raise TypeError(
                 f"initial of state {name!r} must be a number, a tensor, the name of a constant "
                 f"or a function of the neuron, got {type(initial).__name__}"
+            )
+        if isinstance(initial, str) and not hasattr(self, initial):
+            raise ValueError(
+                f"initial of state {name!r} names {initial!r}, which is not an attribute of "
+                f"{type(self).__name__} (register that constant first)"
             )
         if isinstance(initial, torch.Tensor):
             tensor = as_param(f"initial value of {name!r}", initial, self.shape, allow_inf=True)

@@ -198,6 +198,8 @@ def test_register_state_and_constant_errors():
         neuron.register_state("trace")
     with pytest.raises(TypeError, match="initial of state 'w'"):
         neuron.register_state("w", initial=[1, 2, 3])
+    with pytest.raises(ValueError, match="names 'v_rest', which is not an attribute"):
+        neuron.register_state("v", "v_rest")
     with pytest.raises(ValueError, match="name must be a valid identifier"):
         neuron.register_constant("2x", 1.0)
     with pytest.raises(NotImplementedError, match="must implement step"):
@@ -322,3 +324,25 @@ def test_unshared_state_is_reused_in_place():
         lif(x)
     if native.available():
         assert ids == (id(lif.v), id(lif.trace), id(lif.refrac_count))
+
+
+def test_register_state_with_a_per_neuron_initial_tensor():
+    class Counter(Neuron):
+        def __init__(self):
+            super().__init__(3)
+            self.register_state("count", torch.tensor([1.0, 2.0, 3.0]))
+
+        def step(self, x):
+            self.count = self.count + x
+            return self.fire(self.count - 10.0)
+
+    neuron = Counter().double()
+    out = neuron(torch.full((2, 3), 8.0, dtype=torch.float64))
+    assert neuron.count.dtype == torch.float64
+    torch.testing.assert_close(
+        neuron.count[1], torch.tensor([9.0, 10.0, 11.0], dtype=torch.float64)
+    )
+    assert out[0].tolist() == [0.0, 1.0, 1.0]
+    neuron.reset_state()
+    assert neuron.count.tolist() == [[1.0, 2.0, 3.0], [1.0, 2.0, 3.0]]
+    assert "count_initial" not in neuron.state_dict()  # state, not a parameter
