@@ -299,7 +299,7 @@ class Neuron(nn.Module):
 
     # ----------------------------------------------------------------- derived quantities
     def derived(self, key: str, compute: Callable[..., Any], *inputs: Any) -> Any:
-        """``compute(*inputs)``, cached until one of ``inputs`` changes.
+        r"""``compute(*inputs)``, cached until one of ``inputs`` changes.
 
         A tensor input counts as changed when it is another tensor object, was edited in place
         (its version counter moved) or had its storage swapped (``.data = ...``); other inputs
