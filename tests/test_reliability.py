@@ -4,7 +4,6 @@ load without running code and are never left half-written (see docs/reliability.
 from __future__ import annotations
 
 import os
-import pickle
 import random
 import subprocess
 import sys
@@ -13,7 +12,6 @@ from pathlib import Path
 import pytest
 import torch
 
-import pysnn
 from pysnn.checkpoint import load_checkpoint, save_checkpoint
 from pysnn.connection import Linear
 from pysnn.multistep import run_feedforward
