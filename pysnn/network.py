@@ -24,6 +24,8 @@ from typing import Dict, Iterator, Set, Tuple
 
 from torch import nn
 
+from pysnn._checks import check_same_dt
+
 __all__ = ["SNNNetwork", "reset_state", "detach_state"]
 
 
@@ -95,6 +97,11 @@ class SNNNetwork(nn.Module):
 
         Both modules become submodules (if not already attributes) and can be looked up with
         :meth:`layer`; learning rules accept layer names.
+
+        Raises:
+            ValueError: ``name`` is not an identifier or is taken, or ``connection.dt`` and
+                ``neuron.dt`` (ms) differ (modules without ``dt`` are not checked).
+            TypeError: ``connection`` or ``neuron`` is not an ``nn.Module``.
         """
         if not isinstance(name, str) or not name.isidentifier():
             raise ValueError(f"name must be a valid identifier, got {name!r}")
@@ -103,6 +110,7 @@ class SNNNetwork(nn.Module):
         for arg, module in (("connection", connection), ("neuron", neuron)):
             if not isinstance(module, nn.Module):
                 raise TypeError(f"{arg} must be an nn.Module, got {type(module).__name__}")
+        check_same_dt(connection=connection, neuron=neuron)
         self._layer_names[name] = (
             self._attach(connection, name + "_connection"),
             self._attach(neuron, name + "_neuron"),
