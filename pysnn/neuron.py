@@ -60,6 +60,7 @@ from __future__ import annotations
 
 import math
 import sys
+import warnings
 from operator import attrgetter, is_, methodcaller
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
@@ -136,6 +137,14 @@ except (AttributeError, TypeError):  # a torch without these counters: never reu
 # What changes when a tensor is edited in place, or its storage swapped (``.data = ...``).
 _VERSION = attrgetter("_version")
 _DATA_PTR = methodcaller("data_ptr")
+
+
+def _describe(value: torch.Tensor) -> str:
+    """A constant for a message: its value, or its range when per neuron."""
+    value = value.detach()
+    if value.numel() == 1:
+        return f"{float(value):g}"
+    return f"from {float(value.min()):g} to {float(value.max()):g}"
 
 
 class Neuron(nn.Module):
@@ -291,15 +300,26 @@ class Neuron(nn.Module):
                     f"{name} is an nn.Parameter of {type(self).__name__}: assign an nn.Parameter, "
                     "or edit it in place under torch.no_grad()"
                 )
-            if not isinstance(value, nn.Parameter):
+            if isinstance(value, nn.Parameter):
+                super().__setattr__(name, value)
+            else:
                 reference = self._buffers[name]
                 self._buffers[name] = value.to(reference.device, reference.dtype)
-                return
+            self.check_constants(name)
+            return
         super().__setattr__(name, value)
+
+    def check_constants(self, changed: Optional[str] = None) -> None:
+        """Warn about constants that are valid one by one but make no sense together.
+
+        Called by a subclass at the end of its ``__init__`` (``changed=None``) and after each
+        assignment of a constant (``changed`` its name); in-place edits are not seen. The
+        base class checks nothing; :class:`LIFNeuron` warns when ``thresh <= v_reset``.
+        """
 
     # ----------------------------------------------------------------- derived quantities
     def derived(self, key: str, compute: Callable[..., Any], *inputs: Any) -> Any:
-        """``compute(*inputs)``, cached until one of ``inputs`` changes.
+        r"""``compute(*inputs)``, cached until one of ``inputs`` changes.
 
         A tensor input counts as changed when it is another tensor object, was edited in place
         (its version counter moved) or had its storage swapped (``.data = ...``); other inputs
@@ -603,6 +623,30 @@ class LIFNeuron(Neuron):
         self.register_constant("refrac", refrac, non_negative=True)
         self.register_state("v", "v_rest")
         self.register_state("refrac_count", 0, dtype=torch.int64)
+        self.check_constants()
+
+    def check_constants(self, changed: Optional[str] = None) -> None:
+        """Warn (``UserWarning``) when ``thresh <= v_reset`` for some neuron (mV): after its first
+        spike such a neuron is reset at or above its threshold and fires in every step, the
+        refractory period included. Checked at construction, then on assignment of ``thresh`` or
+        ``v_reset`` when the assignment creates the problem."""
+        if changed not in (None, "thresh", "v_reset") or "v_reset" not in self._constant_specs:
+            return
+        with torch.no_grad():
+            bad = torch.le(self.thresh, self.v_reset)
+            count = int(bad.sum())
+        was_bad = self.__dict__.get("_fires_always", False)
+        self.__dict__["_fires_always"] = count > 0
+        if count and not was_bad:
+            where = "all neurons" if bad.dim() == 0 else f"{count} neuron(s)"
+            warnings.warn(
+                f"{type(self).__name__}: thresh <= v_reset for {where} (thresh "
+                f"{_describe(self.thresh)} mV, v_reset {_describe(self.v_reset)} mV): after a "
+                "spike such a neuron is reset at or above its threshold and fires in every step, "
+                "whatever refrac is; set thresh above v_reset",
+                UserWarning,
+                stacklevel=3,
+            )
 
     def _constant(self, name: str) -> torch.Tensor:
         value = self._buffers.get(name)
