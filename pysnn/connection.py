@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import math
 import sys
+import warnings
 import weakref
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -236,6 +237,7 @@ def _after_load(module: nn.Module, incompatible_keys: object) -> None:
     if weight is not None and not weight.is_contiguous():
         with torch.no_grad():
             weight.data = weight.data.contiguous()
+    module._warn_out_of_bounds("the loaded weight")
 
 
 class Connection(nn.Module):
@@ -263,8 +265,13 @@ class Connection(nn.Module):
         delay_shape: shape of a per-synapse delay tensor, last dim indexing the presynaptic unit
             (``(out, in)`` for :class:`Linear`, ``(n,)`` for a one-to-one connection); needs a
             1-D ``in_features``. ``None``: only a shared delay is allowed.
-        wmin, wmax: bounds of ``weight`` used by :meth:`clamp_`, :meth:`reset_parameters` and
-            :meth:`apply_update_` (mV per unit of input).
+        wmin, wmax: bounds of ``weight`` (mV per unit of input), kept by everything pysnn does
+            to the weight: :meth:`reset_parameters` draws within them, :meth:`apply_update_`
+            (learning rules) and :meth:`clamp_` clamp to them. Writes of your own (``copy_``,
+            ``normal_``, an optimiser step) are used as written, as in ``torch.nn``, until the
+            next clamp: call :meth:`clamp_` after them (the forward pass does not check, which
+            would cost a pass over the weight or a host sync per step); ``load_state_dict``
+            warns when the loaded weight is outside the bounds.
         init, init_kwargs: weight initialisation (see :meth:`reset_parameters`).
         device: where ``delay_steps`` lives (that of the parameters).
 
@@ -582,7 +589,7 @@ class Connection(nn.Module):
                 setattr(self, name, hook.apply_mask(self))
 
     def reset_parameters(self) -> None:
-        """(Re-)initialise ``weight`` (and ``bias``) with ``init``/``init_kwargs``, then clamp.
+        """(Re-)initialise ``weight`` (and ``bias``) with ``init``/``init_kwargs``, within the bounds.
 
         ``"kaiming_uniform"`` (default) matches ``torch.nn.Linear``/``Conv2d``. ``"uniform"``,
         ``"normal"``, ``"constant"`` and the xavier/kaiming variants call the ``torch.nn.init``
@@ -590,6 +597,15 @@ class Connection(nn.Module):
         ``{"val": 0.5}`` for constant). A 2-D weight is filled in presynaptic-major order (the
         random values for a given seed are those of earlier pysnn versions). A connection without
         ``weight`` has nothing to do here (it initialises its own parameters).
+
+        **Bounds.** When the draw has values outside ``[wmin, wmax]``, the weight is drawn again
+        from the init's distribution *restricted to* the bounds, never clamped onto them: a
+        uniform init becomes uniform on the overlap of its interval with ``[wmin, wmax]`` (the
+        default kaiming-uniform init with ``wmin=0`` draws from ``[0, 1/sqrt(fan_in)]`` instead of
+        setting half of the weights to exactly 0), a normal init the normal truncated to the
+        bounds (``torch.nn.init.trunc_normal_``). ``ValueError`` when the init's interval does not
+        meet the bounds, or ``init="constant"`` has its value outside them. A draw within the
+        bounds is kept as it is (same values for a given seed as without bounds).
         """
         if self._kind("weight") == "absent":
             return
@@ -610,6 +626,8 @@ class Connection(nn.Module):
                 raise ValueError(
                     f"init_kwargs {kwargs} do not fit init={self.init!r}: {err}"
                 ) from None
+            if math.isfinite(self.wmin) or math.isfinite(self.wmax):
+                self._redraw_within_bounds(value, kwargs)
             self._edit(lambda w: w.copy_(value))
             if self._kind("bias") != "absent":
                 fan_in = value[0].numel()
@@ -617,6 +635,61 @@ class Connection(nn.Module):
                 bias = torch.empty_like(self.bias).uniform_(-bound, bound)
                 self._edit(lambda b: b.copy_(bias), "bias")
         self.clamp_()
+
+    def _redraw_within_bounds(self, value: torch.Tensor, kwargs: Dict[str, Any]) -> None:
+        """Redraw ``value`` (drawn by ``init``) from ``init``'s distribution restricted to
+        ``[wmin, wmax]`` if any value is outside (see :meth:`reset_parameters`)."""
+        wmin, wmax = self.wmin, self.wmax
+        if value.numel() == 0 or (value.min() >= wmin and value.max() <= wmax):
+            return
+        init = self.init
+        if init == "constant":
+            raise ValueError(
+                f"init='constant' with val={kwargs['val']} is outside the weight bounds "
+                f"[wmin, wmax] = [{wmin}, {wmax}]; give a value within them"
+            )
+        fan_in, fan_out = nn.init._calculate_fan_in_and_fan_out(value)
+        if init.startswith("kaiming"):
+            fan = fan_in if kwargs.get("mode", "fan_in") == "fan_in" else fan_out
+            gain = nn.init.calculate_gain(
+                kwargs.get("nonlinearity", "leaky_relu"), kwargs.get("a", 0)
+            )
+            mean, std = 0.0, gain / math.sqrt(fan)
+        elif init.startswith("xavier"):
+            mean, std = 0.0, kwargs.get("gain", 1.0) * math.sqrt(2.0 / (fan_in + fan_out))
+        elif init == "normal":
+            mean, std = kwargs.get("mean", 0.0), kwargs.get("std", 1.0)
+        if init.endswith("normal"):
+            nn.init.trunc_normal_(value, mean, std, wmin, wmax)
+            return
+        if init == "uniform":
+            low, high = kwargs.get("a", 0.0), kwargs.get("b", 1.0)
+        else:  # kaiming_uniform, xavier_uniform: U(-sqrt(3) std, sqrt(3) std)
+            low, high = -math.sqrt(3.0) * std, math.sqrt(3.0) * std
+        if max(low, wmin) > min(high, wmax):
+            raise ValueError(
+                f"init={init!r} draws from [{low:g}, {high:g}], which does not meet the weight "
+                f"bounds [wmin, wmax] = [{wmin}, {wmax}]; choose init='uniform' with "
+                "init_kwargs={'a': ..., 'b': ...} within the bounds"
+            )
+        value.uniform_(max(low, wmin), min(high, wmax))
+
+    @torch.no_grad()
+    def _warn_out_of_bounds(self, what: str) -> None:
+        """``UserWarning`` if ``weight`` has values outside finite ``[wmin, wmax]`` (one host read:
+        for loads and other rare events, never per step)."""
+        weight = self._parameters.get("weight")
+        if weight is None or not (math.isfinite(self.wmin) or math.isfinite(self.wmax)):
+            return
+        outside = int(torch.count_nonzero((weight < self.wmin) | (weight > self.wmax)))
+        if outside:
+            warnings.warn(
+                f"{what} of {type(self).__name__} has {outside} of {weight.numel()} values outside "
+                f"[wmin, wmax] = [{self.wmin}, {self.wmax}]; they are used as they are until "
+                "a learning rule or clamp_() clamps them: call clamp_() to apply the bounds now",
+                UserWarning,
+                stacklevel=4,
+            )
 
     @torch.no_grad()
     def clamp_(self) -> None:

@@ -65,3 +65,54 @@ def test_assignment_that_creates_threshold_below_reset_warns_once():
         neuron.thresh = -52.0  # fixed
     with pytest.warns(UserWarning, match="thresh <= v_reset"):
         neuron.v_reset = -40.0
+
+
+# ---------------------------------------------------------------- bounds at initialisation
+def test_default_init_with_wmin_zero_draws_within_bounds_without_zeros():
+    torch.manual_seed(0)
+    n_in = 100
+    weight = Linear(n_in, 400, wmin=0.0, wmax=1.0).weight.detach()
+    bound = 1 / math.sqrt(n_in)  # kaiming-uniform (a = sqrt 5): U(-1/sqrt(in), 1/sqrt(in))
+    assert int((weight == 0).sum()) == 0  # was ~50 % exactly 0 (clamped)
+    assert 0 <= weight.min() and weight.max() <= bound
+    # uniform on [0, bound]: mean bound / 2, std bound / sqrt(12); 40 000 samples
+    assert float(weight.mean()) == pytest.approx(bound / 2, rel=0.02)
+    assert float(weight.std()) == pytest.approx(bound / math.sqrt(12), rel=0.02)
+
+
+def test_normal_init_is_truncated_to_the_bounds():
+    torch.manual_seed(0)
+    weight = Linear(100, 400, wmin=0.0, init="normal", init_kwargs={"std": 0.5}).weight.detach()
+    assert int((weight == 0).sum()) == 0 and weight.min() > 0
+    # half-normal of sigma 0.5: mean sigma sqrt(2 / pi)
+    assert float(weight.mean()) == pytest.approx(0.5 * math.sqrt(2 / math.pi), rel=0.02)
+
+
+def test_init_within_bounds_is_unchanged():
+    torch.manual_seed(3)
+    bounded = Linear(20, 8, wmin=-1.0, wmax=1.0).weight.detach()
+    torch.manual_seed(3)
+    free = Linear(20, 8).weight.detach()
+    torch.testing.assert_close(bounded, free, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"wmin": 2.0}, r"draws from \[-0.316228, 0.316228\].*\[2.0, inf\]"),
+        ({"wmax": 1.0, "init": "constant", "init_kwargs": {"val": 3.0}}, r"val=3.0 is outside"),
+    ],
+)
+def test_init_that_cannot_meet_the_bounds_is_refused(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        Linear(10, 5, **kwargs)
+
+
+def test_loading_an_out_of_bounds_weight_warns():
+    conn = Linear(4, 3, wmin=0.0, wmax=1.0)
+    state = {"weight": torch.full((3, 4), 5.0), "delay_steps": conn.delay_steps}
+    with pytest.warns(UserWarning, match=r"12 of 12 values outside \[wmin, wmax\] = \[0.0, 1.0\]"):
+        conn.load_state_dict(state)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        conn.load_state_dict({"weight": torch.full((3, 4), 0.5), "delay_steps": conn.delay_steps})
