@@ -51,7 +51,7 @@ from torch import nn
 from torch.nn.utils import parametrize, prune
 
 from pysnn import native
-from pysnn._checks import check_choice, check_input, check_positive_scalar
+from pysnn._checks import check_choice, check_input, check_positive_scalar, warn_if_dropped
 from pysnn.functional.delay import delayed, push_history, synapse_index
 from pysnn.functional.linear import delay_queue_step, linear_dense, linear_event
 from pysnn.multistep import has_forward_hooks, step_through
@@ -261,7 +261,11 @@ class Connection(nn.Module):
         dt: time step (ms).
         delay: synaptic delay (ms), >= 0, rounded to whole steps of ``dt``: a scalar shared by
             all synapses, or (when the subclass declares ``delay_shape``) a tensor of shape
-            ``delay_shape``, one delay per synapse.
+            ``delay_shape``, one delay per synapse. A delay whose state per batch sample
+            (:meth:`delay_state_values`, 4 bytes each) would exceed
+            :attr:`MAX_DELAY_BYTES_PER_SAMPLE` (1 GiB), or whose step count overflows int64, is
+            refused with ``ValueError``. The history is a shifted buffer: a step costs
+            ``O(max_delay * in)`` per sample.
         delay_shape: shape of a per-synapse delay tensor, last dim indexing the presynaptic unit
             (``(out, in)`` for :class:`Linear`, ``(n,)`` for a one-to-one connection); needs a
             1-D ``in_features``. ``None``: only a shared delay is allowed.
@@ -353,13 +357,57 @@ class Connection(nn.Module):
             raise ValueError("delay must be finite (ms), got NaN or inf")
         if (d < 0).any():
             raise ValueError(f"delay must be >= 0 ms, got a minimum of {d.min().item()}")
-        return torch.round(d / self.dt).to(torch.int64).to(device)
+        steps = torch.round(d / self.dt)
+        if steps.numel() and steps.max() >= 2.0**62:
+            raise ValueError(
+                f"delay of up to {d.max().item():g} ms is {steps.max().item():g} steps of "
+                f"dt={self.dt} ms, beyond what a step count (int64) holds; give the delay in ms"
+            )
+        return steps.to(torch.int64).to(device)
+
+    #: Largest delay state (history and queue) per batch sample, in bytes at 4 bytes per value
+    #: (float32), that a delay may need: a longer delay is refused at construction.
+    MAX_DELAY_BYTES_PER_SAMPLE: int = 1 << 30
+
+    def delay_state_values(self) -> int:
+        """Values of delay state per batch sample: ``(max_delay + 1) * in`` history values (0
+        with a shared delay of 0). Sizes named by the input (``Conv2d``'s ``H``, ``W``) count
+        as 1 here, so for those this is per pixel."""
+        if self.max_delay == 0 and not self.per_synapse_delay:
+            return 0
+        return (self.max_delay + 1) * math.prod(s for s in self.in_shape if isinstance(s, int))
+
+    def _check_delay_memory(self) -> None:
+        needed = 4 * self.delay_state_values()
+        if needed > self.MAX_DELAY_BYTES_PER_SAMPLE:
+            raise ValueError(
+                f"{type(self).__name__}: a delay of {self.max_delay} steps (dt={self.dt} ms) keeps "
+                f"{self.max_delay + 1} steps of input in flight, {needed / 1e9:.3g} GB per batch "
+                f"sample in float32, over the limit of "
+                f"{self.MAX_DELAY_BYTES_PER_SAMPLE / 1e9:.3g} GB "
+                f"({type(self).__name__}.MAX_DELAY_BYTES_PER_SAMPLE); use a shorter delay or "
+                "raise that class attribute"
+            )
+
+    def _zeros(self, what: str, shape: Tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+        """``like.new_zeros(shape)`` for delay state, with an error naming the delay and the
+        memory it needs when the allocation fails."""
+        try:
+            return like.new_zeros(shape)
+        except RuntimeError as err:  # torch.OutOfMemoryError included
+            size = math.prod(shape) * like.element_size()
+            raise RuntimeError(
+                f"{type(self).__name__}: the {what} for a delay of {self.max_delay} steps "
+                f"(dt={self.dt} ms), shape {tuple(shape)}, needs {size / 1e9:.3g} GB and could "
+                f"not be allocated ({err}); use a shorter delay or a smaller batch"
+            ) from None
 
     def _delays_changed(self) -> None:
         steps = self.delay_steps
         self.per_synapse_delay = steps.dim() > 0
         self.max_delay = int(steps.max()) if steps.numel() else 0
         self._shared_delay = None if self.per_synapse_delay else int(steps)
+        self._check_delay_memory()
         if self.per_synapse_delay:
             self.register_buffer("_index", synapse_index(steps), persistent=False)
         self.history = None
@@ -412,7 +460,10 @@ class Connection(nn.Module):
             or history.shape[0] != spikes.shape[0]
             or history.shape[2:] != (spikes.shape[1:])
         ):
-            history = spikes.new_zeros((spikes.shape[0], self.max_delay + 1, *spikes.shape[1:]))
+            warn_if_dropped(f"{type(self).__name__} (delay history)", history, spikes.shape[0])
+            history = self._zeros(
+                "delay history", (spikes.shape[0], self.max_delay + 1, *spikes.shape[1:]), spikes
+            )
         self._buffers["history"] = history = push_history(history, spikes)
         if not self.per_synapse_delay:
             self._buffers["arriving"] = delayed(history, self._shared_delay)
@@ -465,7 +516,8 @@ class Connection(nn.Module):
         length, delay = self.max_delay + 1, self._shared_delay
         history = self.history
         if history is None or history.shape[0] != n_batch or history.shape[2:] != spikes.shape[2:]:
-            history = spikes.new_zeros((n_batch, length, *spikes.shape[2:]))
+            warn_if_dropped(f"{type(self).__name__} (delay history)", history, n_batch)
+            history = self._zeros("delay history", (n_batch, length, *spikes.shape[2:]), spikes)
         # Time-major sequence: the L - 1 steps before the block (oldest first), then the block.
         past = history[:, : length - 1].flip(1).transpose(0, 1)  # (L - 1, B, *in_shape)
         sequence = torch.cat((past, spikes), dim=0)  # index k: step k - (L - 1)
@@ -1034,6 +1086,14 @@ class Linear(Connection):
                 return rows
         return weight.t()
 
+    def delay_state_values(self) -> int:
+        """As :meth:`Connection.delay_state_values`, plus the ``(max_delay + 1) * out`` queued
+        inputs of per-synapse delays."""
+        values = super().delay_state_values()
+        if self.per_synapse_delay:
+            values += (self.max_delay + 1) * self.out_shape[0]
+        return values
+
     # ------------------------------------------------------------------ propagation
     def propagate(self, arriving: torch.Tensor) -> torch.Tensor:
         """Synaptic input ``(N, out)`` (mV) of the spikes ``arriving`` ``(N, in)`` (shared delay).
@@ -1065,7 +1125,10 @@ class Linear(Connection):
             return self.propagate(self._buffers["arriving"])
         queue = self.queue
         if queue is None or queue.shape[0] != spikes.shape[0]:
-            queue = spikes.new_zeros(spikes.shape[0], self.max_delay + 1, self.out_features)
+            warn_if_dropped("Linear (per-synapse delay queue)", queue, spikes.shape[0])
+            queue = self._zeros(
+                "delay queue", (spikes.shape[0], self.max_delay + 1, self.out_features), spikes
+            )
         weight = self.weight
         # Scattering only the emitted spikes is never more work than scattering all inputs.
         event = self.propagation == "event" or (self.propagation == "auto" and self._auto_allowed())

@@ -105,7 +105,7 @@ from typing import Any, Callable, ClassVar, Dict, List, Optional, Sequence, Tupl
 import torch
 from torch import Tensor, nn
 
-from pysnn._checks import check_choice, check_positive_scalar
+from pysnn._checks import check_choice, check_positive_scalar, warn_if_dropped
 from pysnn.connection import Connection, Conv2d
 from pysnn.functional.delay import push_history, synapse_index
 from pysnn.functional.plasticity import (
@@ -235,6 +235,8 @@ class SynapseGroup:
         stores the new value in :attr:`state`."""
         current = self.state.get(name)
         if current is None or tuple(current.shape) != tuple(shape):
+            if current is not None and len(shape):
+                warn_if_dropped(f"{self.owner} (rule state {name!r})", current, shape[0])
             return like.new_zeros(tuple(shape))
         if current.dtype != like.dtype or current.device != like.device:
             current = current.to(dtype=like.dtype, device=like.device)

@@ -186,6 +186,7 @@ class Neuron(nn.Module):
         self.__dict__["_state_specs"] = {}  # name -> (initial, dtype)
         # key -> (inputs, their tensors, versions, data pointers, value): see derived()
         self.__dict__["_derived_cache"] = {}
+        self.__dict__["_graph_steps"] = 0  # steps with an autograd graph on the state
         self.shape = _as_shape(shape)
         self.dt = dt
         self.surrogate = _check_surrogate(surrogate)
@@ -381,6 +382,7 @@ class Neuron(nn.Module):
         return initial
 
     def _make_state(self, batch: int, like: torch.Tensor) -> None:
+        self.__dict__["_graph_steps"] = 0
         shape = (batch, *self.shape)
         for name, (initial, dtype) in self._state_specs.items():
             dtype = like.dtype if dtype is None else dtype
@@ -393,6 +395,7 @@ class Neuron(nn.Module):
 
     def reset_state(self) -> None:
         """Restore the initial state (keeping the current batch size); no-op before the first step."""
+        self.__dict__["_graph_steps"] = 0
         for name in self._state_specs:
             state = self._buffers.get(name)
             if state is not None and state.is_floating_point():
@@ -401,6 +404,7 @@ class Neuron(nn.Module):
 
     def detach_state(self) -> None:
         """Cut the autograd graph at the current state (truncated backpropagation through time)."""
+        self.__dict__["_graph_steps"] = 0
         for name in self._state_specs:
             value = self._buffers.get(name)
             if value is not None:
@@ -457,19 +461,41 @@ class Neuron(nn.Module):
             return (x >= 0).to(x.dtype)
         return surrogate(x)
 
+    #: Steps a state may carry an autograd graph (without :meth:`detach_state` or
+    #: :meth:`reset_state`) before the neuron warns, once, that the graph keeps growing.
+    GRAPH_WARN_STEPS: int = 10_000
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """One step: input ``x`` ``(B, *shape)`` → spikes ``(B, *shape)`` (0/1, ``x``'s dtype)."""
         self._prepare(x)
         if not self.spiking:
-            return self.step(x)
-        buffers, flags = self._buffers, self.__dict__
-        flags["_trace_assigned"] = False
-        s = self.step(x)
-        buffers["spikes"] = s
-        if not flags["_trace_assigned"]:  # step did not update the trace itself
-            spare = self._spare("trace")
-            buffers["trace"] = trace_step(buffers["trace"], s, self.trace_parameters(), spare)
+            s = self.step(x)
+        else:
+            buffers, flags = self._buffers, self.__dict__
+            flags["_trace_assigned"] = False
+            s = self.step(x)
+            buffers["spikes"] = s
+            if not flags["_trace_assigned"]:  # step did not update the trace itself
+                spare = self._spare("trace")
+                buffers["trace"] = trace_step(buffers["trace"], s, self.trace_parameters(), spare)
+        if s.requires_grad or (x.requires_grad and torch.is_grad_enabled()):
+            self._count_graph_step()
         return s
+
+    def _count_graph_step(self) -> None:
+        """Count a step whose state carries an autograd graph; warn once at
+        :attr:`GRAPH_WARN_STEPS` (the graph, and its memory, grow with every step)."""
+        steps = self.__dict__["_graph_steps"] = self.__dict__["_graph_steps"] + 1
+        if steps == self.GRAPH_WARN_STEPS:
+            warnings.warn(
+                f"{type(self).__name__}: its state has carried an autograd graph for {steps} "
+                "steps; the graph and its memory grow with every step (and the fused CPU "
+                "kernels are skipped). Run simulations that need no gradient under "
+                "torch.no_grad() or torch.inference_mode(); for training, call detach_state() "
+                "every k steps (truncated BPTT) or reset_state() between sequences",
+                UserWarning,
+                stacklevel=3,
+            )
 
     def forward_multistep(self, x: torch.Tensor) -> torch.Tensor:
         """Run ``T`` steps: ``x`` ``(T, B, *shape)`` → spikes ``(T, B, *shape)``.

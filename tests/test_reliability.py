@@ -116,3 +116,129 @@ def test_loading_an_out_of_bounds_weight_warns():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         conn.load_state_dict({"weight": torch.full((3, 4), 0.5), "delay_steps": conn.delay_steps})
+
+
+# ---------------------------------------------------------------- batch change, spikes in flight
+def test_batch_change_with_spikes_in_flight_warns():
+    conn = Linear(3, 2, delay=3.0, init="constant", init_kwargs={"val": 1.0})
+    with torch.no_grad():
+        conn(torch.ones(4, 3))  # arrives 3 steps later: in flight
+        with pytest.warns(UserWarning, match=r"from 4 to 2 .*reset_state\(\)"):
+            out = conn(torch.zeros(2, 3))
+    assert torch.equal(out, torch.zeros(2, 2))  # what was in flight is gone
+
+
+@pytest.mark.parametrize("delay", [3.0, torch.full((2, 3), 2.0)])
+def test_batch_change_after_reset_or_without_spikes_is_silent(delay):
+    conn = Linear(3, 2, delay=delay)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with torch.no_grad():
+            conn(torch.zeros(4, 3))  # nothing in flight
+            conn(torch.zeros(2, 3))
+            conn(torch.ones(2, 3))
+            conn.reset_state()
+            conn(torch.ones(5, 3))
+
+
+def test_batch_change_drops_per_synapse_queue_with_a_warning():
+    conn = Linear(3, 2, delay=torch.full((2, 3), 2.0))
+    with torch.no_grad():
+        conn(torch.ones(4, 3))
+        with pytest.warns(UserWarning, match="from 4 to 2"):
+            conn(torch.zeros(2, 3))
+
+
+def test_batch_change_drops_rule_history_with_a_warning():
+    pre, post, conn = Input(3), LIFNeuron(2), Linear(3, 2, delay=2.0)
+    rule = STDP(connection=conn, pre=pre, post=post)
+
+    def step(x):
+        post(conn(pre(x)))
+        rule.step()
+
+    with torch.no_grad():
+        step(torch.ones(4, 3))
+        with pytest.warns(UserWarning) as record:
+            step(torch.zeros(2, 3))
+    messages = [str(w.message) for w in record]
+    assert any("STDP (rule state 'pre_history')" in m for m in messages)
+    assert any("Linear (delay history)" in m for m in messages)
+
+
+# ---------------------------------------------------------------- unreasonable delays
+def test_delay_overflowing_int64_is_refused():
+    with pytest.raises(ValueError, match=r"1e\+19 ms .*int64"):
+        Linear(4, 2, delay=1e19)
+
+
+def test_delay_over_the_memory_limit_is_refused_with_the_figure():
+    # (1e6 + 1) steps x 784 inputs x 4 bytes = 3.136 GB per sample > 1 GiB
+    with pytest.raises(ValueError, match=r"3.14 GB per batch sample .*MAX_DELAY_BYTES_PER_SAMPLE"):
+        Linear(784, 10, delay=1e6)
+    # per-synapse delays count the queue too: (2 ** 20) x (100 + 200) x 4 bytes = 1.26 GB
+    delay = torch.zeros(200, 100)
+    delay[0, 0] = 2.0**20 - 1
+    with pytest.raises(ValueError, match=r"1.26 GB"):
+        Linear(100, 200, delay=delay)
+
+
+def test_delay_memory_limit_is_a_class_attribute(monkeypatch):
+    monkeypatch.setattr(Linear, "MAX_DELAY_BYTES_PER_SAMPLE", 4 * 11 * 10)
+    Linear(10, 3, delay=10.0)  # 11 steps x 10 inputs x 4 bytes: at the limit
+    with pytest.raises(ValueError, match="over the limit"):
+        Linear(10, 3, delay=11.0)
+
+
+def test_failed_history_allocation_names_the_delay(monkeypatch):
+    conn = Linear(10, 3, delay=5.0)
+
+    def fail(*args, **kwargs):
+        raise torch.OutOfMemoryError("simulated")
+
+    monkeypatch.setattr(torch.Tensor, "new_zeros", fail)
+    with pytest.raises(RuntimeError, match=r"delay of 5 steps .*shape \(7, 6, 10\)"):
+        conn(torch.zeros(7, 10))
+
+
+# ---------------------------------------------------------------- autograd graph growth
+def test_default_graph_warning_threshold():
+    assert LIFNeuron.GRAPH_WARN_STEPS == 10_000
+
+
+def run_steps(neuron, x, steps):
+    for _ in range(steps):
+        neuron(x)
+
+
+def test_long_run_with_a_graph_warns_once():
+    neuron = LIFNeuron(3)
+    neuron.GRAPH_WARN_STEPS = 30
+    x = torch.full((2, 3), 1.0, requires_grad=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        run_steps(neuron, x, 29)
+    assert neuron.v.grad_fn is not None  # the graph the warning is about is there
+    with pytest.warns(UserWarning, match=r"30 steps.*torch.no_grad\(\).*detach_state\(\)"):
+        neuron(x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        run_steps(neuron, x, 40)  # once
+
+
+def test_detach_reset_and_no_grad_keep_it_silent():
+    neuron = LIFNeuron(3, surrogate=None)  # the state carries the graph, the spikes do not
+    neuron.GRAPH_WARN_STEPS = 30
+    x = torch.full((2, 3), 1.0, requires_grad=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for _ in range(3):
+            run_steps(neuron, x, 20)
+            neuron.detach_state()
+        run_steps(neuron, x, 20)
+        neuron.reset_state()
+        run_steps(neuron, x, 20)
+        with torch.no_grad():
+            run_steps(neuron, x, 100)
+    with pytest.warns(UserWarning, match="autograd graph"):
+        run_steps(neuron, x, 10)  # 20 + 10 steps with a graph since the reset
