@@ -197,6 +197,29 @@ class Neuron(nn.Module):
             self.register_state("spikes", 0.0)
             self.register_state("trace", 0.0)
 
+    #: Floating-point dtypes a neuron refuses to be moved to (see :meth:`_apply`).
+    LOW_PRECISION: Tuple[torch.dtype, ...] = (torch.float16, torch.bfloat16)
+
+    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> "Neuron":
+        """``.to()``/``.half()``/...: refuse float16 and bfloat16 before converting anything.
+
+        In those dtypes the dynamics are silently wrong: ``exp(-1/100)`` = 0.99005 rounds to
+        0.98828 in bfloat16, and a 0.1 mV input vanishes against -65 mV (an LIF driven at
+        0.1 mV/step stays at -65.0 mV instead of reaching -56.3 mV). Keep neurons in float32 or
+        float64 and cast their input (``lif(fc(x).float())``); connections may be low precision.
+        """
+        reference = self._reference()
+        probe = fn(torch.empty(0, dtype=reference.dtype, device=reference.device))
+        if probe.dtype in self.LOW_PRECISION:
+            raise TypeError(
+                f"{type(self).__name__} cannot run in {probe.dtype}: its decay factors and "
+                "membrane potentials round so coarsely that the dynamics are wrong (bfloat16: "
+                "exp(-1/100) = 0.99005 becomes 0.98828; a 0.1 mV input is lost against -65 mV). "
+                "Keep neurons in float32/float64 (convert only the connections, e.g. "
+                "net.fc.to(torch.bfloat16)) and cast their input: lif(fc(x).float())"
+            )
+        return super()._apply(fn, recurse)
+
     # ----------------------------------------------------------------- declarations
     @property
     def dt(self) -> float:

@@ -242,3 +242,40 @@ def test_detach_reset_and_no_grad_keep_it_silent():
             run_steps(neuron, x, 100)
     with pytest.warns(UserWarning, match="autograd graph"):
         run_steps(neuron, x, 10)  # 20 + 10 steps with a graph since the reset
+
+
+# ---------------------------------------------------------------- precision policy
+def drive(neuron, dtype, steps=200):
+    with torch.no_grad():
+        for _ in range(steps):
+            neuron(torch.full((1, 1), 0.1, dtype=dtype))
+    return float(neuron.v)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("cls", [LIFNeuron, IFNeuron, AdaptiveLIFNeuron, Input])
+def test_neurons_refuse_low_precision(cls, dtype):
+    neuron = cls(1)
+    with pytest.raises(TypeError, match=rf"cannot run in {dtype}.*float\(\)"):
+        neuron.to(dtype)
+    assert neuron._reference().dtype == torch.float32  # nothing converted
+
+
+def test_float32_lif_reaches_the_closed_form_that_bfloat16_missed():
+    # v(n) = -65 + 0.1 * sum_{k<n} d^k with d = exp(-1/100): 200 steps -> -56.31 mV
+    d = math.exp(-1 / 100)
+    expected = -65 + 0.1 * (1 - d**200) / (1 - d)
+    assert drive(LIFNeuron(1, thresh=0.0), torch.float32) == pytest.approx(expected, abs=1e-3)
+    assert expected == pytest.approx(-56.31, abs=0.01)
+
+
+def test_low_precision_connection_feeds_a_float32_neuron():
+    fc = Linear(1, 1, init="constant", init_kwargs={"val": 0.1}).to(torch.bfloat16)
+    lif = LIFNeuron(1, thresh=0.0)
+    with torch.no_grad():
+        for _ in range(200):
+            lif(fc(torch.ones(1, 1, dtype=torch.bfloat16)).float())
+    # bfloat16(0.1) = 0.10009765625 mV per step, integrated in float32
+    d = math.exp(-1 / 100)
+    expected = -65 + 0.10009765625 * (1 - d**200) / (1 - d)
+    assert float(lif.v) == pytest.approx(expected, abs=1e-3)
