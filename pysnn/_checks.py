@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Iterator, Sequence, Union
+import warnings
+from typing import Iterator, Optional, Sequence, Union
 
 import torch
 
@@ -180,3 +181,20 @@ def check_same_dt(**modules: object) -> None:
             f"modules wired together must use the same time step, got {values}; build them with "
             f"one dt"
         )
+
+
+def warn_if_dropped(what: str, old: Optional[torch.Tensor], batch: int) -> None:
+    """Warn (``UserWarning``) that ``old`` state ``(B_old, ...)``, about to be replaced by zeros
+    for a new batch size ``batch``, held something non-zero (spikes in flight, a trace).
+
+    Reads one value back, only when the batch size changes (never in a steady run).
+    """
+    if old is None or old.shape[0] == batch or not bool(old.detach().any()):
+        return
+    warnings.warn(
+        f"{what}: the batch size changed from {old.shape[0]} to {batch} with spikes or traces "
+        "still in flight; they are dropped. Call reset_state() (e.g. net.reset_state()) between "
+        "sequences to start each one from a clean state",
+        UserWarning,
+        stacklevel=2,
+    )
