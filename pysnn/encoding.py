@@ -13,8 +13,10 @@ be fed directly). The caller's tensor is never modified.
 the shape of one sample (e.g. ``PoissonEncoder(100.0, shape=(28, 28))`` or ``shape=784``):
 ``x`` must then be ``(B, *shape)``, or one sample of exactly ``shape``, which is encoded as a
 batch of one, ``(T, 1, *shape)``; any other shape raises ``ValueError``. Without ``shape``, ``x``
-is read as ``(B, *shape)`` and the first call warns (``UserWarning``, once per encoder), saying how
-it was read and to add the batch dimension (``x.unsqueeze(0)``) if ``x`` is one sample.
+is read as ``(B, *shape)``; when that reading is ambiguous in the usual way (the batch size equals
+the next dimension, as for one unbatched square image such as ``(28, 28)``) the first such call
+warns (``UserWarning``, once per encoder), saying how it was read and to add the batch dimension
+(``x.unsqueeze(0)``) or pass ``shape=``.
 ``shape=()`` declares a batch of scalars, ``(B,)``.
 
 ``encoder.stream(x)`` returns a generator that yields one ``(B, *shape)`` tensor per time step, so
@@ -254,7 +256,8 @@ class Encoder(nn.Module):
                 f"x must have at least {self._min_dim} dimension(s) (batch first: (B, *shape)), "
                 f"got shape {tuple(x.shape)}"
             )
-        if not self._warned:
+        if not self._warned and x.dim() >= 2 and x.shape[0] == x.shape[1]:
+            # (28, 28): an unbatched square image, or 28 samples of 28 inputs? Ask once.
             self._warned = True
             warnings.warn(
                 f"{type(self).__name__} was built without shape= and reads x of shape "

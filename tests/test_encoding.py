@@ -346,3 +346,13 @@ def test_undeclared_shape_warns_once_with_the_fix():
         warnings.simplefilter("error")  # a second call does not warn again
         enc(torch.rand(28, 28))
         PoissonEncoder(5.0, shape=(28, 28))(torch.rand(28, 28))  # declared: never warns
+
+
+def test_unambiguous_batch_without_shape_does_not_warn():
+    """(16, 784): a batch of 16 flattened images cannot be one square sample: no warning."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = PoissonEncoder(5.0, generator=_gen())(torch.rand(16, 784))
+    assert out.shape == (5, 16, 784)
