@@ -143,6 +143,17 @@ class SNNNetwork(nn.Module):
         """``{layer name: connection.state_dict()}``: the learned weights, by layer name."""
         return {name: conn.state_dict() for name, (conn, _) in self.layers.items()}
 
+    def _apply(self, fn, recurse: bool = True):
+        """``.to()``/``.half()``/...: every neuron is asked first whether it accepts the new
+        dtype (:meth:`pysnn.neuron.Neuron.refuse_low_precision`), so that a refused conversion
+        leaves the whole network unchanged rather than half converted."""
+        if recurse:
+            for module in self.modules():
+                refuse = getattr(module, "refuse_low_precision", None)
+                if callable(refuse):
+                    refuse(fn)
+        return super()._apply(fn, recurse)
+
     def reset_state(self) -> None:
         """Reset everything stateful the network holds: neurons, connections, learning rules,
         nested networks (through their own ``reset_state``); see :func:`reset_state`.

@@ -208,6 +208,14 @@ class Neuron(nn.Module):
         0.1 mV/step stays at -65.0 mV instead of reaching -56.3 mV). Keep neurons in float32 or
         float64 and cast their input (``lif(fc(x).float())``); connections may be low precision.
         """
+        self.refuse_low_precision(fn)
+        return super()._apply(fn, recurse)
+
+    def refuse_low_precision(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        """Raise ``TypeError`` if the conversion ``fn`` (as given to ``nn.Module._apply``) would
+        turn this neuron into float16/bfloat16; :class:`~pysnn.network.SNNNetwork` calls it for
+        every neuron before converting anything, so a refused ``.to()`` leaves a network as it
+        was."""
         reference = self._reference()
         probe = fn(torch.empty(0, dtype=reference.dtype, device=reference.device))
         if probe.dtype in self.LOW_PRECISION:
@@ -218,7 +226,6 @@ class Neuron(nn.Module):
                 "Keep neurons in float32/float64 (convert only the connections, e.g. "
                 "net.fc.to(torch.bfloat16)) and cast their input: lif(fc(x).float())"
             )
-        return super()._apply(fn, recurse)
 
     # ----------------------------------------------------------------- declarations
     @property

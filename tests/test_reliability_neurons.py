@@ -279,3 +279,18 @@ def test_low_precision_connection_feeds_a_float32_neuron():
     d = math.exp(-1 / 100)
     expected = -65 + 0.10009765625 * (1 - d**200) / (1 - d)
     assert float(lif.v) == pytest.approx(expected, abs=1e-3)
+
+
+def test_refused_low_precision_leaves_a_network_unconverted():
+    from pysnn.network import SNNNetwork
+    from pysnn.neuron import Input
+
+    class Net(SNNNetwork):
+        def __init__(self):
+            super().__init__()
+            self.inp, self.fc, self.lif = Input(3), Linear(3, 2), LIFNeuron(2)
+
+    net = Net()
+    with pytest.raises(TypeError, match="cannot run in torch.bfloat16"):
+        net.to(torch.bfloat16)
+    assert net.fc.weight.dtype == torch.float32 and net.inp.tau_trace.dtype == torch.float32
