@@ -448,7 +448,7 @@ class Neuron(nn.Module):
         the next step's state into it: indistinguishable from a new tensor, one allocation
         cheaper. Any reference a user keeps (``v0 = neuron.v``) makes the next step allocate.
         """
-        if _UNSHARED is None or self._buffers.get(name) is None:
+        if _UNSHARED is None or self._buffers.get(name) is None or torch.compiler.is_compiling():
             return None
         return self._buffers[name] if _references(self._buffers, name) == _UNSHARED else None
 
