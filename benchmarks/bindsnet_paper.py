@@ -107,7 +107,7 @@ def build_pysnn(n: int, steps: int, seed: int, mode: str = "loop") -> Runner:
 
     pysnn.set_checks(False)
     rates = _rates(n, seed).unsqueeze(0)
-    encoder = PoissonEncoder(steps * DT, dt=DT)
+    encoder = PoissonEncoder(steps * DT, dt=DT, shape=n)
     fc = Linear(n, n, dt=DT)
     with torch.no_grad():
         _weights(n, seed, out=fc.weight)  # N(0, 1) mV, the same weights as the torch peers

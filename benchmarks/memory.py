@@ -61,7 +61,7 @@ def worker(n: int, mode: str, steps: int) -> None:
             for _ in range(steps):
                 count += lif(fc(inp((torch.rand(1, n, generator=g) < p).float())))
         else:
-            spikes = PoissonEncoder(steps * 1.0, dt=1.0)(rates)  # (T, 1, n)
+            spikes = PoissonEncoder(steps * 1.0, dt=1.0, shape=n)(rates)  # (T, 1, n)
             count = run_feedforward(fc, lif, spikes).sum(0)
     peak = _status_mb("VmHWM")
     print(

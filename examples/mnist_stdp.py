@@ -37,6 +37,7 @@ from typing import Dict, List, Optional
 import torch
 
 import pysnn
+from pysnn.checkpoint import load_checkpoint, save_checkpoint
 from pysnn.datasets import MNIST, MNISTSample
 from pysnn.evaluation import all_activity, assign_labels, proportion_weighting
 from pysnn.models import DiehlCook2015
@@ -211,32 +212,29 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
     def save(self, path: str) -> None:
-        state = {
+        """Checkpoint the network (weights, adaptive thresholds, state, STDP state), the RNGs and
+        the position in the data, atomically (:func:`pysnn.checkpoint.save_checkpoint`)."""
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        extra = {
             "args": vars(self.args),
-            "model": self.net.state_dict(),
             "generator": self.gen.get_state(),
-            "torch_rng": torch.get_rng_state(),
             "position": self.position,
             "history": self.history,
             "window_counts": self.window_counts,
             "window_labels": self.window_labels,
             "assignments": self.assignments,
         }
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(str(path) + ".tmp")
-        torch.save(state, tmp)
-        tmp.replace(path)
+        save_checkpoint(path, network=self.net, extra=extra)
 
     def load(self, path: str) -> None:
-        state = torch.load(path, map_location=self.device, weights_only=False)
-        self.net.load_state_dict(state["model"])
-        self.gen.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
-        self.position = state["position"]
-        self.history = state["history"]
-        self.window_counts = state["window_counts"]
-        self.window_labels = state["window_labels"]
-        self.assignments = state["assignments"]
+        """Resume from :meth:`save`'s file, loaded with ``weights_only=True`` (runs no code)."""
+        extra = load_checkpoint(path, network=self.net, map_location=self.device)
+        self.gen.set_state(extra["generator"].cpu())
+        self.position = extra["position"]
+        self.history = extra["history"]
+        self.window_counts = extra["window_counts"]
+        self.window_labels = extra["window_labels"]
+        self.assignments = extra["assignments"]
 
 
 def main(argv: Optional[List[str]] = None) -> Dict[str, float]:

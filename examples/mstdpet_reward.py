@@ -22,6 +22,7 @@ from pysnn.network import reset_state
 from pysnn.neuron import Input
 
 
+@torch.no_grad()  # simulation only: no autograd graph
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--trials", type=int, default=20, help="trials (half rewarded +, half -)")

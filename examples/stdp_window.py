@@ -24,6 +24,7 @@ from pysnn.learning import STDP, Hebbian, TripletSTDP
 from pysnn.neuron import Input
 
 
+@torch.no_grad()  # simulation only: no autograd graph
 def measure(
     rule_name: str,
     window: int,

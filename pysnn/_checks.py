@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Iterator, Sequence, Union
+import warnings
+from typing import Iterator, Optional, Sequence, Union
 
 import torch
 
@@ -160,3 +161,40 @@ def check_input(
         )
     if _VALUE_CHECKS and not _compiling() and torch.isnan(x).any():
         raise ValueError(f"{name} contains NaN (input to {what})")
+
+
+def check_same_dt(**modules: object) -> None:
+    """Raise ``ValueError`` unless the modules given by keyword share one time step ``dt`` (ms).
+
+    Modules without a ``dt`` attribute (``torch.nn.ReLU``, ...) or with ``dt=None`` are skipped.
+    The message names every module and its ``dt``, e.g. ``check_same_dt(connection=fc,
+    neuron=lif)``. Two values agree when equal to a relative 1e-9 (float rounding of ``dt``).
+    """
+    found = [
+        (name, float(dt))
+        for name, module in modules.items()
+        if isinstance(dt := getattr(module, "dt", None), (int, float)) and not isinstance(dt, bool)
+    ]
+    if any(not math.isclose(dt, found[0][1], rel_tol=1e-9) for _, dt in found[1:]):
+        values = " and ".join(f"{name}.dt = {dt:g} ms" for name, dt in found)
+        raise ValueError(
+            f"modules wired together must use the same time step, got {values}; build them with "
+            f"one dt"
+        )
+
+
+def warn_if_dropped(what: str, old: Optional[torch.Tensor], batch: int) -> None:
+    """Warn (``UserWarning``) that ``old`` state ``(B_old, ...)``, about to be replaced by zeros
+    for a new batch size ``batch``, held something non-zero (spikes in flight, a trace).
+
+    Reads one value back, only when the batch size changes (never in a steady run).
+    """
+    if old is None or old.shape[0] == batch or not bool(old.detach().any()):
+        return
+    warnings.warn(
+        f"{what}: the batch size changed from {old.shape[0]} to {batch} with spikes or traces "
+        "still in flight; they are dropped. Call reset_state() (e.g. net.reset_state()) between "
+        "sequences to start each one from a clean state",
+        UserWarning,
+        stacklevel=2,
+    )

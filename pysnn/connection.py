@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import math
 import sys
+import warnings
 import weakref
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -50,7 +51,7 @@ from torch import nn
 from torch.nn.utils import parametrize, prune
 
 from pysnn import native
-from pysnn._checks import check_choice, check_input, check_positive_scalar
+from pysnn._checks import check_choice, check_input, check_positive_scalar, warn_if_dropped
 from pysnn.functional.delay import delayed, push_history, synapse_index
 from pysnn.functional.linear import delay_queue_step, linear_dense, linear_event
 from pysnn.multistep import has_forward_hooks, step_through
@@ -236,6 +237,7 @@ def _after_load(module: nn.Module, incompatible_keys: object) -> None:
     if weight is not None and not weight.is_contiguous():
         with torch.no_grad():
             weight.data = weight.data.contiguous()
+    module._warn_out_of_bounds("the loaded weight")
 
 
 class Connection(nn.Module):
@@ -259,12 +261,21 @@ class Connection(nn.Module):
         dt: time step (ms).
         delay: synaptic delay (ms), >= 0, rounded to whole steps of ``dt``: a scalar shared by
             all synapses, or (when the subclass declares ``delay_shape``) a tensor of shape
-            ``delay_shape``, one delay per synapse.
+            ``delay_shape``, one delay per synapse. A delay whose state per batch sample
+            (:meth:`delay_state_values`, 4 bytes each) would exceed
+            :attr:`MAX_DELAY_BYTES_PER_SAMPLE` (1 GiB), or whose step count overflows int64, is
+            refused with ``ValueError``. The history is a shifted buffer: a step costs
+            ``O(max_delay * in)`` per sample.
         delay_shape: shape of a per-synapse delay tensor, last dim indexing the presynaptic unit
             (``(out, in)`` for :class:`Linear`, ``(n,)`` for a one-to-one connection); needs a
             1-D ``in_features``. ``None``: only a shared delay is allowed.
-        wmin, wmax: bounds of ``weight`` used by :meth:`clamp_`, :meth:`reset_parameters` and
-            :meth:`apply_update_` (mV per unit of input).
+        wmin, wmax: bounds of ``weight`` (mV per unit of input), kept by everything pysnn does
+            to the weight: :meth:`reset_parameters` draws within them, :meth:`apply_update_`
+            (learning rules) and :meth:`clamp_` clamp to them. Writes of your own (``copy_``,
+            ``normal_``, an optimiser step) are used as written, as in ``torch.nn``, until the
+            next clamp: call :meth:`clamp_` after them (the forward pass does not check, which
+            would cost a pass over the weight or a host sync per step); ``load_state_dict``
+            warns when the loaded weight is outside the bounds.
         init, init_kwargs: weight initialisation (see :meth:`reset_parameters`).
         device: where ``delay_steps`` lives (that of the parameters).
 
@@ -346,13 +357,57 @@ class Connection(nn.Module):
             raise ValueError("delay must be finite (ms), got NaN or inf")
         if (d < 0).any():
             raise ValueError(f"delay must be >= 0 ms, got a minimum of {d.min().item()}")
-        return torch.round(d / self.dt).to(torch.int64).to(device)
+        steps = torch.round(d / self.dt)
+        if steps.numel() and steps.max() >= 2.0**62:
+            raise ValueError(
+                f"delay of up to {d.max().item():g} ms is {steps.max().item():g} steps of "
+                f"dt={self.dt} ms, beyond what a step count (int64) holds; give the delay in ms"
+            )
+        return steps.to(torch.int64).to(device)
+
+    #: Largest delay state (history and queue) per batch sample, in bytes at 4 bytes per value
+    #: (float32), that a delay may need: a longer delay is refused at construction.
+    MAX_DELAY_BYTES_PER_SAMPLE: int = 1 << 30
+
+    def delay_state_values(self) -> int:
+        """Values of delay state per batch sample: ``(max_delay + 1) * in`` history values (0
+        with a shared delay of 0). Sizes named by the input (``Conv2d``'s ``H``, ``W``) count
+        as 1 here, so for those this is per pixel."""
+        if self.max_delay == 0 and not self.per_synapse_delay:
+            return 0
+        return (self.max_delay + 1) * math.prod(s for s in self.in_shape if isinstance(s, int))
+
+    def _check_delay_memory(self) -> None:
+        needed = 4 * self.delay_state_values()
+        if needed > self.MAX_DELAY_BYTES_PER_SAMPLE:
+            raise ValueError(
+                f"{type(self).__name__}: a delay of {self.max_delay} steps (dt={self.dt} ms) keeps "
+                f"{self.max_delay + 1} steps of input in flight, {needed / 1e9:.3g} GB per batch "
+                f"sample in float32, over the limit of "
+                f"{self.MAX_DELAY_BYTES_PER_SAMPLE / 1e9:.3g} GB "
+                f"({type(self).__name__}.MAX_DELAY_BYTES_PER_SAMPLE); use a shorter delay or "
+                "raise that class attribute"
+            )
+
+    def _zeros(self, what: str, shape: Tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+        """``like.new_zeros(shape)`` for delay state, with an error naming the delay and the
+        memory it needs when the allocation fails."""
+        try:
+            return like.new_zeros(shape)
+        except RuntimeError as err:  # torch.OutOfMemoryError included
+            size = math.prod(shape) * like.element_size()
+            raise RuntimeError(
+                f"{type(self).__name__}: the {what} for a delay of {self.max_delay} steps "
+                f"(dt={self.dt} ms), shape {tuple(shape)}, needs {size / 1e9:.3g} GB and could "
+                f"not be allocated ({err}); use a shorter delay or a smaller batch"
+            ) from None
 
     def _delays_changed(self) -> None:
         steps = self.delay_steps
         self.per_synapse_delay = steps.dim() > 0
         self.max_delay = int(steps.max()) if steps.numel() else 0
         self._shared_delay = None if self.per_synapse_delay else int(steps)
+        self._check_delay_memory()
         if self.per_synapse_delay:
             self.register_buffer("_index", synapse_index(steps), persistent=False)
         self.history = None
@@ -405,7 +460,10 @@ class Connection(nn.Module):
             or history.shape[0] != spikes.shape[0]
             or history.shape[2:] != (spikes.shape[1:])
         ):
-            history = spikes.new_zeros((spikes.shape[0], self.max_delay + 1, *spikes.shape[1:]))
+            warn_if_dropped(f"{type(self).__name__} (delay history)", history, spikes.shape[0])
+            history = self._zeros(
+                "delay history", (spikes.shape[0], self.max_delay + 1, *spikes.shape[1:]), spikes
+            )
         self._buffers["history"] = history = push_history(history, spikes)
         if not self.per_synapse_delay:
             self._buffers["arriving"] = delayed(history, self._shared_delay)
@@ -458,7 +516,8 @@ class Connection(nn.Module):
         length, delay = self.max_delay + 1, self._shared_delay
         history = self.history
         if history is None or history.shape[0] != n_batch or history.shape[2:] != spikes.shape[2:]:
-            history = spikes.new_zeros((n_batch, length, *spikes.shape[2:]))
+            warn_if_dropped(f"{type(self).__name__} (delay history)", history, n_batch)
+            history = self._zeros("delay history", (n_batch, length, *spikes.shape[2:]), spikes)
         # Time-major sequence: the L - 1 steps before the block (oldest first), then the block.
         past = history[:, : length - 1].flip(1).transpose(0, 1)  # (L - 1, B, *in_shape)
         sequence = torch.cat((past, spikes), dim=0)  # index k: step k - (L - 1)
@@ -582,7 +641,7 @@ class Connection(nn.Module):
                 setattr(self, name, hook.apply_mask(self))
 
     def reset_parameters(self) -> None:
-        """(Re-)initialise ``weight`` (and ``bias``) with ``init``/``init_kwargs``, then clamp.
+        """(Re-)initialise ``weight`` (and ``bias``) with ``init``/``init_kwargs``, within the bounds.
 
         ``"kaiming_uniform"`` (default) matches ``torch.nn.Linear``/``Conv2d``. ``"uniform"``,
         ``"normal"``, ``"constant"`` and the xavier/kaiming variants call the ``torch.nn.init``
@@ -590,6 +649,15 @@ class Connection(nn.Module):
         ``{"val": 0.5}`` for constant). A 2-D weight is filled in presynaptic-major order (the
         random values for a given seed are those of earlier pysnn versions). A connection without
         ``weight`` has nothing to do here (it initialises its own parameters).
+
+        **Bounds.** When the draw has values outside ``[wmin, wmax]``, the weight is drawn again
+        from the init's distribution *restricted to* the bounds, never clamped onto them: a
+        uniform init becomes uniform on the overlap of its interval with ``[wmin, wmax]`` (the
+        default kaiming-uniform init with ``wmin=0`` draws from ``[0, 1/sqrt(fan_in)]`` instead of
+        setting half of the weights to exactly 0), a normal init the normal truncated to the
+        bounds (``torch.nn.init.trunc_normal_``). ``ValueError`` when the init's interval does not
+        meet the bounds, or ``init="constant"`` has its value outside them. A draw within the
+        bounds is kept as it is (same values for a given seed as without bounds).
         """
         if self._kind("weight") == "absent":
             return
@@ -610,6 +678,8 @@ class Connection(nn.Module):
                 raise ValueError(
                     f"init_kwargs {kwargs} do not fit init={self.init!r}: {err}"
                 ) from None
+            if math.isfinite(self.wmin) or math.isfinite(self.wmax):
+                self._redraw_within_bounds(value, kwargs)
             self._edit(lambda w: w.copy_(value))
             if self._kind("bias") != "absent":
                 fan_in = value[0].numel()
@@ -617,6 +687,61 @@ class Connection(nn.Module):
                 bias = torch.empty_like(self.bias).uniform_(-bound, bound)
                 self._edit(lambda b: b.copy_(bias), "bias")
         self.clamp_()
+
+    def _redraw_within_bounds(self, value: torch.Tensor, kwargs: Dict[str, Any]) -> None:
+        """Redraw ``value`` (drawn by ``init``) from ``init``'s distribution restricted to
+        ``[wmin, wmax]`` if any value is outside (see :meth:`reset_parameters`)."""
+        wmin, wmax = self.wmin, self.wmax
+        if value.numel() == 0 or (value.min() >= wmin and value.max() <= wmax):
+            return
+        init = self.init
+        if init == "constant":
+            raise ValueError(
+                f"init='constant' with val={kwargs['val']} is outside the weight bounds "
+                f"[wmin, wmax] = [{wmin}, {wmax}]; give a value within them"
+            )
+        fan_in, fan_out = nn.init._calculate_fan_in_and_fan_out(value)
+        if init.startswith("kaiming"):
+            fan = fan_in if kwargs.get("mode", "fan_in") == "fan_in" else fan_out
+            gain = nn.init.calculate_gain(
+                kwargs.get("nonlinearity", "leaky_relu"), kwargs.get("a", 0)
+            )
+            mean, std = 0.0, gain / math.sqrt(fan)
+        elif init.startswith("xavier"):
+            mean, std = 0.0, kwargs.get("gain", 1.0) * math.sqrt(2.0 / (fan_in + fan_out))
+        elif init == "normal":
+            mean, std = kwargs.get("mean", 0.0), kwargs.get("std", 1.0)
+        if init.endswith("normal"):
+            nn.init.trunc_normal_(value, mean, std, wmin, wmax)
+            return
+        if init == "uniform":
+            low, high = kwargs.get("a", 0.0), kwargs.get("b", 1.0)
+        else:  # kaiming_uniform, xavier_uniform: U(-sqrt(3) std, sqrt(3) std)
+            low, high = -math.sqrt(3.0) * std, math.sqrt(3.0) * std
+        if max(low, wmin) > min(high, wmax):
+            raise ValueError(
+                f"init={init!r} draws from [{low:g}, {high:g}], which does not meet the weight "
+                f"bounds [wmin, wmax] = [{wmin}, {wmax}]; choose init='uniform' with "
+                "init_kwargs={'a': ..., 'b': ...} within the bounds"
+            )
+        value.uniform_(max(low, wmin), min(high, wmax))
+
+    @torch.no_grad()
+    def _warn_out_of_bounds(self, what: str) -> None:
+        """``UserWarning`` if ``weight`` has values outside finite ``[wmin, wmax]`` (one host read:
+        for loads and other rare events, never per step)."""
+        weight = self._parameters.get("weight")
+        if weight is None or not (math.isfinite(self.wmin) or math.isfinite(self.wmax)):
+            return
+        outside = int(torch.count_nonzero((weight < self.wmin) | (weight > self.wmax)))
+        if outside:
+            warnings.warn(
+                f"{what} of {type(self).__name__} has {outside} of {weight.numel()} values outside "
+                f"[wmin, wmax] = [{self.wmin}, {self.wmax}]; they are used as they are until "
+                "a learning rule or clamp_() clamps them: call clamp_() to apply the bounds now",
+                UserWarning,
+                stacklevel=4,
+            )
 
     @torch.no_grad()
     def clamp_(self) -> None:
@@ -961,6 +1086,14 @@ class Linear(Connection):
                 return rows
         return weight.t()
 
+    def delay_state_values(self) -> int:
+        """As :meth:`Connection.delay_state_values`, plus the ``(max_delay + 1) * out`` queued
+        inputs of per-synapse delays."""
+        values = super().delay_state_values()
+        if self.per_synapse_delay:
+            values += (self.max_delay + 1) * self.out_shape[0]
+        return values
+
     # ------------------------------------------------------------------ propagation
     def propagate(self, arriving: torch.Tensor) -> torch.Tensor:
         """Synaptic input ``(N, out)`` (mV) of the spikes ``arriving`` ``(N, in)`` (shared delay).
@@ -992,7 +1125,10 @@ class Linear(Connection):
             return self.propagate(self._buffers["arriving"])
         queue = self.queue
         if queue is None or queue.shape[0] != spikes.shape[0]:
-            queue = spikes.new_zeros(spikes.shape[0], self.max_delay + 1, self.out_features)
+            warn_if_dropped("Linear (per-synapse delay queue)", queue, spikes.shape[0])
+            queue = self._zeros(
+                "delay queue", (spikes.shape[0], self.max_delay + 1, self.out_features), spikes
+            )
         weight = self.weight
         # Scattering only the emitted spikes is never more work than scattering all inputs.
         event = self.propagation == "event" or (self.propagation == "auto" and self._auto_allowed())

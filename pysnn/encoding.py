@@ -8,6 +8,17 @@ Every encoder is an :class:`torch.nn.Module` built as ``Encoder(duration, dt=1.0
 a floating point tensor, otherwise :func:`torch.get_default_dtype` (so a ``uint8`` image batch can
 be fed directly). The caller's tensor is never modified.
 
+**Declare the sample shape.** An encoder cannot tell one unbatched sample from a batch: a
+``(28, 28)`` image is also a batch of 28 samples of 28 inputs. Build encoders with ``shape=``,
+the shape of one sample (e.g. ``PoissonEncoder(100.0, shape=(28, 28))`` or ``shape=784``):
+``x`` must then be ``(B, *shape)``, or one sample of exactly ``shape``, which is encoded as a
+batch of one, ``(T, 1, *shape)``; any other shape raises ``ValueError``. Without ``shape``, ``x``
+is read as ``(B, *shape)``; when that reading is ambiguous in the usual way (the batch size equals
+the next dimension, as for one unbatched square image such as ``(28, 28)``) the first such call
+warns (``UserWarning``, once per encoder), saying how it was read and to add the batch dimension
+(``x.unsqueeze(0)``) or pass ``shape=``.
+``shape=()`` declares a batch of scalars, ``(B,)``.
+
 ``encoder.stream(x)`` returns a generator that yields one ``(B, *shape)`` tensor per time step, so
 long simulations never hold the whole ``T x B x N`` spike tensor in memory.
 
@@ -39,12 +50,15 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Iterator, Optional, Tuple
+import warnings
+from typing import Iterator, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
 
 from pysnn._checks import checks_enabled
+
+ShapeLike = Union[int, Sequence[int]]
 
 __all__ = [
     "Encoder",
@@ -89,6 +103,31 @@ def _in_range(name: str, value, low: float, high: float, low_open: bool, high_op
     return v
 
 
+def _sample_shape(shape: Optional[ShapeLike], min_dim: int) -> Optional[Tuple[int, ...]]:
+    """``shape`` as a tuple of positive ints (``None`` stays ``None``), with at least
+    ``min_dim - 1`` dimensions (the batch dimension is not part of it)."""
+    if shape is None:
+        return None
+    if isinstance(shape, bool):
+        raise TypeError(f"shape must be None, an int or a sequence of ints, got {shape!r}")
+    dims = (shape,) if isinstance(shape, numbers.Integral) else shape
+    try:
+        dims = tuple(dims)
+    except TypeError:
+        raise TypeError(
+            f"shape must be None, an int or a sequence of ints, got {shape!r}"
+        ) from None
+    if any(isinstance(d, bool) or not isinstance(d, numbers.Integral) for d in dims):
+        raise TypeError(f"shape must contain ints, got {shape!r}")
+    if any(d < 1 for d in dims):
+        raise ValueError(f"shape must contain positive sizes, got {shape!r}")
+    if len(dims) < min_dim - 1:
+        raise ValueError(
+            f"shape must have at least {min_dim - 1} dimension(s) for this encoder, got {shape!r}"
+        )
+    return tuple(int(d) for d in dims)
+
+
 def _check_generator(generator) -> Optional[torch.Generator]:
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(
@@ -126,6 +165,10 @@ class Encoder(nn.Module):
         duration: length of the spike train in ms (> 0).
         dt: simulation time step in ms (> 0). The train has ``T = round(duration / dt)`` steps,
             which must be at least 1.
+        shape: the shape of one sample (an int or a sequence of ints; ``()`` for scalars), or
+            ``None``. Given, ``x`` must be ``(B, *shape)`` or one sample of exactly ``shape``
+            (encoded as a batch of one); ``None``: ``x`` is read as ``(B, *shape)`` and the first
+            call warns, since one unbatched sample looks like a batch (see the module docstring).
 
     Subclasses implement :meth:`_prepare` (per-input precomputation, shape ``(B, *shape)``),
     :meth:`_encode` (whole train, ``(T, B, *shape)``) and :meth:`_step` (one step).
@@ -136,8 +179,13 @@ class Encoder(nn.Module):
     #: smallest number of dimensions of ``x`` (1 = a batch of scalars)
     _min_dim: int = 1
 
-    def __init__(self, duration: float, dt: float = 1.0) -> None:
+    def __init__(
+        self, duration: float, dt: float = 1.0, *, shape: Optional[ShapeLike] = None
+    ) -> None:
         super().__init__()
+        #: shape of one sample (without the batch dimension), or ``None`` if not declared
+        self.shape: Optional[Tuple[int, ...]] = _sample_shape(shape, self._min_dim)
+        self._warned = False
         self.duration: float = _positive("duration", duration, "ms")
         self.dt: float = _positive("dt", dt, "ms")
         steps = int(round(self.duration / self.dt))
@@ -155,7 +203,10 @@ class Encoder(nn.Module):
         return self.num_steps
 
     def forward(self, x: Tensor) -> Tensor:
-        """Encode ``x`` of shape ``(B, *shape)`` into a train of shape ``(T, B, *shape)``."""
+        """Encode ``x`` of shape ``(B, *shape)`` into a train of shape ``(T, B, *shape)``.
+
+        With a declared ``shape``, one sample of exactly ``shape`` gives ``(T, 1, *shape)``.
+        """
         x = self._check_input(x)
         return self._encode(x, self._prepare(x))
 
@@ -170,7 +221,7 @@ class Encoder(nn.Module):
         return self._stream(x, state)
 
     def extra_repr(self) -> str:
-        return f"duration={self.duration}, dt={self.dt}, T={self.num_steps}"
+        return f"duration={self.duration}, dt={self.dt}, T={self.num_steps}, shape={self.shape}"
 
     # -- to be implemented ---------------------------------------------------------------------
     def _prepare(self, x: Tensor):
@@ -187,6 +238,39 @@ class Encoder(nn.Module):
         for t in range(self.num_steps):
             yield self._step(x, state, t)
 
+    def _batched(self, x: Tensor) -> Tensor:
+        """``x`` as ``(B, *shape)``: checked against the declared ``shape`` (one sample gets a
+        batch dimension), or read as batch first with a warning at the first call."""
+        if self.shape is not None:
+            if tuple(x.shape) == self.shape:
+                return x.unsqueeze(0)
+            if tuple(x.shape[1:]) != self.shape:
+                dims = ", ".join(str(d) for d in ("B", *self.shape))
+                raise ValueError(
+                    f"x must have shape ({dims}) or, for one sample, {self.shape} (the encoder's "
+                    f"shape), got {tuple(x.shape)}"
+                )
+            return x
+        if x.dim() < self._min_dim:
+            raise ValueError(
+                f"x must have at least {self._min_dim} dimension(s) (batch first: (B, *shape)), "
+                f"got shape {tuple(x.shape)}"
+            )
+        if not self._warned and x.dim() >= 2 and x.shape[0] == x.shape[1]:
+            # (28, 28): an unbatched square image, or 28 samples of 28 inputs? Ask once.
+            self._warned = True
+            warnings.warn(
+                f"{type(self).__name__} was built without shape= and reads x of shape "
+                f"{tuple(x.shape)} as a batch of {x.shape[0]} sample(s) of shape "
+                f"{tuple(x.shape[1:])}. If x is one sample, add the batch dimension "
+                f"(encoder(x.unsqueeze(0))). Pass shape={tuple(x.shape[1:])} to the constructor "
+                f"to declare the sample shape (then one unbatched sample is accepted) and silence "
+                f"this warning.",
+                UserWarning,
+                stacklevel=4,
+            )
+        return x
+
     def _check_input(self, x: Tensor) -> Tensor:
         """Validate ``x`` and return it as a floating point tensor (never modified in place)."""
         if not isinstance(x, Tensor):
@@ -195,11 +279,7 @@ class Encoder(nn.Module):
             )
         if x.is_complex():
             raise TypeError(f"x must be a real tensor, got dtype {x.dtype}")
-        if x.dim() < self._min_dim:
-            raise ValueError(
-                f"x must have at least {self._min_dim} dimension(s) (batch first: (B, *shape)), "
-                f"got shape {tuple(x.shape)}"
-            )
+        x = self._batched(x)
         if not x.is_floating_point():
             x = x.to(torch.get_default_dtype())
         # Value checks read a boolean back from the device (a host sync on GPU): they follow
@@ -247,6 +327,7 @@ class PoissonEncoder(Encoder):
         dt: time step in ms.
         binary: spike indicator (0/1) per bin if True, event counts if False.
         generator: optional :class:`torch.Generator` used for every random draw.
+        shape: the shape of one sample, or ``None`` (see :class:`Encoder`).
 
     Shapes:
         ``x``: ``(B, *shape)`` rates in Hz; output ``(T, B, *shape)``.
@@ -258,8 +339,10 @@ class PoissonEncoder(Encoder):
         dt: float = 1.0,
         binary: bool = True,
         generator: Optional[torch.Generator] = None,
+        *,
+        shape: Optional[ShapeLike] = None,
     ) -> None:
-        super().__init__(duration, dt)
+        super().__init__(duration, dt, shape=shape)
         if not isinstance(binary, bool):
             raise TypeError(f"binary must be a bool, got {binary!r}")
         self.binary = binary
@@ -306,6 +389,7 @@ class BernoulliEncoder(Encoder):
         normalize: if True, each sample whose maximum exceeds 1 is divided by its maximum first
             (BindsNET's behaviour, done per sample and without modifying ``x``).
         generator: optional :class:`torch.Generator` used for every random draw.
+        shape: the shape of one sample, or ``None`` (see :class:`Encoder`).
 
     Shapes:
         ``x``: ``(B, *shape)`` intensities >= 0; output ``(T, B, *shape)`` of 0/1.
@@ -318,8 +402,10 @@ class BernoulliEncoder(Encoder):
         max_prob: float = 1.0,
         normalize: bool = False,
         generator: Optional[torch.Generator] = None,
+        *,
+        shape: Optional[ShapeLike] = None,
     ) -> None:
-        super().__init__(duration, dt)
+        super().__init__(duration, dt, shape=shape)
         self.max_prob = _in_range("max_prob", max_prob, 0.0, 1.0, False, False)
         if not isinstance(normalize, bool):
             raise TypeError(f"normalize must be a bool, got {normalize!r}")
@@ -396,6 +482,7 @@ class LatencyEncoder(_SingleSpikeEncoder):
         mode: ``"linear"`` or ``"log"``.
         threshold: :math:`\theta`, normalised intensity at or below which no spike is emitted.
             Defaults to 0 for ``"linear"`` and 0.01 for ``"log"`` (where it must be in (0, 1)).
+        shape: the shape of one sample, or ``None`` (see :class:`Encoder`).
 
     Shapes:
         ``x``: ``(B, *shape)`` intensities >= 0; output ``(T, B, *shape)`` with at most one 1
@@ -409,8 +496,10 @@ class LatencyEncoder(_SingleSpikeEncoder):
         x_max: float = 1.0,
         mode: str = "linear",
         threshold: Optional[float] = None,
+        *,
+        shape: Optional[ShapeLike] = None,
     ) -> None:
-        super().__init__(duration, dt)
+        super().__init__(duration, dt, shape=shape)
         self.x_max = _positive("x_max", x_max)
         if mode not in ("linear", "log"):
             raise ValueError(f"mode must be 'linear' or 'log', got {mode!r}")
@@ -456,6 +545,7 @@ class RankOrderEncoder(_SingleSpikeEncoder):
     Args:
         duration: train length in ms.
         dt: time step in ms.
+        shape: the shape of one sample, or ``None`` (see :class:`Encoder`).
 
     Shapes:
         ``x``: ``(B, *shape)`` with at least 2 dimensions (ranking is over all features of a
@@ -490,6 +580,7 @@ class RepeatEncoder(Encoder):
     Args:
         duration: train length in ms.
         dt: time step in ms.
+        shape: the shape of one sample, or ``None`` (see :class:`Encoder`).
 
     Shapes:
         ``x``: ``(B, *shape)``; output ``(T, B, *shape)``.

@@ -15,6 +15,9 @@ object is a :class:`torch.nn.Module`, and can always be triggered manually with 
 (the only way for objects that are not modules, or for a learning rule advanced with
 ``rule.step()`` rather than ``rule()``).
 
+Under ``torch.compile`` recording runs eagerly, outside the compiled graph, and attaching or
+removing a hook resets the compiled code (see :class:`Monitor`).
+
 Recording never breaks autograd (stored values are detached copies, so in-place updates of the
 module's state do not change what was recorded) and never synchronises host and device: no
 ``.item()``, ``.cpu()`` or data-dependent shapes in ``record()``. The only synchronising calls are
@@ -68,6 +71,25 @@ def _fetch(obj: Any, name: str, owner: str) -> Optional[Tensor]:
     return value
 
 
+def _describe_change(
+    old: Tuple[torch.Size, torch.dtype, torch.device],
+    new: Tuple[torch.Size, torch.dtype, torch.device],
+) -> str:
+    """What changed between two ``(shape, dtype, device)``, with the likely cause of each."""
+    changes = []
+    if old[0] != new[0]:
+        cause = " (a new batch size?)" if old[0][1:] == new[0][1:] else ""
+        changes.append(f"shape from {tuple(old[0])} to {tuple(new[0])}{cause}")
+    if old[1] != new[1]:
+        changes.append(
+            f"dtype from {old[1]} to {new[1]} (the module was converted, e.g. by .double() or "
+            f".to(dtype))"
+        )
+    if old[2] != new[2]:
+        changes.append(f"device from {old[2]} to {new[2]} (the module was moved by .to(device))")
+    return "changed " + " and ".join(changes)
+
+
 class _Recorder:
     """Shared hook / enable / disable / remove logic."""
 
@@ -77,6 +99,9 @@ class _Recorder:
         self._handle = None
         if isinstance(module, nn.Module):
             self._handle = module.register_forward_hook(self._hook)
+            # Code compiled before this hook existed calls the module without it (dynamo does not
+            # guard on the hooks of submodules): drop it, so that the next call recompiles.
+            torch.compiler.reset()
 
     def _hook(self, module: nn.Module, args: Any, output: Any) -> None:
         self.record()
@@ -102,6 +127,7 @@ class _Recorder:
         if self._handle is not None:
             self._handle.remove()
             self._handle = None
+            torch.compiler.reset()  # compiled code may still call the removed hook
 
     def __enter__(self):
         return self
@@ -133,9 +159,19 @@ class Monitor(_Recorder):
     E.g. ``v`` of shape ``(B=32, 400)`` float32 over 10 000 steps: 512 MB. For long recordings of
     sparse spikes prefer :class:`SpikeMonitor`.
 
-    Batch-size changes: a variable whose shape, dtype or device changes between records raises
-    ``ValueError`` naming the variable; call :meth:`reset` before running with a new batch size
-    (recordings of different batch sizes cannot be stacked into one tensor).
+    Changes between records: a variable whose shape (a new batch size), dtype (the module was
+    converted by ``.double()``, ``.half()``, ``.to(dtype)``) or device changed raises
+    ``ValueError`` naming the variable and what changed. Recordings of different shapes cannot be
+    stacked into one tensor, and converting the recorded steps silently would lose precision or
+    hide the change: read them with :meth:`get`, then call :meth:`reset`.
+
+    ``torch.compile``: :meth:`record` always runs eagerly (``torch.compiler.disable``), so a
+    compiled model calls it as a graph break, without recompiling for it, and the recorded values
+    are those of the compiled step. Attaching or removing a monitor's hook calls
+    ``torch.compiler.reset()``: dynamo does not guard on the hooks of submodules, so code compiled
+    before would keep running without the new hook (recording nothing) or with the removed one.
+    Every compiled model of the process therefore recompiles at its next call: attach monitors
+    before compiling to avoid that cost.
 
     Example::
 
@@ -176,12 +212,12 @@ class Monitor(_Recorder):
             self._meta[name] = meta
         elif old != meta:
             raise ValueError(
-                f"Monitor: variable {name!r} changed from shape {tuple(old[0])}, dtype {old[1]}, "
-                f"device {old[2]} to shape {tuple(x.shape)}, dtype {x.dtype}, device {x.device} "
-                f"after {self._count[name]} recorded steps (batch size change?); call "
-                f"monitor.reset() before recording with a different batch size"
+                f"Monitor: variable {name!r} {_describe_change(old, meta)} after "
+                f"{self._count[name]} recorded steps; recordings cannot mix them. Read what was "
+                f"recorded (monitor.get), then call monitor.reset() before recording again"
             )
 
+    @torch.compiler.disable  # eager inside torch.compile (see the class docstring)
     def record(self) -> None:
         """Record one step of every variable (no-op while disabled).
 
@@ -338,6 +374,7 @@ class SpikeMonitor(_Recorder):
         """Shape ``(B, *shape)`` of the recorded variable, ``None`` before the first record."""
         return None if self._meta is None else self._meta[0]
 
+    @torch.compiler.disable  # eager inside torch.compile (see Monitor)
     def record(self) -> None:
         """Buffer one step (no-op while disabled); converts to events every ``chunk`` steps."""
         if not self.recording:
@@ -354,10 +391,12 @@ class SpikeMonitor(_Recorder):
         if self._meta is None:
             self._meta = meta
         elif self._meta != meta:
+            change = _describe_change(
+                (self._meta[0], x.dtype, self._meta[1]), (x.shape, x.dtype, x.device)
+            )
             raise ValueError(
-                f"SpikeMonitor: variable {self.var!r} changed from shape {tuple(self._meta[0])} "
-                f"on {self._meta[1]} to shape {tuple(x.shape)} on {x.device} after "
-                f"{self._steps} recorded steps (batch size change?); call monitor.reset() first"
+                f"SpikeMonitor: variable {self.var!r} {change} after {self._steps} recorded "
+                f"steps; read the events (monitor.get), then call monitor.reset() first"
             )
         self._pending.append(x.detach() != 0)  # new bool tensor: safe against in-place updates
         self._steps += 1

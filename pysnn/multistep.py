@@ -22,6 +22,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from pysnn._checks import check_same_dt
+
 __all__ = ["run_feedforward", "step_through", "has_forward_hooks"]
 
 
@@ -70,7 +72,12 @@ def run_feedforward(connection: nn.Module, neuron: nn.Module, spikes: torch.Tens
     Returns:
         Postsynaptic spikes ``(T, B, out)`` (see :func:`step_through` for modules without
         ``forward_multistep``).
+
+    Raises:
+        ValueError: ``spikes`` is not ``(T, B, ...)``, or ``connection.dt`` and ``neuron.dt``
+            (ms) differ.
     """
+    check_same_dt(connection=connection, neuron=neuron)
     if not isinstance(spikes, torch.Tensor) or spikes.dim() < 2:
         raise ValueError(
             "spikes must be a (T, B, ...) tensor, got "

@@ -24,6 +24,8 @@ from typing import Dict, Iterator, Set, Tuple
 
 from torch import nn
 
+from pysnn._checks import check_same_dt
+
 __all__ = ["SNNNetwork", "reset_state", "detach_state"]
 
 
@@ -95,6 +97,11 @@ class SNNNetwork(nn.Module):
 
         Both modules become submodules (if not already attributes) and can be looked up with
         :meth:`layer`; learning rules accept layer names.
+
+        Raises:
+            ValueError: ``name`` is not an identifier or is taken, or ``connection.dt`` and
+                ``neuron.dt`` (ms) differ (modules without ``dt`` are not checked).
+            TypeError: ``connection`` or ``neuron`` is not an ``nn.Module``.
         """
         if not isinstance(name, str) or not name.isidentifier():
             raise ValueError(f"name must be a valid identifier, got {name!r}")
@@ -103,6 +110,7 @@ class SNNNetwork(nn.Module):
         for arg, module in (("connection", connection), ("neuron", neuron)):
             if not isinstance(module, nn.Module):
                 raise TypeError(f"{arg} must be an nn.Module, got {type(module).__name__}")
+        check_same_dt(connection=connection, neuron=neuron)
         self._layer_names[name] = (
             self._attach(connection, name + "_connection"),
             self._attach(neuron, name + "_neuron"),
@@ -134,6 +142,17 @@ class SNNNetwork(nn.Module):
     def layer_state_dict(self) -> Dict[str, Dict]:
         """``{layer name: connection.state_dict()}``: the learned weights, by layer name."""
         return {name: conn.state_dict() for name, (conn, _) in self.layers.items()}
+
+    def _apply(self, fn, recurse: bool = True):
+        """``.to()``/``.half()``/...: every neuron is asked first whether it accepts the new
+        dtype (:meth:`pysnn.neuron.Neuron.refuse_low_precision`), so that a refused conversion
+        leaves the whole network unchanged rather than half converted."""
+        if recurse:
+            for module in self.modules():
+                refuse = getattr(module, "refuse_low_precision", None)
+                if callable(refuse):
+                    refuse(fn)
+        return super()._apply(fn, recurse)
 
     def reset_state(self) -> None:
         """Reset everything stateful the network holds: neurons, connections, learning rules,

@@ -60,6 +60,7 @@ from __future__ import annotations
 
 import math
 import sys
+import warnings
 from operator import attrgetter, is_, methodcaller
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
@@ -138,6 +139,14 @@ _VERSION = attrgetter("_version")
 _DATA_PTR = methodcaller("data_ptr")
 
 
+def _describe(value: torch.Tensor) -> str:
+    """A constant for a message: its value, or its range when per neuron."""
+    value = value.detach()
+    if value.numel() == 1:
+        return f"{float(value):g}"
+    return f"from {float(value.min()):g} to {float(value.max()):g}"
+
+
 class Neuron(nn.Module):
     """Base class of all neurons: the public extension API.
 
@@ -177,6 +186,7 @@ class Neuron(nn.Module):
         self.__dict__["_state_specs"] = {}  # name -> (initial, dtype)
         # key -> (inputs, their tensors, versions, data pointers, value): see derived()
         self.__dict__["_derived_cache"] = {}
+        self.__dict__["_graph_steps"] = 0  # steps with an autograd graph on the state
         self.shape = _as_shape(shape)
         self.dt = dt
         self.surrogate = _check_surrogate(surrogate)
@@ -186,6 +196,36 @@ class Neuron(nn.Module):
             self.register_constant("trace_scale", trace_scale)
             self.register_state("spikes", 0.0)
             self.register_state("trace", 0.0)
+
+    #: Floating-point dtypes a neuron refuses to be moved to (see :meth:`_apply`).
+    LOW_PRECISION: Tuple[torch.dtype, ...] = (torch.float16, torch.bfloat16)
+
+    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> "Neuron":
+        """``.to()``/``.half()``/...: refuse float16 and bfloat16 before converting anything.
+
+        In those dtypes the dynamics are silently wrong: ``exp(-1/100)`` = 0.99005 rounds to
+        0.98828 in bfloat16, and a 0.1 mV input vanishes against -65 mV (an LIF driven at
+        0.1 mV/step stays at -65.0 mV instead of reaching -56.3 mV). Keep neurons in float32 or
+        float64 and cast their input (``lif(fc(x).float())``); connections may be low precision.
+        """
+        self.refuse_low_precision(fn)
+        return super()._apply(fn, recurse)
+
+    def refuse_low_precision(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        """Raise ``TypeError`` if the conversion ``fn`` (as given to ``nn.Module._apply``) would
+        turn this neuron into float16/bfloat16; :class:`~pysnn.network.SNNNetwork` calls it for
+        every neuron before converting anything, so a refused ``.to()`` leaves a network as it
+        was."""
+        reference = self._reference()
+        probe = fn(torch.empty(0, dtype=reference.dtype, device=reference.device))
+        if probe.dtype in self.LOW_PRECISION:
+            raise TypeError(
+                f"{type(self).__name__} cannot run in {probe.dtype}: its decay factors and "
+                "membrane potentials round so coarsely that the dynamics are wrong (bfloat16: "
+                "exp(-1/100) = 0.99005 becomes 0.98828; a 0.1 mV input is lost against -65 mV). "
+                "Keep neurons in float32/float64 (convert only the connections, e.g. "
+                "net.fc.to(torch.bfloat16)) and cast their input: lif(fc(x).float())"
+            )
 
     # ----------------------------------------------------------------- declarations
     @property
@@ -291,11 +331,22 @@ class Neuron(nn.Module):
                     f"{name} is an nn.Parameter of {type(self).__name__}: assign an nn.Parameter, "
                     "or edit it in place under torch.no_grad()"
                 )
-            if not isinstance(value, nn.Parameter):
+            if isinstance(value, nn.Parameter):
+                super().__setattr__(name, value)
+            else:
                 reference = self._buffers[name]
                 self._buffers[name] = value.to(reference.device, reference.dtype)
-                return
+            self.check_constants(name)
+            return
         super().__setattr__(name, value)
+
+    def check_constants(self, changed: Optional[str] = None) -> None:
+        """Warn about constants that are valid one by one but make no sense together.
+
+        Called by a subclass at the end of its ``__init__`` (``changed=None``) and after each
+        assignment of a constant (``changed`` its name); in-place edits are not seen. The
+        base class checks nothing; :class:`LIFNeuron` warns when ``thresh <= v_reset``.
+        """
 
     # ----------------------------------------------------------------- derived quantities
     def derived(self, key: str, compute: Callable[..., Any], *inputs: Any) -> Any:
@@ -361,6 +412,7 @@ class Neuron(nn.Module):
         return initial
 
     def _make_state(self, batch: int, like: torch.Tensor) -> None:
+        self.__dict__["_graph_steps"] = 0
         shape = (batch, *self.shape)
         for name, (initial, dtype) in self._state_specs.items():
             dtype = like.dtype if dtype is None else dtype
@@ -373,6 +425,7 @@ class Neuron(nn.Module):
 
     def reset_state(self) -> None:
         """Restore the initial state (keeping the current batch size); no-op before the first step."""
+        self.__dict__["_graph_steps"] = 0
         for name in self._state_specs:
             state = self._buffers.get(name)
             if state is not None and state.is_floating_point():
@@ -381,6 +434,7 @@ class Neuron(nn.Module):
 
     def detach_state(self) -> None:
         """Cut the autograd graph at the current state (truncated backpropagation through time)."""
+        self.__dict__["_graph_steps"] = 0
         for name in self._state_specs:
             value = self._buffers.get(name)
             if value is not None:
@@ -394,7 +448,7 @@ class Neuron(nn.Module):
         the next step's state into it: indistinguishable from a new tensor, one allocation
         cheaper. Any reference a user keeps (``v0 = neuron.v``) makes the next step allocate.
         """
-        if _UNSHARED is None or self._buffers.get(name) is None:
+        if _UNSHARED is None or self._buffers.get(name) is None or torch.compiler.is_compiling():
             return None
         return self._buffers[name] if _references(self._buffers, name) == _UNSHARED else None
 
@@ -437,19 +491,41 @@ class Neuron(nn.Module):
             return (x >= 0).to(x.dtype)
         return surrogate(x)
 
+    #: Steps a state may carry an autograd graph (without :meth:`detach_state` or
+    #: :meth:`reset_state`) before the neuron warns, once, that the graph keeps growing.
+    GRAPH_WARN_STEPS: int = 10_000
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """One step: input ``x`` ``(B, *shape)`` → spikes ``(B, *shape)`` (0/1, ``x``'s dtype)."""
         self._prepare(x)
         if not self.spiking:
-            return self.step(x)
-        buffers, flags = self._buffers, self.__dict__
-        flags["_trace_assigned"] = False
-        s = self.step(x)
-        buffers["spikes"] = s
-        if not flags["_trace_assigned"]:  # step did not update the trace itself
-            spare = self._spare("trace")
-            buffers["trace"] = trace_step(buffers["trace"], s, self.trace_parameters(), spare)
+            s = self.step(x)
+        else:
+            buffers, flags = self._buffers, self.__dict__
+            flags["_trace_assigned"] = False
+            s = self.step(x)
+            buffers["spikes"] = s
+            if not flags["_trace_assigned"]:  # step did not update the trace itself
+                spare = self._spare("trace")
+                buffers["trace"] = trace_step(buffers["trace"], s, self.trace_parameters(), spare)
+        if s.requires_grad or (x.requires_grad and torch.is_grad_enabled()):
+            self._count_graph_step()
         return s
+
+    def _count_graph_step(self) -> None:
+        """Count a step whose state carries an autograd graph; warn once at
+        :attr:`GRAPH_WARN_STEPS` (the graph, and its memory, grow with every step)."""
+        steps = self.__dict__["_graph_steps"] = self.__dict__["_graph_steps"] + 1
+        if steps == self.GRAPH_WARN_STEPS:
+            warnings.warn(
+                f"{type(self).__name__}: its state has carried an autograd graph for {steps} "
+                "steps; the graph and its memory grow with every step (and the fused CPU "
+                "kernels are skipped). Run simulations that need no gradient under "
+                "torch.no_grad() or torch.inference_mode(); for training, call detach_state() "
+                "every k steps (truncated BPTT) or reset_state() between sequences",
+                UserWarning,
+                stacklevel=3,
+            )
 
     def forward_multistep(self, x: torch.Tensor) -> torch.Tensor:
         """Run ``T`` steps: ``x`` ``(T, B, *shape)`` → spikes ``(T, B, *shape)``.
@@ -603,6 +679,30 @@ class LIFNeuron(Neuron):
         self.register_constant("refrac", refrac, non_negative=True)
         self.register_state("v", "v_rest")
         self.register_state("refrac_count", 0, dtype=torch.int64)
+        self.check_constants()
+
+    def check_constants(self, changed: Optional[str] = None) -> None:
+        """Warn (``UserWarning``) when ``thresh <= v_reset`` for some neuron (mV): after its first
+        spike such a neuron is reset at or above its threshold and fires in every step, the
+        refractory period included. Checked at construction, then on assignment of ``thresh`` or
+        ``v_reset`` when the assignment creates the problem."""
+        if changed not in (None, "thresh", "v_reset") or "v_reset" not in self._constant_specs:
+            return
+        with torch.no_grad():
+            bad = torch.le(self.thresh, self.v_reset)
+            count = int(bad.sum())
+        was_bad = self.__dict__.get("_fires_always", False)
+        self.__dict__["_fires_always"] = count > 0
+        if count and not was_bad:
+            where = "all neurons" if bad.dim() == 0 else f"{count} neuron(s)"
+            warnings.warn(
+                f"{type(self).__name__}: thresh <= v_reset for {where} (thresh "
+                f"{_describe(self.thresh)} mV, v_reset {_describe(self.v_reset)} mV): after a "
+                "spike such a neuron is reset at or above its threshold and fires in every step, "
+                "whatever refrac is; set thresh above v_reset",
+                UserWarning,
+                stacklevel=3,
+            )
 
     def _constant(self, name: str) -> torch.Tensor:
         value = self._buffers.get(name)

@@ -60,6 +60,36 @@ def _figure(ax: Any, figsize: Tuple[float, float]) -> Tuple[Any, Any]:
     return fig, fig.add_subplot(1, 1, 1)
 
 
+def _panels(
+    ax: Any, names: Sequence[str], figsize: Optional[Tuple[float, float]]
+) -> Tuple[Any, list]:
+    """``(fig, axes)`` with one axes per name: the given sequence of Axes (one per name, all in
+    one figure), or a new figure with the panels stacked vertically, sharing the time axis."""
+    n = len(names)
+    if ax is not None:
+        axes = list(ax) if isinstance(ax, (list, tuple, np.ndarray)) else [ax]
+        if len(axes) != n:
+            raise ValueError(
+                f"ax must be a sequence of {n} Axes for the {n} entries {list(names)} (one panel "
+                f"each), or None, got {len(axes)}"
+            )
+        figures = [_figure(a, (0.0, 0.0))[0] for a in axes]
+        return figures[0], axes
+    Figure, FigureCanvasAgg = _require_matplotlib()
+    fig = Figure(figsize=figsize or (8.0, 1.0 + 2.5 * n), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = [fig.add_subplot(n, 1, 1)]
+    axes += [fig.add_subplot(n, 1, k + 1, sharex=axes[0]) for k in range(1, n)]
+    return fig, axes
+
+
+def _entries(data: Mapping[Any, Any], name: str) -> list:
+    """The ``(key, value)`` pairs of a non-empty mapping, keys as strings (panel titles)."""
+    if len(data) == 0:
+        raise ValueError(f"{name} must not be an empty mapping (one panel per entry)")
+    return [(str(key), value) for key, value in data.items()]
+
+
 def _finish(fig: Any, path: Optional[PathLike], dpi: int) -> Any:
     if path is not None:
         fig.savefig(path, dpi=dpi)
@@ -114,7 +144,7 @@ def plot_spikes(
     title: Optional[str] = None,
     path: Optional[PathLike] = None,
     dpi: int = 100,
-    figsize: Tuple[float, float] = (8.0, 4.0),
+    figsize: Optional[Tuple[float, float]] = None,
 ) -> Any:
     """Spike raster: one mark per spike at ``(t * dt, neuron index)``.
 
@@ -125,26 +155,68 @@ def plot_spikes(
             * dense ``(T, B, *shape)``: sample ``batch`` is drawn, neurons flattened;
             * events ``(n_events, 3)`` long tensor of ``(t, b, flat_index)`` rows as returned by
               :meth:`pysnn.monitor.SpikeMonitor.get` (events of sample ``batch`` are drawn);
-            * a :class:`pysnn.monitor.SpikeMonitor` (its events are used).
+            * a :class:`pysnn.monitor.SpikeMonitor` (its events are used);
+            * a mapping ``{name: any of the above}`` (BindsNET style, e.g.
+              ``{"exc": monitor.get("spikes")}``): one panel per entry, titled with its name,
+              stacked vertically on a shared time axis.
         dt: time step (ms).
-        ax: draw into this matplotlib Axes instead of a new figure.
+        ax: draw into this matplotlib Axes instead of a new figure (for a mapping: a sequence
+            of Axes, one per entry).
         batch: sample to draw for batched input.
         events: force interpreting ``spikes`` as events (``True``) or dense (``False``). Default:
             an integer (not bool) 2-D tensor with 3 columns is taken as events -- pass
             ``events=False`` for dense integer spikes of 3 neurons.
         n_neurons: y-axis extent for event input (default: largest index + 1).
+        title: axes title (for a mapping: the figure's title above the panels).
         path: save a PNG here. dpi: its resolution.
+        figsize: inches; default ``(8, 4)``, for a mapping ``(8, 1 + 2.5 * entries)``.
 
     Returns:
         The matplotlib Figure.
     """
     dt = _check_dt(dt)
+    options = dict(batch=batch, events=events, n_neurons=n_neurons, color=color, ms=markersize)
+    if isinstance(spikes, Mapping):
+        entries = _entries(spikes, "spikes")
+        fig, axes = _panels(ax, [k for k, _ in entries], figsize)
+        for axis, (key, value) in zip(axes, entries):
+            _raster(axis, value, dt, f"spikes[{key!r}]", **options)
+            axis.set_title(key)
+        if title is not None:
+            fig.suptitle(title)
+        return _finish(fig, path, dpi)
+    fig, ax = _figure(ax, figsize or (8.0, 4.0))
+    _raster(ax, spikes, dt, "spikes", **options)
+    if title is not None:
+        ax.set_title(title)
+    return _finish(fig, path, dpi)
+
+
+def _raster(
+    ax: Any,
+    spikes: Any,
+    dt: float,
+    name: str,
+    *,
+    batch: int,
+    events: Optional[bool],
+    n_neurons: Optional[int],
+    color: str,
+    ms: float,
+) -> None:
+    """Draw one spike raster (see :func:`plot_spikes`) into ``ax``."""
     if hasattr(spikes, "to_dense") and hasattr(spikes, "get") and not isinstance(spikes, Tensor):
         if n_neurons is None and getattr(spikes, "shape", None) is not None:
             n_neurons = math.prod(spikes.shape[1:])
         spikes, events = spikes.get(), True
     if not isinstance(spikes, Tensor):
-        spikes = torch.as_tensor(np.asarray(spikes))
+        try:
+            spikes = torch.as_tensor(np.asarray(spikes))
+        except (TypeError, ValueError):
+            raise TypeError(
+                f"{name} must be a tensor, an array, a SpikeMonitor or a mapping name -> one of "
+                f"these, got {type(spikes).__name__}"
+            ) from None
     if events is None:
         events = (
             spikes.dim() == 2
@@ -156,29 +228,25 @@ def plot_spikes(
         ev = spikes.detach().to("cpu")
         if ev.dim() != 2 or ev.shape[1] != 3:
             raise ValueError(
-                f"spikes as events must have shape (n_events, 3), got {tuple(ev.shape)}"
+                f"{name} as events must have shape (n_events, 3), got {tuple(ev.shape)}"
             )
         ev = ev[ev[:, 1] == batch].to(torch.float64).numpy()
         t, idx = ev[:, 0], ev[:, 2]
         T = int(t.max()) + 1 if t.size else 1
         n = n_neurons if n_neurons is not None else (int(idx.max()) + 1 if idx.size else 1)
     else:
-        x = _select_batch(_to_numpy(spikes, "spikes"), batch, "spikes")
+        x = _select_batch(_to_numpy(spikes, name), batch, name)
         T, n = x.shape
         t, idx = np.nonzero(x)
-    fig, ax = _figure(ax, figsize)
-    ax.scatter(t * dt, idx, marker="|", s=markersize**2, c=color, linewidths=1.0)
+    ax.scatter(t * dt, idx, marker="|", s=ms**2, c=color, linewidths=1.0)
     ax.set_xlim(0, max(T, 1) * dt)
     ax.set_ylim(-0.5, max(n, 1) - 0.5)
     ax.set_xlabel("time (ms)")
     ax.set_ylabel("neuron index")
-    if title is not None:
-        ax.set_title(title)
-    return _finish(fig, path, dpi)
 
 
 def plot_voltages(
-    v: ArrayLike,
+    v: Union[ArrayLike, Mapping[str, ArrayLike]],
     dt: float = 1.0,
     ax: Any = None,
     *,
@@ -189,22 +257,58 @@ def plot_voltages(
     title: Optional[str] = None,
     path: Optional[PathLike] = None,
     dpi: int = 100,
-    figsize: Tuple[float, float] = (8.0, 4.0),
+    figsize: Optional[Tuple[float, float]] = None,
 ) -> Any:
     """Membrane potential traces over time.
 
     Args:
-        v: ``(T,)``, ``(T, n)`` or ``(T, B, *shape)`` (sample ``batch``, neurons flattened), mV.
+        v: ``(T,)``, ``(T, n)`` or ``(T, B, *shape)`` (sample ``batch``, neurons flattened), mV;
+            or a mapping ``{name: such a tensor}`` (BindsNET style, e.g.
+            ``{"exc": monitor.get("v")}``): one panel per entry, titled with its name, stacked
+            vertically on a shared time axis.
         dt: time step (ms).
-        neurons: indices (after flattening) of the neurons to draw; default all.
+        ax: draw into this matplotlib Axes (for a mapping: a sequence of Axes, one per entry).
+        neurons: indices (after flattening) of the neurons to draw; default all (for a mapping:
+            the same indices in every panel).
         thresh: draw a dashed horizontal line at this threshold (mV).
+        title: axes title (for a mapping: the figure's title above the panels).
         path: save a PNG here.
+        figsize: inches; default ``(8, 4)``, for a mapping ``(8, 1 + 2.5 * entries)``.
 
     Returns:
         The matplotlib Figure. A legend is drawn for up to 10 traces.
     """
     dt = _check_dt(dt)
-    x = _select_batch(_to_numpy(v, "v"), batch, "v")
+    options = dict(neurons=neurons, batch=batch, thresh=thresh, ylabel=ylabel)
+    if isinstance(v, Mapping):
+        entries = _entries(v, "v")
+        fig, axes = _panels(ax, [k for k, _ in entries], figsize)
+        for axis, (key, value) in zip(axes, entries):
+            _traces(axis, value, dt, f"v[{key!r}]", **options)
+            axis.set_title(key)
+        if title is not None:
+            fig.suptitle(title)
+        return _finish(fig, path, dpi)
+    fig, ax = _figure(ax, figsize or (8.0, 4.0))
+    _traces(ax, v, dt, "v", **options)
+    if title is not None:
+        ax.set_title(title)
+    return _finish(fig, path, dpi)
+
+
+def _traces(
+    ax: Any,
+    v: ArrayLike,
+    dt: float,
+    name: str,
+    *,
+    neurons: Optional[Sequence[int]],
+    batch: int,
+    thresh: Optional[float],
+    ylabel: str,
+) -> None:
+    """Draw the voltage traces of one tensor (see :func:`plot_voltages`) into ``ax``."""
+    x = _select_batch(_to_numpy(v, name), batch, name)
     T, n = x.shape
     if neurons is None:
         neurons = list(range(n))
@@ -212,8 +316,7 @@ def plot_voltages(
         neurons = [int(i) for i in np.asarray(neurons).reshape(-1)]
         bad = [i for i in neurons if not -n <= i < n]
         if bad:
-            raise ValueError(f"neurons must index the {n} traces of v, got out-of-range {bad}")
-    fig, ax = _figure(ax, figsize)
+            raise ValueError(f"neurons must index the {n} traces of {name}, got out-of-range {bad}")
     t = np.arange(T) * dt
     for i in neurons:
         ax.plot(t, x[:, i], lw=1.0, label=f"neuron {i}")
@@ -223,9 +326,6 @@ def plot_voltages(
     ax.set_ylabel(ylabel)
     if 0 < len(neurons) <= 10:
         ax.legend(loc="best", fontsize="small")
-    if title is not None:
-        ax.set_title(title)
-    return _finish(fig, path, dpi)
 
 
 def _grid(n: int, n_cols: Optional[int], name: str = "n_cols") -> Tuple[int, int]:

@@ -126,10 +126,12 @@ def test_checkpoint_resume_is_identical(tmp_path):
     resumed = example.main(
         common + ["--n-train", "20", "--checkpoint", str(tmp_path / "b.pt"), "--resume"]
     )
-    a = torch.load(tmp_path / "a.pt", weights_only=False)
-    b = torch.load(tmp_path / "b.pt", weights_only=False)
-    for key in a["model"]:
-        assert torch.equal(a["model"][key], b["model"][key]), key
+    # pysnn.checkpoint files: they load without running code (weights_only=True)
+    a = torch.load(tmp_path / "a.pt", weights_only=True)
+    b = torch.load(tmp_path / "b.pt", weights_only=True)
+    assert a["extra"]["position"] == b["extra"]["position"] == 20
+    for key in a["parameters"]:
+        assert torch.equal(a["parameters"][key], b["parameters"][key]), key
     assert full["accuracy_all_activity"] == resumed["accuracy_all_activity"]
 
 

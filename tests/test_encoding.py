@@ -15,6 +15,10 @@ from pysnn.encoding import (
     RepeatEncoder,
 )
 
+# The tests below read x as a batch without declaring shape=; the warning that gives is tested
+# on its own (test_undeclared_shape_warns_once_with_the_fix).
+pytestmark = pytest.mark.filterwarnings("ignore:.*was built without shape=:UserWarning")
+
 
 def _gen(seed=0):
     return torch.Generator().manual_seed(seed)
@@ -275,3 +279,80 @@ def test_value_checks_follow_global_switch():
         PoissonEncoder(5.0)(x)
     with pytest.raises(ValueError, match="non-negative"):
         PoissonEncoder(5.0)(x)
+
+
+# ---------------------------------------------------------------------------------------------
+# Unbatched input: the sample shape
+# ---------------------------------------------------------------------------------------------
+SHAPED = [
+    lambda shape: PoissonEncoder(6.0, generator=_gen(), shape=shape),
+    lambda shape: BernoulliEncoder(6.0, generator=_gen(), shape=shape),
+    lambda shape: LatencyEncoder(6.0, shape=shape),
+    lambda shape: RankOrderEncoder(6.0, shape=shape),
+    lambda shape: RepeatEncoder(6.0, shape=shape),
+]
+
+
+@pytest.mark.parametrize("make", SHAPED, ids=IDS)
+def test_declared_shape_encodes_one_unbatched_sample_as_a_batch_of_one(make):
+    image = torch.rand(28, 28, generator=_gen(3)) * 0.9 + 0.05
+    single = make((28, 28))(image)
+    assert single.shape == (6, 1, 28, 28)
+    # the same draws as the explicitly batched sample (same seed): one sample, not 28
+    assert torch.equal(single, make((28, 28))(image.unsqueeze(0)))
+    steps = list(make((28, 28)).stream(image))
+    assert len(steps) == 6 and steps[0].shape == (1, 28, 28)
+    assert torch.equal(torch.stack(steps), single)
+    batch = make(784)(image.reshape(2, 392).repeat(1, 2))  # (2, 784): a batch, as declared
+    assert batch.shape == (6, 2, 784)
+
+
+@pytest.mark.parametrize("make", SHAPED, ids=IDS)
+def test_declared_shape_refuses_other_shapes(make):
+    enc = make((28, 28))
+    with pytest.raises(ValueError, match=r"shape \(B, 28, 28\) or, for one sample, \(28, 28\)"):
+        enc(torch.rand(784))
+    with pytest.raises(ValueError, match=r"got \(28, 27\)"):
+        enc(torch.rand(28, 27))
+
+
+def test_shape_argument_validation():
+    with pytest.raises(ValueError, match="positive sizes"):
+        PoissonEncoder(5.0, shape=(28, 0))
+    with pytest.raises(TypeError, match="shape must contain ints"):
+        PoissonEncoder(5.0, shape=(28.0, 28))
+    with pytest.raises(TypeError, match="shape must be None, an int"):
+        PoissonEncoder(5.0, shape=True)
+    with pytest.raises(ValueError, match="at least 1 dimension"):
+        RankOrderEncoder(5.0, shape=())  # ranks are taken within a sample
+    scalars = PoissonEncoder(5.0, shape=(), generator=_gen())  # a batch of scalars
+    assert scalars(torch.full((7,), 10.0)).shape == (5, 7)
+    assert scalars(torch.tensor(10.0)).shape == (5, 1)
+    assert "shape=(28, 28)" in repr(PoissonEncoder(5.0, shape=[28, 28]))
+
+
+@pytest.mark.filterwarnings("default")
+def test_undeclared_shape_warns_once_with_the_fix():
+    enc = PoissonEncoder(5.0, generator=_gen())
+    with pytest.warns(UserWarning) as record:
+        out = enc(torch.rand(28, 28))
+    assert out.shape == (5, 28, 28)  # read as 28 samples of 28 inputs, as the warning says
+    (message,) = [str(w.message) for w in record]
+    assert "reads x of shape (28, 28) as a batch of 28 sample(s) of shape (28,)" in message
+    assert "x.unsqueeze(0)" in message and "shape=(28,)" in message
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a second call does not warn again
+        enc(torch.rand(28, 28))
+        PoissonEncoder(5.0, shape=(28, 28))(torch.rand(28, 28))  # declared: never warns
+
+
+def test_unambiguous_batch_without_shape_does_not_warn():
+    """(16, 784): a batch of 16 flattened images cannot be one square sample: no warning."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = PoissonEncoder(5.0, generator=_gen())(torch.rand(16, 784))
+    assert out.shape == (5, 16, 784)

@@ -350,3 +350,104 @@ def test_spike_monitor_reset_disable_and_batch_change():
         empty.to_dense()
     with pytest.raises(ValueError, match="chunk"):
         SpikeMonitor(src, chunk=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# dtype changes and torch.compile
+# ---------------------------------------------------------------------------------------------
+def test_dtype_change_is_named_not_blamed_on_the_batch_size():
+    neuron = ToyNeuron()
+    mon = Monitor(neuron, ("v", "spikes"))
+    neuron(torch.full((2, 3), 0.6))
+    neuron.v, neuron.spikes = neuron.v.double(), neuron.spikes.double()  # what .double() does
+    with pytest.raises(ValueError) as info:
+        mon.record()
+    message = str(info.value)
+    assert "dtype from torch.float32 to torch.float64" in message and ".double()" in message
+    assert "batch size" not in message and "after 1 recorded steps" in message
+    assert mon.get("v").dtype == torch.float32 and len(mon) == 1  # what was recorded is kept
+    mon.reset()
+    mon.record()
+    assert mon.get("v").dtype == torch.float64
+    with pytest.raises(ValueError, match=r"shape from \(2, 3\) to \(4, 3\) \(a new batch size\?\)"):
+        neuron(torch.zeros(4, 3, dtype=torch.float64))  # recorded by the forward hook
+
+
+class _BufferNeuron(nn.Module):
+    """v <- 0.5 v + x, spike at v >= 1, reset to 0; state in buffers (as pysnn neurons)."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("v", torch.zeros(2, 3), persistent=False)
+        self.register_buffer("spikes", torch.zeros(2, 3), persistent=False)
+
+    def forward(self, x):
+        v = self.v * 0.5 + x
+        s = (v >= 1.0).float()
+        self.v, self.spikes = v * (1.0 - s), s
+        return s
+
+
+class _Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+        self.neuron = _BufferNeuron()
+
+    def forward(self, x):
+        return self.neuron(self.fc(x))
+
+
+def _eager_v(net, x):
+    """Reference: the membrane potentials of an uncompiled copy, step by step."""
+    import copy
+
+    ref = copy.deepcopy(net)
+    out = []
+    for step in x:
+        ref(step)
+        out.append(ref.neuron.v.clone())
+    return torch.stack(out)
+
+
+def _counting_backend(graphs):
+    def backend(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    return backend
+
+
+@pytest.fixture
+def fresh_dynamo():
+    """No compiled code from other tests before or after (each test compiles from scratch)."""
+    torch.compiler.reset()
+    yield
+    torch.compiler.reset()
+
+
+@pytest.mark.parametrize("attach", ["before", "after"])
+def test_monitor_and_torch_compile(attach, fresh_dynamo):
+    torch.manual_seed(0)
+    net, x = _Net(), torch.rand(9, 2, 4) * 3
+    expected = _eager_v(net, x)
+    assert expected.abs().sum() > 0
+    graphs = []
+    with torch.no_grad():
+        mon = Monitor(net.neuron, "v") if attach == "before" else None
+        step = torch.compile(net, backend=_counting_backend(graphs))
+        step(x[0])
+        if attach == "after":  # compiled code without the hook exists: it must not be reused
+            mon = Monitor(net.neuron, "v")
+        step(x[1])
+        compiled = len(graphs)
+        for t in range(2, 9):
+            step(x[t])
+    assert len(graphs) == compiled  # no recompilation per step
+    first = 0 if attach == "before" else 1
+    assert len(mon) == 9 - first
+    torch.testing.assert_close(mon.get("v"), expected[first:])
+    mon.remove()  # compiled code that calls the removed hook is dropped too
+    with torch.no_grad():
+        step(x[0])
+    assert len(mon) == 9 - first

@@ -131,7 +131,7 @@ def test_learned_tau_gradient_matches_finite_differences():
     v, tau = final_v(5.0)
     v.backward()
     eps = 1e-6
-    numeric = (final_v(5.0 + eps)[0] - final_v(5.0 - eps)[0]) / (2 * eps)
+    numeric = (final_v(5.0 + eps)[0] - final_v(5.0 - eps)[0]).detach() / (2 * eps)
     assert float(tau.grad) == pytest.approx(float(numeric), rel=1e-6)
     assert float(tau.grad) > 0  # a longer time constant keeps more of the input
 

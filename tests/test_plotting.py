@@ -176,3 +176,46 @@ def test_headless_without_pyplot_and_missing_matplotlib_message(tmp_path):
     )
     assert res.returncode == 0, res.stderr
     _check_png(tmp_path / "h.png")
+
+
+def test_plot_spikes_dict_one_panel_per_entry(tmp_path):
+    """BindsNET style: {name: (T, n) or (T, B, n)} draws one titled panel per layer."""
+    exc = torch.zeros(6, 4)
+    exc[1, 2] = exc[4, 0] = 1
+    inh = torch.zeros(6, 2, 3)  # (T, B, n): sample `batch` is drawn
+    inh[3, 1, 2] = inh[5, 0, 1] = 1
+    fig = plotting.plot_spikes({"exc": exc, "inh": inh}, dt=2.0, batch=1, path=tmp_path / "d.png")
+    _check_png(tmp_path / "d.png")
+    assert [ax.get_title() for ax in fig.axes] == ["exc", "inh"]
+    np.testing.assert_allclose(fig.axes[0].collections[0].get_offsets(), [[2.0, 2.0], [8.0, 0.0]])
+    np.testing.assert_allclose(fig.axes[1].collections[0].get_offsets(), [[6.0, 2.0]])
+    assert fig.axes[1].get_ylim() == (-0.5, 2.5) and fig.axes[0].get_xlim() == (0.0, 12.0)
+    with pytest.raises(ValueError, match="empty mapping"):
+        plotting.plot_spikes({})
+    with pytest.raises(ValueError, match="sequence of 2 Axes"):
+        plotting.plot_spikes({"exc": exc, "inh": inh}, ax=Figure().add_subplot(1, 1, 1))
+    with pytest.raises(TypeError, match=r"spikes\['bad'\] must be a tensor"):
+        plotting.plot_spikes({"bad": object()})
+
+
+def test_plot_spikes_dict_into_given_axes():
+    fig = Figure()
+    axes = [fig.add_subplot(1, 2, k) for k in (1, 2)]
+    out = plotting.plot_spikes({"a": torch.ones(3, 2), "b": torch.eye(3)}, ax=axes, title="net")
+    assert out is fig and [ax.get_title() for ax in axes] == ["a", "b"]
+    np.testing.assert_allclose(axes[1].collections[0].get_offsets(), [[0, 0], [1, 1], [2, 2]])
+
+
+def test_plot_voltages_dict_one_panel_per_entry():
+    t = torch.arange(20, dtype=torch.float32)
+    v_exc = torch.stack([-65 + t, -60 - t], dim=1)  # (T, 2) mV
+    v_inh = (-50 - t)[:, None, None].repeat(1, 2, 1)  # (T, B=2, 1) mV
+    fig = plotting.plot_voltages({"exc": v_exc, "inh": v_inh}, dt=0.5, thresh=-52.0)
+    assert [ax.get_title() for ax in fig.axes] == ["exc", "inh"]
+    exc_lines, inh_lines = fig.axes[0].get_lines(), fig.axes[1].get_lines()
+    assert len(exc_lines) == 3 and len(inh_lines) == 2  # traces + threshold line
+    np.testing.assert_allclose(exc_lines[1].get_ydata(), (-60 - t).numpy())
+    np.testing.assert_allclose(inh_lines[0].get_xdata(), (t * 0.5).numpy())
+    np.testing.assert_allclose(inh_lines[0].get_ydata(), (-50 - t).numpy())
+    with pytest.raises(ValueError, match=r"traces of v\['exc'\]"):
+        plotting.plot_voltages({"exc": v_exc}, neurons=[3])

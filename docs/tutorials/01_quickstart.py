@@ -34,7 +34,7 @@ class Net(SNNNetwork):
 net = Net()
 
 # 2. Encode a static input as spike trains: 4 samples, 100 inputs firing at 20 Hz for 200 ms.
-encoder = PoissonEncoder(duration=200.0, dt=1.0)
+encoder = PoissonEncoder(duration=200.0, dt=1.0, shape=100)  # shape: one sample
 rates = torch.full((4, 100), 20.0)  # Hz, batch first: (B, 100)
 spikes = encoder(rates)  # time first: (T, B, 100) = (200, 4, 100)
 

@@ -23,6 +23,8 @@ from pysnn.connection import Linear
 from pysnn.functional import push_history
 from pysnn.neuron import Input
 
+torch.set_grad_enabled(False)  # simulation only: no autograd graph through the weights
+
 OUT = Path(
     sys.argv[1] if len(sys.argv) > 1 else os.environ.get("PYSNN_DOCS_OUT") or tempfile.mkdtemp()
 )

@@ -22,7 +22,7 @@ pysnn.set_checks(False)  # inputs come from the encoder: skip the per-step NaN r
 N_NEURONS, N_TRAIN, N_TEST, TIME_MS, INTENSITY = 10, 20, 20, 50.0, 63.75
 
 train, test = MNISTSample(train=True), MNISTSample(train=False)  # bundled, no download
-encoder = PoissonEncoder(duration=TIME_MS, dt=1.0)  # rates in Hz -> (T, B, 784) spikes
+encoder = PoissonEncoder(duration=TIME_MS, dt=1.0, shape=784)  # rates in Hz -> (T, B, 784) spikes
 
 
 def encode(images: torch.Tensor) -> torch.Tensor:

@@ -52,7 +52,7 @@ events = SpikeMonitor(net.lif, chunk=50)  # only spike events (t, b, i): small f
 everything = NetworkMonitor(net, ("spikes", "trace"))  # one Monitor per submodule having them
 weights = Monitor(net.fc, "weight", time=10)  # ring buffer: only the last 10 steps are kept
 
-spikes = PoissonEncoder(duration=100.0)(torch.full((2, 64), 40.0))  # (100, 2, 64), 40 Hz
+spikes = PoissonEncoder(duration=100.0, shape=64)(torch.full((2, 64), 40.0))  # (100, 2, 64), 40 Hz
 with torch.no_grad():
     for x in spikes:
         net(x)

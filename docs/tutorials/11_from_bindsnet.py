@@ -52,7 +52,7 @@ source_monitor = Monitor(network.A, "spikes", time=time)  # BindsNET's state var
 target_monitor = Monitor(network.B, ("spikes", "v"), time=time)
 
 # torch.bernoulli(0.1 * torch.ones(time, 100)) with a batch dimension: (time, 1, 100).
-input_data = BernoulliEncoder(duration=time * dt, dt=dt, max_prob=0.1)(torch.ones(1, n_in))
+input_data = BernoulliEncoder(duration=time * dt, dt=dt, max_prob=0.1, shape=n_in)(torch.ones(n_in))
 
 with torch.no_grad():  # network.run(inputs={"A": input_data}, time=time)
     for x in input_data:

@@ -50,7 +50,7 @@ class _Boolean(Dataset):
         generator: Optional[torch.Generator] = None,
     ) -> None:
         # PoissonEncoder validates duration, dt and generator.
-        self.encoder = PoissonEncoder(duration, dt, generator=generator)
+        self.encoder = PoissonEncoder(duration, dt, generator=generator, shape=())
         self.rate_on = _rate("rate_on", rate_on)
         self.rate_off = _rate("rate_off", rate_off)
         if isinstance(repeats, bool) or not isinstance(repeats, numbers.Integral):

@@ -1,0 +1,295 @@
+"""Checkpoints of a whole simulation that load without running code, written atomically.
+
+A checkpoint holds everything needed to continue a run exactly where it stopped:
+
+* the network's ``state_dict()`` (weights, constants, persistent buffers such as adaptive
+  thresholds);
+* the *state* of every module: its non-persistent buffers (membrane potential ``v`` (mV),
+  ``spikes``, ``trace``, refractory counters, spike histories and spikes in flight on delayed
+  connections, ...), including the ones that are ``None`` (not created yet);
+* the state of the learning rules (``rule.groups[k].state``: traces, delay histories,
+  eligibility), for the rules the network holds as submodules and those passed as ``rules``;
+* the CPU random number generator (``torch.get_rng_state()``), and that of every CUDA device when
+  CUDA is initialised;
+* ``extra``: plain data of your own (position in the data, epoch, a ``torch.Generator``'s
+  ``get_state()``, accuracy history, ...).
+
+.. code-block:: python
+
+    from pysnn.checkpoint import load_checkpoint, save_checkpoint
+
+    save_checkpoint("run.pt", network=net, extra={"epoch": epoch, "position": i})
+    ...
+    net = Net()                                    # built as the saved one
+    extra = load_checkpoint("run.pt", network=net)
+    epoch, i = extra["epoch"], extra["position"]
+
+**Safe to load.** :func:`load_checkpoint` reads with ``torch.load(..., weights_only=True)``: a file
+holding any other pickled object (one that could run code when unpickled) is refused with a
+``ValueError``. :func:`save_checkpoint` therefore accepts in ``extra`` only what such a load can
+read back (``None``, bools, numbers, strings, tensors, and lists, tuples and dicts of them) and
+raises ``TypeError`` naming the offending entry otherwise, so that a checkpoint that could not be
+loaded is never written.
+
+**Atomic.** The file is written to a temporary file in the same directory, flushed and
+``fsync``-ed, then renamed over ``path`` (``os.replace``), and the directory is ``fsync``-ed: at
+every moment ``path`` holds either the previous checkpoint or the new one, complete, even if the
+process is killed or the machine loses power while saving. The file is created with permissions
+``0600`` (readable by its owner only).
+
+**Exact continuation.** Loading into a network built like the saved one (same modules, dtype and
+device, or ``map_location``) and continuing gives the results of the uninterrupted run, spike for
+spike. One exception: a :class:`~pysnn.connection.Linear` with ``propagation="auto"`` restarts its
+count of input activity, so it may choose the other propagation path for a while, whose results
+agree up to float summation order; use ``"dense"`` or ``"event"`` where bit-exact continuation
+matters.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["save_checkpoint", "load_checkpoint", "FORMAT"]
+
+#: identifies a pysnn checkpoint file (and its layout version)
+FORMAT = "pysnn.checkpoint/1"
+
+PathLike = Union[str, os.PathLike]
+
+
+def save_checkpoint(
+    path: PathLike,
+    *,
+    network: nn.Module,
+    rules: Iterable[nn.Module] = (),
+    extra: Optional[Dict[str, Any]] = None,
+) -> None:
+    """Write a checkpoint of ``network`` (and ``rules``) to ``path``, atomically.
+
+    Args:
+        path: the checkpoint file; its directory must exist. An existing file is replaced only
+            once the new one is completely on disk.
+        network: the network (any ``nn.Module``): parameters, persistent and state buffers of all
+            its submodules, and the state of the learning rules it holds.
+        rules: learning rules that are not submodules of ``network`` (in a fixed order: they are
+            matched by position at load).
+        extra: a dict of plain data (see the module docstring), returned by
+            :func:`load_checkpoint`.
+
+    Raises:
+        TypeError: ``network`` is not an ``nn.Module``, a rule is not a learning rule, or
+            ``extra`` holds something ``weights_only=True`` cannot load (the message names it).
+    """
+    if not isinstance(network, nn.Module):
+        raise TypeError(f"network must be an nn.Module, got {type(network).__name__}")
+    if extra is not None and not isinstance(extra, dict):
+        raise TypeError(f"extra must be a dict of plain data or None, got {type(extra).__name__}")
+    _check_plain(extra, "extra")
+    payload = {
+        "format": FORMAT,
+        "parameters": network.state_dict(),
+        "state": _module_state(network),
+        "rules": {key: _rule_state(rule) for key, rule in _rules(network, rules)},
+        "rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None,
+        "extra": extra,
+    }
+    _atomic_save(payload, os.fspath(path))
+
+
+def load_checkpoint(
+    path: PathLike,
+    *,
+    network: nn.Module,
+    rules: Iterable[nn.Module] = (),
+    map_location: Any = None,
+    restore_rng: bool = True,
+) -> Optional[Dict[str, Any]]:
+    """Restore ``network`` (and ``rules``) from the checkpoint at ``path``; return its ``extra``.
+
+    Args:
+        path: a file written by :func:`save_checkpoint`.
+        network: a network built like the saved one (same submodule names and shapes).
+        rules: the learning rules passed to :func:`save_checkpoint` as ``rules``, same order.
+        map_location: as for ``torch.load`` (e.g. ``"cpu"`` for a checkpoint saved on a GPU).
+        restore_rng: also restore the random number generators (CPU, and CUDA if saved and
+            available).
+
+    Returns:
+        The ``extra`` dict given to :func:`save_checkpoint` (``None`` if none was given).
+
+    Raises:
+        ValueError: the file is not a complete pysnn checkpoint (truncated, another format), it
+            holds objects that ``weights_only=True`` refuses to load (they could run code), or it
+            was saved from a network with other modules, buffers or rules.
+        RuntimeError: a parameter's shape differs (from ``load_state_dict``).
+    """
+    if not isinstance(network, nn.Module):
+        raise TypeError(f"network must be an nn.Module, got {type(network).__name__}")
+    path = os.fspath(path)
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        reason = str(exc).split("WeightsUnpickler error:")[-1].strip().split("\n")[0]
+        raise ValueError(
+            f"{path} holds objects that torch.load(weights_only=True) refuses to load (they could "
+            f"run code when unpickled), so it was not written by save_checkpoint: {reason}"
+        ) from exc
+    except (RuntimeError, EOFError) as exc:
+        raise ValueError(
+            f"{path} is not a complete checkpoint (truncated or corrupt): {exc}"
+        ) from exc
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+        raise ValueError(f"{path} is not a pysnn checkpoint ({FORMAT}), found {found!r}")
+    network.load_state_dict(payload["parameters"])
+    _restore_module_state(network, payload["state"], path)
+    saved_rules, current = payload["rules"], dict(_rules(network, rules))
+    if set(saved_rules) != set(current):
+        raise ValueError(
+            f"{path} holds the state of the learning rules {sorted(saved_rules)}, but the network "
+            f"and rules given have {sorted(current)}"
+        )
+    for key, rule in current.items():
+        _restore_rule_state(rule, saved_rules[key], key, path)
+    if restore_rng:
+        torch.set_rng_state(payload["rng"].cpu())
+        if payload["cuda_rng"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([state.cpu() for state in payload["cuda_rng"]])
+    return payload["extra"]
+
+
+# ---------------------------------------------------------------------------------------------
+# writing
+# ---------------------------------------------------------------------------------------------
+def _atomic_save(payload: Dict[str, Any], path: str) -> None:
+    """``torch.save`` to a temporary file next to ``path``, fsync, rename over ``path``."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    if hasattr(os, "O_DIRECTORY"):  # POSIX: make the rename itself durable
+        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+_SCALARS = (type(None), bool, int, float, str, torch.dtype, torch.device)
+
+
+def _check_plain(value: Any, where: str) -> None:
+    """Raise ``TypeError`` unless ``value`` is data ``torch.load(weights_only=True)`` reads."""
+    if isinstance(value, Tensor):
+        if type(value) not in (Tensor, nn.Parameter):
+            raise TypeError(
+                f"{where} is a {type(value).__name__} (a tensor subclass); store a plain tensor "
+                f"(.detach() or torch.Tensor(x)) so that the checkpoint loads with weights_only=True"
+            )
+        return
+    if isinstance(value, _SCALARS):
+        return
+    if isinstance(value, (list, tuple)) and type(value) in (list, tuple):
+        for i, item in enumerate(value):
+            _check_plain(item, f"{where}[{i}]")
+        return
+    if type(value) is dict:
+        for key, item in value.items():
+            if not isinstance(key, (str, int)) or isinstance(key, bool):
+                raise TypeError(f"{where} has the key {key!r}: keys must be strings or ints")
+            _check_plain(item, f"{where}[{key!r}]")
+        return
+    raise TypeError(
+        f"{where} is a {type(value).__module__}.{type(value).__name__}, which "
+        f"torch.load(weights_only=True) cannot load; store plain data (None, bool, int, float, "
+        f"str, tensors, and lists, tuples and dicts of them), e.g. float(x) or torch.as_tensor(x)"
+    )
+
+
+def _module_state(network: nn.Module) -> Dict[str, Dict[str, Optional[Tensor]]]:
+    """``{module name: {buffer name: tensor or None}}`` of the non-persistent buffers."""
+    state = {}
+    for name, module in network.named_modules():
+        buffers = {
+            key: None if value is None else value.detach()
+            for key, value in module._buffers.items()
+            if key in module._non_persistent_buffers_set
+        }
+        if buffers:
+            state[name] = buffers
+    return state
+
+
+def _rules(network: nn.Module, rules: Iterable[nn.Module]) -> List[Tuple[str, nn.Module]]:
+    """``(key, rule)``: the rules held by ``network`` (by module name), then ``rules`` by position
+    (``"rules[i]"``), each once."""
+    from pysnn.learning import LearningRule
+
+    found = [(name, m) for name, m in network.named_modules() if isinstance(m, LearningRule)]
+    seen = {id(m) for _, m in found}
+    for i, rule in enumerate(rules):
+        if not isinstance(rule, LearningRule):
+            raise TypeError(
+                f"rules[{i}] must be a pysnn.learning.LearningRule, got {type(rule).__name__}"
+            )
+        if id(rule) not in seen:
+            seen.add(id(rule))
+            found.append((f"rules[{i}]", rule))
+    return found
+
+
+def _rule_state(rule: nn.Module) -> List[Dict[str, Tensor]]:
+    return [{key: value.detach() for key, value in g.state.items()} for g in rule.groups]
+
+
+# ---------------------------------------------------------------------------------------------
+# reading
+# ---------------------------------------------------------------------------------------------
+def _restore_module_state(
+    network: nn.Module, saved: Dict[str, Dict[str, Optional[Tensor]]], path: str
+) -> None:
+    current = _module_state(network)
+    if set(saved) != set(current):
+        missing, unexpected = sorted(set(current) - set(saved)), sorted(set(saved) - set(current))
+        raise ValueError(
+            f"{path} was saved from a network with other stateful modules: missing "
+            f"{missing}, unexpected {unexpected}"
+        )
+    modules = dict(network.named_modules())
+    for name, buffers in saved.items():
+        if set(buffers) != set(current[name]):
+            raise ValueError(
+                f"{path}: module {name!r} has the state buffers {sorted(current[name])}, the "
+                f"checkpoint {sorted(buffers)}"
+            )
+        modules[name]._buffers.update(buffers)
+
+
+def _restore_rule_state(
+    rule: nn.Module, saved: List[Dict[str, Tensor]], key: str, path: str
+) -> None:
+    if len(saved) != len(rule.groups):
+        raise ValueError(
+            f"{path}: the learning rule {key!r} trains {len(rule.groups)} connection(s), the "
+            f"checkpoint has the state of {len(saved)}"
+        )
+    for group, state in zip(rule.groups, saved):
+        group.state.clear()
+        group.state.update(state)
