@@ -188,9 +188,11 @@ class _PresynapticCopy:
             weight.__class__ = _TrackedParameter  # same object: optimisers keep working
         if not isinstance(weight, _TrackedParameter):
             return None
-        # clone(): with one row or column, t() is contiguous already and contiguous() would
-        # return the weight itself (every mirrored edit would then be applied twice)
-        self.copy = weight.detach().t().clone(memory_format=torch.contiguous_format)
+        # never the weight's own memory (with one row or column t() is contiguous already, and a
+        # copy aliasing the weight would get every mirrored edit twice); the old copy's memory is
+        # reused when nothing else holds it (no page faults for a fresh allocation)
+        reusable = self.copy is not None and sys.getrefcount(self.copy) == 2
+        self.copy = native.transposed(weight, self.copy if reusable else None)
         self._rekey(weight)
         return self.copy
 

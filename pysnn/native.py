@@ -59,6 +59,7 @@ __all__ = [
     "lif_steps",
     "trace_step",
     "linear_event",
+    "transposed",
 ]
 
 _SOURCE = Path(__file__).resolve().parent / "csrc" / "kernels.c"
@@ -71,7 +72,7 @@ _reason: Optional[str] = None  # why the kernels are unavailable; None while unt
 _tried = False
 # the C functions, once loaded
 _lif_f32 = _lif_f64 = _trace_f32 = _trace_f64 = _linear_f32 = _linear_f64 = None
-_block_f32 = _block_f64 = None
+_block_f32 = _block_f64 = _transpose_f32 = _transpose_f64 = None
 _enabled = os.environ.get("PYSNN_NATIVE", "1").strip().lower() not in ("0", "false", "no", "off")
 
 
@@ -165,12 +166,15 @@ def _build() -> ctypes.CDLL:
             linear = getattr(lib, f"pysnn_{name}_{suffix}")
             linear.argtypes = [i64, i64, i64, ptr, ptr, ptr, i64]
             linear.restype = i64
+        transpose = getattr(lib, f"pysnn_transpose_{suffix}")
+        transpose.argtypes = [i64, i64, ptr, ptr, i64]
+        transpose.restype = None
     return lib
 
 
 def _library() -> Optional[ctypes.CDLL]:
     global _lib, _reason, _tried, _lif_f32, _lif_f64, _trace_f32, _trace_f64, _linear_f32
-    global _linear_f64, _block_f32, _block_f64
+    global _linear_f64, _block_f32, _block_f64, _transpose_f32, _transpose_f64
     if not _tried:
         with _lock:
             if not _tried:
@@ -182,6 +186,8 @@ def _library() -> Optional[ctypes.CDLL]:
                     _linear_f64 = lib.pysnn_linear_event_f64
                     _block_f32 = lib.pysnn_linear_event_block_f32
                     _block_f64 = lib.pysnn_linear_event_block_f64
+                    _transpose_f32 = lib.pysnn_transpose_f32
+                    _transpose_f64 = lib.pysnn_transpose_f64
                     _lib = lib
                 except (OSError, RuntimeError, subprocess.SubprocessError) as err:
                     _reason = str(err)
@@ -446,6 +452,30 @@ def linear_event(x: torch.Tensor, weight_t: torch.Tensor) -> Tuple[torch.Tensor,
                 f"float64; got {x.dtype} on {x.device} and {weight_t.dtype} on {weight_t.device}"
             )
         return _linear_event(x, weight_t)
+
+
+def transposed(matrix: torch.Tensor, out: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """A contiguous ``matrix.t()`` ``(cols, rows)`` of a 2-D ``matrix``, never aliasing it.
+
+    Written into ``out`` when given (a contiguous ``(cols, rows)`` tensor of ``matrix``'s dtype
+    and device: reusing memory avoids the page faults of a fresh allocation), else into a new
+    tensor. A cache-tiled copy, split over ``torch.get_num_threads()`` threads, where the kernels
+    apply (contiguous float32/float64 CPU tensors), else torch's ``copy_``. Exact; no gradient.
+    """
+    matrix = matrix.detach()
+    shape = (matrix.shape[1], matrix.shape[0]) if matrix.dim() == 2 else None
+    if out is None or shape is None or tuple(out.shape) != shape or out.dtype != matrix.dtype:
+        out = torch.empty(shape or (0,), dtype=matrix.dtype, device=matrix.device)
+    if matrix.dim() != 2 or not usable(matrix, out):
+        return out.copy_(matrix.t()) if shape is not None else matrix.t().clone()
+    (_transpose_f32 if matrix.dtype == torch.float32 else _transpose_f64)(
+        matrix.shape[0],
+        matrix.shape[1],
+        matrix.data_ptr(),
+        out.data_ptr(),
+        torch.get_num_threads(),
+    )
+    return out
 
 
 def _linear_event(x: torch.Tensor, weight_t: torch.Tensor) -> Tuple[torch.Tensor, int]:

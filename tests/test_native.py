@@ -290,3 +290,22 @@ def test_linear_event_rejects_bad_input_with_clear_errors():
         native.linear_event(torch.zeros(2, 4), torch.randn(3, 4).t())
     with native.enabled(False), pytest.raises(RuntimeError, match="disabled"):
         native.linear_event(torch.zeros(2, 4), wt)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", [(1, 7), (7, 1), (65, 130), (1100, 1000)])
+def test_transposed_is_an_exact_new_transpose(shape, dtype):
+    matrix = torch.randn(*shape, dtype=dtype)
+    out = native.transposed(matrix)
+    assert out.is_contiguous() and out.data_ptr() != matrix.data_ptr()
+    assert torch.equal(out, matrix.t())  # (1100, 1000): large enough for the threaded tiles
+
+
+def test_transposed_into_a_given_tensor_and_fallback():
+    matrix = torch.randn(5, 3)
+    out = torch.empty(3, 5)
+    assert native.transposed(matrix, out) is out and torch.equal(out, matrix.t())
+    wrong = torch.empty(5, 3)  # wrong shape: a new tensor instead
+    assert native.transposed(matrix, wrong) is not wrong
+    half = torch.randn(4, 6).to(torch.bfloat16)  # not a kernel dtype: torch's copy
+    assert torch.equal(native.transposed(half), half.t())

@@ -309,3 +309,52 @@ PYSNN_LINEAR_EVENT(pysnn_linear_event_f64, double)
 
 PYSNN_LINEAR_EVENT_BLOCK(pysnn_linear_event_block_f32, float)
 PYSNN_LINEAR_EVENT_BLOCK(pysnn_linear_event_block_f64, double)
+
+/*
+ * Transposing copy: dst (cols, rows) = src (rows, cols)^T, both contiguous, in 64 x 64 tiles so
+ * that reads and writes both stay within cache lines; tile rows are split between n_threads
+ * POSIX threads. Exact (a copy). Used to build the presynaptic-major copy of a Linear's weight.
+ */
+#define PYSNN_TILE 64
+#define PYSNN_TRANSPOSE(NAME, T)                                                                \
+    typedef struct {                                                                            \
+        int64_t rows, cols, lo, hi;                                                             \
+        const T *src;                                                                           \
+        T *dst;                                                                                 \
+    } NAME##_job;                                                                               \
+                                                                                                \
+    static void *NAME##_tiles(void *arg)                                                        \
+    {                                                                                           \
+        const NAME##_job *job = (const NAME##_job *)arg;                                        \
+        for (int64_t r0 = job->lo; r0 < job->hi; r0 += PYSNN_TILE) {                            \
+            int64_t r1 = r0 + PYSNN_TILE < job->hi ? r0 + PYSNN_TILE : job->hi;                 \
+            for (int64_t c0 = 0; c0 < job->cols; c0 += PYSNN_TILE) {                            \
+                int64_t c1 = c0 + PYSNN_TILE < job->cols ? c0 + PYSNN_TILE : job->cols;         \
+                for (int64_t r = r0; r < r1; ++r)                                               \
+                    for (int64_t c = c0; c < c1; ++c)                                           \
+                        job->dst[c * job->rows + r] = job->src[r * job->cols + c];              \
+            }                                                                                   \
+        }                                                                                       \
+        return 0;                                                                               \
+    }                                                                                           \
+                                                                                                \
+    void NAME(int64_t rows, int64_t cols, const T *src, T *dst, int64_t n_threads)              \
+    {                                                                                           \
+        if (n_threads > PYSNN_MAX_THREADS)                                                      \
+            n_threads = PYSNN_MAX_THREADS;                                                      \
+        if (n_threads < 1 || rows * cols < ((int64_t)1 << 20))                                  \
+            n_threads = 1;                                                                      \
+        NAME##_job jobs[PYSNN_MAX_THREADS];                                                     \
+        int64_t chunk = (rows + n_threads - 1) / n_threads;                                     \
+        chunk = (chunk + PYSNN_TILE - 1) / PYSNN_TILE * PYSNN_TILE;                             \
+        for (int64_t k = 0; k < n_threads; ++k) {                                               \
+            int64_t lo = k * chunk < rows ? k * chunk : rows;                                   \
+            int64_t hi = lo + chunk < rows ? lo + chunk : rows;                                 \
+            NAME##_job job = {rows, cols, lo, hi, src, dst};                                    \
+            jobs[k] = job;                                                                      \
+        }                                                                                       \
+        run_jobs(NAME##_tiles, (char *)jobs, sizeof(NAME##_job), n_threads);                    \
+    }
+
+PYSNN_TRANSPOSE(pysnn_transpose_f32, float)
+PYSNN_TRANSPOSE(pysnn_transpose_f64, double)
