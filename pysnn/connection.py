@@ -827,6 +827,10 @@ class Connection(nn.Module):
             self._accumulate_grad(kind, dw, rows)
             return
         bounded = math.isfinite(self.wmin) or math.isfinite(self.wmax)
+        if rows is not None and kind == "parameter" and self._fused_row_update(leaf, rows, dw):
+            if norm is not None:
+                self.normalize(norm)
+            return
         if rows is None:
 
             def edit(w: torch.Tensor) -> None:
@@ -845,6 +849,22 @@ class Connection(nn.Module):
         self._edit(edit, rows=rows)
         if norm is not None:
             self.normalize(norm)
+
+    def _fused_row_update(self, leaf: torch.Tensor, rows: torch.Tensor, dw: torch.Tensor) -> bool:
+        """The row update of :meth:`apply_update_` as one fused CPU pass that also keeps the
+        event copy in step (:func:`pysnn.native.row_update_`); ``False`` where it does not apply."""
+        copy = self._copy
+        in_sync = copy is not None and copy.copy is not None and copy._in_sync(leaf)
+        bounds = (self.wmin, self.wmax)
+        if not (math.isfinite(self.wmin) or math.isfinite(self.wmax)):
+            bounds = None
+        if not native.row_update_(
+            leaf, rows, dw.contiguous(), copy.copy if in_sync else None, bounds
+        ):
+            return False
+        if in_sync:
+            copy._rekey(leaf)
+        return True
 
     def _accumulate_grad(self, kind: str, dw: torch.Tensor, rows: Optional[torch.Tensor]) -> None:
         """``.grad -= dw`` on the learnable tensor(s) behind ``weight``."""

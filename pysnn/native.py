@@ -60,6 +60,7 @@ __all__ = [
     "trace_step",
     "linear_event",
     "transposed",
+    "row_update_",
 ]
 
 _SOURCE = Path(__file__).resolve().parent / "csrc" / "kernels.c"
@@ -72,7 +73,7 @@ _reason: Optional[str] = None  # why the kernels are unavailable; None while unt
 _tried = False
 # the C functions, once loaded
 _lif_f32 = _lif_f64 = _trace_f32 = _trace_f64 = _linear_f32 = _linear_f64 = None
-_block_f32 = _block_f64 = _transpose_f32 = _transpose_f64 = None
+_block_f32 = _block_f64 = _transpose_f32 = _transpose_f64 = _update_f32 = _update_f64 = None
 _enabled = os.environ.get("PYSNN_NATIVE", "1").strip().lower() not in ("0", "false", "no", "off")
 
 
@@ -169,12 +170,17 @@ def _build() -> ctypes.CDLL:
         transpose = getattr(lib, f"pysnn_transpose_{suffix}")
         transpose.argtypes = [i64, i64, ptr, ptr, i64]
         transpose.restype = None
+        update = getattr(lib, f"pysnn_row_update_{suffix}")
+        update.argtypes = [i64, i64, ptr, i64, ptr, ptr, ptr, ctypes.c_int]
+        update.argtypes += [ctypes.c_double, ctypes.c_double]
+        update.restype = ctypes.c_int
     return lib
 
 
 def _library() -> Optional[ctypes.CDLL]:
     global _lib, _reason, _tried, _lif_f32, _lif_f64, _trace_f32, _trace_f64, _linear_f32
-    global _linear_f64, _block_f32, _block_f64, _transpose_f32, _transpose_f64
+    global _linear_f64, _block_f32, _block_f64, _transpose_f32, _transpose_f64, _update_f32
+    global _update_f64
     if not _tried:
         with _lock:
             if not _tried:
@@ -188,6 +194,8 @@ def _library() -> Optional[ctypes.CDLL]:
                     _block_f64 = lib.pysnn_linear_event_block_f64
                     _transpose_f32 = lib.pysnn_transpose_f32
                     _transpose_f64 = lib.pysnn_transpose_f64
+                    _update_f32 = lib.pysnn_row_update_f32
+                    _update_f64 = lib.pysnn_row_update_f64
                     _lib = lib
                 except (OSError, RuntimeError, subprocess.SubprocessError) as err:
                     _reason = str(err)
@@ -476,6 +484,49 @@ def transposed(matrix: torch.Tensor, out: Optional[torch.Tensor] = None) -> torc
         torch.get_num_threads(),
     )
     return out
+
+
+def row_update_(
+    weight: torch.Tensor,
+    rows: torch.Tensor,
+    dw: torch.Tensor,
+    copy: Optional[torch.Tensor],
+    bounds: Optional[Tuple[float, float]],
+) -> bool:
+    """``weight[rows] = clamp(weight[rows] + dw, *bounds)`` in one fused pass, in place, and the
+    same values into ``copy`` (the contiguous ``weight.t()``) when given; ``False`` (nothing done)
+    where the kernel does not apply or a row is out of range (the caller then uses torch ops,
+    which give the same values and raise the usual error).
+
+    Exactly torch's ``index_select``/``add_``/``clamp_``/``index_copy_``. ``weight`` ``(out, in)``
+    and ``dw`` ``(len(rows), in)`` contiguous of one dtype on the CPU, ``rows`` int64; no gradient
+    is recorded, and ``weight``'s version counter is bumped as by any in-place op.
+    """
+    if (
+        weight.dim() != 2
+        or rows.dtype != torch.int64
+        or not rows.is_cpu
+        or not rows.is_contiguous()
+        or not usable(weight, dw, copy)
+        or (copy is not None and tuple(copy.shape) != (weight.shape[1], weight.shape[0]))
+    ):
+        return False
+    lo, hi = bounds if bounds is not None else (0.0, 0.0)
+    done = (_update_f32 if weight.dtype == torch.float32 else _update_f64)(
+        weight.shape[0],
+        weight.shape[1],
+        rows.data_ptr(),
+        rows.shape[0],
+        dw.data_ptr(),
+        weight.data_ptr(),
+        None if copy is None else copy.data_ptr(),
+        bounds is not None,
+        lo,
+        hi,
+    )
+    if done:
+        torch.autograd.graph.increment_version(weight)
+    return bool(done)
 
 
 def _linear_event(x: torch.Tensor, weight_t: torch.Tensor) -> Tuple[torch.Tensor, int]:

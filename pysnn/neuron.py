@@ -891,11 +891,10 @@ class AdaptiveLIFNeuron(LIFNeuron):
         theta_plus = self._constant("theta_plus")
         if not self.theta_shared:
             state["theta"] = adaptive_theta_step(state["theta"], s, theta_decay, theta_plus)
-        elif self.training:
-            with torch.no_grad():
-                state["theta"] = adaptive_theta_step(
-                    state["theta"], s.sum(0), theta_decay, theta_plus
-                )
+        elif self.training:  # learned from the spikes, not by gradient: no graph kept
+            state["theta"] = adaptive_theta_step(
+                state["theta"], s.sum(0), theta_decay, theta_plus
+            ).detach()
         return s
 
     def extra_repr(self) -> str:

@@ -1,6 +1,7 @@
 """Fused CPU kernels (pysnn.native) give bit-identical results to the torch operations they replace."""
 
 import copy
+import math
 import os
 
 import pytest
@@ -309,3 +310,33 @@ def test_transposed_into_a_given_tensor_and_fallback():
     assert native.transposed(matrix, wrong) is not wrong
     half = torch.randn(4, 6).to(torch.bfloat16)  # not a kernel dtype: torch's copy
     assert torch.equal(native.transposed(half), half.t())
+
+
+@needs_native
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("bounds", [None, (0.0, 1.0), (-math.inf, 0.6)])
+def test_fused_row_update_equals_torch_ops(dtype, bounds):
+    g = torch.Generator().manual_seed(7)
+    weight = torch.rand(37, 70, generator=g, dtype=dtype)
+    rows = torch.tensor([0, 3, 4, 5, 11, 12, 13, 14, 15, 36])
+    dw = torch.randn(10, 70, generator=g, dtype=dtype) * 0.3
+    expected = weight.clone()
+    updated = expected.index_select(0, rows).add_(dw)
+    if bounds is not None:
+        updated.clamp_(*bounds)
+    expected.index_copy_(0, rows, updated)
+    copy = weight.t().contiguous()
+    version = weight._version
+    assert native.row_update_(weight, rows, dw, copy, bounds)
+    assert torch.equal(weight, expected) and torch.equal(copy, expected.t())
+    assert weight._version > version  # seen by autograd and by the caches keyed on versions
+
+
+@needs_native
+def test_fused_row_update_refuses_out_of_range_rows():
+    weight = torch.zeros(4, 3)
+    assert not native.row_update_(weight, torch.tensor([1, 4]), torch.ones(2, 3), None, None)
+    assert weight.abs().sum() == 0  # nothing written
+    linear = Linear(3, 4)
+    with pytest.raises(IndexError):
+        linear.apply_update_(torch.ones(2, 3), torch.tensor([1, 4]))

@@ -358,3 +358,43 @@ PYSNN_LINEAR_EVENT_BLOCK(pysnn_linear_event_block_f64, double)
 
 PYSNN_TRANSPOSE(pysnn_transpose_f32, float)
 PYSNN_TRANSPOSE(pysnn_transpose_f64, double)
+
+/*
+ * Row update of a weight for learning rules (pysnn.connection.Connection.apply_update_):
+ *
+ *   w[rows[k], :] = clamp(w[rows[k], :] + dw[k, :], lo, hi)      (clamp only if bounded)
+ *
+ * exactly the operations of torch's index_select + add_ + clamp_ + index_copy_ (one rounding
+ * for the add; NaN stays NaN), in one pass, and the same values written into the transposed
+ * copy wt (n_in, n_out) when wt is not NULL. w: (n_out, n_in), dw: (n_rows, n_in), contiguous.
+ * Rows are validated first (0 <= row < n_out): returns 0 and writes nothing if one is out of
+ * range, else 1. Rows are handled 8 at a time so that the writes into wt of nearby rows share
+ * cache lines.
+ */
+#define PYSNN_ROW_UPDATE(NAME, T)                                                               \
+    int NAME(int64_t n_out, int64_t n_in, const int64_t *rows, int64_t n_rows, const T *dw,     \
+             T *w, T *wt, int bounded, double lo_d, double hi_d)                                \
+    {                                                                                           \
+        for (int64_t k = 0; k < n_rows; ++k)                                                    \
+            if (rows[k] < 0 || rows[k] >= n_out)                                                \
+                return 0;                                                                       \
+        const T lo = (T)lo_d, hi = (T)hi_d;                                                     \
+        for (int64_t k0 = 0; k0 < n_rows; k0 += 8) {                                            \
+            int64_t k1 = k0 + 8 < n_rows ? k0 + 8 : n_rows;                                     \
+            for (int64_t j = 0; j < n_in; ++j) {                                                \
+                for (int64_t k = k0; k < k1; ++k) {                                             \
+                    int64_t r = rows[k];                                                        \
+                    T v = w[r * n_in + j] + dw[k * n_in + j];                                   \
+                    if (bounded)                                                                \
+                        v = v < lo ? lo : (v > hi ? hi : v);                                    \
+                    w[r * n_in + j] = v;                                                        \
+                    if (wt)                                                                     \
+                        wt[j * n_out + r] = v;                                                  \
+                }                                                                               \
+            }                                                                                   \
+        }                                                                                       \
+        return 1;                                                                               \
+    }
+
+PYSNN_ROW_UPDATE(pysnn_row_update_f32, float)
+PYSNN_ROW_UPDATE(pysnn_row_update_f64, double)
