@@ -49,11 +49,12 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
 
 import torch
 from torch import Tensor, nn
+
+from pysnn._files import write_atomic
 
 __all__ = ["save_checkpoint", "load_checkpoint", "FORMAT"]
 
@@ -170,26 +171,7 @@ def load_checkpoint(
 # ---------------------------------------------------------------------------------------------
 def _atomic_save(payload: Dict[str, Any], path: str) -> None:
     """``torch.save`` to a temporary file next to ``path``, fsync, rename over ``path``."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    if hasattr(os, "O_DIRECTORY"):  # POSIX: make the rename itself durable
-        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+    write_atomic(path, lambda f: torch.save(payload, f))
 
 
 _SCALARS = (type(None), bool, int, float, str, torch.dtype, torch.device)

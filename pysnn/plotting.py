@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any, Callable, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -176,17 +176,34 @@ def plot_spikes(
     """
     dt = _check_dt(dt)
     options = dict(batch=batch, events=events, n_neurons=n_neurons, color=color, ms=markersize)
-    if isinstance(spikes, Mapping):
-        entries = _entries(spikes, "spikes")
+    return _plot(_raster, spikes, "spikes", dt, options, ax, figsize, title, path, dpi)
+
+
+def _plot(
+    draw: Callable[..., None],
+    data: Any,
+    name: str,
+    dt: float,
+    options: Dict[str, Any],
+    ax: Any,
+    figsize: Optional[Tuple[float, float]],
+    title: Optional[str],
+    path: Optional[PathLike],
+    dpi: int,
+) -> Any:
+    """One panel drawn by ``draw(axis, data, dt, name, **options)``, or, for a dict of name ->
+    data (BindsNET style), one titled panel per entry on a shared time axis."""
+    if isinstance(data, Mapping):
+        entries = _entries(data, name)
         fig, axes = _panels(ax, [k for k, _ in entries], figsize)
         for axis, (key, value) in zip(axes, entries):
-            _raster(axis, value, dt, f"spikes[{key!r}]", **options)
+            draw(axis, value, dt, f"{name}[{key!r}]", **options)
             axis.set_title(key)
         if title is not None:
             fig.suptitle(title)
         return _finish(fig, path, dpi)
     fig, ax = _figure(ax, figsize or (8.0, 4.0))
-    _raster(ax, spikes, dt, "spikes", **options)
+    draw(ax, data, dt, name, **options)
     if title is not None:
         ax.set_title(title)
     return _finish(fig, path, dpi)
@@ -280,20 +297,7 @@ def plot_voltages(
     """
     dt = _check_dt(dt)
     options = dict(neurons=neurons, batch=batch, thresh=thresh, ylabel=ylabel)
-    if isinstance(v, Mapping):
-        entries = _entries(v, "v")
-        fig, axes = _panels(ax, [k for k, _ in entries], figsize)
-        for axis, (key, value) in zip(axes, entries):
-            _traces(axis, value, dt, f"v[{key!r}]", **options)
-            axis.set_title(key)
-        if title is not None:
-            fig.suptitle(title)
-        return _finish(fig, path, dpi)
-    fig, ax = _figure(ax, figsize or (8.0, 4.0))
-    _traces(ax, v, dt, "v", **options)
-    if title is not None:
-        ax.set_title(title)
-    return _finish(fig, path, dpi)
+    return _plot(_traces, v, "v", dt, options, ax, figsize, title, path, dpi)
 
 
 def _traces(
