@@ -269,6 +269,23 @@ class Neuron(nn.Module):
         else:
             self.register_buffer(name, tensor)
 
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, *args, **kwargs):
+        # A constant saved per neuron (e.g. learned thresholds) loads into a neuron built with a
+        # scalar, and the other way round: the buffer takes the saved shape first (validated as
+        # on assignment), so that state_dict always loads into a freshly built neuron.
+        for name, constraints in self._constant_specs.items():
+            key = prefix + name
+            current = self._buffers.get(name)
+            saved = state_dict.get(key)
+            if current is None or not isinstance(saved, torch.Tensor):
+                continue
+            if saved.shape != current.shape:
+                checked = as_param(key, saved, self.shape, **constraints)
+                self._buffers[name] = torch.empty(
+                    checked.shape, dtype=current.dtype, device=current.device
+                )
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, *args, **kwargs)
+
     def register_state(
         self, name: str, initial: InitialLike = 0.0, *, dtype: Optional[torch.dtype] = None
     ) -> None:

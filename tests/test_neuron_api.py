@@ -346,3 +346,18 @@ def test_register_state_with_a_per_neuron_initial_tensor():
     neuron.reset_state()
     assert neuron.count.tolist() == [[1.0, 2.0, 3.0], [1.0, 2.0, 3.0]]
     assert "count_initial" not in neuron.state_dict()  # state, not a parameter
+
+
+def test_per_neuron_constants_load_into_a_scalar_neuron_and_back():
+    trained = LIFNeuron(3, thresh=torch.tensor([-60.0, -55.0, -50.0]), tau_v=15.0)
+    fresh = LIFNeuron(3)  # scalar constants
+    fresh.load_state_dict(trained.state_dict())
+    assert torch.equal(fresh.thresh, trained.thresh) and float(fresh.tau_v) == 15.0
+    x = drive(steps=30, batch=2, n=3)
+    with torch.no_grad():
+        assert torch.equal(run(fresh, x), run(trained, x))
+    back = LIFNeuron(3, thresh=torch.zeros(3))
+    back.load_state_dict(LIFNeuron(3, thresh=-58.0).state_dict())  # per-neuron <- scalar
+    assert back.thresh.shape == () and float(back.thresh) == -58.0
+    with pytest.raises(ValueError, match="thresh"):
+        LIFNeuron(3).load_state_dict({**LIFNeuron(3).state_dict(), "thresh": torch.zeros(4)})
