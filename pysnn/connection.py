@@ -266,8 +266,9 @@ class Connection(nn.Module):
             ``delay_shape``, one delay per synapse. A delay whose state per batch sample
             (:meth:`delay_state_values`, 4 bytes each) would exceed
             :attr:`MAX_DELAY_BYTES_PER_SAMPLE` (1 GiB), or whose step count overflows int64, is
-            refused with ``ValueError``. The history is a shifted buffer: a step costs
-            ``O(max_delay * in)`` per sample.
+            refused with ``ValueError``. A shared delay keeps its history in a ring buffer: a
+            step writes and reads one slot, ``O(in)`` per sample whatever the delay (in place
+            unless the input or the history needs gradients).
         delay_shape: shape of a per-synapse delay tensor, last dim indexing the presynaptic unit
             (``(out, in)`` for :class:`Linear`, ``(n,)`` for a one-to-one connection); needs a
             1-D ``in_features``. ``None``: only a shared delay is allowed.
@@ -286,9 +287,14 @@ class Connection(nn.Module):
         delay_steps: int64 delays in steps, 0-d or ``delay_shape``.
         per_synapse_delay: whether ``delay_steps`` holds one delay per synapse.
         max_delay: the longest delay (steps).
-        history: ``(B, max_delay + 1, *in_shape)`` presynaptic spikes of the last steps (index
-            0: now); ``None`` with a shared delay of 0.
-        arriving: ``(B, *in_shape)`` spikes arriving this step (shared delay only).
+        history: ``(B, max_delay + 1, *in_shape)`` presynaptic spikes of the last
+            ``max_delay + 1`` steps; ``None`` with a shared delay of 0. With a shared delay a
+            ring buffer: slot ``(history_pos - 1 - k) % (max_delay + 1)`` holds the input of
+            ``k`` steps ago. With per-synapse delays index ``k`` holds it (index 0: now).
+        history_pos: int64 0-d tensor, the ring slot the next step writes (shared delay);
+            ``None`` otherwise. Kept as a buffer so that checkpoints carry it.
+        arriving: ``(B, *in_shape)`` spikes arriving this step (shared delay only), a tensor of
+            its own (later steps do not change it).
     """
 
     def __init__(
@@ -325,7 +331,10 @@ class Connection(nn.Module):
         self.init_kwargs = dict(init_kwargs or {})
         self.register_buffer("delay_steps", self._delay_steps(delay, device))
         self.register_buffer("history", None, persistent=False)
+        self.register_buffer("history_pos", None, persistent=False)
         self.register_buffer("arriving", None, persistent=False)
+        #: ``int(history_pos)`` and the tensor it was read from (no read-back per step)
+        self._pos, self._pos_source = 0, None
         self._delays_changed()
         self.register_load_state_dict_post_hook(_after_load)
 
@@ -412,8 +421,7 @@ class Connection(nn.Module):
         self._check_delay_memory()
         if self.per_synapse_delay:
             self.register_buffer("_index", synapse_index(steps), persistent=False)
-        self.history = None
-        self.arriving = None
+        self.history = self.history_pos = self.arriving = None
 
     @property
     def delay(self) -> torch.Tensor:
@@ -456,6 +464,26 @@ class Connection(nn.Module):
         if self.max_delay == 0 and not self.per_synapse_delay:
             self._buffers["arriving"] = spikes
             return
+        if self.per_synapse_delay:
+            self._buffers["history"] = push_history(self._history_for(spikes), spikes)
+            return
+        ring, pos = self._history_for(spikes), self._ring_pos()
+        length = ring.shape[1]
+        # The slot read holds the input of max_delay = length - 1 steps ago; the slot written
+        # held that of length steps ago, which no synapse needs any more.
+        self._buffers["arriving"] = ring[:, (pos + 1) % length].clone()
+        if self._ring_in_place(spikes, ring):
+            ring[:, pos] = spikes
+        else:  # a new ring, so that autograd sees every step's state
+            ring = ring.clone()
+            ring[:, pos] = spikes
+            self._buffers["history"] = ring
+        self._set_ring_pos((pos + 1) % length)
+
+    def _history_for(self, spikes: torch.Tensor) -> torch.Tensor:
+        """The history for a step or block of batch ``B`` and per-sample shape ``in_shape`` of
+        ``spikes`` ``(B, *in_shape)``: the current one, or zeros (warning when that drops spikes
+        in flight, see :func:`pysnn._checks.warn_if_dropped`) after a change of batch or shape."""
         history = self.history
         if (
             history is None
@@ -466,9 +494,38 @@ class Connection(nn.Module):
             history = self._zeros(
                 "delay history", (spikes.shape[0], self.max_delay + 1, *spikes.shape[1:]), spikes
             )
-        self._buffers["history"] = history = push_history(history, spikes)
-        if not self.per_synapse_delay:
-            self._buffers["arriving"] = delayed(history, self._shared_delay)
+            self._buffers["history"] = history
+            if not self.per_synapse_delay:
+                self._set_ring_pos(0, spikes.device)
+        return history
+
+    def _ring_pos(self) -> int:
+        """``int(history_pos)``, read back only when the buffer was replaced (``.to()``, a
+        checkpoint), not per step."""
+        source = self._buffers["history_pos"]
+        if source is not self._pos_source:
+            self._pos, self._pos_source = int(source), source
+        return self._pos
+
+    def _set_ring_pos(self, pos: int, device: Optional[torch.device] = None) -> None:
+        """Set ``history_pos`` to ``pos``: in place, or a new tensor on ``device`` if given (or
+        when torch forbids writing an inference-mode tensor)."""
+        source = self._buffers["history_pos"]
+        if device is not None or (source.is_inference() and not torch.is_inference_mode_enabled()):
+            source = torch.full((), pos, dtype=torch.int64, device=device or source.device)
+            self._buffers["history_pos"] = source
+        else:
+            source.fill_(pos)
+        self._pos, self._pos_source = pos, source
+
+    @staticmethod
+    def _ring_in_place(spikes: torch.Tensor, ring: torch.Tensor) -> bool:
+        """Whether the ring may be written in place: not when autograd records the input, nor a
+        ring that is part of a graph (it must keep each step's state), nor an inference-mode
+        ring outside inference mode (torch forbids it)."""
+        if ring.requires_grad or (torch.is_grad_enabled() and spikes.requires_grad):
+            return False
+        return not ring.is_inference() or torch.is_inference_mode_enabled()
 
     def forward(self, spikes: torch.Tensor) -> torch.Tensor:
         """One step: presynaptic spikes ``(B, *in_shape)`` → synaptic input arriving now (mV).
@@ -510,24 +567,30 @@ class Connection(nn.Module):
 
     def _arrive_block(self, spikes: torch.Tensor) -> torch.Tensor:
         """What arrives in each of ``T`` steps, ``(T, B, *in_shape)`` (shared delay); updates
-        ``history`` and ``arriving`` as ``T`` single steps would."""
+        ``history``, ``history_pos`` and ``arriving`` exactly as ``T`` single steps would.
+
+        Reads the ``min(T, max_delay)`` arrivals that precede the block from the ring and writes
+        the last ``min(T, max_delay + 1)`` inputs into their slots: ``O(T * in)`` per sample.
+        """
         if self.max_delay == 0:
             self._buffers["arriving"] = spikes[-1]
             return spikes
-        n_steps, n_batch = spikes.shape[0], spikes.shape[1]
-        length, delay = self.max_delay + 1, self._shared_delay
-        history = self.history
-        if history is None or history.shape[0] != n_batch or history.shape[2:] != spikes.shape[2:]:
-            warn_if_dropped(f"{type(self).__name__} (delay history)", history, n_batch)
-            history = self._zeros("delay history", (n_batch, length, *spikes.shape[2:]), spikes)
-        # Time-major sequence: the L - 1 steps before the block (oldest first), then the block.
-        past = history[:, : length - 1].flip(1).transpose(0, 1)  # (L - 1, B, *in_shape)
-        sequence = torch.cat((past, spikes), dim=0)  # index k: step k - (L - 1)
-        start = length - 1 - delay
-        arriving = sequence[start : start + n_steps]
-        self._buffers["history"] = (
-            sequence[-length:].flip(0).transpose(0, 1).contiguous()
-        )  # index 0 = now
+        n_steps, delay = spikes.shape[0], self.max_delay
+        ring = self._history_for(spikes[0])
+        pos, length = self._ring_pos(), delay + 1
+        steps = torch.arange(min(n_steps, length), device=ring.device)
+        # Block step t < delay receives the input of delay - t steps before the block.
+        n_past = min(n_steps, delay)
+        past = ring.index_select(1, (steps[:n_past] + pos + 1) % length).transpose(0, 1)
+        arriving = torch.cat((past, spikes[: n_steps - n_past]))
+        # Step t writes slot (pos + t) % length; only the last `length` writes survive.
+        written = steps + (pos + n_steps - steps.numel())
+        last = spikes[n_steps - steps.numel() :].transpose(0, 1)
+        if self._ring_in_place(spikes, ring):
+            ring.index_copy_(1, written % length, last)
+        else:
+            self._buffers["history"] = ring.index_copy(1, written % length, last)
+        self._set_ring_pos((pos + n_steps) % length)
         self._buffers["arriving"] = arriving[-1]
         return arriving
 
@@ -535,6 +598,7 @@ class Connection(nn.Module):
     def reset_state(self) -> None:
         """Clear the spike history and every spike in flight."""
         self.history = None
+        self.history_pos = None
         self.arriving = None
 
     def detach_state(self) -> None:

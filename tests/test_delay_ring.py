@@ -1,0 +1,134 @@
+"""The shared-delay history is a ring buffer: one slot per step, results of a shifted input."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from pysnn.checkpoint import load_checkpoint, save_checkpoint
+from pysnn.connection import Linear
+
+CHUNKS = [1, 1, 3, 7, 1, 60, 2, 25]  # 100 steps: single steps and blocks, some longer than 50
+
+
+def integer_linear(delay: float, n_in: int = 6, n_out: int = 4) -> Linear:
+    """A ``Linear`` with small integer weights (exact float sums) and ``delay`` steps (dt=1)."""
+    torch.manual_seed(0)
+    conn = Linear(n_in, n_out, delay=delay, propagation="dense")
+    with torch.no_grad():
+        conn.weight.copy_(torch.randint(-3, 4, conn.weight.shape).float())
+    return conn
+
+
+def shifted(x: torch.Tensor, d: int) -> torch.Tensor:
+    """Independent reference: ``x`` ``(T, B, in)`` delayed by ``d`` steps, zeros before."""
+    out = torch.zeros_like(x)
+    if d < x.shape[0]:
+        out[d:] = x[: x.shape[0] - d]
+    return out
+
+
+def run_mixed(conn: Linear, x: torch.Tensor) -> tuple:
+    """Run ``x`` through ``conn`` in :data:`CHUNKS` (a chunk of 1: ``forward``, else
+    ``forward_multistep``); return the outputs and the arriving spikes after each chunk."""
+    outs, arrivals, t = [], [], 0
+    for n in CHUNKS:
+        block = x[t : t + n]
+        outs.append(conn(block[0]).unsqueeze(0) if n == 1 else conn.forward_multistep(block))
+        arrivals.append(conn.arriving_spikes())
+        t += n
+    return torch.cat(outs), arrivals
+
+
+@pytest.mark.parametrize("d", [0, 1, 5, 50])
+@pytest.mark.parametrize("grad", [False, True])
+def test_mixed_steps_equal_the_shifted_input(d, grad):
+    conn = integer_linear(float(d))
+    torch.manual_seed(d)
+    x = (torch.rand(sum(CHUNKS), 3, 6) < 0.3).float().requires_grad_(grad)
+    with torch.set_grad_enabled(grad):
+        out, arrivals = run_mixed(conn, x)
+    reference = shifted(x.detach(), d)
+    assert torch.equal(out.detach(), reference @ conn.weight.detach().t())
+    ends = torch.tensor(CHUNKS).cumsum(0) - 1
+    for end, arriving in zip(ends.tolist(), arrivals):
+        assert torch.equal(arriving.detach(), reference[end])
+    if grad:  # d out[t] / d x[t - d] = W: the gradient reaches the input d steps earlier
+        out.sum().backward()
+        expected = torch.zeros_like(x)
+        expected[: x.shape[0] - d] = conn.weight.detach().sum(0)
+        assert torch.equal(x.grad, expected)
+
+
+@pytest.mark.parametrize("d", [1, 5, 50])
+def test_mixed_steps_leave_the_state_of_single_steps(d):
+    conn = integer_linear(float(d))
+    loop = copy.deepcopy(conn)
+    x = (torch.rand(sum(CHUNKS), 3, 6) < 0.3).float()
+    run_mixed(conn, x)
+    for s in x:
+        loop(s)
+    assert torch.equal(conn.history, loop.history)
+    assert int(conn.history_pos) == int(loop.history_pos) == sum(CHUNKS) % (d + 1)
+
+
+def test_long_delay_step_writes_the_ring_in_place(monkeypatch):
+    conn = integer_linear(200.0)
+    x = (torch.rand(30, 3, 6) < 0.3).float()
+    with torch.no_grad():
+        conn(x[0])
+        ring, storage = conn.history, conn.history.untyped_storage().data_ptr()
+        assert ring.shape == (3, 201, 6)
+
+        def no_cat(*args, **kwargs):
+            raise AssertionError("a step must not copy the history")
+
+        monkeypatch.setattr(torch, "cat", no_cat)
+        for s in x[1:]:
+            arriving = conn.arriving_spikes()
+            conn(s)
+            assert conn.history is ring and ring.untyped_storage().data_ptr() == storage
+            # the previous step's arriving spikes are a tensor of their own: not overwritten
+            assert torch.equal(arriving, torch.zeros(3, 6))
+    assert torch.equal(ring[:, :30], x.transpose(0, 1))
+
+
+def test_grad_input_replaces_the_ring_and_detach_restores_in_place():
+    conn = integer_linear(3.0)
+    conn(torch.zeros(2, 6))
+    ring = conn.history
+    conn(torch.ones(2, 6, requires_grad=True))
+    assert conn.history is not ring and conn.history.requires_grad
+    conn.detach_state()
+    ring = conn.history
+    conn(torch.zeros(2, 6))
+    assert conn.history is ring and not ring.requires_grad
+
+
+def test_inference_mode_ring_is_replaced_outside_inference_mode():
+    conn = integer_linear(3.0)
+    x = (torch.rand(8, 2, 6) < 0.5).float()
+    loop = copy.deepcopy(conn)
+    with torch.inference_mode():
+        for s in x[:4]:
+            conn(s)
+    for s in x[4:]:
+        conn(s)
+    for s in x:
+        loop(s)
+    assert torch.equal(conn.history, loop.history)
+    assert torch.equal(conn.arriving_spikes(), loop.arriving_spikes())
+
+
+def test_checkpoint_carries_the_ring_position(tmp_path):
+    conn = integer_linear(5.0)
+    x = (torch.rand(20, 2, 6) < 0.4).float()
+    for s in x[:9]:  # the ring position is 9 % 6 = 3
+        conn(s)
+    save_checkpoint(tmp_path / "c.pt", network=conn)
+    expected = torch.stack([conn(s) for s in x[9:]])
+    fresh = integer_linear(5.0)
+    load_checkpoint(tmp_path / "c.pt", network=fresh)
+    assert torch.equal(torch.stack([fresh(s) for s in x[9:]]), expected)
