@@ -1045,7 +1045,8 @@ class Linear(Connection):
         weight: ``(out_features, in_features)``, contiguous.
         bias: ``(out_features,)`` or ``None``.
         delay_steps: int64, 0-d or ``(out, in)``.
-        history: ``(B, max_delay + 1, in)`` presynaptic spikes of the last steps (index 0: now).
+        history: ``(B, max_delay + 1, in)`` presynaptic spikes of the last steps: a ring buffer
+            with a shared delay (see :class:`Connection`), index 0 = now per synapse.
         queue: ``(B, max_delay + 1, out)`` synaptic input in flight (per-synapse delays only).
     """
 

@@ -1,7 +1,7 @@
 r"""Lossless synaptic delays as a spike history.
 
-A connection keeps the last :math:`L = d_{max} + 1` presynaptic steps in a history tensor
-``history`` of shape ``(B, L, *in_shape)`` with ``history[:, k]`` the input emitted ``k`` steps ago
+The last :math:`L = d_{max} + 1` presynaptic steps are kept in a history tensor ``history`` of
+shape ``(B, L, *in_shape)`` with ``history[:, k]`` the input emitted ``k`` steps ago
 (``k = 0`` is this step). A synapse with a delay of :math:`d` steps sees, at step :math:`t`, exactly
 what was emitted at :math:`t - d`:
 
@@ -10,6 +10,11 @@ what was emitted at :math:`t - d`:
 Every emitted spike stays in the history until it is older than :math:`d_{max}`, so each one is
 delivered at its own arrival step whatever the number in flight on one synapse (no merging, no
 dropping). The same functions delay any presynaptic quantity, e.g. a trace.
+
+:func:`push_history` copies the whole history (``O(L)`` per step); learning rules keep their
+trace histories this way, and connections their per-synapse-delay history. A connection with a
+shared delay keeps its own spike history as a ring buffer instead (one slot written per step, see
+:class:`pysnn.connection.Connection`).
 """
 
 from __future__ import annotations
