@@ -51,6 +51,7 @@ from torch import nn
 from torch.nn.utils import parametrize, prune
 
 from pysnn import native
+from pysnn._sharing import unshared
 from pysnn._checks import check_choice, check_input, check_positive_scalar, warn_if_dropped
 from pysnn.functional.delay import delayed, push_history, synapse_index
 from pysnn.functional.linear import delay_queue_step, linear_dense, linear_event
@@ -467,12 +468,18 @@ class Connection(nn.Module):
         if self.per_synapse_delay:
             self._buffers["history"] = push_history(self._history_for(spikes), spikes)
             return
+        # In place only where nobody else can see the ring (asked before it is bound to a local
+        # name, itself a reference): state is replaced every step, as for neurons, and a user's
+        # reference to ``history`` keeps its step's value.
+        nobody_else = unshared(self._buffers, "history")
+        before = id(self._buffers.get("history"))
         ring, pos = self._history_for(spikes), self._ring_pos()
+        fresh = id(ring) != before  # just made for a new batch size: nobody has seen it
         length = ring.shape[1]
         # The slot read holds the input of max_delay = length - 1 steps ago; the slot written
         # held that of length steps ago, which no synapse needs any more.
         self._buffers["arriving"] = ring[:, (pos + 1) % length].clone()
-        if self._ring_in_place(spikes, ring):
+        if (nobody_else or fresh) and self._ring_in_place(spikes, ring):
             ring[:, pos] = spikes
         else:  # a new ring, so that autograd sees every step's state
             ring = ring.clone()

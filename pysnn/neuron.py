@@ -59,14 +59,14 @@ or ``trace = trace_scale`` (``"reset"``).
 from __future__ import annotations
 
 import math
-import sys
 import warnings
 from operator import attrgetter, is_, methodcaller
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
 
+from pysnn._sharing import unshared
 from pysnn._checks import ParamLike, as_param, check_choice, check_input, check_positive_scalar
 from pysnn.functional.decay import exp_decay
 from pysnn.functional.izhikevich import IzhikevichParameters, izhikevich_step
@@ -117,22 +117,6 @@ def _check_surrogate(surrogate: Optional[SurrogateFn]) -> Optional[SurrogateFn]:
         )
     return surrogate
 
-
-def _references(buffers: Dict[str, Optional[torch.Tensor]], name: str) -> Tuple[int, int, int]:
-    """Python references, TensorImpl references and storage references of ``buffers[name]``."""
-    tensor = buffers[name]
-    return (
-        sys.getrefcount(tensor),
-        tensor._use_count(),
-        _storage_use_count(tensor.untyped_storage()._cdata),
-    )
-
-
-_storage_use_count = getattr(torch._C, "_storage_Use_Count", None)
-try:  # the counts of a tensor held by a dict only, seen through _references itself
-    _UNSHARED: Optional[Tuple[int, int, int]] = _references({"t": torch.zeros(1)}, "t")
-except (AttributeError, TypeError):  # a torch without these counters: never reuse
-    _UNSHARED = None
 
 # What changes when a tensor is edited in place, or its storage swapped (``.data = ...``).
 _VERSION = attrgetter("_version")
@@ -465,9 +449,7 @@ class Neuron(nn.Module):
         the next step's state into it: indistinguishable from a new tensor, one allocation
         cheaper. Any reference a user keeps (``v0 = neuron.v``) makes the next step allocate.
         """
-        if _UNSHARED is None or self._buffers.get(name) is None or torch.compiler.is_compiling():
-            return None
-        return self._buffers[name] if _references(self._buffers, name) == _UNSHARED else None
+        return self._buffers[name] if unshared(self._buffers, name) else None
 
     def _reference(self) -> torch.Tensor:
         """A constant whose dtype and device inputs must match (the first one declared)."""

@@ -79,8 +79,9 @@ def test_long_delay_step_writes_the_ring_in_place(monkeypatch):
     x = (torch.rand(30, 3, 6) < 0.3).float()
     with torch.no_grad():
         conn(x[0])
-        ring, storage = conn.history, conn.history.untyped_storage().data_ptr()
-        assert ring.shape == (3, 201, 6)
+        assert conn.history.shape == (3, 201, 6)
+        # ids and addresses only: a reference to the ring would make the next step copy it
+        ring_id, storage = id(conn.history), conn.history.untyped_storage().data_ptr()
 
         def no_cat(*args, **kwargs):
             raise AssertionError("a step must not copy the history")
@@ -89,10 +90,25 @@ def test_long_delay_step_writes_the_ring_in_place(monkeypatch):
         for s in x[1:]:
             arriving = conn.arriving_spikes()
             conn(s)
-            assert conn.history is ring and ring.untyped_storage().data_ptr() == storage
+            assert id(conn.history) == ring_id
+            assert conn.history.untyped_storage().data_ptr() == storage
             # the previous step's arriving spikes are a tensor of their own: not overwritten
             assert torch.equal(arriving, torch.zeros(3, 6))
-    assert torch.equal(ring[:, :30], x.transpose(0, 1))
+    assert torch.equal(conn.history[:, :30], x.transpose(0, 1))
+
+
+def test_a_kept_reference_to_the_ring_keeps_its_value():
+    """State is replaced every step, as for neurons: the ring is written in place only when
+    nothing else can see it."""
+    conn = integer_linear(5.0)
+    x = (torch.rand(8, 2, 6) < 0.5).float()
+    with torch.no_grad():
+        conn(x[0])
+        kept = conn.history
+        value = kept.clone()
+        for s in x[1:]:
+            conn(s)
+    assert torch.equal(kept, value) and not torch.equal(conn.history, value)
 
 
 def test_grad_input_replaces_the_ring_and_detach_restores_in_place():
@@ -101,10 +117,11 @@ def test_grad_input_replaces_the_ring_and_detach_restores_in_place():
     ring = conn.history
     conn(torch.ones(2, 6, requires_grad=True))
     assert conn.history is not ring and conn.history.requires_grad
+    del ring
     conn.detach_state()
-    ring = conn.history
+    ring_id = id(conn.history)  # (no reference kept: that alone would make the step copy)
     conn(torch.zeros(2, 6))
-    assert conn.history is ring and not ring.requires_grad
+    assert id(conn.history) == ring_id and not conn.history.requires_grad
 
 
 def test_inference_mode_ring_is_replaced_outside_inference_mode():
