@@ -719,9 +719,10 @@ class Connection(nn.Module):
         ``"kaiming_uniform"`` (default) matches ``torch.nn.Linear``/``Conv2d``. ``"uniform"``,
         ``"normal"``, ``"constant"`` and the xavier/kaiming variants call the ``torch.nn.init``
         function of that name with ``init_kwargs`` (e.g. ``{"a": 0.0, "b": 0.3}`` for uniform,
-        ``{"val": 0.5}`` for constant). A 2-D weight is filled in presynaptic-major order (the
-        random values for a given seed are those of earlier pysnn versions). A connection without
-        ``weight`` has nothing to do here (it initialises its own parameters).
+        ``{"val": 0.5}`` for constant). The weight is drawn in its own ``(out, in)`` order, as
+        ``torch.nn.Linear``'s is (pysnn 0.1 drew a 2-D weight in presynaptic-major order: the same
+        seed now gives other weights). A connection without ``weight`` has nothing to do here (it
+        initialises its own parameters).
 
         **Bounds.** When the draw has values outside ``[wmin, wmax]``, the weight is drawn again
         from the init's distribution *restricted to* the bounds, never clamped onto them: a
@@ -740,11 +741,7 @@ class Connection(nn.Module):
         if self.init == "constant" and "val" not in kwargs:
             raise ValueError("init='constant' needs init_kwargs={'val': value}")
         with torch.no_grad():
-            weight = self.weight
-            # A 2-D weight is drawn in presynaptic-major order, as pysnn always did (a seed gives
-            # the same weights as before the weight became row-major).
-            value = weight.new_empty(weight.shape[::-1]).t() if weight.dim() == 2 else None
-            value = torch.empty_like(weight) if value is None else value
+            value = torch.empty_like(self.weight)
             try:
                 getattr(nn.init, self.init + "_")(value, **kwargs)
             except TypeError as err:
