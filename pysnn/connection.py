@@ -276,10 +276,10 @@ class Connection(nn.Module):
         wmin, wmax: bounds of ``weight`` (mV per unit of input), kept by everything pysnn does
             to the weight: :meth:`reset_parameters` draws within them, :meth:`apply_update_`
             (learning rules) and :meth:`clamp_` clamp to them. Writes of your own (``copy_``,
-            ``normal_``, an optimiser step) are used as written, as in ``torch.nn``, until the
-            next clamp: call :meth:`clamp_` after them (the forward pass does not check, which
-            would cost a pass over the weight or a host sync per step); ``load_state_dict``
-            warns when the loaded weight is outside the bounds.
+            ``normal_``, an optimiser step) are used as written, as in ``torch.nn``: the next
+            forward pass after such a write checks the weight once (one pass and, on a GPU, one
+            host read per write, never per step) and warns if it is outside the bounds, saying
+            to call :meth:`clamp_`; ``load_state_dict`` warns likewise.
         init, init_kwargs: weight initialisation (see :meth:`reset_parameters`).
         device: where ``delay_steps`` lives (that of the parameters).
 
@@ -534,12 +534,43 @@ class Connection(nn.Module):
             return False
         return not ring.is_inference() or torch.is_inference_mode_enabled()
 
+    def _check_bounds(self) -> None:
+        """Warn once per write of the user's own (see ``wmin, wmax`` in the class docstring) if
+        the plain ``weight`` left ``[wmin, wmax]``: checked only when its version moved since
+        pysnn's last edit or check."""
+        weight = self._parameters.get("weight")
+        if weight is None or torch.compiler.is_compiling():
+            return
+        version = weight._version
+        if version == self.__dict__.get("_bounds_version"):
+            return
+        self.__dict__["_bounds_version"] = version
+        if not (math.isfinite(self.wmin) or math.isfinite(self.wmax)):
+            return
+        with torch.no_grad():
+            outside = bool(((weight < self.wmin) | (weight > self.wmax)).any())
+        if outside:
+            warnings.warn(
+                f"{type(self).__name__}: weight values outside [wmin, wmax] = [{self.wmin}, "
+                f"{self.wmax}] (written outside pysnn, e.g. copy_ or an optimiser step) are used "
+                "as they are; call clamp_() to apply the bounds",
+                UserWarning,
+                stacklevel=4,
+            )
+
+    def _edited(self) -> None:
+        """Record that pysnn itself just edited the weight (no bounds check needed for it)."""
+        weight = self._parameters.get("weight")
+        if weight is not None:
+            self.__dict__["_bounds_version"] = weight._version
+
     def forward(self, spikes: torch.Tensor) -> torch.Tensor:
         """One step: presynaptic spikes ``(B, *in_shape)`` → synaptic input arriving now (mV).
 
         Checks the input, pushes it into the history and returns :meth:`propagate` of
         :meth:`arriving_spikes`.
         """
+        self._check_bounds()
         self._check_spikes(spikes)
         self._push(spikes)
         return self.propagate(self.arriving_spikes())
@@ -556,6 +587,7 @@ class Connection(nn.Module):
         :class:`~pysnn.monitor.Monitor`, which must see every step, or a pruning hook), the
         module is called once per step instead (same results, no speed-up).
         """
+        self._check_bounds()
         self._check_block(spikes)
         if self.per_synapse_delay or has_forward_hooks(self):
             return step_through(self, spikes)
@@ -699,6 +731,8 @@ class Connection(nn.Module):
                 self._copy.mirror(leaf, edit, rows)
             else:
                 edit(leaf)
+            if name == "weight":
+                self._edited()
         elif kind == "pruned":
             edit(self._parameters[name + "_orig"])
             self._refresh_pruned(name)
@@ -932,6 +966,7 @@ class Connection(nn.Module):
             return False
         if in_sync:
             copy._rekey(leaf)
+        self._edited()
         return True
 
     def _accumulate_grad(self, kind: str, dw: torch.Tensor, rows: Optional[torch.Tensor]) -> None:
@@ -1210,6 +1245,7 @@ class Linear(Connection):
 
     def forward(self, spikes: torch.Tensor) -> torch.Tensor:
         """One step: presynaptic spikes ``(B, in)`` → synaptic input arriving now ``(B, out)`` (mV)."""
+        self._check_bounds()
         self._check_spikes(spikes)
         self._push(spikes)
         if not self.per_synapse_delay:
@@ -1242,6 +1278,7 @@ class Linear(Connection):
         read-back per block, not per step). Per-synapse delays and forward hooks (a
         :class:`~pysnn.monitor.Monitor`, a pruning mask, the legacy weight norm) step through.
         """
+        self._check_bounds()
         self._check_block(spikes)
         if self.per_synapse_delay or has_forward_hooks(self):  # hooks must see every step
             return step_through(self, spikes)

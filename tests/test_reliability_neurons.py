@@ -294,3 +294,22 @@ def test_refused_low_precision_leaves_a_network_unconverted():
     with pytest.raises(TypeError, match="cannot run in torch.bfloat16"):
         net.to(torch.bfloat16)
     assert net.fc.weight.dtype == torch.float32 and net.inp.tau_trace.dtype == torch.float32
+
+
+def test_own_out_of_bound_write_warns_once_at_the_next_forward():
+    conn = Linear(3, 2, wmin=0.0, wmax=1.0)
+    x = torch.ones(1, 3)
+    with torch.no_grad():
+        conn.weight.copy_(torch.full((2, 3), 5.0))  # a write of the user's own
+        with pytest.warns(UserWarning, match=r"outside \[wmin, wmax\] = \[0.0, 1.0\].*clamp_"):
+            out = conn(x)
+        assert torch.equal(out, torch.full((1, 2), 15.0))  # used as written, as the warning says
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            conn(x)  # no new write: no new check, no warning
+            conn.clamp_()
+            assert torch.equal(conn(x), torch.full((1, 2), 3.0))
+            conn.normalize(10.0)  # pysnn's own edits (normalize may leave the bounds, on purpose)
+            conn(x)
+            conn.weight.fill_(0.5)  # within the bounds: checked, silent
+            conn(x)

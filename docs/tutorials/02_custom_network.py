@@ -76,7 +76,9 @@ with torch.no_grad():
 assert torch.equal(a, b)
 print("reloaded network reproduces the spikes:", torch.equal(a, b))
 
-# A new batch size simply re-creates the state (here a single sample).
+# A new batch size re-creates the state (here a single sample). Reset first: spikes still in
+# flight on the delayed connection would otherwise be dropped, with a warning saying so.
+net.reset_state()
 with torch.no_grad():
     net(images[0, :1])
 print("batch size after a 1-sample step:", net.lif2.batch_size)
