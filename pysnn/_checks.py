@@ -163,12 +163,13 @@ def check_input(
         raise ValueError(f"{name} contains NaN (input to {what})")
 
 
-def check_same_dt(**modules: object) -> None:
+def check_same_dt(where: str = "", **modules: object) -> None:
     """Raise ``ValueError`` unless the modules given by keyword share one time step ``dt`` (ms).
 
     Modules without a ``dt`` attribute (``torch.nn.ReLU``, ...) or with ``dt=None`` are skipped.
-    The message names every module and its ``dt``, e.g. ``check_same_dt(connection=fc,
-    neuron=lif)``. Two values agree when equal to a relative 1e-9 (float rounding of ``dt``).
+    The message (prefixed by ``where``) names every module and its ``dt``, e.g.
+    ``check_same_dt(connection=fc, neuron=lif)``. Two values agree when equal to a relative 1e-9
+    (float rounding of ``dt``): delays, traces and decay factors are all computed per step.
     """
     found = [
         (name, float(dt))
@@ -178,8 +179,8 @@ def check_same_dt(**modules: object) -> None:
     if any(not math.isclose(dt, found[0][1], rel_tol=1e-9) for _, dt in found[1:]):
         values = " and ".join(f"{name}.dt = {dt:g} ms" for name, dt in found)
         raise ValueError(
-            f"modules wired together must use the same time step, got {values}; build them with "
-            f"one dt"
+            f"{where}modules wired together must use the same time step, got {values}; build "
+            "them with one dt"
         )
 
 

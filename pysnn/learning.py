@@ -105,7 +105,7 @@ from typing import Any, Callable, ClassVar, Dict, List, Optional, Sequence, Tupl
 import torch
 from torch import Tensor, nn
 
-from pysnn._checks import check_choice, check_positive_scalar, warn_if_dropped
+from pysnn._checks import check_choice, check_positive_scalar, check_same_dt, warn_if_dropped
 from pysnn.connection import Connection, Conv2d
 from pysnn.functional.delay import push_history, synapse_index
 from pysnn.functional.plasticity import (
@@ -1252,23 +1252,6 @@ def _lookup(network: Optional[nn.Module], value: ModuleLike, arg: str, role: str
         ) from None
 
 
-def _check_time_steps(conn: Connection, pre: nn.Module, post: nn.Module, where: str) -> None:
-    """``ValueError`` unless the pre neuron, the connection and the post neuron step by the same
-    ``dt`` (ms): a rule's traces and delays would otherwise run on the wrong clock."""
-    steps = {"connection": conn.dt}
-    for arg, module in (("pre", pre), ("post", post)):
-        dt = getattr(module, "dt", None)
-        if isinstance(dt, (int, float)) and not isinstance(dt, bool):
-            steps[arg] = float(dt)
-    if any(not math.isclose(dt, conn.dt, rel_tol=1e-9) for dt in steps.values()):
-        values = ", ".join(f"{arg} dt={dt} ms" for arg, dt in steps.items())
-        raise ValueError(
-            f"{where}time steps differ: {values}; a learning rule needs the pre neuron, the "
-            "connection and the post neuron built with the same dt (delays, traces and decay "
-            "factors are computed per step of dt)"
-        )
-
-
 def _check_triple(conn: Any, pre: Any, post: Any, where: str) -> None:
     if not isinstance(conn, Connection):
         raise TypeError(
@@ -1291,7 +1274,7 @@ def _check_triple(conn: Any, pre: Any, post: Any, where: str) -> None:
                 f"{where}{arg} must be a neuron module with 'spikes' and 'trace' (e.g. "
                 f"pysnn.neuron.Input), got {type(module).__name__}"
             )
-    _check_time_steps(conn, pre, post, where)
+    check_same_dt(where, connection=conn, pre=pre, post=post)
     pre_shape, post_shape = getattr(pre, "shape", None), getattr(post, "shape", None)
     if isinstance(conn, Conv2d):
         for arg, shape, want in (

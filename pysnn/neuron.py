@@ -389,10 +389,7 @@ class Neuron(nn.Module):
 
     def trace_parameters(self) -> TraceParameters:
         """The discretised :class:`~pysnn.functional.trace.TraceParameters` of this step."""
-        buffers = self._buffers
-        tau, scale = buffers.get("tau_trace"), buffers.get("trace_scale")
-        if tau is None or scale is None:  # nn.Parameters
-            tau, scale = self.tau_trace, self.trace_scale
+        tau, scale = self._constant("tau_trace"), self._constant("trace_scale")
         return self.derived("trace", trace_parameters, tau, scale, self.trace_mode, self.dt)
 
     # ----------------------------------------------------------------- state
@@ -451,13 +448,15 @@ class Neuron(nn.Module):
         """
         return self._buffers[name] if unshared(self._buffers, name) else None
 
+    def _constant(self, name: str) -> torch.Tensor:
+        """The constant ``name``: a buffer, or an ``nn.Parameter`` (fast, without ``__getattr__``)."""
+        value = self._buffers.get(name)
+        return self._parameters[name] if value is None else value
+
     def _reference(self) -> torch.Tensor:
         """A constant whose dtype and device inputs must match (the first one declared)."""
         name = self.__dict__.get("_reference_name")
-        if name is None:
-            return torch.empty(0)
-        value = self._buffers.get(name)
-        return self._parameters[name] if value is None else value
+        return torch.empty(0) if name is None else self._constant(name)
 
     def _prepare(self, x: torch.Tensor) -> None:
         """Check the input of one step and create the state for its batch size if needed.
@@ -702,10 +701,6 @@ class LIFNeuron(Neuron):
                 UserWarning,
                 stacklevel=3,
             )
-
-    def _constant(self, name: str) -> torch.Tensor:
-        value = self._buffers.get(name)
-        return self._parameters[name] if value is None else value
 
     _STEP_CONSTANTS = ("tau_v", "v_rest", "v_reset", "thresh", "refrac", "tau_trace", "trace_scale")
 
