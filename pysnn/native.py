@@ -432,8 +432,8 @@ def linear_event(x: torch.Tensor, weight_t: torch.Tensor) -> Tuple[torch.Tensor,
 
     Args:
         x: ``(N, in)``, contiguous, float32 or float64, on the CPU.
-        weight_t: ``(in, out)``, contiguous, same dtype (e.g. ``linear.weight.t()`` of a
-            :class:`~pysnn.connection.Linear`, whose weight is stored column-major).
+        weight_t: ``(in, out)``, contiguous, same dtype: the presynaptic-major weight, e.g.
+            :func:`transposed` of a :class:`~pysnn.connection.Linear`'s row-major weight.
 
     Returns:
         ``out`` ``(N, out)`` (a new tensor) and the number of non-zero entries of ``x``. The sum runs
