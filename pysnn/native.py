@@ -42,7 +42,7 @@ import tempfile
 import threading
 from collections import OrderedDict
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -57,6 +57,7 @@ __all__ = [
     "enabled",
     "usable",
     "lif_steps",
+    "lif_backward",
     "trace_step",
     "linear_event",
     "transposed",
@@ -74,6 +75,7 @@ _tried = False
 # the C functions, once loaded
 _lif_f32 = _lif_f64 = _trace_f32 = _trace_f64 = _linear_f32 = _linear_f64 = None
 _block_f32 = _block_f64 = _transpose_f32 = _transpose_f64 = _update_f32 = _update_f64 = None
+_backward_f32 = _backward_f64 = None
 _enabled = os.environ.get("PYSNN_NATIVE", "1").strip().lower() not in ("0", "false", "no", "off")
 
 
@@ -113,7 +115,7 @@ def _compile_into(directory: Path, name: str, compiler: str, flags: Sequence[str
     os.close(fd)
     try:
         result = subprocess.run(
-            [compiler, *flags, "-o", tmp, str(_SOURCE)],
+            [compiler, *flags, "-o", tmp, str(_SOURCE), "-lm"],
             capture_output=True,
             text=True,
             timeout=120,
@@ -158,8 +160,12 @@ def _build() -> ctypes.CDLL:
     ptr, i64 = ctypes.c_void_p, ctypes.c_int64
     for suffix in _DTYPES.values():
         lif = getattr(lib, f"pysnn_lif_{suffix}")
-        lif.argtypes = [i64, i64, i64] + [ptr] * 9 + [i64, ptr, ctypes.c_int]
+        lif.argtypes = [i64, i64, i64] + [ptr] * 11 + [i64, ptr, ctypes.c_int, i64]
         lif.restype = None
+        backward = getattr(lib, f"pysnn_lif_backward_{suffix}")
+        backward.argtypes = [i64, i64, i64] + [ptr] * 10 + [ctypes.c_int] * 3
+        backward.argtypes += [ctypes.c_double, i64]
+        backward.restype = None
         trace = getattr(lib, f"pysnn_trace_{suffix}")
         trace.argtypes = [i64, i64, ptr, ptr, ptr, ptr, ctypes.c_int]
         trace.restype = None
@@ -180,13 +186,15 @@ def _build() -> ctypes.CDLL:
 def _library() -> Optional[ctypes.CDLL]:
     global _lib, _reason, _tried, _lif_f32, _lif_f64, _trace_f32, _trace_f64, _linear_f32
     global _linear_f64, _block_f32, _block_f64, _transpose_f32, _transpose_f64, _update_f32
-    global _update_f64
+    global _update_f64, _backward_f32, _backward_f64
     if not _tried:
         with _lock:
             if not _tried:
                 try:
                     lib = _build()
                     _lif_f32, _lif_f64 = lib.pysnn_lif_f32, lib.pysnn_lif_f64
+                    _backward_f32 = lib.pysnn_lif_backward_f32
+                    _backward_f64 = lib.pysnn_lif_backward_f64
                     _trace_f32, _trace_f64 = lib.pysnn_trace_f32, lib.pysnn_trace_f64
                     _linear_f32 = lib.pysnn_linear_event_f32
                     _linear_f64 = lib.pysnn_linear_event_f64
@@ -234,20 +242,21 @@ def enabled(value: bool) -> Iterator[None]:
         set_enabled(previous)
 
 
-def usable(*tensors: Optional[torch.Tensor]) -> bool:
+def usable(*tensors: Optional[torch.Tensor], differentiable: bool = False) -> bool:
     """Whether a fused kernel may run on these floating-point tensors (``None`` entries skipped).
 
     True when the kernels are loaded and enabled, nothing is being compiled, and every tensor is
     on the CPU, contiguous, of the first one's dtype (float32 or float64), and not in need of a
-    gradient (``requires_grad`` with grad mode on). A caller that updates a tensor in place also
-    rejects one that ``requires_grad`` at all (it may be saved for a backward pass).
+    gradient (``requires_grad`` with grad mode on), unless ``differentiable`` (the caller wraps
+    the kernel in an autograd Function with its backward kernel). A caller that updates a tensor
+    in place also rejects one that ``requires_grad`` at all (it may be saved for a backward pass).
     """
     if not _enabled or torch.compiler.is_compiling() or (_lib is None and _library() is None):
         return False
     dtype = tensors[0].dtype
     if dtype is not torch.float32 and dtype is not torch.float64:
         return False
-    grad = torch.is_grad_enabled()
+    grad = not differentiable and torch.is_grad_enabled()
     for t in tensors:
         if t is not None and (
             t.dtype is not dtype
@@ -307,6 +316,34 @@ def _table(
     return table.data_ptr(), (table, copies)
 
 
+def _lif_table(
+    params: "LIFParameters", trace_params: "TraceParameters", f: torch.dtype, shape: torch.Size
+) -> Optional[Tuple[int, object]]:
+    """``(address, keep-alive)`` of the parameter table of the LIF kernels (cached per parameter
+    tuples, dtype and neuron shape), or ``None`` if a parameter does not fit them."""
+    key = (id(params), id(trace_params), f, shape)
+    table = _TABLES.get(key)
+    if table is not None:
+        return table[0]
+    table = _table(
+        (
+            params.decay,
+            params.leak,
+            params.v_reset,
+            params.thresh,
+            params.refrac_steps,
+            trace_params.decay,
+            trace_params.scale,
+        ),
+        (f, f, f, f, torch.int64, f, f),
+        shape,
+    )
+    if table is None:
+        return None
+    _remember(key, table, (params, trace_params))
+    return table
+
+
 def lif_steps(
     x: torch.Tensor,
     v: torch.Tensor,
@@ -316,6 +353,7 @@ def lif_steps(
     trace_params: "TraceParameters",
     theta: Optional[torch.Tensor] = None,
     out: Optional[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None,
+    save: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
 ) -> Optional[Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
     """Run ``T`` fused LIF steps with their trace update; returns new ``(spikes, v, refrac, trace)``.
 
@@ -333,6 +371,9 @@ def lif_steps(
         theta: ``None``, a shared offset ``shape`` or a per-sample offset ``(B, *shape)`` (mV).
         out: ``(v, refrac, trace)`` to write the new state into (each may alias its input, or be
             ``None`` for a new tensor; same shapes, dtypes and contiguity), or ``None``.
+        save: ``None``, or two contiguous tensors shaped like ``x``, of ``x``'s dtype and
+            ``torch.uint8``, that receive what :func:`lif_backward` needs: the voltage of each
+            step before the reset (mV) and 1 where the neuron was refractory.
 
     Returns:
         The spikes (shaped like ``x``) and the state after the last step, or ``None`` (nothing
@@ -341,27 +382,9 @@ def lif_steps(
     if refrac.dtype != torch.int64 or not refrac.is_contiguous() or not refrac.is_cpu:
         return None
     f = v.dtype
-    key = (id(params), id(trace_params), f, v.shape[1:])
-    table = _TABLES.get(key)
+    table = _lif_table(params, trace_params, f, v.shape[1:])
     if table is None:
-        table = _table(
-            (
-                params.decay,
-                params.leak,
-                params.v_reset,
-                params.thresh,
-                params.refrac_steps,
-                trace_params.decay,
-                trace_params.scale,
-            ),
-            (f, f, f, f, torch.int64, f, f),
-            v.shape[1:],
-        )
-        if table is None:
-            return None
-        _remember(key, table, (params, trace_params))
-    else:
-        table = table[0]
+        return None
     spikes = torch.empty_like(x)
     v_new, r_new, t_new = (None, None, None) if out is None else out
     v_new = torch.empty_like(v) if v_new is None else v_new
@@ -380,12 +403,73 @@ def lif_steps(
         r_new.data_ptr(),
         t_new.data_ptr(),
         spikes.data_ptr(),
+        None if save is None else save[0].data_ptr(),
+        None if save is None else save[1].data_ptr(),
         None if theta is None else theta.data_ptr(),
         0 if theta is None or theta.dim() != v.dim() else n,  # shared theta: stride 0
         table[0],
         trace_params.additive,
+        torch.get_num_threads(),
     )
     return spikes, v_new, r_new, t_new
+
+
+def lif_backward(
+    grad_spikes: torch.Tensor,
+    surrogate_grad: Union[torch.Tensor, Tuple[int, float]],
+    v_save: torch.Tensor,
+    r_save: Optional[torch.Tensor],
+    grad_v: torch.Tensor,
+    grad_trace: torch.Tensor,
+    params: "LIFParameters",
+    trace_params: "TraceParameters",
+    detach_reset: bool,
+) -> Optional[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Backward pass of :func:`lif_steps` (called with ``save``); returns ``(grad_x, grad_v0,
+    grad_trace0)``: the gradients with respect to the input ``(T, B, *shape)`` and to the state
+    ``v`` and ``trace`` before the first step ``(B, *shape)``, or ``None`` where a parameter does
+    not fit the kernel.
+
+    Args:
+        grad_spikes: gradient with respect to the spikes ``(T, B, *shape)``.
+        surrogate_grad: the surrogate derivative at ``v_save - thresh``, ``(T, B, *shape)``, or
+            ``(code, parameter)`` of a surrogate the kernel computes itself: 1 fast sigmoid, 2
+            arctan, 3 sigmoid (parameter ``k``, 1/mV), 4 triangle, 5 straight-through
+            (parameter ``w``, mV); see :mod:`pysnn.surrogate`.
+        v_save, r_save: what :func:`lif_steps` saved (``r_save`` ``None``: never refractory).
+        grad_v, grad_trace: gradients with respect to ``v`` and ``trace`` after the last step.
+        params, trace_params: those of the forward pass.
+        detach_reset: no gradient through the spike into the reset.
+
+    All tensors contiguous, on the CPU, of one dtype (``r_save``: ``torch.uint8``).
+    """
+    f = v_save.dtype
+    table = _lif_table(params, trace_params, f, grad_v.shape[1:])
+    if table is None:
+        return None
+    grad_x = torch.empty_like(v_save)
+    grad_v0, grad_trace0 = torch.empty_like(grad_v), torch.empty_like(grad_trace)
+    n = grad_v.numel() // grad_v.shape[0]
+    (_backward_f32 if f == torch.float32 else _backward_f64)(
+        v_save.shape[0],
+        grad_v.shape[0],
+        n,
+        grad_spikes.data_ptr(),
+        surrogate_grad.data_ptr() if isinstance(surrogate_grad, torch.Tensor) else None,
+        v_save.data_ptr(),
+        None if r_save is None else r_save.data_ptr(),
+        grad_v.data_ptr(),
+        grad_trace.data_ptr(),
+        grad_x.data_ptr(),
+        grad_v0.data_ptr(),
+        grad_trace0.data_ptr(),
+        table[0],
+        trace_params.additive,
+        detach_reset,
+        *((0, 0.0) if isinstance(surrogate_grad, torch.Tensor) else surrogate_grad),
+        torch.get_num_threads(),
+    )
+    return grad_x, grad_v0, grad_trace0
 
 
 def trace_step(
@@ -419,6 +503,7 @@ def trace_step(
         new.data_ptr(),
         table[0],
         trace_params.additive,
+        torch.get_num_threads(),
     )
     return new
 

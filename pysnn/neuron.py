@@ -510,11 +510,12 @@ class Neuron(nn.Module):
             self._count_graph_step()
         return s
 
-    def _count_graph_step(self) -> None:
-        """Count a step whose state carries an autograd graph; warn once at
+    def _count_graph_step(self, n_steps: int = 1) -> None:
+        """Count ``n_steps`` steps whose state carries an autograd graph; warn once on reaching
         :attr:`GRAPH_WARN_STEPS` (the graph, and its memory, grow with every step)."""
-        steps = self.__dict__["_graph_steps"] = self.__dict__["_graph_steps"] + 1
-        if steps == self.GRAPH_WARN_STEPS:
+        before = self.__dict__["_graph_steps"]
+        steps = self.__dict__["_graph_steps"] = before + n_steps
+        if before < self.GRAPH_WARN_STEPS <= steps:
             warnings.warn(
                 f"{type(self).__name__}: its state has carried an autograd graph for {steps} "
                 "steps; the graph and its memory grow with every step (and the fused CPU "
@@ -757,11 +758,19 @@ class LIFNeuron(Neuron):
             self._prepare(x[0])
             state = self._buffers
             result = lif_trace_steps(
-                x, state["v"], state["refrac_count"], state["trace"], *self.step_parameters()
+                x,
+                state["v"],
+                state["refrac_count"],
+                state["trace"],
+                *self.step_parameters(),
+                self.surrogate,
+                self.detach_reset,
             )
             if result is not None:
                 s, state["v"], state["refrac_count"], state["trace"] = result
                 state["spikes"] = s[-1]
+                if s.requires_grad:
+                    self._count_graph_step(n_steps)
                 return s
         return step_through(self, x)
 

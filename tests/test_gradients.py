@@ -442,3 +442,123 @@ def test_membrane_loss():
         membrane_loss(v, y, "min")
     with pytest.raises(TypeError, match="labels"):
         membrane_loss(v, y.float())
+
+
+# ---------------------------------------------------------------------------------------------
+# multi-step BPTT: the fused forward/backward kernels against an independent reference loop
+# ---------------------------------------------------------------------------------------------
+class _GradOfSquare:
+    """A user surrogate with a ``grad`` method the kernels do not know (``grad`` runs in torch)."""
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return FastSigmoid(0.7)(x)
+
+    def grad(self, x: torch.Tensor) -> torch.Tensor:
+        return FastSigmoid(0.7).grad(x)
+
+
+def _reference_lif_loop(x, v, trace, lif, surrogate, detach_reset):
+    """The LIF dynamics of the docs written out with torch operations and the product-form reset
+    ``(1 - s) v + s v_reset`` (exact forward value), independent of pysnn's step code."""
+    decay = torch.exp(-lif.dt / lif.tau_v)
+    tdecay = torch.exp(-lif.dt / lif.tau_trace)
+    n_ref = torch.round(lif.refrac / lif.dt)
+    r = torch.zeros_like(v)
+    spikes = []
+    for t in range(x.shape[0]):
+        v = lif.v_rest + (v - lif.v_rest) * decay
+        v = v + torch.where(r > 0, torch.zeros_like(v), x[t])
+        s = surrogate(v - lif.thresh)
+        if detach_reset:
+            v = torch.where(s > 0, lif.v_reset.expand_as(v), v)
+        else:
+            v = (1 - s) * v + s * lif.v_reset
+        r = torch.where(s > 0, n_ref.expand_as(r), (r - 1).clamp_min(0))
+        if lif.trace_mode == "additive":
+            trace = trace * tdecay + lif.trace_scale * s
+        else:
+            trace = torch.where(s > 0, lif.trace_scale.expand_as(trace), trace * tdecay)
+        spikes.append(s)
+    return torch.stack(spikes), v, trace
+
+
+@pytest.mark.parametrize(
+    "surrogate",
+    [FastSigmoid(2.0), ArcTan(1.5), pysnn.surrogate.Sigmoid(4.0), pysnn.surrogate.Triangle(0.8)]
+    + [pysnn.surrogate.StraightThrough(0.5), _GradOfSquare()],
+    ids=["fast_sigmoid", "arctan", "sigmoid", "triangle", "straight_through", "user"],
+)
+@pytest.mark.parametrize(
+    "refrac, trace_mode, detach_reset",
+    [(0.0, "additive", False), (3.0, "reset", False), (2.0, "additive", True)],
+)
+def test_multistep_bptt_matches_reference(surrogate, refrac, trace_mode, detach_reset):
+    """``forward_multistep`` under autograd (one fused Function over T steps on the CPU kernels)
+    gives the spikes, state and gradients (input, initial v, initial trace) of the reference
+    loop, with per-neuron constants, refractoriness, both trace modes and both reset modes."""
+    torch.manual_seed(11)
+    n_steps, batch, n = 25, 3, 6
+    lif = LIFNeuron(
+        n,
+        thresh=torch.linspace(0.8, 1.2, n),
+        v_rest=0.1,
+        v_reset=-0.2,
+        tau_v=torch.linspace(5.0, 15.0, n),
+        refrac=refrac,
+        tau_trace=7.0,
+        trace_scale=0.5,
+        trace_mode=trace_mode,
+        surrogate=surrogate,
+        detach_reset=detach_reset,
+    ).to(D)
+    x = (torch.randn(n_steps, batch, n, dtype=D) * 0.5 + 0.35).requires_grad_()
+    v0 = torch.rand(batch, n, dtype=D, requires_grad=True)
+    t0 = torch.rand(batch, n, dtype=D, requires_grad=True)
+    weights = torch.randn(n_steps, batch, n, dtype=D)
+
+    lif(torch.zeros(batch, n, dtype=D))  # create the state, then start from (v0, t0)
+    lif.v, lif.trace = v0 * 1.0, t0 * 1.0
+    s = lif.forward_multistep(x)
+    if pysnn.native.available():
+        assert type(s.grad_fn).__name__ == "_LIFStepsBackward"  # the fused path ran
+    loss = (s * weights).sum() + lif.v.square().sum() + (lif.trace * 0.3).sum()
+    grads = torch.autograd.grad(loss, (x, v0, t0))
+
+    s_ref, v_ref, t_ref = _reference_lif_loop(x, v0, t0, lif, surrogate, detach_reset)
+    loss_ref = (s_ref * weights).sum() + v_ref.square().sum() + (t_ref * 0.3).sum()
+    grads_ref = torch.autograd.grad(loss_ref, (x, v0, t0))
+
+    assert s.sum() > 10 and (s == s_ref).all()
+    torch.testing.assert_close(lif.v, v_ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(lif.trace, t_ref, rtol=1e-12, atol=1e-12)
+    assert grads_ref[0].abs().sum() > 0 and grads_ref[1].abs().sum() > 0
+    for g, g_ref in zip(grads, grads_ref):
+        torch.testing.assert_close(g, g_ref, rtol=1e-10, atol=1e-12)
+
+
+def test_multistep_bptt_float32_and_weight_gradient():
+    """Linear + LIF over T steps in float32, multi-step mode (one product, fused LIF): the weight
+    gradient equals that of the step-by-step loop up to float32 summation order."""
+    torch.manual_seed(5)
+    fc = Linear(40, 30)
+    lif = unit_lif(30, FastSigmoid(5.0), refrac=1.0)
+    x = (torch.rand(20, 4, 40) < 0.4).float() * 2.0
+
+    out = lif.forward_multistep(fc.forward_multistep(x))
+    (g_multi,) = torch.autograd.grad(out.sum() + lif.v.sum(), fc.weight)
+    lif.reset_state(), fc.reset_state()
+    out_step = torch.stack([lif(fc(x[t])) for t in range(20)])
+    (g_step,) = torch.autograd.grad(out_step.sum() + lif.v.sum(), fc.weight)
+    assert (out == out_step).all() and out.sum() > 20
+    torch.testing.assert_close(g_multi, g_step, rtol=1e-4, atol=1e-5)
+
+
+def test_multistep_bptt_learned_constant_steps_through():
+    """A learned constant (``nn.Parameter``) needs gradients the fused kernels do not compute: the
+    steps run one by one, and ``tau_v`` gets its gradient."""
+    lif = unit_lif(5, FastSigmoid(1.0), tau_v=torch.nn.Parameter(torch.full((5,), 8.0)))
+    x = torch.rand(6, 2, 5, requires_grad=True)
+    s = lif.forward_multistep(x)
+    assert type(s.grad_fn).__name__ == "StackBackward0"
+    (s.sum() + lif.v.sum()).backward()
+    assert lif.tau_v.grad is not None and lif.tau_v.grad.abs().sum() > 0

@@ -15,6 +15,7 @@
  * one value shared by all neurons, 1 for N per-neuron values. Passing one table instead of a dozen
  * arguments keeps the cost of a call from Python low.
  */
+#include <math.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -51,6 +52,23 @@ static void run_jobs(void *(*work)(void *), char *jobs, size_t job_size, int64_t
 #define STRIDE(table, k) ((table)[2 * (k) + 1])
 
 /*
+ * Threads for an element-wise recursion over n neurons (each thread takes a contiguous range of
+ * neurons through all steps and samples, so results do not depend on the thread count): at most
+ * n_threads, none beyond one below ~2^18 element updates in all (a thread costs tens of
+ * microseconds), and ranges of at least 64 neurons.
+ */
+static int64_t split_neurons(int64_t n_threads, int64_t n, int64_t work)
+{
+    if (n_threads > PYSNN_MAX_THREADS)
+        n_threads = PYSNN_MAX_THREADS;
+    if (n_threads > n / 64)
+        n_threads = n / 64;
+    if (work < ((int64_t)1 << 18) || n_threads < 1)
+        n_threads = 1;
+    return n_threads;
+}
+
+/*
  * LIF / IF steps (pysnn.functional.lif.lif_step followed by the trace update), for T steps:
  *
  *   v <- leak + v * decay  (MADD)              (leak = v_rest * (1 - decay))
@@ -61,15 +79,32 @@ static void run_jobs(void *(*work)(void *), char *jobs, size_t job_size, int64_t
  *
  * x: (T, B, N) input (mV); v_in, r_in, t_in: (B, N) state before the first step, read only (r
  * int64); v, r, trace: (B, N) state after the last step, written (may alias the inputs);
- * s_out: (T, B, N), spikes written as 0/1; theta: NULL, or a threshold offset (mV) whose sample b
+ * s_out: (T, B, N), spikes written as 0/1; v_save, r_save: NULL, or (T, B, N) outputs for
+ * backpropagation (pysnn_lif_backward): the voltage before the reset (after the input) and 1 where
+ * the neuron was refractory (input ignored); theta: NULL, or a threshold offset (mV) whose sample b
  * starts at theta + b * theta_bstride (0: shared by the batch). table: (address, stride) of
  * decay, leak, v_reset, thresh, n_ref (int64), trace decay, trace scale.
  */
 #define PYSNN_LIF(NAME, T)                                                                        \
-    void NAME(int64_t n_steps, int64_t batch, int64_t n, const T *x, const T *v_in,              \
-              const int64_t *r_in, const T *t_in, T *v, int64_t *r, T *trace, T *s_out,         \
-              const T *theta, int64_t theta_bstride, const int64_t *table, int additive)        \
+    typedef struct {                                                                             \
+        int64_t n_steps, batch, n, lo, hi;                                                       \
+        const T *x, *v_in;                                                                       \
+        const int64_t *r_in;                                                                     \
+        const T *t_in;                                                                           \
+        T *v;                                                                                    \
+        int64_t *r;                                                                              \
+        T *trace, *s_out, *v_save;                                                               \
+        unsigned char *r_save;                                                                   \
+        const T *theta;                                                                          \
+        int64_t theta_bstride;                                                                   \
+        const int64_t *table;                                                                    \
+        int additive;                                                                            \
+    } NAME##_job;                                                                                \
+                                                                                                 \
+    static void *NAME##_neurons(void *arg)                                                       \
     {                                                                                            \
+        const NAME##_job *job = (const NAME##_job *)arg;                                         \
+        const int64_t *table = job->table, batch = job->batch, n = job->n;                       \
         const T *decay = PARAM(T, table, 0), *leak = PARAM(T, table, 1);                         \
         const T *v_reset = PARAM(T, table, 2), *thresh = PARAM(T, table, 3);                     \
         const int64_t *n_ref = PARAM(int64_t, table, 4);                                         \
@@ -78,24 +113,32 @@ static void run_jobs(void *(*work)(void *), char *jobs, size_t job_size, int64_t
         const int64_t v_reset_s = STRIDE(table, 2), thresh_s = STRIDE(table, 3);                 \
         const int64_t n_ref_s = STRIDE(table, 4), tdecay_s = STRIDE(table, 5);                   \
         const int64_t tscale_s = STRIDE(table, 6);                                               \
-        for (int64_t t = 0; t < n_steps; ++t) {                                                  \
-            const T *vs = t == 0 ? v_in : v, *ts = t == 0 ? t_in : trace;                        \
-            const int64_t *rs = t == 0 ? r_in : r;                                               \
+        T *v_save = job->v_save;                                                                 \
+        unsigned char *r_save = job->r_save;                                                     \
+        const int additive = job->additive;                                                      \
+        for (int64_t t = 0; t < job->n_steps; ++t) {                                             \
+            const T *vs = t == 0 ? job->v_in : job->v, *ts = t == 0 ? job->t_in : job->trace;    \
+            const int64_t *rs = t == 0 ? job->r_in : job->r;                                     \
             for (int64_t b = 0; b < batch; ++b) {                                                \
-                const T *xb = x + (t * batch + b) * n;                                           \
-                T *sb = s_out + (t * batch + b) * n;                                             \
-                T *vb = v + b * n;                                                               \
-                T *tb = trace + b * n;                                                           \
-                int64_t *rb = r + b * n;                                                         \
+                const int64_t o = (t * batch + b) * n;                                           \
+                const T *xb = job->x + o;                                                        \
+                T *sb = job->s_out + o;                                                          \
+                T *vb = job->v + b * n;                                                          \
+                T *tb = job->trace + b * n;                                                      \
+                int64_t *rb = job->r + b * n;                                                    \
                 const T *vsb = vs + b * n, *tsb = ts + b * n;                                    \
                 const int64_t *rsb = rs + b * n;                                                 \
-                const T *thb = theta ? theta + b * theta_bstride : 0;                            \
-                for (int64_t i = 0; i < n; ++i) {                                                \
+                const T *thb = job->theta ? job->theta + b * job->theta_bstride : 0;             \
+                for (int64_t i = job->lo; i < job->hi; ++i) {                                    \
                     T vi = MADD(vsb[i], decay[i * decay_s], leak[i * leak_s]);                   \
                     int64_t ri = rsb[i];                                                         \
                     vi = vi + (ri > 0 ? (T)0 : xb[i]);                                           \
                     T th = thb ? thresh[i * thresh_s] + thb[i] : thresh[i * thresh_s];           \
                     int fired = vi >= th;                                                        \
+                    if (v_save) {                                                                \
+                        v_save[o + i] = vi;                                                      \
+                        r_save[o + i] = ri > 0;                                                  \
+                    }                                                                            \
                     vb[i] = fired ? v_reset[i * v_reset_s] : vi;                                 \
                     rb[i] = fired ? n_ref[i * n_ref_s] : (ri > 1 ? ri - 1 : 0);                  \
                     T si = fired ? (T)1 : (T)0;                                                  \
@@ -106,10 +149,149 @@ static void run_jobs(void *(*work)(void *), char *jobs, size_t job_size, int64_t
                 }                                                                                \
             }                                                                                    \
         }                                                                                        \
+        return 0;                                                                                \
+    }                                                                                            \
+                                                                                                 \
+    void NAME(int64_t n_steps, int64_t batch, int64_t n, const T *x, const T *v_in,              \
+              const int64_t *r_in, const T *t_in, T *v, int64_t *r, T *trace, T *s_out,         \
+              T *v_save, unsigned char *r_save, const T *theta, int64_t theta_bstride,          \
+              const int64_t *table, int additive, int64_t n_threads)                            \
+    {                                                                                            \
+        NAME##_job jobs[PYSNN_MAX_THREADS];                                                      \
+        n_threads = split_neurons(n_threads, n, n_steps * batch * n);                            \
+        int64_t chunk = (n + n_threads - 1) / n_threads;                                         \
+        for (int64_t k = 0; k < n_threads; ++k) {                                                \
+            int64_t lo = k * chunk < n ? k * chunk : n, hi = lo + chunk < n ? lo + chunk : n;    \
+            NAME##_job job = {n_steps, batch, n, lo, hi, x, v_in, r_in, t_in, v, r, trace,       \
+                              s_out, v_save, r_save, theta, theta_bstride, table, additive};     \
+            jobs[k] = job;                                                                       \
+        }                                                                                        \
+        run_jobs(NAME##_neurons, (char *)jobs, sizeof(NAME##_job), n_threads);                   \
     }
 
 PYSNN_LIF(pysnn_lif_f32, float)
 PYSNN_LIF(pysnn_lif_f64, double)
+
+/*
+ * Surrogate derivatives of pysnn.surrogate at x = v - thresh (mV), in double precision: code 1
+ * FastSigmoid (k), 2 ArcTan (k), 3 Sigmoid (k), 4 Triangle (w), 5 StraightThrough (w).
+ */
+static double surrogate_grad(int code, double p, double x)
+{
+    switch (code) {
+    case 1: {
+        double a = p * fabs(x) + 1.0;
+        return 1.0 / (a * a);
+    }
+    case 2: {
+        double a = 0.5 * 3.14159265358979323846 * p * x;
+        return 0.5 * p / (1.0 + a * a);
+    }
+    case 3: {
+        double sig = 1.0 / (1.0 + exp(-p * x));
+        return p * sig * (1.0 - sig);
+    }
+    case 4: {
+        double a = 1.0 - fabs(x) / p;
+        return a > 0.0 ? a : 0.0;
+    }
+    default:
+        return fabs(x) <= p ? 1.0 : 0.0;
+    }
+}
+
+/*
+ * Backward pass of T LIF steps (pysnn.functional.lif.lif_trace_steps under autograd): the exact
+ * derivative of the steps above, with the surrogate derivative of the spike function and the
+ * gradient of the reset written as v' = (1 - s) v + s v_reset, as autograd computes it for the
+ * torch operations of lif_step and trace_step. Per step, backwards in time (g_v, g_tr: gradients
+ * with respect to v and trace after the step, starting from g_v_end and g_tr_end):
+ *
+ *   g_s  = g_spikes[t] + (additive ? tscale * g_tr : 0) + (detach_reset ? 0 : g_v * (v_reset - u))
+ *   g_u  = (s ? 0 : g_v) + g_s * sg[t]           (u = v_save[t], the voltage before the reset)
+ *   g_x[t] = r_save[t] ? 0 : g_u;   g_v <- g_u * decay
+ *   g_tr <- additive ? g_tr * tdecay : (s ? 0 : g_tr * tdecay)
+ *
+ * g_spikes, sg (surrogate derivative at u - thresh), v_save, g_x: (T, B, N); r_save (T, B, N) or
+ * NULL (never refractory); sg NULL: the derivative is computed here, surrogate_grad(code, param); g_v_end, g_tr_end: (B, N); g_v0, g_tr0: (B, N) outputs, the gradients
+ * with respect to the state before the first step. table: as for pysnn_lif. n_threads: as for
+ * pysnn_lif.
+ */
+#define PYSNN_LIF_BACKWARD(NAME, T)                                                               \
+    typedef struct {                                                                             \
+        int64_t n_steps, batch, n, lo, hi;                                                       \
+        const T *g_spikes, *sg, *v_save;                                                         \
+        const unsigned char *r_save;                                                             \
+        const T *g_v_end, *g_tr_end;                                                             \
+        T *g_x, *g_v0, *g_tr0;                                                                   \
+        const int64_t *table;                                                                    \
+        int additive, detach_reset, code;                                                        \
+        double param;                                                                            \
+    } NAME##_job;                                                                                \
+                                                                                                 \
+    static void *NAME##_neurons(void *arg)                                                       \
+    {                                                                                            \
+        const NAME##_job *job = (const NAME##_job *)arg;                                         \
+        const int64_t *table = job->table, batch = job->batch, n = job->n;                       \
+        const T *decay = PARAM(T, table, 0), *v_reset = PARAM(T, table, 2);                      \
+        const T *thresh = PARAM(T, table, 3), *tdecay = PARAM(T, table, 5);                      \
+        const T *tscale = PARAM(T, table, 6);                                                    \
+        const int64_t decay_s = STRIDE(table, 0), v_reset_s = STRIDE(table, 2);                  \
+        const int64_t thresh_s = STRIDE(table, 3), tdecay_s = STRIDE(table, 5);                  \
+        const int64_t tscale_s = STRIDE(table, 6);                                               \
+        const T *g_spikes = job->g_spikes, *sg = job->sg, *v_save = job->v_save;                 \
+        const unsigned char *r_save = job->r_save;                                               \
+        const int additive = job->additive, detach_reset = job->detach_reset;                    \
+        for (int64_t b = 0; b < batch; ++b)                                                      \
+            for (int64_t i = job->lo; i < job->hi; ++i) {                                        \
+                job->g_v0[b * n + i] = job->g_v_end[b * n + i];                                  \
+                job->g_tr0[b * n + i] = job->g_tr_end[b * n + i];                                \
+            }                                                                                    \
+        for (int64_t t = job->n_steps - 1; t >= 0; --t) {                                        \
+            for (int64_t b = 0; b < batch; ++b) {                                                \
+                const int64_t o = (t * batch + b) * n;                                           \
+                T *gv = job->g_v0 + b * n, *gt = job->g_tr0 + b * n, *gx = job->g_x + o;         \
+                for (int64_t i = job->lo; i < job->hi; ++i) {                                    \
+                    T u = v_save[o + i];                                                         \
+                    int fired = u >= thresh[i * thresh_s];                                       \
+                    T gs = g_spikes[o + i];                                                      \
+                    if (additive)                                                                \
+                        gs += tscale[i * tscale_s] * gt[i];                                      \
+                    if (!detach_reset)                                                           \
+                        gs += gv[i] * (v_reset[i * v_reset_s] - u);                              \
+                    T d = sg ? sg[o + i]                                                         \
+                             : (T)surrogate_grad(job->code, job->param,                           \
+                                                 (double)(u - thresh[i * thresh_s]));             \
+                    T gu = (fired ? (T)0 : gv[i]) + gs * d;                                      \
+                    gx[i] = (r_save && r_save[o + i]) ? (T)0 : gu;                               \
+                    gv[i] = gu * decay[i * decay_s];                                             \
+                    gt[i] = (additive || !fired) ? gt[i] * tdecay[i * tdecay_s] : (T)0;          \
+                }                                                                                \
+            }                                                                                    \
+        }                                                                                        \
+        return 0;                                                                                \
+    }                                                                                            \
+                                                                                                 \
+    void NAME(int64_t n_steps, int64_t batch, int64_t n, const T *g_spikes, const T *sg,         \
+              const T *v_save, const unsigned char *r_save, const T *g_v_end, const T *g_tr_end, \
+              T *g_x, T *g_v0, T *g_tr0, const int64_t *table, int additive, int detach_reset,  \
+              int code, double param, int64_t n_threads)                                        \
+    {                                                                                            \
+        NAME##_job jobs[PYSNN_MAX_THREADS];                                                      \
+        n_threads = split_neurons(n_threads, n, n_steps * batch * n);                            \
+        int64_t chunk = (n + n_threads - 1) / n_threads;                                         \
+        for (int64_t k = 0; k < n_threads; ++k) {                                                \
+            int64_t lo = k * chunk < n ? k * chunk : n, hi = lo + chunk < n ? lo + chunk : n;    \
+            NAME##_job job = {n_steps, batch,  n,    lo,     hi,       g_spikes, sg,          \
+                              v_save,  r_save, g_v_end, g_tr_end, g_x, g_v0, g_tr0,          \
+                              table,   additive, detach_reset, code, param};                     \
+            jobs[k] = job;                                                                       \
+        }                                                                                        \
+        run_jobs(NAME##_neurons, (char *)jobs, sizeof(NAME##_job), n_threads);                   \
+    }
+
+PYSNN_LIF_BACKWARD(pysnn_lif_backward_f32, float)
+PYSNN_LIF_BACKWARD(pysnn_lif_backward_f64, double)
 
 /*
  * Spike trace of given spikes (pysnn.functional.trace.trace_step), one step:

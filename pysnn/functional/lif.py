@@ -21,9 +21,10 @@ which writes the new state into new tensors (the state passed in is never modifi
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional, Tuple, Union
+from typing import Any, NamedTuple, Optional, Tuple, Union
 
 import torch
+from torch.autograd.function import once_differentiable
 
 from pysnn import native
 from pysnn.functional.decay import exp_decay
@@ -172,17 +173,117 @@ def lif_trace_steps(
     trace: torch.Tensor,
     p: LIFParameters,
     tp: TraceParameters,
+    surrogate: Optional[SurrogateFn] = None,
+    detach_reset: bool = False,
 ) -> Optional[Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
     """``T`` steps of :func:`lif_trace_step` in one fused call: ``x`` ``(T, B, *shape)``.
 
     Returns ``(spikes (T, B, *shape), v, refrac, trace)`` (the state after the last step), or
-    ``None`` where the fused kernel does not apply (gradients, devices, dtypes): the caller then
+    ``None`` where no fused kernel applies (devices, dtypes, learned constants): the caller then
     runs the steps one by one.
+
+    Under autograd (``x``, ``v`` or ``trace`` requiring a gradient) with a surrogate that has a
+    ``grad(x)`` method giving its derivative (every :class:`~pysnn.surrogate.Surrogate`) and constants that need no gradient, the ``T`` steps run
+    as one autograd Function: the fused forward kernel, which also saves per neuron and step the
+    voltage before the reset and whether the neuron was refractory (5 bytes in float32, 4 without
+    refractoriness), and one fused backward kernel over the ``T`` steps in reverse. Its gradients
+    are those of the torch steps (:func:`lif_step` and
+    :func:`~pysnn.functional.trace.trace_step`) up to floating-point summation order: the
+    surrogate derivative at ``v - thresh``, the reset differentiated as ``(1 - s) v + s v_reset``
+    unless ``detach_reset``, no gradient into the input while refractory.
     """
     x = x.contiguous()
-    if not _fusable(x, v, trace, p, None):
+    if _fusable(x, v, trace, p, None):
+        return native.lif_steps(x, v, refrac, trace, p, tp)
+    if not (
+        callable(getattr(surrogate, "grad", None))
+        and native.usable(x, v, trace, differentiable=True)
+        and not (
+            p.decay.requires_grad
+            or p.leak.requires_grad
+            or p.v_reset.requires_grad
+            or p.thresh.requires_grad
+            or tp.decay.requires_grad
+            or tp.scale.requires_grad
+        )
+    ):
         return None
-    return native.lif_steps(x, v, refrac, trace, p, tp)
+    return _LIFSteps.apply(x, v, trace, refrac, p, tp, surrogate, detach_reset)
+
+
+def _native_surrogate(surrogate: Any) -> Optional[Tuple[int, float]]:
+    """``(code, parameter)`` of a built-in surrogate whose derivative the backward kernel computes
+    itself (see :func:`pysnn.native.lif_backward`), or ``None`` (then ``surrogate.grad`` runs)."""
+    from pysnn import surrogate as surrogates  # (imports this module)
+
+    if type(surrogate).grad is not surrogates.Surrogate.grad:
+        return None
+    codes = {
+        surrogates.FastSigmoid: 1,
+        surrogates.ArcTan: 2,
+        surrogates.Sigmoid: 3,
+        surrogates.Triangle: 4,
+        surrogates.StraightThrough: 5,
+    }
+    code = codes.get(type(surrogate))
+    return None if code is None else (code, surrogate.param)
+
+
+class _LIFSteps(torch.autograd.Function):
+    """``T`` LIF steps with their trace: fused forward and backward kernels (see
+    :func:`lif_trace_steps`). Differentiable in ``x``, ``v`` and ``trace``."""
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        x: torch.Tensor,
+        v: torch.Tensor,
+        trace: torch.Tensor,
+        refrac: torch.Tensor,
+        p: LIFParameters,
+        tp: TraceParameters,
+        surrogate: SurrogateFn,
+        detach_reset: bool,
+    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        v_save = torch.empty_like(x)
+        r_save = torch.empty(x.shape, dtype=torch.uint8)
+        result = native.lif_steps(x, v, refrac, trace, p, tp, save=(v_save, r_save))
+        if result is None:
+            raise RuntimeError("pysnn: the fused LIF kernel refused parameters it accepted before")
+        if not bool((p.refrac_steps > 0).any()):
+            r_save = None  # never refractory: nothing to mask in the backward pass
+        ctx.save_for_backward(v_save, r_save)
+        ctx.constants = (p, tp, surrogate, detach_reset)
+        ctx.mark_non_differentiable(result[2])
+        return result
+
+    @staticmethod
+    @once_differentiable
+    def backward(
+        ctx: Any,
+        grad_spikes: torch.Tensor,
+        grad_v: torch.Tensor,
+        grad_refrac: Optional[torch.Tensor],
+        grad_trace: torch.Tensor,
+    ) -> Tuple[Optional[torch.Tensor], ...]:
+        v_save, r_save = ctx.saved_tensors
+        p, tp, surrogate, detach_reset = ctx.constants
+        code = _native_surrogate(surrogate)
+        result = native.lif_backward(
+            grad_spikes.contiguous(),
+            surrogate.grad(v_save - p.thresh).contiguous() if code is None else code,
+            v_save,
+            r_save,
+            grad_v.contiguous(),
+            grad_trace.contiguous(),
+            p,
+            tp,
+            detach_reset,
+        )
+        if result is None:
+            raise RuntimeError("pysnn: the fused LIF kernel refused parameters it accepted before")
+        grad_x, grad_v0, grad_trace0 = result
+        return grad_x, grad_v0, grad_trace0, None, None, None, None, None
 
 
 def adaptive_theta_step(
