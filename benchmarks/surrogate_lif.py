@@ -1,22 +1,28 @@
-r"""Forward + backward time of one Linear + LIF layer trained with surrogate gradients.
+r"""Forward + backward time of one Linear + LIF layer trained with surrogate gradients (BPTT).
 
-The open-neuromorphic SNN library benchmark configuration: batch 16, 500 time steps, a dense
-``Linear(N, N)`` followed by ``N`` LIF neurons, ``N`` = 4096 and 16384; input ``(T, B, N)`` random
-currents; loss = sum of all output spikes; time = one forward pass over all steps plus
-``loss.backward()``. Every library runs the same loop, one step at a time::
+The open-neuromorphic SNN library benchmark configuration: batch 16, ``T`` time steps, a dense
+``Linear(N, N)`` followed by ``N`` LIF neurons; input ``(T, B, N)``: random currents
+(``--input currents``, the benchmark's) or 0/1 spikes of a given density (``--input spikes``);
+loss = sum of all output spikes; time = one forward pass over all steps plus ``loss.backward()``.
 
-    for t in range(T):  s_t = LIF(Linear(x_t))
+- **pysnn multi-step** (``pysnn-multi``): ``fc.forward_multistep`` (one ``(T*B, N) @ W^T`` product)
+  and ``lif.forward_multistep`` (one autograd Function: fused forward and backward kernels over
+  the ``T`` steps, see :func:`pysnn.functional.lif.lif_trace_steps`);
+- **pysnn step loop** (``pysnn-step``): ``for t: s_t = lif(fc(x_t))``, as a user writes it;
+- **plain torch** (``torch``): ``nn.Linear`` + the LIF step written with torch operations
+  (``v = beta v + W x_t``, fast-sigmoid surrogate, reset to zero), step by step;
+- **snnTorch** 1.0 (if installed): ``nn.Linear`` + ``snntorch.Leaky`` (reset to zero), per step;
+- **Norse** 1.1 (if installed): ``nn.Linear`` + ``norse.torch.LIFBoxCell``, per step;
+- **SpikingJelly** 2.0 (if installed): ``nn.Linear`` on all steps at once + ``LIFNode`` in its
+  multi-step mode (``step_mode="m"``, ``decay_input=False``, ``tau`` chosen so that its Euler
+  decay ``1 - 1/tau`` equals ``exp(-dt/tau_v)``), ``SuperSpike`` surrogate.
 
-- **pysnn**: ``pysnn.connection.Linear`` + ``pysnn.neuron.LIFNeuron`` (thresh 1, rest/reset 0,
-  tau_v 10 ms, no refractory period, ``FastSigmoid`` surrogate), value checks off;
-- **snnTorch** (if installed): ``nn.Linear`` + ``snntorch.Leaky(beta=exp(-1/10), threshold=1,
-  reset_mechanism="zero", spike_grad=fast_sigmoid)``;
-- **Norse** (if installed): ``nn.Linear`` + ``norse.torch.LIFBoxCell`` (leaky integrator without
-  synaptic current, reset to 0, SuperSpike surrogate).
-
-Prints the median over ``--repeats`` timed runs (after one warm-up run) and the ratio
-pysnn / peer (< 1: pysnn is faster). The full configuration takes minutes per library on a
-laptop CPU; shrink it with ``--neurons``, ``--steps``, ``--batch``, ``--repeats``::
+All: threshold 1, reset to 0, ``tau_v`` = 10 ms (``beta = exp(-0.1)``), no refractory period,
+fast-sigmoid (SuperSpike) surrogate of slope 10. Prints the median over ``--repeats`` timed runs
+(after one warm-up run) and each peer's time divided by pysnn multi-step's ("x" = how many times
+faster pysnn is), and checks that pysnn's two modes give the same weight gradient. With
+``--memory`` each case also runs once in a fresh process and reports its peak resident memory.
+The full configuration (T = 500, N = 4096 and 16384) takes minutes per library; shrink it::
 
     python benchmarks/surrogate_lif.py --neurons 1024 4096 --steps 100 --repeats 3
 """
@@ -26,10 +32,11 @@ from __future__ import annotations
 import argparse
 import math
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
@@ -46,11 +53,11 @@ TAU_V = 10.0  # ms, dt = 1 ms
 SCALE = 10.0  # surrogate steepness (1 / threshold units)
 
 # A benchmark case builds a closure that runs forward + backward once on the given input.
-Runner = Callable[[torch.Tensor], None]
+Runner = Callable[[torch.Tensor], torch.Tensor]  # returns the weight gradient
 
 
-def build_pysnn(n: int) -> Runner:
-    fc = Linear(n, n)
+def _pysnn_layer(n: int) -> Tuple[Linear, LIFNeuron]:
+    fc = Linear(n, n, bias=False)
     lif = LIFNeuron(
         n,
         thresh=1.0,
@@ -60,14 +67,55 @@ def build_pysnn(n: int) -> Runner:
         refrac=0.0,
         surrogate=FastSigmoid(SCALE),
     )
+    return fc, lif
 
-    def run(x: torch.Tensor) -> None:
+
+def build_pysnn_multi(n: int) -> Optional[Runner]:
+    fc, lif = _pysnn_layer(n)
+
+    def run(x: torch.Tensor) -> torch.Tensor:
         fc.zero_grad(set_to_none=True)
-        lif.reset_state()
+        fc.reset_state(), lif.reset_state()
+        lif.forward_multistep(fc.forward_multistep(x)).sum().backward()
+        return fc.weight.grad
+
+    return run
+
+
+def build_pysnn_step(n: int) -> Optional[Runner]:
+    fc, lif = _pysnn_layer(n)
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        fc.zero_grad(set_to_none=True)
+        fc.reset_state(), lif.reset_state()
         total = 0.0
         for t in range(x.shape[0]):
             total = total + lif(fc(x[t])).sum()
         total.backward()
+        return fc.weight.grad
+
+    return run
+
+
+def build_torch(n: int) -> Optional[Runner]:
+    fc = torch.nn.Linear(n, n, bias=False)
+    beta = math.exp(-1.0 / TAU_V)
+
+    def spike(h: torch.Tensor) -> torch.Tensor:  # exact step forward, fast-sigmoid backward
+        soft = h / (1.0 + SCALE * h.abs())
+        return (h >= 0).to(h.dtype) + soft - soft.detach()
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        fc.zero_grad(set_to_none=True)
+        v = torch.zeros(x.shape[1], n)
+        total = 0.0
+        for t in range(x.shape[0]):
+            v = beta * v + fc(x[t])
+            s = spike(v - 1.0)
+            v = (1.0 - s) * v  # reset to 0, gradient through the spike
+            total = total + s.sum()
+        total.backward()
+        return fc.weight.grad
 
     return run
 
@@ -86,7 +134,7 @@ def build_snntorch(n: int) -> Optional[Runner]:
         spike_grad=surrogate.fast_sigmoid(slope=SCALE),
     )
 
-    def run(x: torch.Tensor) -> None:
+    def run(x: torch.Tensor) -> torch.Tensor:
         fc.zero_grad(set_to_none=True)
         mem = lif.init_leaky()
         total = 0.0
@@ -94,6 +142,7 @@ def build_snntorch(n: int) -> Optional[Runner]:
             spk, mem = lif(fc(x[t]), mem)
             total = total + spk.sum()
         total.backward()
+        return fc.weight.grad
 
     return run
 
@@ -114,7 +163,7 @@ def build_norse(n: int) -> Optional[Runner]:
     )
     lif = LIFBoxCell(params)
 
-    def run(x: torch.Tensor) -> None:
+    def run(x: torch.Tensor) -> torch.Tensor:
         fc.zero_grad(set_to_none=True)
         state = None
         total = 0.0
@@ -122,14 +171,43 @@ def build_norse(n: int) -> Optional[Runner]:
             spk, state = lif(fc(x[t]), state)
             total = total + spk.sum()
         total.backward()
+        return fc.weight.grad
+
+    return run
+
+
+def build_spikingjelly(n: int) -> Optional[Runner]:
+    try:
+        from spikingjelly.activation_based import functional, neuron, surrogate
+    except ImportError:
+        return None
+    fc = torch.nn.Linear(n, n, bias=False)
+    lif = neuron.LIFNode(
+        tau=1.0 / (1.0 - math.exp(-1.0 / TAU_V)),
+        decay_input=False,
+        v_threshold=1.0,
+        v_reset=0.0,
+        surrogate_function=surrogate.SuperSpike(alpha=SCALE),
+        step_mode="m",
+    )
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        fc.zero_grad(set_to_none=True)
+        functional.reset_net(lif)
+        current = fc(x.flatten(0, 1)).view(x.shape[0], x.shape[1], n)
+        lif(current).sum().backward()
+        return fc.weight.grad
 
     return run
 
 
 BUILDERS: Dict[str, Callable[[int], Optional[Runner]]] = {
-    "pysnn": build_pysnn,
+    "pysnn-multi": build_pysnn_multi,
+    "pysnn-step": build_pysnn_step,
+    "torch": build_torch,
     "snntorch": build_snntorch,
     "norse": build_norse,
+    "spikingjelly": build_spikingjelly,
 }
 
 
@@ -146,7 +224,7 @@ def time_runner(run: Runner, x: torch.Tensor, repeats: int) -> List[float]:
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description="Forward+backward time of Linear + LIF (surrogate gradients): pysnn vs "
-        "snnTorch and Norse (open-neuromorphic benchmark configuration).",
+        "plain torch, snnTorch, Norse and SpikingJelly (open-neuromorphic configuration).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--neurons", type=int, nargs="+", default=[4096, 16384], help="layer sizes")
@@ -160,6 +238,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         choices=list(BUILDERS),
         help="libraries to time",
     )
+    p.add_argument("--input", choices=["currents", "spikes"], default="currents")
+    p.add_argument("--density", type=float, default=0.1, help="spike density (--input spikes)")
+    p.add_argument("--memory", action="store_true", help="peak memory per case (fresh process)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
@@ -171,34 +252,70 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     return args
 
 
+def make_input(args: argparse.Namespace, n: int) -> torch.Tensor:
+    torch.manual_seed(args.seed)
+    if args.input == "currents":
+        return torch.rand(args.steps, args.batch, n) * 0.5
+    return (torch.rand(args.steps, args.batch, n) < args.density).float()
+
+
+def peak_memory(args: argparse.Namespace, name: str, n: int) -> float:
+    """Peak resident memory (GiB) of one run of case ``name`` in a fresh process."""
+    code = (
+        "import resource, sys; sys.argv = sys.argv[:1]; import surrogate_lif as b; "
+        f"args = b.parse_args({['--steps', str(args.steps), '--batch', str(args.batch), '--input', args.input, '--density', str(args.density)]!r}); "
+        f"import pysnn; pysnn.set_checks(False); b.BUILDERS[{name!r}]({n})(b.make_input(args, {n})); "
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=Path(__file__).resolve().parent,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return int(out.stdout.split()[-1]) / 2**20  # ru_maxrss is in KiB on Linux
+
+
 def main(argv: Optional[List[str]] = None) -> Dict[int, Dict[str, float]]:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     pysnn.set_checks(False)  # no per-step NaN host reads
+    what = "currents" if args.input == "currents" else f"spikes, density {args.density}"
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads; batch {args.batch}, "
-        f"{args.steps} steps, median of {args.repeats} (forward + backward, seconds)"
+        f"{args.steps} steps, input {what}; median of {args.repeats} (forward + backward, s)"
     )
     results: Dict[int, Dict[str, float]] = {}
     for n in args.neurons:
-        torch.manual_seed(args.seed)
-        x = torch.rand(args.steps, args.batch, n) * 0.5
+        x = make_input(args, n)
         results[n] = {}
+        grads = {}
         for name in args.libraries:
+            torch.manual_seed(args.seed)
             run = BUILDERS[name](n)
             if run is None:
-                print(f"  N={n:6d}  {name:9s} not installed")
+                print(f"  N={n:6d}  {name:13s} not installed")
                 continue
             median = statistics.median(time_runner(run, x, args.repeats))
             results[n][name] = median
-            print(f"  N={n:6d}  {name:9s} {median:9.3f} s", flush=True)
+            line = f"  N={n:6d}  {name:13s} {median:9.3f} s"
+            if args.memory:
+                line += f"   peak memory {peak_memory(args, name, n):6.2f} GiB"
+            print(line, flush=True)
+            if name.startswith("pysnn"):
+                grads[name] = run(x)
             del run
-        if "pysnn" in results[n]:
-            for peer in ("snntorch", "norse"):
-                if peer in results[n]:
-                    ratio = results[n]["pysnn"] / results[n][peer]
-                    print(f"  N={n:6d}  pysnn / {peer}: {ratio:.2f}")
+        if len(grads) == 2:
+            a, b = grads.values()
+            diff = float((a - b).abs().max() / b.abs().max().clamp_min(1e-30))
+            print(f"  N={n:6d}  pysnn multi-step vs step loop: max weight-gradient diff {diff:.1e}")
+        if "pysnn-multi" in results[n]:
+            base = results[n]["pysnn-multi"]
+            for peer, seconds in results[n].items():
+                if peer != "pysnn-multi":
+                    print(f"  N={n:6d}  {peer} / pysnn-multi: {seconds / base:.2f}x")
     return results
 
 

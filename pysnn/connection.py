@@ -1138,6 +1138,9 @@ class Linear(Connection):
     #: multi-step ``"auto"``: event-driven while active inputs <= this fraction of ``T * B * in``
     #: (a large matrix product runs near peak FLOP/s, a gather at memory bandwidth).
     AUTO_MULTISTEP_EVENT_FRACTION: float = 0.08
+    #: the same when the weight needs a gradient (training): the event-driven forward and weight
+    #: gradient (:func:`pysnn.functional.linear.linear_event`) replace two matrix products.
+    AUTO_MULTISTEP_EVENT_FRACTION_GRAD: float = 0.2
 
     # ------------------------------------------------------------------ copies and mode
     def _apply(self, fn, recurse=True):
@@ -1273,8 +1276,9 @@ class Linear(Connection):
 
         As :meth:`Connection.forward_multistep`: **one** matrix product ``(T * B, in) @
         weight.t()`` for all steps (or, when ``propagation`` is ``"event"``, or ``"auto"`` on
-        CPU with at most :attr:`AUTO_MULTISTEP_EVENT_FRACTION` of the inputs active, one gather
-        over the active inputs). ``"auto"`` counts the active inputs once per call (one
+        CPU with at most :attr:`AUTO_MULTISTEP_EVENT_FRACTION` of the inputs active, or
+        :attr:`AUTO_MULTISTEP_EVENT_FRACTION_GRAD` when the weight is trained, one gather over
+        the active inputs, whose weight gradient is event-driven too). ``"auto"`` counts the active inputs once per call (one
         read-back per block, not per step). Per-synapse delays and forward hooks (a
         :class:`~pysnn.monitor.Monitor`, a pruning mask, the legacy weight norm) step through.
         """
@@ -1291,7 +1295,13 @@ class Linear(Connection):
             event = True
         elif self.propagation == "auto" and self._auto_allowed():
             active = int(torch.count_nonzero(flat.detach()))  # one read-back per block
-            event = active <= self.AUTO_MULTISTEP_EVENT_FRACTION * flat.numel()
+            training = weight.requires_grad and torch.is_grad_enabled()
+            fraction = (
+                self.AUTO_MULTISTEP_EVENT_FRACTION_GRAD
+                if training
+                else self.AUTO_MULTISTEP_EVENT_FRACTION
+            )
+            event = active <= fraction * flat.numel()
         else:
             event = False
         if event:

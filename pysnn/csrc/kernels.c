@@ -21,6 +21,9 @@
 #include <stdlib.h>
 
 #define PYSNN_MAX_THREADS 64
+/* neurons per block of the LIF kernels (their parameters are expanded onto the stack) */
+#define PYSNN_BLOCK 256
+static const unsigned char never_refractory[PYSNN_BLOCK];
 
 /*
  * Run work(jobs + k * job_size) for k = 0 .. n_jobs - 1: job 0 on the calling thread, the others
@@ -69,6 +72,65 @@ static int64_t split_neurons(int64_t n_threads, int64_t n, int64_t work)
 }
 
 /*
+ * Surrogate derivatives of pysnn.surrogate, out[i] = sigma'(u[i] - thresh[i]) for i < m (x in mV,
+ * computed in the precision of the tensors): code 1 FastSigmoid (k), 2 ArcTan (k), 3 Sigmoid (k),
+ * 4 Triangle (w), 5 StraightThrough (w).
+ */
+#define PYSNN_SURROGATE(T, ABS, EXP)                                                              \
+    static void surrogate_grad_##T(int code, T p, const T *u, const T *thresh, T *out, int64_t m) \
+    {                                                                                            \
+        switch (code) {                                                                          \
+        case 1:                                                                                  \
+            for (int64_t i = 0; i < m; ++i) {                                                    \
+                T a = p * ABS(u[i] - thresh[i]) + (T)1;                                          \
+                out[i] = (T)1 / (a * a);                                                         \
+            }                                                                                    \
+            break;                                                                               \
+        case 2:                                                                                  \
+            for (int64_t i = 0; i < m; ++i) {                                                    \
+                T a = (T)(0.5 * 3.14159265358979323846) * p * (u[i] - thresh[i]);                \
+                out[i] = (T)0.5 * p / ((T)1 + a * a);                                            \
+            }                                                                                    \
+            break;                                                                               \
+        case 3:                                                                                  \
+            for (int64_t i = 0; i < m; ++i) {                                                    \
+                T sig = (T)1 / ((T)1 + EXP(-p * (u[i] - thresh[i])));                            \
+                out[i] = p * sig * ((T)1 - sig);                                                 \
+            }                                                                                    \
+            break;                                                                               \
+        case 4:                                                                                  \
+            for (int64_t i = 0; i < m; ++i) {                                                    \
+                T a = (T)1 - ABS(u[i] - thresh[i]) / p;                                          \
+                out[i] = a > (T)0 ? a : (T)0;                                                    \
+            }                                                                                    \
+            break;                                                                               \
+        default:                                                                                 \
+            for (int64_t i = 0; i < m; ++i)                                                      \
+                out[i] = ABS(u[i] - thresh[i]) <= p ? (T)1 : (T)0;                               \
+        }                                                                                        \
+    }
+
+PYSNN_SURROGATE(float, fabsf, expf)
+PYSNN_SURROGATE(double, fabs, exp)
+
+/* out[i] = parameter k of a table (see PARAM) for neurons lo .. lo + m - 1. */
+#define PYSNN_EXPAND(T)                                                                           \
+    static void expand_##T(T *out, const int64_t *table, int k, int64_t lo, int64_t m)          \
+    {                                                                                            \
+        const T *p = PARAM(T, table, k);                                                         \
+        if (STRIDE(table, k))                                                                    \
+            for (int64_t i = 0; i < m; ++i)                                                      \
+                out[i] = p[lo + i];                                                              \
+        else                                                                                     \
+            for (int64_t i = 0; i < m; ++i)                                                      \
+                out[i] = p[0];                                                                   \
+    }
+
+PYSNN_EXPAND(float)
+PYSNN_EXPAND(double)
+PYSNN_EXPAND(int64_t)
+
+/*
  * LIF / IF steps (pysnn.functional.lif.lif_step followed by the trace update), for T steps:
  *
  *   v <- leak + v * decay  (MADD)              (leak = v_rest * (1 - decay))
@@ -85,6 +147,25 @@ static int64_t split_neurons(int64_t n_threads, int64_t n, int64_t work)
  * starts at theta + b * theta_bstride (0: shared by the batch). table: (address, stride) of
  * decay, leak, v_reset, thresh, n_ref (int64), trace decay, trace scale.
  */
+/* The loop over a block of m neurons of one LIF step (SAVE: also write v_save and r_save). */
+#define PYSNN_LIF_LOOP(T, SAVE)                                                                   \
+    for (int64_t i = 0; i < m; ++i) {                                                            \
+        T vi = MADD(vsb[i], decay[i], leak[i]);                                                  \
+        int64_t ri = rsb[i];                                                                     \
+        vi = vi + (ri > 0 ? (T)0 : xb[i]);                                                       \
+        int fired = vi >= th[i];                                                                 \
+        if (SAVE) {                                                                              \
+            v_save[o + i] = vi;                                                                  \
+            r_save[o + i] = ri > 0;                                                              \
+        }                                                                                        \
+        vb[i] = fired ? v_reset[i] : vi;                                                         \
+        rb[i] = fired ? n_ref[i] : (ri > 1 ? ri - 1 : 0);                                        \
+        T si = fired ? (T)1 : (T)0;                                                              \
+        sb[i] = si;                                                                              \
+        T d = tsb[i] * tdecay[i];                                                                \
+        tb[i] = additive ? MADD(tscale[i], si, d) : (fired ? tscale[i] : d);                     \
+    }
+
 #define PYSNN_LIF(NAME, T)                                                                        \
     typedef struct {                                                                             \
         int64_t n_steps, batch, n, lo, hi;                                                       \
@@ -104,15 +185,21 @@ static int64_t split_neurons(int64_t n_threads, int64_t n, int64_t work)
     static void *NAME##_neurons(void *arg)                                                       \
     {                                                                                            \
         const NAME##_job *job = (const NAME##_job *)arg;                                         \
-        const int64_t *table = job->table, batch = job->batch, n = job->n;                       \
-        const T *decay = PARAM(T, table, 0), *leak = PARAM(T, table, 1);                         \
-        const T *v_reset = PARAM(T, table, 2), *thresh = PARAM(T, table, 3);                     \
-        const int64_t *n_ref = PARAM(int64_t, table, 4);                                         \
-        const T *tdecay = PARAM(T, table, 5), *tscale = PARAM(T, table, 6);                      \
-        const int64_t decay_s = STRIDE(table, 0), leak_s = STRIDE(table, 1);                     \
-        const int64_t v_reset_s = STRIDE(table, 2), thresh_s = STRIDE(table, 3);                 \
-        const int64_t n_ref_s = STRIDE(table, 4), tdecay_s = STRIDE(table, 5);                   \
-        const int64_t tscale_s = STRIDE(table, 6);                                               \
+        const int64_t batch = job->batch, n = job->n;                                            \
+        T decay[PYSNN_BLOCK], leak[PYSNN_BLOCK], v_reset[PYSNN_BLOCK], thresh[PYSNN_BLOCK];      \
+        T tdecay[PYSNN_BLOCK], tscale[PYSNN_BLOCK];                                              \
+        T th_buf[PYSNN_BLOCK];                                                                   \
+        int64_t n_ref[PYSNN_BLOCK];                                                              \
+        for (int64_t lo = job->lo; lo < job->hi; lo += PYSNN_BLOCK) {                            \
+        const int64_t m = job->hi - lo < PYSNN_BLOCK ? job->hi - lo : PYSNN_BLOCK;               \
+        /* the parameters of this block of neurons as contiguous arrays (vectorised loop) */    \
+        expand_##T(decay, job->table, 0, lo, m);                                                 \
+        expand_##T(leak, job->table, 1, lo, m);                                                  \
+        expand_##T(v_reset, job->table, 2, lo, m);                                               \
+        expand_##T(thresh, job->table, 3, lo, m);                                                \
+        expand_int64_t(n_ref, job->table, 4, lo, m);                                             \
+        expand_##T(tdecay, job->table, 5, lo, m);                                                \
+        expand_##T(tscale, job->table, 6, lo, m);                                                \
         T *v_save = job->v_save;                                                                 \
         unsigned char *r_save = job->r_save;                                                     \
         const int additive = job->additive;                                                      \
@@ -120,34 +207,24 @@ static int64_t split_neurons(int64_t n_threads, int64_t n, int64_t work)
             const T *vs = t == 0 ? job->v_in : job->v, *ts = t == 0 ? job->t_in : job->trace;    \
             const int64_t *rs = t == 0 ? job->r_in : job->r;                                     \
             for (int64_t b = 0; b < batch; ++b) {                                                \
-                const int64_t o = (t * batch + b) * n;                                           \
-                const T *xb = job->x + o;                                                        \
-                T *sb = job->s_out + o;                                                          \
-                T *vb = job->v + b * n;                                                          \
-                T *tb = job->trace + b * n;                                                      \
-                int64_t *rb = job->r + b * n;                                                    \
-                const T *vsb = vs + b * n, *tsb = ts + b * n;                                    \
-                const int64_t *rsb = rs + b * n;                                                 \
-                const T *thb = job->theta ? job->theta + b * job->theta_bstride : 0;             \
-                for (int64_t i = job->lo; i < job->hi; ++i) {                                    \
-                    T vi = MADD(vsb[i], decay[i * decay_s], leak[i * leak_s]);                   \
-                    int64_t ri = rsb[i];                                                         \
-                    vi = vi + (ri > 0 ? (T)0 : xb[i]);                                           \
-                    T th = thb ? thresh[i * thresh_s] + thb[i] : thresh[i * thresh_s];           \
-                    int fired = vi >= th;                                                        \
-                    if (v_save) {                                                                \
-                        v_save[o + i] = vi;                                                      \
-                        r_save[o + i] = ri > 0;                                                  \
-                    }                                                                            \
-                    vb[i] = fired ? v_reset[i * v_reset_s] : vi;                                 \
-                    rb[i] = fired ? n_ref[i * n_ref_s] : (ri > 1 ? ri - 1 : 0);                  \
-                    T si = fired ? (T)1 : (T)0;                                                  \
-                    sb[i] = si;                                                                  \
-                    T d = tsb[i] * tdecay[i * tdecay_s];                                         \
-                    T a = tscale[i * tscale_s];                                                  \
-                    tb[i] = additive ? MADD(a, si, d) : (fired ? a : d);                         \
+                const int64_t o = (t * batch + b) * n + lo, c = b * n + lo;                      \
+                const T *xb = job->x + o, *vsb = vs + c, *tsb = ts + c;                          \
+                const int64_t *rsb = rs + c;                                                     \
+                T *sb = job->s_out + o, *vb = job->v + c, *tb = job->trace + c;                  \
+                int64_t *rb = job->r + c;                                                        \
+                const T *th = thresh;                                                            \
+                if (job->theta) { /* per-sample or shared offset: th = thresh + theta */         \
+                    const T *thb = job->theta + b * job->theta_bstride + lo;                     \
+                    for (int64_t i = 0; i < m; ++i)                                              \
+                        th_buf[i] = thresh[i] + thb[i];                                          \
+                    th = th_buf;                                                                 \
                 }                                                                                \
+                if (v_save)                                                                      \
+                    PYSNN_LIF_LOOP(T, 1)                                                         \
+                else                                                                             \
+                    PYSNN_LIF_LOOP(T, 0)                                                         \
             }                                                                                    \
+        }                                                                                        \
         }                                                                                        \
         return 0;                                                                                \
     }                                                                                            \
@@ -171,34 +248,6 @@ static int64_t split_neurons(int64_t n_threads, int64_t n, int64_t work)
 
 PYSNN_LIF(pysnn_lif_f32, float)
 PYSNN_LIF(pysnn_lif_f64, double)
-
-/*
- * Surrogate derivatives of pysnn.surrogate at x = v - thresh (mV), in double precision: code 1
- * FastSigmoid (k), 2 ArcTan (k), 3 Sigmoid (k), 4 Triangle (w), 5 StraightThrough (w).
- */
-static double surrogate_grad(int code, double p, double x)
-{
-    switch (code) {
-    case 1: {
-        double a = p * fabs(x) + 1.0;
-        return 1.0 / (a * a);
-    }
-    case 2: {
-        double a = 0.5 * 3.14159265358979323846 * p * x;
-        return 0.5 * p / (1.0 + a * a);
-    }
-    case 3: {
-        double sig = 1.0 / (1.0 + exp(-p * x));
-        return p * sig * (1.0 - sig);
-    }
-    case 4: {
-        double a = 1.0 - fabs(x) / p;
-        return a > 0.0 ? a : 0.0;
-    }
-    default:
-        return fabs(x) <= p ? 1.0 : 0.0;
-    }
-}
 
 /*
  * Backward pass of T LIF steps (pysnn.functional.lif.lif_trace_steps under autograd): the exact
@@ -232,42 +281,43 @@ static double surrogate_grad(int code, double p, double x)
     static void *NAME##_neurons(void *arg)                                                       \
     {                                                                                            \
         const NAME##_job *job = (const NAME##_job *)arg;                                         \
-        const int64_t *table = job->table, batch = job->batch, n = job->n;                       \
-        const T *decay = PARAM(T, table, 0), *v_reset = PARAM(T, table, 2);                      \
-        const T *thresh = PARAM(T, table, 3), *tdecay = PARAM(T, table, 5);                      \
-        const T *tscale = PARAM(T, table, 6);                                                    \
-        const int64_t decay_s = STRIDE(table, 0), v_reset_s = STRIDE(table, 2);                  \
-        const int64_t thresh_s = STRIDE(table, 3), tdecay_s = STRIDE(table, 5);                  \
-        const int64_t tscale_s = STRIDE(table, 6);                                               \
-        const T *g_spikes = job->g_spikes, *sg = job->sg, *v_save = job->v_save;                 \
-        const unsigned char *r_save = job->r_save;                                               \
+        const int64_t batch = job->batch, n = job->n;                                            \
+        T decay[PYSNN_BLOCK], v_reset[PYSNN_BLOCK], thresh[PYSNN_BLOCK], tdecay[PYSNN_BLOCK];    \
+        T tscale[PYSNN_BLOCK], d[PYSNN_BLOCK];                                                   \
+        for (int64_t lo = job->lo; lo < job->hi; lo += PYSNN_BLOCK) {                            \
+        const int64_t m = job->hi - lo < PYSNN_BLOCK ? job->hi - lo : PYSNN_BLOCK;               \
+        expand_##T(decay, job->table, 0, lo, m);                                                 \
+        expand_##T(v_reset, job->table, 2, lo, m);                                               \
+        expand_##T(thresh, job->table, 3, lo, m);                                                \
+        expand_##T(tdecay, job->table, 5, lo, m);                                                \
+        expand_##T(tscale, job->table, 6, lo, m);                                                \
         const int additive = job->additive, detach_reset = job->detach_reset;                    \
         for (int64_t b = 0; b < batch; ++b)                                                      \
-            for (int64_t i = job->lo; i < job->hi; ++i) {                                        \
-                job->g_v0[b * n + i] = job->g_v_end[b * n + i];                                  \
-                job->g_tr0[b * n + i] = job->g_tr_end[b * n + i];                                \
+            for (int64_t i = 0; i < m; ++i) {                                                    \
+                job->g_v0[b * n + lo + i] = job->g_v_end[b * n + lo + i];                        \
+                job->g_tr0[b * n + lo + i] = job->g_tr_end[b * n + lo + i];                      \
             }                                                                                    \
         for (int64_t t = job->n_steps - 1; t >= 0; --t) {                                        \
             for (int64_t b = 0; b < batch; ++b) {                                                \
-                const int64_t o = (t * batch + b) * n;                                           \
-                T *gv = job->g_v0 + b * n, *gt = job->g_tr0 + b * n, *gx = job->g_x + o;         \
-                for (int64_t i = job->lo; i < job->hi; ++i) {                                    \
-                    T u = v_save[o + i];                                                         \
-                    int fired = u >= thresh[i * thresh_s];                                       \
-                    T gs = g_spikes[o + i];                                                      \
-                    if (additive)                                                                \
-                        gs += tscale[i * tscale_s] * gt[i];                                      \
-                    if (!detach_reset)                                                           \
-                        gs += gv[i] * (v_reset[i * v_reset_s] - u);                              \
-                    T d = sg ? sg[o + i]                                                         \
-                             : (T)surrogate_grad(job->code, job->param,                           \
-                                                 (double)(u - thresh[i * thresh_s]));             \
-                    T gu = (fired ? (T)0 : gv[i]) + gs * d;                                      \
-                    gx[i] = (r_save && r_save[o + i]) ? (T)0 : gu;                               \
-                    gv[i] = gu * decay[i * decay_s];                                             \
-                    gt[i] = (additive || !fired) ? gt[i] * tdecay[i * tdecay_s] : (T)0;          \
+                const int64_t o = (t * batch + b) * n + lo, c = b * n + lo;                      \
+                const T *u = job->v_save + o, *gsp = job->g_spikes + o;                          \
+                const unsigned char *rs = job->r_save ? job->r_save + o : never_refractory;      \
+                T *gv = job->g_v0 + c, *gt = job->g_tr0 + c, *gx = job->g_x + o;                 \
+                const T *sg = job->sg ? job->sg + o : d;                                         \
+                if (!job->sg)                                                                    \
+                    surrogate_grad_##T(job->code, (T)job->param, u, thresh, d, m);               \
+                const T reset_on = detach_reset ? (T)0 : (T)1, add_on = additive ? (T)1 : (T)0;  \
+                for (int64_t i = 0; i < m; ++i) {                                                \
+                    int fired = u[i] >= thresh[i];                                               \
+                    T gs = gsp[i] + add_on * tscale[i] * gt[i] +                                 \
+                           reset_on * gv[i] * (v_reset[i] - u[i]);                               \
+                    T gu = (fired ? (T)0 : gv[i]) + gs * sg[i];                                  \
+                    gx[i] = rs[i] ? (T)0 : gu;                                                   \
+                    gv[i] = gu * decay[i];                                                       \
+                    gt[i] = (additive || !fired) ? gt[i] * tdecay[i] : (T)0;                     \
                 }                                                                                \
             }                                                                                    \
+        }                                                                                        \
         }                                                                                        \
         return 0;                                                                                \
     }                                                                                            \

@@ -17,10 +17,11 @@ presynaptic-major copy of its weight.
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Any, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 from pysnn import native
 
@@ -56,6 +57,8 @@ def linear_event(
     (mode ``"sum"``, the input values as per-sample weights) over the rows of the non-zero
     inputs, differentiable in ``weight_rows`` (not in ``x``: the gradient of ``x`` at its zero
     entries is not computed, so an ``x`` that needs a gradient should use :func:`linear_dense`).
+    When ``weight_rows`` needs a gradient and the kernels apply, forward and backward (the weight
+    gradient ``x^T @ grad``, also over the non-zero inputs only) run on the fused kernels.
     The ``embedding_bag`` path finds the non-zero inputs with ``torch.nonzero``: a host sync on GPU.
 
     Args:
@@ -71,6 +74,15 @@ def linear_event(
     x_c = x.contiguous()
     if native.usable(x_c, weight_rows):
         out, active = native._linear_event(x_c, weight_rows)
+    elif (
+        weight_rows.requires_grad
+        and not x_c.requires_grad
+        and torch.is_grad_enabled()
+        and native.usable(x_c, weight_rows.t(), differentiable=True)
+    ):
+        counted = [0]
+        out = _EventProduct.apply(x_c, weight_rows, counted)
+        active = counted[0]
     else:
         n_rows, n_in = x.shape[0], x.shape[1]
         flat = x_c.view(-1).nonzero().view(-1)  # sorted: row-major (sample, pre)
@@ -84,6 +96,32 @@ def linear_event(
         values = x_c.view(-1).index_select(0, flat)
         out = F.embedding_bag(pre, weight_rows, offsets, mode="sum", per_sample_weights=values)
     return (out if bias is None else out + bias), active
+
+
+class _EventProduct(torch.autograd.Function):
+    """``x @ weight_rows`` through the fused event-driven kernels, forward and backward,
+    differentiable in ``weight_rows`` (a transposed view of a row-major weight), not in ``x``.
+
+    Forward: the product over the non-zero inputs of ``x`` with a contiguous presynaptic-major
+    copy of the weight. Backward: the weight gradient ``x^T @ grad`` is the same event-driven
+    product with ``x^T`` as input (only the non-zero inputs add their rows of ``grad``), cost
+    ``~ active * out`` instead of ``N * in * out``.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any, x: torch.Tensor, weight_rows: torch.Tensor, counted: list
+    ) -> torch.Tensor:
+        out, counted[0] = native._linear_event(x, native.transposed(weight_rows.t()))
+        ctx.save_for_backward(x)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: torch.Tensor) -> Tuple[None, torch.Tensor, None]:
+        (x,) = ctx.saved_tensors
+        grad_rows, _ = native._linear_event(native.transposed(x), grad.contiguous())
+        return None, grad_rows, None
 
 
 def delay_queue_step(
