@@ -24,9 +24,9 @@ several edges are summed, so a recurrent layer ``lif(fc(x) + rec(lif.spikes))`` 
 
 **Time steps and cycles.** :class:`NIRNetwork` evaluates the nodes in an order found by a
 depth-first search from the inputs (following the edges in their order); an edge that closes a
-cycle (``rec -> lif`` above) delivers its source's output of the *previous* step (nothing in the
-first step), as pysnn networks, snnTorch's ``RLeaky`` and nirtorch do. Every other edge delivers
-in the same step.
+cycle (``rec -> lif`` above) delivers its source's output of the *previous* step, as pysnn
+networks and snnTorch's ``RLeaky`` do (in the first step: the bias of a connection, nothing from
+any other node). Every other edge delivers in the same step.
 
 **Units.** pysnn's times are in ms, NIR's conventionally in seconds (Norse writes ``dt=1e-3``,
 snnTorch ``dt=1e-4``): ``time_unit="s"`` (default) writes and reads NIR times in seconds,
@@ -428,6 +428,10 @@ class _Exporter:
         return self.nir.AvgPool2d(kernel_size=kernel, stride=stride, padding=padding)
 
     def check_dt(self, name: str, module: nn.Module) -> None:
+        for child in _timed([(name, module)]):
+            self._check_dt(name, child)
+
+    def _check_dt(self, name: str, module: nn.Module) -> None:
         dt = getattr(module, "dt", None)
         if dt is not None and float(dt) != self.dt:
             raise ValueError(
@@ -610,7 +614,7 @@ def to_nir(
                 "names from module.named_modules() and 'input' / 'output'"
             )
         modules = [(n, named[n]) for n in named if n in used]
-    dts = {float(m.dt) for _, m in modules if getattr(m, "dt", None) is not None}
+    dts = {float(m.dt) for m in _timed(modules)}
     if dt is None:
         if len(dts) > 1:
             raise ValueError(f"the modules have different dt {sorted(dts)} ms; pass dt=")
@@ -645,6 +649,17 @@ def to_nir(
     graph = nir.NIRGraph(nodes=nodes, edges=graph_edges, type_check=False)
     graph.metadata = {"source": "pysnn", "dt_ms": dt, "method": method, "time_unit": time_unit}
     return graph
+
+
+def _timed(modules: List[Tuple[str, nn.Module]]) -> List[nn.Module]:
+    """The modules whose ``dt`` matters: neurons and delayed connections (a connection without
+    delay computes the same for any ``dt``)."""
+    found = []
+    for _, module in modules:
+        for child in module.modules():
+            if isinstance(child, (Neuron, CubaLIF)) or getattr(child, "max_delay", 0) > 0:
+                found.append(child)
+    return found
 
 
 def _check_edges(edges: Any) -> List[Tuple[str, str]]:
@@ -1064,12 +1079,27 @@ class NIRNetwork(SNNNetwork):
         outputs = {name: self._gather(name, values, previous) for name in self.output_names}
         return outputs[self.output_names[0]] if len(outputs) == 1 else outputs
 
+    def _bias(self, name: str) -> Optional[torch.Tensor]:
+        """The output of node ``name`` for a zero input, as far as it is not zero: the bias of a
+        connection (what the previous step's output of a recurrent connection is before the
+        first step, as in snnTorch's ``RLeaky``); ``None`` for anything else."""
+        module = self.nodes[self.node_keys[name]]
+        bias = getattr(module, "bias", None)
+        if not isinstance(module, (Linear, Conv2d)) or bias is None:
+            return None
+        return bias if isinstance(module, Linear) else bias[:, None, None]
+
     def _gather(self, name: str, values: Dict, previous: Dict) -> torch.Tensor:
         total = None
         for source, target in self.edges:
             if target != name:
                 continue
-            value = previous.get(source) if (source, target) in self.late else values[source]
+            if (source, target) not in self.late:
+                value = values[source]
+            elif source in previous:
+                value = previous[source]
+            else:  # first step: a connection's response to no input
+                value = self._bias(source)
             if value is not None:
                 total = value if total is None else total + value
         if total is None:
