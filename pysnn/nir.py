@@ -647,6 +647,11 @@ def to_nir(
         feeding = [nodes[s] for s, t in graph_edges if t == name]
         nodes[name] = nir.Output(output_type=_output_type(feeding))
     graph = nir.NIRGraph(nodes=nodes, edges=graph_edges, type_check=False)
+    if all(np.size(nodes[name].input_type["input"]) > 0 for name in inputs):
+        try:  # fills in the shapes of Conv2d, Flatten, ... (needed by nir.write)
+            graph.infer_types()
+        except Exception as err:
+            raise ValueError(f"NIR could not infer the graph's shapes: {err}") from err
     graph.metadata = {"source": "pysnn", "dt_ms": dt, "method": method, "time_unit": time_unit}
     return graph
 
