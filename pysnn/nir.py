@@ -88,29 +88,29 @@ and ``Synaptic`` and Norse's ``LIFBoxCell`` compute), one step is, in pysnn's mo
      - :math:`g = r \Delta t / \tau`
    * - ``Affine`` / ``Linear``
      - :class:`~pysnn.connection.Linear` (bias for ``Affine``)
-     - 
-     - 
+     -
+     -
    * - ``Conv2d``
      - :class:`~pysnn.connection.Conv2d`
-     - 
-     - 
+     -
+     -
    * - ``Flatten``
      - ``nn.Flatten`` (NIR's dims exclude the batch: ``start_dim + 1``)
-     - 
-     - 
+     -
+     -
    * - ``AvgPool2d`` / ``SumPool2d``
      - ``nn.AvgPool2d`` (``divisor_override=1`` for the sum)
-     - 
-     - 
+     -
+     -
    * - ``Scale``
      - :class:`Scale`
-     - 
-     - 
+     -
+     -
    * - ``Delay``
      - folded into the delay of the :class:`~pysnn.connection.Linear` or
        :class:`~pysnn.connection.Conv2d` it feeds (whole steps of ``dt``)
-     - 
-     - 
+     -
+     -
 
 The IF and I rows follow the peers rather than :math:`\dot v = r I` literally: Norse's
 ``IAFCell``, Sinabs and SpikingJelly add the input as it is and write ``r = 1`` (a pulse of area
@@ -412,7 +412,9 @@ class _Exporter:
         stride = np.array(pair(module.stride if module.stride is not None else kernel))
         padding = np.array(pair(module.padding))
         if module.ceil_mode:
-            raise ValueError(f"module {name!r} (AvgPool2d): ceil_mode=True cannot be written to NIR")
+            raise ValueError(
+                f"module {name!r} (AvgPool2d): ceil_mode=True cannot be written to NIR"
+            )
         if module.divisor_override == 1:
             return self.nir.SumPool2d(kernel_size=kernel, stride=stride, padding=padding)
         if module.divisor_override is not None:
@@ -1024,6 +1026,9 @@ class NIRNetwork(SNNNetwork):
                 if name not in known:
                     raise ValueError(f"edge ({source!r}, {target!r}) names an unknown node")
         self.order, self.late = self._order()
+        self._incoming: Dict[str, List[Tuple[str, bool]]] = {}  # target -> [(source, late)]
+        for source, target in self.edges:
+            self._incoming.setdefault(target, []).append((source, (source, target) in self.late))
         self._previous: Dict[str, torch.Tensor] = {}
 
     def _order(self) -> Tuple[List[str], set]:
@@ -1096,10 +1101,8 @@ class NIRNetwork(SNNNetwork):
 
     def _gather(self, name: str, values: Dict, previous: Dict) -> torch.Tensor:
         total = None
-        for source, target in self.edges:
-            if target != name:
-                continue
-            if (source, target) not in self.late:
+        for source, late in self._incoming.get(name, ()):
+            if not late:
                 value = values[source]
             elif source in previous:
                 value = previous[source]

@@ -215,7 +215,11 @@ def snntorch_style_graph(weight1, bias1, weight_rec, beta, vthr, dt_s=1e-4):
     n = weight1.shape[0]
     tau = dt_s / (1 - beta) * np.ones(n)
     lif = nir.LIF(
-        tau=tau, r=tau / dt_s, v_leak=np.zeros(n), v_threshold=vthr * np.ones(n), v_reset=np.zeros(n)
+        tau=tau,
+        r=tau / dt_s,
+        v_leak=np.zeros(n),
+        v_threshold=vthr * np.ones(n),
+        v_reset=np.zeros(n),
     )
     sub = nir.NIRGraph(
         nodes={
@@ -315,7 +319,9 @@ def test_exact_method_matches_the_closed_form():
     area ``x_k * dt`` at the start of each step (LI and CubaLI: no threshold, no reset)."""
     dt, tau, tau_syn, r, w_in, v_leak = 0.5, 4.0, 1.5, 2.0, 3.0, -0.2
     x = torch.randn(30, 1, 1, generator=torch.Generator().manual_seed(12), dtype=torch.float64)
-    li = nir.NIRGraph.from_list(nir.LI(tau=np.full(1, tau), r=np.full(1, r), v_leak=np.full(1, v_leak)))
+    li = nir.NIRGraph.from_list(
+        nir.LI(tau=np.full(1, tau), r=np.full(1, r), v_leak=np.full(1, v_leak))
+    )
     cuba = nir.NIRGraph.from_list(
         nir.CubaLI(
             tau_syn=np.full(1, tau_syn),
@@ -517,3 +523,20 @@ def test_norse_runs_pysnn_exports():
         assert 0.02 < float(expected.mean()) < 0.8
         theirs = norse_from_nir(to_nir(net, method="euler"), dt=dt_s)
         assert torch.equal(run_stateful(theirs, x), expected)
+
+
+def test_docs_page_example_runs(tmp_path, monkeypatch):
+    """The first code block of docs/nir.rst runs as shown."""
+    import pathlib
+    import textwrap
+
+    text = (pathlib.Path(__file__).parent.parent / "docs" / "nir.rst").read_text()
+    block = text.split(".. code-block:: python\n", 1)[1]
+    lines = []
+    for line in block.splitlines()[1:]:
+        if line and not line.startswith("   "):
+            break
+        lines.append(line)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(textwrap.dedent("\n".join(lines)), "docs/nir.rst", "exec"), {})
+    assert (tmp_path / "net.nir").exists()
