@@ -569,8 +569,8 @@ def to_nir(
         unsupported: ``"error"`` (default) raises for an option NIR cannot express
             (refractory period, per-synapse delay); ``"warn"`` drops it with a ``UserWarning``.
         input_shape: per-sample input shape (without batch), written to the ``Input`` node; by
-            default that of the first ``Linear`` or neuron, required for a graph starting with a
-            convolution if the reader needs it.
+            default that of the first ``Linear`` or neuron; required for a graph starting with a
+            convolution, pooling or flatten.
 
     Returns:
         A ``nir.NIRGraph`` (``nir.write(path, graph)`` saves it).
@@ -649,11 +649,10 @@ def to_nir(
         feeding = [nodes[s] for s, t in graph_edges if t == name]
         nodes[name] = nir.Output(output_type=_output_type(feeding))
     graph = nir.NIRGraph(nodes=nodes, edges=graph_edges, type_check=False)
-    if all(np.size(nodes[name].input_type["input"]) > 0 for name in inputs):
-        try:  # fills in the shapes of Conv2d, Flatten, ... (needed by nir.write)
-            graph.infer_types()
-        except Exception as err:
-            raise ValueError(f"NIR could not infer the graph's shapes: {err}") from err
+    try:  # fills in the shapes of Conv2d, Flatten, ... (needed by nir.write)
+        graph.infer_types()
+    except Exception as err:
+        raise ValueError(f"NIR could not infer the graph's shapes: {err}") from err
     graph.metadata = {"source": "pysnn", "dt_ms": dt, "method": method, "time_unit": time_unit}
     return graph
 
@@ -690,16 +689,30 @@ def _bypass(edges: List[Tuple[str, str]], identities: Dict[str, None]) -> List[T
     return edges
 
 
-def _input_type(end, edges, nodes, entry, input_shape) -> np.ndarray:
+def _input_type(
+    end: str,
+    edges: List[Tuple[str, str]],
+    nodes: Dict[str, Any],
+    entry: Dict[str, str],
+    input_shape: Optional[Sequence[int]],
+) -> np.ndarray:
+    """The per-sample shape of the graph input ``end``: ``input_shape``, or the input shape of
+    a node it feeds (a ``Linear``, a neuron)."""
     if input_shape is not None:
-        return np.array([int(s) for s in input_shape])
+        shape = np.array([int(s) for s in input_shape])
+        if shape.size == 0 or (shape <= 0).any():
+            raise ValueError(f"input_shape must be positive sizes, got {input_shape!r}")
+        return shape
     for source, target in edges:
         node = nodes.get(entry.get(target, ""))
         if source == end and node is not None:
             shape = node.input_type.get("input") if node.input_type else None
             if shape is not None and np.size(shape) > 0:
                 return np.array(shape)
-    return np.array([])
+    raise ValueError(
+        f"the shape of the graph input {end!r} cannot be found from the module it feeds (a "
+        "convolution, pooling or flatten): pass input_shape=(C, H, W) without the batch"
+    )
 
 
 def _output_type(feeding: List[Any]) -> np.ndarray:

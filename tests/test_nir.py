@@ -407,6 +407,13 @@ def test_bad_export_arguments():
         to_nir(LIReadout(2, tau_v=math.inf, v_rest=1.0))
     with pytest.raises(ValueError, match="infinite for some neurons"):
         to_nir(LIFNeuron(2, tau_v=torch.tensor([math.inf, 5.0]), refrac=0.0))
+    conv = nn.Sequential(Conv2d(1, 2, 3), LIFNeuron((2, 4, 4), refrac=0.0))
+    with pytest.raises(ValueError, match=r"pass input_shape=\(C, H, W\)"):
+        to_nir(conv)
+    with pytest.raises(ValueError, match="input_shape must be positive"):
+        to_nir(conv, input_shape=(1, 0, 6))
+    with pytest.raises(ValueError, match="could not infer the graph's shapes"):
+        to_nir(conv, input_shape=(1, 9, 9))  # (2, 7, 7) into neurons of shape (2, 4, 4)
     with pytest.raises(ValueError, match="ceil_mode"):
         to_nir(nn.AvgPool2d(2, ceil_mode=True), dt=1.0)
     with pytest.raises(ValueError, match="divisor_override=2"):
