@@ -113,8 +113,9 @@ and ``Synaptic`` and Norse's ``LIFBoxCell`` compute), one step is, in pysnn's mo
      -
 
 The IF and I rows follow the peers rather than :math:`\dot v = r I` literally: Norse's
-``IAFCell``, Sinabs and SpikingJelly add the input as it is and write ``r = 1`` (a pulse of area
-:math:`x_k`, not :math:`x_k \Delta t`), and pysnn reads and writes IF and I the same way.
+``IAFCell`` adds the input as it is and its exporter writes ``r = 1``, Sinabs reads an ``IF`` node
+into its ``IAFSqueeze``, which adds the input as it is (a pulse of area :math:`x_k`, not
+:math:`x_k \Delta t`); pysnn reads and writes IF and I the same way.
 
 :func:`to_nir` writes the inverse: for a :class:`~pysnn.neuron.LIFNeuron` with ``method="exact"``
 :math:`\tau = \tau_v`, :math:`r = \tau / (b \Delta t)` (so that :math:`c = 1`); with
