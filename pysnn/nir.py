@@ -340,9 +340,6 @@ class _Exporter:
         tau = step / (1.0 - b)
         return tau, tau / step, b
 
-    def neuron_shape(self, module: nn.Module) -> Tuple[int, ...]:
-        return tuple(module.shape)
-
     def nodes(self, name: str, module: nn.Module) -> List[Tuple[str, Any]]:
         """``[(suffix, nir node), ...]`` in chain order for one module ([] for an identity)."""
         nir = self.nir
@@ -443,7 +440,7 @@ class _Exporter:
             )
 
     def lif(self, name: str, module: LIFNeuron) -> Any:
-        nir, shape = self.nir, self.neuron_shape(module)
+        nir, shape = self.nir, tuple(module.shape)
         if bool((module.refrac > 0).any()):
             self.refuse(name, module, "a refractory period (refrac > 0 ms)")
         tau_v = _array(module.tau_v, shape)
@@ -478,7 +475,7 @@ class _Exporter:
         )
 
     def li(self, name: str, module: LIReadout) -> Any:
-        nir, shape = self.nir, self.neuron_shape(module)
+        nir, shape = self.nir, tuple(module.shape)
         tau_v = _array(module.tau_v, shape)
         if np.isfinite(tau_v).all():
             tau, r, _ = self.membrane(module.tau_v, shape)
@@ -1072,6 +1069,12 @@ class NIRNetwork(SNNNetwork):
             raise ValueError(f"nodes not reachable from the graph's inputs: {unreached}")
         order = [n for n in reversed(post) if n in self.node_keys]
         return order, late
+
+    def _apply(self, fn, recurse: bool = True):
+        """``.to()``, ``.double()``, ...: the outputs carried by cycle-closing edges follow."""
+        module = super()._apply(fn, recurse)
+        self._previous = {k: fn(v) for k, v in self._previous.items()}
+        return module
 
     def reset_state(self) -> None:
         """Reset every module and forget the outputs carried by cycle-closing edges."""

@@ -156,6 +156,15 @@ def test_recurrent_network_round_trip(tmp_path):
     back = from_nir(graph)
     assert ("rec", "lif") in back.late
     assert torch.equal(run(back, x), expected)
+    # the state carried by the recurrent edge follows .double() in the middle of a run
+    reset_state(back)
+    with torch.no_grad():
+        first = [back(step) for step in x[:20]]
+        back.double()
+        rest = [back(step.double()) for step in x[20:]]
+    assert back._previous["rec"].dtype == torch.float64
+    resumed = torch.stack(first + [r.float() for r in rest])  # float64 rounding from step 20
+    torch.testing.assert_close(resumed, expected, rtol=1e-4, atol=1e-4)
 
 
 def test_edges_layers_chains_the_registered_layers():
