@@ -22,6 +22,7 @@ setup(
     extras_require={
         "plot": ["matplotlib"],
         "events": ["tonic"],
+        "nir": ["nir>=1.0.8"],
         "dev": ["pytest", "black", "matplotlib", "pre-commit"],
     },
 )
