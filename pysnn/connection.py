@@ -1041,9 +1041,7 @@ class Linear(Connection):
               ``"event"`` while the mean number of active inputs per step (summed over the
               batch) is at most :attr:`AUTO_EVENT_FRACTION` ``* in_features``. The first interval
               runs ``"event"`` where the fused kernel is available, else ``"dense"``. The
-              current choice is :attr:`active_propagation`. A step whose weight is trained
-              (needs a gradient) runs ``"dense"``; :meth:`forward_multistep` runs an event-driven
-              forward and weight gradient for sparse blocks (see there).
+              current choice is :attr:`active_propagation`.
 
     With per-synapse delays each presynaptic spike is scattered, at emission, into a queue of
     future input (cost per step proportional to the spikes emitted times ``out_features``;
@@ -1238,12 +1236,11 @@ class Linear(Connection):
         if weight is None:  # pruned or parametrised: the computed weight
             weight = self.weight
         bias = params.get("bias") if "bias" in params else self.bias
-        # "auto" stays dense for a weight in training: the event-driven gradient pays off over
-        # the T * B rows of a multi-step block (forward_multistep), not over one step's B rows
-        training = torch.is_grad_enabled() and (
-            arriving.requires_grad or (self.propagation == "auto" and weight.requires_grad)
-        )
-        if self.propagation != "dense" and not training and self._use_event(arriving):
+        if (
+            self.propagation != "dense"
+            and not (arriving.requires_grad and torch.is_grad_enabled())
+            and self._use_event(arriving)
+        ):
             out, active = linear_event(arriving, self._weight_rows(weight), bias)
             self._activity.events += active
             return out

@@ -57,8 +57,10 @@ def linear_event(
     (mode ``"sum"``, the input values as per-sample weights) over the rows of the non-zero
     inputs, differentiable in ``weight_rows`` (not in ``x``: the gradient of ``x`` at its zero
     entries is not computed, so an ``x`` that needs a gradient should use :func:`linear_dense`).
-    When ``weight_rows`` needs a gradient and the kernels apply, forward and backward (the weight
-    gradient ``x^T @ grad``, also over the non-zero inputs only) run on the fused kernels.
+    When ``weight_rows`` needs a gradient, the kernels apply and ``x`` has many rows (at least
+    :data:`pysnn.native.BLOCK_ROWS`, e.g. a multi-step block), forward and backward (the weight
+    gradient ``x^T @ grad``, also over the non-zero inputs only) run on the fused kernels, at the
+    cost of one contiguous copy of the weight per call.
     The ``embedding_bag`` path finds the non-zero inputs with ``torch.nonzero``: a host sync on GPU.
 
     Args:
@@ -75,7 +77,8 @@ def linear_event(
     if native.usable(x_c, weight_rows):
         out, active = native._linear_event(x_c, weight_rows)
     elif (
-        weight_rows.requires_grad
+        x_c.shape[0] >= native.BLOCK_ROWS  # a block of rows: worth a copy of the weight
+        and weight_rows.requires_grad
         and not x_c.requires_grad
         and torch.is_grad_enabled()
         and native.usable(x_c, weight_rows.t(), differentiable=True)
