@@ -75,7 +75,7 @@ _tried = False
 # the C functions, once loaded
 _lif_f32 = _lif_f64 = _trace_f32 = _trace_f64 = _linear_f32 = _linear_f64 = None
 _block_f32 = _block_f64 = _transpose_f32 = _transpose_f64 = _update_f32 = _update_f64 = None
-_backward_f32 = _backward_f64 = None
+_backward_f32 = _backward_f64 = _lif_inplace_f32 = _lif_inplace_f64 = None
 _enabled = os.environ.get("PYSNN_NATIVE", "1").strip().lower() not in ("0", "false", "no", "off")
 
 
@@ -162,6 +162,9 @@ def _build() -> ctypes.CDLL:
         lif = getattr(lib, f"pysnn_lif_{suffix}")
         lif.argtypes = [i64, i64, i64] + [ptr] * 11 + [i64, ptr, ctypes.c_int, i64]
         lif.restype = None
+        inplace = getattr(lib, f"pysnn_lif_inplace_{suffix}")
+        inplace.argtypes = [i64, i64] + [ptr] * 6 + [ctypes.c_int]
+        inplace.restype = None
         backward = getattr(lib, f"pysnn_lif_backward_{suffix}")
         backward.argtypes = [i64, i64, i64] + [ptr] * 10 + [ctypes.c_int] * 3
         backward.argtypes += [ctypes.c_double, i64]
@@ -186,7 +189,7 @@ def _build() -> ctypes.CDLL:
 def _library() -> Optional[ctypes.CDLL]:
     global _lib, _reason, _tried, _lif_f32, _lif_f64, _trace_f32, _trace_f64, _linear_f32
     global _linear_f64, _block_f32, _block_f64, _transpose_f32, _transpose_f64, _update_f32
-    global _update_f64, _backward_f32, _backward_f64
+    global _update_f64, _backward_f32, _backward_f64, _lif_inplace_f32, _lif_inplace_f64
     if not _tried:
         with _lock:
             if not _tried:
@@ -194,6 +197,8 @@ def _library() -> Optional[ctypes.CDLL]:
                     lib = _build()
                     _lif_f32, _lif_f64 = lib.pysnn_lif_f32, lib.pysnn_lif_f64
                     _backward_f32 = lib.pysnn_lif_backward_f32
+                    _lif_inplace_f32 = lib.pysnn_lif_inplace_f32
+                    _lif_inplace_f64 = lib.pysnn_lif_inplace_f64
                     _backward_f64 = lib.pysnn_lif_backward_f64
                     _trace_f32, _trace_f64 = lib.pysnn_trace_f32, lib.pysnn_trace_f64
                     _linear_f32 = lib.pysnn_linear_event_f32
@@ -251,12 +256,14 @@ def usable(*tensors: Optional[torch.Tensor], differentiable: bool = False) -> bo
     the kernel in an autograd Function with its backward kernel). A caller that updates a tensor
     in place also rejects one that ``requires_grad`` at all (it may be saved for a backward pass).
     """
-    if not _enabled or torch.compiler.is_compiling() or (_lib is None and _library() is None):
+    if _lib is None and (not _enabled or _library() is None):
+        return False
+    if not _enabled or _is_compiling():
         return False
     dtype = tensors[0].dtype
-    if dtype is not torch.float32 and dtype is not torch.float64:
+    if dtype is not _FLOAT32 and dtype is not _FLOAT64:
         return False
-    grad = not differentiable and torch.is_grad_enabled()
+    grad = not differentiable and _grad_enabled()
     for t in tensors:
         if t is not None and (
             t.dtype is not dtype
@@ -266,6 +273,11 @@ def usable(*tensors: Optional[torch.Tensor], differentiable: bool = False) -> bo
         ):
             return False
     return True
+
+
+_FLOAT32, _FLOAT64 = torch.float32, torch.float64
+_is_compiling = torch.compiler.is_compiling
+_grad_enabled = torch.is_grad_enabled
 
 
 _TABLES: "OrderedDict[tuple, tuple]" = OrderedDict()
@@ -314,6 +326,10 @@ def _table(
             values += (t.data_ptr(), 1)
     table = torch.tensor(values, dtype=torch.int64)
     return table.data_ptr(), (table, copies)
+
+
+#: Element updates below which the LIF kernels run on one thread (as the C code decides anyway).
+_PARALLEL_MIN = 1 << 18
 
 
 def _lif_table(
@@ -391,6 +407,26 @@ def lif_steps(
     r_new = torch.empty_like(refrac) if r_new is None else r_new
     t_new = torch.empty_like(trace) if t_new is None else t_new
     n = v.numel() // v.shape[0]
+    if (
+        v_new is v
+        and r_new is refrac
+        and t_new is trace
+        and theta is None
+        and save is None
+        and x.numel() < _PARALLEL_MIN
+    ):  # the common single step on reused state: the short entry point (fewer arguments)
+        (_lif_inplace_f32 if f is torch.float32 else _lif_inplace_f64)(
+            x.numel() // n,
+            n,
+            x.data_ptr(),
+            v.data_ptr(),
+            refrac.data_ptr(),
+            trace.data_ptr(),
+            spikes.data_ptr(),
+            table[0],
+            trace_params.additive,
+        )
+        return spikes, v_new, r_new, t_new
     (_lif_f32 if f == torch.float32 else _lif_f64)(
         x.numel() // v.numel(),
         v.shape[0],
@@ -409,7 +445,7 @@ def lif_steps(
         0 if theta is None or theta.dim() != v.dim() else n,  # shared theta: stride 0
         table[0],
         trace_params.additive,
-        torch.get_num_threads(),
+        torch.get_num_threads() if x.numel() >= _PARALLEL_MIN else 1,
     )
     return spikes, v_new, r_new, t_new
 
@@ -503,7 +539,7 @@ def trace_step(
         new.data_ptr(),
         table[0],
         trace_params.additive,
-        torch.get_num_threads(),
+        torch.get_num_threads() if x.numel() >= _PARALLEL_MIN else 1,
     )
     return new
 

@@ -249,6 +249,18 @@ PYSNN_EXPAND(int64_t)
 PYSNN_LIF(pysnn_lif_f32, float)
 PYSNN_LIF(pysnn_lif_f64, double)
 
+/* One step of pysnn_lif on state updated in place (no theta, nothing saved, one thread): the
+ * short entry point of the common case, whose call from Python converts fewer arguments. */
+#define PYSNN_LIF_INPLACE(NAME, LIF, T)                                                           \
+    void NAME(int64_t batch, int64_t n, const T *x, T *v, int64_t *r, T *trace, T *s_out,        \
+              const int64_t *table, int additive)                                               \
+    {                                                                                            \
+        LIF(1, batch, n, x, v, r, trace, v, r, trace, s_out, 0, 0, 0, 0, table, additive, 1);   \
+    }
+
+PYSNN_LIF_INPLACE(pysnn_lif_inplace_f32, pysnn_lif_f32, float)
+PYSNN_LIF_INPLACE(pysnn_lif_inplace_f64, pysnn_lif_f64, double)
+
 /*
  * Backward pass of T LIF steps (pysnn.functional.lif.lif_trace_steps under autograd): the exact
  * derivative of the steps above, with the surrogate derivative of the spike function and the
