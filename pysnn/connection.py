@@ -1260,8 +1260,11 @@ class Linear(Connection):
                 "delay queue", (spikes.shape[0], self.max_delay + 1, self.out_features), spikes
             )
         weight = self.weight
-        # Scattering only the emitted spikes is never more work than scattering all inputs.
-        event = self.propagation == "event" or (self.propagation == "auto" and self._auto_allowed())
+        # Scattering only the emitted spikes is never more work than scattering all inputs, but
+        # an input that needs a gradient needs it at its zero entries too: scatter them all.
+        event = (
+            self.propagation == "event" or (self.propagation == "auto" and self._auto_allowed())
+        ) and not (spikes.requires_grad and torch.is_grad_enabled())
         out, self._buffers["queue"] = delay_queue_step(
             queue,
             spikes,

@@ -639,3 +639,20 @@ def test_surrogate_mnist_example_modes_agree():
         + ["--hidden", "128", "--data-dir", "/nonexistent-use-the-bundled-sample"]
     )
     assert accuracy > 0.5  # ten classes: chance is 0.1
+
+
+@pytest.mark.parametrize("propagation", ["auto", "event"])
+def test_per_synapse_delay_input_gradient_at_zero_inputs(propagation):
+    """With per-synapse delays the input's gradient is needed at its zero entries too: every
+    propagation mode gives the dense mode's gradient (found by the sparse-connectivity work)."""
+    torch.manual_seed(4)
+    x = ((torch.rand(8, 2, 6, dtype=D) < 0.3).to(D)).requires_grad_()
+    grads = []
+    for mode in (propagation, "dense"):
+        torch.manual_seed(0)
+        fc = Linear(6, 3, delay=torch.randint(0, 3, (3, 6)).to(D), propagation=mode).to(D)
+        out = torch.stack([fc(x[t]) for t in range(8)])
+        (g,) = torch.autograd.grad((out * torch.arange(3, dtype=D)).sum(), x)
+        grads.append(g)
+    assert (grads[1][x.detach() == 0] != 0).any()
+    torch.testing.assert_close(grads[0], grads[1])
