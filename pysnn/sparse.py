@@ -319,6 +319,7 @@ class SparseLinear(Connection):
         self._shared_delay = None if self.per_synapse_delay else int(steps)
         self._check_delay_memory()
         self.history = self.history_pos = self.arriving = None
+        self.__dict__.pop("_padded", None)  # (also after load_state_dict: new indices)
         if "queue" in self._buffers:  # (not yet during Connection.__init__)
             self.queue = None
         self._queue_pos = 0
@@ -343,20 +344,57 @@ class SparseLinear(Connection):
         synapse = torch.arange(event.numel(), device=x.device) + (start - first)[event]
         return sample[event], synapse, x[sample, pre][event]
 
+    #: Padded rows (:meth:`padded_rows`) are used while the longest row has at most this many
+    #: times the mean number of synapses per presynaptic neuron (else the CSR gather runs).
+    MAX_PADDING: float = 4.0
+
+    def padded_rows(self) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
+        """The synapses as padded rows, ``(synapse, post)``, each ``(in, K)`` int64 with ``K`` the
+        largest number of synapses of a presynaptic neuron: row ``j`` lists neuron ``j``'s
+        synapses, padded with synapse 0 and the postsynaptic index ``out`` (a column that is
+        dropped). Built on the first event-driven step (``16 * in * K`` bytes, not in
+        ``state_dict``); ``None`` when the rows are too unequal (see :attr:`MAX_PADDING`)."""
+        rows = self.__dict__.get("_padded")
+        if rows is not None and rows[0] is self.post_index:
+            return rows[1]
+        counts = self.row_ptr[1:] - self.row_ptr[:-1]
+        longest = int(counts.max()) if counts.numel() else 0
+        if longest == 0 or longest > self.MAX_PADDING * self.nnz / self.in_features:
+            self.__dict__["_padded"] = (self.post_index, None)
+            return None
+        device = self.post_index.device
+        slot = torch.arange(self.nnz, device=device) - torch.repeat_interleave(
+            self.row_ptr[:-1], counts
+        )
+        synapse = torch.zeros(self.in_features, longest, dtype=torch.int64, device=device)
+        synapse[self.pre_index, slot] = torch.arange(self.nnz, device=device)
+        post = torch.full_like(synapse, self.out_features)
+        post[self.pre_index, slot] = self.post_index
+        self.__dict__["_padded"] = (self.post_index, (synapse, post))
+        return synapse, post
+
     def propagate(self, arriving: torch.Tensor) -> torch.Tensor:
         """Synaptic input ``(N, out)`` (mV) of the spikes ``arriving`` ``(N, in)`` (shared delay):
-        event-driven over the synapses of the active inputs, or over all synapses when
-        ``arriving`` requires a gradient."""
+        event-driven over the synapses of the active inputs (through :meth:`padded_rows`: one
+        gather of their rows and one ``index_add``), or over all synapses when ``arriving``
+        requires a gradient."""
         n, n_out = arriving.shape[0], self.out_features
         weight = self.weight
         if arriving.requires_grad and torch.is_grad_enabled():
             values = arriving[:, self.pre_index] * weight
             return arriving.new_zeros(n, n_out).index_add(1, self.post_index, values)
-        sample, synapse, value = self._events(arriving)
-        out = arriving.new_zeros(n * n_out)
-        flat = sample * n_out + self.post_index[synapse]
-        out = out.index_add(0, flat, weight[synapse] * value)
-        return out.view(n, n_out)
+        rows = self.padded_rows()
+        if rows is None:
+            sample, synapse, value = self._events(arriving)
+            flat = sample * n_out + self.post_index[synapse]
+            out = arriving.new_zeros(n * n_out).index_add_(0, flat, weight[synapse] * value)
+            return out.view(n, n_out)
+        sample, pre = arriving.nonzero(as_tuple=True)
+        synapse, post = rows[0][pre], rows[1][pre]  # (E, K)
+        values = weight[synapse] * arriving[sample, pre].unsqueeze(1)
+        flat = (sample * (n_out + 1)).unsqueeze(1) + post
+        out = arriving.new_zeros(n * (n_out + 1)).index_add_(0, flat.view(-1), values.view(-1))
+        return out.view(n, n_out + 1)[:, :n_out]
 
     def forward(self, spikes: torch.Tensor) -> torch.Tensor:
         """One step: presynaptic spikes ``(B, in)`` → synaptic input arriving now ``(B, out)``

@@ -96,6 +96,10 @@ def _ratio2(rate: torch.Tensor, dt: float) -> torch.Tensor:
 
 
 def _check_membrane(tau_m: torch.Tensor) -> None:
+    """``ValueError`` for an infinite membrane time constant (one host read: run when the
+    constant changed, or at every step for a learned ``nn.Parameter``, whose check is skipped)."""
+    if tau_m.requires_grad:
+        return
     if not bool(torch.isfinite(tau_m).all()):
         raise ValueError(
             "the neuron has no leak (tau_v = inf, e.g. IFNeuron): a synaptic current "
@@ -169,9 +173,9 @@ class Synapse(Neuron):
     spiking = False
 
     def __init__(self, neuron: Neuron, *, drive: str = "auto") -> None:
-        if not isinstance(neuron, Neuron) or isinstance(neuron, Synapse) or not neuron.spiking:
+        if not isinstance(neuron, Neuron) or isinstance(neuron, Synapse):
             raise TypeError(
-                f"neuron must be the spiking pysnn.neuron.Neuron the synapse feeds, got "
+                f"neuron must be the pysnn.neuron.Neuron the synapse feeds, got "
                 f"{type(neuron).__name__}"
             )
         drive = check_choice("drive", drive, DRIVES)

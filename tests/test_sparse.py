@@ -61,11 +61,11 @@ def test_fixed_indegree():
 
 
 def test_memory_is_proportional_to_synapses():
-    n = 200_000  # a dense weight would be 4e10 entries
-    idx = fixed_indegree(n, n, 3, generator=generator(5))
+    n = 50_000  # a dense weight would be 2.5e9 entries
+    idx = fixed_indegree(n, n, 6, generator=generator(5))
     conn = SparseLinear(n, n, idx, weight=0.5)
     nnz = conn.nnz
-    assert nnz == 3 * n
+    assert nnz == 6 * n
     tensors = list(conn.parameters()) + list(conn.buffers())
     size = sum(t.numel() * t.element_size() for t in tensors)
     assert size == 4 * nnz + 16 * nnz + 8 * (n + 1) + 8  # weight, indices, row_ptr, delay
@@ -73,6 +73,9 @@ def test_memory_is_proportional_to_synapses():
     spikes[0, [5, 77, 1000]] = 1.0
     with torch.no_grad():
         out = conn(spikes)
+    synapse, post = conn.padded_rows()  # the event path's rows, padded to the longest
+    assert synapse.shape == post.shape == (n, int(torch.bincount(idx[1]).max()))
+    assert synapse.numel() <= conn.MAX_PADDING * nnz
     targets = idx[0][torch.isin(idx[1], torch.tensor([5, 77, 1000]))]
     expected = torch.zeros(n).index_add_(0, targets, torch.full((targets.numel(),), 0.5))
     assert targets.numel() > 0 and torch.equal(out[0], expected)
@@ -115,6 +118,32 @@ def test_same_input_as_the_masked_dense_linear(delay):
         assert a.abs().sum() > 0
         sparse.reset_state()
         torch.testing.assert_close(sparse.forward_multistep(x), a, rtol=0, atol=1e-12)
+
+
+def test_unequal_rows_use_the_csr_gather_and_loads_rebuild_the_rows():
+    """A hub (one presynaptic neuron with every synapse it can have) makes padded rows wasteful:
+    the CSR gather runs instead, with the same result; a load with other indices is seen."""
+    torch.manual_seed(2)
+    hub = torch.stack((torch.arange(40), torch.zeros(40, dtype=torch.int64)))
+    idx = torch.cat((hub, fixed_indegree(30, 40, 1, generator=generator(12))[:, 1:]), dim=1)
+    idx = torch.unique(idx[1] * 40 + idx[0])
+    idx = torch.stack((idx % 40, idx // 40))
+    sparse = SparseLinear(30, 40, idx, weight=torch.randn(idx.shape[1], dtype=F64), dtype=F64)
+    assert sparse.padded_rows() is None
+    dense = dense_twin(sparse)
+    x = (torch.rand(10, 4, 30) < 0.3).to(F64)
+    x[:, :, 0] = 1.0
+    with torch.no_grad():
+        for s in x:
+            torch.testing.assert_close(sparse(s), dense(s), rtol=0, atol=1e-12)
+    other = fixed_indegree(30, 40, 2, generator=generator(13))
+    twin = SparseLinear(30, 40, other, weight=torch.randn(80, dtype=F64), dtype=F64)
+    state = twin.state_dict()
+    small = SparseLinear(30, 40, fixed_indegree(30, 40, 2, generator=generator(14)), dtype=F64)
+    with torch.no_grad():
+        small(x[0])  # builds its padded rows
+        small.load_state_dict(state)
+        torch.testing.assert_close(small(x[1]), twin(x[1]), rtol=0, atol=1e-12)
 
 
 def test_gradient_through_the_synapses():

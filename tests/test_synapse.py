@@ -277,6 +277,19 @@ def test_constants_and_dt_are_live():
         syn.dt = 0.5
 
 
+def test_into_a_leaky_readout():
+    """A non-spiking LIReadout has the LIF membrane: the PSP is the difference of exponentials."""
+    from pysnn.readout import LIReadout
+
+    readout = LIReadout(1, DT, tau_v=TAU_M).double()
+    syn = ExponentialSynapse(readout, 5.0)
+    with torch.no_grad():
+        v = torch.stack([readout(syn(x)) for x in kick(50, 1.0)]).flatten()
+    t = torch.arange(1, 51, dtype=torch.float64) * DT
+    closed = 5.0 / (5.0 - TAU_M) * (torch.exp(-t / 5.0) - torch.exp(-t / TAU_M))
+    torch.testing.assert_close(v, closed, rtol=1e-12, atol=1e-14)
+
+
 def test_errors():
     with pytest.raises(TypeError, match="neuron must be"):
         ExponentialSynapse(torch.nn.Linear(2, 2))
