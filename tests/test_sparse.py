@@ -61,7 +61,7 @@ def test_fixed_indegree():
 
 
 def test_memory_is_proportional_to_synapses():
-    n = 50_000  # a dense weight would be 2.5e9 entries
+    n = 20_000  # a dense weight would be 4e8 entries
     idx = fixed_indegree(n, n, 6, generator=generator(5))
     conn = SparseLinear(n, n, idx, weight=0.5)
     nnz = conn.nnz
