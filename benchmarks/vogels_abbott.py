@@ -281,11 +281,17 @@ def worker(peer: str, model: str, n: int, duration: float, data: str, out: str, 
     ``ru_maxrss``, which keeps the parent's at ``fork``) and that peak minus the resident set
     after the imports (``net_mb``: the network and its run); for Brian2 standalone the binary's
     own peak (``/usr/bin/time``), all of it the network's."""
-    if peer == "pysnn":
-        import torch  # noqa: F401  (the imports are not the network's memory)
+    if peer == "pysnn":  # imports and torch's first-use set-up are not the network's memory
+        import torch
 
-        import pysnn.sparse  # noqa: F401
-        import pysnn.synapse  # noqa: F401
+        from pysnn.neuron import LIFNeuron
+        from pysnn.sparse import SparseLinear
+        from pysnn.synapse import ExponentialSynapse
+
+        lif = LIFNeuron(2, DT)
+        conn = SparseLinear(2, 2, torch.tensor([[0], [1]]), DT)
+        with torch.no_grad():
+            lif(ExponentialSynapse(lif)(conn(torch.ones(1, 2))))
     else:
         import brian2  # noqa: F401
     base = _status_mb("VmRSS")

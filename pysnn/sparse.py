@@ -17,7 +17,7 @@ vectorised draws (no Python loop over synapses, no dense intermediate).
 
 **Propagation is event-driven**: the synapses are kept sorted by presynaptic neuron (compressed
 sparse rows, CSR), and a step touches only the synapses of the presynaptic neurons that spiked
-(a gather of their rows and one ``index_add``). Delays are shared or per synapse; with per-synapse
+(a gather of their rows and one ``scatter_add``). Delays are shared or per synapse; with per-synapse
 delays each spike is scattered at emission into a ring queue of future input (cost per step
 proportional to the synapses of the neurons that spiked, whatever the delay).
 
@@ -376,7 +376,7 @@ class SparseLinear(Connection):
     def propagate(self, arriving: torch.Tensor) -> torch.Tensor:
         """Synaptic input ``(N, out)`` (mV) of the spikes ``arriving`` ``(N, in)`` (shared delay):
         event-driven over the synapses of the active inputs (through :meth:`padded_rows`: one
-        gather of their rows and one ``index_add``), or over all synapses when ``arriving``
+        gather of their rows and one ``scatter_add``), or over all synapses when ``arriving``
         requires a gradient."""
         n, n_out = arriving.shape[0], self.out_features
         weight = self.weight
@@ -387,13 +387,14 @@ class SparseLinear(Connection):
         if rows is None:
             sample, synapse, value = self._events(arriving)
             flat = sample * n_out + self.post_index[synapse]
-            out = arriving.new_zeros(n * n_out).index_add_(0, flat, weight[synapse] * value)
+            out = arriving.new_zeros(n * n_out).scatter_add_(0, flat, weight[synapse] * value)
             return out.view(n, n_out)
         sample, pre = arriving.nonzero(as_tuple=True)
         synapse, post = rows[0][pre], rows[1][pre]  # (E, K)
         values = weight[synapse] * arriving[sample, pre].unsqueeze(1)
         flat = (sample * (n_out + 1)).unsqueeze(1) + post
-        out = arriving.new_zeros(n * (n_out + 1)).index_add_(0, flat.view(-1), values.view(-1))
+        # (scatter_add_: one pass; a 1-D index_add_ on the CPU adds element by element)
+        out = arriving.new_zeros(n * (n_out + 1)).scatter_add_(0, flat.view(-1), values.view(-1))
         return out.view(n, n_out + 1)[:, :n_out]
 
     def forward(self, spikes: torch.Tensor) -> torch.Tensor:
@@ -415,7 +416,8 @@ class SparseLinear(Connection):
         sample, synapse, value = self._events(spikes)
         slot = (self.delay_steps[synapse] + pos) % length
         flat = (sample * length + slot) * n_out + self.post_index[synapse]
-        queue = queue.view(-1).index_add(0, flat, self.weight[synapse] * value).view(queue.shape)
+        values = self.weight[synapse] * value
+        queue = queue.view(-1).scatter_add(0, flat, values).view(queue.shape)
         out = queue[:, pos].clone()
         queue[:, pos] = 0.0
         self._buffers["queue"] = queue
