@@ -343,6 +343,30 @@ def statistics_of(i: np.ndarray, t: np.ndarray, n: int, duration: float) -> Dict
     return {"rate": rate, "cv": float(np.mean(cvs)) if len(cvs) else float("nan")}
 
 
+def identical_until(a: Dict[str, np.ndarray], b: Dict[str, np.ndarray]) -> float:
+    """The time (ms) up to which two runs have exactly the same spikes (neuron and step).
+
+    pysnn records a spike at the end of its step, Brian2 at the start of the step in which ``v``
+    crossed the threshold (at its end): Brian2's times are shifted by one step."""
+    steps_a = np.round(a["t"] * 1e3 / DT).astype(np.int64)
+    steps_b = np.round(b["t"] * 1e3 / DT).astype(np.int64) + 1
+    keys_a = np.sort(steps_a * 10_000_000 + a["i"])
+    keys_b = np.sort(steps_b * 10_000_000 + b["i"])
+    common = min(len(keys_a), len(keys_b))
+    differ = np.nonzero(keys_a[:common] != keys_b[:common])[0]
+    if len(differ) == 0:
+        first = common
+        if len(keys_a) == len(keys_b):
+            return float("inf")
+    else:
+        first = differ[0]
+    step = min(
+        keys_a[first] // 10_000_000 if first < len(keys_a) else np.inf,
+        keys_b[first] // 10_000_000 if first < len(keys_b) else np.inf,
+    )
+    return float(step - 1) * DT  # the last step that still agreed
+
+
 def raster(results: Dict, model: str, n: int, path: Path) -> None:
     import matplotlib
 
@@ -462,6 +486,9 @@ def main() -> None:
                     cv_diff = abs(base["stats"]["cv"] - r["stats"]["cv"])
                     row["rate_rel_diff"], row["cv_abs_diff"] = rate_diff, cv_diff
                     row["agrees"] = bool(rate_diff <= args.rate_tol and cv_diff <= args.cv_tol)
+                    row["identical_until_ms"] = identical_until(
+                        np.load(base["spikes"]), np.load(r["spikes"])
+                    )
                 rows.append(row)
                 if peer != "pysnn" and base is not None:
                     print(
@@ -469,7 +496,8 @@ def main() -> None:
                         f"{row['sim_min_ratio']:.2f}x), pysnn/{peer} network memory "
                         f"{row['mem_ratio']:.2f}x; rate differs {rate_diff:.1%} (tol "
                         f"{args.rate_tol:.0%}), CV {cv_diff:.3f} (tol {args.cv_tol}): "
-                        f"{'agree' if row['agrees'] else 'DISAGREE'}"
+                        f"{'agree' if row['agrees'] else 'DISAGREE'}; identical spikes for the "
+                        f"first {row['identical_until_ms']:.1f} ms"
                     )
             if n <= 40000 and results:
                 raster(results, model, n, out / f"{args.name}_{model}_{n}_raster.png")

@@ -195,7 +195,10 @@ class SparseLinear(Connection):
         nnz: number of synapses.
 
     Memory per synapse: the weight (4 bytes in float32), two int64 indices (16 bytes), one int64
-    delay (8) with per-synapse delays; plus ``8 * (in + 1)`` bytes of row pointers. State per
+    delay (8) with per-synapse delays; plus ``8 * (in + 1)`` bytes of row pointers and, once an
+    event-driven step ran with a shared delay, the padded rows of :meth:`padded_rows` (16 bytes
+    per slot, each row padded to the longest: at most :attr:`MAX_PADDING` times 16 bytes per
+    synapse). State per
     batch sample: with a delay, ``(max_delay + 1) * in`` spike history values (read by learning
     rules), and ``(max_delay + 1) * out`` queued inputs with per-synapse delays.
 
