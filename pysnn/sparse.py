@@ -403,7 +403,8 @@ class SparseLinear(Connection):
     def forward(self, spikes: torch.Tensor) -> torch.Tensor:
         """One step: presynaptic spikes ``(B, in)`` → synaptic input arriving now ``(B, out)``
         (mV). With per-synapse delays each spike is scattered at emission into the ring queue
-        (with the weight of the emission step)."""
+        (with the weight of the emission step): the synapses of the active inputs, or of every
+        input when ``spikes`` requires a gradient (so that it is right at the zero entries)."""
         if not self.per_synapse_delay:
             return super().forward(spikes)
         self._check_bounds()
@@ -416,7 +417,12 @@ class SparseLinear(Connection):
             queue = self._zeros("delay queue", (n, length, n_out), spikes)
             self._queue_pos = 0
         pos = self._queue_pos
-        sample, synapse, value = self._events(spikes)
+        if spikes.requires_grad and torch.is_grad_enabled():
+            synapse = torch.arange(self.nnz, device=spikes.device).repeat(n)
+            sample = torch.arange(n, device=spikes.device).repeat_interleave(self.nnz)
+            value = spikes[:, self.pre_index].reshape(-1)
+        else:
+            sample, synapse, value = self._events(spikes)
         slot = (self.delay_steps[synapse] + pos) % length
         flat = (sample * length + slot) * n_out + self.post_index[synapse]
         values = self.weight[synapse] * value

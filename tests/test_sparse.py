@@ -159,6 +159,26 @@ def test_gradient_through_the_synapses():
     torch.testing.assert_close(grad_w, dense.weight_orig.grad[idx[0], idx[1]][_order(idx)])
 
 
+def test_gradient_through_per_synapse_delays():
+    """dL/ds_t[j] = sum over the synapses k of j of w_k c[t + d_k, post_k], for
+    L = sum_t,i c[t, i] out_t[i]: by hand, at the zero entries of the input too."""
+    idx = torch.tensor([[0, 1, 2, 1], [0, 0, 1, 2]])  # (post, pre)
+    steps = [2, 0, 1, 3]
+    weight = torch.tensor([0.5, -1.0, 2.0, 0.25], dtype=F64)
+    conn = SparseLinear(3, 3, idx, delay=torch.tensor(steps, dtype=F64), weight=weight, dtype=F64)
+    spikes = (torch.rand(8, 2, 3) < 0.4).to(F64).requires_grad_(True)
+    c = torch.randn(8, 2, 3, dtype=F64)
+    out = torch.stack([conn(s) for s in spikes])
+    (out * c).sum().backward()
+    by_hand = torch.zeros(8, 2, 3, dtype=F64)
+    for t in range(8):
+        for k in range(4):
+            if t + steps[k] < 8:
+                by_hand[t, :, idx[1, k]] += weight[k] * c[t + steps[k], :, idx[0, k]]
+    torch.testing.assert_close(spikes.grad, by_hand)
+    assert bool((by_hand[spikes.detach() == 0] != 0).any())  # zero entries get a gradient
+
+
 def _order(idx):
     """Stored (pre-sorted) order of the synapses of an index list."""
     return torch.argsort(torch.argsort(idx[1] * 1000 + idx[0]))
