@@ -183,7 +183,9 @@ class SynapseGroup:
     Args:
         connection: the trained connection: a :class:`~pysnn.connection.Linear`, a ``Conv2d``,
             or any :class:`~pysnn.connection.Connection` with 1-D in/out features and an
-            ``(out, in)`` ``weight``.
+            ``(out, in)`` ``weight``, or one with a weight layout of its own that defines
+            ``correlate(post, pre, per_sample=False) -> Δw-shaped tensor`` (e.g.
+            :class:`~pysnn.sparse.SparseLinear`, one value per existing synapse).
         pre: presynaptic neuron module (``spikes``, ``trace``).
         post: postsynaptic neuron module (``spikes``, ``trace``).
         owner: name used in error messages (the rule's class name).
@@ -196,6 +198,9 @@ class SynapseGroup:
         self.owner = owner
         #: ``True`` for a ``Conv2d`` connection (weight layout ``(C_out, C_in / groups, kH, kW)``).
         self.is_conv = isinstance(connection, Conv2d)
+        #: ``True`` for a connection with a weight layout of its own (e.g. one value per existing
+        #: synapse), which then defines ``correlate(post, pre, per_sample)`` (see :meth:`correlate`).
+        self.own_layout = callable(getattr(connection, "correlate", None))
         #: the rule's state tensors for this group, by name.
         self.state: Dict[str, Tensor] = {}
         self._step = 0  # steps begun by the rule (LearningRule.step), see _pre_trace_history
@@ -422,9 +427,13 @@ class SynapseGroup:
             ``weight.shape`` (``Linear`` and other ``(out, in)`` weights:
             :func:`~pysnn.functional.plasticity.linear_correlation`;
             ``Conv2d``: the convolution's weight gradient,
-            :func:`~pysnn.functional.plasticity.conv2d_correlation`).
+            :func:`~pysnn.functional.plasticity.conv2d_correlation`; a connection with a layout
+            of its own, :attr:`own_layout`: its ``correlate(post, pre, per_sample)``, e.g.
+            :meth:`pysnn.sparse.SparseLinear.correlate`).
         """
         conn = self.connection
+        if self.own_layout:
+            return conn.correlate(post, pre, per_sample)
         if self.is_conv:
             return conv2d_correlation(
                 post,
@@ -450,7 +459,7 @@ class SynapseGroup:
         history, then a gather of entry ``(d_ij, j)`` for each synapse.
         """
         conn = self.connection
-        if not conn.per_synapse_delay:
+        if not conn.per_synapse_delay or self.own_layout:
             a_pre, x_pre = self.arriving_spikes(), self.pre_trace()
             return self.correlate(at_post, x_pre), self.correlate(at_pre, a_pre)
         self.arriving_spikes()  # validates that the connection ran with this batch
@@ -486,7 +495,9 @@ class LearningRule(nn.Module):
             :class:`~pysnn.connection.Linear`, a :class:`~pysnn.connection.Conv2d`, or any
             :class:`~pysnn.connection.Connection` with 1-D in/out features and a ``weight`` of
             shape ``(out, in)`` (its per-synapse delays, if any, of that shape too), which the
-            rules train as a ``Linear``.
+            rules train as a ``Linear``; or a connection with a weight layout of its own (its
+            per-synapse delays of the weight's shape) that defines ``correlate`` (see
+            :meth:`SynapseGroup.correlate`), e.g. :class:`~pysnn.sparse.SparseLinear`.
         pre: presynaptic neuron module (any module with ``spikes`` and ``trace`` of shape
             ``(B, *in_shape)``, e.g. :class:`~pysnn.neuron.Input`), or a name.
         post: postsynaptic neuron module (``spikes``, ``trace`` of shape ``(B, *out_shape)``), or a
@@ -754,7 +765,12 @@ class STDP(_WeightDependent):
         s_post, x_post = g.post_spikes(), g.post_trace()
         batch = s_post.shape[0]
         conn = g.connection
-        if self.weight_dependence is None and not g.is_conv and not conn.per_synapse_delay:
+        if (
+            self.weight_dependence is None
+            and not g.is_conv
+            and not g.own_layout
+            and not conn.per_synapse_delay
+        ):
             # Both terms in one (out, 2B) @ (2B, in) product: no weight-sized temporaries.
             scale = self.batch_factor(batch)
             post = torch.cat((s_post * (self.nu_post * scale), x_post * (-self.nu_pre * scale)))
@@ -1213,7 +1229,7 @@ class FedeSTDP(LearningRule):
             patches = self._normalize(x_pre, dim=-1)
 
             def corr(values: Tensor) -> Tensor:
-                return linear_correlation(s_post, values)
+                return g.correlate(s_post, values)
 
         ltp = corr(torch.exp(patches) - self.a)
         ltd = corr(torch.exp(1.0 - patches) - self.a)
@@ -1288,9 +1304,15 @@ def _check_triple(conn: Any, pre: Any, post: Any, where: str) -> None:
                 )
         return
     # Any other connection: the correlations are those of a Linear, so the weight must be
-    # (out, in) over 1-D in/out shapes, and per-synapse delays one per weight entry.
+    # (out, in) over 1-D in/out shapes (unless the connection correlates in its own layout), and
+    # per-synapse delays one per weight entry.
     name, in_shape, out_shape = type(conn).__name__, conn.in_shape, conn.out_shape
-    if len(in_shape) != 1 or len(out_shape) != 1 or tuple(weight.shape) != out_shape + in_shape:
+    own_layout = callable(getattr(conn, "correlate", None))
+    if (
+        len(in_shape) != 1
+        or len(out_shape) != 1
+        or (not own_layout and tuple(weight.shape) != out_shape + in_shape)
+    ):
         raise ValueError(
             f"{where}connection {name} has in_features={in_shape}, out_features={out_shape} and "
             f"a weight of shape {tuple(weight.shape)}: learning rules support a Conv2d or a "
