@@ -19,8 +19,8 @@ loss = sum of all output spikes; time = one forward pass over all steps plus ``l
 
 All: threshold 1, reset to 0, ``tau_v`` = 10 ms (``beta = exp(-0.1)``), no refractory period,
 fast-sigmoid (SuperSpike) surrogate of slope 10. Prints the median over ``--repeats`` timed runs
-(after one warm-up run) and each peer's time divided by pysnn multi-step's ("x" = how many times
-faster pysnn is), and checks that pysnn's two modes give the same weight gradient. With
+(after one warm-up run; the repeats are interleaved over the libraries) and each peer's time
+divided by pysnn multi-step's ("x" = how many times faster pysnn is), and checks that pysnn's two modes give the same weight gradient. With
 ``--memory`` each case also runs once in a fresh process and reports its peak resident memory.
 The full configuration (T = 500, N = 4096 and 16384) takes minutes per library; shrink it::
 
@@ -211,16 +211,6 @@ BUILDERS: Dict[str, Callable[[int], Optional[Runner]]] = {
 }
 
 
-def time_runner(run: Runner, x: torch.Tensor, repeats: int) -> List[float]:
-    run(x)  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run(x)
-        times.append(time.perf_counter() - start)
-    return times
-
-
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description="Forward+backward time of Linear + LIF (surrogate gradients): pysnn vs "
@@ -292,21 +282,32 @@ def main(argv: Optional[List[str]] = None) -> Dict[int, Dict[str, float]]:
         x = make_input(args, n)
         results[n] = {}
         grads = {}
+        runners = {}
         for name in args.libraries:
             torch.manual_seed(args.seed)
             run = BUILDERS[name](n)
             if run is None:
                 print(f"  N={n:6d}  {name:13s} not installed")
                 continue
-            median = statistics.median(time_runner(run, x, args.repeats))
+            grad = run(x)  # warm-up
+            if name.startswith("pysnn"):
+                grads[name] = grad
+            runners[name] = run
+        # repeats interleaved over the libraries, so that a change of machine load hits all alike
+        times: Dict[str, List[float]] = {name: [] for name in runners}
+        for _ in range(args.repeats):
+            for name, run in runners.items():
+                start = time.perf_counter()
+                run(x)
+                times[name].append(time.perf_counter() - start)
+        for name in runners:
+            median = statistics.median(times[name])
             results[n][name] = median
             line = f"  N={n:6d}  {name:13s} {median:9.3f} s"
             if args.memory:
                 line += f"   peak memory {peak_memory(args, name, n):6.2f} GiB"
             print(line, flush=True)
-            if name.startswith("pysnn"):
-                grads[name] = run(x)
-            del run
+        del runners
         if len(grads) == 2:
             a, b = grads.values()
             diff = float((a - b).abs().max() / b.abs().max().clamp_min(1e-30))
