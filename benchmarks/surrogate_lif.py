@@ -20,8 +20,8 @@ loss = sum of all output spikes; time = one forward pass over all steps plus ``l
 All: threshold 1, reset to 0, ``tau_v`` = 10 ms (``beta = exp(-0.1)``), no refractory period,
 fast-sigmoid (SuperSpike) surrogate of slope 10. Prints the median over ``--repeats`` timed runs
 (after one warm-up run; the repeats are interleaved over the libraries) and each peer's time
-divided by pysnn multi-step's ("x" = how many times faster pysnn is), and checks that pysnn's two modes give the same weight gradient. With
-``--memory`` each case also runs once in a fresh process and reports its peak resident memory.
+divided by pysnn multi-step's ("x" = how many times faster pysnn is), and checks that pysnn's
+two modes give the same weight gradient. With ``--memory`` each case also runs once in a fresh process and reports its peak resident memory.
 The full configuration (T = 500, N = 4096 and 16384) takes minutes per library; shrink it::
 
     python benchmarks/surrogate_lif.py --neurons 1024 4096 --steps 100 --repeats 3
