@@ -1,0 +1,215 @@
+r"""Scale-out on :mod:`torch.distributed`: data-parallel local learning and sharding helpers.
+
+pysnn runs on the distributed engine PyTorch users already have: processes started by
+``torchrun`` (or ``torch.multiprocessing``), joined in a process group (``gloo`` on CPUs,
+``nccl`` on GPUs). See the "Scaling out" page of the documentation for the commands and costs.
+
+**Data-parallel local learning.** Every process holds a full copy of the network and simulates
+its shard of each global batch. :func:`data_parallel` makes the learning of those copies that of
+one process with the whole batch:
+
+- every :class:`~pysnn.learning.LearningRule` in the module sums its weight change over the
+  process group before applying it (one ``all_reduce`` of a weight-sized tensor per rule,
+  connection and step): with ``reduction="sum"``
+  :math:`\Delta w = \sum_r \Delta w_r`; with ``reduction="mean"`` each process computes its
+  batch *sum* and the total is divided by the global batch size
+  :math:`B = \sum_r B_r` (reduced in the same collective, so shards may differ in size):
+  :math:`\Delta w = \frac{1}{B}\sum_r \sum_{b \in r} \Delta w_b`;
+- every :class:`~pysnn.neuron.AdaptiveLIFNeuron` with ``theta_shared=True`` sums its per-step spike
+  counts over the group before its threshold update (one ``all_reduce`` of ``shape`` per step);
+- weight clamping and normalisation (:meth:`~pysnn.connection.Connection.normalize`) are
+  functions of the weights alone, which stay identical on every process (an ``all_reduce``
+  delivers the same sum to every rank), so they need no communication.
+
+Hence ``N`` processes with batch ``b`` learn as one process with batch ``N * b``, up to the
+order of the floating-point summation of the per-sample updates (relative differences of order
+``1e-7`` per step in float32; spikes, counts and assignments are equal as long as no membrane
+potential lies within that distance of its threshold).
+
+Requirements: every process steps the same number of times with the same rules (each step of a
+rule is a collective); a process with no sample of its own must still step (e.g. with a blank
+input that produces no spikes); rules must return an update, or ``None``, on all processes alike.
+:class:`~pysnn.learning.Hebbian` with ``decay > 0`` (a per-step, not per-sample, term) is refused.
+
+.. code-block:: python
+
+    import torch.distributed as dist
+    from pysnn import distributed
+
+    distributed.init_from_env()            # under torchrun: joins the group (gloo / nccl)
+    net = DiehlCook2015()                  # same seed on every process: same initial weights
+    distributed.data_parallel(net)         # rules and shared thresholds reduce over the group
+    part = distributed.shard_range(len(batch))
+    counts = net.run(spikes[:, part])      # this process's shard of the global batch
+    counts = distributed.gather_shards(counts, len(batch))   # (B, n) on every process
+"""
+
+from __future__ import annotations
+
+import os
+from functools import partial
+from typing import Any, List, Optional, Tuple
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+__all__ = [
+    "init_from_env",
+    "is_distributed",
+    "rank_and_world",
+    "shard_sizes",
+    "shard_range",
+    "gather_shards",
+    "all_reduce_update",
+    "all_reduce_sum",
+    "data_parallel",
+]
+
+ProcessGroup = Any  # torch.distributed.ProcessGroup, or None for the default group
+
+
+def is_distributed() -> bool:
+    """Whether a default process group is initialised (more than one process may run)."""
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank_and_world(group: ProcessGroup = None) -> Tuple[int, int]:
+    """``(rank, world_size)`` in ``group``; ``(0, 1)`` without an initialised process group."""
+    if not is_distributed():
+        return 0, 1
+    return dist.get_rank(group), dist.get_world_size(group)
+
+
+def init_from_env(backend: Optional[str] = None) -> bool:
+    """Join the default process group described by ``torchrun``'s environment variables.
+
+    Does nothing (returns ``False``) when ``WORLD_SIZE`` is unset or 1, or when a group is
+    already initialised (returns ``True``). Otherwise calls
+    ``torch.distributed.init_process_group(backend)`` with ``MASTER_ADDR``, ``MASTER_PORT``,
+    ``RANK`` and ``WORLD_SIZE`` from the environment.
+
+    Args:
+        backend: ``"gloo"`` (CPU tensors), ``"nccl"`` (CUDA tensors) or ``None``: ``"nccl"`` if
+            CUDA is available, else ``"gloo"``.
+
+    Returns:
+        Whether a process group is initialised afterwards.
+    """
+    if is_distributed():
+        return True
+    world = os.environ.get("WORLD_SIZE")
+    if world is None or int(world) <= 1:
+        return False
+    if backend is None:
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend not in ("gloo", "nccl", "mpi", "ucc", "xccl"):
+        raise ValueError(f"backend must be 'gloo', 'nccl', 'mpi', 'ucc' or 'xccl', got {backend!r}")
+    dist.init_process_group(backend)
+    return True
+
+
+# ---------------------------------------------------------------------------- sharding
+def shard_sizes(n: int, world: int) -> List[int]:
+    """Sizes of ``world`` contiguous shards of ``n`` items (as ``torch.tensor_split``: the first
+    ``n % world`` shards hold one item more)."""
+    if not isinstance(n, int) or n < 0:
+        raise ValueError(f"n must be an int >= 0, got {n!r}")
+    if not isinstance(world, int) or world < 1:
+        raise ValueError(f"world must be an int >= 1, got {world!r}")
+    base, extra = divmod(n, world)
+    return [base + (1 if r < extra else 0) for r in range(world)]
+
+
+def shard_range(n: int, group: ProcessGroup = None) -> slice:
+    """This process's contiguous shard of ``n`` items (a ``slice``; all of them without a group).
+
+    The shards of all ranks, in rank order, are ``0..n`` (see :func:`shard_sizes`).
+    """
+    rank, world = rank_and_world(group)
+    sizes = shard_sizes(n, world)
+    start = sum(sizes[:rank])
+    return slice(start, start + sizes[rank])
+
+
+def gather_shards(local: Tensor, n: int, group: ProcessGroup = None) -> Tensor:
+    """Concatenate every rank's shard (as :func:`shard_range` of ``n``) along dim 0, on every rank.
+
+    Args:
+        local: this rank's rows ``(n_r, ...)`` (``n_r`` = its :func:`shard_range` length).
+        n: the total number of rows.
+
+    Returns:
+        ``(n, ...)``: rank 0's rows first. One ``all_gather`` of ``(max n_r, ...)`` tensors
+        (shards are padded to the same size and trimmed afterwards).
+    """
+    rank, world = rank_and_world(group)
+    sizes = shard_sizes(n, world)
+    if local.shape[0] != sizes[rank]:
+        raise ValueError(
+            f"local must hold this rank's shard of {n} rows ({sizes[rank]} on rank {rank}), got "
+            f"{local.shape[0]} rows"
+        )
+    if world == 1:
+        return local
+    width = max(sizes)
+    padded = local.new_zeros((width, *local.shape[1:]))
+    padded[: local.shape[0]] = local
+    parts = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(parts, padded.contiguous(), group=group)
+    return torch.cat([part[:size] for part, size in zip(parts, sizes)])
+
+
+# ---------------------------------------------------------------------------- reductions
+def all_reduce_sum(value: Tensor, group: ProcessGroup = None) -> Tensor:
+    """The sum of ``value`` over the ranks of ``group`` (a new tensor; ``value`` is unchanged)."""
+    total = value.clone()
+    dist.all_reduce(total, group=group)
+    return total
+
+
+def all_reduce_update(dw: Tensor, batch: int, mean: bool, group: ProcessGroup = None) -> Tensor:
+    r"""Sum a learning rule's batch-summed weight change over ``group``.
+
+    Args:
+        dw: this rank's update, summed (not averaged) over its ``batch`` samples.
+        batch: this rank's batch size :math:`B_r`.
+        mean: divide the total by the global batch size :math:`\sum_r B_r` (reduced in the same
+            collective, so the ranks' batch sizes may differ).
+
+    Returns:
+        :math:`\sum_r \Delta w_r` (``mean=False``) or
+        :math:`\sum_r \Delta w_r / \sum_r B_r`, the same tensor on every rank.
+    """
+    if not mean:
+        return all_reduce_sum(dw, group)
+    packed = torch.cat((dw.reshape(-1), dw.new_full((1,), float(batch))))
+    dist.all_reduce(packed, group=group)
+    return (packed[:-1] / packed[-1]).view(dw.shape)
+
+
+def data_parallel(module: nn.Module, group: ProcessGroup = None) -> nn.Module:
+    """Make the local learning in ``module`` reduce over ``group`` (see the module docstring).
+
+    Sets ``process_group`` on every :class:`~pysnn.learning.LearningRule` and
+    ``spike_count_reduce`` on every :class:`~pysnn.neuron.AdaptiveLIFNeuron` with a shared
+    ``theta`` found in ``module.modules()`` (``module`` itself included). Without an initialised
+    process group this does nothing. Call it on every rank, after building identical copies of
+    the network (same seed).
+
+    Returns:
+        ``module`` (changed in place).
+    """
+    from pysnn.learning import LearningRule
+    from pysnn.neuron import AdaptiveLIFNeuron
+
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
+    if not is_distributed():
+        return module
+    for sub in module.modules():
+        if isinstance(sub, LearningRule):
+            sub.process_group = group if group is not None else dist.group.WORLD
+        elif isinstance(sub, AdaptiveLIFNeuron) and sub.theta_shared:
+            sub.spike_count_reduce = partial(all_reduce_sum, group=group)
+    return module

@@ -1,0 +1,228 @@
+"""pysnn.distributed: N gloo processes (torch.multiprocessing, file:// rendezvous in tmp_path)
+against one process with the combined batch.
+
+Tolerance: the processes sum the per-sample updates in a different order than one process does,
+so weights and thresholds agree to float32 rounding (rtol 1e-5, atol 1e-6 over the short runs
+here); spikes, counts, assignments and accuracies are compared exactly.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import pickle
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from pysnn import distributed
+from pysnn.connection import Linear
+from pysnn.learning import MSTDPET, STDP, Hebbian
+from pysnn.neuron import AdaptiveLIFNeuron, Input
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+TIMEOUT = 120  # s: a hung collective fails the test instead of the CI job
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# ---------------------------------------------------------------------------- harness
+def _entry(rank: int, world: int, init_file: str, out_dir: str, fn, args) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        result = fn(rank, world, out_dir, *args)
+        with open(os.path.join(out_dir, f"rank{rank}.pkl"), "wb") as f:
+            pickle.dump(result, f)
+    finally:
+        dist.destroy_process_group()
+
+
+def spawn(tmp_path: Path, world: int, fn, *args) -> list:
+    """Run ``fn(rank, world, out_dir, *args)`` in ``world`` gloo processes; results by rank.
+
+    Every process is joined (killed after TIMEOUT seconds); a failure in any rank fails the test.
+    """
+    init_file = tmp_path / "rendezvous"
+    ctx = mp.start_processes(
+        _entry,
+        args=(world, str(init_file), str(tmp_path), fn, args),
+        nprocs=world,
+        join=False,
+        start_method="spawn",
+    )
+    deadline = time.monotonic() + TIMEOUT
+    try:
+        while not ctx.join(timeout=1):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{world} processes still running after {TIMEOUT} s")
+    finally:
+        for process in ctx.processes:
+            if process.is_alive():
+                process.kill()
+            process.join()
+    return [pickle.loads((tmp_path / f"rank{r}.pkl").read_bytes()) for r in range(world)]
+
+
+# ---------------------------------------------------------------------------- rules
+def _rule_run(rank: int, world: int, rule: str, reduction: str, batch: int, steps: int = 30):
+    """Input -> Linear (per-synapse delays) -> shared-theta AdaptiveLIF with a rule; this rank's
+    shard of a fixed global batch. Returns weights, theta and the spikes of the shard."""
+    torch.manual_seed(0)
+    inp = Input(12)
+    fc = Linear(12, 6, wmin=0.0, wmax=50.0, delay=torch.randint(0, 3, (6, 12)).float())
+    post = AdaptiveLIFNeuron(6, thresh=-60.0, tau_v=20.0, theta_plus=0.5, theta_shared=True)
+    if rule == "stdp":
+        learn = STDP(connection=fc, pre=inp, post=post, nu=(1e-3, 1e-2), reduction=reduction)
+    elif rule == "stdp_shared_delay":
+        fc = Linear(12, 6, wmin=0.0, wmax=50.0, delay=2.0)
+        learn = STDP(connection=fc, pre=inp, post=post, nu=(1e-3, 1e-2), reduction=reduction)
+    else:
+        learn = MSTDPET(connection=fc, pre=inp, post=post, gamma=0.5, reduction=reduction)
+    fc.weight.data.mul_(20.0)
+    spikes = (torch.rand(steps, batch, 12) < 0.3).float()
+    rewards = torch.randn(steps)
+    for module in (learn, post):  # what distributed.data_parallel does for a network
+        distributed.data_parallel(module)
+    part = distributed.shard_range(batch) if world > 1 else slice(0, batch)
+    out = []
+    with torch.no_grad():
+        for t in range(steps):
+            out.append(post(fc(inp(spikes[t, part]))))
+            learn.step(rewards[t]) if rule == "mstdpet" else learn.step()
+    return fc.weight.detach().clone(), post.theta.clone(), torch.stack(out)
+
+
+# Each process start costs seconds (spawn imports torch), so every scenario for a world size runs
+# in one start: _suite runs them in turn and returns their results by name.
+CASES = {
+    2: [("stdp", "sum", 6), ("mstdpet", "mean", 5)],
+    3: [("stdp_shared_delay", "mean", 7)],  # unequal shards 3, 2, 2 with the mean
+}
+
+
+def _suite(rank: int, world: int, out: str):
+    results = {case: _rule_run(rank, world, *case) for case in CASES[world]}
+    results["gather"] = _gather(rank, world, 4)
+    if world == 2:
+        results["hebbian"] = _hebbian_decay(rank, world)
+        os.makedirs(os.path.join(out, "mnist"), exist_ok=True)
+        results["mnist"] = _mnist_stdp(rank, world, os.path.join(out, "mnist"))
+    return results
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """``{world: [results of rank 0, rank 1, ...]}`` for 2 and 3 gloo processes."""
+    return {
+        world: spawn(tmp_path_factory.mktemp(f"world{world}"), world, _suite) for world in CASES
+    }
+
+
+@pytest.mark.parametrize("world,case", [(w, c) for w, cases in CASES.items() for c in cases])
+def test_rules_learn_as_one_process(runs, world, case):
+    rule, reduction, batch = case
+    one_w, one_theta, one_spikes = _rule_run(0, 1, rule, reduction, batch)
+    results = [r[case] for r in runs[world]]
+    sizes = distributed.shard_sizes(batch, world)
+    for w, theta, _ in results:  # identical on every rank (all_reduce gives one sum)
+        assert torch.equal(w, results[0][0]) and torch.equal(theta, results[0][1])
+    w, theta = results[0][0], results[0][1]
+    assert not torch.allclose(w, _rule_initial_weight(rule))  # it did learn
+    torch.testing.assert_close(w, one_w, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(theta, one_theta, rtol=1e-5, atol=1e-6)
+    assert one_theta.sum() > 0  # the shared threshold did adapt
+    spikes = torch.cat([r[2] for r in results], dim=1)
+    assert [r[2].shape[1] for r in results] == sizes
+    assert torch.equal(spikes, one_spikes)
+
+
+def _rule_initial_weight(rule: str) -> torch.Tensor:
+    torch.manual_seed(0)
+    Input(12)
+    fc = Linear(12, 6, wmin=0.0, wmax=50.0, delay=torch.randint(0, 3, (6, 12)).float())
+    if rule == "stdp_shared_delay":
+        fc = Linear(12, 6, wmin=0.0, wmax=50.0, delay=2.0)
+    return fc.weight.detach() * 20.0
+
+
+def _hebbian_decay(rank: int, world: int):
+    inp, post = Input(4), AdaptiveLIFNeuron(3)
+    fc = Linear(4, 3)
+    rule = distributed.data_parallel(Hebbian(connection=fc, pre=inp, post=post, decay=0.1))
+    post(fc(inp(torch.ones(1, 4))))
+    try:
+        rule.step()
+    except ValueError as error:
+        return str(error)
+    return "no error"
+
+
+def test_hebbian_decay_is_refused(runs):
+    messages = [r["hebbian"] for r in runs[2]]
+    assert all("decay" in m and "per-step" in m for m in messages)
+
+
+# ---------------------------------------------------------------------------- helpers
+def test_shards_cover_in_order():
+    assert distributed.shard_sizes(7, 3) == [3, 2, 2]
+    assert distributed.shard_sizes(1, 3) == [1, 0, 0]
+    assert distributed.shard_range(5) == slice(0, 5)  # no process group: everything
+    assert distributed.rank_and_world() == (0, 1)
+    with pytest.raises(ValueError, match="world"):
+        distributed.shard_sizes(4, 0)
+    with pytest.raises(TypeError, match="module"):
+        distributed.data_parallel("net")
+
+
+def _gather(rank: int, world: int, n: int):
+    part = distributed.shard_range(n)
+    local = torch.arange(n, dtype=torch.float32)[part].unsqueeze(1).repeat(1, 2)
+    total = distributed.all_reduce_update(
+        torch.full((2,), float(rank + 1)), part.stop - part.start, True
+    )
+    return distributed.gather_shards(local, n), total
+
+
+@pytest.mark.parametrize("world", list(CASES))
+def test_gather_shards_and_mean(runs, world):
+    for gathered, total in [r["gather"] for r in runs[world]]:  # shards 2, 2 or 2, 1, 1
+        assert torch.equal(gathered, torch.arange(4.0).unsqueeze(1).repeat(1, 2))
+        # 1 + 2 (+ 3): the ranks' summed updates, over a global batch of 4 samples
+        assert torch.equal(total, torch.full((2,), sum(range(1, world + 1)) / 4.0))
+
+
+# ---------------------------------------------------------------------------- the example
+def _mnist_stdp(rank: int, world: int, out: str):
+    example = _load("mnist_stdp")
+    argv = [
+        "--n-neurons", "8", "--n-train", "10", "--batch-size", "6", "--time", "25",
+        "--n-assign", "10", "--n-test", "9", "--eval-batch-size", "4", "--quiet",
+        "--results", os.path.join(out, "results.json"),
+        "--checkpoint", os.path.join(out, "net.pt"),
+    ]  # fmt: skip
+    results = example.main(argv)
+    net = torch.load(os.path.join(out, "net.pt"), weights_only=True)["parameters"]
+    return results, {k: v for k, v in net.items() if k in ("fc.weight", "exc.theta")}
+
+
+def test_mnist_stdp_example_two_processes(runs, tmp_path):
+    one, one_net = _mnist_stdp(0, 1, str(tmp_path))
+    results = [r["mnist"] for r in runs[2]]
+    two, two_net = results[0]
+    assert two["processes"] == 2 and one["processes"] == 1
+    assert two["assignments"] == one["assignments"] == results[1][0]["assignments"]
+    for key in ("accuracy_all_activity", "accuracy_proportion_weighting", "silent_neurons"):
+        assert two[key] == one[key]
+    assert one_net["exc.theta"].sum() > 0
+    for key in one_net:
+        torch.testing.assert_close(two_net[key], one_net[key], rtol=1e-5, atol=1e-6)
