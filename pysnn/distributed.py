@@ -42,6 +42,37 @@ input that produces no spikes); rules must return an update, or ``None``, on all
     part = distributed.shard_range(len(batch))
     counts = net.run(spikes[:, part])      # this process's shard of the global batch
     counts = distributed.gather_shards(counts, len(batch))   # (B, n) on every process
+
+**Partitioned simulation.** One population of ``n`` neurons too large for one process is split
+into contiguous blocks (:class:`Partition`): each process simulates its block of neurons, holds
+only the rows of the weights (and per-synapse delays) that feed them, their state and the
+learning of those rows. A learning rule's update of row ``i`` depends only on postsynaptic
+neuron ``i`` and the presynaptic signals, so it is computed locally, without communication (the
+rule must *not* get a ``process_group``). The only exchange is of spikes: every step each process
+contributes its block's spikes to one ``all_gather`` (:class:`SpikeExchange`, ``uint8``, dense) and
+receives the whole population's, which it feeds to its rows like an
+:class:`~pysnn.neuron.Input` (with the same trace, so the rules see the presynaptic side as in one
+process):
+
+.. code-block:: python
+
+    part = distributed.Partition(n)                     # this process: neurons part.start..stop
+    relay = distributed.SpikeExchange(part)             # (B, n_local) -> (B, n), with trace
+    rec = Linear(n, part.size, delay=part.rows(delays)) # rows of the global (n, n) delays
+    rec.weight.data.copy_(part.rows(weight))
+    lif = LIFNeuron(part.size)
+    stdp = STDP(connection=rec, pre=relay, post=lif)
+    for t in range(T):
+        s = lif(rec(relay(s_prev)) + drive[t][:, part.slice])
+        stdp.step()
+        s_prev = s
+
+Communication volume per step (dense ``uint8`` spikes, batch ``B``, ``N`` processes): each
+process sends ``B n / N`` bytes and receives ``B n (N - 1) / N`` bytes, ``B n (N - 1)`` bytes in
+all (independent of the connectivity and the activity). Sending spike indices instead (4 bytes
+per spike) pays when fewer than one neuron in 4 spikes per step for one byte per neuron (one in
+32 against bit-packed spikes); that variant, and overlapping the exchange with the step when every
+delay is longer than one step, are not implemented.
 """
 
 from __future__ import annotations
@@ -64,6 +95,8 @@ __all__ = [
     "all_reduce_update",
     "all_reduce_sum",
     "data_parallel",
+    "Partition",
+    "SpikeExchange",
 ]
 
 ProcessGroup = Any  # torch.distributed.ProcessGroup, or None for the default group
@@ -213,3 +246,129 @@ def data_parallel(module: nn.Module, group: ProcessGroup = None) -> nn.Module:
         elif isinstance(sub, AdaptiveLIFNeuron) and sub.theta_shared:
             sub.spike_count_reduce = partial(all_reduce_sum, group=group)
     return module
+
+
+# ---------------------------------------------------------------------------- partitioned simulation
+class Partition:
+    """A contiguous block of a population of ``n`` neurons owned by this process.
+
+    The blocks of ranks ``0, 1, ...`` are consecutive, of :func:`shard_sizes` ``(n, world)``.
+
+    Args:
+        n: number of neurons of the whole population.
+        group: process group (default: the default group; without one the block is everything).
+
+    Attributes:
+        n, rank, world, sizes, start, stop, size (``stop - start``), slice.
+    """
+
+    def __init__(self, n: int, group: ProcessGroup = None) -> None:
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"n must be an int >= 1 (the population size), got {n!r}")
+        self.n, self.group = n, group
+        self.rank, self.world = rank_and_world(group)
+        self.sizes = shard_sizes(n, self.world)
+        if min(self.sizes) == 0:
+            raise ValueError(f"n = {n} neurons cannot be split over {self.world} processes")
+        self.start = sum(self.sizes[: self.rank])
+        self.stop = self.start + self.sizes[self.rank]
+        self.size = self.stop - self.start
+        self.slice = slice(self.start, self.stop)
+
+    def rows(self, tensor: Tensor) -> Tensor:
+        """This block's rows (dim 0) of a global ``(n, ...)`` tensor, e.g. the weight ``(n, in)``
+        feeding the population or its per-synapse delays (a contiguous copy)."""
+        if not isinstance(tensor, Tensor) or tensor.dim() < 1 or tensor.shape[0] != self.n:
+            shape = tuple(tensor.shape) if isinstance(tensor, Tensor) else type(tensor).__name__
+            raise ValueError(f"tensor must have {self.n} rows (dim 0), got {shape}")
+        return tensor[self.slice].clone()
+
+    def __repr__(self) -> str:
+        return (
+            f"Partition(n={self.n}, rank={self.rank}, world={self.world}, {self.start}:{self.stop})"
+        )
+
+
+class SpikeExchange(nn.Module):
+    """Gather a partitioned population's spikes: ``(B, n_local)`` in, ``(B, n)`` out, every step.
+
+    One ``all_gather`` of the blocks' spikes as ``uint8`` (padded to the largest block) per call.
+    The module then acts as an :class:`~pysnn.neuron.Input` of the whole population: ``spikes``
+    and ``trace`` ``(B, n)`` (the trace with the given parameters, which should be those of the
+    source neurons), so it is the ``pre`` of a learning rule on the rows fed by the population.
+
+    Args:
+        partition: the :class:`Partition` of the population.
+        dt: time step (ms).
+        tau_trace, trace_scale, trace_mode: trace of the gathered spikes, as
+            :class:`~pysnn.neuron.Input` (defaults 20 ms, 1, ``"additive"``).
+    """
+
+    def __init__(
+        self,
+        partition: Partition,
+        dt: float = 1.0,
+        *,
+        tau_trace: float = 20.0,
+        trace_scale: float = 1.0,
+        trace_mode: str = "additive",
+    ) -> None:
+        from pysnn.neuron import Input
+
+        super().__init__()
+        if not isinstance(partition, Partition):
+            raise TypeError(f"partition must be a Partition, got {type(partition).__name__}")
+        self.partition = partition
+        self.relay = Input(
+            partition.n, dt, tau_trace=tau_trace, trace_scale=trace_scale, trace_mode=trace_mode
+        )
+
+    @property
+    def dt(self) -> float:
+        """Time step (ms)."""
+        return self.relay.dt
+
+    @property
+    def shape(self) -> Tuple[int, ...]:
+        """``(n,)``: the whole population."""
+        return self.relay.shape
+
+    @property
+    def spikes(self) -> Optional[Tensor]:
+        """The gathered spikes of the last call, ``(B, n)``."""
+        return self.relay.spikes
+
+    @property
+    def trace(self) -> Optional[Tensor]:
+        """Their trace, ``(B, n)``."""
+        return self.relay.trace
+
+    def reset_state(self) -> None:
+        """Reset the trace (and spikes) of the gathered population."""
+        self.relay.reset_state()
+
+    def gather(self, local: Tensor) -> Tensor:
+        """The whole population's spikes ``(B, n)`` (``local``'s dtype) from every block's
+        ``(B, n_local)``: one ``all_gather``; no trace update."""
+        part = self.partition
+        if local.dim() != 2 or local.shape[1] != part.size:
+            raise ValueError(
+                f"local spikes must be (B, {part.size}) (this block's neurons), got "
+                f"{tuple(local.shape)}"
+            )
+        if part.world == 1:
+            return local
+        width = max(part.sizes)
+        packed = torch.zeros((width, local.shape[0]), dtype=torch.uint8, device=local.device)
+        packed[: part.size] = local.t().ne(0)
+        blocks = [torch.empty_like(packed) for _ in range(part.world)]
+        dist.all_gather(blocks, packed, group=part.group)
+        full = torch.cat([b[:size] for b, size in zip(blocks, part.sizes)])
+        return full.t().to(local.dtype)
+
+    def forward(self, local: Tensor) -> Tensor:
+        """``local`` ``(B, n_local)`` 0/1 spikes of this block → ``(B, n)`` of the population."""
+        return self.relay(self.gather(local))
+
+    def extra_repr(self) -> str:
+        return repr(self.partition)

@@ -23,7 +23,7 @@ from pysnn import distributed
 from pysnn.connection import Linear
 from pysnn.learning import MSTDPET, STDP, Hebbian
 from pysnn.multistep import Unroll
-from pysnn.neuron import AdaptiveLIFNeuron, Input
+from pysnn.neuron import AdaptiveLIFNeuron, Input, LIFNeuron
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 TIMEOUT = 120  # s: a hung collective fails the test instead of the CI job
@@ -114,6 +114,7 @@ CASES = {
 def _suite(rank: int, world: int, out: str):
     results = {case: _rule_run(rank, world, *case) for case in CASES[world]}
     results["gather"] = _gather(rank, world, 4)
+    results["partitioned"] = _partitioned(rank, world)
     if world == 2:
         results["ddp"] = _gradients(rank, world, "ddp")
         results["fsdp2"] = _gradients(rank, world, "fsdp2")
@@ -289,3 +290,64 @@ def test_unroll_resets_and_exports():
         Unroll(net, steps=0)
     with pytest.raises(ValueError, match="time first"):
         Unroll(net)(torch.ones(3))
+
+
+# ---------------------------------------------------------------------------- partitioned
+def _partitioned(rank: int, world: int, n: int = 12, n_ext: int = 20, steps: int = 40):
+    """A recurrent LIF population of n neurons (per-synapse delays 0..3 steps, STDP on the input
+    and the recurrent weights) driven by n_ext Poisson inputs, split over the processes: each
+    runs its block of neurons and weight rows. Returns this block's spikes and weight rows."""
+    torch.manual_seed(0)
+    w_in, w_rec = torch.rand(n, n_ext) * 4.0, torch.rand(n, n) * 6.0 - 2.0
+    delays = torch.randint(0, 4, (n, n)).float()
+    drive = (torch.rand(steps, 2, n_ext) < 0.2).float()
+    part = distributed.Partition(n)
+    inp, relay = Input(n_ext), distributed.SpikeExchange(part)
+    fc_in = Linear(n_ext, part.size, wmin=0.0, wmax=6.0, delay=1.0)
+    rec = Linear(n, part.size, wmin=-4.0, wmax=6.0, delay=part.rows(delays))
+    with torch.no_grad():
+        fc_in.weight.copy_(part.rows(w_in))
+        rec.weight.copy_(part.rows(w_rec))
+    lif = LIFNeuron(part.size, thresh=-52.0, v_rest=-65.0, v_reset=-65.0, tau_v=20.0, refrac=2.0)
+    rules = [
+        STDP(connection=fc_in, pre=inp, post=lif, nu=(1e-2, 5e-2)),
+        STDP(connection=rec, pre=relay, post=lif, nu=(2e-2, 5e-2)),
+    ]
+    out, s = [], torch.zeros(2, part.size)
+    with torch.no_grad():
+        for t in range(steps):
+            s = lif(fc_in(inp(drive[t])) + rec(relay(s)))
+            for rule in rules:
+                rule.step()
+            out.append(s)
+    learned = not torch.equal(rec.weight, part.rows(w_rec))
+    return torch.stack(out), fc_in.weight.clone(), rec.weight.clone(), learned
+
+
+@pytest.mark.parametrize("world", list(CASES))
+def test_partitioned_simulation_equals_one_process(runs, world):
+    one_spikes, one_w_in, one_w_rec, learned = _partitioned(0, 1)
+    assert 0.05 < one_spikes.mean() < 0.5 and learned  # active, not saturated; STDP acted
+    results = [r["partitioned"] for r in runs[world]]
+    assert [r[0].shape[2] for r in results] == distributed.shard_sizes(12, world)
+    assert torch.equal(torch.cat([r[0] for r in results], dim=2), one_spikes)
+    for index, one in ((1, one_w_in), (2, one_w_rec)):
+        torch.testing.assert_close(
+            torch.cat([r[index] for r in results]), one, rtol=1e-5, atol=1e-6
+        )
+
+
+def test_partition_without_group_and_errors():
+    part = distributed.Partition(5)
+    assert (part.start, part.stop, part.size) == (0, 5, 5)
+    assert torch.equal(part.rows(torch.arange(10).reshape(5, 2)), torch.arange(10).reshape(5, 2))
+    exchange = distributed.SpikeExchange(part)
+    spikes = (torch.rand(3, 5) < 0.5).float()
+    assert torch.equal(exchange(spikes), spikes)
+    torch.testing.assert_close(exchange.trace, spikes)  # first step: trace = spikes
+    with pytest.raises(ValueError, match="rows"):
+        part.rows(torch.ones(4, 2))
+    with pytest.raises(ValueError, match=r"\(B, 5\)"):
+        exchange(torch.ones(3, 4))
+    with pytest.raises(ValueError, match="n must be"):
+        distributed.Partition(0)
