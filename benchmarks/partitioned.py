@@ -51,17 +51,17 @@ if str(ROOT) not in sys.path:
 V_REST, V_RESET, V_TH, TAU_V, REFRAC = -65.0, -65.0, -52.0, 100.0, 5  # mV, mV, mV, ms, steps
 
 
-def _rows(n_rows: int, n_cols: int, start: int, stop: int, seed: int) -> torch.Tensor:
-    """Rows ``start:stop`` of an ``(n_rows, n_cols)`` N(0, 1) matrix drawn in 64-row blocks from
-    per-block seeds (the same global matrix for any split)."""
-    out = torch.empty(stop - start, n_cols)
+def _rows(out: torch.Tensor, n_rows: int, start: int, stop: int, seed: int, scale: float = 1.0):
+    """Write rows ``start:stop`` of an ``(n_rows, n_cols)`` N(0, scale^2) matrix into ``out``,
+    drawn in 64-row blocks from per-block seeds (the same global matrix for any split; no
+    full-size temporary)."""
+    n_cols = out.shape[1]
     for block in range(start // 64, (stop + 63) // 64):
         lo, hi = block * 64, min(block * 64 + 64, n_rows)
         values = torch.randn(hi - lo, n_cols, generator=torch.Generator().manual_seed(seed + block))
         a, b = max(lo, start), min(hi, stop)
         if a < b:
-            out[a - start : b - start] = values[a - lo : b - lo]
-    return out
+            out[a - start : b - start] = values[a - lo : b - lo] * scale
 
 
 def _peak_rss_mb() -> float:
@@ -87,13 +87,13 @@ def _simulate(net: str, n: int, steps: int, repeats: int, seed: int) -> Dict[str
         rates = torch.rand(1, n, generator=gen) * 100.0  # Hz
         fc = Linear(n, part.size)
         with torch.no_grad():
-            fc.weight.copy_(_rows(n, n, part.start, part.stop, seed + 1))
+            _rows(fc.weight, n, part.start, part.stop, seed + 1)
     else:
         rates = torch.full((1, n), 20.0)
         relay = distributed.SpikeExchange(part)
         fc = Linear(n, part.size, delay=2.0)
         with torch.no_grad():
-            fc.weight.copy_(_rows(n, n, part.start, part.stop, seed + 1) * (8.0 / n**0.5))
+            _rows(fc.weight, n, part.start, part.stop, seed + 1, scale=8.0 / n**0.5)
     prob = -torch.expm1(-rates * 1e-3)  # per-step spike probability at dt = 1 ms
     times, total = [], 0
     for _ in range(repeats):

@@ -56,6 +56,13 @@ delayed synapses learn exactly from arrival times (lossless: every spike in flig
 does not depend on the batch size), ``"sum"`` adds them (a batch of :math:`B` identical samples
 learns :math:`B` times as fast, like :math:`B` sequential samples for small updates).
 
+**Data parallel** (:mod:`pysnn.distributed`). With a ``process_group`` (set by
+:func:`pysnn.distributed.data_parallel`) each process computes the *sum* of its shard's per-sample
+updates, and :meth:`LearningRule.apply_update` sums them over the group (one ``all_reduce`` per
+step and connection; for ``reduction="mean"`` divided by the global batch size), so ``N``
+processes with batch ``b`` learn as one process with batch ``N b``. Batch-reduced rule state
+(:class:`MSTDPET`'s ``eligibility`` without ``per_sample_reward``) then holds the process's sum.
+
 **Applying the update** (:meth:`LearningRule.apply_update`). Under ``torch.no_grad()``, in place:
 ``weight += Δw``, then ``connection.clamp_()`` to ``[wmin, wmax]``, then
 ``connection.normalize(norm)`` if ``norm`` is set (incoming weights of each postsynaptic unit sum

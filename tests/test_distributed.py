@@ -188,6 +188,20 @@ def test_shards_cover_in_order():
         distributed.data_parallel("net")
 
 
+def test_init_from_env_and_single_process(monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert distributed.init_from_env() is False  # not under torchrun: one process
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert distributed.init_from_env() is False
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ValueError, match="backend"):
+        distributed.init_from_env("tcp")
+    inp, post = Input(3), AdaptiveLIFNeuron(2, theta_shared=True)
+    rule = STDP(connection=Linear(3, 2), pre=inp, post=post)
+    distributed.data_parallel(rule)  # no process group: nothing changes
+    assert rule.process_group is None and post.spike_count_reduce is None
+
+
 def _gather(rank: int, world: int, n: int):
     part = distributed.shard_range(n)
     local = torch.arange(n, dtype=torch.float32)[part].unsqueeze(1).repeat(1, 2)
@@ -207,9 +221,11 @@ def test_gather_shards_and_mean(runs, world):
 
 # ---------------------------------------------------------------------------- the example
 def _mnist_stdp(rank: int, world: int, out: str):
+    # With these settings digits are re-presented in shards of 3 / 2, 2 / 1 and, last, a single
+    # digit: rank 1 then runs the blank digit (checked by hand on the single-process run).
     example = _load("mnist_stdp")
     argv = [
-        "--n-neurons", "8", "--n-train", "10", "--batch-size", "6", "--time", "25",
+        "--n-neurons", "8", "--n-train", "10", "--batch-size", "6", "--time", "50",
         "--n-assign", "10", "--n-test", "9", "--eval-batch-size", "4", "--quiet",
         "--results", os.path.join(out, "results.json"),
         "--checkpoint", os.path.join(out, "net.pt"),
