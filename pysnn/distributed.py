@@ -67,12 +67,14 @@ process):
         stdp.step()
         s_prev = s
 
-Communication volume per step (dense ``uint8`` spikes, batch ``B``, ``N`` processes): each
-process sends ``B n / N`` bytes and receives ``B n (N - 1) / N`` bytes, ``B n (N - 1)`` bytes in
-all (independent of the connectivity and the activity). Sending spike indices instead (4 bytes
-per spike) pays when fewer than one neuron in 4 spikes per step for one byte per neuron (one in
-32 against bit-packed spikes); that variant, and overlapping the exchange with the step when every
-delay is longer than one step, are not implemented.
+Communication volume per step (batch ``B``, ``N`` processes, ``k`` spikes in the step over the
+whole population and batch): dense ``uint8`` spikes (``mode="dense"``): each process sends
+``B n / N`` bytes and receives ``B n (N - 1) / N``, ``B n (N - 1)`` bytes in all, independent of
+connectivity and activity, in one collective. Spike indices (``mode="indices"``): ``4 k (N - 1)``
+bytes in all plus ``8 N (N - 1)`` for the counts, in two collectives; fewer bytes when
+``k < B n / 4``. ``mode="auto"`` picks per step from the previous step's activity. The exchange is
+not overlapped with the step (with every delay longer than one step it could be: the spikes of
+step ``t`` are needed only at ``t + d``).
 """
 
 from __future__ import annotations
@@ -100,6 +102,7 @@ __all__ = [
 ]
 
 ProcessGroup = Any  # torch.distributed.ProcessGroup, or None for the default group
+EXCHANGE_MODES = ("dense", "indices", "auto")
 
 
 def is_distributed() -> bool:
@@ -292,16 +295,31 @@ class Partition:
 class SpikeExchange(nn.Module):
     """Gather a partitioned population's spikes: ``(B, n_local)`` in, ``(B, n)`` out, every step.
 
-    One ``all_gather`` of the blocks' spikes as ``uint8`` (padded to the largest block) per call.
     The module then acts as an :class:`~pysnn.neuron.Input` of the whole population: ``spikes``
     and ``trace`` ``(B, n)`` (the trace with the given parameters, which should be those of the
     source neurons), so it is the ``pre`` of a learning rule on the rows fed by the population.
+
+    Two ways to exchange, with the same result:
+
+    - ``"dense"``: one ``all_gather`` of every block's spikes as ``uint8`` (padded to the largest
+      block): ``B n_max`` bytes from each process, whatever the activity; no host read-back;
+    - ``"indices"``: one ``all_gather`` of the spike counts, then one of the spiking entries'
+      indices (``int32``, padded to the largest count): 4 bytes per spike plus 4 per process.
+      Cheaper in volume below one spike in 4 entries, at the price of a second collective and of
+      reading the count on the host (a synchronisation on a GPU);
+    - ``"auto"`` (CPU): ``"indices"`` while the fraction of entries that spiked in the previous
+      step's gathered spikes is below ``sparse_below``, else ``"dense"``. The fraction is
+      measured on the gathered spikes, which are the same on every process, so all processes
+      choose alike without communicating.
 
     Args:
         partition: the :class:`Partition` of the population.
         dt: time step (ms).
         tau_trace, trace_scale, trace_mode: trace of the gathered spikes, as
             :class:`~pysnn.neuron.Input` (defaults 20 ms, 1, ``"additive"``).
+        mode: ``"dense"`` (default), ``"indices"`` or ``"auto"``.
+        sparse_below: activity (spikes per entry and step) under which ``"auto"`` sends indices
+            (default 1/16: a quarter of the break-even of 1/4, for the second collective).
     """
 
     def __init__(
@@ -312,13 +330,25 @@ class SpikeExchange(nn.Module):
         tau_trace: float = 20.0,
         trace_scale: float = 1.0,
         trace_mode: str = "additive",
+        mode: str = "dense",
+        sparse_below: float = 1.0 / 16.0,
     ) -> None:
         from pysnn.neuron import Input
 
         super().__init__()
         if not isinstance(partition, Partition):
             raise TypeError(f"partition must be a Partition, got {type(partition).__name__}")
+        if mode not in EXCHANGE_MODES:
+            raise ValueError(f"mode must be one of {EXCHANGE_MODES}, got {mode!r}")
+        if not (isinstance(sparse_below, (int, float)) and 0.0 <= sparse_below <= 1.0):
+            raise ValueError(f"sparse_below must be a fraction in [0, 1], got {sparse_below!r}")
         self.partition = partition
+        self.mode = mode
+        self.sparse_below = float(sparse_below)
+        #: fraction of spiking entries in the last gathered step (``"auto"``; 1 before the first)
+        self.activity = 1.0
+        #: how the last call exchanged: ``"dense"`` or ``"indices"`` (``None`` before)
+        self.last_exchange: Optional[str] = None
         self.relay = Input(
             partition.n, dt, tau_trace=tau_trace, trace_scale=trace_scale, trace_mode=trace_mode
         )
@@ -344,8 +374,10 @@ class SpikeExchange(nn.Module):
         return self.relay.trace
 
     def reset_state(self) -> None:
-        """Reset the trace (and spikes) of the gathered population."""
+        """Reset the trace (and spikes) of the gathered population (and the measured activity:
+        ``"auto"`` starts dense)."""
         self.relay.reset_state()
+        self.activity = 1.0
 
     def gather(self, local: Tensor) -> Tensor:
         """The whole population's spikes ``(B, n)`` (``local``'s dtype) from every block's
@@ -358,17 +390,55 @@ class SpikeExchange(nn.Module):
             )
         if part.world == 1:
             return local
+        sparse = self.mode == "indices" or (
+            self.mode == "auto" and self.activity < self.sparse_below
+        )
+        full = self._gather_indices(local) if sparse else self._gather_dense(local)
+        self.last_exchange = "indices" if sparse else "dense"
+        if self.mode == "auto":  # the same value on every process: the spikes are the same
+            self.activity = float(full.count_nonzero()) / max(full.numel(), 1)
+        return full
+
+    def _gather_dense(self, local: Tensor) -> Tensor:
+        part = self.partition
         width = max(part.sizes)
         packed = torch.zeros((width, local.shape[0]), dtype=torch.uint8, device=local.device)
         packed[: part.size] = local.t().ne(0)
         blocks = [torch.empty_like(packed) for _ in range(part.world)]
         dist.all_gather(blocks, packed, group=part.group)
         full = torch.cat([b[:size] for b, size in zip(blocks, part.sizes)])
-        return full.t().to(local.dtype)
+        return full.t().to(local.dtype).contiguous()
+
+    def _gather_indices(self, local: Tensor) -> Tensor:
+        part, batch = self.partition, local.shape[0]
+        # Neuron-major flat index j * B + b: the blocks are then contiguous ranges of it.
+        index_dtype = torch.int32 if part.n * batch < 2**31 else torch.int64
+        mine = local.t().reshape(-1).nonzero().squeeze(1).to(index_dtype)
+        count = torch.tensor([mine.shape[0]], dtype=torch.int64, device=local.device)
+        counts = [torch.empty_like(count) for _ in range(part.world)]
+        dist.all_gather(counts, count, group=part.group)
+        counts_host = [int(c) for c in counts]  # the host needs the sizes (sync on a GPU)
+        padded = torch.zeros(max(max(counts_host), 1), dtype=index_dtype, device=local.device)
+        padded[: mine.shape[0]] = mine
+        blocks = [torch.empty_like(padded) for _ in range(part.world)]
+        dist.all_gather(blocks, padded, group=part.group)
+        offsets = [start * batch for start in _starts(part.sizes)]
+        flat = torch.cat([b[:c].long() + off for b, c, off in zip(blocks, counts_host, offsets)])
+        full = local.new_zeros(part.n * batch)
+        full[flat] = 1.0
+        return full.view(part.n, batch).t().contiguous()
 
     def forward(self, local: Tensor) -> Tensor:
         """``local`` ``(B, n_local)`` 0/1 spikes of this block → ``(B, n)`` of the population."""
         return self.relay(self.gather(local))
 
     def extra_repr(self) -> str:
-        return repr(self.partition)
+        return f"{self.partition!r}, mode={self.mode!r}"
+
+
+def _starts(sizes: List[int]) -> List[int]:
+    starts, total = [], 0
+    for size in sizes:
+        starts.append(total)
+        total += size
+    return starts

@@ -114,7 +114,8 @@ CASES = {
 def _suite(rank: int, world: int, out: str):
     results = {case: _rule_run(rank, world, *case) for case in CASES[world]}
     results["gather"] = _gather(rank, world, 4)
-    results["partitioned"] = _partitioned(rank, world)
+    for mode in PARTITION_MODES[world]:
+        results["partitioned", mode] = _partitioned(rank, world, mode)
     if world == 2:
         results["ddp"] = _gradients(rank, world, "ddp")
         results["fsdp2"] = _gradients(rank, world, "fsdp2")
@@ -309,16 +310,20 @@ def test_unroll_resets_and_exports():
 
 
 # ---------------------------------------------------------------------------- partitioned
-def _partitioned(rank: int, world: int, n: int = 12, n_ext: int = 20, steps: int = 40):
+PARTITION_MODES = {2: ("dense", "auto"), 3: ("dense", "indices")}
+
+
+def _partitioned(rank: int, world: int, mode: str = "dense", n: int = 12, n_ext: int = 20):
     """A recurrent LIF population of n neurons (per-synapse delays 0..3 steps, STDP on the input
     and the recurrent weights) driven by n_ext Poisson inputs, split over the processes: each
     runs its block of neurons and weight rows. Returns this block's spikes and weight rows."""
     torch.manual_seed(0)
     w_in, w_rec = torch.rand(n, n_ext) * 4.0, torch.rand(n, n) * 6.0 - 2.0
     delays = torch.randint(0, 4, (n, n)).float()
+    steps = 40
     drive = (torch.rand(steps, 2, n_ext) < 0.2).float()
     part = distributed.Partition(n)
-    inp, relay = Input(n_ext), distributed.SpikeExchange(part)
+    inp, relay = Input(n_ext), distributed.SpikeExchange(part, mode=mode, sparse_below=0.15)
     fc_in = Linear(n_ext, part.size, wmin=0.0, wmax=6.0, delay=1.0)
     rec = Linear(n, part.size, wmin=-4.0, wmax=6.0, delay=part.rows(delays))
     with torch.no_grad():
@@ -329,22 +334,28 @@ def _partitioned(rank: int, world: int, n: int = 12, n_ext: int = 20, steps: int
         STDP(connection=fc_in, pre=inp, post=lif, nu=(1e-2, 5e-2)),
         STDP(connection=rec, pre=relay, post=lif, nu=(2e-2, 5e-2)),
     ]
-    out, s = [], torch.zeros(2, part.size)
+    out, s, used = [], torch.zeros(2, part.size), set()
     with torch.no_grad():
         for t in range(steps):
             s = lif(fc_in(inp(drive[t])) + rec(relay(s)))
+            used.add(relay.last_exchange)
             for rule in rules:
                 rule.step()
             out.append(s)
     learned = not torch.equal(rec.weight, part.rows(w_rec))
-    return torch.stack(out), fc_in.weight.clone(), rec.weight.clone(), learned
+    return torch.stack(out), fc_in.weight.clone(), rec.weight.clone(), learned, used
 
 
-@pytest.mark.parametrize("world", list(CASES))
-def test_partitioned_simulation_equals_one_process(runs, world):
-    one_spikes, one_w_in, one_w_rec, learned = _partitioned(0, 1)
+@pytest.mark.parametrize(
+    "world,mode", [(w, m) for w, modes in PARTITION_MODES.items() for m in modes]
+)
+def test_partitioned_simulation_equals_one_process(runs, world, mode):
+    one_spikes, one_w_in, one_w_rec, learned, _ = _partitioned(0, 1)
     assert 0.05 < one_spikes.mean() < 0.5 and learned  # active, not saturated; STDP acted
-    results = [r["partitioned"] for r in runs[world]]
+    results = [r["partitioned", mode] for r in runs[world]]
+    # "auto" switched between both exchanges (activity around its threshold of 0.15)
+    expected = {"dense", "indices"} if mode == "auto" else {mode}
+    assert all(r[4] == expected for r in results)
     assert [r[0].shape[2] for r in results] == distributed.shard_sizes(12, world)
     assert torch.equal(torch.cat([r[0] for r in results], dim=2), one_spikes)
     for index, one in ((1, one_w_in), (2, one_w_rec)):
@@ -367,3 +378,7 @@ def test_partition_without_group_and_errors():
         exchange(torch.ones(3, 4))
     with pytest.raises(ValueError, match="n must be"):
         distributed.Partition(0)
+    with pytest.raises(ValueError, match="mode"):
+        distributed.SpikeExchange(part, mode="sparse")
+    with pytest.raises(ValueError, match="sparse_below"):
+        distributed.SpikeExchange(part, sparse_below=2.0)
