@@ -114,6 +114,11 @@ CASES = {
 def _suite(rank: int, world: int, out: str):
     results = {case: _rule_run(rank, world, *case) for case in CASES[world]}
     results["gather"] = _gather(rank, world, 4)
+    try:
+        distributed.Partition(world - 1)
+        results["too_few"] = "no error"
+    except ValueError as error:
+        results["too_few"] = str(error)
     for mode in PARTITION_MODES[world]:
         results["partitioned", mode] = _partitioned(rank, world, mode)
     if world == 2:
@@ -362,6 +367,12 @@ def test_partitioned_simulation_equals_one_process(runs, world, mode):
         torch.testing.assert_close(
             torch.cat([r[index] for r in results]), one, rtol=1e-5, atol=1e-6
         )
+
+
+@pytest.mark.parametrize("world", list(CASES))
+def test_partition_refuses_fewer_neurons_than_processes(runs, world):
+    for message in [r["too_few"] for r in runs[world]]:
+        assert f"{world - 1} neurons cannot be split over {world} processes" in message
 
 
 def test_partition_without_group_and_errors():
