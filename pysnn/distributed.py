@@ -72,9 +72,9 @@ whole population and batch): dense ``uint8`` spikes (``mode="dense"``): each pro
 ``B n / N`` bytes and receives ``B n (N - 1) / N``, ``B n (N - 1)`` bytes in all, independent of
 connectivity and activity, in one collective. Spike indices (``mode="indices"``): ``4 k (N - 1)``
 bytes in all plus ``8 N (N - 1)`` for the counts, in two collectives; fewer bytes when
-``k < B n / 4``. ``mode="auto"`` picks per step from the previous step's activity. The exchange is
-not overlapped with the step (with every delay longer than one step it could be: the spikes of
-step ``t`` are needed only at ``t + d``).
+``k < B n / 4``. ``mode="auto"`` picks per step from the previous step's activity. With every
+delay at least one step, ``SpikeExchange(..., lag=1)`` overlaps the (dense) exchange with the
+step: it returns the previous step's spikes and the delays are shortened by one.
 """
 
 from __future__ import annotations
@@ -320,6 +320,16 @@ class SpikeExchange(nn.Module):
         mode: ``"dense"`` (default), ``"indices"`` or ``"auto"``.
         sparse_below: activity (spikes per entry and step) under which ``"auto"`` sends indices
             (default 1/16: a quarter of the break-even of 1/4, for the second collective).
+        lag: 0 (default) or 1. With ``lag=1`` (``mode="dense"`` only) a call *starts* the
+            exchange of its spikes (``all_gather(async_op=True)``) and returns those of the
+            previous call (zeros at the first call after a reset), so the exchange overlaps with
+            the rest of the step. The population's spikes then arrive one step later: give the
+            connections they feed delays one step shorter (every delay must be >= 1 step; a
+            delay of ``d`` steps becomes ``d - 1``), and the arrivals, traces and learning are
+            those of ``lag=0``. Exact with shared delays; with *per-synapse* delays a
+            :class:`~pysnn.connection.Linear` applies the weight of the step a spike enters its
+            queue, which the lag moves one step later, so under plasticity those weights differ
+            by one step of learning (static weights: exact).
     """
 
     def __init__(
@@ -332,6 +342,7 @@ class SpikeExchange(nn.Module):
         trace_mode: str = "additive",
         mode: str = "dense",
         sparse_below: float = 1.0 / 16.0,
+        lag: int = 0,
     ) -> None:
         from pysnn.neuron import Input
 
@@ -342,7 +353,13 @@ class SpikeExchange(nn.Module):
             raise ValueError(f"mode must be one of {EXCHANGE_MODES}, got {mode!r}")
         if not (isinstance(sparse_below, (int, float)) and 0.0 <= sparse_below <= 1.0):
             raise ValueError(f"sparse_below must be a fraction in [0, 1], got {sparse_below!r}")
+        if lag not in (0, 1) or isinstance(lag, bool):
+            raise ValueError(f"lag must be 0 or 1 (steps), got {lag!r}")
+        if lag and mode != "dense":
+            raise ValueError(f"lag=1 overlaps the dense exchange only; got mode={mode!r}")
         self.partition = partition
+        self.lag = lag
+        self._pending: Optional[Tuple[Any, List[Tensor], Tensor, torch.dtype]] = None
         self.mode = mode
         self.sparse_below = float(sparse_below)
         #: fraction of spiking entries in the last gathered step (``"auto"``; 1 before the first)
@@ -378,6 +395,10 @@ class SpikeExchange(nn.Module):
         ``"auto"`` starts dense)."""
         self.relay.reset_state()
         self.activity = 1.0
+        if self._pending is not None:  # an exchange in flight: complete it, drop its spikes
+            if self._pending[0] is not None:
+                self._pending[0].wait()
+            self._pending = None
 
     def gather(self, local: Tensor) -> Tensor:
         """The whole population's spikes ``(B, n)`` (``local``'s dtype) from every block's
@@ -388,6 +409,8 @@ class SpikeExchange(nn.Module):
                 f"local spikes must be (B, {part.size}) (this block's neurons), got "
                 f"{tuple(local.shape)}"
             )
+        if self.lag:
+            return self._gather_lagged(local)
         if part.world == 1:
             return local
         sparse = self.mode == "indices" or (
@@ -399,15 +422,42 @@ class SpikeExchange(nn.Module):
             self.activity = float(full.count_nonzero()) / max(full.numel(), 1)
         return full
 
-    def _gather_dense(self, local: Tensor) -> Tensor:
+    def _start_dense(self, local: Tensor, async_op: bool = False):
         part = self.partition
         width = max(part.sizes)
         packed = torch.zeros((width, local.shape[0]), dtype=torch.uint8, device=local.device)
         packed[: part.size] = local.t().ne(0)
+        if part.world == 1:
+            return None, [packed], packed
         blocks = [torch.empty_like(packed) for _ in range(part.world)]
-        dist.all_gather(blocks, packed, group=part.group)
-        full = torch.cat([b[:size] for b, size in zip(blocks, part.sizes)])
-        return full.t().to(local.dtype).contiguous()
+        work = dist.all_gather(blocks, packed, group=part.group, async_op=async_op)
+        return work, blocks, packed
+
+    def _finish_dense(self, blocks: List[Tensor], dtype: torch.dtype) -> Tensor:
+        full = torch.cat([b[:size] for b, size in zip(blocks, self.partition.sizes)])
+        return full.t().to(dtype).contiguous()
+
+    def _gather_dense(self, local: Tensor) -> Tensor:
+        _, blocks, _ = self._start_dense(local)
+        return self._finish_dense(blocks, local.dtype)
+
+    def _gather_lagged(self, local: Tensor) -> Tensor:
+        """Start exchanging ``local``; return the previous call's gathered spikes."""
+        previous = self._pending
+        work, blocks, packed = self._start_dense(local, async_op=True)
+        self._pending = (work, blocks, packed, local.dtype)
+        self.last_exchange = "dense"
+        if previous is None:
+            return local.new_zeros((local.shape[0], self.partition.n))
+        if previous[0] is not None:
+            previous[0].wait()
+        full = self._finish_dense(previous[1], previous[3])
+        if full.shape[0] != local.shape[0]:
+            raise ValueError(
+                f"the batch size changed from {full.shape[0]} to {local.shape[0]} with lag=1; "
+                "call reset_state() between sequences of different batch sizes"
+            )
+        return full
 
     def _gather_indices(self, local: Tensor) -> Tensor:
         part, batch = self.partition, local.shape[0]
@@ -433,7 +483,7 @@ class SpikeExchange(nn.Module):
         return self.relay(self.gather(local))
 
     def extra_repr(self) -> str:
-        return f"{self.partition!r}, mode={self.mode!r}"
+        return f"{self.partition!r}, mode={self.mode!r}, lag={self.lag}"
 
 
 def _starts(sizes: List[int]) -> List[int]:

@@ -315,22 +315,33 @@ def test_unroll_resets_and_exports():
 
 
 # ---------------------------------------------------------------------------- partitioned
-PARTITION_MODES = {2: ("dense", "auto"), 3: ("dense", "indices")}
+PARTITION_STEPS = 40
+PARTITION_MODES = {2: ("dense", "auto", "lagged"), 3: ("dense", "indices")}
 
 
 def _partitioned(rank: int, world: int, mode: str = "dense", n: int = 12, n_ext: int = 20):
     """A recurrent LIF population of n neurons (per-synapse delays 0..3 steps, STDP on the input
     and the recurrent weights) driven by n_ext Poisson inputs, split over the processes: each
-    runs its block of neurons and weight rows. Returns this block's spikes and weight rows."""
+    runs its block of neurons and weight rows. Returns this block's spikes and weight rows.
+
+    ``mode="lagged"``: the exchange overlaps the step (``lag=1``) and the recurrent delay, shared,
+    is one step shorter: the same as ``mode="shared"`` (2 steps after the relay, no lag). (With
+    per-synapse delays a ``Linear`` applies the weight of the emission step, which the lag moves
+    by one step, so plastic per-synapse delays are not lagged here.)"""
     torch.manual_seed(0)
     w_in, w_rec = torch.rand(n, n_ext) * 4.0, torch.rand(n, n) * 6.0 - 2.0
-    delays = torch.randint(0, 4, (n, n)).float()
-    steps = 40
+    delays = torch.randint(1, 4, (n, n)).float()  # 1-3 steps after the relay
+    steps = PARTITION_STEPS
     drive = (torch.rand(steps, 2, n_ext) < 0.2).float()
     part = distributed.Partition(n)
-    inp, relay = Input(n_ext), distributed.SpikeExchange(part, mode=mode, sparse_below=0.15)
+    lag = 1 if mode == "lagged" else 0
+    relay = distributed.SpikeExchange(
+        part, mode="dense" if mode in ("lagged", "shared") else mode, sparse_below=0.15, lag=lag
+    )
+    inp = Input(n_ext)
     fc_in = Linear(n_ext, part.size, wmin=0.0, wmax=6.0, delay=1.0)
-    rec = Linear(n, part.size, wmin=-4.0, wmax=6.0, delay=part.rows(delays))
+    delay = 2.0 - lag if mode in ("lagged", "shared") else part.rows(delays)
+    rec = Linear(n, part.size, wmin=-4.0, wmax=6.0, delay=delay)
     with torch.no_grad():
         fc_in.weight.copy_(part.rows(w_in))
         rec.weight.copy_(part.rows(w_rec))
@@ -355,11 +366,13 @@ def _partitioned(rank: int, world: int, mode: str = "dense", n: int = 12, n_ext:
     "world,mode", [(w, m) for w, modes in PARTITION_MODES.items() for m in modes]
 )
 def test_partitioned_simulation_equals_one_process(runs, world, mode):
-    one_spikes, one_w_in, one_w_rec, learned, _ = _partitioned(0, 1)
+    one_spikes, one_w_in, one_w_rec, learned, _ = _partitioned(
+        0, 1, "shared" if mode == "lagged" else "dense"
+    )
     assert 0.05 < one_spikes.mean() < 0.5 and learned  # active, not saturated; STDP acted
     results = [r["partitioned", mode] for r in runs[world]]
     # "auto" switched between both exchanges (activity around its threshold of 0.15)
-    expected = {"dense", "indices"} if mode == "auto" else {mode}
+    expected = {"dense", "indices"} if mode == "auto" else {mode.replace("lagged", "dense")}
     assert all(r[4] == expected for r in results)
     assert [r[0].shape[2] for r in results] == distributed.shard_sizes(12, world)
     assert torch.equal(torch.cat([r[0] for r in results], dim=2), one_spikes)
@@ -393,3 +406,12 @@ def test_partition_without_group_and_errors():
         distributed.SpikeExchange(part, mode="sparse")
     with pytest.raises(ValueError, match="sparse_below"):
         distributed.SpikeExchange(part, sparse_below=2.0)
+    with pytest.raises(ValueError, match="lag"):
+        distributed.SpikeExchange(part, lag=2)
+    with pytest.raises(ValueError, match="dense"):
+        distributed.SpikeExchange(part, mode="indices", lag=1)
+    lagged = distributed.SpikeExchange(part, lag=1)  # one process: the previous call's spikes
+    assert torch.equal(lagged(spikes), torch.zeros(3, 5))
+    assert torch.equal(lagged(1 - spikes), spikes)
+    lagged.reset_state()
+    assert torch.equal(lagged(spikes), torch.zeros(3, 5))
