@@ -24,6 +24,13 @@ That is ~10x faster on a CPU than one digit at a time, but it changes the algori
 longer sees the learning caused by the previous digits of its batch, so neurons specialise less
 cleanly. The paper's protocol is --batch-size 1. The frozen assign/test passes are exact at any
 batch size (--eval-batch-size), since a frozen network's digits do not interact.
+
+Several processes (data parallel, pysnn.distributed):
+    torchrun --nproc_per_node 2 examples/mnist_stdp.py --batch-size 16
+Every process simulates its shard of each batch (and of the assign and test digits); STDP updates
+and threshold increments are summed over the processes every step, spike counts are gathered, so
+the result is that of one process (up to float summation order). Each process draws the Poisson
+spikes of the whole batch and keeps its shard, so the digits see the same spikes as in one process.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ from typing import Dict, List, Optional
 import torch
 
 import pysnn
+from pysnn import distributed
 from pysnn.checkpoint import load_checkpoint, save_checkpoint
 from pysnn.datasets import MNIST, MNISTSample
 from pysnn.evaluation import all_activity, assign_labels, proportion_weighting
@@ -127,6 +135,8 @@ class Trainer:
         self.device = torch.device(args.device)
         torch.manual_seed(args.seed)
         self.net = DiehlCook2015(n_neurons=args.n_neurons, dt=args.dt).to(self.device)
+        distributed.data_parallel(self.net)  # no-op in a single process
+        self.rank = distributed.rank_and_world()[0]
         self.steps = int(round(args.time / args.dt))
         self.gen = torch.Generator(device=self.device).manual_seed(args.seed)
         self.position = 0  # digits seen so far, over all epochs
@@ -147,21 +157,34 @@ class Trainer:
     def present(self, images: torch.Tensor) -> torch.Tensor:
         """Present a batch; re-present digits with < 5 spikes at +32 Hz (up to 5 times)."""
         intensity = torch.full((images.shape[0],), self.args.intensity, device=self.device)
-        counts = self.net.run(self.spikes(images, intensity))
+        counts = self.run_shard(self.spikes(images, intensity))
         for _ in range(5):
             low = counts.sum(1) < 5
             if not bool(low.any()):  # once per digit, outside the simulation step
                 break
             intensity[low] += 32.0
-            counts[low] = self.net.run(self.spikes(images[low], intensity[low]))
+            counts[low] = self.run_shard(self.spikes(images[low], intensity[low]))
         return counts
+
+    def run_shard(self, spikes: torch.Tensor) -> torch.Tensor:
+        """Run this process's shard of ``spikes`` ``(T, B, 784)``; counts of all ``B`` digits.
+
+        A process without a digit of its own runs one blank digit (no input spikes: no spike
+        anywhere, so nothing to learn) to take part in the per-step reductions.
+        """
+        n = spikes.shape[1]
+        part = distributed.shard_range(n)
+        if part.start == part.stop:
+            return distributed.gather_shards(self.net.run(spikes[:, :1] * 0)[:0], n)
+        return distributed.gather_shards(self.net.run(spikes[:, part]), n)
 
     # ------------------------------------------------------------------ phases
     def train(self, images: torch.Tensor, labels: torch.Tensor) -> None:
         args, net = self.args, self.net
         net.train()
         total = args.epochs * args.n_train
-        bar = progress(total=total, initial=self.position, desc="train", quiet=args.quiet)
+        quiet = args.quiet or self.rank > 0
+        bar = progress(total=total, initial=self.position, desc="train", quiet=quiet)
         start, done = time.perf_counter(), 0
         while self.position < total and (args.stop_after is None or done < args.stop_after):
             index = self.position % args.n_train
@@ -201,7 +224,7 @@ class Trainer:
         """Frozen network (eval): excitatory spike counts ``(N, n_neurons)`` for ``images``."""
         self.net.eval()
         out = []
-        bar = progress(total=len(images), desc=desc, quiet=self.args.quiet)
+        bar = progress(total=len(images), desc=desc, quiet=self.args.quiet or self.rank > 0)
         size = self.args.eval_batch_size
         for start in range(0, len(images), size):
             batch = images[start : start + size].to(self.device)
@@ -213,7 +236,10 @@ class Trainer:
     # ------------------------------------------------------------------ checkpoints
     def save(self, path: str) -> None:
         """Checkpoint the network (weights, adaptive thresholds, state, STDP state), the RNGs and
-        the position in the data, atomically (:func:`pysnn.checkpoint.save_checkpoint`)."""
+        the position in the data, atomically (:func:`pysnn.checkpoint.save_checkpoint`).
+        Only rank 0 writes (every process holds the same state)."""
+        if self.rank > 0:
+            return
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         extra = {
             "args": vars(self.args),
@@ -251,7 +277,9 @@ def run(args: argparse.Namespace) -> Dict[str, float]:
     args.n_train = min(args.n_train, len(train_x))
     args.n_test = min(args.n_test, len(test_x))
     n_assign = min(args.n_assign or min(args.n_train, 10000), len(train_x))
-    log = (lambda *a: None) if args.quiet else print
+    distributed.init_from_env()  # under torchrun: join the process group
+    rank = distributed.rank_and_world()[0]
+    log = (lambda *a: None) if args.quiet or rank > 0 else print
     log(f"data: {source}")
     log(
         f"model: {args.n_neurons} excitatory neurons, {args.time:g} ms per digit at dt={args.dt:g} "
@@ -294,7 +322,11 @@ def run(args: argparse.Namespace) -> Dict[str, float]:
         "train_samples_per_second": trained / train_time if trained else float("nan"),
         "test_samples_per_second": args.n_test / test_time,
         "silent_neurons": int((assignments < 0).sum()),
+        "processes": distributed.rank_and_world()[1],
+        "assignments": assignments.tolist(),
     }
+    if rank > 0:
+        return results
     print(
         f"test accuracy: all-activity {100 * acc_all:.2f} %, proportion weighting "
         f"{100 * acc_prop:.2f} % ({args.n_test} test digits)"

@@ -19,12 +19,25 @@ exist, the small MNIST sample bundled with pysnn (3000 train / 1000 test digits)
 Example::
 
     python examples/mnist_surrogate.py --epochs 8 --steps 8
+
+Data parallel with DistributedDataParallel (each process takes its shard of every batch of
+--batch-size images; DDP averages the gradients, so with --batch-size divisible by the number of
+processes the update is that of one process with the whole batch)::
+
+    torchrun --nproc_per_node 2 examples/mnist_surrogate.py --epochs 8 --steps 8
+
+The network is handed to DDP as one sequence module, :class:`pysnn.multistep.Unroll` (reset,
+first layer once, ``--steps`` steps, readout membrane ``(T, B, 10)``). It runs the network layer
+by layer over all steps (:meth:`SpikingMLP.forward_multistep`: one product per layer, one fused
+LIF forward/backward over the ``T`` steps); ``--step-loop`` runs it one step at a time instead
+(same values and gradients, slower).
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -37,6 +50,8 @@ if str(REPO) not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, str(REPO))
 
 import pysnn  # noqa: E402
+from pysnn import distributed  # noqa: E402
+from pysnn.multistep import Unroll  # noqa: E402
 from pysnn.connection import Linear  # noqa: E402
 from pysnn.network import SNNNetwork  # noqa: E402
 from pysnn.neuron import LIFNeuron  # noqa: E402
@@ -124,14 +139,23 @@ class SpikingMLP(SNNNetwork):
             s = lif(fc(s))
         return self.out(self.fc_out(s))
 
+    def forward_multistep(self, current: torch.Tensor) -> torch.Tensor:
+        """All ``T`` steps layer by layer: ``current`` ``(T, B, hidden[0])`` → readout membrane
+        ``(T, B, 10)``; the same as ``T`` calls of :meth:`forward`, state included. Also sets
+        :attr:`hidden_rate`, the mean hidden spikes per neuron and step."""
+        s = self.lifs[0].forward_multistep(current)
+        rate = s.detach().mean()
+        for fc, lif in zip(self.fcs[1:], self.lifs[1:]):
+            s = lif.forward_multistep(fc.forward_multistep(s))
+            rate = rate + s.detach().mean()
+        self.hidden_rate = rate / len(self.lifs)
+        return self.out.forward_multistep(self.fc_out.forward_multistep(s))
+
     def run(
         self, images: torch.Tensor, steps: int, step_loop: bool = False
     ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Simulate ``steps`` steps on ``images`` ``(B, 784)``.
-
-        By default layer by layer over all steps (``forward_multistep``: one matrix product per
-        layer and one fused LIF forward/backward over the ``T`` steps); with ``step_loop`` one
-        step at a time through :meth:`forward`. Both give the same values and gradients.
+        """Simulate ``steps`` steps on ``images`` ``(B, 784)``, layer by layer
+        (:meth:`forward_multistep`) or, with ``step_loop``, one step at a time.
 
         Returns the readout membrane ``(T, B, 10)`` and the mean hidden firing rate (spikes per
         neuron per step).
@@ -144,27 +168,25 @@ class SpikingMLP(SNNNetwork):
                 v.append(self(current))
                 spikes = spikes + sum(lif.spikes.detach().mean() for lif in self.lifs)
             return torch.stack(v), spikes / (steps * len(self.lifs))
-        s = self.lifs[0].forward_multistep(current.expand(steps, *current.shape))
-        rate = s.detach().mean()
-        for fc, lif in zip(self.fcs[1:], self.lifs[1:]):
-            s = lif.forward_multistep(fc.forward_multistep(s))
-            rate = rate + s.detach().mean()
-        v = self.out.forward_multistep(self.fc_out.forward_multistep(s))
-        return v, rate / len(self.lifs)
+        v = self.forward_multistep(current.expand(steps, *current.shape))
+        return v, self.hidden_rate
 
 
 @torch.no_grad()
 def evaluate(net: SpikingMLP, x: torch.Tensor, y: torch.Tensor, args: argparse.Namespace) -> float:
-    """Test accuracy: class of the largest reduced readout membrane, in batches."""
+    """Test accuracy: class of the largest reduced readout membrane, in batches (each process
+    its shard of the test set, the correct counts summed over the processes)."""
     net.eval()
-    correct = 0
+    total, part = len(x), distributed.shard_range(len(x))
+    x, y = x[part], y[part]
+    correct = torch.zeros((), device=x.device)
     for start in range(0, len(x), 1000):
         v, _ = net.run(x[start : start + 1000], args.steps, args.step_loop)
-        correct += int(
-            (membrane_reduce(v, args.readout).argmax(1) == y[start : start + 1000]).sum()
-        )
+        correct += (membrane_reduce(v, args.readout).argmax(1) == y[start : start + 1000]).sum()
+    if distributed.is_distributed():
+        correct = distributed.all_reduce_sum(correct)
     net.train()
-    return correct / len(x)
+    return float(correct) / total
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -203,13 +225,30 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     return args
 
 
+def sequence_model(net: SpikingMLP, steps: int, step_loop: bool = False) -> torch.nn.Module:
+    """The whole sequence as one module (``(B, 784)`` images → readout ``(T, B, 10)``), wrapped in
+    :class:`~torch.nn.parallel.DistributedDataParallel` when a process group is initialised."""
+    model = Unroll(net, steps=steps, encoder=net.fcs[0], multistep=not step_loop)
+    if not distributed.is_distributed():
+        return model
+    device = next(net.parameters()).device
+    ids = [device.index] if device.type == "cuda" else None
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+
 def main(argv: Optional[List[str]] = None) -> float:
     args = parse_args(argv)
-    torch.manual_seed(args.seed)
+    distributed.init_from_env()  # under torchrun: join the process group (gloo / nccl)
+    rank, world = distributed.rank_and_world()
+    if world > 1 and args.device == "cuda":
+        args.device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}"
+    torch.manual_seed(args.seed)  # same seed everywhere: same weights, same batch order
     pysnn.set_checks(False)  # no per-step NaN host reads
     x_train, y_train, x_test, y_test, source = load_data(args)
-    print(f"data: {source}; {len(x_train)} train / {len(x_test)} test images")
+    log = print if rank == 0 else (lambda *a, **k: None)
+    log(f"data: {source}; {len(x_train)} train / {len(x_test)} test images; {world} process(es)")
     net = SpikingMLP(args.hidden_sizes, args.tau_v, scale=args.scale).to(args.device)
+    model = sequence_model(net, args.steps, args.step_loop)
     opt = torch.optim.Adam(net.parameters(), lr=args.lr)
     batches = math.ceil(len(x_train) / args.batch_size)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, args.epochs * batches)
@@ -217,11 +256,13 @@ def main(argv: Optional[List[str]] = None) -> float:
     for epoch in range(1, args.epochs + 1):
         start = time.perf_counter()
         order = torch.randperm(len(x_train), device=args.device)
-        bar = progress(range(batches), desc=f"epoch {epoch}/{args.epochs}", quiet=args.quiet)
+        quiet = args.quiet or rank > 0
+        bar = progress(range(batches), desc=f"epoch {epoch}/{args.epochs}", quiet=quiet)
         correct = seen = 0
         for b in bar:
             idx = order[b * args.batch_size : (b + 1) * args.batch_size]
-            v, rate = net.run(x_train[idx], args.steps, args.step_loop)
+            idx = idx[distributed.shard_range(len(idx))]  # this process's shard
+            v = model(x_train[idx])
             loss = membrane_loss(v, y_train[idx], args.readout)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -230,15 +271,19 @@ def main(argv: Optional[List[str]] = None) -> float:
             correct += (membrane_reduce(v.detach(), args.readout).argmax(1) == y_train[idx]).sum()
             seen += len(idx)
             if b % 20 == 0:
+                rate = sum(lif.spikes.detach().mean() for lif in net.lifs) / len(net.lifs)
                 bar.set_postfix(
                     loss=f"{loss.item():.3f}",
                     acc=f"{int(correct) / seen:.3f}",
-                    rate=f"{float(rate):.3f}",
+                    rate=f"{float(rate):.3f}",  # hidden spikes per neuron, last step
                 )
         bar.close()
         train_time = time.perf_counter() - start
+        if world > 1:  # training accuracy over all processes
+            counts = torch.tensor([float(correct), float(seen)], device=args.device)
+            correct, seen = distributed.all_reduce_sum(counts).tolist()
         acc = evaluate(net, x_test, y_test, args)
-        print(
+        log(
             f"epoch {epoch}: train acc {int(correct) / seen:.4f}, test acc {acc:.4f}, "
             f"train time {train_time:.1f} s ({train_time / len(x_train) * 1e3:.2f} ms/image), "
             f"eval {time.perf_counter() - start - train_time:.1f} s"

@@ -56,6 +56,13 @@ delayed synapses learn exactly from arrival times (lossless: every spike in flig
 does not depend on the batch size), ``"sum"`` adds them (a batch of :math:`B` identical samples
 learns :math:`B` times as fast, like :math:`B` sequential samples for small updates).
 
+**Data parallel** (:mod:`pysnn.distributed`). With a ``process_group`` (set by
+:func:`pysnn.distributed.data_parallel`) each process computes the *sum* of its shard's per-sample
+updates, and :meth:`LearningRule.apply_update` sums them over the group (one ``all_reduce`` per
+step and connection; for ``reduction="mean"`` divided by the global batch size), so ``N``
+processes with batch ``b`` learn as one process with batch ``N b``. Batch-reduced rule state
+(:class:`MSTDPET`'s ``eligibility`` without ``per_sample_reward``) then holds the process's sum.
+
 **Applying the update** (:meth:`LearningRule.apply_update`). Under ``torch.no_grad()``, in place:
 ``weight += Δw``, then ``connection.clamp_()`` to ``[wmin, wmax]``, then
 ``connection.normalize(norm)`` if ``norm`` is set (incoming weights of each postsynaptic unit sum
@@ -107,6 +114,7 @@ from torch import Tensor, nn
 
 from pysnn._checks import check_choice, check_positive_scalar, check_same_dt, warn_if_dropped
 from pysnn.connection import Connection, Conv2d
+from pysnn.distributed import all_reduce_update
 from pysnn.functional.delay import push_history, synapse_index
 from pysnn.functional.plasticity import (
     conv2d_correlation,
@@ -510,6 +518,10 @@ class LearningRule(nn.Module):
         grad: write ``-Δw`` into ``weight.grad`` instead of updating the weight (default ``False``).
         norm: if a number, ``connection.normalize(norm)`` after every update (default ``None``).
         enabled: learning on (default ``True``); toggle with the ``enabled`` attribute.
+        process_group: a :mod:`torch.distributed` process group (``dist.group.WORLD`` for the
+            default one) over which every update is summed before it is applied, for
+            data-parallel learning (see :mod:`pysnn.distributed`; usually set by
+            :func:`pysnn.distributed.data_parallel`). ``None`` (default): this process only.
     """
 
     #: names of the per-group state tensors, readable as ``rule.<name>`` (first group; ``None``
@@ -530,8 +542,11 @@ class LearningRule(nn.Module):
         grad: bool = False,
         norm: Optional[float] = None,
         enabled: bool = True,
+        process_group: Optional[Any] = None,
     ) -> None:
         super().__init__()
+        #: process group the updates are summed over (data-parallel learning), or ``None``
+        self.process_group = process_group
         self.reduction = check_choice("reduction", reduction, REDUCTIONS)
         if not isinstance(grad, bool):
             raise TypeError(f"grad must be a bool, got {grad!r}")
@@ -616,8 +631,14 @@ class LearningRule(nn.Module):
 
     # ------------------------------------------------------------------ helpers for rules
     def batch_factor(self, batch: int) -> float:
-        """Batch reduction factor: ``1 / batch`` for ``reduction="mean"``, 1 for ``"sum"``."""
-        return 1.0 / batch if self.reduction == "mean" else 1.0
+        """Batch reduction factor: ``1 / batch`` for ``reduction="mean"``, 1 for ``"sum"``.
+
+        With a ``process_group`` it is 1: the rule sums over its shard and
+        :meth:`apply_update` divides the sum over all processes by the global batch size.
+        """
+        if self.reduction == "sum" or self.process_group is not None:
+            return 1.0
+        return 1.0 / batch
 
     @torch.no_grad()
     def apply_update(self, group: SynapseGroup, dw: Tensor, rows: Optional[Tensor] = None) -> None:
@@ -630,8 +651,20 @@ class LearningRule(nn.Module):
             dw: ``weight.shape``, or ``(len(rows), *weight.shape[1:])`` with ``rows``.
             rows: optional ``(R,)`` int64 indices of the weight rows ``dw`` is given for (the
                 others are unchanged).
+
+        With a ``process_group`` the update is first summed over the group
+        (:func:`pysnn.distributed.all_reduce_update`, divided by the global batch size for
+        ``reduction="mean"``); ``rows`` are then expanded to the whole weight, since other
+        processes may change other rows. Every process must call it in the same steps.
         """
-        group.connection.apply_update_(dw, rows, grad=self.grad, norm=self.norm)
+        conn = group.connection
+        if self.process_group is not None:
+            if rows is not None:
+                dense = torch.zeros_like(conn.weight, dtype=dw.dtype)
+                dw, rows = dense.index_add_(0, rows, dw), None
+            batch = group.post_spikes().shape[0]
+            dw = all_reduce_update(dw, batch, self.reduction == "mean", self.process_group)
+        conn.apply_update_(dw, rows, grad=self.grad, norm=self.norm)
 
     # ------------------------------------------------------------------ nn.Module plumbing
     def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> "LearningRule":
@@ -654,6 +687,7 @@ class LearningRule(nn.Module):
         return (
             f"reduction={self.reduction!r}, grad={self.grad}, norm={self.norm}, "
             f"enabled={self.enabled}, connections={len(self.groups)}"
+            + ("" if self.process_group is None else ", data_parallel=True")
         )
 
 
@@ -775,7 +809,7 @@ class STDP(_WeightDependent):
             scale = self.batch_factor(batch)
             post = torch.cat((s_post * (self.nu_post * scale), x_post * (-self.nu_pre * scale)))
             pre = torch.cat((g.pre_trace(), g.arriving_spikes()))
-            if post.is_cuda:
+            if post.is_cuda or self.process_group is not None:
                 return post.t() @ pre
             # Event-driven on the CPU: only rows of postsynaptic neurons that spike or have a
             # non-zero trace (fired recently) can change.
@@ -847,6 +881,12 @@ class Hebbian(_WeightDependent):
         return (self.nu_pre, self.nu_post)
 
     def delta(self, g: SynapseGroup, reward: Reward) -> Optional[Tensor]:
+        if self.decay > 0 and self.process_group is not None:
+            raise ValueError(
+                "Hebbian(decay > 0) cannot learn data-parallel (process_group set): the decay is a "
+                "per-step term that the sum over processes would count once per process; use "
+                "decay=0 and shrink the weights yourself once per step"
+            )
         s_post, x_post = g.post_spikes(), g.post_trace()
         at_post, at_pre = g.pair_correlations(s_post, x_post)
         dw = self._combine(g, at_post * self.nu_post + at_pre * self.nu_pre, None, s_post.shape[0])

@@ -15,16 +15,23 @@ The results, and the state left in both modules (spike history, membrane potenti
 those of the step loop ``for t in range(T): out[t] = neuron(connection(spikes[t]))``, so blocks and
 single steps can be mixed. A network with recurrent connections, or a learning rule that must see
 every step, still needs the step loop.
+
+:class:`Unroll` turns a step network into a sequence module, ``(T, B, ...) -> (T, B, ...)`` with
+the state reset at the start of every sequence: the unit to hand to
+:class:`~torch.nn.parallel.DistributedDataParallel`, ``torch.compile`` or ``torch.export``.
 """
 
 from __future__ import annotations
+
+from typing import Optional
 
 import torch
 from torch import nn
 
 from pysnn._checks import check_same_dt
+from pysnn.network import reset_state
 
-__all__ = ["run_feedforward", "step_through", "has_forward_hooks"]
+__all__ = ["run_feedforward", "step_through", "has_forward_hooks", "Unroll"]
 
 
 def has_forward_hooks(module: nn.Module) -> bool:
@@ -87,3 +94,76 @@ def run_feedforward(connection: nn.Module, neuron: nn.Module, spikes: torch.Tens
     currents = multistep(spikes) if callable(multistep) else step_through(connection, spikes)
     multistep = getattr(neuron, "forward_multistep", None)
     return multistep(currents) if callable(multistep) else step_through(neuron, currents)
+
+
+class Unroll(nn.Module):
+    r"""Run a step network over a whole sequence in one call, resetting its state first.
+
+    ``Unroll(net)(x)`` with ``x`` ``(T, B, ...)`` returns ``torch.stack([net(x[t]) for t in
+    range(T)])`` ``(T, B, ...)``, after ``reset_state`` of every stateful module in ``net``: each
+    call is one independent sequence. With ``steps=T`` the input ``x`` ``(B, ...)`` is instead
+    fed at every one of ``T`` steps (a constant input, e.g. "direct encoding" of an image), and
+    with ``encoder`` it is first mapped once per sequence (``encoder(x)``, e.g. the first layer's
+    product of a constant image, computed once instead of ``T`` times).
+
+    Because one ``forward`` is one whole sequence, the module is what
+    :class:`~torch.nn.parallel.DistributedDataParallel` expects (one forward, one backward per
+    iteration; the gradients of every step are summed before DDP's all-reduce), and what
+    ``torch.compile`` and ``torch.export`` trace (the time loop is unrolled ``T`` times). Its
+    parameters are those of ``network`` (and of ``encoder``, usually a submodule of it).
+
+    Args:
+        network: the step network, ``(B, ...) -> (B, ...)`` per call (an
+            :class:`~pysnn.network.SNNNetwork` or any module).
+        steps: number of steps ``T`` for a constant input; ``None`` (default): ``x`` is
+            time first ``(T, B, ...)``.
+        encoder: optional module applied once to ``x`` before the steps.
+        reset: reset the state at the start of every call (default ``True``); ``False`` continues
+            from the current state (e.g. truncated BPTT with ``detach_state`` between chunks).
+        multistep: when ``network`` has a ``forward_multistep`` method (``(T, B, ...) -> (T, B,
+            ...)``, the same as ``T`` calls, e.g. layer by layer with
+            :meth:`pysnn.neuron.Neuron.forward_multistep`), call it once instead of the step
+            loop (default ``True``).
+    """
+
+    def __init__(
+        self,
+        network: nn.Module,
+        steps: Optional[int] = None,
+        encoder: Optional[nn.Module] = None,
+        reset: bool = True,
+        multistep: bool = True,
+    ) -> None:
+        super().__init__()
+        if not isinstance(network, nn.Module):
+            raise TypeError(f"network must be a torch.nn.Module, got {type(network).__name__}")
+        if encoder is not None and not isinstance(encoder, nn.Module):
+            raise TypeError(f"encoder must be a torch.nn.Module or None, got {encoder!r}")
+        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int)):
+            raise TypeError(f"steps must be an int or None, got {steps!r}")
+        if steps is not None and steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        self.network = network
+        self.encoder = encoder
+        self.steps = steps
+        self.reset = bool(reset)
+        self.multistep = bool(multistep)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x``: ``(T, B, ...)`` (or ``(B, ...)`` with ``steps``) → outputs ``(T, B, ...)``."""
+        if self.reset:
+            reset_state(self)
+        if self.encoder is not None:
+            x = self.encoder(x)
+        if self.steps is None:
+            if x.dim() < 2:
+                raise ValueError(f"x must be time first (T, B, ...), got shape {tuple(x.shape)}")
+        multistep = getattr(self.network, "forward_multistep", None) if self.multistep else None
+        if multistep is not None:
+            return multistep(x if self.steps is None else x.expand(self.steps, *x.shape))
+        if self.steps is None:
+            return torch.stack([self.network(step) for step in x])
+        return torch.stack([self.network(x) for _ in range(self.steps)])
+
+    def extra_repr(self) -> str:
+        return f"steps={self.steps}, reset={self.reset}, multistep={self.multistep}"

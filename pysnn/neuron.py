@@ -834,6 +834,10 @@ class AdaptiveLIFNeuron(LIFNeuron):
             :meth:`reset_state` (use :meth:`reset_theta`), updated with the spikes summed over the
             batch, and frozen in ``eval()`` mode.
         other arguments: as :class:`LIFNeuron`.
+
+    Attribute ``spike_count_reduce`` (default ``None``): a function applied to the batch-summed
+    spike counts ``shape`` before the shared ``theta`` update, e.g. a sum over the processes of
+    a data-parallel run (set by :func:`pysnn.distributed.data_parallel`).
     """
 
     def __init__(
@@ -872,6 +876,7 @@ class AdaptiveLIFNeuron(LIFNeuron):
         self.theta_shared = bool(theta_shared)
         self.register_constant("theta_plus", theta_plus, non_negative=True)
         self.register_constant("tau_theta", tau_theta, positive=True, allow_inf=True)
+        self.spike_count_reduce: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
         if self.theta_shared:
             self.register_buffer("theta", self.thresh.new_zeros(self.shape))
         else:
@@ -895,8 +900,11 @@ class AdaptiveLIFNeuron(LIFNeuron):
         if not self.theta_shared:
             state["theta"] = adaptive_theta_step(state["theta"], s, theta_decay, theta_plus)
         elif self.training:  # learned from the spikes, not by gradient: no graph kept
+            counts = s.sum(0)
+            if self.spike_count_reduce is not None:
+                counts = self.spike_count_reduce(counts)
             state["theta"] = adaptive_theta_step(
-                state["theta"], s.sum(0), theta_decay, theta_plus
+                state["theta"], counts, theta_decay, theta_plus
             ).detach()
         return s
 
