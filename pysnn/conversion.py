@@ -149,8 +149,13 @@ class SoftResetIFNeuron(Neuron):
     def step(self, x: torch.Tensor) -> torch.Tensor:
         """One step: input ``x`` ``(B, *shape)`` (mV increment) → spikes ``(B, *shape)`` (0/1)."""
         v = self.v + x
-        s = self.fire(v - self.thresh)
-        self.v = v - s * self.thresh
+        thresh = self.thresh
+        if torch.is_grad_enabled() and (v.requires_grad or thresh.requires_grad):
+            s = self.fire(v - thresh)  # surrogate gradient
+            self.v = v - s * thresh
+        else:  # the same values in two fewer passes over the state
+            s = torch.ge(v, thresh).to(v.dtype)
+            self.v = v.addcmul_(s, thresh, value=-1.0)
         return s
 
 
