@@ -2,8 +2,8 @@ r"""Train a small CNN on MNIST, convert it to a spiking network, and measure acc
 
 The ANN (pixels / 255 in [0, 1])::
 
-    Conv2d(1, 16, 5) -> BatchNorm2d -> ReLU -> AvgPool2d(2)       16 x 12 x 12
-    Conv2d(16, 32, 5) -> BatchNorm2d -> ReLU -> AvgPool2d(2)      32 x 4 x 4
+    Conv2d(1, 16, 5) -> BatchNorm2d -> AvgPool2d(2) -> ReLU       16 x 12 x 12
+    Conv2d(16, 32, 5) -> BatchNorm2d -> AvgPool2d(2) -> ReLU      32 x 4 x 4
     Flatten -> Dropout(0.2) -> Linear(512, 128) -> ReLU -> Linear(128, 10)
 
 is trained with Adam (cross-entropy, cosine learning-rate decay), then converted by
@@ -69,12 +69,12 @@ def make_cnn() -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(1, 16, 5, bias=False),
         nn.BatchNorm2d(16),
-        nn.ReLU(),
         nn.AvgPool2d(2),
+        nn.ReLU(),
         nn.Conv2d(16, 32, 5, bias=False),
         nn.BatchNorm2d(32),
-        nn.ReLU(),
         nn.AvgPool2d(2),
+        nn.ReLU(),
         nn.Flatten(),
         nn.Dropout(0.2),
         nn.Linear(512, 128),

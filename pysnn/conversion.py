@@ -351,7 +351,9 @@ def _percentile(values: List[torch.Tensor], percentile: float) -> Optional[float
     flat = torch.cat([v.reshape(-1) for v in values]) if values else torch.empty(0)
     if flat.numel() == 0:
         return None
-    rank = max(1, math.ceil(percentile / 100.0 * flat.numel()))
+    # rounded first, so that e.g. 99.9 % of 1000 values is rank 999, not 1000 (99.9 / 100 * 1000
+    # is 999.0000000000001 in floating point)
+    rank = max(1, math.ceil(round(percentile / 100.0 * flat.numel(), 6)))
     return float(torch.kthvalue(flat.double().cpu(), rank).values)
 
 
@@ -511,6 +513,10 @@ class ConvertedSNN(SNNNetwork):
         constant), which gives the same result as calling ``forward(x)`` every step.
         """
         single = isinstance(steps, int) and not isinstance(steps, bool)
+        if not single and not isinstance(steps, (list, tuple, range)):
+            raise TypeError(
+                f"steps must be an int or a list/tuple/range of ints, got {type(steps).__name__}"
+            )
         marks = [steps] if single else list(steps)
         if not marks or any(isinstance(t, bool) or not isinstance(t, int) or t < 1 for t in marks):
             raise ValueError(f"steps must be an int >= 1 or a sequence of them, got {steps!r}")
