@@ -3,7 +3,9 @@ folding, threshold balancing, errors, and accuracy of a converted network."""
 
 from __future__ import annotations
 
+import importlib.util
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -325,3 +327,22 @@ def test_converted_network_matches_the_ann_on_a_synthetic_task() -> None:
         accuracy = (scores.argmax(2) == y_test).float().mean(1)
         assert abs(accuracy[1].item() - ann) <= tolerance, (readout, accuracy, ann)
         assert accuracy[1] >= accuracy[0]  # more steps, finer rates
+
+
+def test_example_runs_on_the_bundled_sample(tmp_path) -> None:
+    path = Path(__file__).resolve().parents[1] / "examples" / "mnist_conversion.py"
+    spec = importlib.util.spec_from_file_location("mnist_conversion", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    plot = tmp_path / "curve.png"
+    results = example.main(
+        ["--epochs", "1", "--n-test", "100", "--max-steps", "16", "--plot", str(plot)]
+    )
+    assert plot.is_file()
+    assert results["ann"] > 80.0
+    for readout in ("spikes", "potential"):
+        assert set(results[readout]["accuracy"]) == {8, 16}
+    # the helper reads the first T from which the accuracy stays within the margin
+    assert example.steps_within([8, 16, 32], [90.0, 96.0, 95.9], 95.5) == 16
+    assert example.steps_within([8, 16, 32], [96.0, 95.0, 96.0], 95.5) == 32
+    assert example.steps_within([8, 16], [90.0, 91.0], 95.5) is None
