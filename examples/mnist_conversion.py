@@ -158,6 +158,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate (cosine decay)")
     p.add_argument("--n-calibration", type=int, default=1000, help="training images for scales")
     p.add_argument("--percentile", type=float, default=99.9)
+    p.add_argument("--v-init", type=float, default=0.0, help="IF start potential (threshold 1)")
+    p.add_argument("--save-model", default=None, help="save the trained ANN's state_dict here")
+    p.add_argument("--load-model", default=None, help="load the ANN instead of training it")
     p.add_argument("--max-steps", type=int, default=256, help="longest simulation (steps)")
     p.add_argument("--readout", default="both", choices=["spikes", "potential", "both"])
     p.add_argument("--n-test", type=int, default=0, help="use the first N test images (0: all)")
@@ -184,8 +187,14 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, object]:
 
     model = make_cnn()
     start = time.perf_counter()
-    train(model, x_train, y_train, args)
+    if args.load_model:
+        model.load_state_dict(torch.load(args.load_model))
+        model.eval()
+    else:
+        train(model, x_train, y_train, args)
     train_time = time.perf_counter() - start
+    if args.save_model:
+        torch.save(model.state_dict(), args.save_model)
     with torch.no_grad():
         ann = 100.0 * float((model(x_test).argmax(1) == y_test).float().mean())
     print(f"ANN test accuracy {ann:.2f} % (training {train_time:.0f} s)")
@@ -200,7 +209,11 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, object]:
     for readout in readouts:
         start = time.perf_counter()
         snn = ann_to_snn(
-            model, x_train[: args.n_calibration], percentile=args.percentile, readout=readout
+            model,
+            x_train[: args.n_calibration],
+            percentile=args.percentile,
+            readout=readout,
+            v_init=args.v_init,
         )
         convert_time = time.perf_counter() - start
         acc = snn_accuracy(snn, x_test, y_test, marks, args.eval_batch)
