@@ -140,6 +140,7 @@ def plot(path: str, marks, curves: Dict[str, List[float]], ann: float) -> None:
     ax.axhline(ann, color="k", linestyle="--", label=f"ANN {ann:.2f} %")
     ax.axhline(ann - 0.5, color="gray", linestyle=":", label="ANN - 0.5 points")
     ax.set_xscale("log", base=2)
+    ax.set_xticks(marks, [str(t) for t in marks])
     ax.set_xlabel("time steps T")
     ax.set_ylabel("test accuracy (%)")
     ax.set_ylim(max(0.0, min(min(a) for a in curves.values()) - 2), 100)
@@ -158,7 +159,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate (cosine decay)")
     p.add_argument("--n-calibration", type=int, default=1000, help="training images for scales")
     p.add_argument("--percentile", type=float, default=99.9)
-    p.add_argument("--v-init", type=float, default=0.0, help="IF start potential (threshold 1)")
+    p.add_argument("--v-init", type=float, default=0.5, help="IF start potential (threshold 1)")
     p.add_argument("--save-model", default=None, help="save the trained ANN's state_dict here")
     p.add_argument("--load-model", default=None, help="load the ANN instead of training it")
     p.add_argument("--max-steps", type=int, default=256, help="longest simulation (steps)")
@@ -201,7 +202,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, object]:
     if args.data_dir is None:
         print("(the bundled sample has 3000 training digits: 99 % needs the full MNIST)")
 
-    marks = [t for t in (2**k for k in range(3, 20)) if t <= args.max_steps]
+    marks = [t for t in (2**k for k in range(2, 20)) if t <= args.max_steps]
     if not marks or marks[-1] != args.max_steps:
         marks.append(args.max_steps)
     readouts = ["spikes", "potential"] if args.readout == "both" else [args.readout]

@@ -33,7 +33,7 @@ convergence); a robust percentile clips only those outliers at 1 spike per step 
 al. 2017, SpikingJelly's ``ann2snn`` ``robust`` mode).
 
 **Units.** The conversion works in normalised units: the IF threshold is 1 mV, the membrane starts
-at ``v_init`` (mV, 0 by default) and nothing leaks, so there is no ``v_rest``; the synaptic input
+at ``v_init`` (mV, 0.5 by default, see :func:`ann_to_snn`) and nothing leaks, so there is no ``v_rest``; the synaptic input
 of a step (mV) is the rescaled pre-activation above. The input ``x`` of the ANN enters unchanged
 as a constant current: the first layer receives :math:`W'_1 x + b'_1` (mV) at every step
 ("direct" or analog input encoding, no Poisson spikes). One step is ``dt`` ms (1 by default);
@@ -45,7 +45,8 @@ neurons and the class scores are their spike counts summed over the steps (rates
 ``readout="potential"`` it feeds a non-leaky :class:`~pysnn.readout.LIReadout` with weights
 :math:`W_L \lambda_{L-1}` and bias :math:`b_L`: its potential after :math:`T` steps divided by
 :math:`T` approximates the ANN's outputs themselves (negative ones included, no clipping, no
-ties between equal counts), usually reaching the ANN's accuracy in fewer steps.
+ties between equal counts). Its error comes from the hidden layers alone, which dominate in
+practice: on the MNIST example both readouts need about the same number of steps.
 :meth:`ConvertedSNN.scores` runs the steps and returns either.
 
 Example::
@@ -125,8 +126,9 @@ class SoftResetIFNeuron(Neuron):
         dt: time step (ms); it does not enter the dynamics.
         thresh: threshold :math:`\theta` (mV), > 0; 1 in the normalised units of
             :func:`ann_to_snn`.
-        v_init: potential at reset (mV), e.g. ``0.5 * thresh`` to round the rate instead of
-            truncating it.
+        v_init: initial potential (mV), restored by ``reset_state()`` (a spike subtracts
+            ``thresh`` and keeps the rest); e.g. ``0.5 * thresh`` to round the spike count
+            instead of truncating it.
         tau_trace, trace_scale, trace_mode, surrogate: see :class:`~pysnn.neuron.Neuron`.
 
     State: ``v`` (mV), ``spikes``, ``trace``, each ``(B, *shape)``.
@@ -545,7 +547,7 @@ def ann_to_snn(
     *,
     percentile: float = 99.9,
     readout: str = "spikes",
-    v_init: float = 0.0,
+    v_init: float = 0.5,
     dt: float = 1.0,
     batch_size: int = 256,
 ) -> ConvertedSNN:
@@ -568,8 +570,12 @@ def ann_to_snn(
             max-normalisation.
         readout: ``"spikes"`` (output IF neurons, scores = spike counts) or ``"potential"``
             (non-leaky integrator, scores = its potential); see the module docstring.
-        v_init: initial (and reset) membrane potential of the IF neurons (mV, the threshold is 1
-            mV), in [0, 1); ``0.5`` rounds the rates instead of truncating them.
+        v_init: initial membrane potential of the IF neurons (mV, the threshold is 1 mV), in
+            [0, 1). The default 0.5 (half the threshold) rounds the spike count of a constant
+            input, :math:`\lfloor T a + 0.5 \rfloor`, instead of truncating it (0): the error
+            of a rate is at most :math:`1/(2T)` instead of :math:`1/T`, and the first spikes
+            come earlier (Bu et al. 2022). On the MNIST example it cuts the steps needed to
+            come within 0.5 points of the ANN from 32 to 16.
         dt: time step (ms) of the modules; it does not change the dynamics.
         batch_size: batch size for a tensor ``calibration_data``.
 
