@@ -558,8 +558,10 @@ def ann_to_snn(
             ``ReLU``, ``AvgPool2d``/``AdaptiveAvgPool2d``, ``Flatten``, ``BatchNorm1d``/
             ``BatchNorm2d`` directly after a ``Linear``/``Conv2d`` (folded into it, running
             statistics as in ``eval()``), ``Dropout`` and ``Identity`` (dropped). Each ``ReLU``
-            must follow a ``Linear``/``Conv2d``, with only pooling/flattening between. Not
-            modified.
+            must follow a ``Linear``/``Conv2d``, with only pooling/flattening between. The
+            model ends with a ``Linear``/``Conv2d`` (the class scores), optionally followed by a
+            ``ReLU``, which only ``readout="spikes"`` represents (the potential readout
+            integrates the input of that ReLU). Not modified.
         calibration_data: inputs for threshold balancing: a tensor ``(N, *input_shape)``
             (split into batches of ``batch_size``) or an iterable of batches (tensors, or tuples
             whose first item is the input, e.g. a ``DataLoader``), typically a few hundred to a
