@@ -198,7 +198,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, object]:
         torch.save(model.state_dict(), args.save_model)
     with torch.no_grad():
         ann = 100.0 * float((model(x_test).argmax(1) == y_test).float().mean())
-    print(f"ANN test accuracy {ann:.2f} % (training {train_time:.0f} s)")
+    how = f"loaded from {args.load_model}" if args.load_model else f"training {train_time:.0f} s"
+    print(f"ANN test accuracy {ann:.2f} % ({how})")
     if args.data_dir is None:
         print("(the bundled sample has 3000 training digits: 99 % needs the full MNIST)")
 
