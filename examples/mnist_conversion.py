@@ -113,17 +113,18 @@ def snn_accuracy(
     snn, x: torch.Tensor, y: torch.Tensor, marks: List[int], batch: int
 ) -> List[float]:
     """Test accuracy (%) after each number of steps in ``marks``, in one run per batch."""
-    correct = torch.zeros(len(marks))
+    correct = torch.zeros(len(marks), dtype=torch.int64)
     for start in range(0, len(x), batch):
         scores = snn.scores(x[start : start + batch], marks)  # (len(marks), B, 10)
-        correct += (scores.argmax(2) == y[start : start + batch]).sum(1).float()
-    return (100.0 * correct / len(x)).tolist()
+        correct += (scores.argmax(2) == y[start : start + batch]).sum(1)
+    return [100.0 * int(c) / len(x) for c in correct]
 
 
 def steps_within(marks: List[int], accuracy: List[float], target: float) -> Optional[int]:
-    """The first number of steps from which the accuracy stays at or above ``target``."""
+    """The first number of steps from which the accuracy stays at or above ``target`` (up to
+    float rounding: exactly 0.5 points below the ANN counts as within 0.5 points)."""
     for i in range(len(marks)):
-        if all(a >= target for a in accuracy[i:]):
+        if all(a >= target - 1e-9 for a in accuracy[i:]):
             return marks[i]
     return None
 
@@ -197,7 +198,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, object]:
     if args.save_model:
         torch.save(model.state_dict(), args.save_model)
     with torch.no_grad():
-        ann = 100.0 * float((model(x_test).argmax(1) == y_test).float().mean())
+        ann = 100.0 * int((model(x_test).argmax(1) == y_test).sum()) / len(y_test)
     how = f"loaded from {args.load_model}" if args.load_model else f"training {train_time:.0f} s"
     print(f"ANN test accuracy {ann:.2f} % ({how})")
     if args.data_dir is None:

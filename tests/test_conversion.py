@@ -351,3 +351,5 @@ def test_example_runs_on_the_bundled_sample(tmp_path) -> None:
     assert example.steps_within([8, 16, 32], [90.0, 96.0, 95.9], 95.5) == 16
     assert example.steps_within([8, 16, 32], [96.0, 95.0, 96.0], 95.5) == 32
     assert example.steps_within([8, 16], [90.0, 91.0], 95.5) is None
+    # exactly 0.5 points below counts as within, whatever the float rounding of 99.22 - 0.5
+    assert example.steps_within([8, 16], [98.72, 99.0], 99.22 - 0.5) == 8
