@@ -84,6 +84,11 @@ def main(argv=None) -> Dict[str, object]:
     p.add_argument("--n-calibration", type=int, default=1000)
     p.add_argument("--steps", type=int, default=128)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument(
+        "--output",
+        default=str(REPO / "benchmarks" / "results" / "conversion_spikingjelly.md"),
+        help="markdown report ('' for none)",
+    )
     args = p.parse_args(argv)
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
@@ -114,13 +119,14 @@ def main(argv=None) -> Dict[str, object]:
     model.eval()
     calibration = x_train[: args.n_calibration]
     with torch.no_grad():
-        ann = 100.0 * float((model(x_test).argmax(1) == y_test).float().mean())
+        ann = 100.0 * int((model(x_test).argmax(1) == y_test).sum()) / len(y_test)
     marks = [t for t in (2**k for k in range(2, 20)) if t <= args.steps]
-    print(
+    header = (
         f"torch {torch.__version__}, {args.threads} thread(s); {len(x_test)} test images, "
         f"{len(calibration)} calibration images; ANN {ann:.2f} %"
         + (f"; stand-in modules for SpikingJelly's import: {stand_ins}" if stand_ins else "")
     )
+    print(header)
 
     results = {}
     configurations = (
@@ -148,13 +154,31 @@ def main(argv=None) -> Dict[str, object]:
         sj, lambda: functional.reset_net(sj), x_test, y_test, marks
     )
 
-    print(f"\n{'T':>5} " + " ".join(f"{name:>26}" for name in results))
-    for k, t in enumerate(marks):
-        print(f"{t:>5} " + " ".join(f"{acc[k]:>25.2f}%" for acc, _ in results.values()))
     sj_time = results["SpikingJelly 2.0 ann2snn"][1]
-    print(f"\nsimulation time per step (batch of {BATCH}):")
-    for name, (_, seconds) in results.items():
-        print(f"  {name:<26} {seconds * 1e3:8.2f} ms   ratio {sj_time / seconds:5.2f}")
+    lines = [
+        f"# ANN-to-SNN conversion: pysnn against SpikingJelly\n\n{header}\n\n"
+        f"`{' '.join(['python', *sys.argv])}`\n",
+        "test accuracy (%) after T steps:\n",
+        "| T | " + " | ".join(results) + " |",
+        "|---:|" + "---:|" * len(results),
+        *(
+            f"| {t} | " + " | ".join(f"{acc[k]:.2f}" for acc, _ in results.values()) + " |"
+            for k, t in enumerate(marks)
+        ),
+        f"\nsimulation time per step, batch of {BATCH} (ratio: SpikingJelly / this):\n",
+        "| | ms per step | ratio |",
+        "|---|---:|---:|",
+        *(
+            f"| {name} | {seconds * 1e3:.2f} | {sj_time / seconds:.2f} |"
+            for name, (_, seconds) in results.items()
+        ),
+    ]
+    report = "\n".join(lines) + "\n"
+    print("\n" + report)
+    if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(report, encoding="utf-8")
+        print(f"written to {args.output}")
     return results
 
 
