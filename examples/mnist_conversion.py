@@ -42,7 +42,7 @@ per image and step); the conversion 0.1-0.5 s. The curve is in
 
 Examples::
 
-    python examples/mnist_conversion.py                        # bundled sample
+    python examples/mnist_conversion.py                        # bundled sample, ~1 min
     python examples/mnist_conversion.py --data-dir ../shared/data/mnist --epochs 3
 """
 
