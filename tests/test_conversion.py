@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from pysnn.conversion import SoftResetIFNeuron, ann_to_snn, fold_batchnorm
+from pysnn.monitor import Monitor
 from pysnn.readout import LIReadout
 
 
@@ -233,6 +234,36 @@ def test_float64_model_gives_float64_snn() -> None:
     x = torch.rand(8, 6, dtype=torch.float64)
     snn = ann_to_snn(model, x)
     assert snn.scores(x, 4).dtype == torch.float64
+
+
+def test_state_dict_to_and_monitor() -> None:
+    model = _mlp()
+    x = torch.rand(8, 6)
+    snn = ann_to_snn(model, x)
+    expected = snn.scores(x, 20)
+    # a network converted with other scales takes the saved weights and scales and then agrees
+    other = ann_to_snn(model, x * 3)
+    assert not torch.equal(other.scales, snn.scales)
+    other.load_state_dict(snn.state_dict())
+    assert torch.equal(other.scales, snn.scales)
+    assert torch.equal(other.scores(x, 20), expected)
+    # .double() moves weights, neuron constants and scales; the spikes are unchanged here
+    snn.double()
+    assert snn.layer("layer1")[0].weight.dtype == torch.float64
+    torch.testing.assert_close(snn.scores(x.double(), 20), expected.double())
+    # a Monitor records the hidden potential and spikes step by step
+    _, hidden = snn.layer("layer1")
+    monitor = Monitor(hidden, ("v", "spikes"))
+    snn.scores(x.double(), 5)
+    assert monitor.get("v").shape == (5, 8, 8) and monitor.get("spikes").shape == (5, 8, 8)
+    recorded = monitor.get("spikes").sum(0)
+    monitor.remove()
+    snn.reset_state()
+    with torch.no_grad():
+        for _ in range(5):
+            snn(x.double())
+    assert torch.equal(hidden.spikes, monitor.get("spikes")[-1])
+    assert recorded.sum() > 0
 
 
 def test_calibration_from_a_dataloader_equals_a_tensor() -> None:
