@@ -31,7 +31,10 @@ the functional layer (:mod:`pysnn.functional`).
 **Constants are live.** Every constant (threshold, time constants, ...) is read at each step:
 in-place edits (``lif.thresh.fill_(-60.)``) and assignment (``lif.thresh = -60.`` or a tensor)
 take effect at the next step on every path. Quantities derived from them (decay factors,
-refractory steps) are recomputed whenever a source changes (:meth:`Neuron.derived`). A constant
+refractory steps) are recomputed whenever a source changes (:meth:`Neuron.derived`, which sees
+in-place edits through the version counter torch keeps for autograd: an edit made through
+``.data``, e.g. ``lif.tau_v.data.fill_(10.)``, bypasses that counter as it bypasses autograd's own
+checks and is not seen by the cache; edit under ``torch.no_grad()`` or assign instead). A constant
 given as an ``nn.Parameter`` stays that Parameter: it appears in ``parameters()``, optimisers
 learn it, and gradients flow into it through the surrogate.
 
