@@ -164,7 +164,8 @@ class Override:
                 f"{what}.clamp()/unclamp(): {what}.step computed its spikes without "
                 "self.fire(...) or self.threshold_offset(), so the forced or forbidden spikes "
                 "cannot be applied (and its reset would not follow them); compute the spikes "
-                "with s = self.fire(v - thresh) in step"
+                "with s = self.fire(v - thresh) in step (an Input passes its given spikes "
+                "through: put forced spikes into its input instead)"
             )
         return s
 
