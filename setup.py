@@ -22,6 +22,7 @@ setup(
     extras_require={
         "plot": ["matplotlib"],
         "events": ["tonic"],
+        "rl": ["gymnasium>=1.0"],
         "dev": ["pytest", "black", "matplotlib", "pre-commit"],
     },
 )
