@@ -72,7 +72,9 @@ class Supervised:
     def __init__(self, args: argparse.Namespace) -> None:
         torch.manual_seed(args.seed)
         self.args = args
-        self.net = DiehlCook2015(n_neurons=args.n_neurons, nu=(0.0, 1e-2), inh_weight=args.inh_weight)
+        self.net = DiehlCook2015(
+            n_neurons=args.n_neurons, nu=(0.0, 1e-2), inh_weight=args.inh_weight
+        )
         self.per_class = args.n_neurons // 10
         self.steps = int(round(args.time))  # dt = 1 ms
         self.gen = torch.Generator().manual_seed(args.seed)
