@@ -54,6 +54,12 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--intensity", type=float, default=63.75, help="max input rate (Hz)")
     p.add_argument("--teach-every", type=int, default=5, help="steps between forced spikes")
     p.add_argument("--inh-weight", type=float, default=22.5, help="inhibition (mV)")
+    p.add_argument(
+        "--forbid-others",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="also unclamp (forbid) the neurons of the other classes during training",
+    )
     p.add_argument("--batch-size", type=int, default=16, help="training digits at once")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", default=None, help="folder with the MNIST IDX files")
@@ -97,10 +103,14 @@ class Supervised:
             pick = torch.randint(self.per_class, labels.shape, generator=self.gen)
             teacher = torch.zeros(len(labels), self.args.n_neurons, dtype=torch.bool)
             teacher[torch.arange(len(labels)), labels * self.per_class + pick] = True
+            group = torch.arange(self.args.n_neurons) // self.per_class
+            others = group[None, :] != labels[:, None]  # (B, n_neurons)
         counts = torch.zeros(len(images), self.args.n_neurons)
         for t, x in enumerate(self.spikes(images)):
             if teacher is not None and t % self.args.teach_every == 0:
                 net.exc.clamp(teacher)  # forced spikes of this step
+            if teacher is not None and self.args.forbid_others:
+                net.exc.unclamp(others)  # no spike (so no learning) in the wrong groups
             counts += net(x)
         if net.training:
             net.fc.normalize(net.norm)
