@@ -135,7 +135,6 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Dict[str, float]]:
     import gymnasium as gym  # the optional extra pysnn[rl]
 
     args = parse_args(argv)
-    torch.set_num_threads(1)  # a small network: threads cost more than they give
     factory = lambda: gym.make("CartPole-v1")  # noqa: E731
     results: Dict[str, Dict[str, float]] = {}
     curves = {}
@@ -197,4 +196,5 @@ def plot(curves, path: str) -> None:
 
 
 if __name__ == "__main__":
+    torch.set_num_threads(1)  # a small network: threads cost more than they give
     main()

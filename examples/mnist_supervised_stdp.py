@@ -54,12 +54,6 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--intensity", type=float, default=63.75, help="max input rate (Hz)")
     p.add_argument("--teach-every", type=int, default=5, help="steps between forced spikes")
     p.add_argument("--inh-weight", type=float, default=22.5, help="inhibition (mV)")
-    p.add_argument(
-        "--forbid-others",
-        action=argparse.BooleanOptionalAction,
-        default=False,
-        help="also unclamp (forbid) the neurons of the other classes during training",
-    )
     p.add_argument("--batch-size", type=int, default=16, help="training digits at once")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", default=None, help="folder with the MNIST IDX files")
@@ -85,17 +79,25 @@ class Supervised:
         self.steps = int(round(args.time))  # dt = 1 ms
         self.gen = torch.Generator().manual_seed(args.seed)
 
-    def spikes(self, images: torch.Tensor) -> torch.Tensor:
-        """Poisson spikes ``(T, B, 784)``: per-step probability 1 - exp(-rate dt)."""
-        rates = images.reshape(images.shape[0], -1).float() / 255.0 * self.args.intensity
+    def spikes(self, images: torch.Tensor, intensity: torch.Tensor) -> torch.Tensor:
+        """Poisson spikes ``(T, B, 784)``: per-step probability 1 - exp(-rate dt); ``intensity``
+        ``(B,)`` is the rate (Hz) of a white pixel."""
+        rates = images.reshape(images.shape[0], -1).float() / 255.0 * intensity[:, None]
         prob = -torch.expm1(-rates / 1000.0)
         noise = torch.rand((self.steps, *prob.shape), generator=self.gen)
         return (noise < prob).float()
 
     @torch.no_grad()
-    def present(self, images: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def present(
+        self,
+        images: torch.Tensor,
+        labels: Optional[torch.Tensor] = None,
+        intensity: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
         """Show a batch for ``--time`` ms; with ``labels``, clamp one neuron of each digit's class
         every ``--teach-every`` steps. Returns the excitatory spike counts ``(B, n_neurons)``."""
+        if intensity is None:
+            intensity = torch.full((len(images),), self.args.intensity)
         net = self.net
         net.reset_state()
         teacher = None
@@ -103,14 +105,10 @@ class Supervised:
             pick = torch.randint(self.per_class, labels.shape, generator=self.gen)
             teacher = torch.zeros(len(labels), self.args.n_neurons, dtype=torch.bool)
             teacher[torch.arange(len(labels)), labels * self.per_class + pick] = True
-            group = torch.arange(self.args.n_neurons) // self.per_class
-            others = group[None, :] != labels[:, None]  # (B, n_neurons)
         counts = torch.zeros(len(images), self.args.n_neurons)
-        for t, x in enumerate(self.spikes(images)):
+        for t, x in enumerate(self.spikes(images, intensity)):
             if teacher is not None and t % self.args.teach_every == 0:
                 net.exc.clamp(teacher)  # forced spikes of this step
-            if teacher is not None and self.args.forbid_others:
-                net.exc.unclamp(others)  # no spike (so no learning) in the wrong groups
             counts += net(x)
         if net.training:
             net.fc.normalize(net.norm)
@@ -126,13 +124,26 @@ class Supervised:
                 bar.update(len(images[start : start + size]))
         bar.close()
 
+    def respond(self, images: torch.Tensor) -> torch.Tensor:
+        """Frozen, unclamped counts; digits with < 5 spikes are shown again at +32 Hz (up to 5
+        times), as in Diehl & Cook's protocol (``examples/mnist_stdp.py``)."""
+        intensity = torch.full((len(images),), self.args.intensity)
+        counts = self.present(images, intensity=intensity)
+        for _ in range(5):
+            low = counts.sum(1) < 5
+            if not bool(low.any()):  # once per batch, outside the simulation step
+                break
+            intensity[low] += 32.0
+            counts[low] = self.present(images[low], intensity=intensity[low])
+        return counts
+
     def record(self, images: torch.Tensor, desc: str) -> torch.Tensor:
-        """Frozen, unclamped spike counts ``(N, n_neurons)``."""
+        """Frozen, unclamped spike counts ``(N, n_neurons)`` (see :meth:`respond`)."""
         self.net.eval()
         bar = progress(total=len(images), desc=desc, quiet=self.args.quiet)
         out = []
         for start in range(0, len(images), 250):
-            out.append(self.present(images[start : start + 250]))
+            out.append(self.respond(images[start : start + 250]))
             bar.update(len(out[-1]))
         bar.close()
         return torch.cat(out)

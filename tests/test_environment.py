@@ -162,3 +162,17 @@ def test_bad_arguments():
         GaussianPopulation([0.0], [1.0], 3)(torch.zeros(2, 2))
     with pytest.raises(ValueError, match=r"outputs must have shape \(T, 1, n_actions\)"):
         count_argmax(torch.zeros(3, 2))
+
+
+def test_cartpole_example_runs_and_reports_against_random():
+    pytest.importorskip("gymnasium")  # pinned in requirements-dev.txt (pysnn[rl])
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "cartpole.py"
+    spec = importlib.util.spec_from_file_location("cartpole", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    results = example.main(["--episodes", "3", "--seeds", "0", "--quiet", "--steps", "2"])
+    summary = results["0"]
+    assert summary["snn_last100"] >= 8 and summary["random_last100"] >= 8  # CartPole's minimum

@@ -331,3 +331,34 @@ def test_masked_synapses_never_grow_under_stdp_with_clamped_targets():
     prune.remove(fc, "weight")
     assert torch.all(fc.weight[mask == 0] == 0)  # and stay at 0 once the mask is made permanent
     assert isinstance(fc.weight, nn.Parameter)
+
+
+def _load_example(name):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_supervised_example_teaches_the_clamped_neuron():
+    example = _load_example("mnist_supervised_stdp")
+    args = example.parse_args(["--n-neurons", "20", "--time", "20", "--teach-every", "5"])
+    model = example.Supervised(args)
+    images = torch.zeros(2, 28, 28, dtype=torch.uint8)
+    images[0, :14] = 255  # digit 0: top half; digit 1: bottom half
+    images[1, 14:] = 255
+    before = model.net.fc.weight.detach().clone()
+    model.net.train()
+    counts = model.present(images, torch.tensor([3, 7]))
+    # 2 neurons per class: one of 6, 7 taught for sample 0, one of 14, 15 for sample 1; each
+    # forced at steps 0, 5, 10, 15
+    assert (counts[0, 6:8] >= 4).any() and (counts[1, 14:16] >= 4).any()
+    grown = (model.net.fc.weight.detach() - before).abs().sum(1) > 0
+    assert grown[6:8].any() and grown[14:16].any()
+    top = model.net.fc.weight.detach().reshape(20, 28, 28)[:, :14].sum((1, 2))
+    taught = 6 + int(counts[0, 7] > counts[0, 6])
+    assert top[taught] > before.reshape(20, 28, 28)[taught, :14].sum()  # moved to the top half
