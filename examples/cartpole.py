@@ -50,11 +50,11 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--episodes", type=int, default=600, help="training episodes per seed")
+    p.add_argument("--episodes", type=int, default=400, help="training episodes per seed")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--steps", type=int, default=5, help="simulation steps (ms) per action")
     p.add_argument("--hidden", type=int, default=64, help="LIF neurons")
-    p.add_argument("--lr", type=float, default=1e-2, help="Adam learning rate")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
     p.add_argument("--gamma", type=float, default=0.99, help="discount factor")
     p.add_argument("--plot", default=None, help="save the learning curves (PNG) here")
     p.add_argument("--results", default=None, help="write the returns as JSON here")

@@ -54,6 +54,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--intensity", type=float, default=63.75, help="max input rate (Hz)")
     p.add_argument("--teach-every", type=int, default=5, help="steps between forced spikes")
     p.add_argument("--inh-weight", type=float, default=22.5, help="inhibition (mV)")
+    p.add_argument("--theta-plus", type=float, default=0.05, help="threshold increment (mV)")
     p.add_argument("--batch-size", type=int, default=16, help="training digits at once")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", default=None, help="folder with the MNIST IDX files")
@@ -73,7 +74,10 @@ class Supervised:
         torch.manual_seed(args.seed)
         self.args = args
         self.net = DiehlCook2015(
-            n_neurons=args.n_neurons, nu=(0.0, 1e-2), inh_weight=args.inh_weight
+            n_neurons=args.n_neurons,
+            nu=(0.0, 1e-2),
+            inh_weight=args.inh_weight,
+            theta_plus=args.theta_plus,
         )
         self.per_class = args.n_neurons // 10
         self.steps = int(round(args.time))  # dt = 1 ms
