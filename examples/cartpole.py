@@ -15,11 +15,16 @@ runs the episodes (resets, encoding, decoding, returns log, progress bar); the u
 
 Baseline: a uniformly random policy on the same environment seeds.
 
-Results (``python examples/cartpole.py``: 3 seeds x 600 episodes, 2 CPU cores, ~25 min), mean
-return over the last 100 training episodes (the policy still samples; CartPole-v1 caps returns at
-500): see README ("Results"); the learning curves are drawn into ``--plot``.
+Results (400 episodes per seed, lr 1e-3, 5 simulation steps per action; 2 shared CPU cores,
+16-30 min per seed), mean return over the last 100 training episodes (the policy still samples;
+CartPole-v1 caps a return at 500) against a uniformly random policy on the same seeds:
 
-    python examples/cartpole.py --episodes 600 --seeds 0 1 2 --plot cartpole.png
+    seed 0: 368.5   seed 1: 129.1   seed 2: 361.7   mean 286.4   (random policy: 23.1, 23.1, 22.4)
+
+Seed 1 reached ~240 at episode 270 and fell back (plain REINFORCE has no baseline and is noisy);
+the curves are in ``docs/_static/cartpole_returns.png``.
+
+    python examples/cartpole.py --seeds 0 1 2 --plot cartpole.png
 """
 
 from __future__ import annotations
