@@ -362,3 +362,11 @@ def test_supervised_example_teaches_the_clamped_neuron():
     top = model.net.fc.weight.detach().reshape(20, 28, 28)[:, :14].sum((1, 2))
     taught = 6 + int(counts[0, 7] > counts[0, 6])
     assert top[taught] > before.reshape(20, 28, 28)[taught, :14].sum()  # moved to the top half
+
+
+def test_inject_v_into_a_readout():
+    readout = LIReadout(2, tau_v=math.inf)  # perfect integrator: v = sum of inputs
+    readout.inject_v(torch.tensor([1.0, -2.0]))
+    v = readout(torch.full((1, 2), 0.5))
+    assert v.tolist() == [[1.5, -1.5]]
+    assert readout(torch.full((1, 2), 0.5)).tolist() == [[2.0, -1.0]]  # once only
