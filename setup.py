@@ -23,6 +23,7 @@ setup(
         "plot": ["matplotlib"],
         "events": ["tonic"],
         "nir": ["nir>=1.0.8"],
+        "rl": ["gymnasium>=1.0"],
         "dev": ["pytest", "black", "matplotlib", "pre-commit"],
     },
 )

@@ -20,13 +20,14 @@ network holds.
 
 from __future__ import annotations
 
-from typing import Dict, Iterator, Set, Tuple
+from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Set, Tuple, Union
 
+import torch
 from torch import nn
 
 from pysnn._checks import check_same_dt
 
-__all__ = ["SNNNetwork", "reset_state", "detach_state"]
+__all__ = ["SNNNetwork", "reset_state", "detach_state", "run"]
 
 
 def reset_state(module: nn.Module) -> None:
@@ -166,3 +167,111 @@ class SNNNetwork(nn.Module):
     def detach_state(self) -> None:
         """Detach the state of every stateful submodule from the autograd graph."""
         _call_on_stateful(self, "detach_state")
+
+
+#: A run option's value: a whole-run tensor, a time-first tensor, or a function of the step.
+OptionValue = Union[float, torch.Tensor, Callable[[int], Any]]
+
+
+def run(
+    net: nn.Module,
+    inputs: Union[torch.Tensor, Tuple[torch.Tensor, ...]],
+    *,
+    clamp: Optional[Mapping[Union[str, nn.Module], OptionValue]] = None,
+    unclamp: Optional[Mapping[Union[str, nn.Module], OptionValue]] = None,
+    injects_v: Optional[Mapping[Union[str, nn.Module], OptionValue]] = None,
+) -> Any:
+    """Run ``net`` for ``T`` steps with BindsNET's run options; returns its outputs stacked.
+
+    At each step ``t`` the options for that step are requested on their neurons
+    (:meth:`~pysnn.neuron.Neuron.clamp`, :meth:`~pysnn.neuron.Neuron.unclamp`,
+    :meth:`~pysnn.neuron.Neuron.inject_v`; semantics in :mod:`pysnn.forcing`), then
+    ``net(inputs[t])`` is called. The state is not reset (call ``net.reset_state()`` first).
+
+    Args:
+        net: a module whose ``forward`` is one step (an :class:`SNNNetwork`, a neuron, ...).
+        inputs: ``(T, B, ...)`` tensor, or a tuple of them (``net(*[x[t] for x in inputs])``).
+        clamp, unclamp: ``{neuron: mask}``. A neuron is given as the module or as a name: a
+            layer name of an :class:`SNNNetwork` (its neuron) or a submodule path
+            (``"exc"``, ``"block.lif"``). A mask is a ``bool`` tensor: ``(*shape)`` or
+            ``(B, *shape)`` for every step, ``(T, B, *shape)`` for one mask per step (BindsNET's
+            ``[time, n]`` masks are ``mask[:, None]``), or a function ``t -> mask or None``.
+        injects_v: ``{neuron: delta}`` (mV), the same forms (a number for every neuron and
+            step). Added at the start of step ``t`` (BindsNET adds ``injects_v[t]`` at the same
+            point: before the layer's step ``t``).
+
+    Returns:
+        ``torch.stack`` of the per-step outputs ``(T, ...)`` when ``net`` returns a tensor, a
+        tuple of stacks when it returns a tuple of tensors, else the list of outputs.
+
+    Raises:
+        ValueError: ``inputs`` is not time first, a name is unknown, or a per-step tensor's
+            first dimension is not ``T``.
+        TypeError: an option is not a mapping, or names something that is not a neuron.
+    """
+    sequences = inputs if isinstance(inputs, (tuple, list)) else (inputs,)
+    if not sequences or not all(isinstance(x, torch.Tensor) and x.dim() >= 2 for x in sequences):
+        raise ValueError("inputs must be a (T, B, ...) tensor or a tuple of them")
+    steps = sequences[0].shape[0]
+    if any(x.shape[0] != steps for x in sequences):
+        raise ValueError(
+            f"all inputs must have the same number of steps T, got {[x.shape[0] for x in sequences]}"
+        )
+    plan = []
+    for option, method in (("clamp", "clamp"), ("unclamp", "unclamp"), ("injects_v", "inject_v")):
+        given = {"clamp": clamp, "unclamp": unclamp, "injects_v": injects_v}[option]
+        if given is None:
+            continue
+        if not isinstance(given, Mapping):
+            raise TypeError(f"{option} must be a dict {{neuron or name: value}}, got {given!r}")
+        for key, value in given.items():
+            neuron = _neuron_of(net, key, option)
+            plan.append((getattr(neuron, method), _per_step(value, neuron, steps, option, key)))
+    outputs = []
+    for t in range(steps):
+        for request, at in plan:
+            value = at(t)
+            if value is not None:
+                request(value)
+        outputs.append(net(*(x[t] for x in sequences)))
+    first = outputs[0]
+    if isinstance(first, torch.Tensor):
+        return torch.stack(outputs)
+    if isinstance(first, tuple) and all(isinstance(o, torch.Tensor) for o in first):
+        return tuple(torch.stack(parts) for parts in zip(*outputs))
+    return outputs
+
+
+def _neuron_of(net: nn.Module, key: Union[str, nn.Module], option: str) -> nn.Module:
+    if isinstance(key, str):
+        if isinstance(net, SNNNetwork) and key in net._layer_names:
+            module = net.layer(key)[1]
+        else:
+            try:
+                module = net.get_submodule(key)
+            except AttributeError:
+                layers = list(net._layer_names) if isinstance(net, SNNNetwork) else []
+                raise ValueError(
+                    f"{option}: {key!r} is neither a layer ({layers}) nor a submodule of "
+                    f"{type(net).__name__}"
+                ) from None
+    else:
+        module = key
+    if not callable(getattr(module, "clamp", None)) or not hasattr(module, "shape"):
+        raise TypeError(f"{option}: {key!r} is not a pysnn neuron (got {type(module).__name__})")
+    return module
+
+
+def _per_step(
+    value: OptionValue, neuron: nn.Module, steps: int, option: str, key: Any
+) -> Callable[[int], Any]:
+    if callable(value) and not isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, torch.Tensor) and value.dim() == len(neuron.shape) + 2:
+        if value.shape[0] != steps:
+            raise ValueError(
+                f"{option}[{key!r}] has {value.shape[0]} steps (first dimension of a "
+                f"(T, B, *shape) value) but the inputs have T = {steps}"
+            )
+        return value.__getitem__
+    return lambda t: value

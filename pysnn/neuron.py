@@ -63,6 +63,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from functools import partial
 from operator import attrgetter, is_, methodcaller
 from typing import Any, Callable, Optional, Sequence, Tuple, Union
 
@@ -71,6 +72,7 @@ from torch import nn
 
 from pysnn._sharing import unshared
 from pysnn._checks import ParamLike, as_param, check_choice, check_input, check_positive_scalar
+from pysnn.forcing import Override, check_delta, check_mask
 from pysnn.functional.decay import exp_decay
 from pysnn.functional.izhikevich import IzhikevichParameters, izhikevich_step
 from pysnn.functional.lif import (
@@ -174,6 +176,7 @@ class Neuron(nn.Module):
         # key -> (inputs, their tensors, versions, data pointers, value): see derived()
         self.__dict__["_derived_cache"] = {}
         self.__dict__["_graph_steps"] = 0  # steps with an autograd graph on the state
+        self.__dict__["_override"] = None  # pending clamp/unclamp/inject_v (pysnn.forcing)
         self.shape = _as_shape(shape)
         self.dt = dt
         self.surrogate = _check_surrogate(surrogate)
@@ -492,6 +495,53 @@ class Neuron(nn.Module):
             return (x >= 0).to(x.dtype)
         return surrogate(x)
 
+    # ----------------------------------------------------------------- run options
+    def clamp(self, mask: torch.Tensor) -> None:
+        """Force spikes at the next step where ``mask`` is ``True``, even while refractory.
+
+        A forced spike is a real spike: reset, refractory period, trace, threshold adaptation
+        and learning rules all follow it (see :mod:`pysnn.forcing`). Applies to the next step
+        only; calls before one step combine.
+
+        Args:
+            mask: ``bool`` tensor ``(B, *shape)`` or ``(*shape)`` (the same for every sample).
+        """
+        if not self.spiking:
+            raise TypeError(f"{type(self).__name__} does not spike: it cannot be clamped")
+        self._pending().add("force", check_mask("mask", mask, self.shape, type(self).__name__))
+
+    def unclamp(self, mask: torch.Tensor) -> None:
+        """Forbid spikes at the next step where ``mask`` is ``True`` (no spike, no reset, no
+        refractory period; ``v`` keeps its integrated value). Wins over :meth:`clamp`. Applies to
+        the next step only (see :mod:`pysnn.forcing`).
+
+        Args:
+            mask: ``bool`` tensor ``(B, *shape)`` or ``(*shape)``.
+        """
+        if not self.spiking:
+            raise TypeError(f"{type(self).__name__} does not spike: it cannot be unclamped")
+        self._pending().add("forbid", check_mask("mask", mask, self.shape, type(self).__name__))
+
+    def inject_v(self, delta: Union[float, torch.Tensor]) -> None:
+        """Add ``delta`` (mV) to the membrane potential ``v`` at the start of the next step,
+        before its leak, input, threshold and reset (see :mod:`pysnn.forcing`). Calls before one
+        step add up.
+
+        Args:
+            delta: a number or a tensor ``(B, *shape)`` or ``(*shape)``, in mV.
+        """
+        if "v" not in self._state_specs:
+            raise TypeError(
+                f"{type(self).__name__} has no membrane potential state 'v' to inject into"
+            )
+        self._pending().add("inject", check_delta(delta, self.shape, type(self).__name__))
+
+    def _pending(self) -> Override:
+        override = self.__dict__.get("_override")
+        if override is None:
+            override = self.__dict__["_override"] = Override()
+        return override
+
     #: Steps a state may carry an autograd graph (without :meth:`detach_state` or
     #: :meth:`reset_state`) before the neuron warns, once, that the graph keeps growing.
     GRAPH_WARN_STEPS: int = 10_000
@@ -499,6 +549,9 @@ class Neuron(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """One step: input ``x`` ``(B, *shape)`` → spikes ``(B, *shape)`` (0/1, ``x``'s dtype)."""
         self._prepare(x)
+        if self.__dict__.get("_override") is not None:  # clamp/unclamp/inject_v for this step
+            override, self.__dict__["_override"] = self.__dict__["_override"], None
+            return override.run(self, x, partial(Neuron.forward, self))
         if not self.spiking:
             s = self.step(x)
         else:
@@ -752,8 +805,10 @@ class LIFNeuron(Neuron):
         """Run ``T`` steps, ``(T, B, *shape)`` → ``(T, B, *shape)``, in one fused call where it
         applies (see :meth:`Neuron.forward_multistep`)."""
         self._check_multistep(x)
-        if type(self).threshold_offset is LIFNeuron.threshold_offset and not has_forward_hooks(
-            self
+        if (
+            type(self).threshold_offset is LIFNeuron.threshold_offset
+            and not has_forward_hooks(self)
+            and self.__dict__.get("_override") is None  # a clamp for the first step only
         ):
             n_steps = x.shape[0]
             flat = x.reshape(n_steps * x.shape[1], *x.shape[2:])
@@ -977,7 +1032,15 @@ class IzhikevichNeuron(Neuron):
         """The :class:`~pysnn.functional.izhikevich.IzhikevichParameters` of the next step."""
         return IzhikevichParameters(self.a, self.b, self.c, self.d, self.v_peak, self.dt)
 
+    def threshold_offset(self) -> Optional[torch.Tensor]:
+        """Offset (mV) added to ``v_peak`` in this step; ``None`` here (a clamp sets it, see
+        :mod:`pysnn.forcing`)."""
+        return None
+
     def step(self, x: torch.Tensor) -> torch.Tensor:
         """One step: input current ``x`` ``(B, *shape)`` → spikes ``(B, *shape)`` (0/1)."""
-        s, self.v, self.u = izhikevich_step(self.v, self.u, x, self.params, self.surrogate)
+        params, offset = self.params, self.threshold_offset()
+        if offset is not None:
+            params = params._replace(v_peak=params.v_peak + offset)
+        s, self.v, self.u = izhikevich_step(self.v, self.u, x, params, self.surrogate)
         return s
