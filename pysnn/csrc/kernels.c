@@ -23,7 +23,6 @@
 #define PYSNN_MAX_THREADS 64
 /* neurons per block of the LIF kernels (their parameters are expanded onto the stack) */
 #define PYSNN_BLOCK 256
-static const unsigned char never_refractory[PYSNN_BLOCK];
 
 /*
  * Run work(jobs + k * job_size) for k = 0 .. n_jobs - 1: job 0 on the calling thread, the others
@@ -313,7 +312,7 @@ PYSNN_LIF_INPLACE(pysnn_lif_inplace_f64, pysnn_lif_f64, double)
             for (int64_t b = 0; b < batch; ++b) {                                                \
                 const int64_t o = (t * batch + b) * n + lo, c = b * n + lo;                      \
                 const T *u = job->v_save + o, *gsp = job->g_spikes + o;                          \
-                const unsigned char *rs = job->r_save ? job->r_save + o : never_refractory;      \
+                const unsigned char *rs = job->r_save ? job->r_save + o : 0;                     \
                 T *gv = job->g_v0 + c, *gt = job->g_tr0 + c, *gx = job->g_x + o;                 \
                 const T *sg = job->sg ? job->sg + o : d;                                         \
                 if (!job->sg)                                                                    \
@@ -324,10 +323,15 @@ PYSNN_LIF_INPLACE(pysnn_lif_inplace_f64, pysnn_lif_f64, double)
                     T gs = gsp[i] + add_on * tscale[i] * gt[i] +                                 \
                            reset_on * gv[i] * (v_reset[i] - u[i]);                               \
                     T gu = (fired ? (T)0 : gv[i]) + gs * sg[i];                                  \
-                    gx[i] = rs[i] ? (T)0 : gu;                                                   \
+                    gx[i] = gu;                                                                  \
                     gv[i] = gu * decay[i];                                                       \
                     gt[i] = (additive || !fired) ? gt[i] * tdecay[i] : (T)0;                     \
                 }                                                                                \
+                if (rs) /* no input while refractory: no gradient into it (a second, short pass \
+                           keeps the loop above vectorisable) */                                 \
+                    for (int64_t i = 0; i < m; ++i)                                              \
+                        if (rs[i])                                                               \
+                            gx[i] = (T)0;                                                        \
             }                                                                                    \
         }                                                                                        \
         }                                                                                        \
