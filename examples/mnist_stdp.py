@@ -60,6 +60,13 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--time", type=float, default=350.0, help="presentation time per digit (ms)")
     p.add_argument("--dt", type=float, default=1.0, help="time step (ms)")
+    p.add_argument(
+        "--synapses",
+        choices=("current", "conductance"),
+        default="current",
+        help="current-based synapses (BindsNET's form, default) or the paper's "
+        "conductance-based ones with reversal potentials",
+    )
     p.add_argument("--intensity", type=float, default=63.75, help="max input rate (Hz)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
@@ -126,7 +133,9 @@ class Trainer:
         self.args = args
         self.device = torch.device(args.device)
         torch.manual_seed(args.seed)
-        self.net = DiehlCook2015(n_neurons=args.n_neurons, dt=args.dt).to(self.device)
+        self.net = DiehlCook2015(n_neurons=args.n_neurons, dt=args.dt, synapses=args.synapses).to(
+            self.device
+        )
         self.steps = int(round(args.time / args.dt))
         self.gen = torch.Generator(device=self.device).manual_seed(args.seed)
         self.position = 0  # digits seen so far, over all epochs
@@ -254,7 +263,8 @@ def run(args: argparse.Namespace) -> Dict[str, float]:
     log = (lambda *a: None) if args.quiet else print
     log(f"data: {source}")
     log(
-        f"model: {args.n_neurons} excitatory neurons, {args.time:g} ms per digit at dt={args.dt:g} "
+        f"model: {args.n_neurons} excitatory neurons ({args.synapses} synapses), {args.time:g} ms "
+        f"per digit at dt={args.dt:g} "
         f"ms, train {args.n_train} x {args.epochs} epoch(s), assign {n_assign}, test {args.n_test}"
     )
     trainer = Trainer(args)
@@ -284,6 +294,7 @@ def run(args: argparse.Namespace) -> Dict[str, float]:
     trained = trainer.trained_now
     results = {
         "n_neurons": args.n_neurons,
+        "synapses": args.synapses,
         "n_train": args.n_train,
         "epochs": args.epochs,
         "n_assign": n_assign,
