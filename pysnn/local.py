@@ -52,9 +52,9 @@ class LocalConnection2d(Connection):
     r"""Locally connected 2-D connection (unshared weights), BindsNET's ``LocalConnection``.
 
     ``forward(spikes)``: ``(B, C_in, H, W)`` → ``(B, C_out, H_out, W_out)`` synaptic input (mV)
-    arriving this step (equation in :mod:`pysnn.local`): the input's ``kH x kW`` patches
-    (``F.unfold``) times each output neuron's own kernel, one batched product per step (cost
-    ``B`` times the number of local synapses; differentiable).
+    arriving this step (equation in :mod:`pysnn.local`): the input's ``kH x kW`` patches (one
+    gather) times each output neuron's own kernel, one batched product per step (cost ``B``
+    times the number of local synapses; differentiable).
 
     Args:
         in_channels: input channels ``C_in``.
@@ -81,10 +81,13 @@ class LocalConnection2d(Connection):
             :meth:`~pysnn.connection.Connection.normalize`, bounds, ``apply_update_`` (with
             rows), pruning and parametrisations work as for ``Linear``.
         output_size: ``(H_out, W_out)``.
+        field: ``(H_out * W_out, C_in * kH * kW)`` int64, the flat input index (into ``C_in * H *
+            W``) of each kernel entry at each output position (not in ``state_dict``).
         n_synapses: number of synapses (``weight.numel()``).
 
-    Memory: one weight per local synapse (4 bytes in float32), nothing dense; state per batch
-    sample ``(max_delay + 1) * C_in * H * W`` history values with a delay.
+    Memory: one weight per local synapse (4 bytes in float32), plus the ``8 * H_out * W_out *
+    C_in * kH * kW`` bytes of :attr:`field` (``8 / C_out`` bytes per synapse), nothing dense;
+    state per batch sample ``(max_delay + 1) * C_in * H * W`` history values with a delay.
     """
 
     def __init__(
@@ -129,6 +132,12 @@ class LocalConnection2d(Connection):
         self.in_channels, self.out_channels = in_channels, out_channels
         self.input_size, self.output_size = (height, width), (out_h, out_w)
         self.kernel_size, self.stride = (k_h, k_w), (s_h, s_w)
+        # the input pixel (flat index into C_in * H * W) of each kernel entry at each position
+        pixels = torch.arange(in_channels * height * width, dtype=torch.float64)
+        field = F.unfold(pixels.view(1, in_channels, height, width), (k_h, k_w), stride=(s_h, s_w))
+        self.register_buffer(
+            "field", field[0].t().round().to(torch.int64).contiguous().to(device), persistent=False
+        )
         n_post = out_channels * out_h * out_w
         self.weight = nn.Parameter(
             torch.empty(n_post, in_channels, k_h, k_w, device=device, dtype=dtype)
@@ -141,21 +150,19 @@ class LocalConnection2d(Connection):
 
     # ------------------------------------------------------------------ propagation
     def patches(self, x: torch.Tensor) -> torch.Tensor:
-        """The receptive fields of ``x`` ``(N, C_in, H, W)``: ``(N, C_in * kH * kW, H_out *
-        W_out)``, column ``h * W_out + w`` the patch of output position ``(h, w)`` in the
-        weight's ``(c, i, j)`` order (``F.unfold``)."""
-        return F.unfold(x, self.kernel_size, stride=self.stride)
-
-    def _kernels(self, weight: torch.Tensor) -> torch.Tensor:
-        """``weight`` as ``(C_out, H_out * W_out, C_in * kH * kW)``."""
-        out_h, out_w = self.output_size
-        return weight.reshape(self.out_channels, out_h * out_w, -1)
+        """The receptive fields of ``x`` ``(N, C_in, H, W)``: ``(N, H_out * W_out, C_in * kH *
+        kW)``, row ``h * W_out + w`` the patch of output position ``(h, w)`` in the weight's
+        ``(c, i, j)`` order (one gather through :attr:`field`)."""
+        return x.reshape(x.shape[0], -1)[:, self.field]
 
     def propagate(self, arriving: torch.Tensor) -> torch.Tensor:
         """Synaptic input ``(N, C_out, H_out, W_out)`` (mV) of the spikes ``arriving``
-        ``(N, C_in, H, W)``, with the effective ``weight``."""
-        out = torch.einsum("nkl,olk->nol", self.patches(arriving), self._kernels(self.weight))
-        return out.reshape(arriving.shape[0], self.out_channels, *self.output_size)
+        ``(N, C_in, H, W)``, with the effective ``weight``: for each output position one
+        ``(N, K) @ (K, C_out)`` product of its patch with its kernels (one batched product, the
+        weight read in place)."""
+        kernels = self.weight.reshape(self.out_channels, self.field.shape[0], -1)  # (O, L, K)
+        out = torch.bmm(self.patches(arriving).transpose(0, 1), kernels.permute(1, 2, 0))
+        return out.permute(1, 2, 0).reshape(arriving.shape[0], *self.out_shape)
 
     # ------------------------------------------------------------------ what learning reads
     def correlate(
@@ -184,25 +191,22 @@ class LocalConnection2d(Connection):
                 f"{tuple(pre.shape)}"
             )
         batch = post.shape[0]
-        post = post.reshape(batch, self.out_channels, -1)
+        post = post.reshape(batch, self.out_channels, -1)  # (B, O, L)
+        patches = self.patches(pre)  # (B, L, K)
         if per_sample:
-            out = torch.einsum("bol,bkl->bolk", post, self.patches(pre))
+            out = post.unsqueeze(-1) * patches.unsqueeze(1)
             return out.reshape(batch, *self.weight.shape)
-        return torch.einsum("bol,bkl->olk", post, self.patches(pre)).reshape(self.weight.shape)
+        out = torch.bmm(post.permute(2, 1, 0), patches.transpose(0, 1))  # (L, O, K)
+        return out.transpose(0, 1).reshape(self.weight.shape)
 
     # ------------------------------------------------------------------ dense view
     def synapse_indices(self) -> torch.Tensor:
         """``(2, n_synapses)`` int64 (postsynaptic, presynaptic) flat indices of every synapse,
         in the order of ``weight.view(-1)``: into ``C_out * H_out * W_out`` and ``C_in * H * W``."""
-        device = self.weight.device
-        height, width = self.input_size
-        pixels = torch.arange(self.in_channels * height * width, dtype=torch.float64)
-        # unfold of the pixel numbers gives the input index of each (kernel entry, position)
-        field = self.patches(pixels.view(1, self.in_channels, height, width))[0]  # (K, L)
-        pre = field.t().round().to(torch.int64)  # (L, K)
-        pre = pre.unsqueeze(0).expand(self.out_channels, -1, -1).reshape(-1)
-        post = torch.arange(self.weight.shape[0]).repeat_interleave(field.shape[0])
-        return torch.stack((post, pre)).to(device)
+        n_post, field = self.weight.shape[0], self.field
+        pre = field.reshape(-1).repeat(self.out_channels)
+        post = torch.arange(n_post, device=field.device).repeat_interleave(field.shape[1])
+        return torch.stack((post, pre))
 
     def to_dense(self) -> torch.Tensor:
         """The ``(C_out * H_out * W_out, C_in * H * W)`` dense weight of the equivalent

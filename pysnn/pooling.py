@@ -97,7 +97,7 @@ class TraceMaxPool2d(Connection):
             trace = torch.zeros_like(arriving)
         elif trace.dtype != arriving.dtype:
             trace = trace.to(arriving.dtype)
-        trace = trace * self.decay + arriving
+        trace = torch.add(arriving, trace, alpha=self.decay)  # r e^{-dt/tau} + s, one pass
         self._buffers["trace"] = trace
         return self.pool(arriving, trace)
 

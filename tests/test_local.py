@@ -94,8 +94,15 @@ def test_memory_is_proportional_to_local_synapses():
     assert local.output_size == (5, 5)
     n_syn = 25 * 5 * 5 * 1 * 12 * 12
     assert local.n_synapses == n_syn == local.weight.numel()
-    state = sum(t.numel() for t in list(local.parameters()) + list(local.buffers()))
-    assert state == n_syn + 1  # the weights and the 0-d delay: no dense (625, 784) matrix
+    state = local.state_dict()
+    assert sum(t.numel() for t in state.values()) == n_syn + 1  # weights, 0-d delay
+    # plus the gather index of the receptive fields, one per kernel entry and position (not per
+    # output channel), not saved
+    assert local.field.shape == (5 * 5, 12 * 12) and "field" not in state
+    memory = sum(
+        t.numel() * t.element_size() for t in list(local.parameters()) + list(local.buffers())
+    )
+    assert memory == 4 * n_syn + 8 * 5 * 5 * 12 * 12 + 8
     assert n_syn < 0.2 * 625 * 784
 
 
@@ -162,7 +169,7 @@ def test_module_behaviour_and_gradient():
     out = local(x)
     out.sum().backward()
     # d(sum of outputs)/dw: the input patch; d/dx: the sum of the weights that read the pixel
-    patch_sum = local.patches(x.detach()).sum(0).t()  # (positions, kernel entries)
+    patch_sum = local.patches(x.detach()).sum(0)  # (positions, kernel entries)
     assert torch.equal(local.weight.grad.view(2, 9, 9), patch_sum.expand(2, 9, 9))
     assert torch.allclose(x.grad.flatten(1)[0], local.to_dense().detach().sum(0))
     with torch.no_grad():
