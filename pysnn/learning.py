@@ -184,8 +184,9 @@ class SynapseGroup:
         connection: the trained connection: a :class:`~pysnn.connection.Linear`, a ``Conv2d``,
             or any :class:`~pysnn.connection.Connection` with 1-D in/out features and an
             ``(out, in)`` ``weight``, or one with a weight layout of its own that defines
-            ``correlate(post, pre, per_sample=False) -> Δw-shaped tensor`` (e.g.
-            :class:`~pysnn.sparse.SparseLinear`, one value per existing synapse).
+            ``correlate(post, pre, per_sample=False) -> Δw-shaped tensor``, with in/out shapes
+            of any rank (e.g. :class:`~pysnn.sparse.SparseLinear`, one value per existing
+            synapse; :class:`~pysnn.local.LocalConnection2d`, ``(B, C, H, W)`` in and out).
         pre: presynaptic neuron module (``spikes``, ``trace``).
         post: postsynaptic neuron module (``spikes``, ``trace``).
         owner: name used in error messages (the rule's class name).
@@ -497,7 +498,8 @@ class LearningRule(nn.Module):
             shape ``(out, in)`` (its per-synapse delays, if any, of that shape too), which the
             rules train as a ``Linear``; or a connection with a weight layout of its own (its
             per-synapse delays of the weight's shape) that defines ``correlate`` (see
-            :meth:`SynapseGroup.correlate`), e.g. :class:`~pysnn.sparse.SparseLinear`.
+            :meth:`SynapseGroup.correlate`), e.g. :class:`~pysnn.sparse.SparseLinear` or
+            :class:`~pysnn.local.LocalConnection2d`.
         pre: presynaptic neuron module (any module with ``spikes`` and ``trace`` of shape
             ``(B, *in_shape)``, e.g. :class:`~pysnn.neuron.Input`), or a name.
         post: postsynaptic neuron module (``spikes``, ``trace`` of shape ``(B, *out_shape)``), or a
