@@ -198,3 +198,15 @@ def test_errors():
         FedeSTDP(local, inp, lif)
     with pytest.raises(ValueError, match="post has shape"):
         STDP(local, inp, LIFNeuron((2, 2, 3)))
+
+
+def test_correlate_is_the_dense_outer_product_at_the_synapses():
+    local = LocalConnection2d(2, 3, (5, 6), (2, 3), (3, 1), dtype=F64)
+    post = torch.rand(4, *local.out_shape, dtype=F64)
+    pre = torch.rand(4, *local.in_shape, dtype=F64)
+    outer = post.flatten(1).unsqueeze(2) * pre.flatten(1).unsqueeze(1)  # (B, out, in), dense
+    i, j = local.synapse_indices()
+    per_sample = local.correlate(post, pre, per_sample=True)
+    assert per_sample.shape == (4, *local.weight.shape)
+    assert torch.equal(per_sample.flatten(1), outer[:, i, j])  # one product each: exact
+    torch.testing.assert_close(local.correlate(post, pre).flatten(), outer.sum(0)[i, j])
