@@ -68,6 +68,13 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--time", type=float, default=350.0, help="presentation time per digit (ms)")
     p.add_argument("--dt", type=float, default=1.0, help="time step (ms)")
+    p.add_argument(
+        "--synapses",
+        choices=("current", "conductance"),
+        default="current",
+        help="current-based synapses (BindsNET's form, default) or the paper's "
+        "conductance-based ones with reversal potentials",
+    )
     p.add_argument("--intensity", type=float, default=63.75, help="max input rate (Hz)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
@@ -134,7 +141,9 @@ class Trainer:
         self.args = args
         self.device = torch.device(args.device)
         torch.manual_seed(args.seed)
-        self.net = DiehlCook2015(n_neurons=args.n_neurons, dt=args.dt).to(self.device)
+        self.net = DiehlCook2015(n_neurons=args.n_neurons, dt=args.dt, synapses=args.synapses).to(
+            self.device
+        )
         distributed.data_parallel(self.net)  # no-op in a single process
         self.rank = distributed.rank_and_world()[0]
         self.steps = int(round(args.time / args.dt))
@@ -282,7 +291,8 @@ def run(args: argparse.Namespace) -> Dict[str, float]:
     log = (lambda *a: None) if args.quiet or rank > 0 else print
     log(f"data: {source}")
     log(
-        f"model: {args.n_neurons} excitatory neurons, {args.time:g} ms per digit at dt={args.dt:g} "
+        f"model: {args.n_neurons} excitatory neurons ({args.synapses} synapses), {args.time:g} ms "
+        f"per digit at dt={args.dt:g} "
         f"ms, train {args.n_train} x {args.epochs} epoch(s), assign {n_assign}, test {args.n_test}"
     )
     trainer = Trainer(args)
@@ -312,6 +322,7 @@ def run(args: argparse.Namespace) -> Dict[str, float]:
     trained = trainer.trained_now
     results = {
         "n_neurons": args.n_neurons,
+        "synapses": args.synapses,
         "n_train": args.n_train,
         "epochs": args.epochs,
         "n_assign": n_assign,

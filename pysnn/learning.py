@@ -192,8 +192,9 @@ class SynapseGroup:
         connection: the trained connection: a :class:`~pysnn.connection.Linear`, a ``Conv2d``,
             or any :class:`~pysnn.connection.Connection` with 1-D in/out features and an
             ``(out, in)`` ``weight``, or one with a weight layout of its own that defines
-            ``correlate(post, pre, per_sample=False) -> Δw-shaped tensor`` (e.g.
-            :class:`~pysnn.sparse.SparseLinear`, one value per existing synapse).
+            ``correlate(post, pre, per_sample=False) -> Δw-shaped tensor``, with in/out shapes
+            of any rank (e.g. :class:`~pysnn.sparse.SparseLinear`, one value per existing
+            synapse; :class:`~pysnn.local.LocalConnection2d`, ``(B, C, H, W)`` in and out).
         pre: presynaptic neuron module (``spikes``, ``trace``).
         post: postsynaptic neuron module (``spikes``, ``trace``).
         owner: name used in error messages (the rule's class name).
@@ -505,7 +506,8 @@ class LearningRule(nn.Module):
             shape ``(out, in)`` (its per-synapse delays, if any, of that shape too), which the
             rules train as a ``Linear``; or a connection with a weight layout of its own (its
             per-synapse delays of the weight's shape) that defines ``correlate`` (see
-            :meth:`SynapseGroup.correlate`), e.g. :class:`~pysnn.sparse.SparseLinear`.
+            :meth:`SynapseGroup.correlate`), e.g. :class:`~pysnn.sparse.SparseLinear` or
+            :class:`~pysnn.local.LocalConnection2d`.
         pre: presynaptic neuron module (any module with ``spikes`` and ``trace`` of shape
             ``(B, *in_shape)``, e.g. :class:`~pysnn.neuron.Input`), or a name.
         post: postsynaptic neuron module (``spikes``, ``trace`` of shape ``(B, *out_shape)``), or a
@@ -1238,6 +1240,15 @@ class FedeSTDP(LearningRule):
         self.trace_normalization = check_choice(
             "trace_normalization", trace_normalization, TRACE_NORMALIZATIONS
         )
+        for g in self.groups:
+            conn = g.connection
+            if not g.is_conv and len(conn.in_shape) != 1:
+                raise ValueError(
+                    f"FedeSTDP normalises the presynaptic trace over each receptive field, "
+                    f"which it knows for a Linear, a Conv2d or a connection with 1-D "
+                    f"in_features, not for {type(conn).__name__} with in_features "
+                    f"{conn.in_shape}; use STDP, Hebbian or the other rules there"
+                )
 
     def _normalize(self, x: Tensor, dim: int) -> Tensor:
         if self.trace_normalization == "max":
@@ -1344,20 +1355,18 @@ def _check_triple(conn: Any, pre: Any, post: Any, where: str) -> None:
                 )
         return
     # Any other connection: the correlations are those of a Linear, so the weight must be
-    # (out, in) over 1-D in/out shapes (unless the connection correlates in its own layout), and
-    # per-synapse delays one per weight entry.
+    # (out, in) over 1-D in/out shapes, and per-synapse delays one per weight entry; unless the
+    # connection correlates in its own layout (e.g. LocalConnection2d over (C, H, W) shapes).
     name, in_shape, out_shape = type(conn).__name__, conn.in_shape, conn.out_shape
     own_layout = callable(getattr(conn, "correlate", None))
-    if (
-        len(in_shape) != 1
-        or len(out_shape) != 1
-        or (not own_layout and tuple(weight.shape) != out_shape + in_shape)
+    if not own_layout and (
+        len(in_shape) != 1 or len(out_shape) != 1 or tuple(weight.shape) != out_shape + in_shape
     ):
         raise ValueError(
             f"{where}connection {name} has in_features={in_shape}, out_features={out_shape} and "
-            f"a weight of shape {tuple(weight.shape)}: learning rules support a Conv2d or a "
+            f"a weight of shape {tuple(weight.shape)}: learning rules support a Conv2d, a "
             "connection with 1-D in/out features and a weight of shape (out_features, "
-            "in_features), as in Linear"
+            "in_features), as in Linear, or one that defines correlate(post, pre, per_sample)"
         )
     if conn.per_synapse_delay and tuple(conn.delay_steps.shape) != tuple(weight.shape):
         raise ValueError(

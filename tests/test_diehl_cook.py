@@ -1,6 +1,7 @@
 """Diehl & Cook (2015) model: structure, short learning run, checkpoint/resume."""
 
 import importlib.util
+import math
 from pathlib import Path
 
 import pytest
@@ -54,6 +55,41 @@ def test_lateral_inhibition_is_one_step_later():
         expected = -65.0 + (v_before + 65.0) * decay
         expected[0, 1:] -= 10.0
         torch.testing.assert_close(net.exc.v[:, 1:], expected[:, 1:])
+
+
+def kernel(tau_s, tau_m, dt=1.0):
+    """Closed form: the increment of v over one step per unit of g(E - v) held over the step,
+    (1 / tau_m) * int_0^dt exp(-(dt - s) / tau_m) exp(-s / tau_s) ds."""
+    return (math.exp(-dt / tau_s) - math.exp(-dt / tau_m)) * tau_s / (tau_s - tau_m)
+
+
+def test_conductance_synapses_as_in_the_paper():
+    net = DiehlCook2015(n_neurons=3, synapses="conductance", wmax=200.0, norm=None).eval()
+    assert torch.equal(net.e2i.weight, 10.4 * torch.eye(3))
+    assert torch.equal(net.i2e.weight, 17.0 * (1 - torch.eye(3)))  # a positive conductance
+    assert float(net.syn_inh.e_rev) == -100.0 and float(net.syn_input.e_rev) == 0.0
+    assert float(net.syn_input.tau_syn) == 1.0 and float(net.syn_inh.tau_syn) == 2.0
+    with torch.no_grad():
+        net.fc.weight.zero_()
+        net.fc.weight[0, 0] = 100.0  # input 0 -> excitatory neuron 0 only
+        x = torch.zeros(1, 784)
+        x[0, 0] = 1.0
+        exc = net(x)
+        # g_e = 100 from rest: v = -65 + k(1, 100) * 100 * (0 - (-65)) = -24.2 > -52: a spike,
+        # and the partner: -60 + k(1, 10) * 10.4 * 60 = -22.8 > -40: a spike in the same step
+        assert -65.0 + kernel(1.0, 100.0) * 100.0 * 65.0 > -52.0
+        assert -60.0 + kernel(1.0, 10.0) * 10.4 * 60.0 > -40.0
+        assert exc.tolist() == [[1.0, 0.0, 0.0]] and net.inh.spikes.tolist() == [[1.0, 0.0, 0.0]]
+        net(torch.zeros(1, 784))
+    # one step later neurons 1 and 2 (at rest, -65 mV) get g_i = 17 towards -100 mV
+    expected = -65.0 + kernel(2.0, 100.0) * 17.0 * (-100.0 + 65.0)
+    torch.testing.assert_close(net.exc.v[0, 1:], torch.full((2,), expected), rtol=0, atol=1e-4)
+    assert abs(expected + 65.0) > 4.0  # 4.66 mV of inhibition
+    assert bool((net.syn_inh.g[0, 1:] > 0).all())
+    net.reset_state()  # reaches the synapses
+    assert net.syn_inh.g is None or not bool(net.syn_inh.g.any())
+    with pytest.raises(ValueError, match="synapses"):
+        DiehlCook2015(n_neurons=3, synapses="cuba")
 
 
 def test_short_training_run_learns(tmp_path):

@@ -9,16 +9,35 @@ Architecture, built only from public pysnn modules::
     excitatory --e2i (one-to-one, +exc_weight mV)--> inhibitory LIF (N)
     inhibitory --i2e (all but the partner, -inh_weight mV, one step later)--> excitatory
 
+**Synapses.** ``synapses="current"`` (default): a presynaptic spike adds its weight (mV) to the
+membrane potential at once, as in BindsNET's re-implementation. ``synapses="conductance"``: the
+paper's conductance-based synapses (its Brian code), each kind of synapse an exponentially
+decaying conductance :math:`g` (in units of the leak conductance, weights dimensionless) with a
+reversal potential (:class:`~pysnn.synapse.ConductanceSynapse`):
+
+.. math::
+
+    \tau_e \frac{dv}{dt} &= (v_{rest} - v) + g_e (E_{exc} - v) + g_i (E_{inh} - v), \qquad
+    \tau_{g_e} \frac{dg_e}{dt} = -g_e, \quad \tau_{g_i} \frac{dg_i}{dt} = -g_i
+
+with :math:`E_{exc} = 0` mV, :math:`E_{inh} = -100` mV, :math:`\tau_{g_e} = 1` ms,
+:math:`\tau_{g_i} = 2` ms; the input and ``e2i`` spikes raise :math:`g_e` (of the excitatory,
+resp. inhibitory neurons) by their weight, the ``i2e`` spikes raise :math:`g_i` of the excitatory
+neurons by ``inh_weight``. The paper's weights for this form are ``exc_weight = 10.4`` and
+``inh_weight = 17.0`` (the defaults with ``synapses="conductance"``). The paper's Brian code
+gives the inhibitory cells an inhibitory reversal potential of -85 mV, but no inhibitory synapse
+ends on them (there is no inhibitory-to-inhibitory connection), so it has no effect and no module
+here.
+
 Per step of ``dt`` ms (the user-visible order of :meth:`DiehlCook2015.forward`): input spikes,
 excitatory input ``fc(x) + i2e(inhibitory spikes of the previous step)``, excitatory step,
 inhibitory step driven by ``e2i``, then STDP on ``fc`` when training.
 
 Deviations from the paper, on purpose and documented:
 
-- Current-based synapses: a presynaptic spike adds its weight (mV) to the membrane potential at
-  once, as in BindsNET's re-implementation, instead of conductance-based synapses with reversal
-  potentials. The weights ``exc_weight``/``inh_weight`` (22.5 / 120 mV) are BindsNET's values for this
-  current-based form.
+- Current-based synapses by default (see above), with BindsNET's weights for that form
+  (``exc_weight``/``inh_weight`` 22.5 / 120 mV); ``synapses="conductance"`` is the paper's form.
+- No synaptic delays (the paper draws input delays in [0, 10] ms and ``e2i`` delays in [0, 5] ms).
 - Between samples the state is reset exactly (:meth:`reset_state`) instead of 150 ms of rest, which
   is what the rest period approximates; ``theta`` is learned and kept across samples.
 - STDP is the pair-based trace rule ``STDP`` (``nu = (nu_pre, nu_post)``): at a postsynaptic spike
@@ -37,9 +56,17 @@ import torch
 from pysnn.connection import Linear
 from pysnn.learning import STDP
 from pysnn.network import SNNNetwork
+from pysnn._checks import check_choice
 from pysnn.neuron import AdaptiveLIFNeuron, Input, LIFNeuron
+from pysnn.synapse import ConductanceSynapse
 
-__all__ = ["DiehlCook2015"]
+__all__ = ["DiehlCook2015", "SYNAPSES"]
+
+#: Synapse forms of :class:`DiehlCook2015`.
+SYNAPSES = ("current", "conductance")
+#: ``(exc_weight, inh_weight)`` defaults per synapse form: BindsNET's mV for ``"current"``, the
+#: paper's conductances (units of the leak conductance) for ``"conductance"``.
+DEFAULT_WEIGHTS = {"current": (22.5, 120.0), "conductance": (10.4, 17.0)}
 
 
 class DiehlCook2015(SNNNetwork):
@@ -49,8 +76,13 @@ class DiehlCook2015(SNNNetwork):
         n_inputs: input neurons (784 for MNIST).
         n_neurons: excitatory neurons ``N`` (and as many inhibitory ones).
         dt: time step (ms).
-        exc_weight: excitatory->inhibitory weight (mV).
-        inh_weight: magnitude of the inhibitory->excitatory weight (mV), applied as ``-inh_weight``.
+        synapses: ``"current"`` (default, BindsNET's form) or ``"conductance"`` (the paper's;
+            see the module docstring).
+        exc_weight: excitatory->inhibitory weight: mV (``"current"``, default 22.5) or the
+            conductance jump (``"conductance"``, default 10.4).
+        inh_weight: magnitude of the inhibitory->excitatory weight: mV, applied as
+            ``-inh_weight`` (``"current"``, default 120), or the inhibitory conductance jump
+            (``"conductance"``, default 17.0).
         nu: STDP learning rates ``(nu_pre, nu_post)`` (depression at presynaptic spikes,
             potentiation at postsynaptic spikes).
         wmax: upper weight bound (lower bound 0), mV.
@@ -62,6 +94,14 @@ class DiehlCook2015(SNNNetwork):
         exc_thresh, exc_rest, exc_reset, exc_refrac, exc_tau: excitatory LIF parameters (mV, ms).
         inh_thresh, inh_rest, inh_reset, inh_refrac, inh_tau: inhibitory LIF parameters (mV, ms).
         reduction: how STDP combines the updates of a batch (``"sum"`` or ``"mean"``).
+        tau_ge, tau_gi: excitatory and inhibitory conductance time constants (ms), with
+            ``"conductance"`` (paper: 1 and 2 ms).
+        e_exc, e_inh: excitatory and inhibitory reversal potentials (mV), with ``"conductance"``
+            (paper: 0 and -100 mV).
+
+    With ``"conductance"`` the input weights ``fc`` are conductance jumps (the paper's), and the
+    synapse modules are ``syn_input`` (input onto excitatory), ``syn_inh`` (``i2e`` onto
+    excitatory) and ``syn_e2i`` (``e2i`` onto inhibitory); with ``"current"`` they are ``None``.
 
     ``forward(x)``: input spikes ``(B, n_inputs)`` → excitatory spikes ``(B, n_neurons)``.
     """
@@ -71,8 +111,8 @@ class DiehlCook2015(SNNNetwork):
         n_inputs: int = 784,
         n_neurons: int = 100,
         dt: float = 1.0,
-        exc_weight: float = 22.5,
-        inh_weight: float = 120.0,
+        exc_weight: Optional[float] = None,
+        inh_weight: Optional[float] = None,
         nu: Tuple[float, float] = (1e-4, 1e-2),
         wmax: float = 1.0,
         norm: Optional[float] = 78.4,
@@ -90,8 +130,18 @@ class DiehlCook2015(SNNNetwork):
         inh_refrac: float = 2.0,
         inh_tau: float = 10.0,
         reduction: str = "sum",
+        synapses: str = "current",
+        tau_ge: float = 1.0,
+        tau_gi: float = 2.0,
+        e_exc: float = 0.0,
+        e_inh: float = -100.0,
     ) -> None:
         super().__init__()
+        self.synapses = check_choice("synapses", synapses, SYNAPSES)
+        if exc_weight is None:
+            exc_weight = DEFAULT_WEIGHTS[synapses][0]
+        if inh_weight is None:
+            inh_weight = DEFAULT_WEIGHTS[synapses][1]
         if norm is not None and not (math.isfinite(norm) and norm > 0):
             raise ValueError(f"norm must be a positive number or None, got {norm}")
         self.n_inputs, self.n_neurons, self.dt, self.norm = n_inputs, n_neurons, dt, norm
@@ -129,10 +179,17 @@ class DiehlCook2015(SNNNetwork):
             refrac=inh_refrac,
         )
         self.i2e = Linear(n_neurons, n_neurons, dt=dt, init="constant", init_kwargs={"val": 0.0})
+        conductance = synapses == "conductance"
         with torch.no_grad():
             eye = torch.eye(n_neurons)
             self.e2i.weight.copy_(exc_weight * eye)
-            self.i2e.weight.copy_(-inh_weight * (1 - eye))
+            # a conductance is positive; its reversal potential makes it inhibitory
+            self.i2e.weight.copy_((inh_weight if conductance else -inh_weight) * (1 - eye))
+        self.syn_input = self.syn_inh = self.syn_e2i = None
+        if conductance:
+            self.syn_input = ConductanceSynapse(self.exc, tau_syn=tau_ge, e_rev=e_exc)
+            self.syn_inh = ConductanceSynapse(self.exc, tau_syn=tau_gi, e_rev=e_inh)
+            self.syn_e2i = ConductanceSynapse(self.inh, tau_syn=tau_ge, e_rev=e_exc)
         self.e2i.weight.requires_grad_(False)
         self.i2e.weight.requires_grad_(False)
         self.add_layer("fc", self.fc, self.exc)
@@ -148,11 +205,17 @@ class DiehlCook2015(SNNNetwork):
         """One step: input spikes ``(B, n_inputs)`` → excitatory spikes ``(B, n_neurons)``."""
         x = self.inp(x)
         inh = self.inh.spikes
-        current = self.fc(x)
-        if inh is not None and inh.shape[0] == x.shape[0]:
-            current = current + self.i2e(inh)
-        exc = self.exc(current)
-        self.inh(self.e2i(exc))
+        lateral = inh is not None and inh.shape[0] == x.shape[0]
+        if self.syn_input is None:  # current-based: weights in mV
+            current = self.fc(x)
+            if lateral:
+                current = current + self.i2e(inh)
+            exc = self.exc(current)
+            self.inh(self.e2i(exc))
+        else:  # conductance-based: the synapses read v before their neuron steps
+            g_inh = self.i2e(inh) if lateral else x.new_zeros(x.shape[0], self.n_neurons)
+            exc = self.exc(self.syn_input(self.fc(x)) + self.syn_inh(g_inh))
+            self.inh(self.syn_e2i(self.e2i(exc)))
         self.stdp.step()  # does nothing in eval() mode
         return exc
 
