@@ -1041,7 +1041,10 @@ class Linear(Connection):
               ``"event"`` while the mean number of active inputs per step (summed over the
               batch) is at most :attr:`AUTO_EVENT_FRACTION` ``* in_features``. The first interval
               runs ``"event"`` where the fused kernel is available, else ``"dense"``. The
-              current choice is :attr:`active_propagation`.
+              current choice is :attr:`active_propagation`. A single step whose weight is
+              trained (needs a gradient) runs ``"dense"``: one step's rows are too few to repay
+              the event-driven weight gradient, which :meth:`forward_multistep` uses for sparse
+              blocks.
 
     With per-synapse delays each presynaptic spike is scattered, at emission, into a queue of
     future input (cost per step proportional to the spikes emitted times ``out_features``;
@@ -1163,7 +1166,8 @@ class Linear(Connection):
 
     @property
     def active_propagation(self) -> str:
-        """``"dense"`` or ``"event"``: what the next single step will run."""
+        """``"dense"`` or ``"event"``: what the next single step will run without autograd (a
+        step whose weight needs a gradient runs ``"dense"`` under ``"auto"``)."""
         if self.propagation != "auto":
             return self.propagation
         return "event" if self._activity.event and self._auto_allowed() else "dense"
@@ -1182,15 +1186,16 @@ class Linear(Connection):
             )
         )
 
-    def _use_event(self, x: torch.Tensor) -> bool:
-        """Pick the path for this step; in ``"auto"`` mode also count the active inputs."""
+    def _use_event(self, x: torch.Tensor, kernel_counts: bool = True) -> bool:
+        """Pick the path for this step; in ``"auto"`` mode also count the active inputs (here,
+        unless the event kernel of an event step counts them: ``kernel_counts``)."""
         if self.propagation != "auto":
             return self.propagation == "event"
         if not self._auto_allowed():
             return False
         activity = self._activity
         activity.steps += 1
-        if not activity.event:
+        if not activity.event or not kernel_counts:
             with torch.no_grad():
                 count = torch.count_nonzero(x.detach())
                 if activity.active is None:
@@ -1236,10 +1241,15 @@ class Linear(Connection):
         if weight is None:  # pruned or parametrised: the computed weight
             weight = self.weight
         bias = params.get("bias") if "bias" in params else self.bias
+        grad = torch.is_grad_enabled()
+        # "auto" keeps counting but runs dense while the weight is trained: one step's rows are
+        # too few for the event-driven weight gradient (forward_multistep's blocks are not)
+        trained = grad and weight.requires_grad and self.propagation == "auto"
         if (
             self.propagation != "dense"
-            and not (arriving.requires_grad and torch.is_grad_enabled())
-            and self._use_event(arriving)
+            and not (arriving.requires_grad and grad)
+            and self._use_event(arriving, kernel_counts=not trained)
+            and not trained
         ):
             out, active = linear_event(arriving, self._weight_rows(weight), bias)
             self._activity.events += active

@@ -656,3 +656,22 @@ def test_per_synapse_delay_input_gradient_at_zero_inputs(propagation):
         grads.append(g)
     assert (grads[1][x.detach() == 0] != 0).any()
     torch.testing.assert_close(grads[0], grads[1])
+
+
+def test_multistep_bptt_retain_graph_and_reused_buffers():
+    """The buffers saved for a backward pass are reused by later forwards only once the graph
+    has let them go: a graph kept with ``retain_graph`` gives the same gradient again after other
+    sequences ran forward and backward in between."""
+    torch.manual_seed(6)
+    lif = unit_lif(8, FastSigmoid(2.0), refrac=2.0)
+    x = (torch.rand(12, 3, 8) * 1.5).requires_grad_()
+    lif.reset_state()
+    kept = lif.forward_multistep(x).sum()
+    (g1,) = torch.autograd.grad(kept, x, retain_graph=True)
+    for _ in range(3):  # other sequences of the same shape, forward and backward
+        lif.reset_state()
+        other = (torch.rand(12, 3, 8) * 1.5).requires_grad_()
+        lif.forward_multistep(other).sum().backward()
+    (g2,) = torch.autograd.grad(kept, x)
+    assert g1.abs().sum() > 0
+    torch.testing.assert_close(g1, g2, rtol=0, atol=0)

@@ -21,12 +21,13 @@ which writes the new state into new tensors (the state passed in is never modifi
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Optional, Tuple, Union
+from typing import Any, Dict, NamedTuple, Optional, Tuple, Union
 
 import torch
 from torch.autograd.function import once_differentiable
 
 from pysnn import native
+from pysnn._sharing import unshared
 from pysnn.functional.decay import exp_decay
 from pysnn.functional.spike import SurrogateFn, reset_membrane, spike
 from pysnn.functional.trace import TraceParameters, trace_step
@@ -229,6 +230,25 @@ def _native_surrogate(surrogate: Any) -> Optional[Tuple[int, float]]:
     return None if code is None else (code, surrogate.param)
 
 
+#: Buffers saved for a backward pass are kept for the next forward of the same shape and dtype
+#: (a fresh buffer of many MB costs its page faults again at every call): up to this many
+#: elements each, and only once nothing else (no graph kept with ``retain_graph``) holds them.
+_POOL_MAX_NUMEL = 1 << 24
+_pool: Dict[Tuple[Tuple[int, ...], torch.dtype], torch.Tensor] = {}
+
+
+def _saved_buffer(shape: torch.Size, dtype: torch.dtype) -> torch.Tensor:
+    key = (tuple(shape), dtype)
+    if unshared(_pool, key):
+        return _pool.pop(key)
+    return torch.empty(shape, dtype=dtype)
+
+
+def _recycle(tensor: Optional[torch.Tensor]) -> None:
+    if tensor is not None and tensor.numel() <= _POOL_MAX_NUMEL:
+        _pool[(tuple(tensor.shape), tensor.dtype)] = tensor
+
+
 class _LIFSteps(torch.autograd.Function):
     """``T`` LIF steps with their trace: fused forward and backward kernels (see
     :func:`lif_trace_steps`). Differentiable in ``x``, ``v`` and ``trace``."""
@@ -245,12 +265,13 @@ class _LIFSteps(torch.autograd.Function):
         surrogate: SurrogateFn,
         detach_reset: bool,
     ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        v_save = torch.empty_like(x)
-        r_save = torch.empty(x.shape, dtype=torch.uint8)
+        v_save = _saved_buffer(x.shape, x.dtype)
+        r_save = _saved_buffer(x.shape, torch.uint8)
         result = native.lif_steps(x, v, refrac, trace, p, tp, save=(v_save, r_save))
         if result is None:
             raise RuntimeError("pysnn: the fused LIF kernel refused parameters it accepted before")
         if not bool((p.refrac_steps > 0).any()):
+            _recycle(r_save)
             r_save = None  # never refractory: nothing to mask in the backward pass
         ctx.save_for_backward(v_save, r_save)
         ctx.constants = (p, tp, surrogate, detach_reset)
@@ -283,6 +304,8 @@ class _LIFSteps(torch.autograd.Function):
         if result is None:
             raise RuntimeError("pysnn: the fused LIF kernel refused parameters it accepted before")
         grad_x, grad_v0, grad_trace0 = result
+        _recycle(v_save)  # reused by the next forward once the graph has let it go
+        _recycle(r_save)
         return grad_x, grad_v0, grad_trace0, None, None, None, None, None
 
 
