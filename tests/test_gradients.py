@@ -675,3 +675,27 @@ def test_multistep_bptt_retain_graph_and_reused_buffers():
     (g2,) = torch.autograd.grad(kept, x)
     assert g1.abs().sum() > 0
     torch.testing.assert_close(g1, g2, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("multistep", [False, True])
+def test_learned_trace_constant_gets_its_gradient(multistep):
+    """A learned trace constant (``tau_trace`` as ``nn.Parameter``) needs a gradient the fused
+    kernels do not compute: the torch path runs and the gradient matches finite differences."""
+    x = torch.tensor([[[1.5, 0.2]], [[0.0, 1.4]], [[1.2, 0.0]]], dtype=D)
+
+    def final_trace(tau: torch.Tensor) -> torch.Tensor:
+        lif = unit_lif(2, FastSigmoid(1.0), tau_trace=tau).to(D)
+        if multistep:
+            lif.forward_multistep(x)
+        else:
+            for t in range(3):
+                lif(x[t])
+        return lif.trace.sum()
+
+    tau = torch.nn.Parameter(torch.tensor(4.0, dtype=D))
+    (grad,) = torch.autograd.grad(final_trace(tau), tau)
+    eps = 1e-6
+    with torch.no_grad():
+        numeric = (final_trace(tau + eps) - final_trace(tau - eps)) / (2 * eps)
+    assert grad != 0
+    torch.testing.assert_close(grad, numeric, rtol=1e-6, atol=1e-9)

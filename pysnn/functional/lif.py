@@ -121,17 +121,26 @@ def _fusable(
     v: torch.Tensor,
     trace: torch.Tensor,
     p: LIFParameters,
+    tp: TraceParameters,
     theta: Optional[torch.Tensor],
 ) -> bool:
     """Whether the fused kernel may run: no tensor involved needs a gradient (see
     :func:`pysnn.native.usable` for the other conditions)."""
     if not native.usable(x, v, trace, theta):
         return False
-    return not torch.is_grad_enabled() or not (
+    return not torch.is_grad_enabled() or not _constants_need_grad(p, tp)
+
+
+def _constants_need_grad(p: LIFParameters, tp: TraceParameters) -> bool:
+    """Whether a discretised constant (a learned time constant, threshold, ...) needs a gradient,
+    which the fused kernels do not compute."""
+    return (
         p.decay.requires_grad
         or p.leak.requires_grad
         or p.v_reset.requires_grad
         or p.thresh.requires_grad
+        or tp.decay.requires_grad
+        or tp.scale.requires_grad
     )
 
 
@@ -159,7 +168,7 @@ def lif_trace_step(
             old state saves three allocations). Without ``out`` (and always on the torch path)
             the new state is in new tensors and the inputs are never modified.
     """
-    if _fusable(x, v, trace, p, theta):
+    if _fusable(x, v, trace, p, tp, theta):
         result = native.lif_steps(x, v, refrac, trace, p, tp, theta, out)
         if result is not None:
             return result
@@ -194,19 +203,12 @@ def lif_trace_steps(
     unless ``detach_reset``, no gradient into the input while refractory.
     """
     x = x.contiguous()
-    if _fusable(x, v, trace, p, None):
+    if _fusable(x, v, trace, p, tp, None):
         return native.lif_steps(x, v, refrac, trace, p, tp)
     if not (
         callable(getattr(surrogate, "grad", None))
         and native.usable(x, v, trace, differentiable=True)
-        and not (
-            p.decay.requires_grad
-            or p.leak.requires_grad
-            or p.v_reset.requires_grad
-            or p.thresh.requires_grad
-            or tp.decay.requires_grad
-            or tp.scale.requires_grad
-        )
+        and not _constants_need_grad(p, tp)
     ):
         return None
     return _LIFSteps.apply(x, v, trace, refrac, p, tp, surrogate, detach_reset)

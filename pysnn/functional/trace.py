@@ -68,7 +68,9 @@ def trace_step(
     On the CPU without autograd this runs as one fused loop (:mod:`pysnn.native`), with
     bit-identical results.
     """
-    if native.usable(spikes, trace):
+    if native.usable(spikes, trace) and not (
+        torch.is_grad_enabled() and (p.decay.requires_grad or p.scale.requires_grad)
+    ):  # (a learned trace constant needs the torch path's gradient)
         new = native.trace_step(spikes, trace, p, out)
         if new is not None:
             return new
