@@ -19,8 +19,10 @@ torch implementation, with identical results; :func:`status` says which path is 
 
 Modules never call this module: they call the functional layer (:mod:`pysnn.functional`), which
 uses a fused kernel only when all of the following hold: the state is on the CPU, in float32 or
-float64, contiguous; no tensor involved requires a gradient; and the code is not being traced by
-``torch.compile`` (which then traces the torch operations: a clean fall-back, see the performance
+float64, contiguous; no tensor involved requires a gradient (except where the functional layer
+wraps a kernel and its backward kernel, :func:`lif_backward`, in an autograd Function: ``T`` LIF
+steps under backpropagation through time, and the event-driven product of a multi-step block);
+and the code is not being traced by ``torch.compile`` (which then traces the torch operations: a clean fall-back, see the performance
 guide for its cost). Otherwise the torch operations run, so autograd, ``torch.compile``, other
 devices and dtypes behave as usual. The kernels update the arrays they are given in place; the
 kernels read the old state and write the new state into new tensors, so a module's state tensors
