@@ -242,7 +242,9 @@ _pool: Dict[Tuple[Tuple[int, ...], torch.dtype], torch.Tensor] = {}
 def _saved_buffer(shape: torch.Size, dtype: torch.dtype) -> torch.Tensor:
     key = (tuple(shape), dtype)
     if unshared(_pool, key):
-        return _pool.pop(key)
+        buffer = _pool.pop(key, None)  # (None if another thread took it meanwhile)
+        if buffer is not None:
+            return buffer
     return torch.empty(shape, dtype=dtype)
 
 
