@@ -699,3 +699,37 @@ def test_learned_trace_constant_gets_its_gradient(multistep):
         numeric = (final_trace(tau + eps) - final_trace(tau - eps)) / (2 * eps)
     assert grad != 0
     torch.testing.assert_close(grad, numeric, rtol=1e-6, atol=1e-9)
+
+
+def test_unroll_uses_forward_multistep_with_the_same_values():
+    """``Unroll`` calls a network's ``forward_multistep`` (layer by layer) when it has one, with
+    the values and gradients of its step loop (``multistep=False``)."""
+    from pysnn.multistep import Unroll
+
+    class Layered(SNNNetwork):
+        def __init__(self):
+            super().__init__()
+            self.fc = Linear(6, 5)
+            self.lif = unit_lif(5, FastSigmoid(2.0), refrac=1.0)
+            self.out = LIReadout(5)
+            self.add_layer("hidden", self.fc, self.lif)
+
+        def forward(self, x):
+            return self.out(self.lif(self.fc(x)))
+
+        def forward_multistep(self, x):
+            return self.out.forward_multistep(
+                self.lif.forward_multistep(self.fc.forward_multistep(x))
+            )
+
+    torch.manual_seed(8)
+    net = Layered().to(D)
+    x = (torch.rand(9, 2, 6, dtype=D) < 0.5).to(D) * 2.0
+    results = []
+    for multistep in (True, False):
+        out = Unroll(net, multistep=multistep)(x)
+        results.append((out, torch.autograd.grad(out.square().sum(), net.fc.weight)[0]))
+    (out_a, g_a), (out_b, g_b) = results
+    assert out_a.shape == (9, 2, 5) and g_a.abs().sum() > 0
+    torch.testing.assert_close(out_a, out_b, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(g_a, g_b, rtol=1e-10, atol=1e-12)
