@@ -541,7 +541,6 @@ def trace_step(
         new.data_ptr(),
         table[0],
         trace_params.additive,
-        torch.get_num_threads() if x.numel() >= _PARALLEL_MIN else 1,
     )
     return new
 
