@@ -596,9 +596,14 @@ class Connection(nn.Module):
         return out.view(spikes.shape[0], spikes.shape[1], *out.shape[1:])
 
     def _check_block(self, spikes: torch.Tensor) -> None:
-        if not isinstance(spikes, torch.Tensor) or spikes.dim() != len(self.in_shape) + 2:
+        if (
+            not isinstance(spikes, torch.Tensor)
+            or spikes.dim() != len(self.in_shape) + 2
+            or spikes.shape[0] == 0
+        ):
             raise ValueError(
-                f"spikes must have shape (T, B, {', '.join(str(s) for s in self.in_shape)}) for "
+                f"spikes must have shape (T, B, {', '.join(str(s) for s in self.in_shape)}) with "
+                f"T >= 1 for "
                 f"{type(self).__name__}.forward_multistep, got "
                 f"{tuple(spikes.shape) if isinstance(spikes, torch.Tensor) else type(spikes)}"
             )

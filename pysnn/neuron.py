@@ -594,9 +594,9 @@ class Neuron(nn.Module):
         return step_through(self, x)
 
     def _check_multistep(self, x: torch.Tensor) -> None:
-        if not isinstance(x, torch.Tensor) or x.dim() != len(self.shape) + 2:
+        if not isinstance(x, torch.Tensor) or x.dim() != len(self.shape) + 2 or x.shape[0] == 0:
             raise ValueError(
-                f"x must have shape (T, B, {', '.join(map(str, self.shape))}) for "
+                f"x must have shape (T, B, {', '.join(map(str, self.shape))}) with T >= 1 for "
                 f"{type(self).__name__}.forward_multistep, got "
                 f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}"
             )

@@ -199,3 +199,13 @@ def test_sigkill_at_random_moments_then_resume_gives_the_uninterrupted_weights(t
     assert kills >= 1, "no kill landed during training: make the delays shorter"
     assert torch.equal(torch.load(result), torch.load(reference))
     assert not torch.equal(torch.load(result), torch.zeros(5, 12))
+
+
+def test_multistep_refuses_an_empty_sequence():
+    """``forward_multistep`` with T = 0 steps: a ValueError naming the argument and ``T >= 1``
+    (it used to fail with an IndexError deep inside), for neurons and connections."""
+    with pytest.raises(ValueError, match=r"x must have shape \(T, B, 4\) with T >= 1"):
+        LIFNeuron(4).forward_multistep(torch.zeros(0, 2, 4))
+    for delay in (0.0, 2.0):
+        with pytest.raises(ValueError, match=r"spikes must have shape \(T, B, 3\) with T >= 1"):
+            Linear(3, 2, delay=delay).forward_multistep(torch.zeros(0, 1, 3))
