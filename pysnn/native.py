@@ -330,7 +330,8 @@ def _table(
     return table.data_ptr(), (table, copies)
 
 
-#: Element updates below which the LIF kernels run on one thread (as the C code decides anyway).
+#: Element updates below which the LIF kernels run on one thread (split_neurons in kernels.c):
+#: smaller in-place single steps take the one-thread short entry point.
 _PARALLEL_MIN = 1 << 18
 
 
@@ -447,7 +448,7 @@ def lif_steps(
         0 if theta is None or theta.dim() != v.dim() else n,  # shared theta: stride 0
         table[0],
         trace_params.additive,
-        torch.get_num_threads() if x.numel() >= _PARALLEL_MIN else 1,
+        torch.get_num_threads(),  # the kernel itself stays on one thread for small work
     )
     return spikes, v_new, r_new, t_new
 
