@@ -44,3 +44,14 @@ def unshared(buffers: Dict[str, Optional[torch.Tensor]], name: str) -> bool:
     if _UNSHARED is None or buffers.get(name) is None or torch.compiler.is_compiling():
         return False
     return _references(buffers, name) == _UNSHARED
+
+
+def all_unshared(buffers: Dict[str, Optional[torch.Tensor]], names: Tuple[str, ...]) -> bool:
+    """:func:`unshared` for each of ``names``; the caller has checked that nothing is being
+    compiled."""
+    if _UNSHARED is None:
+        return False
+    for name in names:
+        if buffers.get(name) is None or _references(buffers, name) != _UNSHARED:
+            return False
+    return True

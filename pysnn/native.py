@@ -59,6 +59,8 @@ __all__ = [
     "enabled",
     "usable",
     "lif_steps",
+    "LIFStepKernel",
+    "lif_step_kernel",
     "lif_backward",
     "trace_step",
     "linear_event",
@@ -451,6 +453,64 @@ def lif_steps(
         torch.get_num_threads(),  # the kernel itself stays on one thread for small work
     )
     return spikes, v_new, r_new, t_new
+
+
+class LIFStepKernel:
+    """One fused LIF step with its trace, in place, for one input shape and fixed parameters.
+
+    Built by :func:`lif_step_kernel` for a module's repeated single steps: calling it costs one
+    allocation (the spikes) and one C call, nothing else. It reads the parameters through their
+    memory (it holds the parameter tuples), so in-place edits of the discretised parameters are
+    seen; a caller must rebuild it when the tuples are recomputed. Unchecked: the caller passes
+    contiguous CPU tensors of the shape and dtype it was built for (``refrac`` int64).
+    """
+
+    __slots__ = ("_fn", "_rows", "_n", "_table", "_additive", "_keep")
+
+    def __init__(self, fn: object, rows: int, n: int, table: Tuple[int, object], owners: tuple):
+        self._fn, self._rows, self._n = fn, rows, n
+        self._table, self._keep = table[0], (table[1], owners)
+        self._additive = owners[1].additive
+
+    def __call__(
+        self, x: torch.Tensor, v: torch.Tensor, refrac: torch.Tensor, trace: torch.Tensor
+    ) -> Optional[torch.Tensor]:
+        """Advance ``v``, ``refrac``, ``trace`` ``(B, *shape)`` in place by one step of input ``x``;
+        returns the spikes (a new tensor), or ``None`` (nothing done) while the kernels are
+        disabled (:func:`set_enabled`)."""
+        if not _enabled:
+            return None
+        spikes = torch.empty_like(x)
+        self._fn(
+            self._rows,
+            self._n,
+            x.data_ptr(),
+            v.data_ptr(),
+            refrac.data_ptr(),
+            trace.data_ptr(),
+            spikes.data_ptr(),
+            self._table,
+            self._additive,
+        )
+        return spikes
+
+
+def lif_step_kernel(
+    params: "LIFParameters", trace_params: "TraceParameters", x: torch.Tensor
+) -> Optional[LIFStepKernel]:
+    """A :class:`LIFStepKernel` for inputs shaped and typed like ``x`` ``(B, *shape)``, or
+    ``None`` where the in-place single-step kernel does not apply (kernels unavailable, a
+    dtype or device that does not fit, or a step large enough to be worth several threads)."""
+    if not available() or x.dtype not in _DTYPES or not x.is_cpu or x.numel() >= _PARALLEL_MIN:
+        return None
+    table = _lif_table(params, trace_params, x.dtype, x.shape[1:])
+    if table is None:
+        return None
+    fn = _lif_inplace_f32 if x.dtype is torch.float32 else _lif_inplace_f64
+    n = 1
+    for size in x.shape[1:]:
+        n *= size
+    return LIFStepKernel(fn, x.shape[0], n, table, (params, trace_params))
 
 
 def lif_backward(

@@ -70,7 +70,8 @@ from typing import Any, Callable, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
-from pysnn._sharing import unshared
+from pysnn import _checks
+from pysnn._sharing import all_unshared, unshared
 from pysnn._checks import ParamLike, as_param, check_choice, check_input, check_positive_scalar
 from pysnn.forcing import Override, check_delta, check_mask
 from pysnn.functional.decay import exp_decay
@@ -79,6 +80,7 @@ from pysnn.functional.lif import (
     LIFParameters,
     adaptive_theta_step,
     lif_parameters,
+    lif_trace_kernel,
     lif_trace_step,
     lif_trace_steps,
 )
@@ -177,6 +179,7 @@ class Neuron(nn.Module):
         self.__dict__["_derived_cache"] = {}
         self.__dict__["_graph_steps"] = 0  # steps with an autograd graph on the state
         self.__dict__["_override"] = None  # pending clamp/unclamp/inject_v (pysnn.forcing)
+        self.__dict__["_fast"] = None  # see _FastLIFStep: dropped by any change of the module
         self.shape = _as_shape(shape)
         self.dt = dt
         self.surrogate = _check_surrogate(surrogate)
@@ -199,6 +202,7 @@ class Neuron(nn.Module):
         float64 and cast their input (``lif(fc(x).float())``); connections may be low precision.
         """
         self.refuse_low_precision(fn)
+        self.__dict__["_fast"] = None
         return super()._apply(fn, recurse)
 
     def refuse_low_precision(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
@@ -252,6 +256,7 @@ class Neuron(nn.Module):
             raise ValueError(f"name must be a valid identifier, got {name!r}")
         constraints = {"positive": positive, "non_negative": non_negative, "allow_inf": allow_inf}
         tensor = as_param(name, value, self.shape, **constraints)
+        self.__dict__["_fast"] = None
         self._constant_specs[name] = constraints
         self.__dict__.setdefault("_reference_name", name)
         if isinstance(tensor, nn.Parameter):
@@ -263,6 +268,7 @@ class Neuron(nn.Module):
         # A constant saved per neuron (e.g. learned thresholds) loads into a neuron built with a
         # scalar, and the other way round: the buffer takes the saved shape first (validated as
         # on assignment), so that state_dict always loads into a freshly built neuron.
+        self.__dict__["_fast"] = None
         for name, constraints in self._constant_specs.items():
             key = prefix + name
             current = self._buffers.get(name)
@@ -313,6 +319,7 @@ class Neuron(nn.Module):
             self.register_buffer(f"{name}_initial", tensor.detach(), persistent=False)
             initial = f"{name}_initial"
         self._state_specs[name] = (initial, dtype)
+        self.__dict__["_fast"] = None
         self.__dict__.setdefault("_first_state", name)
         self.register_buffer(name, None, persistent=False)
 
@@ -327,6 +334,7 @@ class Neuron(nn.Module):
         return tuple(self._constant_specs)
 
     def __setattr__(self, name: str, value: Any) -> None:
+        self.__dict__["_fast"] = None  # any assignment may change what a step does
         if name == "trace":
             self.__dict__["_trace_assigned"] = True  # see forward
         specs = self.__dict__.get("_constant_specs")
@@ -666,6 +674,93 @@ def _lif_and_trace_parameters(
     )
 
 
+_LIF_STATE = ("v", "refrac_count", "trace")
+_is_compiling = torch.compiler.is_compiling
+_grad_enabled = torch.is_grad_enabled
+
+
+class _FastLIFStep:
+    """What a :class:`LIFNeuron`'s step found out, so the next steps can go straight to the kernel.
+
+    After a step that took the fused in-place path, the neuron keeps this object; the next step
+    then only checks (here, per step, each check a few tens of ns) that nothing it relied on
+    changed: the input's shape, dtype, device and layout; no gradient wanted; no clamp pending;
+    the constants neither edited in place (version counters) nor swapped (``.data = ...``, data
+    pointers); the state seen by nothing else. Everything else that could change a step
+    (assignment of any attribute, ``.to()``, ``load_state_dict``, new constants or states) drops
+    the object (``Neuron.__setattr__``, ``_apply``, ...), and the next step takes the general path,
+    which builds a new one. The values are those of the general path, bit for bit.
+    """
+
+    __slots__ = ("kernel", "shape", "dtype", "constants", "versions", "pointers")
+
+    def __init__(self, neuron: "LIFNeuron", x: torch.Tensor, kernel: Callable) -> None:
+        self.kernel, self.shape, self.dtype = kernel, x.shape, x.dtype
+        self.constants = tuple(map(neuron._buffers.__getitem__, neuron._STEP_CONSTANTS))
+        self.versions = list(map(_VERSION, self.constants))
+        self.pointers = list(map(_DATA_PTR, self.constants))
+
+    @staticmethod
+    def build(neuron: "LIFNeuron", x: torch.Tensor, s: torch.Tensor) -> Optional["_FastLIFStep"]:
+        """After a general step of ``neuron`` with input ``x`` and spikes ``s``: the fast step for
+        the next ones, or ``None`` where it does not apply."""
+        cls = type(neuron)
+        if (
+            neuron._parameters  # a learned constant: its gradient needs the general path
+            or cls.step is not LIFNeuron.step  # a subclass with its own dynamics
+            or cls.threshold_offset is not LIFNeuron.threshold_offset
+            or cls.step_parameters is not LIFNeuron.step_parameters
+            or cls._prepare is not Neuron._prepare
+            or s.requires_grad
+            or _is_compiling()
+            or type(x) is not torch.Tensor
+            or not x.is_contiguous()
+        ):
+            return None
+        state = neuron._buffers
+        v, refrac, trace = state["v"], state["refrac_count"], state["trace"]
+        if (
+            v.dtype is not x.dtype
+            or trace.dtype is not x.dtype
+            or refrac.dtype is not torch.int64
+            or not (v.is_contiguous() and refrac.is_contiguous() and trace.is_contiguous())
+            or v.shape != x.shape
+        ):
+            return None
+        del v, refrac, trace
+        kernel = lif_trace_kernel(*neuron.step_parameters(), x)
+        return None if kernel is None else _FastLIFStep(neuron, x, kernel)
+
+    def __call__(self, neuron: "LIFNeuron", x: torch.Tensor) -> Optional[torch.Tensor]:
+        """The step of ``neuron`` with input ``x`` (spikes), or ``None``: take the general path
+        (after which the neuron builds a new fast step if this one went stale)."""
+        if type(x) is not torch.Tensor or _is_compiling() or neuron.__dict__["_override"]:
+            return None
+        if (
+            x.shape != self.shape
+            or x.dtype is not self.dtype
+            or not x.is_cpu
+            or not x.is_contiguous()
+            or list(map(_VERSION, self.constants)) != self.versions
+            or list(map(_DATA_PTR, self.constants)) != self.pointers
+        ):
+            neuron.__dict__["_fast"] = None  # stale: rebuilt after the general step
+            return None
+        state = neuron._buffers
+        if _grad_enabled() and (
+            x.requires_grad or state["v"].requires_grad or state["trace"].requires_grad
+        ):
+            return None
+        if not all_unshared(state, _LIF_STATE):  # a kept reference: the general path copies
+            return None
+        if _checks._VALUE_CHECKS and torch.isnan(x).any():
+            raise ValueError(f"x contains NaN (input to {type(neuron).__name__})")
+        s = self.kernel(x, state["v"], state["refrac_count"], state["trace"])
+        if s is not None:
+            state["spikes"] = s
+        return s
+
+
 class LIFNeuron(Neuron):
     r"""Leaky integrate-and-fire neuron with refractoriness and a spike trace.
 
@@ -779,6 +874,22 @@ class LIFNeuron(Neuron):
         """Offset (mV) added to ``thresh`` in this step; ``None`` here (see
         :class:`AdaptiveLIFNeuron`)."""
         return None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """One step: input ``x`` ``(B, *shape)`` (mV increment) → spikes ``(B, *shape)`` (0/1).
+
+        :meth:`Neuron.forward` with :meth:`step`; repeated steps on the CPU without autograd go
+        straight to the fused kernel once the first has checked everything (``_FastLIFStep``).
+        """
+        fast = self.__dict__["_fast"]
+        if fast is not None:
+            s = fast(self, x)
+            if s is not None:
+                return s
+        s = super().forward(x)
+        if self.__dict__["_fast"] is None:
+            self.__dict__["_fast"] = _FastLIFStep.build(self, x, s)
+        return s
 
     def step(self, x: torch.Tensor) -> torch.Tensor:
         """One step: input ``x`` ``(B, *shape)`` (mV increment) → spikes ``(B, *shape)`` (0/1)."""

@@ -361,3 +361,135 @@ def test_per_neuron_constants_load_into_a_scalar_neuron_and_back():
     assert back.thresh.shape == () and float(back.thresh) == -58.0
     with pytest.raises(ValueError, match="thresh"):
         LIFNeuron(3).load_state_dict({**LIFNeuron(3).state_dict(), "thresh": torch.zeros(4)})
+
+
+# ------------------------------------------------------------------------ the fast single step
+def _events():
+    """(step, what happens before it) pairs that change what a LIF step must do."""
+
+    def edit_thresh(lif):
+        lif.thresh.add_(-4.0)  # in place: version counter
+
+    def edit_tau(lif):
+        lif.tau_v.mul_(0.5)  # in place, on a constant the decay factor is derived from
+
+    def swap_v_reset(lif):
+        lif.v_reset.data = torch.full_like(lif.v_reset, -58.0)  # new memory, same version
+
+    def swap_tau(lif):
+        lif.tau_v.data = torch.full_like(lif.tau_v, 15.0)
+
+    def assign_refrac(lif):
+        lif.refrac = 1.0
+
+    def set_dt(lif):
+        lif.dt = 0.5
+
+    def load(lif):
+        lif.load_state_dict(LIFNeuron(6, thresh=-55.0, tau_v=30.0).double().state_dict())
+
+    def reset(lif):
+        lif.reset_state()
+
+    def clamp(lif):
+        lif.clamp(torch.tensor([True, False, False, False, False, True]))
+
+    def inject(lif):
+        lif.inject_v(3.0)
+
+    def edit_state(lif):
+        lif.v.add_(2.0)  # in place on the state: the next step starts from it
+
+    return [
+        (5, edit_thresh),
+        (7, edit_tau),
+        (9, swap_v_reset),
+        (12, swap_tau),
+        (15, clamp),
+        (18, assign_refrac),
+        (21, inject),
+        (24, set_dt),
+        (27, edit_state),
+        (30, load),
+        (34, reset),
+    ]
+
+
+def _neuron():
+    thresh = torch.linspace(-56.0, -50.0, 6)
+    return LIFNeuron(6, thresh=thresh, v_rest=-60.0, refrac=2.0).double()
+
+
+def _scenario(fused, x, keep_every=0):
+    lif = _neuron()
+    events = dict(_events())
+    out, kept = [], []
+    with native.enabled(fused), torch.no_grad():
+        for t in range(x.shape[0]):
+            if t in events:
+                events[t](lif)
+            if t == 38:  # a new batch size: new state
+                x = x[:, :1]
+            out.append(torch.cat([lif(x[t]), lif.v, lif.trace, lif.refrac_count.double()], 1))
+            if keep_every and t % keep_every == 0:
+                kept.append((lif.v, lif.v.clone()))  # a reference that must keep its value
+    return torch.cat(out), kept
+
+
+def test_fast_step_follows_every_change_exactly():
+    """Single steps on the fused fast path (``_FastLIFStep``) equal the torch path bit for bit
+    through in-place edits, ``.data`` swaps, assignments, ``dt``, ``load_state_dict``, reset,
+    clamps, voltage injection, edits of the state and a change of batch size."""
+    x = torch.rand(45, 2, 6, dtype=torch.float64) * 5.0
+    fused, kept = _scenario(True, x, keep_every=10)
+    reference, _ = _scenario(False, x)
+    assert torch.equal(fused, reference)
+    assert all(torch.equal(a, b) for a, b in kept)  # kept references kept their step's value
+    # the scenario cannot pass by accident: the events change the spikes
+    plain = _neuron()
+    with torch.no_grad():
+        unchanged = torch.cat([plain(x[t]) for t in range(38)])
+    assert not torch.equal(unchanged, fused[: 38 * 2, :6])
+
+
+def test_fast_step_is_taken_and_dropped():
+    """After one general step the neuron keeps a fast step; assignment and ``.to()`` drop it,
+    autograd and kept references bypass it."""
+    lif = LIFNeuron(4)
+    x = torch.full((2, 4), 3.0)
+    with torch.no_grad():
+        lif(x)
+    if not native.available():
+        assert lif._fast is None
+        return
+    assert lif._fast is not None
+    lif.thresh = -60.0
+    assert lif._fast is None
+    with torch.no_grad():
+        lif(x)
+    assert lif._fast is not None
+    lif.double()
+    assert lif._fast is None
+    # with autograd the general path runs (and the state carries the graph)
+    lif = LIFNeuron(4)
+    with torch.no_grad():
+        lif(x)
+    drive_ = x.clone().requires_grad_()
+    s = lif(drive_)
+    assert s.requires_grad and lif.v.requires_grad
+    s2 = lif(x)  # the state needs a gradient: general path again
+    assert s2.requires_grad
+
+
+def test_fast_step_checks_nan_and_native_switch():
+    lif = LIFNeuron(3)
+    x = torch.zeros(1, 3)
+    with torch.no_grad():
+        lif(x)
+        lif(x)
+        with pytest.raises(ValueError, match="x contains NaN"):
+            lif(torch.full((1, 3), float("nan")))
+        with native.enabled(False):
+            v0 = lif.v
+            lif(torch.full((1, 3), 20.0))  # the torch path: a new state tensor
+            assert lif.v is not v0 and lif.spikes.sum() == 3

@@ -38,6 +38,7 @@ __all__ = [
     "lif_step",
     "lif_trace_step",
     "lif_trace_steps",
+    "lif_trace_kernel",
     "adaptive_theta_step",
 ]
 
@@ -174,6 +175,22 @@ def lif_trace_step(
             return result
     s, v, refrac = lif_step(v, x, refrac, p, theta, surrogate, detach_reset)
     return s, v, refrac, trace_step(trace, s, tp)
+
+
+def lif_trace_kernel(
+    p: LIFParameters, tp: TraceParameters, x: torch.Tensor
+) -> Optional["native.LIFStepKernel"]:
+    """A fused :func:`lif_trace_step` that updates the state in place, for inputs like ``x``.
+
+    Returns ``kernel(x, v, refrac, trace) -> spikes`` (see :class:`pysnn.native.LIFStepKernel`;
+    no threshold offset, no gradient, the same values as :func:`lif_trace_step` bit for bit), or
+    ``None`` where it does not apply (no fused kernels, a learned constant, another device or
+    dtype). For a module that runs many single steps on state nothing else can see: the checks
+    of :func:`lif_trace_step` are the caller's, once, instead of once per step.
+    """
+    if _constants_need_grad(p, tp):
+        return None
+    return native.lif_step_kernel(p, tp, x)
 
 
 def lif_trace_steps(
