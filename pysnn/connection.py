@@ -50,11 +50,16 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize, prune
 
-from pysnn import native
+from pysnn import _checks, native
 from pysnn._sharing import unshared
 from pysnn._checks import check_choice, check_input, check_positive_scalar, warn_if_dropped
 from pysnn.functional.delay import delayed, push_history, synapse_index
-from pysnn.functional.linear import delay_queue_step, linear_dense, linear_event
+from pysnn.functional.linear import (
+    delay_queue_step,
+    linear_dense,
+    linear_event,
+    linear_event_step,
+)
 from pysnn.multistep import has_forward_hooks, step_through
 
 __all__ = ["Connection", "Linear", "Conv2d"]
@@ -511,7 +516,7 @@ class Connection(nn.Module):
         checkpoint), not per step."""
         source = self._buffers["history_pos"]
         if source is not self._pos_source:
-            self._pos, self._pos_source = int(source), source
+            self.__dict__.update(_pos=int(source), _pos_source=source)
         return self._pos
 
     def _set_ring_pos(self, pos: int, device: Optional[torch.device] = None) -> None:
@@ -523,7 +528,7 @@ class Connection(nn.Module):
             self._buffers["history_pos"] = source
         else:
             source.fill_(pos)
-        self._pos, self._pos_source = pos, source
+        self.__dict__.update(_pos=pos, _pos_source=source)
 
     @staticmethod
     def _ring_in_place(spikes: torch.Tensor, ring: torch.Tensor) -> bool:
@@ -1008,6 +1013,92 @@ class _Activity:
         self.event = False  # current choice
 
 
+_is_compiling = torch.compiler.is_compiling
+_grad_enabled = torch.is_grad_enabled
+
+
+class _FastLinearStep:
+    """What a :class:`Linear`'s event-driven step found out, so the next steps go straight to
+    the fused kernel (the counterpart of ``pysnn.neuron._FastLIFStep``).
+
+    Kept after a general step without delay that ran event-driven on the fused kernel. A later
+    step checks only what could have changed: the input's shape, dtype, device and layout; the
+    weight object (pruning and parametrisation replace it), its version against the bounds check
+    and the presynaptic-major copy (in-place and ``.data`` writes); no gradient wanted; under
+    ``"auto"`` that the current choice is event-driven and no re-count is due. Assignment of any
+    attribute and ``.to()`` drop the object. Values equal the general path's bit for bit.
+    """
+
+    __slots__ = ("weight", "bias", "shape", "dtype", "counting")
+
+    def __init__(self, conn: "Linear", x: torch.Tensor) -> None:
+        self.weight, self.bias = conn._parameters["weight"], conn._parameters.get("bias")
+        self.shape, self.dtype = x.shape, x.dtype
+        self.counting = conn.propagation == "auto"
+
+    @staticmethod
+    def build(conn: "Linear", x: torch.Tensor, out: torch.Tensor) -> Optional["_FastLinearStep"]:
+        """After a general step of ``conn`` with input ``x`` and output ``out``: the fast step for
+        the next ones, or ``None`` where it does not apply."""
+        cls = type(conn)
+        if (
+            cls.propagate is not Linear.propagate
+            or cls._push is not Connection._push
+            or cls._check_spikes is not Connection._check_spikes
+            or conn.max_delay != 0
+            or conn.per_synapse_delay
+            or conn.active_propagation != "event"
+            or out.requires_grad
+            or _is_compiling()
+            or type(x) is not torch.Tensor
+            or x.dim() != 2
+            or not x.is_contiguous()
+            or not isinstance(conn._parameters.get("weight"), _TrackedParameter)
+            or not native.usable(x, conn._parameters["weight"])
+        ):
+            return None
+        return _FastLinearStep(conn, x)
+
+    def __call__(self, conn: "Linear", x: torch.Tensor) -> Optional[torch.Tensor]:
+        """The step of ``conn`` with input ``x`` (synaptic input), or ``None``: take the general
+        path (after which ``conn`` builds a new fast step if this one went stale)."""
+        if type(x) is not torch.Tensor or _is_compiling():
+            return None
+        weight = conn._parameters.get("weight")
+        if (
+            x.shape != self.shape
+            or x.dtype is not self.dtype
+            or not x.is_cpu
+            or not x.is_contiguous()
+            or weight is not self.weight
+        ):
+            conn.__dict__["_fast"] = None  # stale: rebuilt after the general step
+            return None
+        bias = self.bias
+        if _grad_enabled() and (
+            x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
+        ):
+            return None
+        copy = conn._copy
+        if weight._version != conn.__dict__.get("_bounds_version") or not copy._in_sync(weight):
+            return None  # a write of the user's: the general step checks and re-copies
+        if self.counting:
+            activity = conn._activity
+            if not activity.event or activity.steps + 1 >= conn.AUTO_INTERVAL:
+                return None  # the general step re-counts
+        if _checks._VALUE_CHECKS and torch.isnan(x).any():
+            raise ValueError(f"spikes contains NaN (input to {type(conn).__name__})")
+        result = linear_event_step(x, copy.copy)
+        if result is None:
+            return None
+        out, active = result
+        if self.counting:
+            activity.steps += 1
+            activity.events += active
+        conn._buffers["arriving"] = x
+        return out if bias is None else out + bias
+
+
 class Linear(Connection):
     r"""All-to-all connection, like ``torch.nn.Linear``, with optional synaptic delays.
 
@@ -1153,6 +1244,7 @@ class Linear(Connection):
     # ------------------------------------------------------------------ copies and mode
     def _apply(self, fn, recurse=True):
         module = super()._apply(fn, recurse)
+        self.__dict__["_fast"] = None
         self._copy.clear()
         self._reset_activity()
         return module
@@ -1261,8 +1353,28 @@ class Linear(Connection):
             return out
         return linear_dense(arriving, weight, bias)
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        self.__dict__["_fast"] = None  # any assignment may change what a step does
+        super().__setattr__(name, value)
+
     def forward(self, spikes: torch.Tensor) -> torch.Tensor:
-        """One step: presynaptic spikes ``(B, in)`` → synaptic input arriving now ``(B, out)`` (mV)."""
+        """One step: presynaptic spikes ``(B, in)`` → synaptic input arriving now ``(B, out)`` (mV).
+
+        Repeated event-driven steps on the CPU without autograd go straight to the fused kernel
+        once a first step has checked everything (``_FastLinearStep``).
+        """
+        fast = self.__dict__.get("_fast")
+        if fast is not None:
+            out = fast(self, spikes)
+            if out is not None:
+                return out
+        out = self._forward(spikes)
+        if self.__dict__.get("_fast") is None:
+            self.__dict__["_fast"] = _FastLinearStep.build(self, spikes, out)
+        return out
+
+    def _forward(self, spikes: torch.Tensor) -> torch.Tensor:
+        """The general step (see :meth:`forward`)."""
         self._check_bounds()
         self._check_spikes(spikes)
         self._push(spikes)

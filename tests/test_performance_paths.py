@@ -283,3 +283,61 @@ def test_linear_multistep_with_a_hook_runs_every_step():
     out = conn.forward_multistep(x)
     assert len(calls) == 7 and torch.equal(torch.stack(calls), out)
     assert torch.equal(out, step_loop(reference, x))
+
+
+# ------------------------------------------------------------------------ the fast single step
+class _Double(torch.nn.Module):
+    def forward(self, w):
+        return 2.0 * w
+
+
+def test_linear_fast_step_follows_every_change_exactly():
+    """Repeated event-driven steps take ``_FastLinearStep``; through in-place, ``.data`` and
+    swapped weight writes, pruning, a parametrisation, an activity burst (``"auto"`` goes dense
+    and back), a new batch size, a change of ``propagation``, autograd and the kernels switched
+    off, each step equals ``x @ W.t() + b`` with the weight in force at that step (integer
+    weights: exact in any summation order)."""
+    from torch.nn.utils import parametrize, prune
+
+    conn = integer_linear(40, 7, "auto", bias=True)
+    g = torch.Generator().manual_seed(3)
+    fast_steps = 0
+    for t in range(200):
+        p = 0.9 if 24 <= t < 60 else 0.1
+        batch = 1 if t >= 110 else 2
+        x = (torch.rand(batch, 40, generator=g) < p).float()
+        with torch.no_grad():
+            if t == 3:
+                conn.weight.mul_(2.0)
+            if t == 6:
+                conn.weight.data[0, :] = 5.0
+            if t == 9:
+                conn.weight.data = torch.randint(-8, 9, (7, 40)).float()
+        if t == 15:
+            prune.custom_from_mask(conn, "weight", torch.rand(7, 40, generator=g) < 0.5)
+        if t == 20:
+            prune.remove(conn, "weight")
+        if t == 100 and pysnn.native.available():  # the burst was counted: "auto" went dense
+            assert conn.active_propagation == "dense"
+        if t == 135:
+            if pysnn.native.available():  # event-driven again, on the fast path
+                assert conn.active_propagation == "event" and conn._fast is not None
+            conn.propagation = "dense"
+        if 135 <= t < 145:  # the assignment dropped the fast step; a dense step builds none
+            assert conn.__dict__.get("_fast") is None
+        if t == 145:
+            conn.propagation = "auto"
+        if t == 175:
+            parametrize.register_parametrization(conn, "weight", _Double())
+        if t == 185:
+            parametrize.remove_parametrizations(conn, "weight")
+        fast_steps += conn.__dict__.get("_fast") is not None
+        grad = 150 <= t < 155
+        with torch.set_grad_enabled(grad), pysnn.native.enabled(not 160 <= t < 165):
+            out = conn(x)
+        assert out.requires_grad == grad
+        expected = x.double() @ conn.weight.detach().double().t() + conn.bias.detach().double()
+        assert torch.equal(out.detach().double(), expected), t
+        assert conn.arriving is x
+    if pysnn.native.available():
+        assert fast_steps > 80  # most steps did take the fast path

@@ -25,7 +25,7 @@ from torch.autograd.function import once_differentiable
 
 from pysnn import native
 
-__all__ = ["delay_queue_step", "linear_dense", "linear_event"]
+__all__ = ["delay_queue_step", "linear_dense", "linear_event", "linear_event_step"]
 
 
 def linear_dense(
@@ -99,6 +99,19 @@ def linear_event(
         values = x_c.view(-1).index_select(0, flat)
         out = F.embedding_bag(pre, weight_rows, offsets, mode="sum", per_sample_weights=values)
     return (out if bias is None else out + bias), active
+
+
+def linear_event_step(
+    x: torch.Tensor, weight_rows: torch.Tensor
+) -> Optional[Tuple[torch.Tensor, int]]:
+    """:func:`linear_event` without bias, autograd or checks, for a caller that has checked once
+    that the fused kernel applies (contiguous CPU ``x`` ``(N, in)`` and ``weight_rows``
+    ``(in, out)`` of one dtype, float32 or float64, nothing needing a gradient) and keeps them
+    so: ``(out, active)``, or ``None`` while the fused kernels are disabled
+    (:func:`pysnn.native.set_enabled`)."""
+    if not native.available():
+        return None
+    return native._linear_event(x, weight_rows)
 
 
 class _EventProduct(torch.autograd.Function):
