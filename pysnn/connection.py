@@ -1252,6 +1252,7 @@ class Linear(Connection):
     def __getstate__(self) -> Dict[str, Any]:
         state = dict(self.__dict__)
         state["_copy"] = _PresynapticCopy()  # never carried over: rebuilt from the weight
+        state["_fast"] = None
         return state
 
     def _reset_activity(self) -> None:

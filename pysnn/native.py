@@ -61,6 +61,8 @@ __all__ = [
     "lif_steps",
     "LIFStepKernel",
     "lif_step_kernel",
+    "TraceStepKernel",
+    "trace_step_kernel",
     "lif_backward",
     "trace_step",
     "linear_event",
@@ -511,6 +513,58 @@ def lif_step_kernel(
     for size in x.shape[1:]:
         n *= size
     return LIFStepKernel(fn, x.shape[0], n, table, (params, trace_params))
+
+
+class TraceStepKernel:
+    """One fused trace update in place, for one input shape and fixed parameters (see
+    :class:`LIFStepKernel`)."""
+
+    __slots__ = ("_fn", "_rows", "_n", "_table", "_additive", "_keep")
+
+    def __init__(self, fn: object, rows: int, n: int, table: Tuple[int, object], owner: object):
+        self._fn, self._rows, self._n = fn, rows, n
+        self._table, self._keep = table[0], (table[1], owner)
+        self._additive = owner.additive
+
+    def __call__(self, x: torch.Tensor, trace: torch.Tensor) -> bool:
+        """Update ``trace`` ``(B, *shape)`` in place from ``x``; ``False`` (nothing done) while
+        the kernels are disabled."""
+        if not _enabled:
+            return False
+        self._fn(
+            self._rows,
+            self._n,
+            x.data_ptr(),
+            trace.data_ptr(),
+            trace.data_ptr(),
+            self._table,
+            self._additive,
+        )
+        return True
+
+
+def trace_step_kernel(
+    trace_params: "TraceParameters", x: torch.Tensor
+) -> Optional[TraceStepKernel]:
+    """A :class:`TraceStepKernel` for inputs shaped and typed like ``x`` ``(B, *shape)``, or
+    ``None`` where it does not apply (see :func:`lif_step_kernel`)."""
+    if not available() or x.dtype not in _DTYPES or not x.is_cpu:
+        return None
+    f = x.dtype
+    key = (id(trace_params), f, x.shape[1:])
+    table = _TABLES.get(key)
+    if table is None:
+        table = _table((trace_params.decay, trace_params.scale), (f, f), x.shape[1:])
+        if table is None:
+            return None
+        _remember(key, table, (trace_params,))
+    else:
+        table = table[0]
+    n = 1
+    for size in x.shape[1:]:
+        n *= size
+    fn = _trace_f32 if f is torch.float32 else _trace_f64
+    return TraceStepKernel(fn, x.shape[0], n, table, trace_params)
 
 
 def lif_backward(

@@ -85,7 +85,13 @@ from pysnn.functional.lif import (
     lif_trace_steps,
 )
 from pysnn.functional.spike import SurrogateFn
-from pysnn.functional.trace import TRACE_MODES, TraceParameters, trace_parameters, trace_step
+from pysnn.functional.trace import (
+    TRACE_MODES,
+    TraceParameters,
+    trace_kernel,
+    trace_parameters,
+    trace_step,
+)
 from pysnn.multistep import has_forward_hooks, step_through
 from pysnn.surrogate import DEFAULT as DEFAULT_SURROGATE
 
@@ -189,6 +195,11 @@ class Neuron(nn.Module):
             self.register_constant("trace_scale", trace_scale)
             self.register_state("spikes", 0.0)
             self.register_state("trace", 0.0)
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_fast"] = None  # holds kernel handles: rebuilt by the next step
+        return state
 
     #: Floating-point dtypes a neuron refuses to be moved to (see :meth:`_apply`).
     LOW_PRECISION: Tuple[torch.dtype, ...] = (torch.float16, torch.bfloat16)
@@ -618,6 +629,117 @@ class Neuron(nn.Module):
         return text
 
 
+_is_compiling = torch.compiler.is_compiling
+_grad_enabled = torch.is_grad_enabled
+
+
+class _FastStep:
+    """What a built-in neuron's step found out, so the next steps can go straight to a kernel.
+
+    After a step that took a fused in-place path, the neuron keeps such an object; the next step
+    then only checks (each check a few tens of ns) that nothing it relied on changed: the input's
+    shape, dtype, device and layout; no gradient wanted; no clamp pending; the constants neither
+    edited in place (version counters) nor swapped (``.data = ...``, data pointers); the state
+    seen by nothing else. Everything else that could change a step (assignment of any
+    attribute, ``.to()``, ``load_state_dict``, new constants or states) drops the object
+    (``Neuron.__setattr__``, ``_apply``, ...), and the next step takes the general path, which
+    builds a new one. A subclass gives the state it updates (``STATE``, the floating-point ones
+    in ``GRAD_STATE``), the constants its kernel depends on (``CONSTANTS``) and :meth:`run`.
+    The values are those of the general path, bit for bit.
+    """
+
+    __slots__ = ("kernel", "shape", "dtype", "constants", "versions", "pointers")
+    STATE: Tuple[str, ...] = ()
+    GRAD_STATE: Tuple[str, ...] = ()
+    CONSTANTS: Tuple[str, ...] = ()
+
+    def __init__(self, neuron: Neuron, x: torch.Tensor, kernel: Callable) -> None:
+        self.kernel, self.shape, self.dtype = kernel, x.shape, x.dtype
+        self.constants = tuple(map(neuron._buffers.__getitem__, self.CONSTANTS))
+        self.versions = list(map(_VERSION, self.constants))
+        self.pointers = list(map(_DATA_PTR, self.constants))
+
+    @classmethod
+    def state_fits(cls, neuron: Neuron, x: torch.Tensor, s: torch.Tensor) -> bool:
+        """Whether, after a general step with input ``x`` and spikes ``s``, the state can go to
+        a kernel: no learned constant, no graph, contiguous state of ``x``'s dtype and shape."""
+        if (
+            neuron._parameters  # a learned constant: its gradient needs the general path
+            or s.requires_grad
+            or _is_compiling()
+            or type(x) is not torch.Tensor
+            or not x.is_contiguous()
+        ):
+            return False
+        state = neuron._buffers
+        for name in cls.STATE:
+            tensor = state[name]
+            if not tensor.is_contiguous() or tensor.shape != x.shape:
+                return False
+            if name in cls.GRAD_STATE and tensor.dtype is not x.dtype:
+                return False
+        return True
+
+    def __call__(self, neuron: Neuron, x: torch.Tensor) -> Optional[torch.Tensor]:
+        """The step of ``neuron`` with input ``x`` (spikes), or ``None``: take the general path
+        (after which the neuron builds a new fast step if this one went stale)."""
+        if type(x) is not torch.Tensor or _is_compiling() or neuron.__dict__["_override"]:
+            return None
+        if (
+            x.shape != self.shape
+            or x.dtype is not self.dtype
+            or not x.is_cpu
+            or not x.is_contiguous()
+            or list(map(_VERSION, self.constants)) != self.versions
+            or list(map(_DATA_PTR, self.constants)) != self.pointers
+        ):
+            neuron.__dict__["_fast"] = None  # stale: rebuilt after the general step
+            return None
+        state = neuron._buffers
+        if _grad_enabled() and (
+            x.requires_grad or any(state[name].requires_grad for name in self.GRAD_STATE)
+        ):
+            return None
+        if not all_unshared(state, self.STATE):  # a kept reference: the general path copies
+            return None
+        if _checks._VALUE_CHECKS and torch.isnan(x).any():
+            raise ValueError(f"x contains NaN (input to {type(neuron).__name__})")
+        return self.run(state, x)
+
+    def run(self, state: dict, x: torch.Tensor) -> Optional[torch.Tensor]:
+        """Advance ``state`` (the neuron's buffers) by one step of input ``x``; the spikes, or
+        ``None`` if the kernel declined (nothing done)."""
+        raise NotImplementedError
+
+
+class _FastTraceStep(_FastStep):
+    """:class:`Input`'s fast step: the trace kernel, in place."""
+
+    __slots__ = ()
+    STATE = GRAD_STATE = ("trace",)
+    CONSTANTS = ("tau_trace", "trace_scale")
+
+    @staticmethod
+    def build(neuron: "Input", x: torch.Tensor, s: torch.Tensor) -> Optional["_FastTraceStep"]:
+        """After a general step: the fast step for the next ones, or ``None``."""
+        cls = type(neuron)
+        if (
+            cls.step is not Input.step
+            or cls.trace_parameters is not Neuron.trace_parameters
+            or cls._prepare is not Neuron._prepare
+            or not _FastTraceStep.state_fits(neuron, x, s)
+        ):
+            return None
+        kernel = trace_kernel(neuron.trace_parameters(), x)
+        return None if kernel is None else _FastTraceStep(neuron, x, kernel)
+
+    def run(self, state: dict, x: torch.Tensor) -> Optional[torch.Tensor]:
+        if not self.kernel(x, state["trace"]):
+            return None
+        state["spikes"] = x
+        return x
+
+
 class Input(Neuron):
     """Input layer: passes the given spikes through and keeps their trace.
 
@@ -647,10 +769,20 @@ class Input(Neuron):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """One step: spikes ``x`` ``(B, *shape)`` in, the same spikes (float) out; updates ``trace``."""
+        """One step: spikes ``x`` ``(B, *shape)`` in, the same spikes (float) out; updates ``trace``
+        (repeated steps on the CPU without autograd: straight to the fused trace kernel, see
+        ``_FastStep``)."""
         if isinstance(x, torch.Tensor) and not x.is_floating_point():
             x = x.to(self._buffers["tau_trace"].dtype)
-        return super().forward(x)
+        fast = self.__dict__["_fast"]
+        if fast is not None:
+            s = fast(self, x)
+            if s is not None:
+                return s
+        s = super().forward(x)
+        if self.__dict__["_fast"] is None:
+            self.__dict__["_fast"] = _FastTraceStep.build(self, x, s)
+        return s
 
     def step(self, x: torch.Tensor) -> torch.Tensor:
         """The input spikes themselves."""
@@ -674,31 +806,14 @@ def _lif_and_trace_parameters(
     )
 
 
-_LIF_STATE = ("v", "refrac_count", "trace")
-_is_compiling = torch.compiler.is_compiling
-_grad_enabled = torch.is_grad_enabled
+class _FastLIFStep(_FastStep):
+    """:class:`LIFNeuron`'s (and :class:`IFNeuron`'s) fast step: the fused LIF and trace kernel,
+    in place."""
 
-
-class _FastLIFStep:
-    """What a :class:`LIFNeuron`'s step found out, so the next steps can go straight to the kernel.
-
-    After a step that took the fused in-place path, the neuron keeps this object; the next step
-    then only checks (here, per step, each check a few tens of ns) that nothing it relied on
-    changed: the input's shape, dtype, device and layout; no gradient wanted; no clamp pending;
-    the constants neither edited in place (version counters) nor swapped (``.data = ...``, data
-    pointers); the state seen by nothing else. Everything else that could change a step
-    (assignment of any attribute, ``.to()``, ``load_state_dict``, new constants or states) drops
-    the object (``Neuron.__setattr__``, ``_apply``, ...), and the next step takes the general path,
-    which builds a new one. The values are those of the general path, bit for bit.
-    """
-
-    __slots__ = ("kernel", "shape", "dtype", "constants", "versions", "pointers")
-
-    def __init__(self, neuron: "LIFNeuron", x: torch.Tensor, kernel: Callable) -> None:
-        self.kernel, self.shape, self.dtype = kernel, x.shape, x.dtype
-        self.constants = tuple(map(neuron._buffers.__getitem__, neuron._STEP_CONSTANTS))
-        self.versions = list(map(_VERSION, self.constants))
-        self.pointers = list(map(_DATA_PTR, self.constants))
+    __slots__ = ()
+    STATE = ("v", "refrac_count", "trace")
+    GRAD_STATE = ("v", "trace")
+    CONSTANTS = ("tau_v", "v_rest", "v_reset", "thresh", "refrac", "tau_trace", "trace_scale")
 
     @staticmethod
     def build(neuron: "LIFNeuron", x: torch.Tensor, s: torch.Tensor) -> Optional["_FastLIFStep"]:
@@ -706,55 +821,18 @@ class _FastLIFStep:
         the next ones, or ``None`` where it does not apply."""
         cls = type(neuron)
         if (
-            neuron._parameters  # a learned constant: its gradient needs the general path
-            or cls.step is not LIFNeuron.step  # a subclass with its own dynamics
+            cls.step is not LIFNeuron.step  # a subclass with its own dynamics
             or cls.threshold_offset is not LIFNeuron.threshold_offset
             or cls.step_parameters is not LIFNeuron.step_parameters
             or cls._prepare is not Neuron._prepare
-            or s.requires_grad
-            or _is_compiling()
-            or type(x) is not torch.Tensor
-            or not x.is_contiguous()
+            or not _FastLIFStep.state_fits(neuron, x, s)
+            or neuron._buffers["refrac_count"].dtype is not torch.int64
         ):
             return None
-        state = neuron._buffers
-        v, refrac, trace = state["v"], state["refrac_count"], state["trace"]
-        if (
-            v.dtype is not x.dtype
-            or trace.dtype is not x.dtype
-            or refrac.dtype is not torch.int64
-            or not (v.is_contiguous() and refrac.is_contiguous() and trace.is_contiguous())
-            or v.shape != x.shape
-        ):
-            return None
-        del v, refrac, trace
         kernel = lif_trace_kernel(*neuron.step_parameters(), x)
         return None if kernel is None else _FastLIFStep(neuron, x, kernel)
 
-    def __call__(self, neuron: "LIFNeuron", x: torch.Tensor) -> Optional[torch.Tensor]:
-        """The step of ``neuron`` with input ``x`` (spikes), or ``None``: take the general path
-        (after which the neuron builds a new fast step if this one went stale)."""
-        if type(x) is not torch.Tensor or _is_compiling() or neuron.__dict__["_override"]:
-            return None
-        if (
-            x.shape != self.shape
-            or x.dtype is not self.dtype
-            or not x.is_cpu
-            or not x.is_contiguous()
-            or list(map(_VERSION, self.constants)) != self.versions
-            or list(map(_DATA_PTR, self.constants)) != self.pointers
-        ):
-            neuron.__dict__["_fast"] = None  # stale: rebuilt after the general step
-            return None
-        state = neuron._buffers
-        if _grad_enabled() and (
-            x.requires_grad or state["v"].requires_grad or state["trace"].requires_grad
-        ):
-            return None
-        if not all_unshared(state, _LIF_STATE):  # a kept reference: the general path copies
-            return None
-        if _checks._VALUE_CHECKS and torch.isnan(x).any():
-            raise ValueError(f"x contains NaN (input to {type(neuron).__name__})")
+    def run(self, state: dict, x: torch.Tensor) -> Optional[torch.Tensor]:
         s = self.kernel(x, state["v"], state["refrac_count"], state["trace"])
         if s is not None:
             state["spikes"] = s

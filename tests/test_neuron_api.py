@@ -493,3 +493,67 @@ def test_fast_step_checks_nan_and_native_switch():
             v0 = lif.v
             lif(torch.full((1, 3), 20.0))  # the torch path: a new state tensor
             assert lif.v is not v0 and lif.spikes.sum() == 3
+
+
+def test_input_fast_step_follows_every_change_exactly():
+    """``Input``'s fast trace step equals the torch path through in-place edits, ``.data`` swaps,
+    assignments (``trace_mode``, ``dt``), bool input, kept references and a new batch size."""
+    from pysnn.neuron import Input
+
+    g = torch.Generator().manual_seed(5)
+    x = torch.rand(40, 2, 6, generator=g) < 0.4
+
+    def scenario(fused):
+        inp = Input(6, tau_trace=torch.linspace(5.0, 30.0, 6)).double()
+        out, kept = [], []
+        with native.enabled(fused), torch.no_grad():
+            for t in range(40):
+                if t == 5:
+                    inp.tau_trace.mul_(0.5)
+                if t == 9:
+                    inp.trace_scale.data = torch.full_like(inp.trace_scale, 0.5)
+                if t == 13:
+                    inp.trace_scale.add_(0.25)
+                if t == 17:
+                    inp.trace_mode = "reset"
+                if t == 21:
+                    inp.dt = 0.5
+                if t == 25:
+                    inp.trace.mul_(0.5)  # an edit of the state itself
+                step = x[t, :1] if t >= 30 else x[t]
+                s = inp(step.double() if t % 2 else step)
+                out.append(torch.cat([s, inp.trace], 1))
+                if fused and t % 10 == 0:
+                    kept.append((inp.trace, inp.trace.clone()))
+        return torch.cat(out), kept, inp
+
+    fused, kept, inp = scenario(True)
+    reference, _, _ = scenario(False)
+    assert torch.equal(fused, reference)
+    assert all(torch.equal(a, b) for a, b in kept)
+    if native.available():
+        assert inp._fast is not None
+    plain = Input(6, tau_trace=torch.linspace(5.0, 30.0, 6)).double()
+    with torch.no_grad():
+        unchanged = torch.cat([plain(x[t].double()) * 0 + plain.trace for t in range(30)])
+    assert not torch.equal(unchanged, fused[:60, 6:])  # the events did change the trace
+
+
+def test_modules_with_a_fast_step_copy_and_pickle():
+    """The fast step holds kernel handles (not picklable): copies drop it and rebuild their own."""
+    import pickle
+
+    from pysnn.connection import Linear
+    from pysnn.neuron import Input
+
+    modules = [Input(5), LIFNeuron(5), Linear(5, 5, propagation="event")]
+    x = torch.ones(1, 5)
+    with torch.no_grad():
+        for _ in range(3):
+            for m in modules:
+                m(x)
+        for m in modules:
+            for clone in (copy.deepcopy(m), pickle.loads(pickle.dumps(m))):
+                assert clone._fast is None
+                for _ in range(2):
+                    assert torch.equal(clone(x), copy.deepcopy(m)(x))

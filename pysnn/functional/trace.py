@@ -26,7 +26,7 @@ from pysnn.functional.decay import exp_decay
 
 TRACE_MODES = ("additive", "reset")
 
-__all__ = ["TRACE_MODES", "TraceParameters", "trace_parameters", "trace_step"]
+__all__ = ["TRACE_MODES", "TraceParameters", "trace_kernel", "trace_parameters", "trace_step"]
 
 
 class TraceParameters(NamedTuple):
@@ -78,3 +78,16 @@ def trace_step(
     if p.additive:
         return torch.addcmul(decayed, p.scale, spikes)
     return torch.where(spikes > 0, p.scale, decayed)
+
+
+def trace_kernel(p: TraceParameters, x: torch.Tensor) -> Optional["native.TraceStepKernel"]:
+    """A fused :func:`trace_step` that updates the trace in place, for spikes like ``x``.
+
+    Returns ``kernel(x, trace) -> bool`` (see :class:`pysnn.native.TraceStepKernel`; the same
+    values as :func:`trace_step` bit for bit), or ``None`` where it does not apply (no fused
+    kernels, a learned constant, another device or dtype). For a module that runs many steps on
+    a trace nothing else can see (see :func:`pysnn.functional.lif.lif_trace_kernel`).
+    """
+    if p.decay.requires_grad or p.scale.requires_grad:
+        return None
+    return native.trace_step_kernel(p, x)
