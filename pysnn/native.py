@@ -62,6 +62,8 @@ __all__ = [
     "LIFStepKernel",
     "lif_step_kernel",
     "TraceStepKernel",
+    "AdaptiveLIFStepKernel",
+    "adaptive_lif_step_kernel",
     "trace_step_kernel",
     "lif_backward",
     "trace_step",
@@ -82,6 +84,7 @@ _tried = False
 _lif_f32 = _lif_f64 = _trace_f32 = _trace_f64 = _linear_f32 = _linear_f64 = None
 _block_f32 = _block_f64 = _transpose_f32 = _transpose_f64 = _update_f32 = _update_f64 = None
 _backward_f32 = _backward_f64 = _lif_inplace_f32 = _lif_inplace_f64 = None
+_theta_f32 = _theta_f64 = None
 _enabled = os.environ.get("PYSNN_NATIVE", "1").strip().lower() not in ("0", "false", "no", "off")
 
 
@@ -178,6 +181,9 @@ def _build() -> ctypes.CDLL:
         trace = getattr(lib, f"pysnn_trace_{suffix}")
         trace.argtypes = [i64, i64, ptr, ptr, ptr, ptr, ctypes.c_int]
         trace.restype = None
+        theta = getattr(lib, f"pysnn_theta_{suffix}")
+        theta.argtypes = [i64, i64, ptr, ptr, ctypes.c_int, ptr]
+        theta.restype = None
         for name in ("linear_event", "linear_event_block"):
             linear = getattr(lib, f"pysnn_{name}_{suffix}")
             linear.argtypes = [i64, i64, i64, ptr, ptr, ptr, i64]
@@ -196,6 +202,7 @@ def _library() -> Optional[ctypes.CDLL]:
     global _lib, _reason, _tried, _lif_f32, _lif_f64, _trace_f32, _trace_f64, _linear_f32
     global _linear_f64, _block_f32, _block_f64, _transpose_f32, _transpose_f64, _update_f32
     global _update_f64, _backward_f32, _backward_f64, _lif_inplace_f32, _lif_inplace_f64
+    global _theta_f32, _theta_f64
     if not _tried:
         with _lock:
             if not _tried:
@@ -207,6 +214,7 @@ def _library() -> Optional[ctypes.CDLL]:
                     _lif_inplace_f64 = lib.pysnn_lif_inplace_f64
                     _backward_f64 = lib.pysnn_lif_backward_f64
                     _trace_f32, _trace_f64 = lib.pysnn_trace_f32, lib.pysnn_trace_f64
+                    _theta_f32, _theta_f64 = lib.pysnn_theta_f32, lib.pysnn_theta_f64
                     _linear_f32 = lib.pysnn_linear_event_f32
                     _linear_f64 = lib.pysnn_linear_event_f64
                     _block_f32 = lib.pysnn_linear_event_block_f32
@@ -513,6 +521,92 @@ def lif_step_kernel(
     for size in x.shape[1:]:
         n *= size
     return LIFStepKernel(fn, x.shape[0], n, table, (params, trace_params))
+
+
+class AdaptiveLIFStepKernel:
+    """One fused LIF step with its trace and threshold offset ``theta``, then the update of
+    ``theta`` (:func:`pysnn.functional.lif.adaptive_theta_step`), all in place, for one input
+    shape and fixed parameters (see :class:`LIFStepKernel`). ``theta`` is per sample
+    ``(B, *shape)`` or shared ``shape`` (updated with the spikes summed over the batch); without
+    ``update`` it is read only (a shared ``theta`` in ``eval()`` mode)."""
+
+    __slots__ = ("_lif", "_theta", "_rows", "_n", "_table", "_theta_table", "_additive")
+    __slots__ += ("_shared", "_update", "_keep")
+
+    def __init__(
+        self,
+        x: torch.Tensor,
+        table: Tuple[int, object],
+        theta_table: Tuple[int, object],
+        owners: tuple,
+        shared: bool,
+        update: bool,
+    ):
+        f32 = x.dtype is torch.float32
+        self._lif, self._theta = (_lif_f32, _theta_f32) if f32 else (_lif_f64, _theta_f64)
+        self._rows, self._n = x.shape[0], _per_sample(x)
+        self._table, self._theta_table = table[0], theta_table[0]
+        self._keep = (table[1], theta_table[1], owners)
+        self._additive, self._shared, self._update = owners[1].additive, shared, update
+
+    def __call__(
+        self,
+        x: torch.Tensor,
+        v: torch.Tensor,
+        refrac: torch.Tensor,
+        trace: torch.Tensor,
+        theta: torch.Tensor,
+    ) -> Optional[torch.Tensor]:
+        """Advance the state in place by one step of input ``x``; the spikes (a new tensor), or
+        ``None`` (nothing done) while the kernels are disabled."""
+        if not _enabled:
+            return None
+        spikes = torch.empty_like(x)
+        v_p, r_p, t_p, s_p, th_p = (
+            v.data_ptr(),
+            refrac.data_ptr(),
+            trace.data_ptr(),
+            spikes.data_ptr(),
+            theta.data_ptr(),
+        )
+        n = self._n
+        self._lif(
+            1, self._rows, n, x.data_ptr(), v_p, r_p, t_p, v_p, r_p, t_p, s_p, None, None, th_p,
+            0 if self._shared else n, self._table, self._additive, 1,
+        )  # fmt: skip
+        if self._update:
+            self._theta(self._rows, n, s_p, th_p, self._shared, self._theta_table)
+        return spikes
+
+
+def adaptive_lif_step_kernel(
+    params: "LIFParameters",
+    trace_params: "TraceParameters",
+    theta_decay: torch.Tensor,
+    theta_plus: torch.Tensor,
+    x: torch.Tensor,
+    shared: bool,
+    update: bool,
+) -> Optional[AdaptiveLIFStepKernel]:
+    """An :class:`AdaptiveLIFStepKernel` for inputs like ``x`` ``(B, *shape)``, or ``None``
+    where it does not apply (see :func:`lif_step_kernel`)."""
+    if not available() or x.dtype not in _DTYPES or not x.is_cpu or x.numel() >= _PARALLEL_MIN:
+        return None
+    table = _lif_table(params, trace_params, x.dtype, x.shape[1:])
+    if table is None:
+        return None
+    theta_table = _table((theta_decay, theta_plus), (x.dtype, x.dtype), x.shape[1:])
+    if theta_table is None:
+        return None
+    owners = (params, trace_params, theta_decay, theta_plus)
+    return AdaptiveLIFStepKernel(x, table, theta_table, owners, shared, update)
+
+
+def _per_sample(x: torch.Tensor) -> int:
+    n = 1
+    for size in x.shape[1:]:
+        n *= size
+    return n
 
 
 class TraceStepKernel:

@@ -78,6 +78,7 @@ from pysnn.functional.decay import exp_decay
 from pysnn.functional.izhikevich import IzhikevichParameters, izhikevich_step
 from pysnn.functional.lif import (
     LIFParameters,
+    adaptive_lif_trace_kernel,
     adaptive_theta_step,
     lif_parameters,
     lif_trace_kernel,
@@ -650,6 +651,7 @@ class _FastStep:
 
     __slots__ = ("kernel", "shape", "dtype", "constants", "versions", "pointers")
     STATE: Tuple[str, ...] = ()
+    BATCH_STATE: Optional[Tuple[str, ...]] = None  # those shaped like the input (None: STATE)
     GRAD_STATE: Tuple[str, ...] = ()
     CONSTANTS: Tuple[str, ...] = ()
 
@@ -672,7 +674,7 @@ class _FastStep:
         ):
             return False
         state = neuron._buffers
-        for name in cls.STATE:
+        for name in cls.STATE if cls.BATCH_STATE is None else cls.BATCH_STATE:
             tensor = state[name]
             if not tensor.is_contiguous() or tensor.shape != x.shape:
                 return False
@@ -933,6 +935,7 @@ class LIFNeuron(Neuron):
             )
 
     _STEP_CONSTANTS = ("tau_v", "v_rest", "v_reset", "thresh", "refrac", "tau_trace", "trace_scale")
+    _FAST_STEP = _FastLIFStep
 
     def step_parameters(self) -> Tuple[LIFParameters, TraceParameters]:
         """The discretised LIF and trace parameters of the next step (see
@@ -966,7 +969,7 @@ class LIFNeuron(Neuron):
                 return s
         s = super().forward(x)
         if self.__dict__["_fast"] is None:
-            self.__dict__["_fast"] = _FastLIFStep.build(self, x, s)
+            self.__dict__["_fast"] = self._FAST_STEP.build(self, x, s)
         return s
 
     def step(self, x: torch.Tensor) -> torch.Tensor:
@@ -1065,6 +1068,56 @@ class IFNeuron(LIFNeuron):
         self._non_persistent_buffers_set.add("tau_v")
 
 
+class _FastAdaptiveStep(_FastStep):
+    """:class:`AdaptiveLIFNeuron`'s fast step: the fused LIF and trace kernel with the threshold
+    offset, then the ``theta`` update, in place."""
+
+    __slots__ = ()
+    STATE = ("v", "refrac_count", "trace", "theta")
+    BATCH_STATE = ("v", "refrac_count", "trace")  # theta: checked in build (shared or not)
+    GRAD_STATE = ("v", "trace", "theta")
+    CONSTANTS = _FastLIFStep.CONSTANTS + ("tau_theta", "theta_plus")
+
+    @staticmethod
+    def build(
+        neuron: "AdaptiveLIFNeuron", x: torch.Tensor, s: torch.Tensor
+    ) -> Optional["_FastAdaptiveStep"]:
+        """After a general step: the fast step for the next ones, or ``None``."""
+        cls = type(neuron)
+        if (
+            cls.step is not AdaptiveLIFNeuron.step
+            or cls.threshold_offset is not AdaptiveLIFNeuron.threshold_offset
+            or cls.step_parameters is not LIFNeuron.step_parameters
+            or cls._prepare is not Neuron._prepare
+            or neuron.spike_count_reduce is not None
+            or not _FastAdaptiveStep.state_fits(neuron, x, s)
+            or neuron._buffers["refrac_count"].dtype is not torch.int64
+        ):
+            return None
+        theta = neuron._buffers["theta"]
+        shared = neuron.theta_shared
+        if theta.dtype is not x.dtype or not theta.is_contiguous() or theta.requires_grad:
+            return None
+        if theta.shape != (x.shape[1:] if shared else x.shape):
+            return None
+        del theta
+        kernel = adaptive_lif_trace_kernel(
+            *neuron.step_parameters(),
+            neuron.theta_decay(),
+            neuron._buffers["theta_plus"],
+            x,
+            shared,
+            update=neuron.training or not shared,
+        )
+        return None if kernel is None else _FastAdaptiveStep(neuron, x, kernel)
+
+    def run(self, state: dict, x: torch.Tensor) -> Optional[torch.Tensor]:
+        s = self.kernel(x, state["v"], state["refrac_count"], state["trace"], state["theta"])
+        if s is not None:
+            state["spikes"] = s
+        return s
+
+
 class AdaptiveLIFNeuron(LIFNeuron):
     r"""LIF neuron with an adaptive threshold :math:`v_{th} = v_{th,0} + \theta`.
 
@@ -1138,11 +1191,17 @@ class AdaptiveLIFNeuron(LIFNeuron):
         """The adaptive offset ``theta`` (mV)."""
         return self._buffers["theta"]
 
+    _FAST_STEP = _FastAdaptiveStep
+
+    def theta_decay(self) -> torch.Tensor:
+        """The relaxation factor of ``theta`` per step, ``exp(-dt / tau_theta)``."""
+        return self.derived("theta_decay", exp_decay, self._constant("tau_theta"), self.dt)
+
     def step(self, x: torch.Tensor) -> torch.Tensor:
         """One LIF step with threshold ``thresh + theta``, then the update of ``theta``."""
         s = super().step(x)
         state = self._buffers
-        theta_decay = self.derived("theta_decay", exp_decay, self._constant("tau_theta"), self.dt)
+        theta_decay = self.theta_decay()
         theta_plus = self._constant("theta_plus")
         if not self.theta_shared:
             state["theta"] = adaptive_theta_step(state["theta"], s, theta_decay, theta_plus)

@@ -557,3 +557,52 @@ def test_modules_with_a_fast_step_copy_and_pickle():
                 assert clone._fast is None
                 for _ in range(2):
                     assert torch.equal(clone(x), copy.deepcopy(m)(x))
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_adaptive_fast_step_follows_every_change_exactly(shared, monkeypatch):
+    """``AdaptiveLIFNeuron``'s fast step (LIF kernel with the offset, then the ``theta`` kernel)
+    equals the torch path through edits of ``tau_theta``/``theta_plus``, ``eval()``/``train()``,
+    ``reset_theta``, a kept reference to ``theta`` and a new batch size."""
+    from pysnn.neuron import AdaptiveLIFNeuron
+
+    g = torch.Generator().manual_seed(7)
+    x = torch.rand(60, 3, 5, generator=g, dtype=torch.float64) * 6.0
+
+    def scenario(fused):
+        neuron = AdaptiveLIFNeuron(
+            5, v_rest=-60.0, refrac=1.0, theta_plus=0.8, tau_theta=40.0, theta_shared=shared
+        ).double()
+        out, kept = [], []
+        with native.enabled(fused), torch.no_grad():
+            for t in range(60):
+                if t == 8:
+                    neuron.tau_theta.mul_(0.5)
+                if t == 14:
+                    neuron.theta_plus.data = torch.full_like(neuron.theta_plus, 1.5)
+                if t == 20:
+                    neuron.eval()
+                if t == 26:
+                    neuron.train()
+                if t == 32:
+                    neuron.reset_theta()
+                if t == 38:
+                    kept.append((neuron.theta, neuron.theta.clone()))
+                step = x[t, :1] if t >= 45 else x[t]
+                s = neuron(step)  # (no reference to the state kept past the step)
+                batch = step.shape[0]
+                out.append(torch.cat([s, neuron.v, neuron.trace, neuron.theta.expand(batch, 5)], 1))
+        return torch.cat(out), kept, neuron
+
+    from pysnn.neuron import _FastAdaptiveStep
+
+    fast_steps = []
+    run_fast = _FastAdaptiveStep.run
+    monkeypatch.setattr(_FastAdaptiveStep, "run", lambda *a: fast_steps.append(1) or run_fast(*a))
+    fused, kept, neuron = scenario(True)
+    reference, _, _ = scenario(False)
+    assert torch.equal(fused, reference)
+    assert all(torch.equal(a, b) for a, b in kept)
+    if native.available():
+        assert len(fast_steps) > 30  # most steps took the fast path
+    assert fused[:, 15:].max() > 1.0  # theta did adapt

@@ -386,6 +386,43 @@ PYSNN_TRACE(pysnn_trace_f32, float)
 PYSNN_TRACE(pysnn_trace_f64, double)
 
 /*
+ * Adaptive threshold after a step (pysnn.functional.lif.adaptive_theta_step):
+ *   theta <- theta * decay + plus * c   (a product, a product, a sum: each rounded, no MADD)
+ * s: (B, N) spikes of the step. Per-sample theta (shared = 0): theta (B, N), c = s. Shared theta
+ * (shared = 1): theta (N), c = the spikes summed over the batch (0/1 values: exact in any order).
+ * table: (address, stride) of decay and plus.
+ */
+#define PYSNN_THETA(NAME, T)                                                                     \
+    void NAME(int64_t batch, int64_t n, const T *s, T *theta, int shared, const int64_t *table)  \
+    {                                                                                            \
+        const T *decay = PARAM(T, table, 0), *plus = PARAM(T, table, 1);                         \
+        const int64_t decay_s = STRIDE(table, 0), plus_s = STRIDE(table, 1);                     \
+        if (shared) {                                                                            \
+            for (int64_t i = 0; i < n; ++i) {                                                    \
+                T c = 0;                                                                         \
+                for (int64_t b = 0; b < batch; ++b)                                              \
+                    c += s[b * n + i];                                                           \
+                T kept = theta[i] * decay[i * decay_s];                                          \
+                T added = plus[i * plus_s] * c;                                                  \
+                theta[i] = kept + added;                                                         \
+            }                                                                                    \
+            return;                                                                              \
+        }                                                                                        \
+        for (int64_t b = 0; b < batch; ++b) {                                                    \
+            const T *sb = s + b * n;                                                             \
+            T *tb = theta + b * n;                                                               \
+            for (int64_t i = 0; i < n; ++i) {                                                    \
+                T kept = tb[i] * decay[i * decay_s];                                             \
+                T added = plus[i * plus_s] * sb[i];                                              \
+                tb[i] = kept + added;                                                            \
+            }                                                                                    \
+        }                                                                                        \
+    }
+
+PYSNN_THETA(pysnn_theta_f32, float)
+PYSNN_THETA(pysnn_theta_f64, double)
+
+/*
  * Event-driven x @ W^T for a Linear connection (pysnn.connection.Linear, "event" propagation):
  * only the weight rows of the non-zero inputs are read and added, in increasing input order:
  *
@@ -406,18 +443,46 @@ PYSNN_TRACE(pysnn_trace_f64, double)
     static void *NAME##_columns(void *arg)                                                      \
     {                                                                                           \
         const NAME##_job *job = (const NAME##_job *)arg;                                        \
+        const int64_t lo = job->lo, hi = job->hi, n_out = job->n_out;                           \
         for (int64_t b = 0; b < job->batch; ++b) {                                              \
             const T *xb = job->x + b * job->n_in;                                               \
-            T *ob = job->out + b * job->n_out;                                                  \
-            for (int64_t i = job->lo; i < job->hi; ++i)                                         \
+            T *restrict ob = job->out + b * n_out;                                              \
+            const T *w[8];                                                                      \
+            T xs[8];                                                                            \
+            int found = 0;                                                                      \
+            for (int64_t i = lo; i < hi; ++i)                                                   \
                 ob[i] = (T)0;                                                                   \
             for (int64_t j = 0; j < job->n_in; ++j) {                                           \
-                T xj = xb[j];                                                                   \
-                if (xj == (T)0)                                                                 \
+                if (xb[j] == (T)0)                                                              \
                     continue;                                                                   \
-                const T *w = job->wt + j * job->n_out;                                          \
-                for (int64_t i = job->lo; i < job->hi; ++i)                                     \
-                    ob[i] = ob[i] + xj * w[i];                                                  \
+                w[found] = job->wt + j * n_out;                                                 \
+                xs[found] = xb[j];                                                              \
+                if (++found < 8)                                                                \
+                    continue;                                                                   \
+                /* eight rows at once: eight memory streams, one pass over the output; each */  \
+                /* element still adds its terms in increasing input order */                    \
+                const T *restrict w0 = w[0], *restrict w1 = w[1], *restrict w2 = w[2];          \
+                const T *restrict w3 = w[3], *restrict w4 = w[4], *restrict w5 = w[5];          \
+                const T *restrict w6 = w[6], *restrict w7 = w[7];                               \
+                for (int64_t i = lo; i < hi; ++i) {                                             \
+                    T a = ob[i];                                                                \
+                    a = a + xs[0] * w0[i];                                                      \
+                    a = a + xs[1] * w1[i];                                                      \
+                    a = a + xs[2] * w2[i];                                                      \
+                    a = a + xs[3] * w3[i];                                                      \
+                    a = a + xs[4] * w4[i];                                                      \
+                    a = a + xs[5] * w5[i];                                                      \
+                    a = a + xs[6] * w6[i];                                                      \
+                    a = a + xs[7] * w7[i];                                                      \
+                    ob[i] = a;                                                                  \
+                }                                                                               \
+                found = 0;                                                                      \
+            }                                                                                   \
+            for (int k = 0; k < found; ++k) {                                                   \
+                const T *restrict wk = w[k];                                                    \
+                const T xk = xs[k];                                                             \
+                for (int64_t i = lo; i < hi; ++i)                                               \
+                    ob[i] = ob[i] + xk * wk[i];                                                 \
             }                                                                                   \
         }                                                                                       \
         return 0;                                                                               \
@@ -431,8 +496,8 @@ PYSNN_TRACE(pysnn_trace_f64, double)
             active += x[k] != (T)0;                                                             \
         if (n_threads > PYSNN_MAX_THREADS)                                                      \
             n_threads = PYSNN_MAX_THREADS;                                                      \
-        /* a thread costs tens of microseconds: only for ~1e6 multiply-adds and more */         \
-        if (active * n_out < ((int64_t)1 << 20) || n_out < 64 * n_threads)                      \
+        /* a thread costs tens of microseconds: only for ~4e6 multiply-adds and more */         \
+        if (active * n_out < ((int64_t)1 << 22) || n_out < 64 * n_threads)                      \
             n_threads = 1;                                                                      \
         NAME##_job jobs[PYSNN_MAX_THREADS];                                                     \
         int64_t chunk = (n_out + n_threads - 1) / n_threads;                                    \

@@ -39,6 +39,7 @@ __all__ = [
     "lif_trace_step",
     "lif_trace_steps",
     "lif_trace_kernel",
+    "adaptive_lif_trace_kernel",
     "adaptive_theta_step",
 ]
 
@@ -191,6 +192,24 @@ def lif_trace_kernel(
     if _constants_need_grad(p, tp):
         return None
     return native.lif_step_kernel(p, tp, x)
+
+
+def adaptive_lif_trace_kernel(
+    p: LIFParameters,
+    tp: TraceParameters,
+    theta_decay: torch.Tensor,
+    theta_plus: torch.Tensor,
+    x: torch.Tensor,
+    shared: bool,
+    update: bool = True,
+) -> Optional["native.AdaptiveLIFStepKernel"]:
+    """:func:`lif_trace_kernel` with a threshold offset ``theta``, followed by
+    :func:`adaptive_theta_step` (with the spikes summed over the batch for a ``shared`` theta of
+    shape ``shape``; no update without ``update``), all in place:
+    ``kernel(x, v, refrac, trace, theta) -> spikes``, or ``None`` where it does not apply."""
+    if _constants_need_grad(p, tp) or theta_decay.requires_grad or theta_plus.requires_grad:
+        return None
+    return native.adaptive_lif_step_kernel(p, tp, theta_decay, theta_plus, x, shared, update)
 
 
 def lif_trace_steps(
