@@ -58,6 +58,7 @@ from pysnn.functional.linear import (
     delay_queue_step,
     linear_dense,
     linear_event,
+    linear_event_block,
     linear_event_step,
 )
 from pysnn.multistep import has_forward_hooks, step_through
@@ -180,6 +181,10 @@ class _PresynapticCopy:
             and self.pointer == weight.data_ptr()
             and self.edits == weight.edits()
         )
+
+    def current(self, weight: torch.Tensor) -> Optional[torch.Tensor]:
+        """The copy if it is up to date for ``weight``, else ``None`` (never builds one)."""
+        return self.copy if self.copy is not None and self._in_sync(weight) else None
 
     def _rekey(self, weight: _TrackedParameter) -> None:
         self.source, self.version = weight, weight._version
@@ -1436,7 +1441,15 @@ class Linear(Connection):
         else:
             event = False
         if event:
-            out = linear_event(flat, self._weight_rows(weight), self.bias)[0]
+            # an up-to-date presynaptic-major copy is read fastest; without one, the block
+            # kernel reads the weight itself rather than building the copy (one read of the
+            # weight instead of a read, a write and its memory)
+            blocked = None
+            if self._copy.current(weight) is None:
+                blocked = linear_event_block(flat, weight, self.bias)
+            if blocked is None:
+                blocked = linear_event(flat, self._weight_rows(weight), self.bias)
+            out = blocked[0]
         else:
             out = linear_dense(flat, weight, self.bias)
         return out.view(n_steps, n_batch, self.out_features)

@@ -184,10 +184,12 @@ def _build() -> ctypes.CDLL:
         theta = getattr(lib, f"pysnn_theta_{suffix}")
         theta.argtypes = [i64, i64, ptr, ptr, ctypes.c_int, ptr]
         theta.restype = None
-        for name in ("linear_event", "linear_event_block"):
-            linear = getattr(lib, f"pysnn_{name}_{suffix}")
-            linear.argtypes = [i64, i64, i64, ptr, ptr, ptr, i64]
-            linear.restype = i64
+        linear = getattr(lib, f"pysnn_linear_event_{suffix}")
+        linear.argtypes = [i64, i64, i64, ptr, ptr, ptr, i64]
+        linear.restype = i64
+        block = getattr(lib, f"pysnn_linear_event_block_{suffix}")
+        block.argtypes = [i64, i64, i64, ptr, ptr, ptr, i64, ctypes.c_int]
+        block.restype = i64
         transpose = getattr(lib, f"pysnn_transpose_{suffix}")
         transpose.argtypes = [i64, i64, ptr, ptr, i64]
         transpose.restype = None
@@ -863,20 +865,38 @@ def row_update_(
 def _linear_event(x: torch.Tensor, weight_t: torch.Tensor) -> Tuple[torch.Tensor, int]:
     """:func:`linear_event` without its checks (the caller has checked :func:`usable`)."""
     out = x.new_empty(x.shape[0], weight_t.shape[1])  # (varargs: faster than a shape tuple)
-    block = x.shape[0] >= BLOCK_ROWS and weight_t.shape[0] < 2**31
-    if x.dtype == torch.float32:
-        kernel = _block_f32 if block else _linear_f32
+    f32 = x.dtype == torch.float32
+    args = (x.shape[0], weight_t.shape[0], weight_t.shape[1], x.data_ptr(), weight_t.data_ptr())
+    threads = torch.get_num_threads()
+    if x.shape[0] >= BLOCK_ROWS and weight_t.shape[0] < 2**31:
+        active = (_block_f32 if f32 else _block_f64)(*args, out.data_ptr(), threads, 0)
     else:
-        kernel = _block_f64 if block else _linear_f64
-    active = kernel(
-        x.shape[0],
-        weight_t.shape[0],
-        weight_t.shape[1],
-        x.data_ptr(),
-        weight_t.data_ptr(),
-        out.data_ptr(),
-        torch.get_num_threads(),
-    )
+        active = (_linear_f32 if f32 else _linear_f64)(*args, out.data_ptr(), threads)
     if active < 0:
         raise MemoryError("pysnn.native.linear_event: out of memory for the list of active inputs")
+    return out, active
+
+
+def linear_event_rows(x: torch.Tensor, weight: torch.Tensor) -> Tuple[torch.Tensor, int]:
+    """``x @ weight.t()`` from the non-zero entries of ``x``, reading the row-major ``weight``
+    ``(out, in)`` itself: returns ``(out, active)`` as :func:`linear_event`, bit for bit.
+
+    The cache-blocked kernel of :func:`linear_event` with each weight block transposed in cache
+    as it is used: the weight is read once per call and no presynaptic-major copy is needed. For
+    blocks of rows (a multi-step block); unchecked beyond :func:`usable` (the caller checks it).
+    """
+    out = x.new_empty(x.shape[0], weight.shape[0])
+    kernel = _block_f32 if x.dtype == torch.float32 else _block_f64
+    active = kernel(
+        x.shape[0],
+        weight.shape[1],
+        weight.shape[0],
+        x.data_ptr(),
+        weight.data_ptr(),
+        out.data_ptr(),
+        torch.get_num_threads(),
+        1,
+    )
+    if active < 0:
+        raise MemoryError("pysnn.native.linear_event_rows: out of memory")
     return out, active

@@ -245,6 +245,46 @@ def test_cache_blocked_event_kernel_equals_rowwise_bit_for_bit(dtype, monkeypatc
     torch.testing.assert_close(blocked, x @ wt)
 
 
+@needs_native
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("n_in,n_out", [(300, 1100), (129, 7), (1000, 513)])
+def test_event_kernel_on_the_row_major_weight_equals_the_copy_bit_for_bit(dtype, n_in, n_out):
+    """``linear_event_rows`` transposes each weight block in cache: the same terms in the same
+    order as the kernels on the presynaptic-major copy (blocked and row by row), with partial
+    blocks and tiles, graded input, an all-zero row and a dense row."""
+    torch.manual_seed(11)
+    weight = torch.randn(n_out, n_in, dtype=dtype)
+    x = (torch.rand(40, n_in) < 0.1).to(dtype) * torch.rand(40, n_in, dtype=dtype)
+    x[5] = 0
+    x[6] = torch.rand(n_in, dtype=dtype) + 0.1
+    rows, active = native.linear_event_rows(x, weight)
+    copy_blocked, active_copy = native.linear_event(x, native.transposed(weight))
+    rowwise = torch.stack([native.linear_event(r[None], weight.t().contiguous())[0][0] for r in x])
+    assert torch.equal(rows, copy_blocked) and torch.equal(rows, rowwise)
+    assert active == active_copy == int(x.count_nonzero())
+    exact = x.double() @ weight.double().t()  # (float32 sums of 1000 terms: rounding only)
+    torch.testing.assert_close(rows.double(), exact, rtol=1e-4, atol=1e-4)
+
+
+@needs_native
+def test_multistep_without_a_copy_reads_the_weight_and_builds_none():
+    """A multi-step block after a weight write reads the row-major weight itself (no
+    presynaptic-major copy is built, no memory for it); the result equals the step loop."""
+    torch.manual_seed(12)
+    conn = Linear(200, 90, propagation="event")
+    x = (torch.rand(30, 2, 200) < 0.1).float()
+    with torch.no_grad():
+        conn.weight.normal_()
+        block = conn.forward_multistep(x)
+        assert conn._copy.copy is None
+        conn.reset_state()
+        loop = torch.stack([conn(s) for s in x])  # single steps build the copy
+        assert conn._copy.copy is not None
+        conn.reset_state()
+        again = conn.forward_multistep(x)  # now read from the up-to-date copy
+    assert torch.equal(block, loop) and torch.equal(again, loop)
+
+
 def test_without_a_compiler_everything_falls_back_to_torch(tmp_path):
     """No C compiler on the PATH: the status says why, and neurons still run (torch ops)."""
     import subprocess

@@ -524,6 +524,12 @@ PYSNN_LINEAR_EVENT(pysnn_linear_event_f64, double)
  * cache while every row adds its active inputs from that block. Each output element still receives
  * its terms in increasing input order, so the result is bit-identical to the untiled loop.
  * Threads split the output tiles. Returns the number of non-zero inputs, or -1 if out of memory.
+ *
+ * With row_major = 1, wt is the (n_out, n_in) weight itself, not its transpose: each
+ * (TILE_IN, TILE_OUT) block is transposed into a per-thread buffer (256 KB in float32, in cache)
+ * before the rows use it. The weight is then read once per call, and no presynaptic-major copy of
+ * it is needed (building one costs a full read and write of the weight, and its memory); the
+ * values, and their order, are the same.
  */
 #ifndef TILE_IN
 #define TILE_IN 128
@@ -540,6 +546,7 @@ PYSNN_LINEAR_EVENT(pysnn_linear_event_f64, double)
         const T *vals, *wt;                                                                     \
         T *out;                                                                                 \
         int64_t *cursor;                                                                        \
+        T *buf; /* (TILE_IN, TILE_OUT) transposed weight block, or 0 (wt is the transpose) */  \
     } NAME##_job;                                                                               \
                                                                                                 \
     static void *NAME##_tiles(void *arg)                                                        \
@@ -556,14 +563,31 @@ PYSNN_LINEAR_EVENT(pysnn_linear_event_f64, double)
             }                                                                                   \
             for (int64_t block = 0; block < job->n_in; block += TILE_IN) {                     \
                 int64_t end = block + TILE_IN;                                                  \
+                /* w(j)[i]: the weight from input j to output i, for i in [lo, hi) */           \
+                const T *base = job->wt;                                                        \
+                int64_t stride = job->n_out, shift = 0, origin = lo;                            \
+                if (job->buf) {                                                                 \
+                    int64_t top = end < job->n_in ? end : job->n_in;                            \
+                    for (int64_t i0 = lo; i0 < hi; i0 += 8) /* in 8 x 8 squares */              \
+                        for (int64_t j0 = block; j0 < top; j0 += 8) {                           \
+                            int64_t i1 = i0 + 8 < hi ? i0 + 8 : hi;                             \
+                            int64_t j1 = j0 + 8 < top ? j0 + 8 : top;                           \
+                            for (int64_t i = i0; i < i1; ++i) {                                 \
+                                const T *src = job->wt + i * job->n_in;                         \
+                                for (int64_t j = j0; j < j1; ++j)                               \
+                                    job->buf[(j - block) * TILE_OUT + (i - lo)] = src[j];       \
+                            }                                                                   \
+                        }                                                                       \
+                    base = job->buf, stride = TILE_OUT, shift = block, origin = 0;              \
+                }                                                                               \
                 for (int64_t r = 0; r < job->rows; ++r) {                                       \
                     int64_t k = job->cursor[r], stop = job->row_ptr[r + 1];                     \
                     T *o = job->out + r * job->n_out;                                           \
                     for (; k < stop && job->cols[k] < end; ++k) {                               \
-                        const T *w = job->wt + (int64_t)job->cols[k] * job->n_out;              \
+                        const T *w = base + ((int64_t)job->cols[k] - shift) * stride + origin;  \
                         T v = job->vals[k];                                                     \
                         for (int64_t i = lo; i < hi; ++i)                                       \
-                            o[i] = o[i] + v * w[i];                                             \
+                            o[i] = o[i] + v * w[i - lo];                                        \
                     }                                                                           \
                     job->cursor[r] = k;                                                         \
                 }                                                                               \
@@ -573,7 +597,7 @@ PYSNN_LINEAR_EVENT(pysnn_linear_event_f64, double)
     }                                                                                           \
                                                                                                 \
     int64_t NAME(int64_t rows, int64_t n_in, int64_t n_out, const T *x, const T *wt, T *out,    \
-                 int64_t n_threads)                                                             \
+                 int64_t n_threads, int row_major)                                              \
     {                                                                                           \
         int64_t *row_ptr = malloc((size_t)(rows + 1) * sizeof(int64_t));                        \
         if (!row_ptr)                                                                           \
@@ -594,8 +618,9 @@ PYSNN_LINEAR_EVENT(pysnn_linear_event_f64, double)
         int32_t *cols = malloc((size_t)(active > 0 ? active : 1) * sizeof(int32_t));            \
         T *vals = malloc((size_t)(active > 0 ? active : 1) * sizeof(T));                        \
         int64_t *cursor = malloc((size_t)(rows > 0 ? rows : 1) * n_threads * sizeof(int64_t));  \
-        if (!cols || !vals || !cursor) {                                                        \
-            free(row_ptr), free(cols), free(vals), free(cursor);                                \
+        T *bufs = row_major ? malloc((size_t)n_threads * TILE_IN * TILE_OUT * sizeof(T)) : 0;   \
+        if (!cols || !vals || !cursor || (row_major && !bufs)) {                                \
+            free(row_ptr), free(cols), free(vals), free(cursor), free(bufs);                    \
             return -1;                                                                          \
         }                                                                                       \
         for (int64_t r = 0, k = 0; r < rows; ++r)                                               \
@@ -612,11 +637,11 @@ PYSNN_LINEAR_EVENT(pysnn_linear_event_f64, double)
             int64_t a = t * per < n_tiles ? t * per : n_tiles;                                  \
             int64_t b = a + per < n_tiles ? a + per : n_tiles;                                  \
             NAME##_job job = {rows, n_in, n_out, a, b, row_ptr, cols, vals, wt, out,            \
-                              cursor + t * rows};                                               \
+                              cursor + t * rows, row_major ? bufs + t * TILE_IN * TILE_OUT : 0};  \
             jobs[t] = job;                                                                      \
         }                                                                                       \
         run_jobs(NAME##_tiles, (char *)jobs, sizeof(NAME##_job), n_threads);                    \
-        free(row_ptr), free(cols), free(vals), free(cursor);                                    \
+        free(row_ptr), free(cols), free(vals), free(cursor), free(bufs);                        \
         return active;                                                                          \
     }
 

@@ -25,7 +25,13 @@ from torch.autograd.function import once_differentiable
 
 from pysnn import native
 
-__all__ = ["delay_queue_step", "linear_dense", "linear_event", "linear_event_step"]
+__all__ = [
+    "delay_queue_step",
+    "linear_dense",
+    "linear_event",
+    "linear_event_block",
+    "linear_event_step",
+]
 
 
 def linear_dense(
@@ -98,6 +104,30 @@ def linear_event(
             offsets = torch.searchsorted(flat, starts)
         values = x_c.view(-1).index_select(0, flat)
         out = F.embedding_bag(pre, weight_rows, offsets, mode="sum", per_sample_weights=values)
+    return (out if bias is None else out + bias), active
+
+
+def linear_event_block(
+    x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None
+) -> Optional[Tuple[torch.Tensor, int]]:
+    """:func:`linear_event` for a block of rows (e.g. all ``T * B`` rows of a multi-step call),
+    reading the row-major ``weight`` ``(out, in)`` itself instead of a presynaptic-major copy.
+
+    Returns ``(x @ weight.t() (+ bias), active)``, bit for bit as :func:`linear_event` with
+    ``weight.t()``, from the fused cache-blocked kernel (:func:`pysnn.native.linear_event_rows`),
+    or ``None`` where that does not apply: fewer than :data:`pysnn.native.BLOCK_ROWS` rows, a
+    tensor that needs a gradient, or tensors the kernels cannot take. For a caller without an
+    up-to-date copy: building one reads and writes the whole weight, this reads it once.
+    """
+    if x.shape[0] < native.BLOCK_ROWS or (
+        torch.is_grad_enabled()
+        and (x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad))
+    ):
+        return None
+    x_c = x.contiguous()
+    if not native.usable(x_c, weight) or x.shape[1] >= 2**31:
+        return None
+    out, active = native.linear_event_rows(x_c, weight)
     return (out if bias is None else out + bias), active
 
 
