@@ -984,6 +984,45 @@ class Connection(nn.Module):
         self._edited()
         return True
 
+    def _fused_stdp_update(
+        self,
+        s_post: torch.Tensor,
+        x_post: torch.Tensor,
+        pre_trace: torch.Tensor,
+        arriving: torch.Tensor,
+        pot: float,
+        dep: float,
+    ) -> bool:
+        """:class:`~pysnn.learning.STDP`'s one-sample update (see
+        :func:`pysnn.functional.plasticity.stdp_rows_update`) applied as :meth:`apply_update_`
+        applies it, in one fused CPU pass that also keeps the event copy in step
+        (:func:`pysnn.native.stdp_rows_`); ``False`` (nothing done) where it does not apply."""
+        leaf = self._parameters.get("weight")
+        if leaf is None or torch.is_grad_enabled():
+            return False
+        copy = self.__dict__.get("_copy")
+        in_sync = copy is not None and copy.copy is not None and copy._in_sync(leaf)
+        bounds = (self.wmin, self.wmax)
+        if not (math.isfinite(self.wmin) or math.isfinite(self.wmax)):
+            bounds = None
+        changed = native.stdp_rows_(
+            leaf,
+            copy.copy if in_sync else None,
+            s_post,
+            x_post,
+            pre_trace,
+            arriving,
+            pot,
+            dep,
+            bounds,
+        )
+        if changed is None:
+            return False
+        if in_sync:
+            copy._rekey(leaf)
+        self._edited()
+        return True
+
     def _accumulate_grad(self, kind: str, dw: torch.Tensor, rows: Optional[torch.Tensor]) -> None:
         """``.grad -= dw`` on the learnable tensor(s) behind ``weight``."""
         if kind == "parameter":

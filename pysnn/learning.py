@@ -121,6 +121,7 @@ from pysnn.functional.plasticity import (
     conv2d_patches,
     linear_correlation,
     soft_bound_factors,
+    stdp_rows_update,
     trace_update,
 )
 
@@ -807,8 +808,22 @@ class STDP(_WeightDependent):
             and not g.own_layout
             and not conn.per_synapse_delay
         ):
-            # Both terms in one (out, 2B) @ (2B, in) product: no weight-sized temporaries.
             scale = self.batch_factor(batch)
+            if batch == 1 and not s_post.is_cuda and self.process_group is None:
+                # one sample (Diehl & Cook's protocol): only the rows of postsynaptic neurons
+                # that spike or fired recently change; fused into one pass on the CPU
+                pot, dep = self.nu_post * scale, -self.nu_pre * scale
+                pre_trace, arriving = g.pre_trace()[0], g.arriving_spikes()[0]
+                if self.grad or not conn._fused_stdp_update(
+                    s_post[0], x_post[0], pre_trace, arriving, pot, dep
+                ):
+                    rows, dw = stdp_rows_update(s_post[0], x_post[0], pre_trace, arriving, pot, dep)
+                    if rows.shape[0] > 0 or self.norm is not None:
+                        self.apply_update(g, dw, rows)
+                elif self.norm is not None:
+                    conn.normalize(self.norm)
+                return None
+            # Both terms in one (out, 2B) @ (2B, in) product: no weight-sized temporaries.
             post = torch.cat((s_post * (self.nu_post * scale), x_post * (-self.nu_pre * scale)))
             pre = torch.cat((g.pre_trace(), g.arriving_spikes()))
             if post.is_cuda or self.process_group is not None:

@@ -70,6 +70,7 @@ __all__ = [
     "linear_event",
     "transposed",
     "row_update_",
+    "stdp_rows_",
 ]
 
 _SOURCE = Path(__file__).resolve().parent / "csrc" / "kernels.c"
@@ -84,7 +85,7 @@ _tried = False
 _lif_f32 = _lif_f64 = _trace_f32 = _trace_f64 = _linear_f32 = _linear_f64 = None
 _block_f32 = _block_f64 = _transpose_f32 = _transpose_f64 = _update_f32 = _update_f64 = None
 _backward_f32 = _backward_f64 = _lif_inplace_f32 = _lif_inplace_f64 = None
-_theta_f32 = _theta_f64 = None
+_theta_f32 = _theta_f64 = _stdp_f32 = _stdp_f64 = None
 _enabled = os.environ.get("PYSNN_NATIVE", "1").strip().lower() not in ("0", "false", "no", "off")
 
 
@@ -184,6 +185,10 @@ def _build() -> ctypes.CDLL:
         theta = getattr(lib, f"pysnn_theta_{suffix}")
         theta.argtypes = [i64, i64, ptr, ptr, ctypes.c_int, ptr]
         theta.restype = None
+        stdp = getattr(lib, f"pysnn_stdp_rows_{suffix}")
+        stdp.argtypes = [i64, i64, ptr, ptr, ptr, ptr, ctypes.c_double, ctypes.c_double]
+        stdp.argtypes += [ptr, ptr, ctypes.c_int, ctypes.c_double, ctypes.c_double]
+        stdp.restype = i64
         linear = getattr(lib, f"pysnn_linear_event_{suffix}")
         linear.argtypes = [i64, i64, i64, ptr, ptr, ptr, i64]
         linear.restype = i64
@@ -204,7 +209,7 @@ def _library() -> Optional[ctypes.CDLL]:
     global _lib, _reason, _tried, _lif_f32, _lif_f64, _trace_f32, _trace_f64, _linear_f32
     global _linear_f64, _block_f32, _block_f64, _transpose_f32, _transpose_f64, _update_f32
     global _update_f64, _backward_f32, _backward_f64, _lif_inplace_f32, _lif_inplace_f64
-    global _theta_f32, _theta_f64
+    global _theta_f32, _theta_f64, _stdp_f32, _stdp_f64
     if not _tried:
         with _lock:
             if not _tried:
@@ -217,6 +222,7 @@ def _library() -> Optional[ctypes.CDLL]:
                     _backward_f64 = lib.pysnn_lif_backward_f64
                     _trace_f32, _trace_f64 = lib.pysnn_trace_f32, lib.pysnn_trace_f64
                     _theta_f32, _theta_f64 = lib.pysnn_theta_f32, lib.pysnn_theta_f64
+                    _stdp_f32, _stdp_f64 = lib.pysnn_stdp_rows_f32, lib.pysnn_stdp_rows_f64
                     _linear_f32 = lib.pysnn_linear_event_f32
                     _linear_f64 = lib.pysnn_linear_event_f64
                     _block_f32 = lib.pysnn_linear_event_block_f32
@@ -860,6 +866,57 @@ def row_update_(
     if done:
         torch.autograd.graph.increment_version(weight)
     return bool(done)
+
+
+def stdp_rows_(
+    weight: torch.Tensor,
+    copy: Optional[torch.Tensor],
+    s_post: torch.Tensor,
+    x_post: torch.Tensor,
+    pre_trace: torch.Tensor,
+    arriving: torch.Tensor,
+    pot: float,
+    dep: float,
+    bounds: Optional[Tuple[float, float]],
+) -> Optional[int]:
+    """Pair-STDP of one sample applied to ``weight`` ``(out, in)`` in place (and to ``copy``, its
+    contiguous transpose, when given): for each postsynaptic ``i`` that spiked or has a trace,
+    ``w[i] = clamp(w[i] + addcmul(outer(s * pot, pre_trace)[i], x_post[i] * dep, arriving))``.
+
+    Exactly the torch operations of :func:`pysnn.functional.plasticity.stdp_rows_update`.
+    ``s_post``, ``x_post`` ``(out,)``, ``pre_trace``, ``arriving`` ``(in,)``; all contiguous CPU
+    tensors of one dtype. Returns the number of rows changed, or ``None`` (nothing done) where
+    the kernel does not apply.
+    """
+    if (
+        weight.dim() != 2
+        or not usable(weight, copy, s_post, x_post, pre_trace, arriving)
+        or s_post.numel() != weight.shape[0]
+        or x_post.numel() != weight.shape[0]
+        or pre_trace.numel() != weight.shape[1]
+        or arriving.numel() != weight.shape[1]
+        or (copy is not None and tuple(copy.shape) != (weight.shape[1], weight.shape[0]))
+    ):
+        return None
+    lo, hi = bounds if bounds is not None else (0.0, 0.0)
+    changed = (_stdp_f32 if weight.dtype == torch.float32 else _stdp_f64)(
+        weight.shape[0],
+        weight.shape[1],
+        s_post.data_ptr(),
+        x_post.data_ptr(),
+        pre_trace.data_ptr(),
+        arriving.data_ptr(),
+        pot,
+        dep,
+        weight.data_ptr(),
+        None if copy is None else copy.data_ptr(),
+        bounds is not None,
+        lo,
+        hi,
+    )
+    if changed:
+        torch.autograd.graph.increment_version(weight)
+    return changed
 
 
 def _linear_event(x: torch.Tensor, weight_t: torch.Tensor) -> Tuple[torch.Tensor, int]:

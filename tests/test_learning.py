@@ -1232,3 +1232,46 @@ def test_synapse_group_neuron_state_and_state_or():
     got = group.state_or("u", start)
     assert got.dtype == torch.float32 and torch.equal(got, torch.ones(4, 3))
     assert group.state_or("u", torch.zeros(2, 3)).shape == (2, 3)  # a new batch size
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("delay", [0.0, 2.0])
+def test_one_sample_stdp_fused_equals_torch_ops_and_keeps_the_event_copy(dtype, delay):
+    """At batch 1 STDP changes only the rows of neurons that spiked or fired recently, in one
+    fused pass on the CPU (weight and event copy together): bit-identical to the torch
+    operations (``PYSNN_NATIVE=0``), and (without delay) equal to ``nu_post s x_pre - nu_pre
+    x_post a`` per step, clamped, computed here independently in float64."""
+    import pysnn.native as native
+
+    def run(fused):
+        torch.manual_seed(4)
+        pre, post = Input(30).to(dtype), Input(8).to(dtype)
+        conn = Linear(30, 8, delay=delay, wmin=0.0, wmax=0.05, propagation="event").to(dtype)
+        with torch.no_grad():
+            conn.weight.uniform_(0.0, 0.05)
+        rule = STDP(connection=conn, pre=pre, post=post, nu=(3e-3, 5e-3))
+        g = torch.Generator().manual_seed(5)
+        weights, expected = [], []
+        with native.enabled(fused), torch.no_grad():
+            for _ in range(40):
+                x = (torch.rand(1, 30, generator=g) < 0.3).to(dtype)
+                s = (torch.rand(1, 8, generator=g) < 0.2).to(dtype)
+                conn(pre(x))
+                post(s)
+                w0 = conn.weight.detach().double().clone()
+                a, x_pre = conn.arriving_spikes().double(), rule.groups[0].pre_trace().double()
+                dw = 5e-3 * s.double().t() @ x_pre - 3e-3 * post.trace.double().t() @ a
+                expected.append((w0 + dw).clamp(0.0, 0.05))
+                rule.step()
+                weights.append(conn.weight.detach().clone())
+                if fused and native.available():  # the copy followed every update
+                    assert torch.equal(conn._copy.copy, conn.weight.detach().t())
+        return weights, expected
+
+    fused, expected = run(True)
+    reference, _ = run(False)
+    assert all(torch.equal(a, b) for a, b in zip(fused, reference))
+    tol = 1e-12 if dtype == torch.float64 else 1e-6
+    for got, want in zip(fused, expected if delay == 0 else []):  # (the delayed trace is the
+        torch.testing.assert_close(got.double(), want, rtol=0, atol=tol)  # rule's to read)
+    assert not torch.equal(fused[0], fused[-1])  # the weights did learn

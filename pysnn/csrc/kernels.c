@@ -736,3 +736,46 @@ PYSNN_TRANSPOSE(pysnn_transpose_f64, double)
 
 PYSNN_ROW_UPDATE(pysnn_row_update_f32, float)
 PYSNN_ROW_UPDATE(pysnn_row_update_f64, double)
+
+/*
+ * Pair-based STDP of one sample (pysnn.learning.STDP at batch 1) applied in place:
+ *
+ *   for each postsynaptic i with s[i] != 0 or xp[i] != 0, every j:
+ *     dw = MADD(xp[i] * b, a_in[j], (s[i] * a) * tr[j])     (torch.addcmul(outer, q, arrival))
+ *     w[i, j] = clamp(w[i, j] + dw, lo, hi)                  (clamp only if bounded)
+ *
+ * s, xp: (n_out) post spikes and trace; tr, a_in: (n_in) pre trace and arriving spikes; a, b:
+ * the potentiation and (negative) depression rates, applied in T as torch applies a Python
+ * number. The same values go into the transposed copy wt (n_in, n_out) when wt is not NULL.
+ * Returns the number of rows changed.
+ */
+#define PYSNN_STDP_ROWS(NAME, T)                                                                \
+    int64_t NAME(int64_t n_out, int64_t n_in, const T *s, const T *xp, const T *tr,             \
+                 const T *a_in, double a_d, double b_d, T *w, T *wt, int bounded, double lo_d,  \
+                 double hi_d)                                                                   \
+    {                                                                                           \
+        const T a = (T)a_d, b = (T)b_d, lo = (T)lo_d, hi = (T)hi_d;                             \
+        int64_t changed = 0;                                                                    \
+        for (int64_t i = 0; i < n_out; ++i) {                                                   \
+            if (s[i] == (T)0 && xp[i] == (T)0)                                                  \
+                continue;                                                                       \
+            ++changed;                                                                          \
+            const T p = s[i] * a, q = xp[i] * b;                                                \
+            T *restrict row = w + i * n_in;                                                     \
+            for (int64_t j = 0; j < n_in; ++j) {                                                \
+                T pot = p * tr[j];                                                              \
+                T dw = MADD(q, a_in[j], pot);                                                   \
+                T v = row[j] + dw;                                                              \
+                if (bounded)                                                                    \
+                    v = v < lo ? lo : (v > hi ? hi : v);                                        \
+                row[j] = v;                                                                     \
+            }                                                                                   \
+            if (wt)                                                                             \
+                for (int64_t j = 0; j < n_in; ++j)                                              \
+                    wt[j * n_out + i] = row[j];                                                 \
+        }                                                                                       \
+        return changed;                                                                         \
+    }
+
+PYSNN_STDP_ROWS(pysnn_stdp_rows_f32, float)
+PYSNN_STDP_ROWS(pysnn_stdp_rows_f64, double)

@@ -28,6 +28,7 @@ __all__ = [
     "trace_update",
     "soft_bound_factors",
     "pair_stdp_window",
+    "stdp_rows_update",
 ]
 
 IntPair = Union[int, Tuple[int, int]]
@@ -232,3 +233,30 @@ def pair_stdp_window(
     dep = nu_pre * scale_post * torch.exp(delta_t.clamp_max(0.0) / tau_post)
     zero = torch.zeros_like(delta_t)
     return torch.where(delta_t >= 0, pot, zero) - torch.where(delta_t <= 0, dep, zero)
+
+
+def stdp_rows_update(
+    s_post: torch.Tensor,
+    x_post: torch.Tensor,
+    pre_trace: torch.Tensor,
+    arriving: torch.Tensor,
+    pot: float,
+    dep: float,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    r"""Pair-STDP change of one sample, for the rows that can change: ``(rows, dw)``.
+
+    ``rows`` are the postsynaptic units that spiked or have a non-zero trace (the others get
+    :math:`\Delta w = 0`), ``dw`` ``(len(rows), in)`` is
+    :math:`\Delta w_{ij} = pot \cdot s_i \cdot x^{pre}_j + dep \cdot x^{post}_i \cdot a_j`, computed
+    as ``addcmul(outer(s * pot, pre_trace), x_post * dep, arriving)`` (the operations
+    :func:`pysnn.native.stdp_rows_` performs in one fused pass, with the same rounding).
+
+    Args:
+        s_post, x_post: postsynaptic spikes and trace ``(out,)``.
+        pre_trace, arriving: presynaptic trace and arriving spikes ``(in,)``.
+        pot, dep: the rates of the two terms (``dep`` negative for depression).
+    """
+    rows = (x_post.ne(0) | s_post.ne(0)).nonzero().squeeze(1)
+    p = (s_post * pot).index_select(0, rows)
+    q = (x_post * dep).index_select(0, rows)
+    return rows, torch.addcmul(torch.outer(p, pre_trace), q.unsqueeze(1), arriving.unsqueeze(0))
