@@ -789,8 +789,8 @@ class Connection(nn.Module):
             kwargs.setdefault("a", math.sqrt(5))
         if self.init == "constant" and "val" not in kwargs:
             raise ValueError("init='constant' needs init_kwargs={'val': value}")
-        with torch.no_grad():
-            value = torch.empty_like(self.weight)
+
+        def draw(value: torch.Tensor) -> None:
             try:
                 getattr(nn.init, self.init + "_")(value, **kwargs)
             except TypeError as err:
@@ -799,9 +799,16 @@ class Connection(nn.Module):
                 ) from None
             if math.isfinite(self.wmin) or math.isfinite(self.wmax):
                 self._redraw_within_bounds(value, kwargs)
-            self._edit(lambda w: w.copy_(value))
+
+        with torch.no_grad():
+            if self._kind("weight") == "parameter":
+                self._edit(draw)  # drawn in place: no weight-sized temporary
+            else:  # pruned or parametrized: drawn, then written through the mask/right_inverse
+                value = torch.empty_like(self.weight)
+                draw(value)
+                self._edit(lambda w: w.copy_(value))
             if self._kind("bias") != "absent":
-                fan_in = value[0].numel()
+                fan_in = self.weight[0].numel()
                 bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
                 bias = torch.empty_like(self.bias).uniform_(-bound, bound)
                 self._edit(lambda b: b.copy_(bias), "bias")
