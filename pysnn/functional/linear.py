@@ -65,8 +65,8 @@ def linear_event(
     entries is not computed, so an ``x`` that needs a gradient should use :func:`linear_dense`).
     When ``weight_rows`` needs a gradient, the kernels apply and ``x`` has many rows (at least
     :data:`pysnn.native.BLOCK_ROWS`, e.g. a multi-step block), forward and backward (the weight
-    gradient ``x^T @ grad``, also over the non-zero inputs only) run on the fused kernels, at the
-    cost of one contiguous copy of the weight per call.
+    gradient ``x^T @ grad``, also over the non-zero inputs only) run on the fused kernels, the
+    forward reading the row-major weight itself (no copy of it).
     The ``embedding_bag`` path finds the non-zero inputs with ``torch.nonzero``: a host sync on GPU.
 
     Args:
@@ -83,7 +83,8 @@ def linear_event(
     if native.usable(x_c, weight_rows):
         out, active = native._linear_event(x_c, weight_rows)
     elif (
-        x_c.shape[0] >= native.BLOCK_ROWS  # a block of rows: worth a copy of the weight
+        x_c.shape[0] >= native.BLOCK_ROWS  # a block of rows (the blocked kernel)
+        and weight_rows.shape[0] < 2**31
         and weight_rows.requires_grad
         and not x_c.requires_grad
         and torch.is_grad_enabled()
@@ -148,8 +149,9 @@ class _EventProduct(torch.autograd.Function):
     """``x @ weight_rows`` through the fused event-driven kernels, forward and backward,
     differentiable in ``weight_rows`` (a transposed view of a row-major weight), not in ``x``.
 
-    Forward: the product over the non-zero inputs of ``x`` with a contiguous presynaptic-major
-    copy of the weight. Backward: the weight gradient ``x^T @ grad`` is the same event-driven
+    Forward: the product over the non-zero inputs of ``x``, reading the row-major weight itself
+    (each block transposed in cache: no copy of the weight, see
+    :func:`pysnn.native.linear_event_rows`). Backward: the weight gradient ``x^T @ grad`` is the same event-driven
     product with ``x^T`` as input (only the non-zero inputs add their rows of ``grad``), cost
     ``~ active * out`` instead of ``N * in * out``.
     """
@@ -158,7 +160,7 @@ class _EventProduct(torch.autograd.Function):
     def forward(
         ctx: Any, x: torch.Tensor, weight_rows: torch.Tensor, counted: list
     ) -> torch.Tensor:
-        out, counted[0] = native._linear_event(x, native.transposed(weight_rows.t()))
+        out, counted[0] = native.linear_event_rows(x, weight_rows.t())
         ctx.save_for_backward(x)
         return out
 
