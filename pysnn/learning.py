@@ -121,6 +121,7 @@ from pysnn.functional.plasticity import (
     conv2d_patches,
     linear_correlation,
     soft_bound_factors,
+    stdp_rows_kernel,
     stdp_rows_update,
     trace_update,
 )
@@ -672,11 +673,22 @@ class LearningRule(nn.Module):
     # ------------------------------------------------------------------ nn.Module plumbing
     def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> "LearningRule":
         """``.to()``/``.double()``/...: also convert the state tensors of every group."""
+        self.__dict__["_fast"] = None
         super()._apply(fn, recurse)
         for g in self.groups:
             for name, value in g.state.items():
                 g.state[name] = fn(value)
         return self
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name not in ("enabled", "training"):  # (read at every step)
+            self.__dict__["_fast"] = None  # any other assignment may change what a step does
+        super().__setattr__(name, value)
+
+    def __getstate__(self) -> Dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_fast"] = None  # holds a kernel handle: rebuilt by the next step
+        return state
 
     def __getattr__(self, name: str) -> Any:
         # State of the first group by name (e.g. rule.eligibility), None before the first step.
@@ -733,6 +745,115 @@ class _WeightDependent(LearningRule):
 
 
 # ---------------------------------------------------------------------------- STDP
+class _FastSTDP:
+    """What :class:`STDP`'s one-sample fused update relies on, so its next steps skip the
+    general path's accessors and checks (the counterpart of ``pysnn.neuron._FastStep``).
+
+    Built after a general step of a rule with one group that can take the fused path (additive
+    STDP, a plain 2-D weight on the CPU, no delay, no gradient mode, norm or process group). A
+    step then checks: the rule's group, the weight object, its shape, dtype and layout unchanged,
+    the connection still without delay; the four tensors read
+    (post spikes and trace, pre trace, arriving spikes) shaped for one sample, of the weight's
+    dtype, contiguous, on the CPU. Assignment of any attribute of the rule and ``.to()`` drop the
+    object. The values are those of the general path, bit for bit.
+    """
+
+    __slots__ = ("kernel", "group", "weight", "dtype", "pot", "dep", "post_shape", "pre_shape")
+
+    @staticmethod
+    def build(rule: "STDP") -> Optional["_FastSTDP"]:
+        """The fast step of ``rule``, or ``None`` where it does not apply."""
+        if (
+            type(rule).delta is not STDP.delta
+            or len(rule.groups) != 1
+            or rule.weight_dependence is not None
+            or rule.process_group is not None
+            or rule.grad
+            or rule.norm is not None
+        ):
+            return None
+        g = rule.groups[0]
+        conn = g.connection
+        weight = conn._parameters.get("weight")
+        if (
+            g.is_conv
+            or g.own_layout
+            or conn.per_synapse_delay
+            or conn.max_delay != 0
+            or weight is None
+            or weight.dim() != 2
+        ):
+            return None
+        kernel = stdp_rows_kernel(weight)
+        if kernel is None:
+            return None
+        fast = _FastSTDP()
+        fast.kernel, fast.group, fast.weight, fast.dtype = kernel, g, weight, weight.dtype
+        fast.pot, fast.dep = rule.nu_post, -rule.nu_pre  # batch 1: "mean" and "sum" alike
+        fast.post_shape = torch.Size((1, weight.shape[0]))
+        fast.pre_shape = torch.Size((1, weight.shape[1]))
+        return fast if fast.tensors(conn) is not None else None
+
+    def tensors(self, conn: Connection) -> Optional[Tuple[Tensor, Tensor, Tensor, Tensor]]:
+        """``(s_post, x_post, pre_trace, arriving)`` of this step, each one sample's, or
+        ``None`` if one is missing or does not fit the kernel."""
+        g = self.group
+        post, pre = g.post._buffers, g.pre._buffers
+        found = (post.get("spikes"), post.get("trace"), pre.get("trace"), conn._buffers["arriving"])
+        dtype = self.dtype
+        for t, shape in zip(
+            found, (self.post_shape, self.post_shape, self.pre_shape, self.pre_shape)
+        ):
+            if (
+                t is None
+                or t.shape != shape
+                or t.dtype is not dtype
+                or not t.is_cpu
+                or not t.is_contiguous()
+            ):
+                return None
+        return found
+
+    def __call__(self, rule: "STDP") -> bool:
+        """One step of ``rule``; ``False`` (nothing done): take the general path."""
+        g = self.group
+        if not (rule.enabled and rule.training):
+            return True  # no learning this step (as on the general path)
+        conn = g.connection
+        if not conn.training:
+            return True
+        weight = conn._parameters.get("weight")
+        if (
+            weight is not self.weight
+            or rule.groups[0] is not g
+            or conn.max_delay != 0
+            or conn.per_synapse_delay
+            or weight.shape[0] != self.post_shape[1]
+            or weight.shape[1] != self.pre_shape[1]
+            or weight.dtype is not self.dtype
+            or not weight.is_contiguous()
+        ):
+            return False
+        found = self.tensors(conn)
+        if found is None:
+            return False
+        copy = conn.__dict__.get("_copy")
+        in_sync = copy is not None and copy.copy is not None and copy._in_sync(weight)
+        bounds = (conn.wmin, conn.wmax)
+        if not (math.isfinite(conn.wmin) or math.isfinite(conn.wmax)):
+            bounds = None
+        changed = self.kernel(
+            weight, copy.copy if in_sync else None, *found, self.pot, self.dep, bounds
+        )
+        if changed is None:
+            return False
+        g._step += 1
+        if in_sync:
+            copy._rekey(weight)
+        conn._edited()
+        return True
+
+
 class STDP(_WeightDependent):
     r"""Pair-based STDP with the neurons' traces (BindsNET's ``PostPre``).
 
@@ -797,6 +918,16 @@ class STDP(_WeightDependent):
     def nu(self) -> Tuple[float, float]:
         """``(nu_pre, nu_post)``."""
         return (self.nu_pre, self.nu_post)
+
+    def forward(self, reward: Reward = None) -> None:
+        """One step of learning (see :meth:`LearningRule.step`); repeated one-sample steps on
+        the CPU go straight to the fused kernel once a first step has checked everything."""
+        fast = self.__dict__.get("_fast")
+        if fast is not None and reward is None and fast(self):
+            return
+        super().forward(reward)
+        if fast is None and self.enabled and self.training and reward is None:
+            self.__dict__["_fast"] = _FastSTDP.build(self)
 
     def delta(self, g: SynapseGroup, reward: Reward) -> Optional[Tensor]:
         s_post, x_post = g.post_spikes(), g.post_trace()

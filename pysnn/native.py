@@ -71,6 +71,8 @@ __all__ = [
     "transposed",
     "row_update_",
     "stdp_rows_",
+    "STDPRowsKernel",
+    "stdp_rows_kernel",
 ]
 
 _SOURCE = Path(__file__).resolve().parent / "csrc" / "kernels.c"
@@ -917,6 +919,67 @@ def stdp_rows_(
     if changed:
         torch.autograd.graph.increment_version(weight)
     return changed
+
+
+class STDPRowsKernel:
+    """:func:`stdp_rows_` for fixed shapes and dtype, without its checks: for a learning rule's
+    repeated one-sample updates, after it has checked once what :func:`stdp_rows_` checks (and
+    keeps checking the tensors' shapes and dtypes itself)."""
+
+    __slots__ = ("_fn", "_n_out", "_n_in")
+
+    def __init__(self, weight: torch.Tensor) -> None:
+        self._fn = _stdp_f32 if weight.dtype == torch.float32 else _stdp_f64
+        self._n_out, self._n_in = weight.shape
+
+    def __call__(
+        self,
+        weight: torch.Tensor,
+        copy: Optional[torch.Tensor],
+        s_post: torch.Tensor,
+        x_post: torch.Tensor,
+        pre_trace: torch.Tensor,
+        arriving: torch.Tensor,
+        pot: float,
+        dep: float,
+        bounds: Optional[Tuple[float, float]],
+    ) -> Optional[int]:
+        """The rows changed, or ``None`` (nothing done) while the kernels are disabled."""
+        if not _enabled:
+            return None
+        lo, hi = bounds if bounds is not None else (0.0, 0.0)
+        changed = self._fn(
+            self._n_out,
+            self._n_in,
+            s_post.data_ptr(),
+            x_post.data_ptr(),
+            pre_trace.data_ptr(),
+            arriving.data_ptr(),
+            pot,
+            dep,
+            weight.data_ptr(),
+            None if copy is None else copy.data_ptr(),
+            bounds is not None,
+            lo,
+            hi,
+        )
+        if changed:
+            torch.autograd.graph.increment_version(weight)
+        return changed
+
+
+def stdp_rows_kernel(weight: torch.Tensor) -> Optional[STDPRowsKernel]:
+    """A :class:`STDPRowsKernel` for ``weight`` ``(out, in)``, or ``None`` where the kernels do
+    not apply (unavailable, another device or dtype, not a contiguous 2-D tensor)."""
+    if (
+        not available()
+        or weight.dim() != 2
+        or weight.dtype not in _DTYPES
+        or not weight.is_cpu
+        or not weight.is_contiguous()
+    ):
+        return None
+    return STDPRowsKernel(weight)
 
 
 def _linear_event(x: torch.Tensor, weight_t: torch.Tensor) -> Tuple[torch.Tensor, int]:

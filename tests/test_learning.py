@@ -1275,3 +1275,61 @@ def test_one_sample_stdp_fused_equals_torch_ops_and_keeps_the_event_copy(dtype, 
     for got, want in zip(fused, expected if delay == 0 else []):  # (the delayed trace is the
         torch.testing.assert_close(got.double(), want, rtol=0, atol=tol)  # rule's to read)
     assert not torch.equal(fused[0], fused[-1])  # the weights did learn
+
+
+def test_stdp_fast_step_follows_every_change_exactly(monkeypatch):
+    """Repeated one-sample STDP steps take ``_FastSTDP`` (straight to the fused kernel); through
+    a new learning rate, in-place, ``.data`` and swapped weight writes, new bounds, ``enabled``,
+    ``eval()``/``train()`` and a batch of two, every step's weights equal the torch path's."""
+    import pysnn.native as native
+    from pysnn.learning import _FastSTDP
+
+    taken = []
+    call = _FastSTDP.__call__
+    monkeypatch.setattr(_FastSTDP, "__call__", lambda self, r: taken.append(1) or call(self, r))
+
+    def run(fused):
+        torch.manual_seed(6)
+        pre, post = Input(30), Input(8)
+        conn = Linear(30, 8, wmin=0.0, wmax=0.05, propagation="event")
+        with torch.no_grad():
+            conn.weight.uniform_(0.0, 0.05)
+        rule = STDP(connection=conn, pre=pre, post=post, nu=(3e-3, 5e-3))
+        g = torch.Generator().manual_seed(7)
+        weights = []
+        with native.enabled(fused), torch.no_grad():
+            for t in range(60):
+                if t == 10:
+                    rule.nu_post = 2e-2
+                if t == 15:
+                    conn.weight.data.mul_(0.5)
+                    conn.weight.mul_(0.9)
+                if t == 20:
+                    conn.wmax = 0.03
+                if t == 36:
+                    conn.weight.data = torch.rand(8, 30, generator=g) * 0.03
+                if t in (25, 28):
+                    rule.enabled = t == 28
+                if t in (30, 33):
+                    rule.train(t == 33)
+                batch = 2 if 40 <= t < 45 else 1
+                x = (torch.rand(batch, 30, generator=g) < 0.3).float()
+                s = (torch.rand(batch, 8, generator=g) < 0.2).float()
+                conn(pre(x))
+                post(s)
+                if t == 50:  # a write between the forward pass and the rule: the copy is stale
+                    conn.weight.data[:, :5] = 0.01
+                rule.step()
+                weights.append(conn.weight.detach().clone())
+                if fused and native.available() and conn._copy.copy is not None:
+                    if conn._copy._in_sync(conn.weight):
+                        assert torch.equal(conn._copy.copy, conn.weight.detach().t())
+        return weights
+
+    fused = run(True)
+    fast_steps = len(taken)
+    reference = run(False)
+    assert all(torch.equal(a, b) for a, b in zip(fused, reference))
+    assert not torch.equal(fused[0], fused[-1])
+    if native.available():
+        assert fast_steps > 30

@@ -15,10 +15,12 @@ term).
 
 from __future__ import annotations
 
-from typing import Sequence, Tuple, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
+
+from pysnn import native
 
 __all__ = [
     "linear_correlation",
@@ -29,6 +31,7 @@ __all__ = [
     "soft_bound_factors",
     "pair_stdp_window",
     "stdp_rows_update",
+    "stdp_rows_kernel",
 ]
 
 IntPair = Union[int, Tuple[int, int]]
@@ -260,3 +263,11 @@ def stdp_rows_update(
     p = (s_post * pot).index_select(0, rows)
     q = (x_post * dep).index_select(0, rows)
     return rows, torch.addcmul(torch.outer(p, pre_trace), q.unsqueeze(1), arriving.unsqueeze(0))
+
+
+def stdp_rows_kernel(weight: torch.Tensor) -> Optional["native.STDPRowsKernel"]:
+    """A fused in-place :func:`stdp_rows_update` plus row update for ``weight`` ``(out, in)``:
+    ``kernel(weight, copy, s_post, x_post, pre_trace, arriving, pot, dep, bounds)`` (see
+    :func:`pysnn.native.stdp_rows_`, whose checks the caller makes), or ``None`` where the fused
+    kernels do not apply."""
+    return native.stdp_rows_kernel(weight)
