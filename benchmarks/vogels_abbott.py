@@ -17,7 +17,9 @@ neuron, do not change with N), ``dt = 0.1`` ms, 1 s of biological time.
 
 pysnn runs ``LIFNeuron`` + :mod:`pysnn.synapse` (``ExponentialSynapse`` / ``ConductanceSynapse``)
 + :class:`pysnn.sparse.SparseLinear` in a Python step loop under ``torch.no_grad()`` with
-``pysnn.set_checks(False)``. Brian2 gets **the same network**: the same synapses (pysnn's
+``pysnn.set_checks(False)`` (peer ``pysnn``), or the same modules through
+:func:`pysnn.multistep.run_recurrent`, 1000 steps per call recording spike events, one fused C
+loop (peer ``pysnn-fused``; the same spikes, bit for bit). Brian2 gets **the same network**: the same synapses (pysnn's
 ``fixed_probability`` draw, passed as index arrays) and the same initial potentials.
 
 Model differences, and what is done about them: pysnn's LIF keeps leaking during the refractory
@@ -74,7 +76,7 @@ MODELS = {
     "cuba": dict(e_l=-49.0, drive=0.0, w_e=60 * 0.27 / 10, w_i=-20 * 4.5 / 10),
     "coba": dict(e_l=-60.0, drive=20.0, w_e=0.6, w_i=6.7, e_e=0.0, e_i=-80.0),
 }
-PEERS = ("pysnn", "brian2", "brian2-standalone")
+PEERS = ("pysnn", "pysnn-fused", "brian2", "brian2-standalone")
 TRANSIENT = 0.1  # s, left out of the statistics
 
 
@@ -104,10 +106,11 @@ def network_data(model: str, n: int, seed: int, path: Path) -> None:
     )
 
 
-def run_pysnn(model: str, n: int, duration: float, data: Path) -> Dict:
+def run_pysnn(model: str, n: int, duration: float, data: Path, fused: bool = False) -> Dict:
     import torch
 
     import pysnn
+    from pysnn.multistep import run_recurrent
     from pysnn.neuron import LIFNeuron
     from pysnn.sparse import SparseLinear
     from pysnn.synapse import ConductanceSynapse, ExponentialSynapse
@@ -159,7 +162,14 @@ def run_pysnn(model: str, n: int, duration: float, data: Path) -> Dict:
     spikes: List = []
     start = time.perf_counter()
     with torch.no_grad():
-        for t in range(steps):
+        per_call = 1000  # run_recurrent: this many steps per call, spikes recorded as events
+        for t in range(0, steps, per_call) if fused else ():
+            found = run_recurrent(
+                fc, (syn_e, syn_i), lif, min(per_call, steps - t), s, record="events"
+            )
+            s = None  # (the next call continues from lif.spikes)
+            spikes.append(torch.stack((found[:, 0] + t, found[:, 2]), 1))
+        for t in () if fused else range(steps):
             x = fc(s).view(1, 2, n)
             s = lif(syn_e(x[:, 0]) + syn_i(x[:, 1]))
             buffer[t % chunk] = s[0]
@@ -281,7 +291,7 @@ def worker(peer: str, model: str, n: int, duration: float, data: str, out: str, 
     ``ru_maxrss``, which keeps the parent's at ``fork``) and that peak minus the resident set
     after the imports (``net_mb``: the network and its run); for Brian2 standalone the binary's
     own peak (``/usr/bin/time``), all of it the network's."""
-    if peer == "pysnn":  # imports and torch's first-use set-up are not the network's memory
+    if peer.startswith("pysnn"):  # imports, torch's first-use set-up: not the network's memory
         import torch
 
         from pysnn.neuron import LIFNeuron
@@ -295,8 +305,8 @@ def worker(peer: str, model: str, n: int, duration: float, data: str, out: str, 
     else:
         import brian2  # noqa: F401
     base = _status_mb("VmRSS")
-    if peer == "pysnn":
-        result = run_pysnn(model, n, duration, Path(data))
+    if peer.startswith("pysnn"):
+        result = run_pysnn(model, n, duration, Path(data), fused=peer == "pysnn-fused")
     else:
         directory = str(Path(out).with_suffix("")) + "_standalone"
         result = run_brian2(
@@ -343,13 +353,16 @@ def statistics_of(i: np.ndarray, t: np.ndarray, n: int, duration: float) -> Dict
     return {"rate": rate, "cv": float(np.mean(cvs)) if len(cvs) else float("nan")}
 
 
-def identical_until(a: Dict[str, np.ndarray], b: Dict[str, np.ndarray]) -> float:
+def identical_until(
+    a: Dict[str, np.ndarray], b: Dict[str, np.ndarray], shift_a: int = 0, shift_b: int = 1
+) -> float:
     """The time (ms) up to which two runs have exactly the same spikes (neuron and step).
 
     pysnn records a spike at the end of its step, Brian2 at the start of the step in which ``v``
-    crossed the threshold (at its end): Brian2's times are shifted by one step."""
-    steps_a = np.round(a["t"] * 1e3 / DT).astype(np.int64)
-    steps_b = np.round(b["t"] * 1e3 / DT).astype(np.int64) + 1
+    crossed the threshold (at its end): Brian2's times are shifted by one step (``shift_a``,
+    ``shift_b``: 1 for a Brian2 run, 0 for a pysnn run). ``inf``: identical throughout."""
+    steps_a = np.round(a["t"] * 1e3 / DT).astype(np.int64) + shift_a
+    steps_b = np.round(b["t"] * 1e3 / DT).astype(np.int64) + shift_b
     keys_a = np.sort(steps_a * 10_000_000 + a["i"])
     keys_b = np.sort(steps_b * 10_000_000 + b["i"])
     common = min(len(keys_a), len(keys_b))
@@ -373,7 +386,7 @@ def raster(results: Dict, model: str, n: int, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    peers = [p for p in ("pysnn", "brian2-standalone", "brian2") if p in results]
+    peers = [p for p in ("pysnn", "pysnn-fused", "brian2-standalone", "brian2") if p in results]
     fig, axes = plt.subplots(len(peers), 1, figsize=(8, 2.6 * len(peers)), sharex=True)
     axes = np.atleast_1d(axes)
     for ax, peer in zip(axes, peers):
@@ -398,6 +411,9 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["cuba", "coba"], choices=list(MODELS))
     parser.add_argument("--sizes", nargs="+", type=int, default=[4000, 40000])
     parser.add_argument("--peers", nargs="+", default=list(PEERS), choices=PEERS)
+    parser.add_argument(
+        "--base", default="pysnn", choices=PEERS, help="the peer ratios are computed against"
+    )
     parser.add_argument("--duration", type=float, default=1000.0, help="biological time (ms)")
     parser.add_argument("--repeats", type=int, default=1, help="timed runs per peer (median)")
     parser.add_argument("--seed", type=int, default=0)
@@ -475,7 +491,7 @@ def main() -> None:
                     f"{stats['rate']:6.2f} Hz, ISI CV {stats['cv']:.3f}",
                     flush=True,
                 )
-            base = results.get("pysnn")
+            base = results.get(args.base)
             for peer, r in results.items():
                 row = {"model": model, "n": n, "peer": peer, **r}
                 if base is not None:
@@ -487,13 +503,16 @@ def main() -> None:
                     row["rate_rel_diff"], row["cv_abs_diff"] = rate_diff, cv_diff
                     row["agrees"] = bool(rate_diff <= args.rate_tol and cv_diff <= args.cv_tol)
                     row["identical_until_ms"] = identical_until(
-                        np.load(base["spikes"]), np.load(r["spikes"])
+                        np.load(base["spikes"]),
+                        np.load(r["spikes"]),
+                        int(args.base.startswith("brian2")),
+                        int(peer.startswith("brian2")),
                     )
                 rows.append(row)
-                if peer != "pysnn" and base is not None:
+                if peer != args.base and base is not None:
                     print(
-                        f"    {peer}/pysnn sim time {row['sim_ratio']:.2f}x (fastest runs "
-                        f"{row['sim_min_ratio']:.2f}x), pysnn/{peer} network memory "
+                        f"    {peer}/{args.base} sim time {row['sim_ratio']:.2f}x (fastest runs "
+                        f"{row['sim_min_ratio']:.2f}x), {args.base}/{peer} network memory "
                         f"{row['mem_ratio']:.2f}x; rate differs {rate_diff:.1%} (tol "
                         f"{args.rate_tol:.0%}), CV {cv_diff:.3f} (tol {args.cv_tol}): "
                         f"{'agree' if row['agrees'] else 'DISAGREE'}; identical spikes for the "
@@ -503,7 +522,7 @@ def main() -> None:
                 raster(results, model, n, out / f"{args.name}_{model}_{n}_raster.png")
     (out / f"{args.name}.json").write_text(json.dumps(rows, indent=1, default=str))
     lines = [
-        "| model | N | peer | build (s) | sim (s), median | fastest | peer/pysnn time (median, "
+        f"| model | N | peer | build (s) | sim (s), median | fastest | peer/{args.base} time (median, "
         "fastest) | peak MB | network MB | rate (Hz) | ISI CV | agrees |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -515,7 +534,7 @@ def main() -> None:
             f"{row['sim']:.2f} | {row['sim_min']:.2f} | {ratios} | "
             f"{row['peak_mb']:.0f} | {row['net_mb']:.0f} | {row['stats']['rate']:.2f} | "
             f"{row['stats']['cv']:.3f} | "
-            f"{'' if row['peer'] == 'pysnn' else row.get('agrees', '')} |"
+            f"{'' if row['peer'] == args.base else row.get('agrees', '')} |"
         )
     (out / f"{args.name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -23,15 +23,17 @@ the state reset at the start of every sequence: the unit to hand to
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 from torch import nn
 
+from pysnn import _checks, native
 from pysnn._checks import check_same_dt
+from pysnn._sharing import unshared
 from pysnn.network import reset_state
 
-__all__ = ["run_feedforward", "step_through", "has_forward_hooks", "Unroll"]
+__all__ = ["run_feedforward", "run_recurrent", "step_through", "has_forward_hooks", "Unroll"]
 
 
 def has_forward_hooks(module: nn.Module) -> bool:
@@ -94,6 +96,180 @@ def run_feedforward(connection: nn.Module, neuron: nn.Module, spikes: torch.Tens
     currents = multistep(spikes) if callable(multistep) else step_through(connection, spikes)
     multistep = getattr(neuron, "forward_multistep", None)
     return multistep(currents) if callable(multistep) else step_through(neuron, currents)
+
+
+def run_recurrent(
+    connection: nn.Module,
+    synapses: Sequence[nn.Module],
+    neuron: nn.Module,
+    steps: int,
+    spikes: Optional[torch.Tensor] = None,
+    record: str = "raster",
+) -> torch.Tensor:
+    """Run ``steps`` steps of a recurrent population: per step
+
+    .. code-block:: python
+
+        x = connection(s).view(B, len(synapses), N)      # the neurons' own spikes, delayed one step
+        s = neuron(synapses[0](x[:, 0]) + synapses[1](x[:, 1]) + ...)
+
+    (the Vogels-Abbott networks: one sparse connection for both receptor types, an excitatory and
+    an inhibitory synapse). With a :class:`~pysnn.sparse.SparseLinear` without delay,
+    :class:`~pysnn.synapse.ExponentialSynapse` / :class:`~pysnn.synapse.ConductanceSynapse`
+    synapses feeding a :class:`~pysnn.neuron.LIFNeuron`, float32/float64 on the CPU, no gradient
+    and no forward hook, all steps run in **one** fused call of :mod:`pysnn.native` (the
+    connection's scatter, the synapses and the neuron per step, in C); otherwise the step loop
+    above runs. Either way the spikes, and the state left in every module, are those of the step
+    loop, bit for bit (single-threaded summation order of the connection).
+
+    Args:
+        connection: ``(B, N) -> (B, G * N)``, from the neurons to ``G`` receptor groups.
+        synapses: ``G`` synapse modules of ``neuron`` (their outputs are summed in this order).
+        neuron: the population, ``N`` neurons (any shape; flattened for the connection).
+        steps: number of steps, >= 1.
+        spikes: ``(B, N)`` the connection's input of the first step (spikes of the step
+            before); default the neuron's ``spikes`` state, or zeros for one sample.
+        record: ``"raster"`` (default): return every spike value; ``"events"``: return only the
+            spikes' indices (no ``steps x B x N`` tensor: for long runs of large, sparsely
+            active networks, as a spike monitor records them).
+
+    Returns:
+        ``"raster"``: the spikes ``(steps, B, *neuron.shape)``, in the neuron's dtype.
+        ``"events"``: ``(E, 3)`` int64 rows ``(step, sample, neuron)`` (``neuron`` the flat index
+        into ``neuron.shape``), ordered by sample, then step, then neuron.
+    """
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be an int >= 1, got {steps!r}")
+    if record not in ("raster", "events"):
+        raise ValueError(f'record must be "raster" or "events", got {record!r}')
+    synapses = list(synapses)
+    if not synapses:
+        raise ValueError("synapses must name at least one synapse module")
+    for k, syn in enumerate(synapses):
+        if getattr(syn, "neuron", None) is not neuron:
+            raise ValueError(f"synapses[{k}] does not feed neuron (its .neuron is another module)")
+    check_same_dt(connection=connection, neuron=neuron)
+    shape = tuple(neuron.shape)
+    n = 1
+    for size in shape:
+        n *= size
+    if spikes is None:
+        spikes = neuron._buffers.get("spikes")
+        if spikes is None:
+            spikes = torch.zeros(1, *shape, dtype=neuron._reference().dtype)
+    if not isinstance(spikes, torch.Tensor) or spikes.numel() == 0 or spikes[0].numel() != n:
+        raise ValueError(f"spikes must be a (B, {n}) tensor of the neurons' spikes")
+    spikes = spikes.reshape(spikes.shape[0], n)
+    events = record == "events"
+    out = _recurrent_fused(connection, synapses, neuron, steps, spikes, events)
+    if out is not None:
+        return out if events else out.view(steps, spikes.shape[0], *shape)
+    batch, groups = spikes.shape[0], len(synapses)
+    results = []
+    s = spikes
+    for _ in range(steps):
+        x = connection(s).view(batch, groups, *shape)
+        total = synapses[0](x[:, 0])
+        for k in range(1, groups):
+            total = total + synapses[k](x[:, k])
+        s = neuron(total)
+        results.append(s.reshape(batch, n).nonzero() if events else s)
+        s = s.reshape(batch, n)
+    if not events:
+        return torch.stack(results)
+    found = torch.cat(
+        [torch.cat((torch.full_like(f[:, :1], t), f), 1) for t, f in enumerate(results)]
+    )
+    order = (found[:, 1] * steps + found[:, 0]) * n + found[:, 2]  # sample, step, neuron
+    return found[torch.argsort(order)]
+
+
+def _recurrent_fused(connection, synapses, neuron, steps, spikes, events) -> Optional[torch.Tensor]:
+    """:func:`run_recurrent` in one fused call, or ``None`` where it does not apply."""
+    from pysnn.neuron import LIFNeuron, Neuron
+    from pysnn.sparse import SparseLinear
+    from pysnn.synapse import ConductanceSynapse, ExponentialSynapse
+
+    modules = [connection, *synapses, neuron]
+    weight = connection._parameters.get("weight") if isinstance(connection, nn.Module) else None
+    if (
+        type(connection) is not SparseLinear
+        or connection.per_synapse_delay
+        or connection.max_delay != 0
+        or weight is None
+        or connection.out_features != len(synapses) * spikes.shape[1]
+        or any(type(syn) not in (ExponentialSynapse, ConductanceSynapse) for syn in synapses)
+        or any(syn._tau_m() is None for syn in synapses)  # drive="current"
+        or not isinstance(neuron, LIFNeuron)
+        or type(neuron).step is not LIFNeuron.step
+        or type(neuron).threshold_offset is not LIFNeuron.threshold_offset
+        or neuron._parameters
+        or any(syn._parameters for syn in synapses)
+        or neuron.__dict__.get("_override") is not None
+        or any(has_forward_hooks(m) for m in modules)
+        or (torch.is_grad_enabled() and (weight.requires_grad or spikes.requires_grad))
+        or torch.compiler.is_compiling()
+        or not native.available()
+    ):
+        return None
+    batch = spikes.shape[0]
+    like = spikes.reshape(batch, *neuron.shape).to(neuron._reference().dtype)
+    Neuron._prepare(neuron, like)
+    for syn in synapses:
+        syn._prepare(like)
+    state = neuron._buffers
+    dtype = state["v"].dtype
+    tensors = [weight, spikes, state["v"], state["trace"]] + [s._buffers["g"] for s in synapses]
+    if (
+        not native.usable(*tensors)
+        or weight.dtype != dtype
+        or state["refrac_count"].dtype != torch.int64
+        or not state["refrac_count"].is_contiguous()
+    ):
+        return None
+    if _checks._VALUE_CHECKS and torch.isnan(spikes).any():
+        raise ValueError(f"spikes contains NaN (input to {type(connection).__name__})")
+    connection._check_bounds()
+    # the kernel updates the state in place: where anyone else can see it, on a copy instead
+    # (state is replaced, never changed under a reference someone keeps)
+    for module, names in [(neuron, ("v", "refrac_count", "trace"))] + [
+        (syn, ("g",)) for syn in synapses
+    ]:
+        for name in names:
+            if not unshared(module._buffers, name):
+                module._buffers[name] = module._buffers[name].clone()
+    params = []
+    for syn in synapses:
+        a, k = syn.kernels()
+        e_rev = syn._constant("e_rev") if isinstance(syn, ConductanceSynapse) else None
+        params.append((syn._buffers["g"], a, k, e_rev))
+    out = native.recurrent_steps(
+        steps,
+        connection.row_ptr,
+        connection.post_index,
+        weight.detach(),
+        spikes,
+        state["v"],
+        state["refrac_count"],
+        state["trace"],
+        params,
+        *neuron.step_parameters(),
+        events=events,
+    )
+    if out is None:
+        return None
+    # the state the step loop leaves: the connection's last input, the neuron's last spikes
+    if events:
+        last = [spikes.new_zeros(batch, spikes.shape[1]) for _ in range(2)]
+        for k, step in enumerate((steps - 1, steps - 2)):
+            hit = out[out[:, 0] == step]
+            last[k][hit[:, 1], hit[:, 2]] = 1
+        final, before = last
+    else:
+        final, before = out[-1], out[-2] if steps > 1 else None
+    connection._buffers["arriving"] = spikes if steps == 1 else before
+    state["spikes"] = final.view(batch, *neuron.shape)
+    return out
 
 
 class Unroll(nn.Module):

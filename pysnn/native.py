@@ -73,6 +73,7 @@ __all__ = [
     "stdp_rows_",
     "STDPRowsKernel",
     "stdp_rows_kernel",
+    "recurrent_steps",
 ]
 
 _SOURCE = Path(__file__).resolve().parent / "csrc" / "kernels.c"
@@ -87,7 +88,7 @@ _tried = False
 _lif_f32 = _lif_f64 = _trace_f32 = _trace_f64 = _linear_f32 = _linear_f64 = None
 _block_f32 = _block_f64 = _transpose_f32 = _transpose_f64 = _update_f32 = _update_f64 = None
 _backward_f32 = _backward_f64 = _lif_inplace_f32 = _lif_inplace_f64 = None
-_theta_f32 = _theta_f64 = _stdp_f32 = _stdp_f64 = None
+_theta_f32 = _theta_f64 = _stdp_f32 = _stdp_f64 = _recurrent_f32 = _recurrent_f64 = None
 _enabled = os.environ.get("PYSNN_NATIVE", "1").strip().lower() not in ("0", "false", "no", "off")
 
 
@@ -191,6 +192,11 @@ def _build() -> ctypes.CDLL:
         stdp.argtypes = [i64, i64, ptr, ptr, ptr, ptr, ctypes.c_double, ctypes.c_double]
         stdp.argtypes += [ptr, ptr, ctypes.c_int, ctypes.c_double, ctypes.c_double]
         stdp.restype = i64
+        recurrent = getattr(lib, f"pysnn_recurrent_{suffix}")
+        recurrent.argtypes = [i64, i64, i64, i64] + [ptr] * 11 + [ctypes.c_int] + [ptr] * 5
+        recurrent.restype = None
+        lib.pysnn_free.argtypes = [ptr]
+        lib.pysnn_free.restype = None
         linear = getattr(lib, f"pysnn_linear_event_{suffix}")
         linear.argtypes = [i64, i64, i64, ptr, ptr, ptr, i64]
         linear.restype = i64
@@ -211,7 +217,7 @@ def _library() -> Optional[ctypes.CDLL]:
     global _lib, _reason, _tried, _lif_f32, _lif_f64, _trace_f32, _trace_f64, _linear_f32
     global _linear_f64, _block_f32, _block_f64, _transpose_f32, _transpose_f64, _update_f32
     global _update_f64, _backward_f32, _backward_f64, _lif_inplace_f32, _lif_inplace_f64
-    global _theta_f32, _theta_f64, _stdp_f32, _stdp_f64
+    global _theta_f32, _theta_f64, _stdp_f32, _stdp_f64, _recurrent_f32, _recurrent_f64
     if not _tried:
         with _lock:
             if not _tried:
@@ -225,6 +231,8 @@ def _library() -> Optional[ctypes.CDLL]:
                     _trace_f32, _trace_f64 = lib.pysnn_trace_f32, lib.pysnn_trace_f64
                     _theta_f32, _theta_f64 = lib.pysnn_theta_f32, lib.pysnn_theta_f64
                     _stdp_f32, _stdp_f64 = lib.pysnn_stdp_rows_f32, lib.pysnn_stdp_rows_f64
+                    _recurrent_f32 = lib.pysnn_recurrent_f32
+                    _recurrent_f64 = lib.pysnn_recurrent_f64
                     _linear_f32 = lib.pysnn_linear_event_f32
                     _linear_f64 = lib.pysnn_linear_event_f64
                     _block_f32 = lib.pysnn_linear_event_block_f32
@@ -980,6 +988,101 @@ def stdp_rows_kernel(weight: torch.Tensor) -> Optional[STDPRowsKernel]:
     ):
         return None
     return STDPRowsKernel(weight)
+
+
+def recurrent_steps(
+    n_steps: int,
+    row_ptr: torch.Tensor,
+    post: torch.Tensor,
+    weight: torch.Tensor,
+    spikes: torch.Tensor,
+    v: torch.Tensor,
+    refrac: torch.Tensor,
+    trace: torch.Tensor,
+    synapses: Sequence[Tuple[torch.Tensor, torch.Tensor, torch.Tensor, Optional[torch.Tensor]]],
+    params: "LIFParameters",
+    trace_params: "TraceParameters",
+    events: bool = False,
+) -> Optional[torch.Tensor]:
+    """``n_steps`` steps of a recurrent LIF population with sparse connectivity and exponential
+    synapses, in one call (see :func:`pysnn.multistep.run_recurrent`, which checks everything
+    this function does not): returns the spikes ``(T, B, N)`` (or with ``events`` their
+    ``(step, sample, neuron)`` indices, ``(E, 3)`` int64, ordered by sample, step, neuron), the
+    state updated in place, or ``None`` (nothing done) where a parameter does not fit the
+    kernel. ``MemoryError`` if the events do not fit in memory.
+
+    Args:
+        row_ptr, post, weight: the connection in CSR form, from the neurons (``N + 1``, ``nnz``
+            int64 targets in ``[0, G * N)``, ``nnz`` weights).
+        spikes: ``(B, N)`` the connection's input of the first step.
+        v, refrac, trace: the neurons' state ``(B, N)`` (``refrac`` int64), updated in place.
+        synapses: per receptor group, ``(g, a, k, e_rev)``: the state ``(B, N)`` (updated in
+            place), the decay and output factors, and the reversal potential (mV, conductance
+            synapse) or ``None`` (current synapse).
+        params, trace_params: the neurons' discretised parameters.
+    """
+    f = v.dtype
+    shape = v.shape[1:]
+    table = _lif_table(params, trace_params, f, shape)
+    if table is None:
+        return None
+    keep = [table]
+    tables, states, cond = [], [], []
+    for g, a, k, e_rev in synapses:
+        entries = (a, k, a if e_rev is None else e_rev)
+        syn = _table(entries, (f, f, f), shape)
+        if syn is None:
+            return None
+        keep.append(syn)
+        tables.append(syn[0])
+        states.append(g.data_ptr())
+        cond.append(0 if e_rev is None else 1)
+    batch, n = v.shape[0], v.numel() // v.shape[0]
+    groups = len(synapses)
+    out = None if events else v.new_empty(n_steps, batch, n)
+    found, n_found = ctypes.POINTER(ctypes.c_int64)(), ctypes.c_int64(0)
+    scratch = v.new_zeros(batch, groups * n)
+    spiking = torch.empty(batch, n, dtype=torch.int64)
+    pointers = torch.tensor(states + tables, dtype=torch.int64)
+    cond_t = torch.tensor(cond, dtype=torch.int32)
+    (_recurrent_f32 if f == torch.float32 else _recurrent_f64)(
+        n_steps,
+        batch,
+        n,
+        groups,
+        row_ptr.data_ptr(),
+        post.data_ptr(),
+        weight.data_ptr(),
+        spikes.data_ptr(),
+        v.data_ptr(),
+        refrac.data_ptr(),
+        trace.data_ptr(),
+        pointers.data_ptr(),
+        pointers.data_ptr() + 8 * groups,
+        cond_t.data_ptr(),
+        table[0],
+        trace_params.additive,
+        None if out is None else out.data_ptr(),
+        scratch.data_ptr(),
+        spiking.data_ptr(),
+        ctypes.byref(found) if events else None,
+        ctypes.byref(n_found) if events else None,
+    )
+    del keep
+    if not events:
+        return out
+    if n_found.value < 0:
+        raise MemoryError("pysnn.native.recurrent_steps: out of memory for the spike events")
+    try:
+        if n_found.value == 0:
+            return torch.zeros(0, 3, dtype=torch.int64)
+        array = (ctypes.c_int64 * (3 * n_found.value)).from_address(
+            ctypes.addressof(found.contents)
+        )
+        return torch.frombuffer(array, dtype=torch.int64).view(-1, 3).clone()
+    finally:
+        if found:
+            _lib.pysnn_free(found)
 
 
 def _linear_event(x: torch.Tensor, weight_t: torch.Tensor) -> Tuple[torch.Tensor, int]:

@@ -779,3 +779,176 @@ PYSNN_ROW_UPDATE(pysnn_row_update_f64, double)
 
 PYSNN_STDP_ROWS(pysnn_stdp_rows_f32, float)
 PYSNN_STDP_ROWS(pysnn_stdp_rows_f64, double)
+
+/*
+ * T steps of a recurrent population (pysnn.multistep.run_recurrent): N LIF neurons; a sparse
+ * connection (CSR: row_ptr (N + 1), post (nnz) in [0, G * N), w (nnz)) from the neurons' spikes
+ * to G receptor groups of N; one exponential synapse per group (state g_k (B, N), table k:
+ * (address, stride) of a, kk, e_rev), current-based (cond[k] = 0: in = g * kk) or
+ * conductance-based (cond[k] = 1: in = (g * kk) * (e_rev - v), v before the neuron's step); the
+ * groups' inputs summed in group order into the neuron's input; then the LIF step of pysnn_lif.
+ * Per step t and sample b, exactly the operations of the Python step loop
+ *
+ *   c = 0; c[post[k]] += w[k] * s_j  for the spiking j in increasing order, k in row j (scatter_add)
+ *   g_k = MADD(g_k, a_k, c_k)                                                  (torch.addcmul)
+ *   x = in_0 + in_1 + ...;  LIF step with input x  (PYSNN_LIF_LOOP)
+ *
+ * s0: (B, N) spikes before the first step (the connection's input of step 0); s_out: (T, B, N).
+ * c: (B, G * N) scratch, zero on entry and on return; spiking: (B, N) int64 scratch.
+ */
+/* a constant of the recurrent kernel: shared (x##0) or per neuron (x[i]) */
+#define PYSNN_SCALAR(x) x##0
+#define PYSNN_ARRAY(x) x[i]
+#define PYSNN_MAX_GROUPS 16
+
+/* one synapse group over the n neurons: g <- MADD(g, a, c), c <- 0, input summed into xin */
+#define PYSNN_REC_SYN(T, P, COND)                                                               \
+    for (int64_t i = 0; i < n; ++i) {                                                           \
+        const T gi = MADD(gk[i], P(a), ck[i]);                                                  \
+        gk[i] = gi;                                                                             \
+        ck[i] = (T)0;                                                                           \
+        const T in = COND ? (gi * P(kk)) * (P(e) - vb[i]) : gi * P(kk);                         \
+        xin[i] = first ? in : xin[i] + in;                                                      \
+    }
+
+/* the LIF step of PYSNN_LIF_LOOP over the n neurons, input xin */
+#define PYSNN_REC_LIF(T, P)                                                                     \
+    for (int64_t i = 0; i < n; ++i) {                                                           \
+        T vi = MADD(vb[i], P(decay), P(leak));                                                  \
+        const int64_t ri = rb[i];                                                               \
+        vi = vi + (ri > 0 ? (T)0 : xin[i]);                                                     \
+        const int fired = vi >= P(thresh);                                                      \
+        vb[i] = fired ? P(v_reset) : vi;                                                        \
+        rb[i] = fired ? P(n_ref) : (ri > 1 ? ri - 1 : 0);                                       \
+        const T si = fired ? (T)1 : (T)0;                                                       \
+        sb[i] = si;                                                                             \
+        const T d = tb[i] * P(tdecay);                                                          \
+        tb[i] = additive ? MADD(P(tscale), si, d) : (fired ? P(tscale) : d);                    \
+    }
+
+#define PYSNN_RECURRENT(NAME, T)                                                                \
+    void NAME(int64_t n_steps, int64_t batch, int64_t n, int64_t groups, const int64_t *row_ptr, \
+              const int64_t *post, const T *w, const T *s0, T *v, int64_t *r, T *trace,         \
+              T *const *g, const int64_t *const *syn_tables, const int *cond,                   \
+              const int64_t *table, int additive, T *s_out, T *c, int64_t *spiking,             \
+              int64_t **events, int64_t *n_events)                                              \
+    {                                                                                           \
+        /* every factor as a contiguous array of n, once per call: the synapses' (a, kk, e_rev) \
+           per group, the neurons' decay, leak, v_reset, thresh, trace decay and scale; then    \
+           the summed input of a step */                                                        \
+        const int64_t n_arrays = groups * 3 + 7 + (s_out ? 0 : 2); /* (+ spikes, ping-pong) */  \
+        int64_t cap = 0, found = 0;                                                             \
+        int64_t *ev = 0;                                                                        \
+        int record = events != 0;                                                               \
+        T *arrays = malloc((size_t)n_arrays * (size_t)n * sizeof(T));                           \
+        int64_t *n_ref = malloc((size_t)n * sizeof(int64_t));                                   \
+        if (!arrays || !n_ref) {                                                                \
+            free(arrays), free(n_ref);                                                          \
+            return;                                                                             \
+        }                                                                                       \
+        for (int64_t kg = 0; kg < groups; ++kg)                                                 \
+            for (int q = 0; q < 3; ++q)                                                         \
+                expand_##T(arrays + (kg * 3 + q) * n, syn_tables[kg], q, 0, n);                 \
+        T *const lif_p = arrays + groups * 3 * n;                                               \
+        const int lif_k[6] = {0, 1, 2, 3, 5, 6};                                                \
+        for (int q = 0; q < 6; ++q)                                                             \
+            expand_##T(lif_p + q * n, table, lif_k[q], 0, n);                                   \
+        expand_int64_t(n_ref, table, 4, 0, n);                                                  \
+        const T *restrict decay = lif_p, *restrict leak = lif_p + n;                            \
+        const T *restrict v_reset = lif_p + 2 * n, *restrict thresh = lif_p + 3 * n;            \
+        const T *restrict tdecay = lif_p + 4 * n, *restrict tscale = lif_p + 5 * n;             \
+        T *restrict xin = lif_p + 6 * n;                                                        \
+        T *const s_buf = s_out ? 0 : lif_p + 7 * n;                                             \
+        /* constants shared by all neurons are read as scalars (no array traffic per step) */   \
+        int lif_scalar = 1, syn_scalar[PYSNN_MAX_GROUPS];                                       \
+        for (int q = 0; q < 7; ++q)                                                             \
+            lif_scalar = lif_scalar && STRIDE(table, q) == 0;                                   \
+        for (int64_t kg = 0; kg < groups; ++kg)                                                 \
+            syn_scalar[kg] = STRIDE(syn_tables[kg], 0) == 0 && STRIDE(syn_tables[kg], 1) == 0  \
+                             && STRIDE(syn_tables[kg], 2) == 0;                                 \
+        const T decay0 = decay[0], leak0 = leak[0], v_reset0 = v_reset[0];                      \
+        const T thresh0 = thresh[0], tdecay0 = tdecay[0], tscale0 = tscale[0];                  \
+        const int64_t n_ref0 = n_ref[0];                                                        \
+        for (int64_t b = 0; b < batch; ++b) {                                                   \
+            int64_t *list = spiking + b * n, count = 0;                                         \
+            for (int64_t j = 0; j < n; ++j)                                                     \
+                if (s0[b * n + j] != (T)0)                                                      \
+                    list[count++] = j;                                                          \
+            const T *s_prev = s0 + b * n;                                                       \
+            T *cb = c + b * groups * n;                                                         \
+            T *restrict vb = v + b * n, *restrict tb = trace + b * n;                           \
+            int64_t *restrict rb = r + b * n;                                                   \
+            for (int64_t t = 0; t < n_steps; ++t) {                                             \
+                for (int64_t q = 0; q < count; ++q) { /* the connection: scatter_add */         \
+                    const int64_t j = list[q];                                                  \
+                    const T sj = s_prev[j];                                                     \
+                    for (int64_t k = row_ptr[j]; k < row_ptr[j + 1]; ++k)                       \
+                        cb[post[k]] = cb[post[k]] + w[k] * sj;                                  \
+                }                                                                               \
+                for (int64_t kg = 0; kg < groups; ++kg) { /* the synapses, summed in order */   \
+                    T *restrict gk = g[kg] + b * n, *restrict ck = cb + kg * n;                 \
+                    const T *restrict a = arrays + kg * 3 * n, *restrict kk = a + n;            \
+                    const T *restrict e = kk + n;                                               \
+                    const int first = kg == 0;                                                  \
+                    const T a0 = a[0], kk0 = kk[0], e0 = e[0];                                  \
+                    if (syn_scalar[kg]) {                                                       \
+                        if (cond[kg])                                                           \
+                            PYSNN_REC_SYN(T, PYSNN_SCALAR, 1)                                   \
+                        else                                                                    \
+                            PYSNN_REC_SYN(T, PYSNN_SCALAR, 0)                                   \
+                    } else if (cond[kg])                                                        \
+                        PYSNN_REC_SYN(T, PYSNN_ARRAY, 1)                                        \
+                    else                                                                        \
+                        PYSNN_REC_SYN(T, PYSNN_ARRAY, 0)                                        \
+                }                                                                               \
+                T *restrict sb = s_out ? s_out + (t * batch + b) * n : s_buf + (t & 1) * n;     \
+                if (lif_scalar) /* the LIF step (PYSNN_LIF_LOOP) */                            \
+                    PYSNN_REC_LIF(T, PYSNN_SCALAR)                                              \
+                else                                                                            \
+                    PYSNN_REC_LIF(T, PYSNN_ARRAY)                                               \
+                count = 0; /* the spiking neurons: blocks of 16 without a spike skipped */      \
+                int64_t i = 0;                                                                  \
+                for (; i + 16 <= n; i += 16) {                                                  \
+                    T any = 0;                                                                  \
+                    for (int k = 0; k < 16; ++k)                                                \
+                        any = any + sb[i + k];                                                  \
+                    if (any != (T)0)                                                            \
+                        for (int k = 0; k < 16; ++k)                                            \
+                            if (sb[i + k] != (T)0)                                              \
+                                list[count++] = i + k;                                          \
+                }                                                                               \
+                for (; i < n; ++i)                                                              \
+                    if (sb[i] != (T)0)                                                          \
+                        list[count++] = i;                                                      \
+                if (record) { /* (step, sample, neuron) of each spike */                        \
+                    if (found + count > cap) {                                                  \
+                        int64_t grown = 2 * cap + 3 * count + 1024;                             \
+                        int64_t *more = realloc(ev, (size_t)grown * 3 * sizeof(int64_t));       \
+                        if (!more) {                                                            \
+                            free(ev), ev = 0, found = -1, record = 0; /* out of memory */       \
+                            continue;                                                           \
+                        }                                                                       \
+                        ev = more, cap = grown;                                                 \
+                    }                                                                           \
+                    for (int64_t q = 0; q < count; ++q) {                                       \
+                        ev[3 * (found + q)] = t;                                                \
+                        ev[3 * (found + q) + 1] = b;                                            \
+                        ev[3 * (found + q) + 2] = list[q];                                      \
+                    }                                                                           \
+                    found += count;                                                             \
+                }                                                                               \
+                s_prev = sb;                                                                    \
+            }                                                                                   \
+        }                                                                                       \
+        free(arrays), free(n_ref);                                                              \
+        if (n_events) {                                                                         \
+            *n_events = found;                                                                  \
+            *events = ev;                                                                       \
+        }                                                                                       \
+    }
+
+PYSNN_RECURRENT(pysnn_recurrent_f32, float)
+PYSNN_RECURRENT(pysnn_recurrent_f64, double)
+
+/* Frees memory the kernels allocated for the caller (the spike events of pysnn_recurrent). */
+void pysnn_free(void *p) { free(p); }
