@@ -132,16 +132,23 @@ def run_pysnn(model: str, n: int, duration: float, data: Path, fused: bool = Fal
         surrogate=None,
     )
     # One connection for both receptor types: output (B, 2 n), excitatory synapses onto
-    # columns 0..n-1, inhibitory ones onto n..2n-1 (one event-driven gather per step).
-    post = np.concatenate((arrays["exc_post"], arrays["inh_post"] + n))
-    pre = np.concatenate((arrays["exc_pre"], arrays["inh_pre"] + n_exc))
-    weight = torch.cat(
-        (
-            torch.full((len(arrays["exc_pre"]),), prm["w_e"]),
-            torch.full((len(arrays["inh_pre"]),), prm["w_i"]),
-        )
-    )
-    fc = SparseLinear(n, 2 * n, torch.from_numpy(np.stack((post, pre))), DT, weight=weight)
+    # columns 0..n-1, inhibitory ones onto n..2n-1 (one event-driven gather per step). The index
+    # list is filled array by array (each npz member is read once and dropped): no copies of
+    # the whole list besides the one handed over.
+    n_e, n_i = arrays["exc_pre"].shape[0], arrays["inh_pre"].shape[0]
+    indices = torch.empty(2, n_e + n_i, dtype=torch.int64)
+    for row, key, lo, hi, shift in (
+        (0, "exc_post", 0, n_e, 0),
+        (1, "exc_pre", 0, n_e, 0),
+        (0, "inh_post", n_e, n_e + n_i, n),
+        (1, "inh_pre", n_e, n_e + n_i, n_exc),
+    ):
+        indices[row, lo:hi] = torch.from_numpy(arrays[key])
+        indices[row, lo:hi] += shift
+    weight = torch.empty(n_e + n_i)
+    weight[:n_e], weight[n_e:] = prm["w_e"], prm["w_i"]
+    fc = SparseLinear(n, 2 * n, indices, DT, weight=weight)
+    del indices, weight
     if model == "cuba":
         syn_e, syn_i = ExponentialSynapse(lif, TAU_E), ExponentialSynapse(lif, TAU_I)
     else:

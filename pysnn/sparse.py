@@ -250,7 +250,9 @@ class SparseLinear(Connection):
         self._queue_pos = 0
         if per_synapse:
             self.delay_shape = (self.nnz,)
-            self.delay_steps = self._delay_steps(delay, device)[order.to(device)]
+            self.delay_steps = self._delay_steps(delay, device)
+            if order is not None:
+                self.delay_steps = self.delay_steps[order.to(device)]
             self._delays_changed()
         self.weight = nn.Parameter(torch.empty(self.nnz, device=device, dtype=dtype))
         if weight is None:
@@ -265,8 +267,10 @@ class SparseLinear(Connection):
     @staticmethod
     def _check_indices(
         indices: torch.Tensor, n_in: int, n_out: int
-    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(post, pre, order)`` sorted by (pre, post), ``order`` mapping from the given order."""
+    ) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+        """``(post, pre, order)`` sorted by (pre, post), ``order`` mapping from the given order
+        (``None``: the given order is that order already, as :func:`fixed_probability` and
+        :func:`fixed_indegree` give it; then no sort and no reordered copies are made)."""
         if not isinstance(indices, torch.Tensor) or indices.is_floating_point():
             raise TypeError(
                 "indices must be a (2, nnz) integer tensor of (postsynaptic, presynaptic) "
@@ -286,16 +290,21 @@ class SparseLinear(Connection):
                     f"to {int(value.max())}"
                 )
         keys = pre * n_out + post
-        order = torch.argsort(keys)
-        keys = keys[order]
-        if keys.numel() > 1 and bool((keys[1:] == keys[:-1]).any()):
+        if keys.numel() < 2 or bool((keys[1:] > keys[:-1]).all()):  # sorted, each pair once
+            # (copies: the connection must not change with the caller's tensor)
+            return post.clone(), pre.clone(), None
+        keys, order = torch.sort(keys)
+        if bool((keys[1:] == keys[:-1]).any()):
             raise ValueError(
                 "indices list a synapse (post, pre) more than once; give each pair once (sum "
                 "the weights of multiple synapses between the same neurons)"
             )
+        del keys
         return post[order], pre[order], order
 
-    def _set_weight(self, weight: Union[float, torch.Tensor], order: torch.Tensor) -> None:
+    def _set_weight(
+        self, weight: Union[float, torch.Tensor], order: Optional[torch.Tensor]
+    ) -> None:
         value = torch.as_tensor(weight, dtype=self.weight.dtype).detach()
         if value.dim() == 0:
             value = value.expand(self.nnz)
@@ -304,7 +313,7 @@ class SparseLinear(Connection):
                 f"weight must be a number or a ({self.nnz},) tensor, one per synapse in the order "
                 f"of indices, got shape {tuple(value.shape)}"
             )
-        else:
+        elif order is not None:
             value = value[order.to(value.device)]
         if self.nnz and (float(value.min()) < self.wmin or float(value.max()) > self.wmax):
             raise ValueError(

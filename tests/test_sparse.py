@@ -291,3 +291,25 @@ def test_errors():
         conn.correlate(torch.ones(1, 2), torch.ones(1, 3))
     with pytest.raises(ValueError, match="shape"):
         conn(torch.ones(1, 5))
+
+
+def test_indices_already_in_order_are_taken_without_a_sort_and_not_aliased():
+    """Indices sorted by (pre, post), as ``fixed_probability`` gives them, build the same
+    connection as the same synapses in any order (weights and per-synapse delays follow their
+    synapse), without keeping a reference to the caller's tensor."""
+    g = torch.Generator().manual_seed(3)
+    ordered = fixed_probability(30, 20, 0.2, generator=g)
+    keys = ordered[1] * 20 + ordered[0]
+    assert bool((keys[1:] > keys[:-1]).all())  # the case under test: already in order
+    nnz = ordered.shape[1]
+    weight = torch.rand(nnz, generator=g)
+    delay = torch.randint(0, 4, (nnz,), generator=g).float()
+    shuffle = torch.randperm(nnz, generator=g)
+    a = SparseLinear(30, 20, ordered.clone(), weight=weight, delay=delay)
+    b = SparseLinear(30, 20, ordered[:, shuffle], weight=weight[shuffle], delay=delay[shuffle])
+    for name in ("post_index", "pre_index", "row_ptr", "weight", "delay_steps"):
+        assert torch.equal(getattr(a, name), getattr(b, name)), name
+    given = ordered.clone()
+    c = SparseLinear(30, 20, given, weight=weight)
+    given.zero_()  # the caller reuses its tensor: the connection keeps its synapses
+    assert torch.equal(c.post_index, a.post_index) and torch.equal(c.pre_index, a.pre_index)
