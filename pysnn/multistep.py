@@ -160,6 +160,12 @@ def run_recurrent(
     if not isinstance(spikes, torch.Tensor) or spikes.numel() == 0 or spikes[0].numel() != n:
         raise ValueError(f"spikes must be a (B, {n}) tensor of the neurons' spikes")
     spikes = spikes.reshape(spikes.shape[0], n)
+    out_features = getattr(connection, "out_features", None)
+    if isinstance(out_features, int) and out_features != len(synapses) * n:
+        raise ValueError(
+            f"connection has {out_features} outputs; run_recurrent needs one group of {n} per "
+            f"synapse module ({len(synapses)} x {n} = {len(synapses) * n})"
+        )
     events = record == "events"
     out = _recurrent_fused(connection, synapses, neuron, steps, spikes, events)
     if out is not None:

@@ -102,6 +102,10 @@ def test_bad_arguments_are_refused_clearly():
         run_recurrent(fc, (ExponentialSynapse(other), synapses[1]), lif, 5, spikes)
     with pytest.raises(ValueError, match="spikes must be a"):
         run_recurrent(fc, synapses, lif, 5, torch.zeros(1, 7))
+    with pytest.raises(ValueError, match="one group of 120 per synapse module"):
+        run_recurrent(fc, synapses[:1], lif, 5, spikes)
+    with pytest.raises(ValueError, match='record must be "raster" or "events"'):
+        run_recurrent(fc, synapses, lif, 5, spikes, record="counts")
 
 
 @pytest.mark.parametrize("fused", [True, False])
