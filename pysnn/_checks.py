@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 import warnings
-from typing import Iterator, Optional, Sequence, Union
+from typing import Iterator, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -66,6 +66,20 @@ def check_positive_scalar(name: str, value: Number) -> float:
     return float(value)
 
 
+def _broadcast(a: Tuple[int, ...], b: Tuple[int, ...]) -> Optional[Tuple[int, ...]]:
+    """The broadcast of shapes ``a`` and ``b``, or ``None`` if they do not broadcast (as
+    ``torch.broadcast_shapes``, which imports sympy on its first call: ~30 MB and a few hundred
+    ms for a program that never needs it)."""
+    joint = []
+    for i in range(1, max(len(a), len(b)) + 1):
+        x = a[-i] if i <= len(a) else 1
+        y = b[-i] if i <= len(b) else 1
+        if x != y and x != 1 and y != 1:
+            return None
+        joint.append(y if x == 1 else x)
+    return tuple(reversed(joint))
+
+
 def as_param(
     name: str,
     value: ParamLike,
@@ -92,14 +106,13 @@ def as_param(
         tensor = value.detach().clone()
         if not tensor.is_floating_point():
             tensor = tensor.to(torch.get_default_dtype())
-        try:
-            torch.broadcast_shapes(tensor.shape, tuple(shape))
-        except RuntimeError:
+        joint = _broadcast(tuple(tensor.shape), tuple(shape))
+        if joint is None:
             raise ValueError(
                 f"{name} must be a scalar or a tensor broadcastable to the neuron shape "
                 f"{tuple(shape)}, got shape {tuple(tensor.shape)}"
-            ) from None
-        if torch.broadcast_shapes(tensor.shape, tuple(shape)) != torch.Size(shape):
+            )
+        if joint != tuple(shape):
             raise ValueError(
                 f"{name} of shape {tuple(tensor.shape)} would enlarge the neuron shape {tuple(shape)}"
             )

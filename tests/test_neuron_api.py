@@ -606,3 +606,18 @@ def test_adaptive_fast_step_follows_every_change_exactly(shared, monkeypatch):
     if native.available():
         assert len(fast_steps) > 30  # most steps took the fast path
     assert fused[:, 15:].max() > 1.0  # theta did adapt
+
+
+def test_constant_shapes_broadcast_as_torch_does():
+    """``as_param``'s own broadcast (it avoids ``torch.broadcast_shapes``, whose first call
+    imports sympy: ~30 MB) agrees with torch's, refusals included."""
+    from pysnn._checks import _broadcast
+
+    shapes = [(), (1,), (5,), (3, 1), (1, 5), (2, 3, 1), (0,), (4, 0), (4, 1), (3, 5)]
+    for a in shapes:
+        for b in shapes:
+            try:
+                expected = tuple(torch.broadcast_shapes(a, b))
+            except RuntimeError:
+                expected = None
+            assert _broadcast(a, b) == expected, (a, b)
