@@ -76,7 +76,7 @@ MODELS = {
     "cuba": dict(e_l=-49.0, drive=0.0, w_e=60 * 0.27 / 10, w_i=-20 * 4.5 / 10),
     "coba": dict(e_l=-60.0, drive=20.0, w_e=0.6, w_i=6.7, e_e=0.0, e_i=-80.0),
 }
-PEERS = ("pysnn", "pysnn-fused", "brian2", "brian2-standalone")
+PEERS = ("pysnn", "pysnn-fused", "brian2", "brian2-standalone", "nest")
 TRANSIENT = 0.1  # s, left out of the statistics
 
 
@@ -283,6 +283,74 @@ def run_brian2(model: str, n: int, duration: float, data: Path, standalone: bool
     }
 
 
+def run_nest(model: str, n: int, duration: float, data: Path) -> Dict:
+    """The same network in NEST (``iaf_psc_exp`` / ``iaf_cond_exp``, one thread), in NEST's
+    units: currents and conductances scaled by the membrane capacitance (any ``C_m`` gives the
+    same dynamics), synaptic delay one step (pysnn's spikes act in the next step too).
+    NEST's neurons hold ``V_m`` at ``V_reset`` while refractory (the examples' semantics, as
+    ``--brian2-semantics documented``), and integrate COBA with an adaptive ODE solver."""
+    import nest
+
+    nest.set_verbosity("M_ERROR")
+    nest.ResetKernel()
+    nest.SetKernelStatus({"resolution": DT, "local_num_threads": 1, "print_time": False})
+    start = time.perf_counter()
+    prm = MODELS[model]
+    arrays = np.load(data)
+    n_exc = n * 4 // 5
+    c_m = 250.0  # pF
+    g_l = c_m / TAU_M  # nS
+    common = dict(C_m=c_m, V_th=V_T, V_reset=V_R, t_ref=REFRAC, tau_syn_ex=TAU_E, tau_syn_in=TAU_I)
+    if model == "cuba":  # ge, gi in mV: a current of g * C_m / tau_m pA
+        pop = nest.Create("iaf_psc_exp", n, params=dict(common, E_L=prm["e_l"], tau_m=TAU_M))
+        w_e, w_i = prm["w_e"] * g_l, prm["w_i"] * g_l
+    else:  # ge, gi in units of the leak conductance; the drive I (mV) as a current
+        pop = nest.Create(
+            "iaf_cond_exp",
+            n,
+            params=dict(
+                common,
+                E_L=prm["e_l"],
+                g_L=g_l,
+                E_ex=prm["e_e"],
+                E_in=prm["e_i"],
+                I_e=prm["drive"] * g_l,
+            ),
+        )
+        w_e, w_i = prm["w_e"] * g_l, -prm["w_i"] * g_l  # (NEST: negative = inhibitory)
+    pop.V_m = arrays["v0"]
+    ids = np.asarray(pop.tolist())
+    for pre, post, w in (
+        (arrays["exc_pre"], arrays["exc_post"], w_e),
+        (arrays["inh_pre"] + n_exc, arrays["inh_post"], w_i),
+    ):
+        nest.Connect(  # (array connect: weights and delays per synapse)
+            ids[pre],
+            ids[post],
+            "one_to_one",
+            {
+                "synapse_model": "static_synapse",
+                "weight": np.full(len(pre), w),
+                "delay": np.full(len(pre), DT),
+            },
+        )
+    recorder = nest.Create("spike_recorder")
+    nest.Connect(pop, recorder)
+    nest.Prepare()
+    build = time.perf_counter() - start
+    start = time.perf_counter()
+    nest.Run(duration)
+    sim = time.perf_counter() - start
+    nest.Cleanup()
+    events = recorder.get("events")
+    return {
+        "build": build,
+        "sim": sim,
+        "i": np.asarray(events["senders"]) - ids[0],
+        "t": np.asarray(events["times"]) * 1e-3,
+    }
+
+
 def _status_mb(field: str) -> float:
     with open("/proc/self/status") as f:
         for line in f:
@@ -309,11 +377,15 @@ def worker(peer: str, model: str, n: int, duration: float, data: str, out: str, 
         conn = SparseLinear(2, 2, torch.tensor([[0], [1]]), DT)
         with torch.no_grad():
             lif(ExponentialSynapse(lif)(conn(torch.ones(1, 2))))
+    elif peer == "nest":
+        import nest  # noqa: F401
     else:
         import brian2  # noqa: F401
     base = _status_mb("VmRSS")
     if peer.startswith("pysnn"):
         result = run_pysnn(model, n, duration, Path(data), fused=peer == "pysnn-fused")
+    elif peer == "nest":
+        result = run_nest(model, n, duration, Path(data))
     else:
         directory = str(Path(out).with_suffix("")) + "_standalone"
         result = run_brian2(
@@ -393,7 +465,9 @@ def raster(results: Dict, model: str, n: int, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    peers = [p for p in ("pysnn", "pysnn-fused", "brian2-standalone", "brian2") if p in results]
+    peers = [
+        p for p in ("pysnn", "pysnn-fused", "brian2-standalone", "brian2", "nest") if p in results
+    ]
     fig, axes = plt.subplots(len(peers), 1, figsize=(8, 2.6 * len(peers)), sharex=True)
     axes = np.atleast_1d(axes)
     for ax, peer in zip(axes, peers):
