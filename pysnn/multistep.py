@@ -13,8 +13,12 @@ and IF neurons inside one fused call (:mod:`pysnn.native`):
 
 The results, and the state left in both modules (spike history, membrane potential, traces), are
 those of the step loop ``for t in range(T): out[t] = neuron(connection(spikes[t]))``, so blocks and
-single steps can be mixed. A network with recurrent connections, or a learning rule that must see
-every step, still needs the step loop.
+single steps can be mixed.
+
+:func:`run_recurrent` does the same for a recurrent population (a sparse connection from the
+neurons onto their own synapses, the Vogels-Abbott networks): all ``T`` steps in one fused loop,
+the step loop's spikes bit for bit. Other recurrent networks, and learning rules that must see
+every step, still need the step loop.
 
 :class:`Unroll` turns a step network into a sequence module, ``(T, B, ...) -> (T, B, ...)`` with
 the state reset at the start of every sequence: the unit to hand to
