@@ -974,22 +974,36 @@ class Connection(nn.Module):
         if norm is not None:
             self.normalize(norm)
 
-    def _fused_row_update(self, leaf: torch.Tensor, rows: torch.Tensor, dw: torch.Tensor) -> bool:
-        """The row update of :meth:`apply_update_` as one fused CPU pass that also keeps the
-        event copy in step (:func:`pysnn.native.row_update_`); ``False`` where it does not apply."""
+    def _fused_weight_edit(
+        self,
+        leaf: torch.Tensor,
+        kernel: Callable[[Optional[torch.Tensor], Optional[Tuple[float, float]]], Any],
+    ) -> bool:
+        """Run ``kernel(copy, bounds)``, a fused in-place edit of the plain weight ``leaf`` that
+        clamps to ``bounds`` (``(wmin, wmax)``, ``None`` when unbounded) and writes the same
+        values into ``copy`` (the presynaptic-major event copy when it is in step, else
+        ``None``), and keep the bookkeeping of a pysnn edit. ``False`` when ``kernel`` returned
+        ``None`` or ``False`` (it did nothing: the caller takes the torch path)."""
         copy = self._copy
         in_sync = copy is not None and copy.copy is not None and copy._in_sync(leaf)
         bounds = (self.wmin, self.wmax)
         if not (math.isfinite(self.wmin) or math.isfinite(self.wmax)):
             bounds = None
-        if not native.row_update_(
-            leaf, rows, dw.contiguous(), copy.copy if in_sync else None, bounds
-        ):
+        done = kernel(copy.copy if in_sync else None, bounds)
+        if done is None or done is False:
             return False
         if in_sync:
             copy._rekey(leaf)
         self._edited()
         return True
+
+    def _fused_row_update(self, leaf: torch.Tensor, rows: torch.Tensor, dw: torch.Tensor) -> bool:
+        """The row update of :meth:`apply_update_` as one fused CPU pass that also keeps the
+        event copy in step (:func:`pysnn.native.row_update_`); ``False`` where it does not apply."""
+        dw = dw.contiguous()
+        return self._fused_weight_edit(
+            leaf, lambda copy, bounds: native.row_update_(leaf, rows, dw, copy, bounds)
+        )
 
     def _fused_stdp_update(
         self,
@@ -1007,28 +1021,12 @@ class Connection(nn.Module):
         leaf = self._parameters.get("weight")
         if leaf is None or torch.is_grad_enabled():
             return False
-        copy = self.__dict__.get("_copy")
-        in_sync = copy is not None and copy.copy is not None and copy._in_sync(leaf)
-        bounds = (self.wmin, self.wmax)
-        if not (math.isfinite(self.wmin) or math.isfinite(self.wmax)):
-            bounds = None
-        changed = native.stdp_rows_(
+        return self._fused_weight_edit(
             leaf,
-            copy.copy if in_sync else None,
-            s_post,
-            x_post,
-            pre_trace,
-            arriving,
-            pot,
-            dep,
-            bounds,
+            lambda copy, bounds: native.stdp_rows_(
+                leaf, copy, s_post, x_post, pre_trace, arriving, pot, dep, bounds
+            ),
         )
-        if changed is None:
-            return False
-        if in_sync:
-            copy._rekey(leaf)
-        self._edited()
-        return True
 
     def _accumulate_grad(self, kind: str, dw: torch.Tensor, rows: Optional[torch.Tensor]) -> None:
         """``.grad -= dw`` on the learnable tensor(s) behind ``weight``."""

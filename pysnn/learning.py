@@ -837,20 +837,12 @@ class _FastSTDP:
         found = self.tensors(conn)
         if found is None:
             return False
-        copy = conn.__dict__.get("_copy")
-        in_sync = copy is not None and copy.copy is not None and copy._in_sync(weight)
-        bounds = (conn.wmin, conn.wmax)
-        if not (math.isfinite(conn.wmin) or math.isfinite(conn.wmax)):
-            bounds = None
-        changed = self.kernel(
-            weight, copy.copy if in_sync else None, *found, self.pot, self.dep, bounds
-        )
-        if changed is None:
+        kernel, pot, dep = self.kernel, self.pot, self.dep
+        if not conn._fused_weight_edit(
+            weight, lambda copy, bounds: kernel(weight, copy, *found, pot, dep, bounds)
+        ):
             return False
         g._step += 1
-        if in_sync:
-            copy._rekey(weight)
-        conn._edited()
         return True
 
 

@@ -908,25 +908,9 @@ def stdp_rows_(
         or (copy is not None and tuple(copy.shape) != (weight.shape[1], weight.shape[0]))
     ):
         return None
-    lo, hi = bounds if bounds is not None else (0.0, 0.0)
-    changed = (_stdp_f32 if weight.dtype == torch.float32 else _stdp_f64)(
-        weight.shape[0],
-        weight.shape[1],
-        s_post.data_ptr(),
-        x_post.data_ptr(),
-        pre_trace.data_ptr(),
-        arriving.data_ptr(),
-        pot,
-        dep,
-        weight.data_ptr(),
-        None if copy is None else copy.data_ptr(),
-        bounds is not None,
-        lo,
-        hi,
+    return STDPRowsKernel(weight)(
+        weight, copy, s_post, x_post, pre_trace, arriving, pot, dep, bounds
     )
-    if changed:
-        torch.autograd.graph.increment_version(weight)
-    return changed
 
 
 class STDPRowsKernel:

@@ -146,23 +146,29 @@ PYSNN_EXPAND(int64_t)
  * starts at theta + b * theta_bstride (0: shared by the batch). table: (address, stride) of
  * decay, leak, v_reset, thresh, n_ref (int64), trace decay, trace scale.
  */
-/* The loop over a block of m neurons of one LIF step (SAVE: also write v_save and r_save). */
-#define PYSNN_LIF_LOOP(T, SAVE)                                                                   \
+/* A neuron constant in a loop over neurons i: per neuron (x[i]) or shared by all (x##0). */
+#define PYSNN_ARRAY(x) x[i]
+#define PYSNN_SCALAR(x) x##0
+
+/* The loop over a block of m neurons of one LIF step (SAVE: also write v_save and r_save; P:
+ * how the constants decay, leak, th, v_reset, n_ref, tdecay, tscale are read). Reads vsb, rsb,
+ * tsb (state before) and xb (input), writes vb, rb, tb (state after, may alias) and sb. */
+#define PYSNN_LIF_LOOP(T, SAVE, P)                                                                \
     for (int64_t i = 0; i < m; ++i) {                                                            \
-        T vi = MADD(vsb[i], decay[i], leak[i]);                                                  \
+        T vi = MADD(vsb[i], P(decay), P(leak));                                                  \
         int64_t ri = rsb[i];                                                                     \
         vi = vi + (ri > 0 ? (T)0 : xb[i]);                                                       \
-        int fired = vi >= th[i];                                                                 \
+        int fired = vi >= P(th);                                                                 \
         if (SAVE) {                                                                              \
             v_save[o + i] = vi;                                                                  \
             r_save[o + i] = ri > 0;                                                              \
         }                                                                                        \
-        vb[i] = fired ? v_reset[i] : vi;                                                         \
-        rb[i] = fired ? n_ref[i] : (ri > 1 ? ri - 1 : 0);                                        \
+        vb[i] = fired ? P(v_reset) : vi;                                                         \
+        rb[i] = fired ? P(n_ref) : (ri > 1 ? ri - 1 : 0);                                        \
         T si = fired ? (T)1 : (T)0;                                                              \
         sb[i] = si;                                                                              \
-        T d = tsb[i] * tdecay[i];                                                                \
-        tb[i] = additive ? MADD(tscale[i], si, d) : (fired ? tscale[i] : d);                     \
+        T d = tsb[i] * P(tdecay);                                                                \
+        tb[i] = additive ? MADD(P(tscale), si, d) : (fired ? P(tscale) : d);                     \
     }
 
 #define PYSNN_LIF(NAME, T)                                                                        \
@@ -219,9 +225,9 @@ PYSNN_EXPAND(int64_t)
                     th = th_buf;                                                                 \
                 }                                                                                \
                 if (v_save)                                                                      \
-                    PYSNN_LIF_LOOP(T, 1)                                                         \
+                    PYSNN_LIF_LOOP(T, 1, PYSNN_ARRAY)                                            \
                 else                                                                             \
-                    PYSNN_LIF_LOOP(T, 0)                                                         \
+                    PYSNN_LIF_LOOP(T, 0, PYSNN_ARRAY)                                            \
             }                                                                                    \
         }                                                                                        \
         }                                                                                        \
@@ -796,9 +802,6 @@ PYSNN_STDP_ROWS(pysnn_stdp_rows_f64, double)
  * s0: (B, N) spikes before the first step (the connection's input of step 0); s_out: (T, B, N).
  * c: (B, G * N) scratch, zero on entry and on return; spiking: (B, N) int64 scratch.
  */
-/* a constant of the recurrent kernel: shared (x##0) or per neuron (x[i]) */
-#define PYSNN_SCALAR(x) x##0
-#define PYSNN_ARRAY(x) x[i]
 #define PYSNN_MAX_GROUPS 16
 
 /* one synapse group over the n neurons: g <- MADD(g, a, c), c <- 0, input summed into xin */
@@ -809,21 +812,6 @@ PYSNN_STDP_ROWS(pysnn_stdp_rows_f64, double)
         ck[i] = (T)0;                                                                           \
         const T in = COND ? (gi * P(kk)) * (P(e) - vb[i]) : gi * P(kk);                         \
         xin[i] = first ? in : xin[i] + in;                                                      \
-    }
-
-/* the LIF step of PYSNN_LIF_LOOP over the n neurons, input xin */
-#define PYSNN_REC_LIF(T, P)                                                                     \
-    for (int64_t i = 0; i < n; ++i) {                                                           \
-        T vi = MADD(vb[i], P(decay), P(leak));                                                  \
-        const int64_t ri = rb[i];                                                               \
-        vi = vi + (ri > 0 ? (T)0 : xin[i]);                                                     \
-        const int fired = vi >= P(thresh);                                                      \
-        vb[i] = fired ? P(v_reset) : vi;                                                        \
-        rb[i] = fired ? P(n_ref) : (ri > 1 ? ri - 1 : 0);                                       \
-        const T si = fired ? (T)1 : (T)0;                                                       \
-        sb[i] = si;                                                                             \
-        const T d = tb[i] * P(tdecay);                                                          \
-        tb[i] = additive ? MADD(P(tscale), si, d) : (fired ? P(tscale) : d);                    \
     }
 
 #define PYSNN_RECURRENT(NAME, T)                                                                \
@@ -855,7 +843,7 @@ PYSNN_STDP_ROWS(pysnn_stdp_rows_f64, double)
             expand_##T(lif_p + q * n, table, lif_k[q], 0, n);                                   \
         expand_int64_t(n_ref, table, 4, 0, n);                                                  \
         const T *restrict decay = lif_p, *restrict leak = lif_p + n;                            \
-        const T *restrict v_reset = lif_p + 2 * n, *restrict thresh = lif_p + 3 * n;            \
+        const T *restrict v_reset = lif_p + 2 * n, *restrict th = lif_p + 3 * n;                \
         const T *restrict tdecay = lif_p + 4 * n, *restrict tscale = lif_p + 5 * n;             \
         T *restrict xin = lif_p + 6 * n;                                                        \
         T *const s_buf = s_out ? 0 : lif_p + 7 * n;                                             \
@@ -867,7 +855,10 @@ PYSNN_STDP_ROWS(pysnn_stdp_rows_f64, double)
             syn_scalar[kg] = STRIDE(syn_tables[kg], 0) == 0 && STRIDE(syn_tables[kg], 1) == 0  \
                              && STRIDE(syn_tables[kg], 2) == 0;                                 \
         const T decay0 = decay[0], leak0 = leak[0], v_reset0 = v_reset[0];                      \
-        const T thresh0 = thresh[0], tdecay0 = tdecay[0], tscale0 = tscale[0];                  \
+        const T th0 = th[0], tdecay0 = tdecay[0], tscale0 = tscale[0];                          \
+        T *const v_save = 0; /* (PYSNN_LIF_LOOP without SAVE: never written) */                  \
+        unsigned char *const r_save = 0;                                                        \
+        const int64_t o = 0, m = n;                                                             \
         const int64_t n_ref0 = n_ref[0];                                                        \
         for (int64_t b = 0; b < batch; ++b) {                                                   \
             int64_t *list = spiking + b * n, count = 0;                                         \
@@ -876,8 +867,10 @@ PYSNN_STDP_ROWS(pysnn_stdp_rows_f64, double)
                     list[count++] = j;                                                          \
             const T *s_prev = s0 + b * n;                                                       \
             T *cb = c + b * groups * n;                                                         \
-            T *restrict vb = v + b * n, *restrict tb = trace + b * n;                           \
-            int64_t *restrict rb = r + b * n;                                                   \
+            T *vb = v + b * n, *tb = trace + b * n; /* updated in place by PYSNN_LIF_LOOP */     \
+            int64_t *rb = r + b * n;                                                            \
+            const T *vsb = vb, *tsb = tb, *xb = xin;                                            \
+            const int64_t *rsb = rb;                                                            \
             for (int64_t t = 0; t < n_steps; ++t) {                                             \
                 for (int64_t q = 0; q < count; ++q) { /* the connection: scatter_add */         \
                     const int64_t j = list[q];                                                  \
@@ -902,10 +895,10 @@ PYSNN_STDP_ROWS(pysnn_stdp_rows_f64, double)
                         PYSNN_REC_SYN(T, PYSNN_ARRAY, 0)                                        \
                 }                                                                               \
                 T *restrict sb = s_out ? s_out + (t * batch + b) * n : s_buf + (t & 1) * n;     \
-                if (lif_scalar) /* the LIF step (PYSNN_LIF_LOOP) */                            \
-                    PYSNN_REC_LIF(T, PYSNN_SCALAR)                                              \
+                if (lif_scalar) /* the LIF step */                                              \
+                    PYSNN_LIF_LOOP(T, 0, PYSNN_SCALAR)                                          \
                 else                                                                            \
-                    PYSNN_REC_LIF(T, PYSNN_ARRAY)                                               \
+                    PYSNN_LIF_LOOP(T, 0, PYSNN_ARRAY)                                           \
                 count = 0; /* the spiking neurons: blocks of 16 without a spike skipped */      \
                 int64_t i = 0;                                                                  \
                 for (; i + 16 <= n; i += 16) {                                                  \
