@@ -7,8 +7,16 @@ of 1 ms each), one digit at a time, interleaved digit by digit so background loa
 Timed: the simulation with learning of each digit plus the state reset (no data loading, no
 intensity-raising repeats, identical work for both).
 
-Also reported: pysnn with ``--batch-size`` digits at once (BindsNET's ``DiehlAndCook2015`` model is
-trained one digit at a time in its MNIST example).
+pysnn variants, each training its own copy of the network (same initial weights):
+
+- ``pysnn``: ``DiehlCook2015.run``, which runs the steps through ``pysnn.multistep.run_layers``
+  (one fused call for runs of steps);
+- ``pysnn user net``: the same network written here from the public modules, as a user would,
+  whose ``run`` calls ``run_layers`` (the speed is not reserved for ``pysnn.models``);
+- ``pysnn step loop``: ``forward`` called once per step from Python (each module on its fused
+  single-step path);
+- ``--batch-size`` digits at once (BindsNET's ``DiehlAndCook2015`` model is trained one digit at
+  a time in its MNIST example).
 
 Prints digits/s of each and the ratio pysnn / BindsNET; never asserts times.
 
@@ -32,8 +40,13 @@ for path in (ROOT, ROOT / "benchmarks"):
         sys.path.insert(0, str(path))
 
 import pysnn  # noqa: E402
+from pysnn.connection import Linear  # noqa: E402
 from pysnn.datasets import MNISTSample  # noqa: E402
+from pysnn.learning import STDP  # noqa: E402
 from pysnn.models import DiehlCook2015  # noqa: E402
+from pysnn.multistep import run_layers  # noqa: E402
+from pysnn.network import SNNNetwork  # noqa: E402
+from pysnn.neuron import AdaptiveLIFNeuron, Input, LIFNeuron  # noqa: E402
 
 
 def poisson_digits(n: int, steps: int, intensity: float, seed: int) -> torch.Tensor:
@@ -70,11 +83,59 @@ def build_bindsnet(n_neurons: int):
     return train
 
 
-def build_pysnn(n_neurons: int):
-    net = DiehlCook2015(n_neurons=n_neurons)
+class UserDiehlCook(SNNNetwork):
+    """Diehl & Cook's network as a user writes it from pysnn's public modules."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.inp = Input(784, tau_trace=20.0)
+        self.fc = Linear(784, n, wmin=0.0, wmax=1.0, init="uniform", init_kwargs={"b": 0.3})
+        self.exc = AdaptiveLIFNeuron(
+            n, thresh=-52.0, v_rest=-65.0, v_reset=-65.0, tau_v=100.0, refrac=5.0,
+            tau_trace=20.0, theta_plus=0.05, tau_theta=1e7, theta_shared=True,
+        )  # fmt: skip
+        self.inh = LIFNeuron(n, thresh=-40.0, v_rest=-60.0, v_reset=-45.0, tau_v=10.0, refrac=2.0)
+        self.e2i, self.i2e = Linear(n, n), Linear(n, n)
+        with torch.no_grad():
+            self.e2i.weight.copy_(22.5 * torch.eye(n))
+            self.i2e.weight.copy_(-120.0 * (1 - torch.eye(n)))
+        self.stdp = STDP(connection=self.fc, pre=self.inp, post=self.exc, nu=(1e-4, 1e-2))
+        self.fc.normalize(78.4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.inp(x)
+        current = self.fc(x)
+        if self.inh.spikes is not None and self.inh.spikes.shape[0] == x.shape[0]:
+            current = current + self.i2e(self.inh.spikes)
+        exc = self.exc(current)
+        self.inh(self.e2i(exc))
+        self.stdp.step()
+        return exc
+
+    @torch.no_grad()
+    def run(self, spikes: torch.Tensor) -> torch.Tensor:
+        self.reset_state()
+        layers = [
+            (self.exc, [(self.fc, self.inp), (self.i2e, self.inh)]),
+            (self.inh, [(self.e2i, self.exc)]),
+        ]
+        counts = run_layers(self.inp, layers, spikes, [self.stdp], record=[self.exc], counts=True)
+        self.fc.normalize(78.4)
+        return counts[0]
+
+
+def build_pysnn(n_neurons: int, variant: str = "run"):
+    torch.manual_seed(0)
+    net = UserDiehlCook(n_neurons) if variant == "user" else DiehlCook2015(n_neurons=n_neurons)
 
     def train(spikes: torch.Tensor) -> None:  # spikes (T, B, 784)
-        net.run(spikes)
+        if variant == "loop":
+            net.reset_state()
+            for x in spikes:
+                net(x)
+            net.fc.normalize(78.4)
+        else:
+            net.run(spikes)
 
     return train
 
@@ -96,42 +157,44 @@ def main(argv: Optional[List[str]] = None) -> int:
     digits = poisson_digits(max(args.digits, args.batch_size), args.time, args.intensity, args.seed)
     print(f"torch {torch.__version__}, {args.threads} thread(s), {args.time} steps/digit")
     for n in args.n_neurons:
-        ours = build_pysnn(n)
+        runners = {
+            "pysnn": build_pysnn(n),
+            "pysnn user net": build_pysnn(n, "user"),
+            "pysnn step loop": build_pysnn(n, "loop"),
+        }
         try:
-            theirs = build_bindsnet(n)
+            runners["bindsnet"] = build_bindsnet(n)
         except ImportError as err:
-            theirs = None
             print(f"bindsnet not installed ({err}); timing pysnn only")
-        times = {"pysnn": [], "bindsnet": []}
+        times = {name: [] for name in runners}
         with torch.no_grad():
-            ours(digits[0][:, None])  # warm-up
-            if theirs:
-                theirs(digits[0])
+            for name, runner in runners.items():  # warm-up
+                runner(digits[0] if name == "bindsnet" else digits[0][:, None])
             for i in range(args.digits):
-                start = time.perf_counter()
-                ours(digits[i][:, None])
-                times["pysnn"].append(time.perf_counter() - start)
-                if theirs:
+                for name, runner in runners.items():
+                    x = digits[i] if name == "bindsnet" else digits[i][:, None]
                     start = time.perf_counter()
-                    theirs(digits[i])
-                    times["bindsnet"].append(time.perf_counter() - start)
+                    runner(x)
+                    times[name].append(time.perf_counter() - start)
             batched = build_pysnn(n)
             batch = digits[: args.batch_size].transpose(0, 1)
             batched(batch)
             start = time.perf_counter()
             batched(batch)
             batch_rate = args.batch_size / (time.perf_counter() - start)
-        rate = 1.0 / statistics.median(times["pysnn"])
-        print(
-            f"n={n}: pysnn {rate:.1f} digits/s (batch 1), {batch_rate:.1f} digits/s "
-            f"(batch {args.batch_size})"
-        )
-        if theirs:
-            theirs_rate = 1.0 / statistics.median(times["bindsnet"])
+        rates = {name: 1.0 / statistics.median(t) for name, t in times.items()}
+        for name, rate in rates.items():
+            step = 1e6 / (rate * args.time)
+            print(f"n={n}: {name:16s} {rate:8.1f} digits/s ({step:6.1f} us/step, batch 1)")
+        print(f"n={n}: pysnn batch {args.batch_size:<5d} {batch_rate:8.1f} digits/s")
+        if "bindsnet" in rates:
+            theirs = rates["bindsnet"]
+            ratios = ", ".join(
+                f"{name} {rate / theirs:.2f}x" for name, rate in rates.items() if name != "bindsnet"
+            )
             print(
-                f"n={n}: bindsnet {theirs_rate:.1f} digits/s; ratio pysnn/bindsnet: "
-                f"{rate / theirs_rate:.2f}x (batch 1), {batch_rate / theirs_rate:.2f}x "
-                f"(pysnn batch {args.batch_size})"
+                f"n={n}: ratio to bindsnet (batch 1): {ratios}; pysnn batch "
+                f"{args.batch_size} {batch_rate / theirs:.2f}x"
             )
     return 0
 

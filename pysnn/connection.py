@@ -1123,29 +1123,42 @@ class _FastLinearStep:
         ):
             conn.__dict__["_fast"] = None  # stale: rebuilt after the general step
             return None
-        bias = self.bias
-        if _grad_enabled() and (
-            x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
-        ):
+        if (_grad_enabled() and x.requires_grad) or self.remaining(conn) == 0:
             return None
-        copy = conn._copy
-        if weight._version != conn.__dict__.get("_bounds_version") or not copy._in_sync(weight):
-            return None  # a write of the user's: the general step checks and re-copies
-        if self.counting:
-            activity = conn._activity
-            if not activity.event or activity.steps + 1 >= conn.AUTO_INTERVAL:
-                return None  # the general step re-counts
         if _checks._VALUE_CHECKS and torch.isnan(x).any():
             raise ValueError(f"spikes contains NaN (input to {type(conn).__name__})")
-        result = linear_event_step(x, copy.copy)
+        result = linear_event_step(x, conn._copy.copy)
         if result is None:
             return None
         out, active = result
         if self.counting:
+            activity = conn._activity
             activity.steps += 1
             activity.events += active
         conn._buffers["arriving"] = x
+        bias = self.bias
         return out if bias is None else out + bias
+
+    def remaining(self, conn: "Linear") -> int:
+        """How many of the next steps (of inputs that need no gradient, shaped and typed as
+        this object's) can take this fast step, nothing else changing: 0 when the weight or
+        bias needs a gradient or was written by the user (the general step checks and
+        re-copies), or under ``"auto"`` while the choice is dense or a re-count is due (the
+        general step re-counts); else the steps until the next re-count (``sys.maxsize``
+        without ``"auto"``)."""
+        weight, bias = self.weight, self.bias
+        if conn._parameters.get("weight") is not weight:
+            return 0
+        if _grad_enabled() and (weight.requires_grad or (bias is not None and bias.requires_grad)):
+            return 0
+        if weight._version != conn.__dict__.get("_bounds_version") or not conn._copy._in_sync(
+            weight
+        ):
+            return 0
+        if not self.counting:
+            return sys.maxsize
+        activity = conn._activity
+        return max(conn.AUTO_INTERVAL - 1 - activity.steps, 0) if activity.event else 0
 
 
 class Linear(Connection):

@@ -814,14 +814,16 @@ class _FastSTDP:
                 return None
         return found
 
-    def __call__(self, rule: "STDP") -> bool:
-        """One step of ``rule``; ``False`` (nothing done): take the general path."""
+    def ready(self, rule: "STDP") -> Optional[bool]:
+        """What the next step of ``rule`` does: ``True`` the fused update, ``False`` nothing
+        (no learning), ``None`` the general path (the checks that do not read the neurons'
+        tensors)."""
         g = self.group
         if not (rule.enabled and rule.training):
-            return True  # no learning this step (as on the general path)
+            return False  # no learning this step (as on the general path)
         conn = g.connection
         if not conn.training:
-            return True
+            return False
         weight = conn._parameters.get("weight")
         if (
             weight is not self.weight
@@ -833,7 +835,17 @@ class _FastSTDP:
             or weight.dtype is not self.dtype
             or not weight.is_contiguous()
         ):
-            return False
+            return None
+        return True
+
+    def __call__(self, rule: "STDP") -> bool:
+        """One step of ``rule``; ``False`` (nothing done): take the general path."""
+        ready = self.ready(rule)
+        if not ready:
+            return ready is False
+        g = self.group
+        conn = g.connection
+        weight = self.weight
         found = self.tensors(conn)
         if found is None:
             return False

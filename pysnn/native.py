@@ -89,6 +89,7 @@ _lif_f32 = _lif_f64 = _trace_f32 = _trace_f64 = _linear_f32 = _linear_f64 = None
 _block_f32 = _block_f64 = _transpose_f32 = _transpose_f64 = _update_f32 = _update_f64 = None
 _backward_f32 = _backward_f64 = _lif_inplace_f32 = _lif_inplace_f64 = None
 _theta_f32 = _theta_f64 = _stdp_f32 = _stdp_f64 = _recurrent_f32 = _recurrent_f64 = None
+_layers_f32 = _layers_f64 = None
 _enabled = os.environ.get("PYSNN_NATIVE", "1").strip().lower() not in ("0", "false", "no", "off")
 
 
@@ -195,6 +196,10 @@ def _build() -> ctypes.CDLL:
         recurrent = getattr(lib, f"pysnn_recurrent_{suffix}")
         recurrent.argtypes = [i64, i64, i64, i64] + [ptr] * 11 + [ctypes.c_int] + [ptr] * 5
         recurrent.restype = None
+        layers = getattr(lib, f"pysnn_layers_{suffix}")
+        layers.argtypes = [i64, i64, ptr, i64, ptr, ptr, ptr, i64, ptr, ptr, ptr, ptr, ptr]
+        layers.argtypes += [ctypes.c_int, i64, i64, ptr]
+        layers.restype = i64
         lib.pysnn_free.argtypes = [ptr]
         lib.pysnn_free.restype = None
         linear = getattr(lib, f"pysnn_linear_event_{suffix}")
@@ -218,6 +223,7 @@ def _library() -> Optional[ctypes.CDLL]:
     global _linear_f64, _block_f32, _block_f64, _transpose_f32, _transpose_f64, _update_f32
     global _update_f64, _backward_f32, _backward_f64, _lif_inplace_f32, _lif_inplace_f64
     global _theta_f32, _theta_f64, _stdp_f32, _stdp_f64, _recurrent_f32, _recurrent_f64
+    global _layers_f32, _layers_f64
     if not _tried:
         with _lock:
             if not _tried:
@@ -233,6 +239,7 @@ def _library() -> Optional[ctypes.CDLL]:
                     _stdp_f32, _stdp_f64 = lib.pysnn_stdp_rows_f32, lib.pysnn_stdp_rows_f64
                     _recurrent_f32 = lib.pysnn_recurrent_f32
                     _recurrent_f64 = lib.pysnn_recurrent_f64
+                    _layers_f32, _layers_f64 = lib.pysnn_layers_f32, lib.pysnn_layers_f64
                     _linear_f32 = lib.pysnn_linear_event_f32
                     _linear_f64 = lib.pysnn_linear_event_f64
                     _block_f32 = lib.pysnn_linear_event_block_f32
@@ -972,6 +979,70 @@ def stdp_rows_kernel(weight: torch.Tensor) -> Optional[STDPRowsKernel]:
     ):
         return None
     return STDPRowsKernel(weight)
+
+
+#: Fields of the int64 descriptors of :func:`layer_steps`, in the order of ``kernels.c``.
+LAYER_GROUP_FIELDS = ("kind", "n", "v", "refrac", "trace", "theta", "table", "theta_table")
+LAYER_GROUP_FIELDS += ("additive", "shared", "update", "spikes", "record", "record_mode")
+LAYER_CONN_FIELDS = ("pre", "post", "weight_t", "bias", "n_in", "n_out")
+LAYER_RULE_FIELDS = ("connection", "pre", "post", "weight", "weight_t", "bounded")
+#: Most connections :func:`layer_steps` takes.
+LAYER_MAX_CONNECTIONS = 64
+
+
+def layer_steps(
+    x: torch.Tensor,
+    groups: torch.Tensor,
+    conns: torch.Tensor,
+    conn_lo: torch.Tensor,
+    rules: torch.Tensor,
+    rates: torch.Tensor,
+    active: torch.Tensor,
+    changed: torch.Tensor,
+    check_nan: bool,
+) -> Tuple[int, int]:
+    """``T`` steps of a network of layers in one call (``pysnn_layers`` in ``kernels.c``; see
+    :func:`pysnn.multistep.run_layers`, which builds the descriptors from the modules, keeps
+    the memory they point to alive and checks everything this function does not).
+
+    Args:
+        x: ``(T, B, n_in)`` input spikes, contiguous, the network's dtype.
+        groups: ``(L + 1, len(LAYER_GROUP_FIELDS))`` int64: the input group, then the layers.
+        conns: ``(C, len(LAYER_CONN_FIELDS))`` int64, ordered by layer; ``conn_lo`` ``(L + 1,)``
+            the first connection of each layer (and the end).
+        rules: ``(R, len(LAYER_RULE_FIELDS))`` int64; ``rates`` ``(R, 4)`` float64: potentiation
+            and depression rates, lower and upper bound.
+        active, changed: ``(C,)`` / ``(R,)`` int64 counters, added to.
+        check_nan: stop before a module whose input holds a NaN.
+
+    Returns:
+        ``(steps done, group)``: fewer steps than ``T`` when a NaN stopped the run before
+        ``group``'s step (0: the input) of the next step.
+    """
+    n_steps, batch = x.shape[0], x.shape[1]
+    max_n = max(int(groups[:, 1].max()), 1)
+    scratch = x.new_empty(2 * batch * max_n)
+    stop = ctypes.c_int64(-1)
+    done = (_layers_f32 if x.dtype == torch.float32 else _layers_f64)(
+        n_steps,
+        batch,
+        x.data_ptr(),
+        groups.shape[0] - 1,
+        groups.data_ptr(),
+        conns.data_ptr(),
+        conn_lo.data_ptr(),
+        rules.shape[0],
+        rules.data_ptr(),
+        rates.data_ptr(),
+        scratch.data_ptr(),
+        active.data_ptr(),
+        changed.data_ptr(),
+        check_nan,
+        BLOCK_ROWS,
+        torch.get_num_threads(),
+        ctypes.byref(stop),
+    )
+    return done, stop.value
 
 
 def recurrent_steps(

@@ -692,21 +692,43 @@ class _FastStep:
             or x.dtype is not self.dtype
             or not x.is_cpu
             or not x.is_contiguous()
-            or list(map(_VERSION, self.constants)) != self.versions
-            or list(map(_DATA_PTR, self.constants)) != self.pointers
+            or self.stale()
         ):
             neuron.__dict__["_fast"] = None  # stale: rebuilt after the general step
             return None
-        state = neuron._buffers
-        if _grad_enabled() and (
-            x.requires_grad or any(state[name].requires_grad for name in self.GRAD_STATE)
-        ):
-            return None
-        if not all_unshared(state, self.STATE):  # a kept reference: the general path copies
+        if (_grad_enabled() and x.requires_grad) or not self.state_ready(neuron):
             return None
         if _checks._VALUE_CHECKS and torch.isnan(x).any():
             raise ValueError(f"x contains NaN (input to {type(neuron).__name__})")
-        return self.run(state, x)
+        return self.run(neuron._buffers, x)
+
+    def stale(self) -> bool:
+        """Whether a constant was edited in place or swapped since this object was built."""
+        return (
+            list(map(_VERSION, self.constants)) != self.versions
+            or list(map(_DATA_PTR, self.constants)) != self.pointers
+        )
+
+    def state_ready(self, neuron: Neuron) -> bool:
+        """Whether the kernel may update the state in place: no gradient wanted for it, and no
+        reference kept to it elsewhere (the general path then copies)."""
+        state = neuron._buffers
+        if _grad_enabled() and any(state[name].requires_grad for name in self.GRAD_STATE):
+            return False
+        return all_unshared(state, self.STATE)
+
+    def ready(self, neuron: Neuron, shape: torch.Size, dtype: torch.dtype) -> bool:
+        """Whether a step with a contiguous CPU input of ``shape`` and ``dtype`` that needs no
+        gradient would take this fast step: its checks that do not read the input, for a caller
+        that runs many such steps in one call (:func:`pysnn.multistep.run_layers`)."""
+        return (
+            not _is_compiling()
+            and not neuron.__dict__["_override"]
+            and shape == self.shape
+            and dtype is self.dtype
+            and not self.stale()
+            and self.state_ready(neuron)
+        )
 
     def run(self, state: dict, x: torch.Tensor) -> Optional[torch.Tensor]:
         """Advance ``state`` (the neuron's buffers) by one step of input ``x``; the spikes, or

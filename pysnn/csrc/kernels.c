@@ -19,6 +19,7 @@
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #define PYSNN_MAX_THREADS 64
 /* neurons per block of the LIF kernels (their parameters are expanded onto the stack) */
@@ -942,6 +943,134 @@ PYSNN_STDP_ROWS(pysnn_stdp_rows_f64, double)
 
 PYSNN_RECURRENT(pysnn_recurrent_f32, float)
 PYSNN_RECURRENT(pysnn_recurrent_f64, double)
+
+/*
+ * T steps of a network of layers (pysnn.multistep.run_layers): an input neuron group, L layers
+ * of LIF neurons (optionally with an adaptive threshold), event-driven connections between them,
+ * and one-sample pair STDP on some connections. Per step t, exactly the calls the modules' fused
+ * single steps make, in the step loop's order:
+ *
+ *   input:   trace update with the spikes x[t]                                    (pysnn_trace)
+ *   layer k: for its connections c in order: out_c = spikes of c's presynaptic group (this
+ *            step's if that group already stepped, else the previous step's) times the weight
+ *            (pysnn_linear_event[_block]) + bias; x_k = out_c1 + out_c2 + ... (left to right);
+ *            LIF step with input x_k (pysnn_lif, threshold + theta), theta update (pysnn_theta)
+ *   rules:   pair STDP rows (pysnn_stdp_rows) with the post group's spikes and trace, the pre
+ *            group's trace and the spikes connection c read this step
+ *
+ * groups: (L + 1) * PYSNN_GF int64 (group 0 the input), see the G_* fields; conns: C * PYSNN_CF,
+ * ordered by layer (layer k's connections are conn_lo[k - 1] .. conn_lo[k] - 1); rules:
+ * R * PYSNN_RF, rates R * 4 doubles (a, b, lo, hi). Spikes of group k live in its buffer
+ * (2, B, n): step t writes half t % 2, the previous step's are in the other half (half 1 holds
+ * the spikes before the first step). scratch: 2 * B * max n. active (C): active inputs added per
+ * connection; changed (R): steps in which a rule changed a row. With check_nan, a NaN in x[t] or
+ * in a layer's input stops the run before that module steps: *stop = the group (0: the input).
+ * Returns the number of steps completed.
+ */
+enum { G_KIND, G_N, G_V, G_R, G_TRACE, G_THETA, G_TABLE, G_THETA_TABLE, G_ADDITIVE, G_SHARED,
+       G_UPDATE, G_SPIKES, G_RECORD, G_RECORD_MODE, PYSNN_GF };
+enum { C_PRE, C_POST, C_WT, C_BIAS, C_IN, C_OUT, PYSNN_CF };
+enum { R_CONN, R_PRE, R_POST, R_W, R_WT, R_BOUNDED, PYSNN_RF };
+
+#define PYSNN_LAYERS(NAME, T, SUFFIX)                                                           \
+    int64_t NAME(int64_t n_steps, int64_t batch, const T *x, int64_t n_layers,                  \
+                 const int64_t *groups, const int64_t *conns, const int64_t *conn_lo,           \
+                 int64_t n_rules, const int64_t *rules, const double *rates, T *scratch,        \
+                 int64_t *active, int64_t *changed, int check_nan, int64_t block_rows,          \
+                 int64_t n_threads, int64_t *stop)                                              \
+    {                                                                                           \
+        const int64_t *in = groups;                                                             \
+        const int64_t n0 = in[G_N];                                                             \
+        int64_t max_n = n0;                                                                     \
+        for (int64_t k = 1; k <= n_layers; ++k)                                                 \
+            max_n = groups[k * PYSNN_GF + G_N] > max_n ? groups[k * PYSNN_GF + G_N] : max_n;    \
+        T *cur = scratch, *tmp = scratch + batch * max_n;                                       \
+        const T *read[64];                                                                      \
+        for (int64_t t = 0; t < n_steps; ++t) {                                                 \
+            const T *xt = x + t * batch * n0;                                                   \
+            if (check_nan)                                                                      \
+                for (int64_t i = 0; i < batch * n0; ++i)                                        \
+                    if (xt[i] != xt[i]) {                                                       \
+                        *stop = 0;                                                              \
+                        return t;                                                               \
+                    }                                                                           \
+            T *trace0 = (T *)(intptr_t)in[G_TRACE];                                             \
+            pysnn_trace_##SUFFIX(batch, n0, xt, trace0, trace0,                                 \
+                                 (const int64_t *)(intptr_t)in[G_TABLE], (int)in[G_ADDITIVE]);  \
+            for (int64_t k = 1; k <= n_layers; ++k) {                                           \
+                const int64_t *gk = groups + k * PYSNN_GF;                                      \
+                const int64_t n = gk[G_N];                                                      \
+                int first = 1;                                                                  \
+                for (int64_t c = conn_lo[k - 1]; c < conn_lo[k]; ++c) {                         \
+                    const int64_t *ck = conns + c * PYSNN_CF;                                   \
+                    const int64_t p = ck[C_PRE], n_in = ck[C_IN];                               \
+                    const T *s = xt;                                                            \
+                    if (p > 0) { /* this step's spikes if p already stepped, else the last's */ \
+                        const T *buf = (const T *)(intptr_t)groups[p * PYSNN_GF + G_SPIKES];    \
+                        s = buf + ((p < k ? t : t + 1) & 1) * batch * n_in;                     \
+                    }                                                                           \
+                    read[c] = s;                                                                \
+                    T *out = first ? cur : tmp;                                                 \
+                    const T *wt = (const T *)(intptr_t)ck[C_WT];                                \
+                    active[c] += batch >= block_rows                                            \
+                        ? pysnn_linear_event_block_##SUFFIX(batch, n_in, n, s, wt, out,         \
+                                                            n_threads, 0)                       \
+                        : pysnn_linear_event_##SUFFIX(batch, n_in, n, s, wt, out, n_threads);   \
+                    const T *bias = (const T *)(intptr_t)ck[C_BIAS];                            \
+                    if (bias)                                                                   \
+                        for (int64_t b = 0; b < batch; ++b)                                     \
+                            for (int64_t i = 0; i < n; ++i)                                     \
+                                out[b * n + i] = out[b * n + i] + bias[i];                      \
+                    if (!first)                                                                 \
+                        for (int64_t i = 0; i < batch * n; ++i)                                 \
+                            cur[i] = cur[i] + tmp[i];                                           \
+                    first = 0;                                                                  \
+                }                                                                               \
+                if (first)                                                                      \
+                    for (int64_t i = 0; i < batch * n; ++i)                                     \
+                        cur[i] = (T)0;                                                          \
+                if (check_nan)                                                                  \
+                    for (int64_t i = 0; i < batch * n; ++i)                                     \
+                        if (cur[i] != cur[i]) {                                                 \
+                            *stop = k;                                                          \
+                            return t;                                                           \
+                        }                                                                       \
+                T *v = (T *)(intptr_t)gk[G_V], *tr = (T *)(intptr_t)gk[G_TRACE];                \
+                int64_t *r = (int64_t *)(intptr_t)gk[G_R];                                      \
+                T *theta = (T *)(intptr_t)gk[G_THETA];                                          \
+                T *sk = (T *)(intptr_t)gk[G_SPIKES] + (t & 1) * batch * n;                      \
+                pysnn_lif_##SUFFIX(1, batch, n, cur, v, r, tr, v, r, tr, sk, 0, 0, theta,       \
+                                   gk[G_SHARED] ? 0 : n, (const int64_t *)(intptr_t)gk[G_TABLE], \
+                                   (int)gk[G_ADDITIVE], 1);                                     \
+                if (theta && gk[G_UPDATE])                                                      \
+                    pysnn_theta_##SUFFIX(batch, n, sk, theta, (int)gk[G_SHARED],                \
+                                         (const int64_t *)(intptr_t)gk[G_THETA_TABLE]);         \
+                T *rec = (T *)(intptr_t)gk[G_RECORD];                                           \
+                if (gk[G_RECORD_MODE] == 1)                                                     \
+                    memcpy(rec + t * batch * n, sk, (size_t)(batch * n) * sizeof(T));           \
+                else if (gk[G_RECORD_MODE] == 2)                                                \
+                    for (int64_t i = 0; i < batch * n; ++i)                                     \
+                        rec[i] = rec[i] + sk[i];                                                \
+            }                                                                                   \
+            for (int64_t q = 0; q < n_rules; ++q) {                                             \
+                const int64_t *rq = rules + q * PYSNN_RF;                                       \
+                const int64_t *post = groups + rq[R_POST] * PYSNN_GF;                           \
+                const int64_t *pre = groups + rq[R_PRE] * PYSNN_GF;                             \
+                const int64_t *ck = conns + rq[R_CONN] * PYSNN_CF;                              \
+                const T *s_post = (const T *)(intptr_t)post[G_SPIKES] + (t & 1) * post[G_N];    \
+                const double *rate = rates + 4 * q;                                             \
+                changed[q] += pysnn_stdp_rows_##SUFFIX(                                         \
+                    ck[C_OUT], ck[C_IN], s_post, (const T *)(intptr_t)post[G_TRACE],            \
+                    (const T *)(intptr_t)pre[G_TRACE], read[rq[R_CONN]], rate[0], rate[1],      \
+                    (T *)(intptr_t)rq[R_W], (T *)(intptr_t)rq[R_WT], (int)rq[R_BOUNDED],        \
+                    rate[2], rate[3]) > 0;                                                      \
+            }                                                                                   \
+        }                                                                                       \
+        return n_steps;                                                                         \
+    }
+
+PYSNN_LAYERS(pysnn_layers_f32, float, f32)
+PYSNN_LAYERS(pysnn_layers_f64, double, f64)
 
 /* Frees memory the kernels allocated for the caller (the spike events of pysnn_recurrent). */
 void pysnn_free(void *p) { free(p); }

@@ -49,12 +49,13 @@ Deviations from the paper, on purpose and documented:
 from __future__ import annotations
 
 import math
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 
 from pysnn.connection import Linear
 from pysnn.learning import STDP
+from pysnn.multistep import Layer, run_layers
 from pysnn.network import SNNNetwork
 from pysnn._checks import check_choice
 from pysnn.neuron import AdaptiveLIFNeuron, Input, LIFNeuron
@@ -219,6 +220,22 @@ class DiehlCook2015(SNNNetwork):
         self.stdp.step()  # does nothing in eval() mode
         return exc
 
+    def step_program(self) -> Tuple[List[Layer], List[STDP]]:
+        """:meth:`forward` (current-based synapses) as :func:`pysnn.multistep.run_layers`'s
+        ``(layers, rules)``: the excitatory layer fed by ``fc`` from the input and by ``i2e``
+        from the inhibitory neurons (their previous step's spikes), then the inhibitory layer fed
+        by ``e2i``; then STDP."""
+        if self.syn_input is not None:
+            raise ValueError(
+                "step_program covers current-based synapses only; this network was built with "
+                'synapses="conductance" (run its forward step by step)'
+            )
+        layers: List[Layer] = [
+            (self.exc, [(self.fc, self.inp), (self.i2e, self.inh)]),
+            (self.inh, [(self.e2i, self.exc)]),
+        ]
+        return layers, [self.stdp]
+
     @torch.no_grad()
     def run(
         self,
@@ -232,12 +249,21 @@ class DiehlCook2015(SNNNetwork):
             normalize: normalise ``fc`` weights afterwards (only in training mode).
 
         Returns:
-            Excitatory spike counts ``(B, n_neurons)``. The state is reset before the sample.
+            Excitatory spike counts ``(B, n_neurons)``, in the network's dtype. The state is
+            reset before the sample.
+
+        With current-based synapses the steps run through :func:`pysnn.multistep.run_layers`
+        (:meth:`step_program`): the results of ``T`` calls of :meth:`forward` bit for bit, in
+        one fused call where the modules allow it.
         """
         self.reset_state()
-        counts = spikes.new_zeros(spikes.shape[1], self.n_neurons)
-        for x in spikes:
-            counts += self(x)
+        if self.syn_input is None:
+            layers, rules = self.step_program()
+            counts = run_layers(self.inp, layers, spikes, rules, record=[self.exc], counts=True)[0]
+        else:
+            counts = spikes.new_zeros(spikes.shape[1], self.n_neurons, dtype=self.fc.weight.dtype)
+            for x in spikes:
+                counts += self(x)
         if normalize and self.training and self.norm is not None:
             self.fc.normalize(self.norm)
         return counts

@@ -1,0 +1,263 @@
+"""pysnn.multistep.run_layers: T steps of a network of layers in one fused call, bit for bit
+the documented step loop (and DiehlCook2015's forward), with the loop as fallback."""
+
+import pytest
+import torch
+
+import pysnn
+from pysnn import native
+from pysnn.connection import Linear
+from pysnn.learning import STDP
+from pysnn.models import DiehlCook2015
+from pysnn.multistep import run_layers
+from pysnn.neuron import AdaptiveLIFNeuron, IFNeuron, Input, LIFNeuron
+
+FUSED = native.available()
+
+
+@pytest.fixture
+def fused_calls(monkeypatch):
+    """The fused calls: (steps run, group a NaN stopped before or -1) of each."""
+    calls = []
+    original = native.layer_steps
+
+    def counted(x, *args):
+        done = original(x, *args)
+        calls.append(done)
+        return done
+
+    monkeypatch.setattr(native, "layer_steps", counted)
+    return calls
+
+
+def digits(n, steps=350, batch=1, seed=0, rate=0.06):
+    gen = torch.Generator().manual_seed(seed)
+    base = torch.rand(n, 784, generator=gen) * rate
+    return [(torch.rand(steps, batch, 784, generator=gen) < base[i]).float() for i in range(n)]
+
+
+def state_of(net):
+    """Every tensor of the network's modules' state, and the activity counts."""
+    out = {}
+    for name, module in net.named_modules():
+        for key, value in module._buffers.items():
+            if value is not None:
+                out[f"{name}.{key}"] = value
+        activity = getattr(module, "_activity", None)
+        if activity is not None:
+            out[f"{name}.activity"] = (activity.steps, activity.events, activity.event)
+    out["weight"] = net.fc.weight.detach()
+    copy = net.fc._copy.copy
+    if copy is not None:
+        out["copy"] = copy
+    return out
+
+
+def assert_same_state(a, b):
+    sa, sb = state_of(a), state_of(b)
+    assert sa.keys() == sb.keys()
+    for key in sa:
+        if isinstance(sa[key], torch.Tensor):
+            torch.testing.assert_close(sa[key], sb[key], rtol=0, atol=0, equal_nan=True, msg=key)
+        else:
+            assert sa[key] == sb[key], key
+
+
+def loop_run(net, spikes):
+    """DiehlCook2015.run as T calls of forward (the definition of the result)."""
+    with torch.no_grad():
+        net.reset_state()
+        counts = torch.zeros(spikes.shape[1], net.n_neurons, dtype=net.fc.weight.dtype)
+        for x in spikes:
+            counts += net(x)
+        if net.training:
+            net.fc.normalize(net.norm)
+    return counts
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_diehl_cook_run_is_the_forward_loop_bit_for_bit(dtype, fused_calls):
+    torch.manual_seed(1)
+    a = DiehlCook2015(n_neurons=30).to(dtype)
+    b = DiehlCook2015(n_neurons=30).to(dtype)
+    b.load_state_dict(a.state_dict())
+    for spikes in digits(4, seed=2, rate=0.1):
+        spikes = spikes.to(dtype)
+        expected = loop_run(a, spikes)
+        got = b.run(spikes)
+        assert torch.equal(got, expected)
+        assert_same_state(a, b)
+    assert expected.sum() > 0 and a.exc.theta.sum() > 0  # learning happened
+    # the digits crossed "auto" re-counts (every AUTO_INTERVAL steps) and still took the kernel
+    assert a.fc._activity.steps < 4 * 350
+    if FUSED:
+        assert sum(done for done, _ in fused_calls) > 0.9 * 4 * 350
+    # frozen: eval mode, a batch of digits at once, no learning
+    a.eval(), b.eval()
+    spikes = digits(1, batch=5, seed=3, rate=0.1)[0].to(dtype)
+    assert torch.equal(b.run(spikes), loop_run(a, spikes))
+    assert_same_state(a, b)
+
+
+def user_network(dtype):
+    """Layers of every kind the kernel takes, a bias, a connection from a later layer."""
+    torch.manual_seed(4)
+    inp = Input(40)
+    l1 = AdaptiveLIFNeuron(25, thresh=-55.0, theta_plus=0.5, tau_theta=50.0, refrac=2.0)
+    l2 = LIFNeuron(15, thresh=-58.0, tau_v=10.0, trace_mode="reset")
+    l3 = IFNeuron(10, thresh=1.0)
+    c1 = Linear(40, 25, init="uniform", init_kwargs={"a": 0.0, "b": 8.0})
+    c2 = Linear(25, 15, bias=True, init="uniform", init_kwargs={"a": 0.0, "b": 6.0})
+    c2.propagation = "event"  # (c1 "auto": re-counted every AUTO_INTERVAL steps)
+    back = Linear(15, 25, init="uniform", init_kwargs={"a": -3.0, "b": 0.0}, propagation="event")
+    c3 = Linear(15, 10, init="uniform", init_kwargs={"a": 0.0, "b": 0.5}, propagation="event")
+    c4 = Linear(25, 10, init="uniform", init_kwargs={"a": 0.0, "b": 0.3}, propagation="event")
+    modules = torch.nn.ModuleList([inp, l1, l2, l3, c1, c2, back, c3, c4]).to(dtype)
+    modules.requires_grad_(False)
+    layers = [
+        (l1, [(c1, inp), (back, l2)]),  # back: l2's spikes of the step before
+        (l2, [(c2, l1)]),
+        (l3, [(c3, l2), (c4, l1)]),
+    ]
+    return modules, layers
+
+
+def hand_loop(modules, spikes):
+    """The step loop of run_layers' docstring, written out for user_network."""
+    inp, l1, l2, l3, c1, c2, back, c3, c4 = modules
+    out = []
+    for x in spikes:
+        inp(x)
+        current = c1(inp.spikes)
+        if l2.spikes is not None:
+            current = current + back(l2.spikes)
+        s1 = l1(current)
+        s2 = l2(c2(l1.spikes))
+        s3 = l3(c3(l2.spikes) + c4(l1.spikes))
+        out.append((s1, s2, s3))
+    return [torch.stack(group) for group in zip(*out)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_user_network_batch_raster_bit_for_bit(dtype, fused_calls):
+    ma, layers_a = user_network(dtype)
+    mb, layers_b = user_network(dtype)
+    spikes = (torch.rand(150, 3, 40, generator=torch.Generator().manual_seed(5)) < 0.04).to(dtype)
+    with torch.no_grad():
+        expected = hand_loop(ma, spikes)
+        got = run_layers(mb[0], layers_b, spikes, record=[mb[1], mb[2], mb[3]])
+    for e, g in zip(expected, got):
+        assert g.shape == e.shape and g.dtype == dtype
+        assert torch.equal(g, e)
+    assert all(e.sum() > 0 for e in expected)  # every layer fires
+    for x, y in zip(ma, mb):
+        for key, value in x._buffers.items():
+            if value is not None:
+                assert torch.equal(value, y._buffers[key]), (type(x).__name__, key)
+    if FUSED:
+        assert sum(done for done, _ in fused_calls) >= 100
+    # counts of a second run continuing from that state
+    more = (torch.rand(50, 3, 40, generator=torch.Generator().manual_seed(6)) < 0.04).to(dtype)
+    with torch.no_grad():
+        expected = hand_loop(ma, more)[2].sum(0)
+        got = run_layers(mb[0], layers_b, more, record=[mb[3]], counts=True)[0]
+    assert torch.equal(got, expected)
+
+
+def test_hooks_and_disabled_kernels_run_the_loop(fused_calls):
+    torch.manual_seed(7)
+    a, b = DiehlCook2015(n_neurons=20), DiehlCook2015(n_neurons=20)
+    b.load_state_dict(a.state_dict())
+    seen = []
+    b.inh.register_forward_hook(lambda m, i, o: seen.append(o.sum()))
+    spikes = digits(1, steps=60, seed=8, rate=0.1)[0]
+    assert torch.equal(b.run(spikes), loop_run(a, spikes))
+    assert len(seen) == 60 and not fused_calls  # the hook saw every step
+    assert_same_state(a, b)
+    c = DiehlCook2015(n_neurons=20)
+    c.load_state_dict(b.state_dict())
+    native.set_enabled(False)
+    try:
+        got = c.run(spikes)
+    finally:
+        native.set_enabled(True)
+    assert torch.equal(got, loop_run(a, spikes)) and not fused_calls
+
+
+def test_kept_reference_is_not_written():
+    torch.manual_seed(9)
+    a, b = DiehlCook2015(n_neurons=20), DiehlCook2015(n_neurons=20)
+    b.load_state_dict(a.state_dict())
+    spikes = digits(2, steps=80, seed=10, rate=0.1)
+    loop_run(a, spikes[0]), b.run(spikes[0])
+    kept_a, kept_b = a.exc.v, b.exc.v
+    before = kept_b.clone()
+    with torch.no_grad():
+        for x in spikes[1]:
+            a(x)
+        layers, rules = b.step_program()
+        run_layers(b.inp, layers, spikes[1], rules)
+    assert torch.equal(kept_b, before) and torch.equal(kept_a, before)
+    assert torch.equal(a.exc.v, b.exc.v) and not torch.equal(b.exc.v, before)
+
+
+def test_nan_input_raises_the_loops_error_after_the_same_steps(fused_calls):
+    torch.manual_seed(11)
+    a, b = DiehlCook2015(n_neurons=20), DiehlCook2015(n_neurons=20)
+    b.load_state_dict(a.state_dict())
+    spikes = digits(1, steps=100, seed=12, rate=0.1)[0]
+    spikes[70, 0, 5] = float("nan")
+    with pysnn.checks(True):
+        with pytest.raises(ValueError, match=r"x contains NaN \(input to Input\)"):
+            loop_run(a, spikes)
+        with pytest.raises(ValueError, match=r"x contains NaN \(input to Input\)"):
+            b.run(spikes)
+    assert_same_state(a, b)
+    if FUSED:  # the kernel found it, before the input's step
+        assert fused_calls[-1][1] == 0
+
+
+def test_nan_weight_raises_before_the_layer_steps(fused_calls):
+    torch.manual_seed(13)
+    a, b = DiehlCook2015(n_neurons=20), DiehlCook2015(n_neurons=20)
+    b.load_state_dict(a.state_dict())
+    spikes = digits(1, steps=100, seed=14, rate=0.2)[0]
+    loop_run(a, spikes[:10]), b.run(spikes[:10])
+    # an input silent for 50 steps, then active: its NaN weight reaches a fused step
+    late = (spikes[:50, 0].sum(0) == 0) & (spikes[50:, 0].sum(0) > 0)
+    j = int(late.nonzero()[0])
+    message = r"x contains NaN \(input to AdaptiveLIFNeuron\)"
+    with pysnn.checks(True), torch.no_grad():
+        for net in (a, b):
+            net.fc.weight[3, j] = float("nan")
+        with pytest.raises(ValueError, match=message):
+            for x in spikes:
+                a(x)
+        with pytest.raises(ValueError, match=message):
+            layers, rules = b.step_program()
+            run_layers(b.inp, layers, spikes, rules)
+    assert_same_state(a, b)
+    if FUSED:  # the kernel found it, before the excitatory layer's step
+        assert fused_calls[-1][1] == 1
+
+
+def test_arguments_are_checked():
+    net = DiehlCook2015(n_neurons=5)
+    layers, rules = net.step_program()
+    spikes = torch.zeros(3, 1, 784)
+    with pytest.raises(ValueError, match="pre must be input or a neuron of layers"):
+        run_layers(net.inp, [(net.exc, [(net.fc, net.inh)])], spikes)
+    with pytest.raises(ValueError, match=r"layers\[0\] must be a \(neuron, incoming\) pair"):
+        run_layers(net.inp, [net.exc], spikes)
+    with pytest.raises(ValueError, match="at least one"):
+        run_layers(net.inp, [], spikes)
+    with pytest.raises(ValueError, match="may appear once"):
+        run_layers(net.inp, layers + [layers[0]], spikes)
+    with pytest.raises(ValueError, match=r"record\[0\] is not a neuron of layers"):
+        run_layers(net.inp, layers, spikes, record=[net.inp])
+    with pytest.raises(TypeError, match=r"rules\[0\] must be a learning rule"):
+        run_layers(net.inp, layers, spikes, rules=["stdp"])
+    with pytest.raises(ValueError, match=r"spikes must be a \(T, B, ...\) tensor with T >= 1"):
+        run_layers(net.inp, layers, torch.zeros(0, 1, 784))
+    with pytest.raises(ValueError, match='synapses="conductance"'):
+        DiehlCook2015(n_neurons=5, synapses="conductance").step_program()
