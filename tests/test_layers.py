@@ -112,11 +112,12 @@ def user_network(dtype):
     back = Linear(15, 25, init="uniform", init_kwargs={"a": -3.0, "b": 0.0}, propagation="event")
     c3 = Linear(15, 10, init="uniform", init_kwargs={"a": 0.0, "b": 0.5}, propagation="event")
     c4 = Linear(25, 10, init="uniform", init_kwargs={"a": 0.0, "b": 0.3}, propagation="event")
-    modules = torch.nn.ModuleList([inp, l1, l2, l3, c1, c2, back, c3, c4]).to(dtype)
+    rec = Linear(15, 15, init="uniform", init_kwargs={"a": -2.0, "b": 1.0}, propagation="event")
+    modules = torch.nn.ModuleList([inp, l1, l2, l3, c1, c2, back, c3, c4, rec]).to(dtype)
     modules.requires_grad_(False)
     layers = [
         (l1, [(c1, inp), (back, l2)]),  # back: l2's spikes of the step before
-        (l2, [(c2, l1)]),
+        (l2, [(c2, l1), (rec, l2)]),  # rec: l2's own spikes of the step before
         (l3, [(c3, l2), (c4, l1)]),
     ]
     return modules, layers
@@ -124,7 +125,7 @@ def user_network(dtype):
 
 def hand_loop(modules, spikes):
     """The step loop of run_layers' docstring, written out for user_network."""
-    inp, l1, l2, l3, c1, c2, back, c3, c4 = modules
+    inp, l1, l2, l3, c1, c2, back, c3, c4, rec = modules
     out = []
     for x in spikes:
         inp(x)
@@ -132,7 +133,10 @@ def hand_loop(modules, spikes):
         if l2.spikes is not None:
             current = current + back(l2.spikes)
         s1 = l1(current)
-        s2 = l2(c2(l1.spikes))
+        current = c2(l1.spikes)
+        if l2.spikes is not None:
+            current = current + rec(l2.spikes)
+        s2 = l2(current)
         s3 = l3(c3(l2.spikes) + c4(l1.spikes))
         out.append((s1, s2, s3))
     return [torch.stack(group) for group in zip(*out)]
