@@ -153,23 +153,40 @@ PYSNN_EXPAND(int64_t)
 
 /* The loop over a block of m neurons of one LIF step (SAVE: also write v_save and r_save; P:
  * how the constants decay, leak, th, v_reset, n_ref, tdecay, tscale are read). Reads vsb, rsb,
- * tsb (state before) and xb (input), writes vb, rb, tb (state after, may alias) and sb. */
-#define PYSNN_LIF_LOOP(T, SAVE, P)                                                                \
-    for (int64_t i = 0; i < m; ++i) {                                                            \
+ * tsb (state before) and xb (input), writes vb, rb, tb (state after, may alias) and sb. Split in
+ * three passes per chunk so that each vectorises (one element type per pass; same-index reads
+ * and writes only, hence ivdep): the refractory gate as floats, the floating-point step, the
+ * refractory counters. Same operations, same values as one scalar pass. */
+#define PYSNN_LIF_FLOAT(T, SAVE, P, ADD)                                                          \
+    {                                                                                            \
         T vi = MADD(vsb[i], P(decay), P(leak));                                                  \
-        int64_t ri = rsb[i];                                                                     \
-        vi = vi + (ri > 0 ? (T)0 : xb[i]);                                                       \
-        int fired = vi >= P(th);                                                                 \
-        if (SAVE) {                                                                              \
+        vi = vi + (open_[i - c0] != (T)0 ? xb[i] : (T)0);                                        \
+        const T si = vi >= P(th) ? (T)1 : (T)0;                                                  \
+        if (SAVE)                                                                                \
             v_save[o + i] = vi;                                                                  \
-            r_save[o + i] = ri > 0;                                                              \
-        }                                                                                        \
-        vb[i] = fired ? P(v_reset) : vi;                                                         \
-        rb[i] = fired ? P(n_ref) : (ri > 1 ? ri - 1 : 0);                                        \
-        T si = fired ? (T)1 : (T)0;                                                              \
+        vb[i] = si != (T)0 ? P(v_reset) : vi;                                                    \
         sb[i] = si;                                                                              \
-        T d = tsb[i] * P(tdecay);                                                                \
-        tb[i] = additive ? MADD(P(tscale), si, d) : (fired ? P(tscale) : d);                     \
+        const T d = tsb[i] * P(tdecay);                                                          \
+        tb[i] = ADD ? MADD(P(tscale), si, d) : (si != (T)0 ? P(tscale) : d);                     \
+    }
+
+#define PYSNN_LIF_LOOP(T, SAVE, P)                                                                \
+    for (int64_t c0 = 0; c0 < m; c0 += PYSNN_BLOCK) {                                            \
+        const int64_t c1 = c0 + PYSNN_BLOCK < m ? c0 + PYSNN_BLOCK : m;                          \
+        T open_[PYSNN_BLOCK]; /* 1 where the input counts (not refractory) */                    \
+        for (int64_t i = c0; i < c1; ++i)                                                        \
+            open_[i - c0] = rsb[i] > 0 ? (T)0 : (T)1;                                            \
+        if (additive) {                                                                          \
+            _Pragma("GCC ivdep") for (int64_t i = c0; i < c1; ++i) PYSNN_LIF_FLOAT(T, SAVE, P, 1) \
+        } else {                                                                                 \
+            _Pragma("GCC ivdep") for (int64_t i = c0; i < c1; ++i) PYSNN_LIF_FLOAT(T, SAVE, P, 0) \
+        }                                                                                        \
+        for (int64_t i = c0; i < c1; ++i) {                                                      \
+            const int64_t ri = rsb[i];                                                           \
+            if (SAVE)                                                                            \
+                r_save[o + i] = ri > 0;                                                          \
+            rb[i] = sb[i] != (T)0 ? P(n_ref) : (ri > 1 ? ri - 1 : 0);                            \
+        }                                                                                        \
     }
 
 #define PYSNN_LIF(NAME, T)                                                                        \
@@ -284,6 +301,19 @@ PYSNN_LIF_INPLACE(pysnn_lif_inplace_f64, pysnn_lif_f64, double)
  * with respect to the state before the first step. table: as for pysnn_lif. n_threads: as for
  * pysnn_lif.
  */
+/* One neuron of one step of the backward pass (ADD: additive trace); same-index reads and
+ * writes only (ivdep), the spike as a float so that the loop vectorises. */
+#define PYSNN_LIF_BACKWARD_STEP(T, ADD)                                                           \
+    {                                                                                            \
+        const T fired = u[i] >= thresh[i] ? (T)1 : (T)0;                                         \
+        T gs = gsp[i] + (ADD ? (T)1 : (T)0) * tscale[i] * gt[i] +                                \
+               reset_on * gv[i] * (v_reset[i] - u[i]);                                           \
+        T gu = (fired != (T)0 ? (T)0 : gv[i]) + gs * sg[i];                                      \
+        gx[i] = gu;                                                                              \
+        gv[i] = gu * decay[i];                                                                   \
+        gt[i] = (ADD || fired == (T)0) ? gt[i] * tdecay[i] : (T)0;                               \
+    }
+
 #define PYSNN_LIF_BACKWARD(NAME, T)                                                               \
     typedef struct {                                                                             \
         int64_t n_steps, batch, n, lo, hi;                                                       \
@@ -324,16 +354,13 @@ PYSNN_LIF_INPLACE(pysnn_lif_inplace_f64, pysnn_lif_f64, double)
                 const T *sg = job->sg ? job->sg + o : d;                                         \
                 if (!job->sg)                                                                    \
                     surrogate_grad_##T(job->code, (T)job->param, u, thresh, d, m);               \
-                const T reset_on = detach_reset ? (T)0 : (T)1, add_on = additive ? (T)1 : (T)0;  \
-                for (int64_t i = 0; i < m; ++i) {                                                \
-                    int fired = u[i] >= thresh[i];                                               \
-                    T gs = gsp[i] + add_on * tscale[i] * gt[i] +                                 \
-                           reset_on * gv[i] * (v_reset[i] - u[i]);                               \
-                    T gu = (fired ? (T)0 : gv[i]) + gs * sg[i];                                  \
-                    gx[i] = gu;                                                                  \
-                    gv[i] = gu * decay[i];                                                       \
-                    gt[i] = (additive || !fired) ? gt[i] * tdecay[i] : (T)0;                     \
-                }                                                                                \
+                const T reset_on = detach_reset ? (T)0 : (T)1;                                   \
+                if (additive)                                                                    \
+                    _Pragma("GCC ivdep") for (int64_t i = 0; i < m; ++i)                         \
+                        PYSNN_LIF_BACKWARD_STEP(T, 1)                                            \
+                else                                                                             \
+                    _Pragma("GCC ivdep") for (int64_t i = 0; i < m; ++i)                         \
+                        PYSNN_LIF_BACKWARD_STEP(T, 0)                                            \
                 if (rs) /* no input while refractory: no gradient into it (a second, short pass \
                            keeps the loop above vectorisable) */                                 \
                     for (int64_t i = 0; i < m; ++i)                                              \
