@@ -181,7 +181,7 @@ def _build() -> ctypes.CDLL:
         inplace.restype = None
         backward = getattr(lib, f"pysnn_lif_backward_{suffix}")
         backward.argtypes = [i64, i64, i64] + [ptr] * 10 + [ctypes.c_int] * 3
-        backward.argtypes += [ctypes.c_double, i64]
+        backward.argtypes += [ctypes.c_double, ctypes.c_int, i64]
         backward.restype = None
         trace = getattr(lib, f"pysnn_trace_{suffix}")
         trace.argtypes = [i64, i64, ptr, ptr, ptr, ptr, ctypes.c_int]
@@ -409,7 +409,7 @@ def lif_steps(
     trace_params: "TraceParameters",
     theta: Optional[torch.Tensor] = None,
     out: Optional[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None,
-    save: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
+    save: Optional[Tuple[torch.Tensor, Optional[torch.Tensor]]] = None,
 ) -> Optional[Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
     """Run ``T`` fused LIF steps with their trace update; returns new ``(spikes, v, refrac, trace)``.
 
@@ -429,7 +429,8 @@ def lif_steps(
             ``None`` for a new tensor; same shapes, dtypes and contiguity), or ``None``.
         save: ``None``, or two contiguous tensors shaped like ``x``, of ``x``'s dtype and
             ``torch.uint8``, that receive what :func:`lif_backward` needs: the voltage of each
-            step before the reset (mV) and 1 where the neuron was refractory.
+            step before the reset (mV) and 1 where the neuron was refractory (the second may be
+            ``None`` for neurons that are never refractory).
 
     Returns:
         The spikes (shaped like ``x``) and the state after the last step, or ``None`` (nothing
@@ -480,7 +481,7 @@ def lif_steps(
         t_new.data_ptr(),
         spikes.data_ptr(),
         None if save is None else save[0].data_ptr(),
-        None if save is None else save[1].data_ptr(),
+        None if save is None or save[1] is None else save[1].data_ptr(),
         None if theta is None else theta.data_ptr(),
         0 if theta is None or theta.dim() != v.dim() else n,  # shared theta: stride 0
         table[0],
@@ -703,7 +704,9 @@ def lif_backward(
     not fit the kernel.
 
     Args:
-        grad_spikes: gradient with respect to the spikes ``(T, B, *shape)``.
+        grad_spikes: gradient with respect to the spikes ``(T, B, *shape)``: contiguous, or one
+            value expanded to that shape (all strides 0, e.g. the gradient of a sum), which the
+            kernel reads as such.
         surrogate_grad: the surrogate derivative at ``v_save - thresh``, ``(T, B, *shape)``, or
             ``(code, parameter)`` of a surrogate the kernel computes itself: 1 fast sigmoid, 2
             arctan, 3 sigmoid (parameter ``k``, 1/mV), 4 triangle, 5 straight-through
@@ -722,6 +725,7 @@ def lif_backward(
     grad_x = torch.empty_like(v_save)
     grad_v0, grad_trace0 = torch.empty_like(grad_v), torch.empty_like(grad_trace)
     n = grad_v.numel() // grad_v.shape[0]
+    scalar = grad_spikes.numel() > 0 and not any(grad_spikes.stride())
     (_backward_f32 if f == torch.float32 else _backward_f64)(
         v_save.shape[0],
         grad_v.shape[0],
@@ -739,6 +743,7 @@ def lif_backward(
         trace_params.additive,
         detach_reset,
         *((0, 0.0) if isinstance(surrogate_grad, torch.Tensor) else surrogate_grad),
+        scalar,
         torch.get_num_threads(),
     )
     return grad_x, grad_v0, grad_trace0

@@ -536,6 +536,33 @@ def test_multistep_bptt_matches_reference(surrogate, refrac, trace_mode, detach_
         torch.testing.assert_close(g, g_ref, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("reduce", ["sum", "mean"])
+def test_multistep_bptt_expanded_spike_gradient(reduce):
+    """A loss that sums or averages the spikes hands the backward pass one value expanded to
+    ``(T, B, n)`` (all strides 0), which the fused kernel reads as one value: the gradients are
+    the reference loop's, and those of the same gradient passed as a full tensor."""
+    torch.manual_seed(12)
+    lif = unit_lif(7, FastSigmoid(3.0), refrac=2.0).to(D)
+    x = (torch.randn(15, 2, 7, dtype=D) * 0.5 + 0.4).requires_grad_()
+
+    def loss_of(s):
+        return 0.7 * (s.sum() if reduce == "sum" else s.mean())
+
+    s = lif.forward_multistep(x)
+    (g,) = torch.autograd.grad(loss_of(s), x)
+    lif.reset_state()
+    s = lif.forward_multistep(x)
+    full = torch.full_like(s, 0.7 if reduce == "sum" else 0.7 / s.numel())
+    (g_full,) = torch.autograd.grad(s, x, full)
+    s_ref, _, _ = _reference_lif_loop(
+        x, torch.zeros(2, 7, dtype=D), torch.zeros(2, 7, dtype=D), lif, lif.surrogate, False
+    )
+    (g_ref,) = torch.autograd.grad(loss_of(s_ref), x)
+    assert s.sum() > 5 and g_ref.abs().sum() > 0
+    torch.testing.assert_close(g, g_ref, rtol=1e-10, atol=1e-12)
+    assert torch.equal(g, g_full)
+
+
 def test_multistep_bptt_float32_and_weight_gradient():
     """Linear + LIF over T steps in float32, multi-step mode (one product, fused LIF): the weight
     gradient equals that of the step-by-step loop up to float32 summation order."""

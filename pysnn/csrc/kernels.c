@@ -141,7 +141,8 @@ PYSNN_EXPAND(int64_t)
  *
  * x: (T, B, N) input (mV); v_in, r_in, t_in: (B, N) state before the first step, read only (r
  * int64); v, r, trace: (B, N) state after the last step, written (may alias the inputs);
- * s_out: (T, B, N), spikes written as 0/1; v_save, r_save: NULL, or (T, B, N) outputs for
+ * s_out: (T, B, N), spikes written as 0/1; v_save, r_save: NULL (r_save also without v_save: never
+ * refractory), or (T, B, N) outputs for
  * backpropagation (pysnn_lif_backward): the voltage before the reset (after the input) and 1 where
  * the neuron was refractory (input ignored); theta: NULL, or a threshold offset (mV) whose sample b
  * starts at theta + b * theta_bstride (0: shared by the batch). table: (address, stride) of
@@ -183,7 +184,7 @@ PYSNN_EXPAND(int64_t)
         }                                                                                        \
         for (int64_t i = c0; i < c1; ++i) {                                                      \
             const int64_t ri = rsb[i];                                                           \
-            if (SAVE)                                                                            \
+            if (SAVE && r_save)                                                                  \
                 r_save[o + i] = ri > 0;                                                          \
             rb[i] = sb[i] != (T)0 ? P(n_ref) : (ri > 1 ? ri - 1 : 0);                            \
         }                                                                                        \
@@ -296,10 +297,11 @@ PYSNN_LIF_INPLACE(pysnn_lif_inplace_f64, pysnn_lif_f64, double)
  *   g_x[t] = r_save[t] ? 0 : g_u;   g_v <- g_u * decay
  *   g_tr <- additive ? g_tr * tdecay : (s ? 0 : g_tr * tdecay)
  *
- * g_spikes, sg (surrogate derivative at u - thresh), v_save, g_x: (T, B, N); r_save (T, B, N) or
- * NULL (never refractory); sg NULL: the derivative is computed here, surrogate_grad(code, param); g_v_end, g_tr_end: (B, N); g_v0, g_tr0: (B, N) outputs, the gradients
- * with respect to the state before the first step. table: as for pysnn_lif. n_threads: as for
- * pysnn_lif.
+ * g_spikes, sg (surrogate derivative at u - thresh), v_save, g_x: (T, B, N) (g_scalar: g_spikes
+ * is one value, the gradient of every spike); r_save (T, B, N) or NULL (never refractory); sg
+ * NULL: the derivative is computed here, surrogate_grad(code, param); g_v_end, g_tr_end: (B, N);
+ * g_v0, g_tr0: (B, N) outputs, the gradients with respect to the state before the first step.
+ * table: as for pysnn_lif. n_threads: as for pysnn_lif.
  */
 /* One neuron of one step of the backward pass (ADD: additive trace); same-index reads and
  * writes only (ivdep), the spike as a float so that the loop vectorises. */
@@ -322,7 +324,7 @@ PYSNN_LIF_INPLACE(pysnn_lif_inplace_f64, pysnn_lif_f64, double)
         const T *g_v_end, *g_tr_end;                                                             \
         T *g_x, *g_v0, *g_tr0;                                                                   \
         const int64_t *table;                                                                    \
-        int additive, detach_reset, code;                                                        \
+        int additive, detach_reset, code, g_scalar;                                              \
         double param;                                                                            \
     } NAME##_job;                                                                                \
                                                                                                  \
@@ -331,7 +333,7 @@ PYSNN_LIF_INPLACE(pysnn_lif_inplace_f64, pysnn_lif_f64, double)
         const NAME##_job *job = (const NAME##_job *)arg;                                         \
         const int64_t batch = job->batch, n = job->n;                                            \
         T decay[PYSNN_BLOCK], v_reset[PYSNN_BLOCK], thresh[PYSNN_BLOCK], tdecay[PYSNN_BLOCK];    \
-        T tscale[PYSNN_BLOCK], d[PYSNN_BLOCK];                                                   \
+        T tscale[PYSNN_BLOCK], d[PYSNN_BLOCK], g_one[PYSNN_BLOCK];                               \
         for (int64_t lo = job->lo; lo < job->hi; lo += PYSNN_BLOCK) {                            \
         const int64_t m = job->hi - lo < PYSNN_BLOCK ? job->hi - lo : PYSNN_BLOCK;               \
         expand_##T(decay, job->table, 0, lo, m);                                                 \
@@ -340,6 +342,9 @@ PYSNN_LIF_INPLACE(pysnn_lif_inplace_f64, pysnn_lif_f64, double)
         expand_##T(tdecay, job->table, 5, lo, m);                                                \
         expand_##T(tscale, job->table, 6, lo, m);                                                \
         const int additive = job->additive, detach_reset = job->detach_reset;                    \
+        if (job->g_scalar) /* one gradient for every spike (a sum or mean loss) */               \
+            for (int64_t i = 0; i < m; ++i)                                                      \
+                g_one[i] = job->g_spikes[0];                                                     \
         for (int64_t b = 0; b < batch; ++b)                                                      \
             for (int64_t i = 0; i < m; ++i) {                                                    \
                 job->g_v0[b * n + lo + i] = job->g_v_end[b * n + lo + i];                        \
@@ -348,7 +353,7 @@ PYSNN_LIF_INPLACE(pysnn_lif_inplace_f64, pysnn_lif_f64, double)
         for (int64_t t = job->n_steps - 1; t >= 0; --t) {                                        \
             for (int64_t b = 0; b < batch; ++b) {                                                \
                 const int64_t o = (t * batch + b) * n + lo, c = b * n + lo;                      \
-                const T *u = job->v_save + o, *gsp = job->g_spikes + o;                          \
+                const T *u = job->v_save + o, *gsp = job->g_scalar ? g_one : job->g_spikes + o;  \
                 const unsigned char *rs = job->r_save ? job->r_save + o : 0;                     \
                 T *gv = job->g_v0 + c, *gt = job->g_tr0 + c, *gx = job->g_x + o;                 \
                 const T *sg = job->sg ? job->sg + o : d;                                         \
@@ -375,7 +380,7 @@ PYSNN_LIF_INPLACE(pysnn_lif_inplace_f64, pysnn_lif_f64, double)
     void NAME(int64_t n_steps, int64_t batch, int64_t n, const T *g_spikes, const T *sg,         \
               const T *v_save, const unsigned char *r_save, const T *g_v_end, const T *g_tr_end, \
               T *g_x, T *g_v0, T *g_tr0, const int64_t *table, int additive, int detach_reset,  \
-              int code, double param, int64_t n_threads)                                        \
+              int code, double param, int g_scalar, int64_t n_threads)                          \
     {                                                                                            \
         NAME##_job jobs[PYSNN_MAX_THREADS];                                                      \
         n_threads = split_neurons(n_threads, n, n_steps * batch * n);                            \
@@ -384,7 +389,7 @@ PYSNN_LIF_INPLACE(pysnn_lif_inplace_f64, pysnn_lif_f64, double)
             int64_t lo = k * chunk < n ? k * chunk : n, hi = lo + chunk < n ? lo + chunk : n;    \
             NAME##_job job = {n_steps, batch,  n,    lo,     hi,       g_spikes, sg,          \
                               v_save,  r_save, g_v_end, g_tr_end, g_x, g_v0, g_tr0,          \
-                              table,   additive, detach_reset, code, param};                     \
+                              table,   additive, detach_reset, code, g_scalar, param};           \
             jobs[k] = job;                                                                       \
         }                                                                                        \
         run_jobs(NAME##_neurons, (char *)jobs, sizeof(NAME##_job), n_threads);                   \

@@ -306,13 +306,12 @@ class _LIFSteps(torch.autograd.Function):
         detach_reset: bool,
     ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         v_save = _saved_buffer(x.shape, x.dtype)
-        r_save = _saved_buffer(x.shape, torch.uint8)
+        # never refractory: nothing to mask in the backward pass, nothing to save
+        refractory = bool((p.refrac_steps > 0).any())
+        r_save = _saved_buffer(x.shape, torch.uint8) if refractory else None
         result = native.lif_steps(x, v, refrac, trace, p, tp, save=(v_save, r_save))
         if result is None:
             raise RuntimeError("pysnn: the fused LIF kernel refused parameters it accepted before")
-        if not bool((p.refrac_steps > 0).any()):
-            _recycle(r_save)
-            r_save = None  # never refractory: nothing to mask in the backward pass
         ctx.save_for_backward(v_save, r_save)
         ctx.constants = (p, tp, surrogate, detach_reset)
         ctx.mark_non_differentiable(result[2])
@@ -330,8 +329,10 @@ class _LIFSteps(torch.autograd.Function):
         v_save, r_save = ctx.saved_tensors
         p, tp, surrogate, detach_reset = ctx.constants
         code = _native_surrogate(surrogate)
+        if any(grad_spikes.stride()) or grad_spikes.numel() == 0:  # (else one value: as is)
+            grad_spikes = grad_spikes.contiguous()
         result = native.lif_backward(
-            grad_spikes.contiguous(),
+            grad_spikes,
             surrogate.grad(v_save - p.thresh).contiguous() if code is None else code,
             v_save,
             r_save,
