@@ -46,6 +46,7 @@ def inputs(steps, batch, shape, dtype, seed=0):
 
 NEURONS = {
     "lif": lambda shape: LIFNeuron(shape, tau_v=20.0, refrac=3.0),
+    "lif-no-refractory-period": lambda shape: LIFNeuron(shape, tau_v=20.0, refrac=0.0),
     "if": lambda shape: IFNeuron(shape, refrac=2.0, trace_mode="reset"),
     "lif-per-neuron": lambda shape: LIFNeuron(
         shape,
@@ -154,6 +155,35 @@ def test_forward_multistep_equals_step_loop(kind):
     assert torch.equal(got, expected[0])
     for name, value in expected[1].items():
         assert torch.equal(getattr(block, name), value), name
+
+
+@needs_native
+@pytest.mark.parametrize("multistep", [False, True])
+def test_refractory_period_set_to_zero_while_neurons_are_refractory(multistep):
+    """Without a refractory period the kernel leaves the counters alone only when none is
+    running: set to 0 while some neurons still count down, the counters run out as in torch."""
+    torch.manual_seed(6)
+    fused = LIFNeuron((30,), tau_v=20.0, refrac=4.0)
+    reference = copy.deepcopy(fused)
+    x = inputs(40, 2, (30,), torch.float32, seed=7)
+    with torch.no_grad():
+        drive(fused, x[:12])
+        with native.enabled(False):
+            drive(reference, x[:12])
+        assert (fused.refrac_count > 0).any()  # the case under test
+        fused.refrac.fill_(0.0), reference.refrac.fill_(0.0)
+        run = (
+            (lambda n, xs: n.forward_multistep(xs))
+            if multistep
+            else (lambda n, xs: drive(n, xs)[0])
+        )
+        got = run(fused, x[12:])
+        with native.enabled(False):
+            expected = run(reference, x[12:])
+    assert got.sum() > 10 and torch.equal(got, expected)
+    for name in fused.state_names:
+        assert torch.equal(getattr(fused, name), getattr(reference, name)), name
+    assert not fused.refrac_count.any()
 
 
 def test_forward_multistep_rejects_a_wrong_shape():

@@ -175,6 +175,24 @@ PYSNN_EXPAND(int64_t)
     for (int64_t c0 = 0; c0 < m; c0 += PYSNN_BLOCK) {                                            \
         const int64_t c1 = c0 + PYSNN_BLOCK < m ? c0 + PYSNN_BLOCK : m;                          \
         T open_[PYSNN_BLOCK]; /* 1 where the input counts (not refractory) */                    \
+        if (no_ref) { /* never refractory: the counters stay 0, only the floating-point pass */ \
+            for (int64_t i = c0; i < c1; ++i)                                                    \
+                open_[i - c0] = (T)1;                                                            \
+            if (rb != rsb)                                                                       \
+                for (int64_t i = c0; i < c1; ++i)                                                \
+                    rb[i] = 0;                                                                   \
+            if (SAVE && r_save)                                                                  \
+                for (int64_t i = c0; i < c1; ++i)                                                \
+                    r_save[o + i] = 0;                                                           \
+            if (additive) {                                                                      \
+                _Pragma("GCC ivdep") for (int64_t i = c0; i < c1; ++i)                           \
+                    PYSNN_LIF_FLOAT(T, SAVE, P, 1)                                               \
+            } else {                                                                             \
+                _Pragma("GCC ivdep") for (int64_t i = c0; i < c1; ++i)                           \
+                    PYSNN_LIF_FLOAT(T, SAVE, P, 0)                                               \
+            }                                                                                    \
+            continue;                                                                            \
+        }                                                                                        \
         for (int64_t i = c0; i < c1; ++i)                                                        \
             open_[i - c0] = rsb[i] > 0 ? (T)0 : (T)1;                                            \
         if (additive) {                                                                          \
@@ -227,6 +245,13 @@ PYSNN_EXPAND(int64_t)
         T *v_save = job->v_save;                                                                 \
         unsigned char *r_save = job->r_save;                                                     \
         const int additive = job->additive;                                                      \
+        /* no refractory period and no neuron refractory at the start: none ever will be */    \
+        int no_ref = 1;                                                                          \
+        for (int64_t i = 0; i < m; ++i)                                                          \
+            no_ref &= n_ref[i] == 0;                                                             \
+        for (int64_t b = 0; no_ref && b < batch; ++b)                                            \
+            for (int64_t i = 0; i < m; ++i)                                                      \
+                no_ref &= job->r_in[b * n + lo + i] == 0;                                        \
         for (int64_t t = 0; t < job->n_steps; ++t) {                                             \
             const T *vs = t == 0 ? job->v_in : job->v, *ts = t == 0 ? job->t_in : job->trace;    \
             const int64_t *rs = t == 0 ? job->r_in : job->r;                                     \
@@ -892,6 +917,7 @@ PYSNN_STDP_ROWS(pysnn_stdp_rows_f64, double)
         T *const v_save = 0; /* (PYSNN_LIF_LOOP without SAVE: never written) */                  \
         unsigned char *const r_save = 0;                                                        \
         const int64_t o = 0, m = n;                                                             \
+        const int no_ref = 0; /* (the refractory passes of PYSNN_LIF_LOOP always run) */        \
         const int64_t n_ref0 = n_ref[0];                                                        \
         for (int64_t b = 0; b < batch; ++b) {                                                   \
             int64_t *list = spiking + b * n, count = 0;                                         \
