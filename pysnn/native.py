@@ -143,8 +143,21 @@ def _compile_into(directory: Path, name: str, compiler: str, flags: Sequence[str
     return target
 
 
-def _build() -> ctypes.CDLL:
-    """Compile ``kernels.c`` into the cache (once per source, compiler and machine) and load it."""
+def _torch_uses_gnu_openmp() -> bool:
+    """Whether torch runs its threads on GNU OpenMP (``libgomp``, loaded with torch): then the
+    kernels are built with ``-fopenmp`` and share that runtime's thread pool (the loader finds
+    ``libgomp.so.1`` already loaded), instead of starting POSIX threads next to its spinning
+    workers."""
+    if "parallel backend: OpenMP" not in torch.__config__.parallel_info():
+        return False
+    lib = Path(torch.__file__).parent / "lib"
+    return lib.is_dir() and any(p.name.startswith("libgomp") for p in lib.iterdir())
+
+
+def _build(openmp: bool = True) -> ctypes.CDLL:
+    """Compile ``kernels.c`` into the cache (once per source, compiler and machine) and load it
+    (with ``openmp``: on torch's OpenMP runtime where it has one, see
+    :func:`_torch_uses_gnu_openmp`)."""
     if sys.platform not in ("linux", "darwin"):
         raise RuntimeError(f"fused kernels are built on Linux and macOS only, not {sys.platform}")
     compiler = _compiler()
@@ -160,6 +173,8 @@ def _build() -> ctypes.CDLL:
             flags += ("-mavx512f", "-mavx2", "-mfma")
         elif capability == "AVX2":
             flags += ("-mavx2", "-mfma")
+    if openmp and _torch_uses_gnu_openmp():
+        flags += ("-fopenmp",)
     source = _SOURCE.read_bytes()
     key = hashlib.sha256(
         source + " ".join((compiler, *flags, platform.machine(), sys.platform)).encode()
@@ -170,6 +185,10 @@ def _build() -> ctypes.CDLL:
     except OSError:  # e.g. a read-only home directory: build in the temporary directory instead
         fallback = Path(tempfile.gettempdir()) / f"pysnn-{os.getuid()}"
         target = _compile_into(fallback, name, compiler, flags)
+    except RuntimeError:
+        if "-fopenmp" not in flags:
+            raise
+        return _build(openmp=False)  # a compiler without OpenMP: POSIX threads
     lib = ctypes.CDLL(str(target))
     ptr, i64 = ctypes.c_void_p, ctypes.c_int64
     for suffix in _DTYPES.values():

@@ -31,6 +31,17 @@
  */
 static void run_jobs(void *(*work)(void *), char *jobs, size_t job_size, int64_t n_jobs)
 {
+#ifdef _OPENMP
+    /* Built against torch's own OpenMP runtime: its worker threads, which keep spinning for a
+       while after each torch operation, take the jobs (separate POSIX threads would compete
+       with them for the cores). */
+    if (n_jobs > 1) {
+#pragma omp parallel for num_threads((int)n_jobs) schedule(static, 1)
+        for (int64_t k = 0; k < n_jobs; ++k)
+            work(jobs + k * job_size);
+        return;
+    }
+#endif
     pthread_t threads[PYSNN_MAX_THREADS];
     int started[PYSNN_MAX_THREADS] = {0};
     for (int64_t k = 1; k < n_jobs; ++k)
