@@ -13,7 +13,9 @@ which reads only the weight rows of the inputs that are non-zero, cache-blocked 
 The C source (``pysnn/csrc/kernels.c``, plain C11, no Python or torch headers) is compiled once
 per machine with the system C compiler (``$CC``, else ``cc``/``gcc``/``clang``) into a cache
 directory, ``$PYSNN_CACHE_DIR`` or ``~/.cache/pysnn`` (under ``$XDG_CACHE_HOME`` if set), and
-loaded with :mod:`ctypes`. Where that is impossible (no compiler, unsupported platform) or unwanted
+loaded with :mod:`ctypes`. Large kernels split their work over ``torch.get_num_threads()``
+threads: torch's own OpenMP workers where torch runs on GNU OpenMP (the kernels are then built
+with ``-fopenmp`` and share the ``libgomp`` torch loaded), else POSIX threads. Where that is impossible (no compiler, unsupported platform) or unwanted
 (``PYSNN_NATIVE=0`` in the environment, or :func:`set_enabled`), every neuron silently uses its
 torch implementation, with identical results; :func:`status` says which path is in use and why.
 
