@@ -146,14 +146,17 @@ def _compile_into(directory: Path, name: str, compiler: str, flags: Sequence[str
 
 
 def _torch_uses_gnu_openmp() -> bool:
-    """Whether torch runs its threads on GNU OpenMP (``libgomp``, loaded with torch): then the
-    kernels are built with ``-fopenmp`` and share that runtime's thread pool (the loader finds
-    ``libgomp.so.1`` already loaded), instead of starting POSIX threads next to its spinning
-    workers."""
+    """Whether torch runs its threads on GNU OpenMP, ``libgomp.so.1`` already loaded in this
+    process (Linux): then the kernels are built with ``-fopenmp``, the loader resolves their
+    ``libgomp.so.1`` to that same library, and they share its thread pool instead of starting
+    POSIX threads next to its spinning workers."""
     if "parallel backend: OpenMP" not in torch.__config__.parallel_info():
         return False
-    lib = Path(torch.__file__).parent / "lib"
-    return lib.is_dir() and any(p.name.startswith("libgomp") for p in lib.iterdir())
+    try:
+        with open("/proc/self/maps") as maps:
+            return any(line.rstrip().endswith("/libgomp.so.1") for line in maps)
+    except OSError:  # not Linux
+        return False
 
 
 def _build(openmp: bool = True) -> ctypes.CDLL:

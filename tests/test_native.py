@@ -24,6 +24,18 @@ def test_fused_kernels_build_here():
 needs_native = pytest.mark.skipif(not native.available(), reason=native.status())
 
 
+@needs_native
+def test_kernels_never_load_a_second_openmp_runtime():
+    """Built with -fopenmp only against the libgomp torch already loaded: one runtime, one pool
+    of threads (a second one would compete with torch's spinning workers for the cores)."""
+    library = native._library()._name
+    maps = "/proc/self/maps"
+    loaded = open(maps).read().splitlines() if os.path.exists(maps) else []
+    assert len({line.split()[-1] for line in loaded if "libgomp" in line}) <= 1
+    if native._torch_uses_gnu_openmp():
+        assert any(line.split()[-1] == library for line in loaded)  # this process's kernels
+
+
 def drive(neuron, x):
     """Run the step loop over ``x`` (T, B, ...) and return spikes plus every state tensor."""
     spikes = torch.stack([neuron(x[t]) for t in range(x.shape[0])])
