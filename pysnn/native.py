@@ -396,6 +396,22 @@ def _table(
 _PARALLEL_MIN = 1 << 18
 
 
+def _trace_table(
+    trace_params: "TraceParameters", f: torch.dtype, shape: torch.Size
+) -> Optional[Tuple[int, object]]:
+    """``(address, keep-alive)`` of the parameter table of the trace kernel (cached as
+    :func:`_lif_table`), or ``None`` if a parameter does not fit it."""
+    key = (id(trace_params), f, shape)
+    table = _TABLES.get(key)
+    if table is not None:
+        return table[0]
+    table = _table((trace_params.decay, trace_params.scale), (f, f), shape)
+    if table is None:
+        return None
+    _remember(key, table, (trace_params,))
+    return table
+
+
 def _lif_table(
     params: "LIFParameters", trace_params: "TraceParameters", f: torch.dtype, shape: torch.Size
 ) -> Optional[Tuple[int, object]]:
@@ -695,20 +711,11 @@ def trace_step_kernel(
     if not available() or x.dtype not in _DTYPES or not x.is_cpu:
         return None
     f = x.dtype
-    key = (id(trace_params), f, x.shape[1:])
-    table = _TABLES.get(key)
+    table = _trace_table(trace_params, f, x.shape[1:])
     if table is None:
-        table = _table((trace_params.decay, trace_params.scale), (f, f), x.shape[1:])
-        if table is None:
-            return None
-        _remember(key, table, (trace_params,))
-    else:
-        table = table[0]
-    n = 1
-    for size in x.shape[1:]:
-        n *= size
+        return None
     fn = _trace_f32 if f is torch.float32 else _trace_f64
-    return TraceStepKernel(fn, x.shape[0], n, table, trace_params)
+    return TraceStepKernel(fn, x.shape[0], _per_sample(x), table, trace_params)
 
 
 def lif_backward(
@@ -786,15 +793,9 @@ def trace_step(
     :func:`lif_steps` for the conventions.
     """
     f = trace.dtype
-    key = (id(trace_params), f, trace.shape[1:])
-    table = _TABLES.get(key)
+    table = _trace_table(trace_params, f, trace.shape[1:])
     if table is None:
-        table = _table((trace_params.decay, trace_params.scale), (f, f), trace.shape[1:])
-        if table is None:
-            return None
-        _remember(key, table, (trace_params,))
-    else:
-        table = table[0]
+        return None
     new = torch.empty_like(trace) if out is None else out
     (_trace_f32 if f == torch.float32 else _trace_f64)(
         trace.shape[0],

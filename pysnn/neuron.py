@@ -764,6 +764,23 @@ class _FastTraceStep(_FastStep):
         return x
 
 
+def _forward_fast(
+    neuron: Neuron, x: torch.Tensor, general: Callable[[torch.Tensor], torch.Tensor]
+) -> torch.Tensor:
+    """A built-in neuron's step: its fast step (``neuron._FAST_STEP``) where the one kept from an
+    earlier step still applies, else the general step ``general`` (the class's inherited
+    ``forward``), after which a new fast step is built if none is kept."""
+    fast = neuron.__dict__["_fast"]
+    if fast is not None:
+        s = fast(neuron, x)
+        if s is not None:
+            return s
+    s = general(x)
+    if neuron.__dict__["_fast"] is None:
+        neuron.__dict__["_fast"] = neuron._FAST_STEP.build(neuron, x, s)
+    return s
+
+
 class Input(Neuron):
     """Input layer: passes the given spikes through and keeps their trace.
 
@@ -773,6 +790,8 @@ class Input(Neuron):
     Args:
         shape, dt, tau_trace, trace_scale, trace_mode: see :class:`Neuron`.
     """
+
+    _FAST_STEP = _FastTraceStep
 
     def __init__(
         self,
@@ -798,15 +817,7 @@ class Input(Neuron):
         ``_FastStep``)."""
         if isinstance(x, torch.Tensor) and not x.is_floating_point():
             x = x.to(self._buffers["tau_trace"].dtype)
-        fast = self.__dict__["_fast"]
-        if fast is not None:
-            s = fast(self, x)
-            if s is not None:
-                return s
-        s = super().forward(x)
-        if self.__dict__["_fast"] is None:
-            self.__dict__["_fast"] = _FastTraceStep.build(self, x, s)
-        return s
+        return _forward_fast(self, x, super().forward)
 
     def step(self, x: torch.Tensor) -> torch.Tensor:
         """The input spikes themselves."""
@@ -984,15 +995,7 @@ class LIFNeuron(Neuron):
         :meth:`Neuron.forward` with :meth:`step`; repeated steps on the CPU without autograd go
         straight to the fused kernel once the first has checked everything (``_FastLIFStep``).
         """
-        fast = self.__dict__["_fast"]
-        if fast is not None:
-            s = fast(self, x)
-            if s is not None:
-                return s
-        s = super().forward(x)
-        if self.__dict__["_fast"] is None:
-            self.__dict__["_fast"] = self._FAST_STEP.build(self, x, s)
-        return s
+        return _forward_fast(self, x, super().forward)
 
     def step(self, x: torch.Tensor) -> torch.Tensor:
         """One step: input ``x`` ``(B, *shape)`` (mV increment) → spikes ``(B, *shape)`` (0/1)."""
