@@ -61,7 +61,7 @@ from pysnn.functional.linear import (
     linear_event_block,
     linear_event_step,
 )
-from pysnn.multistep import has_forward_hooks, step_through
+from pysnn.multistep import block_form_reason, has_forward_hooks, step_through
 
 __all__ = ["Connection", "Linear", "Conv2d"]
 
@@ -75,6 +75,8 @@ INITS = (
     "constant",
 )
 PROPAGATIONS = ("auto", "dense", "event")
+#: What :meth:`Connection.register_state` accepts as the initial value of a state.
+StateInitial = Union[int, float, torch.Tensor, str, Callable[[nn.Module], torch.Tensor]]
 DelayLike = Union[int, float, torch.Tensor]
 #: A per-sample shape: sizes, or names for sizes set by the input (e.g. ``(C, "H", "W")``).
 ShapeLike = Union[int, Sequence[Union[int, str]]]
@@ -346,6 +348,8 @@ class Connection(nn.Module):
         self.register_buffer("arriving", None, persistent=False)
         #: ``int(history_pos)`` and the tensor it was read from (no read-back per step)
         self._pos, self._pos_source = 0, None
+        #: name -> (initial, per-sample shape, dtype) of states declared by register_state
+        self.__dict__["_state_specs"] = {}
         self._delays_changed()
         self.register_load_state_dict_post_hook(_after_load)
 
@@ -365,6 +369,101 @@ class Connection(nn.Module):
         :meth:`forward_multistep` may call it once for many steps.
         """
         raise NotImplementedError(f"{type(self).__name__} must implement propagate(arriving)")
+
+    # ------------------------------------------------------------------ state of a subclass
+    def register_state(
+        self,
+        name: str,
+        initial: StateInitial = 0.0,
+        *,
+        shape: Optional[ShapeLike] = None,
+        dtype: Optional[torch.dtype] = None,
+    ) -> None:
+        """Declare a state variable ``self.<name>`` ``(B, *shape)`` of the connection (e.g. the
+        resources of short-term plasticity), like :meth:`pysnn.neuron.Neuron.register_state`.
+
+        The state is created for the batch of the first step (before :meth:`propagate` is
+        called, so ``propagate`` reads and assigns ``self.<name>``), re-created when the batch
+        size changes, set back to ``initial`` by :meth:`reset_state`, cut from the autograd
+        graph by :meth:`detach_state` and moved by ``.to()``. It is a non-persistent buffer,
+        ``None`` before the first step. A connection with registered state is sequential: its
+        multi-step forms (:meth:`forward_multistep`, :func:`pysnn.multistep.run_feedforward`,
+        :class:`pysnn.multistep.Unroll`) call it once per step.
+
+        Args:
+            name: attribute name.
+            initial: value at reset: a number, a tensor broadcastable to ``shape``, the name of
+                an attribute, or a function ``initial(connection) -> tensor``.
+            shape: per-sample shape; default ``in_shape`` (one value per presynaptic unit).
+            dtype: ``None`` for the input's floating-point dtype, or a fixed dtype.
+        """
+        if not isinstance(name, str) or not name.isidentifier():
+            raise ValueError(f"name must be a valid identifier, got {name!r}")
+        if name in self._state_specs or hasattr(self, name):
+            raise ValueError(f"{type(self).__name__} already has an attribute {name!r}")
+        if isinstance(initial, bool) or not (
+            isinstance(initial, (int, float, torch.Tensor, str)) or callable(initial)
+        ):
+            raise TypeError(
+                f"initial of state {name!r} must be a number, a tensor, the name of an "
+                f"attribute or a function of the connection, got {type(initial).__name__}"
+            )
+        if isinstance(initial, str) and not hasattr(self, initial):
+            raise ValueError(
+                f"initial of state {name!r} names {initial!r}, which is not an attribute of "
+                f"{type(self).__name__}"
+            )
+        if shape is None and self._named_dims:
+            raise ValueError(
+                f"state {name!r}: give shape=..., in_features {self.in_shape} has named sizes"
+            )
+        shape = self.in_shape if shape is None else _shape("shape", shape)
+        if any(isinstance(size, str) for size in shape):
+            raise ValueError(f"shape of state {name!r} must be ints, got {shape}")
+        if isinstance(initial, torch.Tensor):
+            try:
+                torch.broadcast_shapes(initial.shape, shape)
+            except RuntimeError:
+                raise ValueError(
+                    f"initial of state {name!r} has shape {tuple(initial.shape)}, not "
+                    f"broadcastable to {shape}"
+                ) from None
+            self.register_buffer(f"{name}_initial", initial.detach().clone(), persistent=False)
+            initial = f"{name}_initial"
+        self._state_specs[name] = (initial, shape, dtype)
+        self.register_buffer(name, None, persistent=False)
+
+    @property
+    def state_names(self) -> Tuple[str, ...]:
+        """Names of the states declared with :meth:`register_state`, in registration order."""
+        return tuple(self._state_specs)
+
+    @property
+    def stateful_connection(self) -> bool:
+        """Whether the connection declared state of its own (it is then stepped per step)."""
+        return bool(self._state_specs)
+
+    def _make_state(self, batch: int, like: torch.Tensor) -> None:
+        for name, (initial, shape, dtype) in self._state_specs.items():
+            if isinstance(initial, str):
+                initial = getattr(self, initial)
+            elif callable(initial):
+                initial = initial(self)
+            full = (batch, *shape)
+            dtype = dtype or (like.dtype if like.is_floating_point() else torch.get_default_dtype())
+            if isinstance(initial, torch.Tensor):
+                value = initial.detach().to(like.device, dtype).expand(full).clone()
+            else:
+                value = torch.full(full, initial, dtype=dtype, device=like.device)
+            self._buffers[name] = value
+
+    def _prepare_state(self, spikes: torch.Tensor) -> None:
+        """Create the registered state for the batch of ``spikes`` where it is missing."""
+        specs = self._state_specs
+        if specs:
+            first = self._buffers[next(iter(specs))]
+            if first is None or first.shape[0] != spikes.shape[0]:
+                self._make_state(spikes.shape[0], spikes)
 
     # ------------------------------------------------------------------ delays
     def _delay_steps(self, delay: DelayLike, device: Optional[torch.device]) -> torch.Tensor:
@@ -582,6 +681,7 @@ class Connection(nn.Module):
         """
         self._check_bounds()
         self._check_spikes(spikes)
+        self._prepare_state(spikes)
         self._push(spikes)
         return self.propagate(self.arriving_spikes())
 
@@ -599,7 +699,7 @@ class Connection(nn.Module):
         """
         self._check_bounds()
         self._check_block(spikes)
-        if self.per_synapse_delay or has_forward_hooks(self):
+        if self.per_synapse_delay or block_form_reason(self, Connection):
             return step_through(self, spikes)
         arriving = self._arrive_block(spikes)
         out = self.propagate(arriving.flatten(0, 1))
@@ -648,16 +748,35 @@ class Connection(nn.Module):
         self._buffers["arriving"] = arriving[-1]
         return arriving
 
+    def extra_repr(self) -> str:
+        def size(shape: Tuple[Union[int, str], ...]) -> str:
+            return str(shape[0]) if len(shape) == 1 else str(shape)
+
+        delay = "per-synapse" if self.per_synapse_delay else f"{self._shared_delay * self.dt} ms"
+        text = (
+            f"in_features={size(self.in_shape)}, out_features={size(self.out_shape)}, "
+            f"dt={self.dt}, delay={delay}"
+        )
+        if self._state_specs:
+            text += f", state={self.state_names}"
+        return text
+
     # ------------------------------------------------------------------ state
     def reset_state(self) -> None:
-        """Clear the spike history and every spike in flight."""
+        """Clear the spike history, every spike in flight and the registered state (back to
+        its initial value)."""
         self.history = None
         self.history_pos = None
         self.arriving = None
+        for name in self._state_specs:
+            state = self._buffers[name]
+            if state is not None:
+                self._make_state(state.shape[0], state)
+                return
 
     def detach_state(self) -> None:
         """Cut the autograd graph at the current state (truncated BPTT)."""
-        for name in ("history", "arriving"):
+        for name in ("history", "arriving", *self._state_specs):
             if self._buffers.get(name) is not None:
                 self._buffers[name] = self._buffers[name].detach()
 
@@ -1440,6 +1559,7 @@ class Linear(Connection):
         """The general step (see :meth:`forward`)."""
         self._check_bounds()
         self._check_spikes(spikes)
+        self._prepare_state(spikes)
         self._push(spikes)
         if not self.per_synapse_delay:
             return self.propagate(self._buffers["arriving"])
@@ -1464,6 +1584,10 @@ class Linear(Connection):
         )
         return out if self.bias is None else out + self.bias
 
+    #: The per-step methods :meth:`forward_multistep` and the fused paths reproduce: a subclass
+    #: overriding one of them is stepped through (see :func:`pysnn.multistep.block_form_reason`).
+    BLOCK_REPRODUCES = ("forward", "_forward", "propagate")
+
     def forward_multistep(self, spikes: torch.Tensor) -> torch.Tensor:
         r"""Run ``T`` steps at once: ``spikes`` ``(T, B, in)`` → synaptic input ``(T, B, out)``.
 
@@ -1477,8 +1601,8 @@ class Linear(Connection):
         """
         self._check_bounds()
         self._check_block(spikes)
-        if self.per_synapse_delay or has_forward_hooks(self):  # hooks must see every step
-            return step_through(self, spikes)
+        if self.per_synapse_delay or block_form_reason(self, Linear, self.BLOCK_REPRODUCES):
+            return step_through(self, spikes)  # hooks and overridden steps see every step
         n_steps, n_batch = spikes.shape[0], spikes.shape[1]
         flat = self._arrive_block(spikes).reshape(n_steps * n_batch, self.in_features)
         weight = self.weight

@@ -46,6 +46,7 @@ __all__ = [
     "run_layers",
     "step_through",
     "has_forward_hooks",
+    "block_form_reason",
     "Unroll",
 ]
 
@@ -63,6 +64,33 @@ def has_forward_hooks(module: nn.Module) -> bool:
         or hooks._global_forward_hooks
         or hooks._global_forward_pre_hooks
     )
+
+
+def block_form_reason(
+    module: nn.Module, base: type, reproduces: Tuple[str, ...] = ("forward",)
+) -> Optional[str]:
+    """Why ``module`` must not run ``T`` steps through the block form of ``base``, or ``None``.
+
+    A block form (``forward_multistep``, :func:`run_feedforward`, :func:`run_layers`, the fused
+    kernels) computes ``T`` steps of ``base``'s own per-step methods ``reproduces`` at once. A
+    subclass that overrides one of them (a user's stateful ``forward`` or ``propagate``, an own
+    ``step``), a module with state registered on a connection (its step is sequential) or a
+    forward hook (it must see every step) would be bypassed by it: such a module steps through
+    instead. The reason is what :func:`pysnn.engine.explain` reports.
+    """
+    if has_forward_hooks(module):
+        return "a forward hook must see every step"
+    cls = type(module)
+    for name in reproduces:
+        if getattr(cls, name, None) is not getattr(base, name):
+            owner = next(c for c in cls.__mro__ if name in c.__dict__)
+            return (
+                f"{owner.__name__}.{name} overrides {base.__name__}.{name}, which the block "
+                "form reproduces: stepped once per step"
+            )
+    if getattr(module, "stateful_connection", False):
+        return "a connection with registered state (register_state) is stepped once per step"
+    return None
 
 
 def step_through(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -210,7 +238,6 @@ def _recurrent_fused(connection, synapses, neuron, steps, spikes, events) -> Opt
     from pysnn.sparse import SparseLinear
     from pysnn.synapse import ConductanceSynapse, ExponentialSynapse
 
-    modules = [connection, *synapses, neuron]
     weight = connection._parameters.get("weight") if isinstance(connection, nn.Module) else None
     if (
         type(connection) is not SparseLinear
@@ -221,12 +248,12 @@ def _recurrent_fused(connection, synapses, neuron, steps, spikes, events) -> Opt
         or any(type(syn) not in (ExponentialSynapse, ConductanceSynapse) for syn in synapses)
         or any(syn._tau_m() is None for syn in synapses)  # drive="current"
         or not isinstance(neuron, LIFNeuron)
-        or type(neuron).step is not LIFNeuron.step
-        or type(neuron).threshold_offset is not LIFNeuron.threshold_offset
+        or block_form_reason(neuron, LIFNeuron, LIFNeuron.BLOCK_REPRODUCES)
+        or block_form_reason(connection, SparseLinear, ("forward", "propagate"))
         or neuron._parameters
         or any(syn._parameters for syn in synapses)
         or neuron.__dict__.get("_override") is not None
-        or any(has_forward_hooks(m) for m in modules)
+        or any(block_form_reason(syn, type(syn), ()) for syn in synapses)
         or (torch.is_grad_enabled() and (weight.requires_grad or spikes.requires_grad))
         or torch.compiler.is_compiling()
         or not native.available()
@@ -455,8 +482,9 @@ def _layers_fused(
 ) -> int:
     """Steps ``t0, t0 + 1, ...`` of :func:`run_layers` in one fused call: how many it ran (0:
     the next step does not fit; run it through the modules)."""
-    from pysnn.connection import _FastLinearStep
+    from pysnn.connection import Linear, _FastLinearStep
     from pysnn.learning import STDP, LearningRule, _FastSTDP
+    from pysnn.neuron import AdaptiveLIFNeuron, Input, LIFNeuron
     from pysnn.neuron import _FastAdaptiveStep, _FastLIFStep, _FastTraceStep
 
     x = spikes[t0:]
@@ -473,7 +501,7 @@ def _layers_fused(
     fast = input.__dict__.get("_fast")
     if (
         type(fast) is not _FastTraceStep
-        or has_forward_hooks(input)
+        or block_form_reason(input, Input, ("forward", "step"))
         or not fast.ready(input, x.shape[1:], dtype)
     ):
         return 0
@@ -486,7 +514,11 @@ def _layers_fused(
         s = neuron._buffers.get("spikes")
         if (
             type(fast) not in (_FastLIFStep, _FastAdaptiveStep)
-            or has_forward_hooks(neuron)
+            or block_form_reason(
+                neuron,
+                LIFNeuron if type(fast) is _FastLIFStep else AdaptiveLIFNeuron,
+                LIFNeuron.BLOCK_REPRODUCES,
+            )
             or len(fast.shape) != 2
             or fast.shape[0] != batch
             or not fast.ready(neuron, fast.shape, dtype)
@@ -503,7 +535,9 @@ def _layers_fused(
         for connection, pre in incoming:
             fast = connection.__dict__.get("_fast")
             p = next(j for j, group in enumerate(groups) if group is pre)
-            if type(fast) is not _FastLinearStep or has_forward_hooks(connection):
+            if type(fast) is not _FastLinearStep or block_form_reason(
+                connection, Linear, Linear.BLOCK_REPRODUCES
+            ):
                 return 0
             bias = fast.bias
             copy = connection._copy.copy

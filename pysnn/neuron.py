@@ -93,7 +93,7 @@ from pysnn.functional.trace import (
     trace_parameters,
     trace_step,
 )
-from pysnn.multistep import has_forward_hooks, step_through
+from pysnn.multistep import block_form_reason, step_through
 from pysnn.surrogate import DEFAULT as DEFAULT_SURROGATE
 
 ShapeLike = Union[int, Sequence[int]]
@@ -1018,13 +1018,16 @@ class LIFNeuron(Neuron):
         self.__dict__["_trace_assigned"] = True  # the fused step updated it
         return s
 
+    #: The per-step methods the fused multi-step call reproduces: a subclass overriding one of
+    #: them is stepped through (see :func:`pysnn.multistep.block_form_reason`).
+    BLOCK_REPRODUCES = ("forward", "step", "threshold_offset", "step_parameters", "_prepare")
+
     def forward_multistep(self, x: torch.Tensor) -> torch.Tensor:
         """Run ``T`` steps, ``(T, B, *shape)`` → ``(T, B, *shape)``, in one fused call where it
         applies (see :meth:`Neuron.forward_multistep`)."""
         self._check_multistep(x)
         if (
-            type(self).threshold_offset is LIFNeuron.threshold_offset
-            and not has_forward_hooks(self)
+            block_form_reason(self, LIFNeuron, LIFNeuron.BLOCK_REPRODUCES) is None
             and self.__dict__.get("_override") is None  # a clamp for the first step only
         ):
             n_steps = x.shape[0]
