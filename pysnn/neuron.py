@@ -31,10 +31,9 @@ the functional layer (:mod:`pysnn.functional`).
 **Constants are live.** Every constant (threshold, time constants, ...) is read at each step:
 in-place edits (``lif.thresh.fill_(-60.)``) and assignment (``lif.thresh = -60.`` or a tensor)
 take effect at the next step on every path. Quantities derived from them (decay factors,
-refractory steps) are recomputed whenever a source changes (:meth:`Neuron.derived`, which sees
-in-place edits through the version counter torch keeps for autograd: an edit made through
-``.data``, e.g. ``lif.tau_v.data.fill_(10.)``, bypasses that counter as it bypasses autograd's own
-checks and is not seen by the cache; edit under ``torch.no_grad()`` or assign instead). A constant
+refractory steps) are recomputed whenever a source changes (:meth:`Neuron.derived`, guarded by
+value: in-place edits, edits through ``.data`` such as ``lif.tau_v.data.fill_(10.)`` and swapped
+storages are all seen at the next step, on every path). A constant
 given as an ``nn.Parameter`` stays that Parameter: it appears in ``parameters()``, optimisers
 learn it, and gradients flow into it through the surrogate.
 
@@ -64,13 +63,14 @@ from __future__ import annotations
 import math
 import warnings
 from functools import partial
-from operator import attrgetter, is_, methodcaller
+from operator import is_
 from typing import Any, Callable, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
 
 from pysnn import _checks
+from pysnn._guards import Guard
 from pysnn._sharing import all_unshared, unshared
 from pysnn._checks import ParamLike, as_param, check_choice, check_input, check_positive_scalar
 from pysnn.forcing import Override, check_delta, check_mask
@@ -132,11 +132,6 @@ def _check_surrogate(surrogate: Optional[SurrogateFn]) -> Optional[SurrogateFn]:
     return surrogate
 
 
-# What changes when a tensor is edited in place, or its storage swapped (``.data = ...``).
-_VERSION = attrgetter("_version")
-_DATA_PTR = methodcaller("data_ptr")
-
-
 def _describe(value: torch.Tensor) -> str:
     """A constant for a message: its value, or its range when per neuron."""
     value = value.detach()
@@ -182,7 +177,7 @@ class Neuron(nn.Module):
         super().__init__()
         self.__dict__["_constant_specs"] = {}  # name -> constraints of as_param
         self.__dict__["_state_specs"] = {}  # name -> (initial, dtype)
-        # key -> (inputs, their tensors, versions, data pointers, value): see derived()
+        # key -> (inputs, a Guard of their tensors, value): see derived()
         self.__dict__["_derived_cache"] = {}
         self.__dict__["_graph_steps"] = 0  # steps with an autograd graph on the state
         self.__dict__["_override"] = None  # pending clamp/unclamp/inject_v (pysnn.forcing)
@@ -200,6 +195,7 @@ class Neuron(nn.Module):
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
         state["_fast"] = None  # holds kernel handles: rebuilt by the next step
+        state["_derived_cache"] = {}  # guards read memory by address: recomputed by a copy
         return state
 
     #: Floating-point dtypes a neuron refuses to be moved to (see :meth:`_apply`).
@@ -379,9 +375,10 @@ class Neuron(nn.Module):
     def derived(self, key: str, compute: Callable[..., Any], *inputs: Any) -> Any:
         r"""``compute(*inputs)``, cached until one of ``inputs`` changes.
 
-        A tensor input counts as changed when it is another tensor object, was edited in place
-        (its version counter moved) or had its storage swapped (``.data = ...``); other inputs
-        (e.g. ``dt``) when they are other objects. Inputs that are ``nn.Parameter``\ s are never
+        A tensor input counts as changed when it is another tensor object or when its values
+        may differ (:class:`pysnn._guards.Guard`: another storage, an in-place edit, or other
+        bytes, so writes through ``.data`` are seen too); other inputs (e.g. ``dt``) when they
+        are other objects. Inputs that are ``nn.Parameter``\ s are never
         cached (their value can change through ``.data`` without a trace, and their gradient must
         reach them): ``compute`` then runs at every call.
 
@@ -392,25 +389,13 @@ class Neuron(nn.Module):
         if torch.compiler.is_compiling():
             return compute(*inputs)  # traced into the graph: nothing to cache
         entry = self._derived_cache.get(key)
-        if (
-            entry is not None
-            and all(map(is_, inputs, entry[0]))
-            and list(map(_VERSION, entry[1])) == entry[2]
-            and list(map(_DATA_PTR, entry[1])) == entry[3]
-        ):
-            return entry[4]
+        if entry is not None and all(map(is_, inputs, entry[0])) and entry[1].holds():
+            return entry[2]
         value = compute(*inputs)
         if not any(isinstance(t, nn.Parameter) for t in inputs):
             # the entry holds the inputs, so their ids cannot be reused while it exists
-            tensors = [t for t in inputs if isinstance(t, torch.Tensor)]
-            versions = list(map(_VERSION, tensors))
-            self._derived_cache[key] = (
-                inputs,
-                tensors,
-                versions,
-                list(map(_DATA_PTR, tensors)),
-                value,
-            )
+            guard = Guard([t for t in inputs if isinstance(t, torch.Tensor)])
+            self._derived_cache[key] = (inputs, guard, value)
         return value
 
     def trace_parameters(self) -> TraceParameters:
@@ -649,7 +634,7 @@ class _FastStep:
     The values are those of the general path, bit for bit.
     """
 
-    __slots__ = ("kernel", "shape", "dtype", "constants", "versions", "pointers")
+    __slots__ = ("kernel", "shape", "dtype", "guard")
     STATE: Tuple[str, ...] = ()
     BATCH_STATE: Optional[Tuple[str, ...]] = None  # those shaped like the input (None: STATE)
     GRAD_STATE: Tuple[str, ...] = ()
@@ -657,9 +642,7 @@ class _FastStep:
 
     def __init__(self, neuron: Neuron, x: torch.Tensor, kernel: Callable) -> None:
         self.kernel, self.shape, self.dtype = kernel, x.shape, x.dtype
-        self.constants = tuple(map(neuron._buffers.__getitem__, self.CONSTANTS))
-        self.versions = list(map(_VERSION, self.constants))
-        self.pointers = list(map(_DATA_PTR, self.constants))
+        self.guard = Guard(tuple(map(neuron._buffers.__getitem__, self.CONSTANTS)))
 
     @classmethod
     def state_fits(cls, neuron: Neuron, x: torch.Tensor, s: torch.Tensor) -> bool:
@@ -703,11 +686,9 @@ class _FastStep:
         return self.run(neuron._buffers, x)
 
     def stale(self) -> bool:
-        """Whether a constant was edited in place or swapped since this object was built."""
-        return (
-            list(map(_VERSION, self.constants)) != self.versions
-            or list(map(_DATA_PTR, self.constants)) != self.pointers
-        )
+        """Whether a constant may have changed since this object was built (edited in place,
+        through ``.data``, or swapped: see :class:`pysnn._guards.Guard`)."""
+        return not self.guard.holds()
 
     def state_ready(self, neuron: Neuron) -> bool:
         """Whether the kernel may update the state in place: no gradient wanted for it, and no
