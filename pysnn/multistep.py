@@ -38,75 +38,16 @@ from torch import nn
 from pysnn import _checks, native
 from pysnn._checks import check_same_dt
 from pysnn._sharing import unshared
+from pysnn.engine.sequence import SequenceRunner
 from pysnn.network import reset_state
+from pysnn.stepping import block_form_reason, has_forward_hooks, step_through
 
 __all__ = [
     "run_feedforward",
     "run_recurrent",
     "run_layers",
-    "step_through",
-    "has_forward_hooks",
-    "block_form_reason",
     "Unroll",
 ]
-
-
-def has_forward_hooks(module: nn.Module) -> bool:
-    """Whether a forward (pre-)hook, of ``module`` or global, must see each call of ``module``.
-
-    Multi-step fast paths then call the module once per step instead (e.g. for a
-    :class:`~pysnn.monitor.Monitor`, which records from a forward hook).
-    """
-    hooks = nn.modules.module
-    return bool(
-        module._forward_hooks
-        or module._forward_pre_hooks
-        or hooks._global_forward_hooks
-        or hooks._global_forward_pre_hooks
-    )
-
-
-def block_form_reason(
-    module: nn.Module, base: type, reproduces: Tuple[str, ...] = ("forward",)
-) -> Optional[str]:
-    """Why ``module`` must not run ``T`` steps through the block form of ``base``, or ``None``.
-
-    A block form (``forward_multistep``, :func:`run_feedforward`, :func:`run_layers`, the fused
-    kernels) computes ``T`` steps of ``base``'s own per-step methods ``reproduces`` at once. A
-    subclass that overrides one of them (a user's stateful ``forward`` or ``propagate``, an own
-    ``step``), a module with state registered on a connection (its step is sequential) or a
-    forward hook (it must see every step) would be bypassed by it: such a module steps through
-    instead. The reason is what :func:`pysnn.engine.explain` reports.
-    """
-    if has_forward_hooks(module):
-        return "a forward hook must see every step"
-    cls = type(module)
-    for name in reproduces:
-        if getattr(cls, name, None) is not getattr(base, name):
-            owner = next(c for c in cls.__mro__ if name in c.__dict__)
-            return (
-                f"{owner.__name__}.{name} overrides {base.__name__}.{name}, which the block "
-                "form reproduces: stepped once per step"
-            )
-    if getattr(module, "stateful_connection", False):
-        return "a connection with registered state (register_state) is stepped once per step"
-    return None
-
-
-def step_through(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Call ``module`` once per step: ``x`` ``(T, ...)`` → ``(T, *out_shape)``.
-
-    With grad mode on the outputs are stacked (gradients flow through every step, to ``x`` and to
-    the module's parameters); under ``torch.no_grad`` they are written into one preallocated tensor.
-    """
-    if torch.is_grad_enabled():
-        return torch.stack([module(step) for step in x])
-    first = module(x[0])
-    out = first.new_empty((x.shape[0], *first.shape))
-    out[0] = first
-    for t in range(1, x.shape[0]):
-        out[t] = module(x[t])
-    return out
 
 
 def run_feedforward(connection: nn.Module, neuron: nn.Module, spikes: torch.Tensor) -> torch.Tensor:
@@ -121,7 +62,7 @@ def run_feedforward(connection: nn.Module, neuron: nn.Module, spikes: torch.Tens
         spikes: presynaptic spikes ``(T, B, in)``, time first.
 
     Returns:
-        Postsynaptic spikes ``(T, B, out)`` (see :func:`step_through` for modules without
+        Postsynaptic spikes ``(T, B, out)`` (see :func:`pysnn.stepping.step_through` for modules without
         ``forward_multistep``).
 
     Raises:
@@ -733,9 +674,12 @@ class Unroll(nn.Module):
         reset: reset the state at the start of every call (default ``True``); ``False`` continues
             from the current state (e.g. truncated BPTT with ``detach_state`` between chunks).
         multistep: when ``network`` has a ``forward_multistep`` method (``(T, B, ...) -> (T, B,
-            ...)``, the same as ``T`` calls, e.g. layer by layer with
-            :meth:`pysnn.neuron.Neuron.forward_multistep`), call it once instead of the step
-            loop (default ``True``).
+            ...)``, the same as ``T`` calls), call it once; otherwise let the engine plan the
+            sequence (:mod:`pysnn.engine`: layer by layer over all ``T`` steps where values only
+            flow forward within a step, one product per connection and one fused call per LIF
+            layer, under autograd too; else the step loop; :func:`pysnn.engine.explain` says
+            which and why). The results and state are the step loop's either way. ``False``:
+            always the step loop (default ``True``).
     """
 
     def __init__(
@@ -760,6 +704,7 @@ class Unroll(nn.Module):
         self.steps = steps
         self.reset = bool(reset)
         self.multistep = bool(multistep)
+        self._runner = SequenceRunner()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x``: ``(T, B, ...)`` (or ``(B, ...)`` with ``steps``) → outputs ``(T, B, ...)``."""
@@ -773,6 +718,10 @@ class Unroll(nn.Module):
         multistep = getattr(self.network, "forward_multistep", None) if self.multistep else None
         if multistep is not None:
             return multistep(x if self.steps is None else x.expand(self.steps, *x.shape))
+        if self.multistep:  # the engine plans the sequence (layer-wise where it can)
+            return self._runner(
+                self.network, x if self.steps is None else x.expand(self.steps, *x.shape)
+            )
         if self.steps is None:
             return torch.stack([self.network(step) for step in x])
         return torch.stack([self.network(x) for _ in range(self.steps)])

@@ -93,7 +93,7 @@ from pysnn.functional.trace import (
     trace_parameters,
     trace_step,
 )
-from pysnn.multistep import block_form_reason, step_through
+from pysnn.stepping import block_form_reason, step_through
 from pysnn.surrogate import DEFAULT as DEFAULT_SURROGATE
 
 ShapeLike = Union[int, Sequence[int]]
@@ -802,6 +802,30 @@ class Input(Neuron):
 
     def step(self, x: torch.Tensor) -> torch.Tensor:
         """The input spikes themselves."""
+        return x
+
+    def forward_multistep(self, x: torch.Tensor) -> torch.Tensor:
+        """``T`` steps at once: spikes ``x`` ``(T, B, *shape)`` in, the same spikes (float) out;
+        the trace takes its ``T`` updates in one loop without the per-step module overhead (the
+        values and state of ``T`` calls, bit for bit)."""
+        self._check_multistep(x)
+        if not x.is_floating_point():
+            x = x.to(self._buffers["tau_trace"].dtype)
+        if (
+            block_form_reason(self, Input, ("forward", "step", "trace_parameters", "_prepare"))
+            or self.__dict__.get("_override") is not None
+        ):
+            return step_through(self, x)
+        check_input("x", x.flatten(0, 1), self.shape, self._reference(), type(self).__name__)
+        self._prepare(x[0])
+        params = self.trace_parameters()
+        trace = trace_step(self._buffers["trace"], x[0], params, self._spare("trace"))
+        for t in range(1, x.shape[0]):
+            trace = trace_step(trace, x[t], params, trace)
+        self._buffers["trace"] = trace
+        self._buffers["spikes"] = x[-1]
+        if x.requires_grad and torch.is_grad_enabled():
+            self._count_graph_step(x.shape[0])
         return x
 
 

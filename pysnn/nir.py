@@ -156,6 +156,7 @@ are identities and are left out of the graph.
 from __future__ import annotations
 
 import math
+import operator
 import warnings
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
@@ -164,6 +165,7 @@ import torch
 from torch import nn
 
 from pysnn.connection import Conv2d, Linear
+from pysnn.engine.capture import capture, is_pysnn_module
 from pysnn.network import SNNNetwork
 from pysnn.neuron import IFNeuron, Input, LIFNeuron, Neuron, ShapeLike
 from pysnn.readout import LIReadout
@@ -538,10 +540,53 @@ def _layer_edges(module: SNNNetwork) -> List[Tuple[str, str]]:
     return list(zip(chain[:-1], chain[1:]))
 
 
+def _traced_edges(module: nn.Module, sample: torch.Tensor) -> List[Tuple[str, str]]:
+    """The ``(source, target)`` edges of ``module``'s step, traced from one step's input
+    ``sample`` by the engine's capture (module calls; inputs added together; a module reading a
+    neuron's ``spikes`` of the step before is an edge from that neuron)."""
+    program = capture(module, sample)
+    if not program.captured:
+        raise ValueError(
+            f"to_nir could not trace {type(module).__name__}: {program.reason}; pass edges="
+        )
+    sources: Dict[Any, List[str]] = {}  # fx node -> the module outputs it sums
+    edges: List[Tuple[str, str]] = []
+    for node in program.graph.nodes:
+        args = [a for a in node.all_input_nodes]
+        if node.op == "placeholder":
+            sources[node] = ["input"]
+        elif node.op == "get_attr":
+            owner, _, attribute = node.target.rpartition(".")
+            if attribute != "spikes" or not owner:
+                raise ValueError(
+                    f"to_nir: the step of {type(module).__name__} reads {node.target}, which "
+                    "NIR cannot express (only a neuron's spikes of the step before); pass edges="
+                )
+            sources[node] = [owner]
+        elif node.op == "call_module":
+            for arg in args:
+                edges += [(source, node.target) for source in sources[arg]]
+            sources[node] = [node.target]
+        elif node.op == "call_function" and node.target in (operator.add, torch.add):
+            sources[node] = [source for arg in args for source in sources[arg]]
+        elif node.op == "output":
+            for arg in args:
+                edges += [(source, "output") for source in sources[arg]]
+        else:
+            what = getattr(node.target, "__name__", node.target)
+            raise ValueError(
+                f"to_nir: the step of {type(module).__name__} applies {what!s} between modules, "
+                "which NIR cannot express (only module calls and sums of their outputs); make it "
+                "a module, or pass edges="
+            )
+    return list(dict.fromkeys(edges))
+
+
 def to_nir(
     module: nn.Module,
     *,
     edges: Union[None, str, EdgeList] = None,
+    sample: Optional[torch.Tensor] = None,
     dt: Optional[float] = None,
     method: str = "exact",
     time_unit: str = "s",
@@ -557,7 +602,11 @@ def to_nir(
         edges: the wiring of a module that is not a chain: ``(source, target)`` pairs of names
             from ``module.named_modules()`` and ``"input"`` / ``"output"``; ``"layers"`` for
             the :meth:`~pysnn.network.SNNNetwork.add_layer` layers chained in registration
-            order. Inputs from several edges are summed.
+            order. Inputs from several edges are summed. By default a user's network (an
+            :class:`~pysnn.network.SNNNetwork` or any module that is not a chain) is traced
+            from ``sample`` by :func:`pysnn.engine.capture`.
+        sample: one step's input ``(B, *input_shape)`` to trace a network's wiring from
+            (default: zeros of ``input_shape`` with ``B = 1``); the module is not changed.
         dt: the time step (ms); by default that of the modules (which must agree).
         method: ``"exact"`` (default) or ``"euler"``: how NIR's equations are discretised by
             the reader the graph is meant for (``"euler"`` for snnTorch and Norse, which then
@@ -589,7 +638,11 @@ def to_nir(
         modules = [(n, module.nodes[k]) for n, k in module.node_keys.items()]
         edges = list(module.edges)
         inputs, outputs = module.input_names, module.output_names
-    elif edges is None:
+    elif edges is None and (
+        type(module) is nn.Sequential
+        or is_pysnn_module(module)
+        or not any(True for _ in module.children())
+    ):
         if type(module) is nn.Sequential:
             modules = _flatten_sequential(module, "")
         else:
@@ -597,6 +650,22 @@ def to_nir(
         chain = ["input"] + [n for n, _ in modules] + ["output"]
         edges = list(zip(chain[:-1], chain[1:]))
     else:
+        if edges is None:  # a user's network: its wiring traced from one step
+            if sample is None:
+                if input_shape is None:
+                    raise ValueError(
+                        f"to_nir({type(module).__name__}): give sample= (one step's input, "
+                        "(B, ...)) or input_shape= to trace its wiring, or edges="
+                    )
+                sample = torch.zeros(1, *input_shape)
+            if not isinstance(sample, torch.Tensor) or sample.dim() < 2:
+                raise ValueError(
+                    f"sample must be one step's input (B, ...), got "
+                    f"{tuple(sample.shape) if isinstance(sample, torch.Tensor) else sample!r}"
+                )
+            edges = _traced_edges(module, sample)
+            if input_shape is None:
+                input_shape = tuple(sample.shape[1:])
         if isinstance(edges, str):
             if edges != "layers" or not isinstance(module, SNNNetwork):
                 raise ValueError(

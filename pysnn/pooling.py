@@ -26,7 +26,7 @@ from torch import nn
 
 from pysnn._checks import check_positive_scalar, warn_if_dropped
 from pysnn.connection import Connection, DelayLike
-from pysnn.multistep import step_through
+from pysnn.stepping import step_through
 
 __all__ = ["TraceMaxPool2d"]
 

@@ -1,0 +1,183 @@
+r"""User-written modules through the engine: a user's LIF neuron against the built-in one.
+
+The network of the engine issue: an :class:`~pysnn.network.SNNNetwork` whose ``forward`` is one
+step, ``Linear(n, n)`` → LIF, ``n`` = 2048, ``T`` = 100, batch 16, 10 % input spikes, run by
+``Unroll(net)`` (the engine plans it layer-wise). Cases, timed interleaved in one run:
+
+- ``builtin``: :class:`~pysnn.neuron.LIFNeuron` (fused multi-step kernel);
+- ``user``: a current-based LIF written by a user in 15 lines (``register_constant``,
+  ``register_state``, ``step``), stepped by the engine once per step as torch operations;
+- ``torch``: plain torch autograd written step by step (``nn.Linear`` + the same LIF equations),
+  under BPTT only.
+
+Without gradient it prints ``user / builtin``; with ``--grad`` (forward + backward of the sum of
+spikes) also ``torch / user`` and ``torch / builtin``. Writes
+``benchmarks/results/engine_user_modules[_grad].json``.
+
+    python benchmarks/engine_user_modules.py --threads 2 [--grad]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+import pysnn  # noqa: E402
+from pysnn.connection import Linear  # noqa: E402
+from pysnn.engine import explain  # noqa: E402
+from pysnn.multistep import Unroll  # noqa: E402
+from pysnn.network import SNNNetwork  # noqa: E402
+from pysnn.neuron import LIFNeuron, Neuron  # noqa: E402
+from pysnn.surrogate import FastSigmoid  # noqa: E402
+
+TAU_V = 10.0  # ms
+
+
+class UserLIF(Neuron):
+    """A user's current-based LIF: v <- v e^{-dt/tau_v} + x; spike at thresh; reset to 0."""
+
+    def __init__(self, shape, dt=1.0, *, tau_v=TAU_V, thresh=1.0, **kwargs):
+        super().__init__(shape, dt, **kwargs)
+        self.register_constant("tau_v", tau_v, positive=True)
+        self.register_constant("thresh", thresh)
+        self.register_state("v", 0.0)
+
+    def step(self, x):
+        self.v = self.v * torch.exp(-self.dt / self.tau_v) + x
+        s = self.fire(self.v - self.thresh)
+        self.v = self.v * (1 - s)
+        return s
+
+
+class Net(SNNNetwork):
+    def __init__(self, n: int, neuron: Neuron) -> None:
+        super().__init__()
+        self.fc, self.lif = Linear(n, n, bias=False), neuron
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lif(self.fc(x))
+
+
+def builtin(n: int) -> Net:
+    return Net(
+        n,
+        LIFNeuron(
+            n,
+            thresh=1.0,
+            v_rest=0.0,
+            v_reset=0.0,
+            tau_v=TAU_V,
+            refrac=0.0,
+            surrogate=FastSigmoid(10.0),
+        ),
+    )
+
+
+def user(n: int) -> Net:
+    return Net(n, UserLIF(n, surrogate=FastSigmoid(10.0)))
+
+
+def torch_runner(n: int) -> Callable[[torch.Tensor], None]:
+    fc = torch.nn.Linear(n, n, bias=False)
+    beta = math.exp(-1.0 / TAU_V)
+
+    def run(x: torch.Tensor) -> None:
+        fc.zero_grad(set_to_none=True)
+        v = torch.zeros(x.shape[1], n)
+        total = 0.0
+        for t in range(x.shape[0]):
+            v = beta * v + fc(x[t])
+            h = v - 1.0
+            soft = h / (1.0 + 10.0 * h.abs())
+            s = (h >= 0).to(h.dtype) + soft - soft.detach()
+            v = (1.0 - s) * v
+            total = total + s.sum()
+        total.backward()
+
+    return run
+
+
+def unroll_runner(net: Net, grad: bool) -> Callable[[torch.Tensor], None]:
+    unroll = Unroll(net)
+
+    def run(x: torch.Tensor) -> None:
+        if grad:
+            net.zero_grad(set_to_none=True)
+            unroll(x).sum().backward()
+        else:
+            with torch.no_grad():
+                unroll(x)
+
+    return run
+
+
+def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--neurons", type=int, default=2048)
+    p.add_argument("--steps", type=int, default=100)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--density", type=float, default=0.1)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--grad", action="store_true", help="forward + backward (BPTT)")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    pysnn.set_checks(False)
+    g = torch.Generator().manual_seed(0)
+    x = (torch.rand(args.steps, args.batch, args.neurons, generator=g) < args.density).float()
+    torch.manual_seed(0)
+    nets = {"builtin": builtin(args.neurons), "user": user(args.neurons)}
+    nets["user"].fc.weight.data.copy_(nets["builtin"].fc.weight)
+    runners = {name: unroll_runner(net, args.grad) for name, net in nets.items()}
+    if args.grad:
+        runners["torch"] = torch_runner(args.neurons)
+    for name, net in nets.items():
+        e = explain(net, x)
+        print(f"{name}: plan {e.plan}, fused {e.fused}, fallbacks {e.fallbacks}")
+    with torch.no_grad():  # the same spikes
+        same = torch.equal(Unroll(nets["builtin"])(x), Unroll(nets["user"])(x))
+    print(f"builtin and user networks give the same spikes: {same}")
+    times: Dict[str, List[float]] = {name: [] for name in runners}
+    for run in runners.values():
+        run(x)  # warm-up
+    for _ in range(args.repeats):
+        for name, run in runners.items():
+            start = time.perf_counter()
+            run(x)
+            times[name].append(time.perf_counter() - start)
+    median = {name: statistics.median(t) for name, t in times.items()}
+    mode = "forward + backward" if args.grad else "forward, no gradient"
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; n={args.neurons}, "
+        f"T={args.steps}, B={args.batch}, {mode}; median of {args.repeats} (s)"
+    )
+    for name, seconds in median.items():
+        print(f"  {name:8s} {seconds:8.3f} s")
+    print(f"  user / builtin: {median['user'] / median['builtin']:.2f}x")
+    if args.grad:
+        print(f"  torch / user: {median['torch'] / median['user']:.2f}x")
+        print(f"  torch / builtin: {median['torch'] / median['builtin']:.2f}x")
+    out = (
+        REPO / "benchmarks" / "results" / f"engine_user_modules{'_grad' if args.grad else ''}.json"
+    )
+    out.write_text(
+        json.dumps({"args": vars(args), "seconds": median, "same_spikes": same}, indent=2)
+    )
+    return median
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,29 @@
+"""The engine: capture a network's step, plan a sequence of steps, run it, explain it.
+
+- :mod:`pysnn.engine.capture`: one step of a network as a program of module calls
+  (``torch.fx``), on a copy, refusing what it cannot see;
+- :mod:`pysnn.engine.plan`: layer-wise over all ``T`` steps where values only flow forward within
+  a step, step-wise (as written) otherwise, and the runner of a layer-wise plan;
+- :func:`explain`: what runs fused, on which backend, and why anything falls back;
+- :func:`run_sequence`: ``T`` steps of a step network in one call (what
+  :class:`pysnn.multistep.Unroll` uses).
+
+See the architecture page of the documentation for where the engine sits.
+"""
+
+from pysnn.engine.capture import StepProgram, capture
+from pysnn.engine.explain import Explanation, explain
+from pysnn.engine.plan import Part, SequencePlan, plan
+from pysnn.engine.sequence import SequenceRunner, run_sequence
+
+__all__ = [
+    "capture",
+    "StepProgram",
+    "plan",
+    "SequencePlan",
+    "Part",
+    "explain",
+    "Explanation",
+    "run_sequence",
+    "SequenceRunner",
+]

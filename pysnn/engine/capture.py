@@ -1,0 +1,175 @@
+"""Capture: one time step of a network as a program of module calls.
+
+:func:`capture` traces a network's ``forward`` (one step, ``(B, ...) -> (B, ...)``) with
+``torch.fx`` into a :class:`StepProgram`: a graph whose nodes call the network's modules (pysnn
+neurons and connections and standard torch modules, never traced into), torch functions on their
+results, and reads of module tensors. The planner (:mod:`pysnn.engine.plan`) decides from it how
+``T`` steps run; :func:`pysnn.engine.explain` reports it.
+
+Tracing runs the network's Python code once with symbolic values, on a **copy** of the network
+that has taken one real step (so its state exists, and nothing the trace does can touch the
+network itself). What the program cannot see is refused, never ignored: Python control flow on
+tensor values, attributes the step assigns (``self.count += 1``), containers it appends to, or
+any change of the copy's tensors during the trace (a learning rule's ``step()`` called from
+``forward``). The network then runs step by step, exactly as written.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+from torch import fx, nn
+
+from pysnn.connection import Connection
+from pysnn.neuron import Neuron
+
+__all__ = ["StepProgram", "capture", "is_pysnn_module"]
+
+
+def is_pysnn_module(module: nn.Module) -> bool:
+    """Whether ``module`` is a stateful pysnn module (a neuron, synapse or connection, built in or
+    user-written) or any module with a ``forward_multistep``: a leaf of the program."""
+    return isinstance(module, (Neuron, Connection)) or callable(
+        getattr(module, "forward_multistep", None)
+    )
+
+
+class _Tracer(fx.Tracer):
+    """Keeps pysnn modules and torch's own modules as calls (leaves); traces into the rest."""
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return is_pysnn_module(m) or super().is_leaf_module(m, module_qualified_name)
+
+
+@dataclass
+class StepProgram:
+    """One captured step of a network.
+
+    Attributes:
+        graph: the ``torch.fx`` graph of one step (``None`` when capture failed).
+        modules: qualified name -> module of the **original** network, for every module the
+            graph calls or reads.
+        reason: why the step could not be captured (``None`` when it was).
+    """
+
+    graph: Optional[fx.Graph]
+    modules: Dict[str, nn.Module] = field(default_factory=dict)
+    reason: Optional[str] = None
+
+    @property
+    def captured(self) -> bool:
+        """Whether the step was captured."""
+        return self.graph is not None
+
+
+def _attributes(root: nn.Module) -> Dict[Tuple[str, str], Tuple[int, Optional[int]]]:
+    """Each module attribute (plain attributes, tensors, containers' lengths) of ``root``'s
+    modules, to see what a traced step changed."""
+    seen: Dict[Tuple[str, str], Tuple[int, Optional[int]]] = {}
+    for name, module in root.named_modules():
+        items = list(module.__dict__.items())
+        items += [("buffer " + k, v) for k, v in module._buffers.items()]
+        items += [("parameter " + k, v) for k, v in module._parameters.items()]
+        for key, value in items:
+            if isinstance(value, torch.Tensor):
+                seen[(name, key)] = (id(value), value._version)
+            elif isinstance(value, (list, dict, set)):
+                seen[(name, key)] = (id(value), len(value))
+            else:
+                seen[(name, key)] = (id(value), None)
+    return seen
+
+
+def capture(network: nn.Module, example: torch.Tensor) -> StepProgram:
+    """Capture one step of ``network`` for a step input shaped like ``example`` ``(B, ...)``.
+
+    The network is not changed: a copy takes one step of ``example`` (under ``torch.no_grad``)
+    and is then traced.
+
+    Returns:
+        A :class:`StepProgram`; when its ``reason`` is set, the step runs as written.
+    """
+    if not isinstance(network, nn.Module):
+        raise TypeError(f"network must be a torch.nn.Module, got {type(network).__name__}")
+    if not isinstance(example, torch.Tensor):
+        raise TypeError(f"example must be a tensor (one step's input), got {example!r}")
+    hooks = nn.modules.module
+    if hooks._global_forward_hooks or hooks._global_forward_pre_hooks:
+        return StepProgram(
+            None, reason="global forward hooks must see every call: the network runs as written"
+        )
+    # state that carries an autograd graph (a step under grad mode) cannot be deep-copied:
+    # the copy gets its values
+    memo = {
+        id(t): t.detach().clone()
+        for module in network.modules()
+        for t in list(module._buffers.values()) + list(module._parameters.values())
+        if t is not None and t.grad_fn is not None
+    }
+    try:
+        twin = copy.deepcopy(network, memo)
+    except Exception as error:  # noqa: BLE001 - any failure: the network runs as written
+        return StepProgram(None, reason=f"the network cannot be copied for capture ({error})")
+    for module in twin.modules():  # the user's hooks see the network's calls, not the copy's
+        for table in (module._forward_hooks, module._forward_pre_hooks):
+            table.clear()
+    try:
+        with torch.no_grad():
+            twin(example)  # the state exists, as in the network after its first step
+    except Exception as error:  # noqa: BLE001
+        return StepProgram(None, reason=f"one step of a copy of the network failed: {error}")
+    before = _attributes(twin)
+    try:
+        graph = _Tracer().trace(twin)
+    except Exception as error:  # noqa: BLE001 - fx refuses data-dependent control flow etc.
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        return StepProgram(None, reason=f"the step cannot be traced: {first}")
+    after = _attributes(twin)
+    changed = sorted(
+        f"{name or type(network).__name__}.{attribute.split(' ')[-1]}"
+        for name, attribute in set(before) | set(after)
+        if before.get((name, attribute)) != after.get((name, attribute))
+    )
+    if changed:
+        return StepProgram(
+            None,
+            reason=(
+                f"the step changes {', '.join(changed[:3])} outside module calls (an attribute "
+                "assignment, a learning rule's step(), a list it appends to): run as written"
+            ),
+        )
+    modules: Dict[str, nn.Module] = {}
+    for node in graph.nodes:
+        if node.op == "call_module":
+            modules[node.target] = network.get_submodule(node.target)
+        elif node.op == "get_attr":
+            owner = node.target.rpartition(".")[0]
+            modules[owner] = network.get_submodule(owner) if owner else network
+    return StepProgram(graph, modules)
+
+
+def tensor_attribute(network: nn.Module, target: str) -> Any:
+    """The tensor (parameter or buffer) at the qualified name ``target`` of ``network``."""
+    owner, _, name = target.rpartition(".")
+    module = network.get_submodule(owner) if owner else network
+    return getattr(module, name)
+
+
+def state_read(network: nn.Module, target: str) -> bool:
+    """Whether ``target`` names a non-persistent buffer: state that changes from step to step
+    (a neuron's ``spikes``, ``v``, a connection's history), so reading it makes the step depend
+    on the one before."""
+    owner, _, name = target.rpartition(".")
+    module = network.get_submodule(owner) if owner else network
+    return name in module._buffers and name in module._non_persistent_buffers_set
+
+
+def output_nodes(graph: fx.Graph) -> List[fx.Node]:
+    """The nodes the step returns."""
+    out = next(node for node in graph.nodes if node.op == "output")
+    found: List[fx.Node] = []
+    fx.node.map_arg(out.args[0], found.append)
+    return found

@@ -1,0 +1,354 @@
+"""Plan: how ``T`` steps of a captured step program run, and running them.
+
+A step program (:mod:`pysnn.engine.capture`) whose values flow only forward within a step (no
+module reads another's state, no stateful module is called twice per step, every torch
+operation acts on each sample alone) runs **layer-wise**: node by node over all ``T`` steps at
+once. A torch module or function sees the ``T * B`` samples of all steps as one batch (one matrix
+product per connection), and each pysnn module runs its own block form,
+``forward_multistep`` on ``(T, B, ...)``: one fused kernel call for the built-in LIF neurons
+(forward and BPTT backward), one product for a :class:`~pysnn.connection.Linear`, and the step
+loop of the module alone where its class says the block form does not apply
+(:func:`pysnn.stepping.block_form_reason`). The results and the state left in every module are
+those of the step loop ``for t in range(T): out[t] = net(x[t])``.
+
+Anything else (feedback through state, a learning rule in training mode, per-batch statistics
+such as ``BatchNorm`` in training, random draws, operations that mix samples) runs **step-wise**:
+the network's own ``forward``, once per step, exactly as written. :func:`plan` says which, and
+why.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+from pysnn import native
+from pysnn.connection import Connection, Linear
+from pysnn.engine.capture import (
+    StepProgram,
+    is_pysnn_module,
+    output_nodes,
+    state_read,
+    tensor_attribute,
+)
+from pysnn.learning import LearningRule
+from pysnn.neuron import Input, LIFNeuron, Neuron
+from pysnn.stepping import block_form_reason, has_forward_hooks
+
+__all__ = ["Part", "SequencePlan", "plan", "block_reason"]
+
+#: torch modules that act on each sample alone (in any mode), so that ``T * B`` samples of all
+#: steps may pass through them as one batch.
+PER_SAMPLE_MODULES = (
+    nn.Linear,
+    nn.Bilinear,
+    nn.Conv1d,
+    nn.Conv2d,
+    nn.Conv3d,
+    nn.ConvTranspose1d,
+    nn.ConvTranspose2d,
+    nn.ConvTranspose3d,
+    nn.Identity,
+    nn.ReLU,
+    nn.LeakyReLU,
+    nn.Sigmoid,
+    nn.Tanh,
+    nn.GELU,
+    nn.ELU,
+    nn.SiLU,
+    nn.Softplus,
+    nn.Hardtanh,
+    nn.MaxPool1d,
+    nn.MaxPool2d,
+    nn.MaxPool3d,
+    nn.AvgPool1d,
+    nn.AvgPool2d,
+    nn.AvgPool3d,
+    nn.AdaptiveAvgPool1d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveMaxPool1d,
+    nn.AdaptiveMaxPool2d,
+    nn.LayerNorm,
+    nn.GroupNorm,
+)
+#: torch modules that act on each sample alone only in eval mode (batch statistics, random
+#: masks in training).
+EVAL_PER_SAMPLE_MODULES = (
+    nn.BatchNorm1d,
+    nn.BatchNorm2d,
+    nn.BatchNorm3d,
+    nn.Dropout,
+    nn.Dropout1d,
+    nn.Dropout2d,
+    nn.Dropout3d,
+    nn.AlphaDropout,
+)
+#: functions and tensor methods that act elementwise (or on each sample alone).
+ELEMENTWISE_FUNCTIONS = {
+    operator.add,
+    operator.sub,
+    operator.mul,
+    operator.truediv,
+    operator.neg,
+    operator.pos,
+    operator.abs,
+    torch.add,
+    torch.sub,
+    torch.mul,
+    torch.div,
+    torch.neg,
+    torch.abs,
+    torch.exp,
+    torch.sigmoid,
+    torch.tanh,
+    torch.relu,
+    torch.clamp,
+    torch.maximum,
+    torch.minimum,
+    torch.where,
+    F.relu,
+    F.leaky_relu,
+    F.elu,
+    F.gelu,
+    F.silu,
+    F.softplus,
+    F.hardtanh,
+    F.linear,
+}
+ELEMENTWISE_METHODS = {
+    "add",
+    "sub",
+    "mul",
+    "div",
+    "neg",
+    "abs",
+    "exp",
+    "sigmoid",
+    "tanh",
+    "relu",
+    "clamp",
+    "float",
+    "double",
+    "detach",
+    "contiguous",
+}
+
+
+@dataclass
+class Part:
+    """One module call of a plan.
+
+    Attributes:
+        name: the module's qualified name in the network.
+        kind: its class name.
+        how: ``"fused"`` (a fused kernel over all ``T`` steps), ``"block"`` (torch over all
+            ``T * B`` samples at once) or ``"stepped"`` (once per step).
+        backend: what runs it: ``"native"`` (pysnn's compiled kernels) or ``"torch"``.
+        reason: why it is stepped (``None`` otherwise).
+    """
+
+    name: str
+    kind: str
+    how: str
+    backend: str
+    reason: Optional[str] = None
+
+
+@dataclass
+class SequencePlan:
+    """How ``T`` steps of a network run.
+
+    Attributes:
+        layerwise: whether the program runs node by node over all steps (else step-wise, as
+            written).
+        reasons: ``(where, why)`` for each thing that makes the plan step-wise.
+        parts: the module calls of the program, with how each runs (empty when the step could
+            not be captured).
+    """
+
+    layerwise: bool
+    reasons: List[Tuple[str, str]] = field(default_factory=list)
+    parts: List[Part] = field(default_factory=list)
+    program: Optional[StepProgram] = None
+
+    def run(self, network: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """Run the layer-wise plan on ``x`` ``(T, B, ...)`` → the network's outputs
+        ``(T, B, ...)``; modules are looked up in ``network`` by name."""
+        graph = self.program.graph
+        steps = x.shape[0]
+        env: Dict[fx.Node, Any] = {}
+
+        def load(arg: Any) -> Any:
+            return fx.node.map_arg(arg, env.__getitem__)
+
+        for node in graph.nodes:
+            if node.op == "placeholder":
+                env[node] = x.flatten(0, 1)
+            elif node.op == "get_attr":
+                env[node] = tensor_attribute(network, node.target)
+            elif node.op == "call_module":
+                module = network.get_submodule(node.target)
+                args, kwargs = load(node.args), load(node.kwargs)
+                if is_pysnn_module(module):
+                    out = module.forward_multistep(args[0].unflatten(0, (steps, -1)))
+                    env[node] = out.flatten(0, 1)
+                else:
+                    env[node] = module(*args, **kwargs)
+            elif node.op == "call_function":
+                env[node] = node.target(*load(node.args), **load(node.kwargs))
+            elif node.op == "call_method":
+                self_arg, *args = load(node.args)
+                env[node] = getattr(self_arg, node.target)(*args, **load(node.kwargs))
+            else:  # output
+                return env[node.args[0]].unflatten(0, (steps, -1))
+        raise RuntimeError("the step program has no output")  # pragma: no cover
+
+
+def block_reason(module: nn.Module) -> Optional[str]:
+    """Why the pysnn ``module`` runs its ``T`` steps once per step inside a layer-wise plan
+    (``None``: it runs them as one block)."""
+    if isinstance(module, LIFNeuron):
+        return block_form_reason(module, LIFNeuron, LIFNeuron.BLOCK_REPRODUCES)
+    if isinstance(module, Input):
+        return block_form_reason(module, Input, ("forward", "step", "trace_parameters"))
+    if isinstance(module, Connection) and module.per_synapse_delay:
+        return "per-synapse delays run through the delay queue once per step"
+    if isinstance(module, Linear):
+        return block_form_reason(module, Linear, Linear.BLOCK_REPRODUCES)
+    if isinstance(module, Connection):
+        if type(module).forward_multistep is not Connection.forward_multistep:
+            return f"{type(module).__name__}.forward_multistep decides (its own block form)"
+        return block_form_reason(module, Connection)
+    if isinstance(module, Neuron):
+        if type(module).forward_multistep is Neuron.forward_multistep:
+            return (
+                f"{type(module).__name__}.step runs once per step as torch operations (no "
+                "fused kernel for this neuron model yet)"
+            )
+        return f"{type(module).__name__}.forward_multistep decides (its own block form)"
+    return None
+
+
+def _backend(module: nn.Module, example: torch.Tensor, how: str) -> str:
+    if how == "fused" and example.is_cpu and native.available():
+        return "native"
+    return "torch"
+
+
+def _node_reason(network: nn.Module, node: fx.Node, calls: Counter) -> Optional[Tuple[str, str]]:
+    """``(where, why)`` when ``node`` keeps the program from running layer-wise."""
+    if node.op == "placeholder":
+        return None
+    if node.op == "get_attr":
+        if state_read(network, node.target):
+            return (
+                node.target,
+                "the step reads state of the step before (feedback): stepped as written",
+            )
+        return None
+    if node.op == "call_module":
+        module = network.get_submodule(node.target)
+        if is_pysnn_module(module):
+            if calls[node.target] > 1:
+                return (node.target, "a stateful module called more than once per step")
+            if len(node.args) != 1 or node.kwargs or not isinstance(node.args[0], fx.Node):
+                return (node.target, "called with other than one tensor argument")
+            return None
+        if isinstance(module, PER_SAMPLE_MODULES):
+            return None
+        if isinstance(module, nn.Flatten):
+            return None if module.start_dim >= 1 else (node.target, "flattens the batch")
+        if isinstance(module, EVAL_PER_SAMPLE_MODULES):
+            if module.training and not (
+                isinstance(module, nn.modules.dropout._DropoutNd) and module.p == 0
+            ):
+                return (
+                    node.target,
+                    f"{type(module).__name__} in training mode draws per step or uses batch "
+                    "statistics: stepped as written",
+                )
+            return None
+        return (
+            node.target,
+            f"{type(module).__name__} is not known to act on each sample alone: stepped as "
+            "written",
+        )
+    if node.op == "call_function":
+        if node.target in ELEMENTWISE_FUNCTIONS:
+            return None
+        if node.target is torch.flatten:
+            start = node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0)
+            return None if isinstance(start, int) and start >= 1 else (str(node), "flattens B")
+        name = getattr(node.target, "__name__", str(node.target))
+        return (str(node.name), f"{name} is not known to act on each sample alone")
+    if node.op == "call_method":
+        if node.target in ELEMENTWISE_METHODS:
+            return None
+        if node.target == "flatten":
+            start = node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0)
+            return None if isinstance(start, int) and start >= 1 else (str(node), "flattens B")
+        return (str(node.name), f".{node.target}() is not known to act on each sample alone")
+    return None
+
+
+def plan(network: nn.Module, program: StepProgram, example: torch.Tensor) -> SequencePlan:
+    """Plan ``T`` steps of ``network`` from its captured step ``program``; ``example`` is one
+    step's input ``(B, ...)`` (for the backends)."""
+    if not program.captured:
+        return SequencePlan(False, [(type(network).__name__, program.reason)], [], program)
+    graph = program.graph
+    reasons: List[Tuple[str, str]] = []
+    rules = [
+        name
+        for name, m in network.named_modules()
+        if isinstance(m, LearningRule) and m.training and getattr(m, "enabled", True)
+    ]
+    if rules:
+        reasons.append(
+            (rules[0], "a learning rule in training mode: the network is stepped as written")
+        )
+    placeholders = [n for n in graph.nodes if n.op == "placeholder"]
+    if len(placeholders) != 1:
+        reasons.append((type(network).__name__, "forward takes other than one input"))
+    outputs = output_nodes(graph)
+    out = next(n for n in graph.nodes if n.op == "output")
+    if len(outputs) != 1 or not isinstance(out.args[0], fx.Node):
+        reasons.append((type(network).__name__, "the step returns other than one tensor"))
+    calls = Counter(n.target for n in graph.nodes if n.op == "call_module")
+    parts: List[Part] = []
+    for node in graph.nodes:
+        found = _node_reason(network, node, calls)
+        if found is not None:
+            reasons.append(found)
+        if node.op == "call_module":
+            module = network.get_submodule(node.target)
+            if is_pysnn_module(module):
+                why = block_reason(module)
+                fused = why is None and isinstance(module, (LIFNeuron, Linear))
+                how = "stepped" if why else ("fused" if fused else "block")
+            else:
+                why, how = None, "block"
+            parts.append(
+                Part(node.target, type(module).__name__, how, _backend(module, example, how), why)
+            )
+    layerwise = not reasons
+    if not layerwise:
+        for part in parts:  # a step-wise plan steps every module
+            if part.how != "stepped":
+                part.how, part.reason = "stepped", "the network is stepped as written"
+    return SequencePlan(layerwise, reasons, parts, program)
+
+
+def fingerprint(network: nn.Module) -> Tuple:
+    """What a plan of ``network`` depends on besides the program: its modules (objects and
+    classes), their training modes and whether they have forward hooks."""
+    return tuple(
+        (name, id(m), type(m), m.training, has_forward_hooks(m))
+        for name, m in network.named_modules()
+    )

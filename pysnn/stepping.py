@@ -1,0 +1,74 @@
+"""How a module is stepped over ``T`` steps: once per step, or through a block form.
+
+The bottom of the stack (it imports only torch): modules use it to decide whether their own
+multi-step forms may run (:func:`block_form_reason`), and the engine uses the same rule to plan a
+sequence (:mod:`pysnn.engine`), so a module is never run through a form that skips code its
+class, or a hook, wants to see every step.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+from torch import nn
+
+__all__ = ["has_forward_hooks", "block_form_reason", "step_through"]
+
+
+def has_forward_hooks(module: nn.Module) -> bool:
+    """Whether a forward (pre-)hook, of ``module`` or global, must see each call of ``module``.
+
+    Multi-step fast paths then call the module once per step instead (e.g. for a
+    :class:`~pysnn.monitor.Monitor`, which records from a forward hook).
+    """
+    hooks = nn.modules.module
+    return bool(
+        module._forward_hooks
+        or module._forward_pre_hooks
+        or hooks._global_forward_hooks
+        or hooks._global_forward_pre_hooks
+    )
+
+
+def block_form_reason(
+    module: nn.Module, base: type, reproduces: Tuple[str, ...] = ("forward",)
+) -> Optional[str]:
+    """Why ``module`` must not run ``T`` steps through the block form of ``base``, or ``None``.
+
+    A block form (``forward_multistep``, :func:`pysnn.multistep.run_feedforward`, :func:`pysnn.multistep.run_layers`, the fused
+    kernels) computes ``T`` steps of ``base``'s own per-step methods ``reproduces`` at once. A
+    subclass that overrides one of them (a user's stateful ``forward`` or ``propagate``, an own
+    ``step``), a module with state registered on a connection (its step is sequential) or a
+    forward hook (it must see every step) would be bypassed by it: such a module steps through
+    instead. The reason is what :func:`pysnn.engine.explain` reports.
+    """
+    if has_forward_hooks(module):
+        return "a forward hook must see every step"
+    cls = type(module)
+    for name in reproduces:
+        if getattr(cls, name, None) is not getattr(base, name):
+            owner = next(c for c in cls.__mro__ if name in c.__dict__)
+            return (
+                f"{owner.__name__}.{name} overrides {base.__name__}.{name}, which the block "
+                "form reproduces: stepped once per step"
+            )
+    if getattr(module, "stateful_connection", False):
+        return "a connection with registered state (register_state) is stepped once per step"
+    return None
+
+
+def step_through(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Call ``module`` once per step: ``x`` ``(T, ...)`` → ``(T, *out_shape)``.
+
+    With grad mode on the outputs are stacked (gradients flow through every step, to ``x`` and to
+    the module's parameters); under ``torch.no_grad`` they are written into one preallocated tensor.
+    """
+    if torch.is_grad_enabled():
+        return torch.stack([module(step) for step in x])
+    first = module(x[0])
+    out = first.new_empty((x.shape[0], *first.shape))
+    out[0] = first
+    for t in range(1, x.shape[0]):
+        out[t] = module(x[t])
+    return out

@@ -1,0 +1,282 @@
+"""The engine: a user's step network captured, planned layer-wise over T steps where values only
+flow forward, step-wise otherwise; results, state and gradients those of the step loop."""
+
+import pytest
+import torch
+from torch import nn
+
+from pysnn.connection import Linear
+from pysnn.engine import capture, explain, run_sequence
+from pysnn.learning import STDP
+from pysnn.multistep import Unroll
+from pysnn.network import SNNNetwork
+from pysnn.neuron import Input, LIFNeuron, Neuron
+
+
+class FeedForward(SNNNetwork):
+    """A user's network: one step in forward, a torch module and an elementwise op mixed in."""
+
+    def __init__(self, n_in=30, n=20):
+        super().__init__()
+        self.inp = Input(n_in)
+        self.fc = Linear(n_in, n)
+        self.lif = LIFNeuron(n, thresh=1.0, v_rest=0.0, v_reset=0.0, tau_v=10.0, refrac=2.0)
+        self.fc2 = nn.Linear(n, 5)
+        self.out = LIFNeuron(5, thresh=0.5, v_rest=0.0, v_reset=0.0, tau_v=10.0)
+
+    def forward(self, x):
+        h = self.lif(self.fc(self.inp(x)) * 4.0)
+        return self.out(torch.relu(self.fc2(h)))
+
+
+class Recurrent(FeedForward):
+    def __init__(self):
+        super().__init__()
+        self.rec = Linear(20, 20)
+
+    def forward(self, x):  # reads the previous step's spikes: feedback
+        current = self.fc(self.inp(x)) * 4.0
+        if self.lif.spikes is not None:
+            current = current + self.rec(self.lif.spikes)
+        return self.lif(current)
+
+
+class Counting(FeedForward):
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        return super().forward(x)
+
+
+def _spikes(t=25, b=4, n=30, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(t, b, n, generator=g) < 0.3).float()
+
+
+def _loop(net, x):
+    net.reset_state()
+    return torch.stack([net(x[t]) for t in range(x.shape[0])])
+
+
+def _state(net):
+    return {k: v.clone() for k, v in net.named_buffers(remove_duplicate=False) if v is not None}
+
+
+@pytest.mark.parametrize("grad", [False, True])
+def test_layerwise_equals_step_loop_with_state(grad):
+    torch.manual_seed(0)
+    net, x = FeedForward(), _spikes()
+    assert explain(net, x).plan == "layer-wise"
+    with torch.set_grad_enabled(grad):
+        expected = _loop(net, x)
+        state = _state(net)
+        got = Unroll(net)(x)
+    assert expected.sum() > 0
+    assert torch.allclose(got, expected) and torch.equal(got, expected)
+    for name, value in _state(net).items():
+        assert torch.equal(value, state[name]), name
+
+
+def test_layerwise_gradients_equal_step_loop():
+    torch.manual_seed(0)
+    net, x = FeedForward(), _spikes()
+    _loop(net, x).sum().backward()
+    expected = [p.grad.clone() for p in net.parameters()]
+    net.zero_grad()
+    Unroll(net)(x).sum().backward()
+    for p, e in zip(net.parameters(), expected):
+        assert e.abs().sum() > 0
+        assert torch.allclose(p.grad, e, rtol=1e-5, atol=1e-6)
+
+
+def test_explain_fused_network_and_backends():
+    e = explain(FeedForward(), _spikes())
+    assert e.fused and e.fallbacks == []
+    how = {p.name: p.how for p in e.parts}
+    assert how == {"inp": "block", "fc": "fused", "lif": "fused", "fc2": "block", "out": "fused"}
+    assert e.backends["fc2"] == "torch"
+    assert "inp" in str(e)
+
+
+def test_explain_hook_falls_back_and_names_it():
+    net, x = FeedForward(), _spikes()
+    seen = []
+    net.lif.register_forward_hook(lambda m, i, o: seen.append(o))
+    e = explain(net, x)
+    assert not e.fused
+    assert ("lif", "a forward hook must see every step") in e.fallbacks
+    out = Unroll(net)(x)
+    assert len(seen) == x.shape[0]  # the hook saw every step
+    assert torch.equal(out, _loop(net, x))
+
+
+def test_feedback_is_stepped_as_written():
+    torch.manual_seed(1)
+    net, x = Recurrent(), _spikes()
+    e = explain(net, x)
+    assert e.plan == "step-wise"
+    assert any(where == "lif.spikes" for where, _ in e.fallbacks)
+    assert torch.equal(Unroll(net)(x), _loop(net, x))
+
+
+def test_attribute_changed_by_the_step_is_refused_and_counted():
+    net, x = Counting(), _spikes(t=7)
+    e = explain(net, x)
+    assert e.plan == "step-wise" and "calls" in e.fallbacks[0][1]
+    Unroll(net)(x)
+    assert net.calls == 7
+
+
+def test_learning_rule_in_training_is_stepped():
+    class Plastic(FeedForward):
+        def __init__(self):
+            super().__init__()
+            self.stdp = STDP(self.fc, self.inp, self.lif, nu=(1e-3, 1e-3))
+
+        def forward(self, x):
+            s = super().forward(x)
+            self.stdp.step()
+            return s
+
+    net = Plastic()
+    e = explain(net, _spikes())
+    assert e.plan == "step-wise" and not e.fused
+
+
+def test_training_batchnorm_is_stepped_eval_is_layerwise():
+    class Norm(SNNNetwork):
+        def __init__(self):
+            super().__init__()
+            self.fc, self.bn, self.lif = nn.Linear(30, 8), nn.BatchNorm1d(8), LIFNeuron(8)
+
+        def forward(self, x):
+            return self.lif(self.bn(self.fc(x)) * 20.0)
+
+    net, x = Norm(), _spikes()
+    assert explain(net, x).plan == "step-wise"
+    net.eval()
+    assert explain(net, x).plan == "layer-wise"
+    with torch.no_grad():
+        assert torch.equal(Unroll(net)(x), _loop(net, x))
+
+
+def test_user_neuron_is_stepped_inside_a_layerwise_plan():
+    class MyLIF(Neuron):
+        def __init__(self, shape, *, tau_v=10.0, thresh=1.0, **kwargs):
+            super().__init__(shape, **kwargs)
+            self.register_constant("tau_v", tau_v, positive=True)
+            self.register_constant("thresh", thresh)
+            self.register_state("v", 0.0)
+
+        def step(self, x):
+            self.v = self.v * torch.exp(-self.dt / self.tau_v) + x
+            s = self.fire(self.v - self.thresh)
+            self.v = self.v * (1 - s)
+            return s
+
+    class Net(SNNNetwork):
+        def __init__(self):
+            super().__init__()
+            self.fc, self.lif = Linear(30, 10), MyLIF(10)
+
+        def forward(self, x):
+            return self.lif(self.fc(x) * 3.0)
+
+    net, x = Net(), _spikes()
+    e = explain(net, x)
+    assert e.plan == "layer-wise" and not e.fused
+    assert e.fallbacks[0][0] == "lif" and "MyLIF.step" in e.fallbacks[0][1]
+    with torch.no_grad():
+        assert torch.equal(Unroll(net)(x), _loop(net, x))
+
+
+def test_lif_subclass_with_own_step_is_not_bypassed():
+    class Noisy(LIFNeuron):
+        def step(self, x):
+            return super().step(x * 2.0)
+
+    x = torch.full((30, 2, 4), 3.0)
+    with torch.no_grad():
+        a, b = Noisy(4), Noisy(4)
+        loop = torch.stack([a(x[t]) for t in range(30)])
+        assert torch.equal(b.forward_multistep(x), loop)
+
+
+def test_capture_leaves_the_network_unchanged_and_replans_on_change():
+    net, x = FeedForward(), _spikes()
+    with torch.no_grad():
+        net(x[0])
+    before = _state(net)
+    program = capture(net, x[0])
+    assert program.captured
+    assert set(program.modules) >= {"inp", "fc", "lif", "fc2", "out"}
+    for name, value in _state(net).items():
+        assert torch.equal(value, before[name])
+    unroll = Unroll(net)
+    with torch.no_grad():
+        unroll(x)
+        net.out = LIFNeuron(5, thresh=100.0)  # a new module: the plan is made again
+        assert unroll(x).sum() == 0
+
+
+def test_run_sequence_and_bad_input():
+    net, x = FeedForward(), _spikes()
+    with torch.no_grad():
+        expected = _loop(net, x)
+        net.reset_state()
+        assert torch.equal(run_sequence(net, x), expected)
+    with pytest.raises(ValueError, match="time-first"):
+        run_sequence(net, x[0, 0])
+    with pytest.raises(ValueError, match=r"\(T, B, \.\.\.\)"):
+        explain(net, x[0, 0])
+    with pytest.raises(TypeError, match="torch.nn.Module"):
+        explain(lambda x: x, x)
+
+
+def test_to_nir_of_a_users_network_traces_its_edges():
+    from pysnn.nir import from_nir, to_nir
+
+    class Net(SNNNetwork):
+        def __init__(self):
+            super().__init__()
+            one = {"init": "constant", "init_kwargs": {"val": 1.0}}
+            self.fc1, self.lif1 = Linear(10, 8, **one), LIFNeuron(8, refrac=0.0, thresh=-63.0)
+            self.fc2, self.lif2 = Linear(8, 4, **one), LIFNeuron(4, refrac=0.0, thresh=-64.0)
+            self.rec = Linear(4, 4)
+
+        def forward(self, x):
+            c = self.fc2(self.lif1(self.fc1(x)))
+            if self.lif2.spikes is not None:
+                c = c + self.rec(self.lif2.spikes)
+            return self.lif2(c)
+
+    torch.manual_seed(0)
+    net = Net()
+    graph = to_nir(net, sample=torch.zeros(1, 10))
+    assert set(graph.edges) == {
+        ("input", "fc1"),
+        ("fc1", "lif1"),
+        ("lif1", "fc2"),
+        ("fc2", "lif2"),
+        ("lif2", "rec"),
+        ("rec", "lif2"),
+        ("lif2", "output"),
+    }
+    imported = from_nir(graph)
+    x = (torch.rand(40, 2, 10, generator=torch.Generator().manual_seed(0)) < 0.5).float() * 4
+    with torch.no_grad():
+        expected = torch.stack([net(x[t]) for t in range(40)])
+        got = torch.stack([imported(x[t]) for t in range(40)])
+    assert expected.sum() > 0 and torch.equal(got, expected)
+
+    class Scaled(Net):
+        def forward(self, x):
+            return self.lif1(self.fc1(x) * 2.0)
+
+    with pytest.raises(ValueError, match="NIR cannot express"):
+        to_nir(Scaled(), sample=torch.zeros(1, 10))
+    with pytest.raises(ValueError, match="sample="):
+        to_nir(Net())
