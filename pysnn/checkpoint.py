@@ -55,6 +55,7 @@ import torch
 from torch import Tensor, nn
 
 from pysnn._files import write_atomic
+from pysnn.learning import LearningRule
 
 __all__ = ["save_checkpoint", "load_checkpoint", "FORMAT"]
 
@@ -222,8 +223,6 @@ def _module_state(network: nn.Module) -> Dict[str, Dict[str, Optional[Tensor]]]:
 def _rules(network: nn.Module, rules: Iterable[nn.Module]) -> List[Tuple[str, nn.Module]]:
     """``(key, rule)``: the rules held by ``network`` (by module name), then ``rules`` by position
     (``"rules[i]"``), each once."""
-    from pysnn.learning import LearningRule
-
     found = [(name, m) for name, m in network.named_modules() if isinstance(m, LearningRule)]
     seen = {id(m) for _, m in found}
     for i, rule in enumerate(rules):

@@ -50,11 +50,16 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize, prune
 
-from pysnn import _checks, native
+from pysnn import _checks
 from pysnn._sharing import unshared
 from pysnn._checks import check_choice, check_input, check_positive_scalar, warn_if_dropped
+from pysnn.functional.plasticity import stdp_rows_
 from pysnn.functional.delay import delayed, push_history, synapse_index
 from pysnn.functional.linear import (
+    kernels_available,
+    kernels_usable,
+    row_update_,
+    transposed,
     delay_queue_step,
     linear_dense,
     linear_event,
@@ -205,7 +210,7 @@ class _PresynapticCopy:
         # copy aliasing the weight would get every mirrored edit twice); the old copy's memory is
         # reused when nothing else holds it (no page faults for a fresh allocation)
         reusable = self.copy is not None and sys.getrefcount(self.copy) == 2
-        self.copy = native.transposed(weight, self.copy if reusable else None)
+        self.copy = transposed(weight, self.copy if reusable else None)
         self._rekey(weight)
         return self.copy
 
@@ -1121,7 +1126,7 @@ class Connection(nn.Module):
         event copy in step (:func:`pysnn.native.row_update_`); ``False`` where it does not apply."""
         dw = dw.contiguous()
         return self._fused_weight_edit(
-            leaf, lambda copy, bounds: native.row_update_(leaf, rows, dw, copy, bounds)
+            leaf, lambda copy, bounds: row_update_(leaf, rows, dw, copy, bounds)
         )
 
     def _fused_stdp_update(
@@ -1142,7 +1147,7 @@ class Connection(nn.Module):
             return False
         return self._fused_weight_edit(
             leaf,
-            lambda copy, bounds: native.stdp_rows_(
+            lambda copy, bounds: stdp_rows_(
                 leaf, copy, s_post, x_post, pre_trace, arriving, pot, dep, bounds
             ),
         )
@@ -1198,6 +1203,8 @@ class _FastLinearStep:
     """
 
     __slots__ = ("weight", "bias", "shape", "dtype", "counting")
+    #: the fused kernel it runs (read by :func:`pysnn.multistep.run_layers`)
+    KIND = "linear"
 
     def __init__(self, conn: "Linear", x: torch.Tensor) -> None:
         self.weight, self.bias = conn._parameters["weight"], conn._parameters.get("bias")
@@ -1222,7 +1229,7 @@ class _FastLinearStep:
             or x.dim() != 2
             or not x.is_contiguous()
             or not isinstance(conn._parameters.get("weight"), _TrackedParameter)
-            or not native.usable(x, conn._parameters["weight"])
+            or not kernels_usable(x, conn._parameters["weight"])
         ):
             return None
         return _FastLinearStep(conn, x)
@@ -1441,7 +1448,7 @@ class Linear(Connection):
         self._activity = _Activity()
         # With the fused kernel an event step costs about a dense one even at full activity, and
         # it counts the active inputs for free: start event-driven, correct after one interval.
-        self._activity.event = weight is not None and weight.is_cpu and native.available()
+        self._activity.event = weight is not None and weight.is_cpu and kernels_available()
 
     @property
     def active_propagation(self) -> str:
@@ -1461,7 +1468,8 @@ class Linear(Connection):
             and weight.is_cpu
             and not torch.compiler.is_compiling()
             and (
-                native.available() or self.in_features * self.out_features >= self.AUTO_MIN_SYNAPSES
+                kernels_available()
+                or self.in_features * self.out_features >= self.AUTO_MIN_SYNAPSES
             )
         )
 

@@ -87,6 +87,10 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from pysnn.collectives import ProcessGroup, all_reduce_sum, all_reduce_update  # noqa: F401
+from pysnn.learning import LearningRule
+from pysnn.neuron import AdaptiveLIFNeuron, Input
+
 __all__ = [
     "init_from_env",
     "is_distributed",
@@ -94,14 +98,11 @@ __all__ = [
     "shard_sizes",
     "shard_range",
     "gather_shards",
-    "all_reduce_update",
-    "all_reduce_sum",
     "data_parallel",
     "Partition",
     "SpikeExchange",
 ]
 
-ProcessGroup = Any  # torch.distributed.ProcessGroup, or None for the default group
 EXCHANGE_MODES = ("dense", "indices", "auto")
 
 
@@ -196,34 +197,6 @@ def gather_shards(local: Tensor, n: int, group: ProcessGroup = None) -> Tensor:
     return torch.cat([part[:size] for part, size in zip(parts, sizes)])
 
 
-# ---------------------------------------------------------------------------- reductions
-def all_reduce_sum(value: Tensor, group: ProcessGroup = None) -> Tensor:
-    """The sum of ``value`` over the ranks of ``group`` (a new tensor; ``value`` is unchanged)."""
-    total = value.clone()
-    dist.all_reduce(total, group=group)
-    return total
-
-
-def all_reduce_update(dw: Tensor, batch: int, mean: bool, group: ProcessGroup = None) -> Tensor:
-    r"""Sum a learning rule's batch-summed weight change over ``group``.
-
-    Args:
-        dw: this rank's update, summed (not averaged) over its ``batch`` samples.
-        batch: this rank's batch size :math:`B_r`.
-        mean: divide the total by the global batch size :math:`\sum_r B_r` (reduced in the same
-            collective, so the ranks' batch sizes may differ).
-
-    Returns:
-        :math:`\sum_r \Delta w_r` (``mean=False``) or
-        :math:`\sum_r \Delta w_r / \sum_r B_r`, the same tensor on every rank.
-    """
-    if not mean:
-        return all_reduce_sum(dw, group)
-    packed = torch.cat((dw.reshape(-1), dw.new_full((1,), float(batch))))
-    dist.all_reduce(packed, group=group)
-    return (packed[:-1] / packed[-1]).view(dw.shape)
-
-
 def data_parallel(module: nn.Module, group: ProcessGroup = None) -> nn.Module:
     """Make the local learning in ``module`` reduce over ``group`` (see the module docstring).
 
@@ -236,9 +209,6 @@ def data_parallel(module: nn.Module, group: ProcessGroup = None) -> nn.Module:
     Returns:
         ``module`` (changed in place).
     """
-    from pysnn.learning import LearningRule
-    from pysnn.neuron import AdaptiveLIFNeuron
-
     if not isinstance(module, nn.Module):
         raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
     if not is_distributed():
@@ -344,8 +314,6 @@ class SpikeExchange(nn.Module):
         sparse_below: float = 1.0 / 16.0,
         lag: int = 0,
     ) -> None:
-        from pysnn.neuron import Input
-
         super().__init__()
         if not isinstance(partition, Partition):
             raise TypeError(f"partition must be a Partition, got {type(partition).__name__}")

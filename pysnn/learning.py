@@ -114,7 +114,7 @@ from torch import Tensor, nn
 
 from pysnn._checks import check_choice, check_positive_scalar, check_same_dt, warn_if_dropped
 from pysnn.connection import Connection, Conv2d
-from pysnn.distributed import all_reduce_update
+from pysnn.collectives import all_reduce_update
 from pysnn.functional.delay import push_history, synapse_index
 from pysnn.functional.plasticity import (
     conv2d_correlation,
@@ -657,7 +657,7 @@ class LearningRule(nn.Module):
                 others are unchanged).
 
         With a ``process_group`` the update is first summed over the group
-        (:func:`pysnn.distributed.all_reduce_update`, divided by the global batch size for
+        (:func:`pysnn.collectives.all_reduce_update`, divided by the global batch size for
         ``reduction="mean"``); ``rows`` are then expanded to the whole weight, since other
         processes may change other rows. Every process must call it in the same steps.
         """
@@ -759,6 +759,8 @@ class _FastSTDP:
     """
 
     __slots__ = ("kernel", "group", "weight", "dtype", "pot", "dep", "post_shape", "pre_shape")
+    #: the fused kernel it runs (read by :func:`pysnn.multistep.run_layers`)
+    KIND = "stdp"
 
     @staticmethod
     def build(rule: "STDP") -> Optional["_FastSTDP"]:

@@ -38,9 +38,14 @@ from torch import nn
 from pysnn import _checks, native
 from pysnn._checks import check_same_dt
 from pysnn._sharing import unshared
+from pysnn.connection import Linear
 from pysnn.engine.sequence import SequenceRunner
+from pysnn.learning import STDP, LearningRule
 from pysnn.network import reset_state
+from pysnn.neuron import AdaptiveLIFNeuron, Input, LIFNeuron, Neuron
+from pysnn.sparse import SparseLinear
 from pysnn.stepping import block_form_reason, has_forward_hooks, step_through
+from pysnn.synapse import ConductanceSynapse, ExponentialSynapse
 
 __all__ = [
     "run_feedforward",
@@ -175,10 +180,6 @@ def run_recurrent(
 
 def _recurrent_fused(connection, synapses, neuron, steps, spikes, events) -> Optional[torch.Tensor]:
     """:func:`run_recurrent` in one fused call, or ``None`` where it does not apply."""
-    from pysnn.neuron import LIFNeuron, Neuron
-    from pysnn.sparse import SparseLinear
-    from pysnn.synapse import ConductanceSynapse, ExponentialSynapse
-
     weight = connection._parameters.get("weight") if isinstance(connection, nn.Module) else None
     if (
         type(connection) is not SparseLinear
@@ -261,6 +262,11 @@ def _recurrent_fused(connection, synapses, neuron, steps, spikes, events) -> Opt
 
 
 Layer = Tuple[nn.Module, Sequence[Tuple[nn.Module, nn.Module]]]
+
+
+def _kind(fast: object) -> str:
+    """Which fused kernel a module's remembered fast step runs (``""``: none)."""
+    return getattr(fast, "KIND", "")
 
 
 def run_layers(
@@ -423,11 +429,6 @@ def _layers_fused(
 ) -> int:
     """Steps ``t0, t0 + 1, ...`` of :func:`run_layers` in one fused call: how many it ran (0:
     the next step does not fit; run it through the modules)."""
-    from pysnn.connection import Linear, _FastLinearStep
-    from pysnn.learning import STDP, LearningRule, _FastSTDP
-    from pysnn.neuron import AdaptiveLIFNeuron, Input, LIFNeuron
-    from pysnn.neuron import _FastAdaptiveStep, _FastLIFStep, _FastTraceStep
-
     x = spikes[t0:]
     dtype, batch = x.dtype, x.shape[1]
     if (
@@ -441,7 +442,7 @@ def _layers_fused(
     groups = [input] + [neuron for neuron, _ in layers]
     fast = input.__dict__.get("_fast")
     if (
-        type(fast) is not _FastTraceStep
+        _kind(fast) != "trace"
         or block_form_reason(input, Input, ("forward", "step"))
         or not fast.ready(input, x.shape[1:], dtype)
     ):
@@ -454,10 +455,10 @@ def _layers_fused(
         fast = neuron.__dict__.get("_fast")
         s = neuron._buffers.get("spikes")
         if (
-            type(fast) not in (_FastLIFStep, _FastAdaptiveStep)
+            _kind(fast) not in ("lif", "adaptive")
             or block_form_reason(
                 neuron,
-                LIFNeuron if type(fast) is _FastLIFStep else AdaptiveLIFNeuron,
+                LIFNeuron if _kind(fast) == "lif" else AdaptiveLIFNeuron,
                 LIFNeuron.BLOCK_REPRODUCES,
             )
             or len(fast.shape) != 2
@@ -476,7 +477,7 @@ def _layers_fused(
         for connection, pre in incoming:
             fast = connection.__dict__.get("_fast")
             p = next(j for j, group in enumerate(groups) if group is pre)
-            if type(fast) is not _FastLinearStep or block_form_reason(
+            if _kind(fast) != "linear" or block_form_reason(
                 connection, Linear, Linear.BLOCK_REPRODUCES
             ):
                 return 0
@@ -502,7 +503,7 @@ def _layers_fused(
             return 0
         if not active:
             continue
-        if type(fast) is not _FastSTDP or batch != 1:
+        if _kind(fast) != "stdp" or batch != 1:
             return 0
         ready = fast.ready(rule)
         if ready is None:
@@ -538,8 +539,6 @@ def _layers_call(
 ) -> int:
     """The fused call of :func:`_layers_fused`, everything checked: steps ``t0 .. t0 + limit - 1``
     of ``spikes`` (fewer if a NaN stops them: then raises); returns the steps run."""
-    from pysnn.neuron import _FastAdaptiveStep
-
     x = spikes[t0 : t0 + limit]
     n_steps, batch = x.shape[0], x.shape[1]
     index = {id(group): j for j, group in enumerate(groups)}
@@ -551,7 +550,7 @@ def _layers_call(
     for k, neuron in enumerate(groups[1:], 1):
         fast, state = neuron.__dict__["_fast"], neuron._buffers
         kernel = fast.kernel
-        adaptive = type(fast) is _FastAdaptiveStep
+        adaptive = _kind(fast) == "adaptive"
         buf = x.new_empty(2, batch, sizes[k])
         buf[1].copy_(state["spikes"])
         buffers.append(buf)

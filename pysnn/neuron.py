@@ -635,6 +635,9 @@ class _FastStep:
     """
 
     __slots__ = ("kernel", "shape", "dtype", "guard")
+    #: which fused kernel the step runs (read by the fused network loop,
+    #: :func:`pysnn.multistep.run_layers`)
+    KIND = ""
     STATE: Tuple[str, ...] = ()
     BATCH_STATE: Optional[Tuple[str, ...]] = None  # those shaped like the input (None: STATE)
     GRAD_STATE: Tuple[str, ...] = ()
@@ -721,6 +724,7 @@ class _FastTraceStep(_FastStep):
     """:class:`Input`'s fast step: the trace kernel, in place."""
 
     __slots__ = ()
+    KIND = "trace"
     STATE = GRAD_STATE = ("trace",)
     CONSTANTS = ("tau_trace", "trace_scale")
 
@@ -851,6 +855,7 @@ class _FastLIFStep(_FastStep):
     in place."""
 
     __slots__ = ()
+    KIND = "lif"
     STATE = ("v", "refrac_count", "trace")
     GRAD_STATE = ("v", "trace")
     CONSTANTS = ("tau_v", "v_rest", "v_reset", "thresh", "refrac", "tau_trace", "trace_scale")
@@ -1106,6 +1111,7 @@ class _FastAdaptiveStep(_FastStep):
     offset, then the ``theta`` update, in place."""
 
     __slots__ = ()
+    KIND = "adaptive"
     STATE = ("v", "refrac_count", "trace", "theta")
     BATCH_STATE = ("v", "refrac_count", "trace")  # theta: checked in build (shared or not)
     GRAD_STATE = ("v", "trace", "theta")

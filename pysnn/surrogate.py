@@ -203,6 +203,10 @@ class FastSigmoid(Surrogate):
         scale: steepness :math:`k` (1/mV), > 0. Larger means a narrower gradient. Default 10.
     """
 
+    #: the fused BPTT kernel computes this class's derivative itself (see
+    #: :func:`pysnn.native.lif_backward`); a subclass goes through its ``grad``
+    native_code = 1
+
     _function = _FastSigmoidFn
 
     def __init__(self, scale: Number = 10.0) -> None:
@@ -230,6 +234,10 @@ class ArcTan(Surrogate):
         scale: :math:`k` (1/mV), > 0. Default 2.
     """
 
+    #: the fused BPTT kernel computes this class's derivative itself (see
+    #: :func:`pysnn.native.lif_backward`); a subclass goes through its ``grad``
+    native_code = 2
+
     _function = _ArcTanFn
 
     def __init__(self, scale: Number = 2.0) -> None:
@@ -253,6 +261,10 @@ class Sigmoid(Surrogate):
         scale: :math:`k` (1/mV), > 0. Default 4.
     """
 
+    #: the fused BPTT kernel computes this class's derivative itself (see
+    #: :func:`pysnn.native.lif_backward`); a subclass goes through its ``grad``
+    native_code = 3
+
     _function = _SigmoidFn
 
     def __init__(self, scale: Number = 4.0) -> None:
@@ -275,6 +287,10 @@ class Triangle(Surrogate):
     Args:
         width: half-width :math:`w` of the support (mV), > 0. Default 1.
     """
+
+    #: the fused BPTT kernel computes this class's derivative itself (see
+    #: :func:`pysnn.native.lif_backward`); a subclass goes through its ``grad``
+    native_code = 4
 
     _function = _TriangleFn
     _param_name = "width"
@@ -300,6 +316,10 @@ class StraightThrough(Surrogate):
     Args:
         width: half-width :math:`w` of the window (mV), > 0, ``math.inf`` allowed (default).
     """
+
+    #: the fused BPTT kernel computes this class's derivative itself (see
+    #: :func:`pysnn.native.lif_backward`); a subclass goes through its ``grad``
+    native_code = 5
 
     _function = _StraightThroughFn
     _param_name = "width"

@@ -253,18 +253,8 @@ def lif_trace_steps(
 def _native_surrogate(surrogate: Any) -> Optional[Tuple[int, float]]:
     """``(code, parameter)`` of a built-in surrogate whose derivative the backward kernel computes
     itself (see :func:`pysnn.native.lif_backward`), or ``None`` (then ``surrogate.grad`` runs)."""
-    from pysnn import surrogate as surrogates  # (imports this module)
-
-    if type(surrogate).grad is not surrogates.Surrogate.grad:
-        return None
-    codes = {
-        surrogates.FastSigmoid: 1,
-        surrogates.ArcTan: 2,
-        surrogates.Sigmoid: 3,
-        surrogates.Triangle: 4,
-        surrogates.StraightThrough: 5,
-    }
-    code = codes.get(type(surrogate))
+    # the exact class's own code: a subclass may have changed the derivative
+    code = type(surrogate).__dict__.get("native_code")
     return None if code is None else (code, surrogate.param)
 
 

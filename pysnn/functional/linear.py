@@ -34,6 +34,36 @@ __all__ = [
 ]
 
 
+def kernels_available() -> bool:
+    """Whether the fused CPU kernels are enabled and loaded (:func:`pysnn.native.available`)."""
+    return native.available()
+
+
+def kernels_usable(*tensors: Optional[torch.Tensor]) -> bool:
+    """Whether a fused kernel may run on these tensors (:func:`pysnn.native.usable`)."""
+    return native.usable(*tensors)
+
+
+def transposed(matrix: torch.Tensor, out: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """A contiguous copy of ``matrix.t()`` (written into ``out`` when it fits), exact, never
+    aliasing ``matrix`` (:func:`pysnn.native.transposed`: a tiled kernel, or torch's copy)."""
+    return native.transposed(matrix, out)
+
+
+def row_update_(
+    weight: torch.Tensor,
+    rows: torch.Tensor,
+    dw: torch.Tensor,
+    copy: Optional[torch.Tensor],
+    bounds: Optional[Tuple[float, float]],
+) -> bool:
+    """``weight[rows] = clamp(weight[rows] + dw, *bounds)`` in place (and the same values into
+    ``copy``, the contiguous ``weight.t()``) in one fused pass; ``False`` (nothing done) where
+    the kernel does not apply: the caller then runs the torch operations, with the same values
+    (:func:`pysnn.native.row_update_`)."""
+    return native.row_update_(weight, rows, dw, copy, bounds)
+
+
 def linear_dense(
     x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None
 ) -> torch.Tensor:

@@ -265,6 +265,24 @@ def stdp_rows_update(
     return rows, torch.addcmul(torch.outer(p, pre_trace), q.unsqueeze(1), arriving.unsqueeze(0))
 
 
+def stdp_rows_(
+    weight: torch.Tensor,
+    copy: Optional[torch.Tensor],
+    s_post: torch.Tensor,
+    x_post: torch.Tensor,
+    pre_trace: torch.Tensor,
+    arriving: torch.Tensor,
+    pot: float,
+    dep: float,
+    bounds: Optional[Tuple[float, float]],
+) -> Optional[int]:
+    """One sample's pair-STDP update of :func:`stdp_rows_update` applied to ``weight`` in place
+    (and to ``copy``, its contiguous transpose) in one fused pass: the number of rows changed,
+    or ``None`` (nothing done) where the kernel does not apply (:func:`pysnn.native.stdp_rows_`).
+    """
+    return native.stdp_rows_(weight, copy, s_post, x_post, pre_trace, arriving, pot, dep, bounds)
+
+
 def stdp_rows_kernel(weight: torch.Tensor) -> Optional["native.STDPRowsKernel"]:
     """A fused in-place :func:`stdp_rows_update` plus row update for ``weight`` ``(out, in)``:
     ``kernel(weight, copy, s_post, x_post, pre_trace, arriving, pot, dep, bounds)`` (see
