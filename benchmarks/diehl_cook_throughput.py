@@ -13,6 +13,9 @@ pysnn variants, each training its own copy of the network (same initial weights)
   (one fused call for runs of steps);
 - ``pysnn user net``: the same network written here from the public modules, as a user would,
   whose ``run`` calls ``run_layers`` (the speed is not reserved for ``pysnn.models``);
+- ``pysnn user Unroll``: the same user-written network trained through the documented sequence
+  call, ``Unroll(net)(spikes)``: the engine captures its ``forward`` (lateral inhibition read
+  from the step before, STDP stepped in ``forward``) and plans it as a network of layers;
 - ``pysnn step loop``: ``forward`` called once per step from Python (each module on its fused
   single-step path);
 - ``--batch-size`` digits at once (BindsNET's ``DiehlAndCook2015`` model is trained one digit at
@@ -44,7 +47,7 @@ from pysnn.connection import Linear  # noqa: E402
 from pysnn.datasets import MNISTSample  # noqa: E402
 from pysnn.learning import STDP  # noqa: E402
 from pysnn.models import DiehlCook2015  # noqa: E402
-from pysnn.multistep import run_layers  # noqa: E402
+from pysnn.multistep import Unroll, run_layers  # noqa: E402
 from pysnn.network import SNNNetwork  # noqa: E402
 from pysnn.neuron import AdaptiveLIFNeuron, Input, LIFNeuron  # noqa: E402
 
@@ -128,11 +131,21 @@ def build_pysnn(n_neurons: int, variant: str = "run"):
     """A pysnn runner; every variant starts from the same weights, so all give the same spikes."""
     torch.manual_seed(0)
     net = DiehlCook2015(n_neurons=n_neurons)
-    if variant == "user":
+    if variant in ("user", "unroll"):
         weight = net.fc.weight.detach()
         net = UserDiehlCook(n_neurons)
         with torch.no_grad():
             net.fc.weight.copy_(weight)
+
+    if variant == "unroll":
+        unroll = Unroll(net)  # resets the state at the start of every call
+
+        def train_unroll(spikes: torch.Tensor) -> torch.Tensor:
+            counts = unroll(spikes).sum(0)
+            net.fc.normalize(78.4)
+            return counts
+
+        return train_unroll
 
     def train(spikes: torch.Tensor) -> torch.Tensor:  # spikes (T, B, 784) -> counts (B, N)
         if variant != "loop":
@@ -165,6 +178,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         runners = {
             "pysnn": build_pysnn(n),
             "pysnn user net": build_pysnn(n, "user"),
+            "pysnn user Unroll": build_pysnn(n, "unroll"),
             "pysnn step loop": build_pysnn(n, "loop"),
         }
         try:

@@ -1203,7 +1203,7 @@ class _FastLinearStep:
     """
 
     __slots__ = ("weight", "bias", "shape", "dtype", "counting")
-    #: the fused kernel it runs (read by :func:`pysnn.multistep.run_layers`)
+    #: the fused kernel it runs (read by :func:`pysnn.engine.layers.run_layers`)
     KIND = "linear"
 
     def __init__(self, conn: "Linear", x: torch.Tensor) -> None:
@@ -1593,7 +1593,7 @@ class Linear(Connection):
         return out if self.bias is None else out + self.bias
 
     #: The per-step methods :meth:`forward_multistep` and the fused paths reproduce: a subclass
-    #: overriding one of them is stepped through (see :func:`pysnn.multistep.block_form_reason`).
+    #: overriding one of them is stepped through (see :func:`pysnn.stepping.block_form_reason`).
     BLOCK_REPRODUCES = ("forward", "_forward", "propagate")
 
     def forward_multistep(self, spikes: torch.Tensor) -> torch.Tensor:

@@ -759,7 +759,7 @@ class _FastSTDP:
     """
 
     __slots__ = ("kernel", "group", "weight", "dtype", "pot", "dep", "post_shape", "pre_shape")
-    #: the fused kernel it runs (read by :func:`pysnn.multistep.run_layers`)
+    #: the fused kernel it runs (read by :func:`pysnn.engine.layers.run_layers`)
     KIND = "stdp"
 
     @staticmethod

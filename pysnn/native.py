@@ -1032,7 +1032,7 @@ def layer_steps(
     check_nan: bool,
 ) -> Tuple[int, int]:
     """``T`` steps of a network of layers in one call (``pysnn_layers`` in ``kernels.c``; see
-    :func:`pysnn.multistep.run_layers`, which builds the descriptors from the modules, keeps
+    :func:`pysnn.engine.layers.run_layers`, which builds the descriptors from the modules, keeps
     the memory they point to alive and checks everything this function does not).
 
     Args:

@@ -636,7 +636,7 @@ class _FastStep:
 
     __slots__ = ("kernel", "shape", "dtype", "guard")
     #: which fused kernel the step runs (read by the fused network loop,
-    #: :func:`pysnn.multistep.run_layers`)
+    #: :func:`pysnn.engine.layers.run_layers`)
     KIND = ""
     STATE: Tuple[str, ...] = ()
     BATCH_STATE: Optional[Tuple[str, ...]] = None  # those shaped like the input (None: STATE)
@@ -704,7 +704,7 @@ class _FastStep:
     def ready(self, neuron: Neuron, shape: torch.Size, dtype: torch.dtype) -> bool:
         """Whether a step with a contiguous CPU input of ``shape`` and ``dtype`` that needs no
         gradient would take this fast step: its checks that do not read the input, for a caller
-        that runs many such steps in one call (:func:`pysnn.multistep.run_layers`)."""
+        that runs many such steps in one call (:func:`pysnn.engine.layers.run_layers`)."""
         return (
             not _is_compiling()
             and not neuron.__dict__["_override"]
@@ -1029,7 +1029,7 @@ class LIFNeuron(Neuron):
         return s
 
     #: The per-step methods the fused multi-step call reproduces: a subclass overriding one of
-    #: them is stepped through (see :func:`pysnn.multistep.block_form_reason`).
+    #: them is stepped through (see :func:`pysnn.stepping.block_form_reason`).
     BLOCK_REPRODUCES = ("forward", "step", "threshold_offset", "step_parameters", "_prepare")
 
     def forward_multistep(self, x: torch.Tensor) -> torch.Tensor:

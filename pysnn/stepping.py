@@ -36,7 +36,7 @@ def block_form_reason(
 ) -> Optional[str]:
     """Why ``module`` must not run ``T`` steps through the block form of ``base``, or ``None``.
 
-    A block form (``forward_multistep``, :func:`pysnn.multistep.run_feedforward`, :func:`pysnn.multistep.run_layers`, the fused
+    A block form (``forward_multistep``, :func:`pysnn.multistep.run_feedforward`, :func:`pysnn.engine.layers.run_layers`, the fused
     kernels) computes ``T`` steps of ``base``'s own per-step methods ``reproduces`` at once. A
     subclass that overrides one of them (a user's stateful ``forward`` or ``propagate``, an own
     ``step``), a module with state registered on a connection (its step is sequential) or a

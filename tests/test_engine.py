@@ -10,7 +10,7 @@ from pysnn.engine import capture, explain, run_sequence
 from pysnn.learning import STDP
 from pysnn.multistep import Unroll
 from pysnn.network import SNNNetwork
-from pysnn.neuron import Input, LIFNeuron, Neuron
+from pysnn.neuron import AdaptiveLIFNeuron, Input, LIFNeuron, Neuron
 
 
 class FeedForward(SNNNetwork):
@@ -280,3 +280,79 @@ def test_to_nir_of_a_users_network_traces_its_edges():
         to_nir(Scaled(), sample=torch.zeros(1, 10))
     with pytest.raises(ValueError, match="sample="):
         to_nir(Net())
+
+
+class UserDiehlCook(SNNNetwork):
+    """Diehl & Cook (2015) as a user writes it: lateral inhibition read from the step before,
+    adaptive thresholds, STDP stepped in forward."""
+
+    def __init__(self, n=12, n_in=40):
+        super().__init__()
+        self.inp = Input(n_in)
+        self.fc = Linear(n_in, n, wmin=0.0, wmax=1.0, init="uniform", init_kwargs={"b": 0.3})
+        self.exc = AdaptiveLIFNeuron(
+            n, thresh=-52.0, v_rest=-65.0, v_reset=-65.0, tau_v=100.0, refrac=5.0,
+            theta_plus=0.05, tau_theta=1e7, theta_shared=True,
+        )  # fmt: skip
+        self.inh = LIFNeuron(n, thresh=-40.0, v_rest=-60.0, v_reset=-45.0, tau_v=10.0, refrac=2.0)
+        self.e2i, self.i2e = Linear(n, n), Linear(n, n)
+        with torch.no_grad():
+            self.e2i.weight.copy_(22.5 * torch.eye(n))
+            self.i2e.weight.copy_(-120.0 * (1 - torch.eye(n)))
+        self.stdp = STDP(connection=self.fc, pre=self.inp, post=self.exc, nu=(1e-4, 1e-2))
+
+    def forward(self, x):
+        x = self.inp(x)
+        current = self.fc(x)
+        if self.inh.spikes is not None and self.inh.spikes.shape[0] == x.shape[0]:
+            current = current + self.i2e(self.inh.spikes)
+        exc = self.exc(current)
+        self.inh(self.e2i(exc))
+        self.stdp.step()
+        return exc
+
+
+def _digits(n=4, t=120, n_in=40):
+    g = torch.Generator().manual_seed(3)
+    return (torch.rand(n, t, 1, n_in, generator=g) < 0.15).float()
+
+
+def test_users_diehl_cook_runs_as_a_network_of_layers_with_the_loops_spikes():
+    torch.manual_seed(0)
+    a, b = UserDiehlCook(), UserDiehlCook()
+    b.load_state_dict(a.state_dict())
+    e = explain(a, _digits()[0])
+    assert e.plan == "layers" and e.fused and e.fallbacks == []
+    assert {p.name for p in e.parts} >= {"inp", "fc", "i2e", "exc", "e2i", "inh", "stdp"}
+    unroll = Unroll(a)
+    total = 0
+    with torch.no_grad():
+        for digit in _digits():  # one digit at a time, state reset before each
+            got = unroll(digit)
+            b.reset_state()
+            expected = torch.stack([b(digit[t]) for t in range(digit.shape[0])])
+            assert torch.equal(got, expected)
+            total += expected.sum()
+    assert total > 0
+    assert torch.equal(a.fc.weight, b.fc.weight) and not torch.equal(
+        a.fc.weight, UserDiehlCook().fc.weight
+    )
+    assert torch.equal(a.exc.theta, b.exc.theta)
+
+
+def test_network_of_layers_refuses_what_run_layers_would_run_differently():
+    from pysnn.engine.plan import layers_spec
+
+    class Reordered(UserDiehlCook):
+        def forward(self, x):  # i2e read after inh stepped: this step's spikes, not a layer's
+            x = self.inp(x)
+            exc = self.exc(self.fc(x))
+            inh = self.inh(self.e2i(exc))
+            self.stdp.step()
+            return exc + 0 * self.i2e(inh)
+
+    net = Reordered()
+    program = capture(net, _digits()[0][0])
+    spec, why = layers_spec(net, program.graph)
+    assert spec is None and why
+    assert explain(net, _digits()[0]).plan == "step-wise"

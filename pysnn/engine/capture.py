@@ -8,10 +8,12 @@ results, and reads of module tensors. The planner (:mod:`pysnn.engine.plan`) dec
 
 Tracing runs the network's Python code once with symbolic values, on a **copy** of the network
 that has taken one real step (so its state exists, and nothing the trace does can touch the
-network itself). What the program cannot see is refused, never ignored: Python control flow on
-tensor values, attributes the step assigns (``self.count += 1``), containers it appends to, or
-any change of the copy's tensors during the trace (a learning rule's ``step()`` called from
-``forward``). The network then runs step by step, exactly as written.
+network itself). The input has the example's concrete shape (a step may compare shapes; another
+shape is planned anew). A learning rule's ``step()`` (or call) in ``forward`` is a node of the
+program. What the program cannot see is refused, never ignored: Python control flow on tensor
+values, attributes the step assigns (``self.count += 1``), containers it appends to, or any other
+change of the copy's tensors during the trace. The network then runs step by step, exactly as
+written.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import torch
 from torch import fx, nn
 
 from pysnn.connection import Connection
+from pysnn.learning import LearningRule
 from pysnn.neuron import Neuron
 
 __all__ = ["StepProgram", "capture", "is_pysnn_module"]
@@ -37,11 +40,72 @@ def is_pysnn_module(module: nn.Module) -> bool:
     )
 
 
+class _ShapedProxy(fx.Proxy):
+    """A value during tracing with a concrete shape: the step's input (the example's shape) and
+    what a neuron (the same shape) or a connection (``(B, *out_shape)``) returns for it. A step
+    may compare shapes (``spikes.shape[0] == x.shape[0]``); another input shape is planned anew."""
+
+    def __init__(self, node: fx.Node, tracer: fx.Tracer, shape: torch.Size) -> None:
+        super().__init__(node, tracer)
+        self.concrete_shape = shape
+
+    @property
+    def shape(self) -> torch.Size:  # type: ignore[override]
+        return self.concrete_shape
+
+    def size(self, dim: Optional[int] = None) -> Any:
+        return self.concrete_shape if dim is None else self.concrete_shape[dim]
+
+    def dim(self) -> int:
+        return len(self.concrete_shape)
+
+
 class _Tracer(fx.Tracer):
-    """Keeps pysnn modules and torch's own modules as calls (leaves); traces into the rest."""
+    """Keeps pysnn modules, learning rules and torch's own modules as calls (leaves); traces
+    into the rest. ``rule.step()`` (a method, not a module call) is recorded as a call of the
+    rule too."""
+
+    def __init__(self, shape: torch.Size) -> None:
+        super().__init__()
+        self.input_shape = shape
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        return is_pysnn_module(m) or super().is_leaf_module(m, module_qualified_name)
+        return (
+            is_pysnn_module(m)
+            or isinstance(m, LearningRule)
+            or super().is_leaf_module(m, module_qualified_name)
+        )
+
+    def _shape_of(self, kind: str, target: Any, args: Tuple) -> Optional[torch.Size]:
+        if kind == "placeholder":
+            return self.input_shape
+        if kind != "call_module" or len(args) != 1 or not isinstance(args[0], _ShapedProxy):
+            return None
+        module, shape = self.root.get_submodule(target), args[0].concrete_shape
+        if isinstance(module, Neuron):
+            return shape
+        if isinstance(module, Connection) and all(isinstance(s, int) for s in module.out_shape):
+            return torch.Size((shape[0], *module.out_shape))
+        return None
+
+    def create_proxy(self, kind, target, args, kwargs, name=None, type_expr=None, *more):
+        shape = self._shape_of(kind, target, args)
+        if shape is not None:
+            return super().create_proxy(
+                kind, target, args, kwargs, name, type_expr, lambda n: _ShapedProxy(n, self, shape)
+            )
+        return super().create_proxy(kind, target, args, kwargs, name, type_expr, *more)
+
+    def record_rule_steps(self, root: nn.Module) -> None:
+        """Make ``rule.step()`` of every learning rule in ``root`` (a copy) add a node."""
+        for name, module in root.named_modules():
+            if isinstance(module, LearningRule):
+
+                def step(reward: Any = None, _name: str = name) -> None:
+                    args = () if reward is None else (reward,)
+                    self.create_proxy("call_module", _name, args, {})
+
+                module.step = step
 
 
 @dataclass
@@ -121,9 +185,11 @@ def capture(network: nn.Module, example: torch.Tensor) -> StepProgram:
             twin(example)  # the state exists, as in the network after its first step
     except Exception as error:  # noqa: BLE001
         return StepProgram(None, reason=f"one step of a copy of the network failed: {error}")
+    tracer = _Tracer(example.shape)
+    tracer.record_rule_steps(twin)
     before = _attributes(twin)
     try:
-        graph = _Tracer().trace(twin)
+        graph = tracer.trace(twin)
     except Exception as error:  # noqa: BLE001 - fx refuses data-dependent control flow etc.
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         return StepProgram(None, reason=f"the step cannot be traced: {first}")

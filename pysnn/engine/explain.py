@@ -19,9 +19,11 @@ class Explanation:
     """How ``Unroll(module)`` runs a sequence (see :func:`explain`).
 
     Attributes:
-        fused: whether the whole sequence runs layer by layer with every module in its block
-            form (no module, and no part of the network, stepped once per step).
-        plan: ``"layer-wise"`` or ``"step-wise"``.
+        fused: whether the whole sequence runs without a module, or the network, stepped once
+            per step from Python: layer by layer with every module in its block form, or as a
+            network of layers in one fused loop.
+        plan: ``"layer-wise"``, ``"layers"`` (a network of layers with feedback and learning:
+            :func:`pysnn.engine.layers.run_layers`) or ``"step-wise"``.
         parts: each module call, in program order (:class:`pysnn.engine.plan.Part`).
         fallbacks: ``(module or node name, reason)`` for everything that runs once per step.
         backends: part name -> ``"native"`` or ``"torch"``.
@@ -69,12 +71,14 @@ def explain(module: nn.Module, x: torch.Tensor) -> Explanation:
         )
     example = x[0]
     sequence = plan(module, capture(module, example), example)
-    fallbacks = list(sequence.reasons)
+    # a network of layers runs its feedback and learning in the fused loop: only parts that the
+    # loop steps are fallbacks there
+    fallbacks = [] if sequence.kind == "layers" else list(sequence.reasons)
     fallbacks += [(p.name, p.reason) for p in sequence.parts if p.how == "stepped" and p.reason]
     fallbacks = list(dict.fromkeys(fallbacks))  # each once, in order
     return Explanation(
-        fused=sequence.layerwise and not fallbacks,
-        plan="layer-wise" if sequence.layerwise else "step-wise",
+        fused=sequence.kind != "step-wise" and not fallbacks,
+        plan=sequence.kind,
         parts=sequence.parts,
         fallbacks=fallbacks,
         backends={p.name: p.backend for p in sequence.parts},

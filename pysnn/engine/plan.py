@@ -30,6 +30,7 @@ from torch import fx, nn
 
 from pysnn import native
 from pysnn.connection import Connection, Linear
+from pysnn.engine.layers import run_layers
 from pysnn.engine.capture import (
     StepProgram,
     is_pysnn_module,
@@ -37,11 +38,11 @@ from pysnn.engine.capture import (
     state_read,
     tensor_attribute,
 )
-from pysnn.learning import LearningRule
-from pysnn.neuron import Input, LIFNeuron, Neuron
+from pysnn.learning import STDP, LearningRule
+from pysnn.neuron import AdaptiveLIFNeuron, Input, LIFNeuron, Neuron
 from pysnn.stepping import block_form_reason, has_forward_hooks
 
-__all__ = ["Part", "SequencePlan", "plan", "block_reason"]
+__all__ = ["Part", "LayersSpec", "SequencePlan", "plan", "layers_spec", "block_reason"]
 
 #: torch modules that act on each sample alone (in any mode), so that ``T * B`` samples of all
 #: steps may pass through them as one batch.
@@ -161,25 +162,52 @@ class Part:
 
 
 @dataclass
+class LayersSpec:
+    """A step program that is a network of layers (:func:`pysnn.engine.layers.run_layers`), by
+    module names: the input group, each layer's neuron with its incoming ``(connection, pre)``
+    pairs, the learning rules stepped after the layers, and the layer whose spikes the step
+    returns."""
+
+    input: str
+    layers: List[Tuple[str, List[Tuple[str, str]]]]
+    rules: List[str]
+    output: str
+
+
+@dataclass
 class SequencePlan:
     """How ``T`` steps of a network run.
 
     Attributes:
-        layerwise: whether the program runs node by node over all steps (else step-wise, as
-            written).
-        reasons: ``(where, why)`` for each thing that makes the plan step-wise.
+        kind: ``"layer-wise"`` (node by node over all steps), ``"layers"`` (a network of layers
+            with feedback and learning, :func:`pysnn.engine.layers.run_layers`) or
+            ``"step-wise"`` (the network's ``forward`` once per step, as written).
+        reasons: ``(where, why)`` for each thing that keeps the program from running
+            layer-wise.
         parts: the module calls of the program, with how each runs (empty when the step could
             not be captured).
+        layers: the network of layers, for ``kind == "layers"``.
     """
 
-    layerwise: bool
+    kind: str
     reasons: List[Tuple[str, str]] = field(default_factory=list)
     parts: List[Part] = field(default_factory=list)
     program: Optional[StepProgram] = None
+    layers: Optional[LayersSpec] = None
+
+    @property
+    def layerwise(self) -> bool:
+        """Whether the program runs node by node over all ``T`` steps."""
+        return self.kind == "layer-wise"
 
     def run(self, network: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """Run the layer-wise plan on ``x`` ``(T, B, ...)`` → the network's outputs
+        """Run the plan (not step-wise) on ``x`` ``(T, B, ...)`` → the network's outputs
         ``(T, B, ...)``; modules are looked up in ``network`` by name."""
+        if self.kind == "layers":
+            spec, get = self.layers, network.get_submodule
+            layers = [(get(n), [(get(c), get(p)) for c, p in inc]) for n, inc in spec.layers]
+            rules = [get(name) for name in spec.rules]
+            return run_layers(get(spec.input), layers, x, rules, record=[get(spec.output)])[0]
         graph = self.program.graph
         steps = x.shape[0]
         env: Dict[fx.Node, Any] = {}
@@ -264,6 +292,8 @@ def _node_reason(network: nn.Module, node: fx.Node, calls: Counter) -> Optional[
             return None
         if isinstance(module, nn.Flatten):
             return None if module.start_dim >= 1 else (node.target, "flattens the batch")
+        if isinstance(module, LearningRule):
+            return (node.target, "a learning rule steps once per step")
         if isinstance(module, EVAL_PER_SAMPLE_MODULES):
             if module.training and not (
                 isinstance(module, nn.modules.dropout._DropoutNd) and module.p == 0
@@ -297,22 +327,135 @@ def _node_reason(network: nn.Module, node: fx.Node, calls: Counter) -> Optional[
     return None
 
 
+def layers_spec(network: nn.Module, graph: fx.Graph) -> Tuple[Optional[LayersSpec], str]:
+    """The network of layers that the step program ``graph`` is, or ``(None, why not)``.
+
+    It is one when the step is exactly :func:`pysnn.engine.layers.run_layers`' loop: an
+    :class:`~pysnn.neuron.Input` called on the step's input first; each neuron called once, on
+    one connection's output or a left-to-right sum of them; each connection called on a neuron's
+    spikes of this step (its output) or on ``neuron.spikes`` read at a point where that neuron
+    has stepped in this step exactly when it has before the layer it feeds; learning rules
+    stepped (without reward) after the last neuron; a neuron's spikes returned.
+    """
+    value: Dict[fx.Node, Tuple] = {}
+    stepped: List[str] = []
+    layers: List[Tuple[str, List[Tuple[str, str]]]] = []
+    rules: List[str] = []
+    source = None
+    output = None
+    for node in graph.nodes:
+        if node.op == "placeholder":
+            value[node] = ("x",)
+        elif node.op == "get_attr":
+            owner, _, attribute = node.target.rpartition(".")
+            if attribute != "spikes" or not owner:
+                return None, f"the step reads {node.target}"
+            value[node] = ("spikes", owner)
+        elif node.op == "call_module":
+            module = network.get_submodule(node.target)
+            if isinstance(module, LearningRule):
+                if node.args or node.kwargs:
+                    return None, f"{node.target} is given a reward"
+                rules.append(node.target)
+                continue
+            if rules:
+                return None, f"{node.target} is called after a learning rule stepped"
+            if len(node.args) != 1 or node.kwargs or not isinstance(node.args[0], fx.Node):
+                return None, f"{node.target} is called with other than one tensor"
+            arg = value.get(node.args[0])
+            if isinstance(module, Input):
+                if source is not None or arg != ("x",):
+                    return None, f"{node.target} is not the one input group of the step"
+                source = node.target
+                stepped.append(source)
+                value[node] = ("spikes", source)
+            elif isinstance(module, Connection):
+                if arg is None or arg[0] != "spikes":
+                    return None, f"{node.target} is not called on a neuron group's spikes"
+                pre = arg[1]
+                value[node] = ("current", [(node.target, pre, pre in stepped)])
+            elif isinstance(module, Neuron):
+                if arg is None or arg[0] != "current" or node.target in stepped:
+                    return None, f"{node.target} is not stepped once on connections' outputs"
+                for connection, pre, read_after in arg[1]:
+                    if read_after != (pre in stepped):
+                        return None, (
+                            f"{connection} reads {pre}'s spikes at another point of the step "
+                            f"than the layer {node.target} would"
+                        )
+                layers.append((node.target, [(c, p) for c, p, _ in arg[1]]))
+                stepped.append(node.target)
+                value[node] = ("spikes", node.target)
+            else:
+                return None, f"{node.target} ({type(module).__name__}) is not a layer's module"
+        elif node.op == "call_function" and node.target in (operator.add, torch.add):
+            if len(node.args) != 2 or node.kwargs:
+                return None, "a sum of other than two terms"
+            left, right = (value.get(a) if isinstance(a, fx.Node) else None for a in node.args)
+            if (
+                left is None
+                or right is None
+                or left[0] != "current"
+                or right[0] != "current"
+                or len(right[1]) != 1
+            ):
+                return None, "a sum of other than connections' outputs, left to right"
+            value[node] = ("current", left[1] + right[1])
+        elif node.op == "output":
+            arg = value.get(node.args[0]) if isinstance(node.args[0], fx.Node) else None
+            if arg is None or arg[0] != "spikes" or arg[1] == source:
+                return None, "the step returns other than a layer's spikes"
+            output = arg[1]
+        else:
+            return None, f"{node.name} is not a module call or a sum of connections"
+    if source is None or not layers or output is None:
+        return None, "no input group, layer or returned spikes"
+    known = set(stepped)
+    for _, incoming in layers:
+        for connection, pre in incoming:
+            if pre not in known:
+                return None, f"{connection} reads {pre}, which is not a group of the step"
+    return LayersSpec(source, layers, rules, output), ""
+
+
+def _layers_loop_reason(network: nn.Module, spec: LayersSpec, example: torch.Tensor) -> str:
+    """Why :func:`~pysnn.engine.layers.run_layers` runs its step loop for this network rather
+    than its fused call ("" when the fused call applies, from the steps after the first)."""
+    if not (example.is_cpu and native.available()):
+        return "run_layers steps the layers: no fused kernels for this input or machine"
+    if example.dtype not in (torch.float32, torch.float64) or example.dim() != 2:
+        return "run_layers fuses (B, n) float32/float64 inputs only"
+    get = network.get_submodule
+    checks = [(get(spec.input), Input, ("forward", "step"))]
+    for name, incoming in spec.layers:
+        neuron = get(name)
+        base = AdaptiveLIFNeuron if isinstance(neuron, AdaptiveLIFNeuron) else LIFNeuron
+        checks.append((neuron, base, LIFNeuron.BLOCK_REPRODUCES))
+        checks += [(get(c), Linear, Linear.BLOCK_REPRODUCES) for c, _ in incoming]
+    for module, base, methods in checks:
+        if not isinstance(module, base):
+            return f"run_layers steps the layers: {type(module).__name__} has no fused step"
+        why = block_form_reason(module, base, methods)
+        if why:
+            return f"run_layers steps the layers: {why}"
+        if isinstance(module, Connection) and (module.per_synapse_delay or module.max_delay):
+            return "run_layers steps the layers: a delayed connection"
+    for name in spec.rules:
+        rule = get(name)
+        if not isinstance(rule, STDP) or type(rule).forward is not STDP.forward:
+            return f"run_layers steps the layers: {type(rule).__name__} has no fused update"
+        if example.shape[0] != 1:
+            return "run_layers fuses STDP for one sample at a time (batch 1) only"
+    return ""
+
+
 def plan(network: nn.Module, program: StepProgram, example: torch.Tensor) -> SequencePlan:
     """Plan ``T`` steps of ``network`` from its captured step ``program``; ``example`` is one
     step's input ``(B, ...)`` (for the backends)."""
     if not program.captured:
-        return SequencePlan(False, [(type(network).__name__, program.reason)], [], program)
+        return SequencePlan("step-wise", [(type(network).__name__, program.reason)], [], program)
     graph = program.graph
     reasons: List[Tuple[str, str]] = []
-    rules = [
-        name
-        for name, m in network.named_modules()
-        if isinstance(m, LearningRule) and m.training and getattr(m, "enabled", True)
-    ]
-    if rules:
-        reasons.append(
-            (rules[0], "a learning rule in training mode: the network is stepped as written")
-        )
     placeholders = [n for n in graph.nodes if n.op == "placeholder"]
     if len(placeholders) != 1:
         reasons.append((type(network).__name__, "forward takes other than one input"))
@@ -337,12 +480,19 @@ def plan(network: nn.Module, program: StepProgram, example: torch.Tensor) -> Seq
             parts.append(
                 Part(node.target, type(module).__name__, how, _backend(module, example, how), why)
             )
-    layerwise = not reasons
-    if not layerwise:
-        for part in parts:  # a step-wise plan steps every module
-            if part.how != "stepped":
-                part.how, part.reason = "stepped", "the network is stepped as written"
-    return SequencePlan(layerwise, reasons, parts, program)
+    if not reasons:
+        return SequencePlan("layer-wise", reasons, parts, program)
+    spec, _ = layers_spec(network, graph)
+    if spec is not None:
+        why = _layers_loop_reason(network, spec, example)
+        for part in parts:
+            part.how, part.reason = ("stepped", why) if why else ("fused", None)
+            part.backend = "torch" if why else "native"
+        return SequencePlan("layers", reasons, parts, program, spec)
+    for part in parts:  # a step-wise plan steps every module
+        if part.how != "stepped":
+            part.how, part.reason = "stepped", "the network is stepped as written"
+    return SequencePlan("step-wise", reasons, parts, program)
 
 
 def fingerprint(network: nn.Module) -> Tuple:

@@ -44,7 +44,7 @@ class SequenceRunner:
         if torch.compiler.is_compiling():
             return _step_loop(network, x)
         sequence = self.plan_for(network, x)
-        if sequence.layerwise:
+        if sequence.kind != "step-wise":
             return sequence.run(network, x)
         return _step_loop(network, x)
 

@@ -221,7 +221,7 @@ class DiehlCook2015(SNNNetwork):
         return exc
 
     def step_program(self) -> Tuple[List[Layer], List[STDP]]:
-        """:meth:`forward` (current-based synapses) as :func:`pysnn.multistep.run_layers`'s
+        """:meth:`forward` (current-based synapses) as :func:`pysnn.engine.layers.run_layers`'s
         ``(layers, rules)``: the excitatory layer fed by ``fc`` from the input and by ``i2e``
         from the inhibitory neurons (their previous step's spikes), then the inhibitory layer fed
         by ``e2i``; then STDP."""
@@ -252,7 +252,7 @@ class DiehlCook2015(SNNNetwork):
             Excitatory spike counts ``(B, n_neurons)``, in the network's dtype. The state is
             reset before the sample.
 
-        With current-based synapses the steps run through :func:`pysnn.multistep.run_layers`
+        With current-based synapses the steps run through :func:`pysnn.engine.layers.run_layers`
         (:meth:`step_program`): the results of ``T`` calls of :meth:`forward` bit for bit, in
         one fused call where the modules allow it.
         """

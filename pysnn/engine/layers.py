@@ -1,0 +1,412 @@
+"""A network of layers over ``T`` steps: :func:`run_layers`, and its fused C loop.
+
+``run_layers(input, layers, spikes, rules, record)`` takes a network as data (each layer a
+neuron group with its incoming ``(connection, pre)`` pairs) and runs its documented step loop,
+in one fused call of :mod:`pysnn.native` for runs of steps where every module is on its fused
+single-step path. The engine's planner lowers a captured step program of that shape (the
+Diehl & Cook network written by a user, with lateral inhibition and STDP stepped in ``forward``)
+to it (:mod:`pysnn.engine.plan`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from pysnn import _checks, native
+from pysnn.connection import Linear
+from pysnn.learning import STDP, LearningRule
+from pysnn.neuron import AdaptiveLIFNeuron, Input, LIFNeuron
+from pysnn.stepping import block_form_reason
+
+__all__ = ["Layer", "run_layers"]
+
+
+Layer = Tuple[nn.Module, Sequence[Tuple[nn.Module, nn.Module]]]
+
+
+def _kind(fast: object) -> str:
+    """Which fused kernel a module's remembered fast step runs (``""``: none)."""
+    return getattr(fast, "KIND", "")
+
+
+def run_layers(
+    input: nn.Module,
+    layers: Sequence[Layer],
+    spikes: torch.Tensor,
+    rules: Sequence[nn.Module] = (),
+    record: Sequence[nn.Module] = (),
+    counts: bool = False,
+) -> List[torch.Tensor]:
+    """Run ``T`` steps of a network of layers: per step
+
+    .. code-block:: python
+
+        input(spikes[t])
+        for neuron, incoming in layers:                 # in order
+            current = None
+            for connection, pre in incoming:            # in order
+                s = pre.spikes                          # this step's if pre stepped already,
+                if s is not None and len(s) == B:       # else the step before's (if any, of
+                    c = connection(s)                   # this batch size)
+                    current = c if current is None else current + c
+            neuron(current if current is not None else zeros)
+        for rule in rules:
+            rule.step()
+
+    e.g. Diehl & Cook (2015) (:class:`~pysnn.models.DiehlCook2015` runs exactly this)::
+
+        run_layers(inp, [(exc, [(fc, inp), (i2e, inh)]), (inh, [(e2i, exc)])], spikes,
+                   rules=[stdp], record=[exc], counts=True)
+
+    The loop above is what runs, and its results are what you get; but where every module is a
+    built-in one on its fused single-step path (:class:`~pysnn.neuron.Input`;
+    :class:`~pysnn.neuron.LIFNeuron`, :class:`~pysnn.neuron.IFNeuron` or
+    :class:`~pysnn.neuron.AdaptiveLIFNeuron` layers of one dimension; event-driven
+    :class:`~pysnn.connection.Linear` connections without delay; :class:`~pysnn.learning.STDP` at
+    batch 1, or any rule that is switched off), float32/float64 on the CPU with no gradient
+    wanted and no forward hook, runs of steps go to **one** call of :mod:`pysnn.native` instead
+    of ``~10`` module calls per step. The spikes, and the state left in every module (voltages,
+    refractory counters, traces, thresholds, spikes, arriving spikes, ``"auto"`` activity
+    counts, weights and their event copies), are the loop's bit for bit. A step where anything
+    does not fit (the first steps after a reset, which build the modules' fast paths, an
+    ``"auto"`` re-count, a hook) runs the loop; with value checks on
+    (:func:`pysnn.set_checks`), a NaN input raises the loop's ``ValueError``.
+
+    Args:
+        input: the input neuron group, called with ``spikes[t]`` each step.
+        layers: ``(neuron, incoming)`` pairs in the order they step; ``incoming`` lists
+            ``(connection, pre)`` pairs, ``pre`` being ``input`` or a neuron of ``layers``.
+        spikes: ``(T, B, *input.shape)`` input spikes, ``T >= 1``.
+        rules: learning rules stepped after the layers, in order.
+        record: neurons of ``layers`` whose spikes to return.
+        counts: return spike counts over the ``T`` steps ``(B, *shape)`` instead of the spikes
+            ``(T, B, *shape)``.
+
+    Returns:
+        One tensor per neuron of ``record``, in the neurons' dtype.
+    """
+    layers = _check_layers(input, layers)
+    rules, record = list(rules), list(record)
+    neurons = [neuron for neuron, _ in layers]
+    for k, rule in enumerate(rules):
+        if not isinstance(rule, nn.Module) or not callable(getattr(rule, "step", None)):
+            raise TypeError(
+                f"rules[{k}] must be a learning rule (a module with step()), got {rule!r}"
+            )
+    for k, neuron in enumerate(record):
+        if not any(neuron is other for other in neurons):
+            raise ValueError(f"record[{k}] is not a neuron of layers")
+    if not isinstance(spikes, torch.Tensor) or spikes.dim() < 2 or spikes.shape[0] < 1:
+        got = tuple(spikes.shape) if isinstance(spikes, torch.Tensor) else type(spikes).__name__
+        raise ValueError(f"spikes must be a (T, B, ...) tensor with T >= 1, got {got}")
+    if not spikes.is_floating_point():  # as Input does per step
+        reference = getattr(input, "_reference", None)
+        spikes = spikes.to(reference().dtype if callable(reference) else torch.get_default_dtype())
+    spikes = spikes.contiguous()  # (the fused call reads its memory)
+    n_steps = spikes.shape[0]
+    outputs: List[Optional[torch.Tensor]] = [None] * len(record)
+    t = 0
+    while t < n_steps:
+        done = _layers_fused(input, layers, rules, record, counts, spikes, t, outputs)
+        if done:
+            t += done
+            continue
+        out = _layers_step(input, layers, rules, spikes[t])
+        for k, neuron in enumerate(record):
+            s = out[next(j for j, other in enumerate(neurons) if other is neuron)]
+            if outputs[k] is None:
+                outputs[k] = s.new_zeros(s.shape if counts else (n_steps, *s.shape))
+            if counts:
+                outputs[k] += s
+            else:
+                outputs[k][t] = s
+        t += 1
+    return outputs  # type: ignore[return-value]
+
+
+def _check_layers(input: nn.Module, layers: Sequence[Layer]) -> List[Tuple[nn.Module, list]]:
+    """``layers`` as lists, checked (see :func:`run_layers`)."""
+    if not isinstance(input, nn.Module):
+        raise TypeError(f"input must be a neuron module, got {type(input).__name__}")
+    checked = []
+    for k, layer in enumerate(layers):
+        if not (isinstance(layer, (tuple, list)) and len(layer) == 2):
+            raise ValueError(f"layers[{k}] must be a (neuron, incoming) pair, got {layer!r}")
+        neuron, incoming = layer
+        if not isinstance(neuron, nn.Module):
+            raise TypeError(f"layers[{k}][0] must be a neuron module, got {type(neuron).__name__}")
+        if neuron is input or any(neuron is other for other, _ in checked):
+            raise ValueError(f"layers[{k}]: each neuron group may appear once (and not as input)")
+        checked.append((neuron, list(incoming)))
+    if not checked:
+        raise ValueError("layers must list at least one (neuron, incoming) pair")
+    groups = [input] + [neuron for neuron, _ in checked]
+    for k, (_, incoming) in enumerate(checked):
+        for j, pair in enumerate(incoming):
+            if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
+                raise ValueError(
+                    f"layers[{k}][1][{j}] must be a (connection, pre) pair, got {pair!r}"
+                )
+            connection, pre = pair
+            if not isinstance(connection, nn.Module):
+                raise TypeError(
+                    f"layers[{k}][1][{j}]: the connection must be a module, "
+                    f"got {type(connection).__name__}"
+                )
+            if not any(pre is group for group in groups):
+                raise ValueError(f"layers[{k}][1][{j}]: pre must be input or a neuron of layers")
+    return checked
+
+
+def _layers_step(input: nn.Module, layers: list, rules: list, x: torch.Tensor) -> list:
+    """One step of :func:`run_layers` through the modules; the spikes of each layer."""
+    input(x)
+    out = []
+    for neuron, incoming in layers:
+        current = None
+        for connection, pre in incoming:
+            s = pre.spikes
+            if s is not None and s.shape[0] == x.shape[0]:
+                c = connection(s)
+                current = c if current is None else current + c
+        if current is None:
+            current = x.new_zeros((x.shape[0], *neuron.shape))
+        out.append(neuron(current))
+    for rule in rules:
+        rule.step()
+    return out
+
+
+def _layers_fused(
+    input: nn.Module,
+    layers: list,
+    rules: list,
+    record: list,
+    counts: bool,
+    spikes: torch.Tensor,
+    t0: int,
+    outputs: list,
+) -> int:
+    """Steps ``t0, t0 + 1, ...`` of :func:`run_layers` in one fused call: how many it ran (0:
+    the next step does not fit; run it through the modules)."""
+    x = spikes[t0:]
+    dtype, batch = x.dtype, x.shape[1]
+    if (
+        not native.available()
+        or not x.is_cpu
+        or dtype not in (torch.float32, torch.float64)
+        or x.dim() != 3
+        or torch.compiler.is_compiling()
+    ):
+        return 0
+    groups = [input] + [neuron for neuron, _ in layers]
+    fast = input.__dict__.get("_fast")
+    if (
+        _kind(fast) != "trace"
+        or block_form_reason(input, Input, ("forward", "step"))
+        or not fast.ready(input, x.shape[1:], dtype)
+    ):
+        return 0
+    if torch.is_grad_enabled() and x.requires_grad:
+        return 0
+    limit = x.shape[0]
+    sizes = [x.shape[2]]
+    for neuron in groups[1:]:
+        fast = neuron.__dict__.get("_fast")
+        s = neuron._buffers.get("spikes")
+        if (
+            _kind(fast) not in ("lif", "adaptive")
+            or block_form_reason(
+                neuron,
+                LIFNeuron if _kind(fast) == "lif" else AdaptiveLIFNeuron,
+                LIFNeuron.BLOCK_REPRODUCES,
+            )
+            or len(fast.shape) != 2
+            or fast.shape[0] != batch
+            or not fast.ready(neuron, fast.shape, dtype)
+            or s is None
+            or s.shape != fast.shape
+            or s.dtype is not dtype
+        ):
+            return 0
+        sizes.append(fast.shape[1])
+    n_conns = sum(len(incoming) for _, incoming in layers)
+    if n_conns > native.LAYER_MAX_CONNECTIONS:
+        return 0
+    for k, (neuron, incoming) in enumerate(layers, 1):
+        for connection, pre in incoming:
+            fast = connection.__dict__.get("_fast")
+            p = next(j for j, group in enumerate(groups) if group is pre)
+            if _kind(fast) != "linear" or block_form_reason(
+                connection, Linear, Linear.BLOCK_REPRODUCES
+            ):
+                return 0
+            bias = fast.bias
+            copy = connection._copy.copy
+            if (
+                fast.shape != (batch, sizes[p])
+                or fast.dtype is not dtype
+                or copy is None
+                or copy.shape != (sizes[p], sizes[k])
+                or (bias is not None and (bias.dtype is not dtype or not bias.is_contiguous()))
+            ):
+                return 0
+            limit = min(limit, fast.remaining(connection))
+    if limit == 0:
+        return 0
+    connections = [c for _, incoming in layers for c, _ in incoming]
+    applied = []  # (rule, fast STDP)
+    for rule in rules:
+        active = getattr(rule, "enabled", False) and rule.training
+        fast = rule.__dict__.get("_fast")
+        if type(rule).forward not in (LearningRule.forward, STDP.forward):
+            return 0
+        if not active:
+            continue
+        if _kind(fast) != "stdp" or batch != 1:
+            return 0
+        ready = fast.ready(rule)
+        if ready is None:
+            return 0
+        if ready:
+            g = fast.group
+            if (
+                fast.dtype is not dtype
+                or not any(g.connection is c for c in connections)
+                or not any(g.pre is group for group in groups)
+                or not any(g.post is group for group in groups[1:])
+            ):
+                return 0
+            applied.append((rule, fast))
+    return _layers_call(
+        input,
+        layers,
+        groups,
+        sizes,
+        connections,
+        applied,
+        record,
+        counts,
+        spikes,
+        t0,
+        limit,
+        outputs,
+    )
+
+
+def _layers_call(
+    input, layers, groups, sizes, connections, applied, record, counts, spikes, t0, limit, outputs
+) -> int:
+    """The fused call of :func:`_layers_fused`, everything checked: steps ``t0 .. t0 + limit - 1``
+    of ``spikes`` (fewer if a NaN stops them: then raises); returns the steps run."""
+    x = spikes[t0 : t0 + limit]
+    batch = x.shape[1]
+    index = {id(group): j for j, group in enumerate(groups)}
+    buffers, rows = [], []
+    state = input._buffers
+    kernel = input.__dict__["_fast"].kernel
+    rows.append([0, sizes[0], 0, 0, state["trace"].data_ptr(), 0, kernel._table, 0])
+    rows[-1] += [kernel._additive, 0, 0, 0, 0, 0]
+    for k, neuron in enumerate(groups[1:], 1):
+        fast, state = neuron.__dict__["_fast"], neuron._buffers
+        kernel = fast.kernel
+        adaptive = _kind(fast) == "adaptive"
+        buf = x.new_empty(2, batch, sizes[k])
+        buf[1].copy_(state["spikes"])
+        buffers.append(buf)
+        row = [2 if adaptive else 1, sizes[k], state["v"].data_ptr()]
+        row += [state["refrac_count"].data_ptr(), state["trace"].data_ptr()]
+        row += [state["theta"].data_ptr() if adaptive else 0, kernel._table]
+        row += [kernel._theta_table if adaptive else 0, kernel._additive]
+        row += [int(kernel._shared), int(kernel._update)] if adaptive else [0, 0]
+        mode, target = 0, 0
+        for j, wanted in enumerate(record):
+            if wanted is neuron:
+                if outputs[j] is None:
+                    shape = (batch, *neuron.shape)
+                    outputs[j] = x.new_zeros(shape if counts else (spikes.shape[0], *shape))
+                out = outputs[j]
+                mode, target = (2, out.data_ptr()) if counts else (1, out[t0].data_ptr())
+                break
+        rows.append(row + [buf.data_ptr(), target, mode])
+    group_desc = torch.tensor(rows, dtype=torch.int64)
+    conn_rows, conn_lo = [], [0]
+    for k, (_, incoming) in enumerate(layers, 1):
+        for connection, pre in incoming:
+            bias = connection.__dict__["_fast"].bias
+            p = index[id(pre)]
+            conn_rows.append([p, k, connection._copy.copy.data_ptr()])
+            conn_rows[-1] += [0 if bias is None else bias.data_ptr(), sizes[p], sizes[k]]
+        conn_lo.append(len(conn_rows))
+    conn_desc = torch.tensor(conn_rows, dtype=torch.int64).view(-1, len(native.LAYER_CONN_FIELDS))
+    rule_rows, rates = [], []
+    for rule, fast in applied:
+        g = fast.group
+        conn = g.connection
+        c = next(j for j, other in enumerate(connections) if other is conn)
+        bounded = math.isfinite(conn.wmin) or math.isfinite(conn.wmax)
+        rule_rows.append([c, index[id(g.pre)], index[id(g.post)], fast.weight.data_ptr()])
+        rule_rows[-1] += [conn._copy.copy.data_ptr(), int(bounded)]
+        rates.append(
+            [fast.pot, fast.dep, conn.wmin if bounded else 0.0, conn.wmax if bounded else 0.0]
+        )
+    rule_desc = torch.tensor(rule_rows, dtype=torch.int64).view(-1, len(native.LAYER_RULE_FIELDS))
+    rate_desc = torch.tensor(rates, dtype=torch.float64).view(-1, 4)
+    active = torch.zeros(len(connections), dtype=torch.int64)
+    changed = torch.zeros(len(applied), dtype=torch.int64)
+    done, stop = native.layer_steps(
+        x,
+        group_desc,
+        conn_desc,
+        torch.tensor(conn_lo, dtype=torch.int64),
+        rule_desc,
+        rate_desc,
+        active,
+        changed,
+        _checks._VALUE_CHECKS,
+    )
+    # The modules' state as the step loop leaves it. Steps run fully: done; a NaN (stop >= 0)
+    # stopped step ``done`` before group ``stop``: the groups before it, and the connections
+    # into it, had run that step too.
+    ran = [done + (1 if 0 <= k < stop else 0) for k in range(len(groups))]
+    if ran[0]:
+        input._buffers["spikes"] = spikes[t0 + ran[0] - 1]
+    for k, neuron in enumerate(groups[1:], 1):
+        if ran[k]:
+            neuron._buffers["spikes"] = buffers[k - 1][(ran[k] - 1) % 2].clone()
+    c = -1
+    for k, (_, incoming) in enumerate(layers, 1):
+        steps = done + (1 if 1 <= k <= stop else 0)
+        for connection, pre in incoming:
+            c += 1
+            if not steps:
+                continue
+            p = index[id(pre)]
+            if p == 0:
+                arriving = spikes[t0 + steps - 1]
+            elif p < k:  # read this step's spikes of pre (committed above)
+                arriving = pre._buffers["spikes"]
+            else:  # the step before's
+                arriving = buffers[p - 1][steps % 2].clone()
+            connection._buffers["arriving"] = arriving
+            fast = connection.__dict__["_fast"]
+            if fast.counting:
+                activity = connection._activity
+                activity.steps += steps
+                activity.events += int(active[c])
+    for q, (rule, fast) in enumerate(applied):
+        g = fast.group
+        g._step += done
+        if changed[q]:
+            conn, weight = g.connection, fast.weight
+            torch.autograd.graph.increment_version(weight)
+            conn._copy._rekey(weight)
+            conn._edited()
+    if stop >= 0:
+        module = groups[stop]
+        raise ValueError(f"x contains NaN (input to {type(module).__name__})")
+    return done
