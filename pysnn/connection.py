@@ -582,6 +582,9 @@ class Connection(nn.Module):
         if self.per_synapse_delay:
             self._buffers["history"] = push_history(self._history_for(spikes), spikes)
             return
+        if torch.compiler.is_compiling():
+            self._push_traced(spikes)
+            return
         # In place only where nobody else can see the ring (asked before it is bound to a local
         # name, itself a reference): state is replaced every step, as for neurons, and a user's
         # reference to ``history`` keeps its step's value.
@@ -600,6 +603,19 @@ class Connection(nn.Module):
             ring[:, pos] = spikes
             self._buffers["history"] = ring
         self._set_ring_pos((pos + 1) % length)
+
+    def _push_traced(self, spikes: torch.Tensor) -> None:
+        """:meth:`_push` with a shared delay as ``torch.compile`` traces it: the ring position
+        stays a tensor (``history_pos``), read and advanced by tensor operations, so one graph
+        serves every step (no graph break, no recompilation per ring slot); the same values."""
+        ring = self._history_for(spikes)
+        length = ring.shape[1]
+        pos = self._buffers["history_pos"]
+        self._buffers["arriving"] = ring.index_select(1, torch.remainder(pos + 1, length).view(1))[
+            :, 0
+        ]
+        self._buffers["history"] = ring.index_copy(1, pos.view(1), spikes.unsqueeze(1))
+        self._buffers["history_pos"] = torch.remainder(pos + 1, length)
 
     def _history_for(self, spikes: torch.Tensor) -> torch.Tensor:
         """The history for a step or block of batch ``B`` and per-sample shape ``in_shape`` of

@@ -356,3 +356,41 @@ def test_network_of_layers_refuses_what_run_layers_would_run_differently():
     spec, why = layers_spec(net, program.graph)
     assert spec is None and why
     assert explain(net, _digits()[0]).plan == "step-wise"
+
+
+def test_compiled_delayed_network_one_graph_no_break_20_steps():
+    """torch.compile of a step with a delayed connection: no graph break (fullgraph), one graph
+    for the steady state whatever the ring slot (no recompilation per step), eager's values."""
+    import copy
+
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    import pysnn
+
+    class Delayed(SNNNetwork):
+        def __init__(self):
+            super().__init__()
+            self.inp = Input(30)
+            self.fc = Linear(30, 10, delay=3.0, init="normal", init_kwargs={"mean": 3.0, "std": 3})
+            self.lif = LIFNeuron(10, refrac=2.0)
+
+        def forward(self, spikes):
+            return self.lif(self.fc(self.inp(spikes)))
+
+    torch.manual_seed(5)
+    eager = Delayed()
+    compiled = copy.deepcopy(eager)
+    torch._dynamo.reset()
+    counters.clear()
+    step = torch.compile(compiled.forward, backend="inductor", fullgraph=True, dynamic=False)
+    x = _spikes(t=20, b=2, n=30)
+    with torch.no_grad(), pysnn.checks(False):
+        expected = torch.stack([eager(s) for s in x])
+        got = torch.stack([step(s) for s in x])
+    assert expected.sum() > 0 and torch.equal(got, expected)
+    assert counters["stats"]["unique_graphs"] <= 2  # the first step (state made), then one
+    assert torch.equal(compiled.fc.history, eager.fc.history)
+    assert int(compiled.fc.history_pos) == int(eager.fc.history_pos)
+    with torch.no_grad():  # eager steps continue from the compiled ones
+        assert torch.equal(compiled(x[0]), eager(x[0]))
