@@ -394,3 +394,16 @@ def test_compiled_delayed_network_one_graph_no_break_20_steps():
     assert int(compiled.fc.history_pos) == int(eager.fc.history_pos)
     with torch.no_grad():  # eager steps continue from the compiled ones
         assert torch.equal(compiled(x[0]), eager(x[0]))
+
+
+def test_explain_a_single_module():
+    x = _spikes(t=5, b=2, n=20) * 30.0
+    e = explain(LIFNeuron(20), x)
+    assert e.plan == "layer-wise" and e.fused and [p.kind for p in e.parts] == ["LIFNeuron"]
+    e = explain(AdaptiveLIFNeuron(20), x)
+    assert not e.fused and "overrides LIFNeuron.step" in e.fallbacks[0][1]
+    lif = LIFNeuron(20)
+    with torch.no_grad():
+        expected = torch.stack([lif(x[t]) for t in range(5)])
+        lif.reset_state()
+        assert torch.equal(run_sequence(lif, x), expected)

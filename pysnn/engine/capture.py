@@ -160,6 +160,10 @@ def capture(network: nn.Module, example: torch.Tensor) -> StepProgram:
         raise TypeError(f"network must be a torch.nn.Module, got {type(network).__name__}")
     if not isinstance(example, torch.Tensor):
         raise TypeError(f"example must be a tensor (one step's input), got {example!r}")
+    if is_pysnn_module(network):  # one module: its own block form is the whole step
+        graph = fx.Graph()
+        graph.output(graph.call_module("", (graph.placeholder("x"),)))
+        return StepProgram(graph, {"": network})
     hooks = nn.modules.module
     if hooks._global_forward_hooks or hooks._global_forward_pre_hooks:
         return StepProgram(
