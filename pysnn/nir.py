@@ -540,6 +540,20 @@ def _layer_edges(module: SNNNetwork) -> List[Tuple[str, str]]:
     return list(zip(chain[:-1], chain[1:]))
 
 
+def _traced(module: nn.Module) -> bool:
+    """Whether ``to_nir`` traces ``module``'s wiring: a user's network (an ``SNNNetwork``, or a
+    container of modules from outside pysnn that is not an ``nn.Sequential``), rather than a
+    module it writes as it is (a neuron, a connection, :class:`CubaLIF`, a chain)."""
+    if isinstance(module, SNNNetwork):
+        return True
+    return (
+        type(module) is not nn.Sequential
+        and not is_pysnn_module(module)
+        and not type(module).__module__.startswith("pysnn.")
+        and any(True for _ in module.children())
+    )
+
+
 def _traced_edges(module: nn.Module, sample: torch.Tensor) -> List[Tuple[str, str]]:
     """The ``(source, target)`` edges of ``module``'s step, traced from one step's input
     ``sample`` by the engine's capture (module calls; inputs added together; a module reading a
@@ -638,11 +652,7 @@ def to_nir(
         modules = [(n, module.nodes[k]) for n, k in module.node_keys.items()]
         edges = list(module.edges)
         inputs, outputs = module.input_names, module.output_names
-    elif edges is None and (
-        type(module) is nn.Sequential
-        or is_pysnn_module(module)
-        or not any(True for _ in module.children())
-    ):
+    elif edges is None and not _traced(module):
         if type(module) is nn.Sequential:
             modules = _flatten_sequential(module, "")
         else:
