@@ -407,3 +407,24 @@ def test_explain_a_single_module():
         expected = torch.stack([lif(x[t]) for t in range(5)])
         lif.reset_state()
         assert torch.equal(run_sequence(lif, x), expected)
+
+
+def test_plan_follows_a_switch_the_step_branches_on():
+    class Switch(FeedForward):
+        def __init__(self):
+            super().__init__()
+            self.double_input = False
+
+        def forward(self, x):
+            if self.double_input:
+                x = x + x
+            return super().forward(x)
+
+    torch.manual_seed(2)
+    net, x = Switch(), _spikes()
+    unroll = Unroll(net)
+    with torch.no_grad():
+        unroll(x)
+        net.double_input = True
+        got = unroll(x)
+        assert torch.equal(got, _loop(net, x))

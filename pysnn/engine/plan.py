@@ -495,10 +495,26 @@ def plan(network: nn.Module, program: StepProgram, example: torch.Tensor) -> Seq
     return SequencePlan("step-wise", reasons, parts, program)
 
 
+_PLAIN = (bool, int, float, str, type(None))
+
+
 def fingerprint(network: nn.Module) -> Tuple:
     """What a plan of ``network`` depends on besides the program: its modules (objects and
-    classes), their training modes and whether they have forward hooks."""
+    classes), their training modes, whether they have forward hooks, and their plain public
+    attributes (numbers, strings, flags such as ``dt`` or a ``use_recurrence`` switch that
+    ``forward`` may branch on)."""
     return tuple(
-        (name, id(m), type(m), m.training, has_forward_hooks(m))
+        (
+            name,
+            id(m),
+            type(m),
+            m.training,
+            has_forward_hooks(m),
+            tuple(
+                (k, v)
+                for k, v in m.__dict__.items()
+                if not k.startswith("_") and isinstance(v, _PLAIN)
+            ),
+        )
         for name, m in network.named_modules()
     )

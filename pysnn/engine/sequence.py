@@ -20,7 +20,8 @@ def _step_loop(network: nn.Module, x: torch.Tensor) -> torch.Tensor:
 class SequenceRunner:
     """Runs ``T`` steps of a step network, planning once and re-planning only when what the
     plan depends on changed (the network's modules, their classes, training modes and hooks;
-    the input's per-step shape and dtype). Checked at every call: a few µs per module.
+    the input's per-step shape, batch included, dtype and device). Checked at every call: a
+    few µs per module.
 
     Under ``torch.compile`` tracing it runs the step loop (what ``torch.compile`` unrolls).
     """
@@ -31,7 +32,7 @@ class SequenceRunner:
 
     def plan_for(self, network: nn.Module, x: torch.Tensor) -> SequencePlan:
         """The plan for ``network`` and inputs like ``x`` ``(T, B, ...)`` (made if needed)."""
-        key = (fingerprint(network), tuple(x.shape[2:]), x.dtype, x.device)
+        key = (fingerprint(network), tuple(x.shape[1:]), x.dtype, x.device)
         if self.plan is None or key != self.key:
             example = x[0]
             self.plan = plan(network, capture(network, example), example)
