@@ -172,8 +172,40 @@ def check_input(
         raise ValueError(
             f"{name} is on {x.device} but {what} is on {reference.device}; move one of them"
         )
-    if _VALUE_CHECKS and not _compiling() and torch.isnan(x).any():
-        raise ValueError(f"{name} contains NaN (input to {what})")
+    if _VALUE_CHECKS and not _compiling() and nonfinite(x):
+        raise ValueError(nonfinite_message(name, x, what))
+
+
+def nonfinite(x: torch.Tensor) -> bool:
+    """Whether the floating-point tensor ``x`` holds a NaN, ``inf`` or ``-inf``.
+
+    One sum and one host read: a finite sum proves every value finite (a NaN or an infinity makes
+    the sum NaN or infinite); only a non-finite sum (a bad value, or finite values whose sum
+    overflows) is checked value by value. Cheaper than ``torch.isnan(x).any()``.
+    """
+    if math.isfinite(float(x.detach().sum())):
+        return False
+    return not bool(torch.isfinite(x).all())
+
+
+def nonfinite_message(name: str, x: torch.Tensor, what: str) -> str:
+    """The error message for a step input ``x`` refused by :func:`nonfinite`: which values
+    (NaN, inf, -inf) it holds, at how many places."""
+    counts = [
+        (kind, int(mask.sum()))
+        for kind, mask in (
+            ("NaN", torch.isnan(x)),
+            ("inf", torch.isposinf(x)),
+            ("-inf", torch.isneginf(x)),
+        )
+    ]
+    kinds = " and ".join(kind for kind, count in counts if count)
+    where = ", ".join(f"{count} {kind}" for kind, count in counts if count)
+    return (
+        f"{name} contains {kinds} (input to {what}; {where} of {x.numel()} values): a "
+        "non-finite input would make the state non-finite for good. Find where it comes from "
+        "(a weight, an encoder, a division), or replace it, e.g. torch.nan_to_num(x)"
+    )
 
 
 def check_same_dt(where: str = "", **modules: object) -> None:

@@ -1251,8 +1251,8 @@ class _FastLinearStep:
             return None
         if (_grad_enabled() and x.requires_grad) or self.remaining(conn) == 0:
             return None
-        if _checks._VALUE_CHECKS and torch.isnan(x).any():
-            raise ValueError(f"spikes contains NaN (input to {type(conn).__name__})")
+        if _checks._VALUE_CHECKS and _checks.nonfinite(x):
+            raise ValueError(_checks.nonfinite_message("spikes", x, type(conn).__name__))
         result = linear_event_step(x, conn._copy.copy)
         if result is None:
             return None

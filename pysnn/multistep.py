@@ -216,8 +216,8 @@ def _recurrent_fused(connection, synapses, neuron, steps, spikes, events) -> Opt
         or not state["refrac_count"].is_contiguous()
     ):
         return None
-    if _checks._VALUE_CHECKS and torch.isnan(spikes).any():
-        raise ValueError(f"spikes contains NaN (input to {type(connection).__name__})")
+    if _checks._VALUE_CHECKS and _checks.nonfinite(spikes):
+        raise ValueError(_checks.nonfinite_message("spikes", spikes, type(connection).__name__))
     connection._check_bounds()
     # the kernel updates the state in place: where anyone else can see it, on a copy instead
     # (state is replaced, never changed under a reference someone keeps)
@@ -644,7 +644,13 @@ def _layers_call(
             conn._edited()
     if stop >= 0:
         module = groups[stop]
-        raise ValueError(f"x contains NaN (input to {type(module).__name__})")
+        if stop == 0:
+            raise ValueError(_checks.nonfinite_message("x", x[done], type(module).__name__))
+        raise ValueError(
+            f"x contains NaN or an infinity (input to {type(module).__name__}, step {t0 + done}"
+            "); a non-finite input would make the state non-finite for good. Find where it "
+            "comes from (a weight, an encoder, a division)"
+        )
     return done
 
 

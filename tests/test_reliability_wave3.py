@@ -1,0 +1,89 @@
+"""Reliability, wave 3 (issue 25): silent wrong results, crashes and hangs of the newer modules,
+each tested as a user hits it (see docs/reliability.rst)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import pysnn
+import pysnn.native as native
+from pysnn.neuron import AdaptiveLIFNeuron, IFNeuron, LIFNeuron
+
+PATHS = [pytest.param(True, id="fused"), pytest.param(False, id="torch")]
+
+
+# ---------------------------------------------------------------------------------------------
+# non-finite values reaching a neuron
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("fused", PATHS)
+@pytest.mark.parametrize("cls", [LIFNeuron, IFNeuron, AdaptiveLIFNeuron])
+@pytest.mark.parametrize("bad", [-math.inf, math.inf, math.nan])
+def test_non_finite_neuron_input_is_refused_on_both_paths(fused, cls, bad):
+    """Was: an input of -inf left v = -inf for good (NaN alone was refused)."""
+    neuron = cls(3)
+    x = torch.zeros(2, 3)
+    with native.enabled(fused), torch.no_grad():
+        for _ in range(3):  # the fast step is built after the first general one
+            neuron(x)
+        kind = {-math.inf: "-inf", math.inf: "inf"}.get(bad, "NaN")
+        with pytest.raises(ValueError, match=rf"x contains {kind} \(input to {cls.__name__}"):
+            neuron(torch.tensor([[0.0, bad, 0.0], [0.0, 0.0, 0.0]]))
+        with pytest.raises(ValueError, match=rf"x contains {kind} \(input to {cls.__name__}"):
+            neuron.forward_multistep(torch.full((4, 2, 3), bad))
+        assert torch.isfinite(neuron.v).all()
+        assert neuron(x).shape == (2, 3) and torch.isfinite(neuron.v).all()
+
+
+def test_non_finite_check_is_switched_off_with_the_other_value_checks():
+    neuron = LIFNeuron(1)
+    with pysnn.checks(False), torch.no_grad():
+        neuron(torch.tensor([[-math.inf]]))  # the user's choice: not checked
+    assert neuron.v.item() == -math.inf
+
+
+def test_finite_input_whose_sum_overflows_is_accepted():
+    """The check sums the input first; an overflowing sum of finite values is not an error."""
+    neuron = LIFNeuron(4)
+    with torch.no_grad():
+        s = neuron(torch.full((2, 4), 3e38))
+    assert s.sum() == 8
+
+
+@pytest.mark.parametrize("bad", [math.nan, -math.inf, math.inf])
+def test_inject_v_with_a_non_finite_tensor_is_refused(bad):
+    """Was: a NaN or -inf tensor killed the neuron for good (a scalar NaN was refused)."""
+    neuron = LIFNeuron(3)
+    with torch.no_grad():
+        neuron(torch.zeros(1, 3))
+    with pytest.raises(ValueError, match=r"delta contains .*inf|delta contains NaN"):
+        neuron.inject_v(torch.tensor([0.0, bad, 1.0]))
+    with pytest.raises(ValueError, match="delta must be finite"):
+        neuron.inject_v(bad)
+    with torch.no_grad():
+        neuron(torch.zeros(1, 3))  # nothing pending: the neuron is intact
+    assert torch.isfinite(neuron.v).all()
+
+
+@pytest.mark.parametrize("fused", PATHS)
+@pytest.mark.parametrize("bad", [-math.inf, math.inf])
+def test_infinite_weight_stops_a_fused_network_run(fused, bad):
+    """``run_layers`` (one fused call for T steps) refuses an infinite layer input as the step
+    loop does, before the layer steps."""
+    from pysnn.models import DiehlCook2015
+    from pysnn.multistep import run_layers
+
+    torch.manual_seed(13)
+    net = DiehlCook2015(n_neurons=10)
+    spikes = (torch.rand(30, 1, 784) < 0.2).float()
+    layers, rules = net.step_program()
+    with native.enabled(fused):
+        run_layers(net.inp, layers, spikes[:2], rules)
+        with torch.no_grad():
+            net.fc.weight[:, :] = bad
+        with pytest.raises(ValueError, match=r"x contains (-?inf|NaN)"):
+            with pytest.warns(UserWarning, match="outside"):
+                run_layers(net.inp, layers, spikes, rules)
+    assert torch.isfinite(net.exc.v).all()
