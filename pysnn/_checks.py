@@ -188,7 +188,12 @@ def nonfinite(x: torch.Tensor) -> bool:
     return not bool(torch.isfinite(x).all())
 
 
-def nonfinite_message(name: str, x: torch.Tensor, what: str) -> str:
+def nonfinite_message(
+    name: str,
+    x: torch.Tensor,
+    what: str,
+    consequence: str = "would make the state non-finite for good",
+) -> str:
     """The error message for a step input ``x`` refused by :func:`nonfinite`: which values
     (NaN, inf, -inf) it holds, at how many places."""
     counts = [
@@ -203,8 +208,8 @@ def nonfinite_message(name: str, x: torch.Tensor, what: str) -> str:
     where = ", ".join(f"{count} {kind}" for kind, count in counts if count)
     return (
         f"{name} contains {kinds} (input to {what}; {where} of {x.numel()} values): a "
-        "non-finite input would make the state non-finite for good. Find where it comes from "
-        "(a weight, an encoder, a division), or replace it, e.g. torch.nan_to_num(x)"
+        f"non-finite value {consequence}. Find where it comes from (a weight, an encoder, a "
+        "division), or replace it, e.g. torch.nan_to_num(x)"
     )
 
 

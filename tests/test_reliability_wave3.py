@@ -87,3 +87,91 @@ def test_infinite_weight_stops_a_fused_network_run(fused, bad):
             with pytest.warns(UserWarning, match="outside"):
                 run_layers(net.inp, layers, spikes, rules)
     assert torch.isfinite(net.exc.v).all()
+
+
+# ---------------------------------------------------------------------------------------------
+# rewards and the environment loop
+# ---------------------------------------------------------------------------------------------
+def _reward_rule(cls):
+    from pysnn.connection import Linear
+    from pysnn.neuron import Input
+
+    torch.manual_seed(0)
+    inp, out = Input(3), LIFNeuron(2, thresh=-64.5)
+    fc = Linear(3, 2, init="constant", init_kwargs={"val": 1.0})
+    rule = cls(connection=fc, pre=inp, post=out)
+    with torch.no_grad():
+        for _ in range(3):
+            out(fc(inp(torch.ones(2, 3))))
+            rule.step()
+    return fc, rule
+
+
+@pytest.mark.parametrize("rule_name", ["MSTDP", "MSTDPET"])
+@pytest.mark.parametrize(
+    "reward",
+    [math.nan, math.inf, torch.tensor(math.nan), torch.tensor([1.0, math.nan])],
+    ids=["nan", "inf", "nan-tensor", "nan-per-sample"],
+)
+def test_non_finite_reward_is_refused_and_the_weights_kept(rule_name, reward):
+    """Was: a NaN reward turned every weight into NaN."""
+    import pysnn.learning as learning
+
+    fc, rule = _reward_rule(getattr(learning, rule_name))
+    before = fc.weight.detach().clone()
+    with pytest.raises(ValueError, match=r"reward (must be finite, got (nan|inf)|contains NaN)"):
+        with torch.no_grad():
+            rule.step(reward=reward)
+    assert torch.equal(fc.weight, before)
+
+
+class _Env:
+    """Two steps; the reward of each step and the observation are given."""
+
+    def __init__(self, rewards, obs=(0.0, 1.0)):
+        self.rewards, self.obs = list(rewards), obs
+
+    def reset(self, seed=None):
+        self.t = 0
+        return self.obs, {}
+
+    def step(self, action):
+        self.t += 1
+        return self.obs, self.rewards[self.t - 1], self.t == len(self.rewards), False, {}
+
+
+def _loop(env, encode=None, rules=()):
+    from pysnn.environment import EnvironmentLoop, count_argmax
+    from pysnn.neuron import Input
+
+    encode = encode or (lambda obs: obs.expand(3, *obs.shape))
+    return EnvironmentLoop(env, Input(2), encode, count_argmax, rules=list(rules))
+
+
+def test_nan_reward_on_the_last_step_is_refused_not_returned():
+    """Was: ``run`` returned ``[nan]``."""
+    with pytest.raises(ValueError, match=r"env.step returned the reward nan at step 1"):
+        _loop(_Env([1.0, math.nan])).run(1, quiet=True)
+    assert _loop(_Env([1.0, 0.5])).run(1, quiet=True) == [1.5]
+
+
+@pytest.mark.parametrize(
+    "env, error, match",
+    [
+        (_Env([None, 1.0]), TypeError, r"env.step returned the reward None \(NoneType\) at step 0"),
+        (_Env([1.0], obs={"pos": 1.0, "vel": 0.0}), TypeError, r"observation is a dict"),
+        (_Env([1.0], obs=["a", "b"]), TypeError, r"observation must be an array of numbers"),
+    ],
+    ids=["reward-None", "dict-observation", "text-observation"],
+)
+def test_environment_loop_names_a_bad_reward_or_observation(env, error, match):
+    """Was: cryptic TypeErrors from float() and torch.as_tensor."""
+    with pytest.raises(error, match=match):
+        _loop(env).run(1, quiet=True)
+
+
+def test_encoder_returning_no_time_step_is_named():
+    """Was: ``stack expects a non-empty TensorList``."""
+    loop = _loop(_Env([1.0]), encode=lambda obs: obs.expand(0, *obs.shape))
+    with pytest.raises(ValueError, match=r"encode returned 0 time steps"):
+        loop.run(1, quiet=True)
