@@ -175,3 +175,75 @@ def test_encoder_returning_no_time_step_is_named():
     loop = _loop(_Env([1.0]), encode=lambda obs: obs.expand(0, *obs.shape))
     with pytest.raises(ValueError, match=r"encode returned 0 time steps"):
         loop.run(1, quiet=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# ann_to_snn
+# ---------------------------------------------------------------------------------------------
+def _ann():
+    from torch import nn
+
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3), nn.ReLU())
+
+
+@pytest.mark.parametrize("bad", [math.inf, -math.inf, math.nan])
+def test_non_finite_calibration_data_is_refused(bad):
+    """Was: one inf gave an all-zero first layer (agreement 0 %); NaN rows were skipped."""
+    from pysnn.conversion import ann_to_snn
+
+    data = torch.rand(64, 4)
+    data[5, 2] = bad
+    kind = {math.inf: "inf", -math.inf: "-inf"}.get(bad, "NaN")
+    with pytest.raises(ValueError, match=rf"calibration_data contains {kind} in 1 of the 64 rows"):
+        ann_to_snn(_ann(), data)
+
+
+def test_sequential_subclass_with_its_own_forward_is_refused():
+    """Was: a residual nn.Sequential subclass was converted as a plain chain."""
+    from torch import nn
+
+    from pysnn.conversion import ann_to_snn
+
+    class Residual(nn.Sequential):
+        def forward(self, x):
+            return x + super().forward(x)
+
+    model = Residual(nn.Linear(4, 4), nn.ReLU())
+    with pytest.raises(ValueError, match="Residual, an nn.Sequential subclass with its own"):
+        ann_to_snn(model, torch.rand(16, 4))
+    nested = nn.Sequential(Residual(nn.Linear(4, 4), nn.ReLU()), nn.Linear(4, 2), nn.ReLU())
+    with pytest.raises(ValueError, match=r"(?s)model.0 .*Residual subclasses a torch layer"):
+        ann_to_snn(nested, torch.rand(16, 4))
+
+    class Named(nn.Sequential):  # a subclass that keeps Sequential's forward: converted
+        pass
+
+    snn = ann_to_snn(nn.Sequential(Named(nn.Linear(4, 4), nn.ReLU())), torch.rand(16, 4) + 0.1)
+    assert snn.scores(torch.rand(2, 4), steps=4).shape == (2, 4)
+
+
+def test_relu_subclass_with_another_forward_is_refused():
+    """Was: converted as a ReLU."""
+    from torch import nn
+
+    from pysnn.conversion import ann_to_snn
+
+    class Shifted(nn.ReLU):
+        def forward(self, x):
+            return torch.relu(x - 1.0)
+
+    model = nn.Sequential(nn.Linear(4, 3), Shifted())
+    with pytest.raises(ValueError, match=r"model.1 .*Shifted subclasses a torch layer"):
+        ann_to_snn(model, torch.rand(16, 4))
+
+
+def test_nan_weight_is_named_not_blamed_on_the_activations():
+    """Was: 'layer 1 has no positive activation on calibration_data'."""
+    from pysnn.conversion import ann_to_snn
+
+    model = _ann()
+    with torch.no_grad():
+        model[2].weight[1, 3] = math.nan
+    with pytest.raises(ValueError, match=r"model.2.weight contains NaN or infinite values \(1 of"):
+        ann_to_snn(model, torch.rand(16, 4))
