@@ -144,8 +144,12 @@ def check_input(
     shape: Sequence[int],
     reference: torch.Tensor,
     what: str,
+    non_negative: Optional[str] = None,
 ) -> None:
     """Validate a per-step input ``x`` of expected shape ``(B, *shape)``.
+
+    With ``non_negative`` (the reason, said in the message), a negative value is refused too, in
+    the same single read as the non-finite check.
 
     ``reference`` is a tensor of the module (a parameter or buffer) whose dtype and device ``x`` must
     match. Shape, dtype and device checks are free (metadata only); the NaN check reads a value back
@@ -172,7 +176,19 @@ def check_input(
         raise ValueError(
             f"{name} is on {x.device} but {what} is on {reference.device}; move one of them"
         )
-    if _VALUE_CHECKS and not _compiling() and nonfinite(x):
+    if not _VALUE_CHECKS or _compiling():
+        return
+    if non_negative is not None:
+        detached = x.detach()
+        total, low = torch.stack((detached.sum(), detached.amin())).tolist()
+        if not math.isfinite(total) and not bool(torch.isfinite(x).all()):
+            raise ValueError(nonfinite_message(name, x, what))
+        if low < 0:
+            raise ValueError(
+                f"{name} holds negative values ({int((x < 0).sum())} of {x.numel()}, down to "
+                f"{low:g}) but must be >= 0 for {what}: {non_negative}"
+            )
+    elif nonfinite(x):
         raise ValueError(nonfinite_message(name, x, what))
 
 

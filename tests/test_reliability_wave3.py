@@ -247,3 +247,40 @@ def test_nan_weight_is_named_not_blamed_on_the_activations():
         model[2].weight[1, 3] = math.nan
     with pytest.raises(ValueError, match=r"model.2.weight contains NaN or infinite values \(1 of"):
         ann_to_snn(model, torch.rand(16, 4))
+
+
+# ---------------------------------------------------------------------------------------------
+# ConductanceSynapse
+# ---------------------------------------------------------------------------------------------
+def test_conductance_synapse_refuses_a_negative_conductance():
+    """Was: accepted; the excitatory synapse then inhibited."""
+    from pysnn.synapse import ConductanceSynapse
+
+    lif = LIFNeuron(3)
+    syn = ConductanceSynapse(lif, e_rev=0.0)
+    with pytest.raises(
+        ValueError, match=r"x holds negative values \(1 of 6, down to -0.5\).*wmin=0"
+    ):
+        syn(torch.tensor([[0.1, -0.5, 0.0], [0.0, 0.0, 0.0]]))
+    with pytest.raises(ValueError, match=r"x contains NaN \(input to ConductanceSynapse"):
+        syn(torch.tensor([[0.1, math.nan, 0.0], [0.0, 0.0, 0.0]]))
+    with torch.no_grad():
+        lif(syn(torch.full((2, 3), 0.1)))  # non-negative: fine
+    with pysnn.checks(False):  # off with the other value checks
+        syn(torch.full((2, 3), -0.1))
+
+
+@pytest.mark.parametrize("e_rev", [0.0, -80.0])
+def test_large_conductance_moves_v_at_most_to_the_reversal_potential(e_rev):
+    """Was: a large input carried v far past E_rev (first-order step with k g > 1)."""
+    from pysnn.synapse import ConductanceSynapse
+
+    lif = LIFNeuron(2, tau_v=10.0, v_rest=-65.0, thresh=50.0)  # no spike in the way
+    syn = ConductanceSynapse(lif, tau_syn=5.0, e_rev=e_rev)
+    with torch.no_grad():
+        lif(torch.zeros(1, 2))
+        v0 = lif.v.clone()
+        x = syn(torch.tensor([[1000.0, 0.01]]))
+    assert (v0 + x)[0, 0] == pytest.approx(e_rev)  # at most to E_rev (was far past it)
+    a, k = syn.kernels()
+    assert x[0, 1] == pytest.approx(float(0.01 * k * (e_rev - v0[0, 1])))  # small g: unchanged
