@@ -284,3 +284,136 @@ def test_large_conductance_moves_v_at_most_to_the_reversal_potential(e_rev):
     assert (v0 + x)[0, 0] == pytest.approx(e_rev)  # at most to E_rev (was far past it)
     a, k = syn.kernels()
     assert x[0, 1] == pytest.approx(float(0.01 * k * (e_rev - v0[0, 1])))  # small g: unchanged
+
+
+# ---------------------------------------------------------------------------------------------
+# NIR
+# ---------------------------------------------------------------------------------------------
+def _lif_node(n, **kw):
+    import numpy as np
+
+    nir = pytest.importorskip("nir")
+    values = dict(tau=np.full(n, 0.02), r=np.ones(n), v_leak=np.zeros(n), v_threshold=np.ones(n))
+    values.update(kw)
+    return nir.LIF(**values)
+
+
+def test_nir_edge_into_the_input_node_is_refused():
+    """Was: the edge was dropped silently."""
+    import numpy as np
+
+    nir = pytest.importorskip("nir")
+    from pysnn.nir import from_nir
+
+    graph = nir.NIRGraph(
+        nodes={
+            "input": nir.Input(input_type=np.array([2])),
+            "fc": nir.Linear(weight=np.ones((2, 2))),
+            "lif": _lif_node(2),
+            "output": nir.Output(output_type=np.array([2])),
+        },
+        edges=[("input", "fc"), ("fc", "lif"), ("lif", "output"), ("lif", "input")],
+        type_check=False,
+    )
+    with pytest.raises(ValueError, match=r"edge \('lif', 'input'\) goes into the Input node"):
+        from_nir(graph)
+
+
+def test_nir_chain_of_1500_nodes_imports_and_runs():
+    """Was: RecursionError."""
+    import numpy as np
+
+    nir = pytest.importorskip("nir")
+    from pysnn.nir import from_nir
+
+    nodes = {"input": nir.Input(input_type=np.array([2]))}
+    names = [f"s{i}" for i in range(1500)]
+    for name in names:
+        nodes[name] = nir.Scale(scale=np.ones(2))
+    nodes["output"] = nir.Output(output_type=np.array([2]))
+    chain = ["input"] + names + ["output"]
+    graph = nir.NIRGraph(nodes=nodes, edges=list(zip(chain[:-1], chain[1:])), type_check=False)
+    net = from_nir(graph)
+    assert net.order == names
+    assert torch.equal(net(torch.tensor([[1.0, 2.0]])), torch.tensor([[1.0, 2.0]]))
+
+
+def test_nir_affine_not_matching_the_next_node_is_named():
+    """Was: a torch size error at the first step naming no node."""
+    import numpy as np
+
+    nir = pytest.importorskip("nir")
+    from pysnn.nir import from_nir
+
+    graph = nir.NIRGraph(  # as nir.read gives it: not type-checked
+        nodes={
+            "input": nir.Input(input_type=np.array([2])),
+            "affine": nir.Affine(weight=np.ones((3, 2)), bias=np.zeros(3)),
+            "lif": _lif_node(4),
+            "output": nir.Output(output_type=np.array([4])),
+        },
+        edges=[("input", "affine"), ("affine", "lif"), ("lif", "output")],
+        type_check=False,
+    )
+    message = r"node 'affine' \(Linear\) outputs 3 values per sample but node 'lif' \(LIFNeuron\)"
+    with pytest.raises(ValueError, match=message):
+        from_nir(graph)
+
+
+@pytest.mark.parametrize(
+    "node_kind, field, value",
+    [
+        ("Scale", "scale", math.nan),
+        ("LIF", "r", math.inf),
+        ("CubaLIF", "w_in", math.inf),
+        ("Linear", "weight", -math.inf),
+        ("Affine", "bias", math.nan),
+    ],
+)
+def test_nir_import_refuses_non_finite_values(node_kind, field, value):
+    """Was: accepted; every value downstream NaN or infinite."""
+    import numpy as np
+
+    nir = pytest.importorskip("nir")
+    from pysnn.nir import from_nir
+
+    n = 2
+    if node_kind == "Scale":
+        node = nir.Scale(scale=np.array([1.0, value]))
+    elif node_kind == "LIF":
+        node = _lif_node(n, r=np.array([1.0, value]))
+    elif node_kind == "CubaLIF":
+        node = nir.CubaLIF(
+            tau_syn=np.full(n, 0.01),
+            tau_mem=np.full(n, 0.02),
+            r=np.ones(n),
+            v_leak=np.zeros(n),
+            v_threshold=np.ones(n),
+            w_in=np.array([1.0, value]),
+        )
+    elif node_kind == "Linear":
+        node = nir.Linear(weight=np.array([[1.0, value], [0.0, 1.0]]))
+    else:
+        node = nir.Affine(weight=np.eye(2), bias=np.array([0.0, value]))
+    graph = nir.NIRGraph.from_list(node, _lif_node(n))
+    with pytest.raises(
+        ValueError, match=rf"node '\w+' \({node_kind}\): {field} holds 1 non-finite"
+    ):
+        from_nir(graph)
+
+
+def test_nir_export_refuses_non_finite_values():
+    """Was: a NaN Scale and an infinite weight were written."""
+    from torch import nn
+
+    pytest.importorskip("nir")
+    from pysnn.connection import Linear
+    from pysnn.nir import Scale, to_nir
+
+    with pytest.raises(ValueError, match=r"node '0' \(Scale\): scale holds 1 non-finite"):
+        to_nir(nn.Sequential(Scale(torch.tensor([1.0, math.nan])), LIFNeuron(2, refrac=0.0)))
+    fc = Linear(2, 2)
+    with torch.no_grad():
+        fc.weight[0, 0] = math.inf
+    with pytest.raises(ValueError, match=r"node '0' \(Linear\): weight holds 1 non-finite"):
+        to_nir(nn.Sequential(fc, LIFNeuron(2, refrac=0.0)))
