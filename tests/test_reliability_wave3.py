@@ -417,3 +417,53 @@ def test_nir_export_refuses_non_finite_values():
         fc.weight[0, 0] = math.inf
     with pytest.raises(ValueError, match=r"node '0' \(Linear\): weight holds 1 non-finite"):
         to_nir(nn.Sequential(fc, LIFNeuron(2, refrac=0.0)))
+
+
+# ---------------------------------------------------------------------------------------------
+# SparseLinear
+# ---------------------------------------------------------------------------------------------
+def test_sparse_linear_refuses_boolean_indices():
+    """Was: a bool tensor was read as indices 0 and 1."""
+    from pysnn.sparse import SparseLinear
+
+    mask = torch.tensor([[True, False, True], [False, True, True]])
+    with pytest.raises(TypeError, match=r"got a bool tensor.*mask.nonzero\(\).t\(\)"):
+        SparseLinear(3, 3, indices=mask)
+    fc = SparseLinear(3, 2, indices=mask.nonzero().t())  # the recipe in the message
+    assert torch.equal(fc.mask().bool(), mask)
+
+
+@pytest.mark.parametrize("key, value", [("post_index", 99), ("pre_index", -1)])
+def test_sparse_linear_load_state_dict_refuses_out_of_range_indices(key, value):
+    """Was: accepted, and the forward failed later."""
+    from pysnn.sparse import SparseLinear, fixed_probability
+
+    fc = SparseLinear(
+        4, 3, indices=fixed_probability(4, 3, 0.5, generator=torch.Generator().manual_seed(0))
+    )
+    state = fc.state_dict()
+    state[key] = state[key].clone()
+    state[key][0] = value
+    before = {k: v.clone() for k, v in fc.state_dict().items()}
+    with pytest.raises(
+        ValueError, match=r"SparseLinear state_dict.*indices must be in \[0, [34]\)"
+    ):
+        fc.load_state_dict(state)
+    assert all(torch.equal(before[k], v) for k, v in fc.state_dict().items())  # nothing loaded
+    good = SparseLinear(
+        4, 3, indices=fixed_probability(4, 3, 0.5, generator=torch.Generator().manual_seed(0))
+    )
+    good.load_state_dict(before)
+
+
+def test_fixed_probability_with_more_pairs_than_int64_holds():
+    """Was: ``fixed_probability(2**32, 2**32, 1e-12)`` raised an overflow error (here with
+    p = 1e-17: about 184 synapses, not 1.8e7, to stay fast)."""
+    from pysnn.sparse import fixed_probability
+
+    indices = fixed_probability(2**32, 2**32, 1e-17, generator=torch.Generator().manual_seed(1))
+    assert indices.shape[0] == 2 and 100 <= indices.shape[1] <= 300  # Binomial(2**64, 1e-17)
+    post, pre = indices
+    assert (post < 2**32).all() and (pre < 2**32).all() and (post >= 0).all()
+    keys = [(int(a), int(b)) for a, b in zip(pre, post)]
+    assert keys == sorted(set(keys))  # sorted by (pre, post), each pair once
