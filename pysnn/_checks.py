@@ -163,10 +163,8 @@ def check_input(
             f"got {tuple(x.shape)}"
         )
     if not x.is_floating_point():
-        raise TypeError(
-            f"{name} must be a floating-point tensor for {what} (dtype {reference.dtype}), "
-            f"got {x.dtype}"
-        )
+        holds = f" (dtype {reference.dtype})" if reference.is_floating_point() else ""
+        raise TypeError(f"{name} must be a floating-point tensor for {what}{holds}, got {x.dtype}")
     if x.dtype != reference.dtype:
         raise TypeError(
             f"{name} has dtype {x.dtype} but {what} holds {reference.dtype}; convert the input or "

@@ -467,3 +467,52 @@ def test_fixed_probability_with_more_pairs_than_int64_holds():
     assert (post < 2**32).all() and (pre < 2**32).all() and (post >= 0).all()
     keys = [(int(a), int(b)) for a, b in zip(pre, post)]
     assert keys == sorted(set(keys))  # sorted by (pre, post), each pair once
+
+
+# ---------------------------------------------------------------------------------------------
+# TraceMaxPool2d, MNIST reader
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"kernel_size": 0}, r"kernel_size must be an int >= 1 .*got 0"),
+        ({"kernel_size": (2, -1)}, r"kernel_size must be an int >= 1"),
+        ({"kernel_size": 2, "stride": 0}, r"stride must be an int >= 1"),
+        ({"kernel_size": 2, "padding": -1}, r"padding must be an int >= 0"),
+        ({"kernel_size": 2, "padding": 2}, r"padding must be at most half"),
+        ({"kernel_size": 2, "dilation": 0}, r"dilation must be an int >= 1"),
+        ({"kernel_size": 2.0}, r"kernel_size must be an int"),
+    ],
+)
+def test_trace_max_pool_refuses_bad_windows_at_construction(kwargs, match):
+    """Was: ``TraceMaxPool2d(0)`` was accepted and failed at forward."""
+    from pysnn.pooling import TraceMaxPool2d
+
+    with pytest.raises(ValueError, match=match):
+        TraceMaxPool2d(**kwargs)
+
+
+def test_trace_max_pool_dtype_message_names_the_dtypes_once():
+    """Was: '... (dtype int64), got int64'."""
+    from pysnn.pooling import TraceMaxPool2d
+
+    with pytest.raises(TypeError) as info:
+        TraceMaxPool2d(2)(torch.zeros(1, 1, 4, 4, dtype=torch.int64))
+    assert str(info.value) == (
+        "spikes must be a floating-point tensor for TraceMaxPool2d, got torch.int64"
+    )
+
+
+def test_mnist_header_whose_size_product_wraps_is_refused_naming_the_file(tmp_path):
+    """Was: dims (4, 2**31, 2**31) wrapped the int64 size product to 0, passed the check and
+    failed in reshape without naming the file."""
+    from pysnn.datasets.mnist import read_idx
+
+    path = tmp_path / "t10k-images-idx3-ubyte"
+    header = bytes([0, 0, 0x08, 3]) + b"".join(d.to_bytes(4, "big") for d in (4, 2**31, 2**31))
+    path.write_bytes(header)
+    with pytest.raises(
+        ValueError,
+        match=rf"{path}: IDX size mismatch: header declares shape \(4, 2147483648, 2147483648\)",
+    ):
+        read_idx(path)
