@@ -718,8 +718,12 @@ class Unroll(nn.Module):
         if self.encoder is not None:
             x = self.encoder(x)
         if self.steps is None:
-            if x.dim() < 2:
-                raise ValueError(f"x must be time first (T, B, ...), got shape {tuple(x.shape)}")
+            if not isinstance(x, torch.Tensor) or x.dim() < 2 or x.shape[0] == 0:
+                got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+                raise ValueError(
+                    f"x must be time first (T, B, ...) with T >= 1 steps, got {got}"
+                    + (" (from the encoder)" if self.encoder is not None else "")
+                )
         multistep = getattr(self.network, "forward_multistep", None) if self.multistep else None
         if multistep is not None:
             return multistep(x if self.steps is None else x.expand(self.steps, *x.shape))

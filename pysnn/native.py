@@ -487,8 +487,8 @@ def enabled(value: bool) -> Iterator[None]:
 def usable(*tensors: Optional[torch.Tensor], differentiable: bool = False) -> bool:
     """Whether a fused kernel may run on these floating-point tensors (``None`` entries skipped).
 
-    True when the kernels are loaded and enabled, nothing is being compiled, and every tensor is
-    on the CPU, contiguous, of the first one's dtype (float32 or float64), and not in need of a
+    True when the kernels are loaded and enabled, nothing is being compiled, the first tensor is
+    not empty, and every tensor is on the CPU, contiguous, of the first one's dtype (float32 or float64), and not in need of a
     gradient (``requires_grad`` with grad mode on), unless ``differentiable`` (the caller wraps
     the kernel in an autograd Function with its backward kernel). A caller that updates a tensor
     in place also rejects one that ``requires_grad`` at all (it may be saved for a backward pass).
@@ -497,9 +497,10 @@ def usable(*tensors: Optional[torch.Tensor], differentiable: bool = False) -> bo
         return False
     if not _enabled or _is_compiling():
         return False
-    dtype = tensors[0].dtype
-    if dtype is not _FLOAT32 and dtype is not _FLOAT64:
-        return False
+    first = tensors[0]
+    dtype = first.dtype
+    if (dtype is not _FLOAT32 and dtype is not _FLOAT64) or not first.numel():
+        return False  # (an empty batch: the kernels divide by the batch size)
     grad = not differentiable and _grad_enabled()
     for t in tensors:
         if t is not None and (

@@ -516,3 +516,72 @@ def test_mnist_header_whose_size_product_wraps_is_refused_naming_the_file(tmp_pa
         match=rf"{path}: IDX size mismatch: header declares shape \(4, 2147483648, 2147483648\)",
     ):
         read_idx(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# crashes and hangs: an empty batch, Unroll with T = 0
+# ---------------------------------------------------------------------------------------------
+def _empty_batch_cases():
+    from pysnn.connection import Linear
+    from pysnn.multistep import run_feedforward
+    from pysnn.neuron import Input
+
+    def after_a_batch():
+        n = LIFNeuron(3)
+        for _ in range(3):  # the fast step is built: then a batch of 0
+            n(torch.zeros(2, 3))
+        return n(torch.zeros(0, 3))
+
+    return {
+        "LIFNeuron": (lambda: LIFNeuron(3)(torch.zeros(0, 3)), (0, 3)),
+        "AdaptiveLIFNeuron": (lambda: AdaptiveLIFNeuron(3)(torch.zeros(0, 3)), (0, 3)),
+        "IFNeuron": (lambda: IFNeuron(3)(torch.zeros(0, 3)), (0, 3)),
+        "Input": (lambda: Input(3)(torch.zeros(0, 3)), (0, 3)),
+        "LIF.forward_multistep": (
+            lambda: LIFNeuron(3).forward_multistep(torch.zeros(4, 0, 3)),
+            (4, 0, 3),
+        ),
+        "run_feedforward": (
+            lambda: run_feedforward(Linear(3, 2), LIFNeuron(2), torch.zeros(5, 0, 3)),
+            (5, 0, 2),
+        ),
+        "after a batch of 2": (after_a_batch, (0, 3)),
+    }
+
+
+@pytest.mark.parametrize("fused", PATHS)
+@pytest.mark.parametrize("case", list(_empty_batch_cases()))
+def test_empty_batch_gives_an_empty_result_on_both_paths(fused, case):
+    """Was: ``ZeroDivisionError`` in pysnn.native on the fused path (the torch path gave
+    shape (0, n))."""
+    run, shape = _empty_batch_cases()[case]
+    with native.enabled(fused), torch.no_grad():
+        assert tuple(run().shape) == shape
+
+
+def test_empty_batch_through_a_fused_network_run():
+    from pysnn.models import DiehlCook2015
+    from pysnn.multistep import run_layers
+
+    net = DiehlCook2015(n_neurons=5)
+    layers, rules = net.step_program()
+    with torch.no_grad():
+        run_layers(net.inp, layers, torch.zeros(5, 0, 784), rules)
+    assert net.exc.v.shape == (0, 5)
+
+
+@pytest.mark.parametrize("multistep", [True, False])
+def test_unroll_with_no_time_step_is_named(multistep):
+    """Was: a torch stack error."""
+    from torch import nn
+
+    from pysnn.connection import Linear
+    from pysnn.multistep import Unroll
+
+    net = nn.Sequential(Linear(3, 2), LIFNeuron(2))
+    with pytest.raises(ValueError, match=r"x must be time first \(T, B, \.\.\.\) with T >= 1"):
+        Unroll(net, multistep=multistep)(torch.zeros(0, 4, 3))
+    encoded = Unroll(net, encoder=nn.Identity(), multistep=multistep)
+    with pytest.raises(ValueError, match=r"got \(0, 4, 3\) \(from the encoder\)"):
+        encoded(torch.zeros(0, 4, 3))
+    assert Unroll(net, multistep=multistep)(torch.zeros(2, 4, 3)).shape == (2, 4, 2)
