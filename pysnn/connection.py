@@ -913,6 +913,12 @@ class Connection(nn.Module):
             kwargs.setdefault("a", math.sqrt(5))
         if self.init == "constant" and "val" not in kwargs:
             raise ValueError("init='constant' needs init_kwargs={'val': value}")
+        for key, value in kwargs.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(
+                    f"init_kwargs[{key!r}] must be finite, got {value}: the weights would be "
+                    "NaN or infinite"
+                )
 
         def draw(value: torch.Tensor) -> None:
             try:

@@ -315,6 +315,11 @@ class GaussianPopulation(nn.Module):
                 f"x must have shape (B, {self.low.shape[0]}) for GaussianPopulation, "
                 f"got {tuple(x.shape)}"
             )
+        if torch.isnan(x).any():  # (inf saturates like any value outside the range)
+            raise ValueError(
+                f"x contains NaN (observation to GaussianPopulation, {int(torch.isnan(x).sum())} "
+                "values): check the environment's observation"
+            )
         x = torch.minimum(torch.maximum(x, self.low), self.high)
         z = (x[:, :, None] - self.centres) / self.sigma[:, None]
         return torch.exp(-0.5 * z * z).reshape(x.shape[0], -1)
