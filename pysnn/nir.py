@@ -641,6 +641,7 @@ def to_nir(
     elif edges is None and (
         type(module) is nn.Sequential
         or is_pysnn_module(module)
+        or isinstance(module, (CubaLIF, Scale))  # written as NIR nodes themselves
         or not any(True for _ in module.children())
     ):
         if type(module) is nn.Sequential:
