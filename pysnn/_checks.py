@@ -144,8 +144,12 @@ def check_input(
     shape: Sequence[int],
     reference: torch.Tensor,
     what: str,
+    non_negative: Optional[str] = None,
 ) -> None:
     """Validate a per-step input ``x`` of expected shape ``(B, *shape)``.
+
+    With ``non_negative`` (the reason, said in the message), a negative value is refused too, in
+    the same single read as the non-finite check.
 
     ``reference`` is a tensor of the module (a parameter or buffer) whose dtype and device ``x`` must
     match. Shape, dtype and device checks are free (metadata only); the NaN check reads a value back
@@ -159,10 +163,8 @@ def check_input(
             f"got {tuple(x.shape)}"
         )
     if not x.is_floating_point():
-        raise TypeError(
-            f"{name} must be a floating-point tensor for {what} (dtype {reference.dtype}), "
-            f"got {x.dtype}"
-        )
+        holds = f" (dtype {reference.dtype})" if reference.is_floating_point() else ""
+        raise TypeError(f"{name} must be a floating-point tensor for {what}{holds}, got {x.dtype}")
     if x.dtype != reference.dtype:
         raise TypeError(
             f"{name} has dtype {x.dtype} but {what} holds {reference.dtype}; convert the input or "
@@ -172,8 +174,57 @@ def check_input(
         raise ValueError(
             f"{name} is on {x.device} but {what} is on {reference.device}; move one of them"
         )
-    if _VALUE_CHECKS and not _compiling() and torch.isnan(x).any():
-        raise ValueError(f"{name} contains NaN (input to {what})")
+    if not _VALUE_CHECKS or _compiling():
+        return
+    if non_negative is not None:
+        detached = x.detach()
+        total, low = torch.stack((detached.sum(), detached.amin())).tolist()
+        if not math.isfinite(total) and not bool(torch.isfinite(x).all()):
+            raise ValueError(nonfinite_message(name, x, what))
+        if low < 0:
+            raise ValueError(
+                f"{name} holds negative values ({int((x < 0).sum())} of {x.numel()}, down to "
+                f"{low:g}) but must be >= 0 for {what}: {non_negative}"
+            )
+    elif nonfinite(x):
+        raise ValueError(nonfinite_message(name, x, what))
+
+
+def nonfinite(x: torch.Tensor) -> bool:
+    """Whether the floating-point tensor ``x`` holds a NaN, ``inf`` or ``-inf``.
+
+    One sum and one host read: a finite sum proves every value finite (a NaN or an infinity makes
+    the sum NaN or infinite); only a non-finite sum (a bad value, or finite values whose sum
+    overflows) is checked value by value. Cheaper than ``torch.isnan(x).any()``.
+    """
+    if math.isfinite(float(x.detach().sum())):
+        return False
+    return not bool(torch.isfinite(x).all())
+
+
+def nonfinite_message(
+    name: str,
+    x: torch.Tensor,
+    what: str,
+    consequence: str = "would make the state non-finite for good",
+) -> str:
+    """The error message for a step input ``x`` refused by :func:`nonfinite`: which values
+    (NaN, inf, -inf) it holds, at how many places."""
+    counts = [
+        (kind, int(mask.sum()))
+        for kind, mask in (
+            ("NaN", torch.isnan(x)),
+            ("inf", torch.isposinf(x)),
+            ("-inf", torch.isneginf(x)),
+        )
+    ]
+    kinds = " and ".join(kind for kind, count in counts if count)
+    where = ", ".join(f"{count} {kind}" for kind, count in counts if count)
+    return (
+        f"{name} contains {kinds} (input to {what}; {where} of {x.numel()} values): a "
+        f"non-finite value {consequence}. Find where it comes from (a weight, an encoder, a "
+        "division), or replace it, e.g. torch.nan_to_num(x)"
+    )
 
 
 def check_same_dt(where: str = "", **modules: object) -> None:

@@ -31,6 +31,15 @@ read back (``None``, bools, numbers, strings, tensors, and lists, tuples and dic
 raises ``TypeError`` naming the offending entry otherwise, so that a checkpoint that could not be
 loaded is never written.
 
+**Verified.** The checkpoint stores the SHA-256 of its contents (every tensor's bytes, the keys
+and values); :func:`load_checkpoint` recomputes it and refuses a file whose contents changed (a
+flipped bit on disk) with a ``ValueError`` naming the path, as it does for every truncated,
+damaged or foreign file. A checkpoint saved before the checksum existed loads with a warning.
+
+**Same batch size.** The restored state (``v``, spikes, traces, spikes in flight) is for the batch
+size of the saved run: a first step with another batch size replaces it by the initial state,
+with a ``UserWarning`` saying so (call ``reset_state()`` first to start afresh on purpose).
+
 **Atomic.** The file is written to a temporary file in the same directory, flushed and
 ``fsync``-ed, then renamed over ``path`` (``os.replace``), and the directory is ``fsync``-ed: at
 every moment ``path`` holds either the previous checkpoint or the new one, complete, even if the
@@ -47,8 +56,10 @@ matters.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
+import warnings
 from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
 
 import torch
@@ -102,6 +113,7 @@ def save_checkpoint(
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None,
         "extra": extra,
     }
+    payload["sha256"] = _digest(payload)
     _atomic_save(payload, os.fspath(path))
 
 
@@ -127,7 +139,8 @@ def load_checkpoint(
         The ``extra`` dict given to :func:`save_checkpoint` (``None`` if none was given).
 
     Raises:
-        ValueError: the file is not a complete pysnn checkpoint (truncated, another format), it
+        ValueError: the file is not a complete pysnn checkpoint (truncated, corrupt: its
+            checksum differs, another format; the message names ``path``), it
             holds objects that ``weights_only=True`` refuses to load (they could run code), or it
             was saved from a network with other modules, buffers or rules.
         RuntimeError: a parameter's shape differs (from ``load_state_dict``).
@@ -135,23 +148,10 @@ def load_checkpoint(
     if not isinstance(network, nn.Module):
         raise TypeError(f"network must be an nn.Module, got {type(network).__name__}")
     path = os.fspath(path)
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        reason = str(exc).split("WeightsUnpickler error:")[-1].strip().split("\n")[0]
-        raise ValueError(
-            f"{path} holds objects that torch.load(weights_only=True) refuses to load (they could "
-            f"run code when unpickled), so it was not written by save_checkpoint: {reason}"
-        ) from exc
-    except (RuntimeError, EOFError) as exc:
-        raise ValueError(
-            f"{path} is not a complete checkpoint (truncated or corrupt): {exc}"
-        ) from exc
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
-        raise ValueError(f"{path} is not a pysnn checkpoint ({FORMAT}), found {found!r}")
+    payload = _read(path, map_location)
     network.load_state_dict(payload["parameters"])
     _restore_module_state(network, payload["state"], path)
+    _warn_on_other_batch_size(network, path)
     saved_rules, current = payload["rules"], dict(_rules(network, rules))
     if set(saved_rules) != set(current):
         raise ValueError(
@@ -173,6 +173,36 @@ def load_checkpoint(
 def _atomic_save(payload: Dict[str, Any], path: str) -> None:
     """``torch.save`` to a temporary file next to ``path``, fsync, rename over ``path``."""
     write_atomic(path, lambda f: torch.save(payload, f))
+
+
+def _digest(payload: Dict[str, Any]) -> str:
+    """SHA-256 (hex) of everything in ``payload`` but its ``"sha256"`` entry: the structure,
+    keys, scalars, and every tensor's dtype, shape and bytes (as loaded, on any device)."""
+    h = hashlib.sha256()
+
+    def feed(value: Any) -> None:
+        if isinstance(value, Tensor):
+            t = value.detach()
+            if t.layout != torch.strided:
+                t = t.to_dense()
+            h.update(f"T{t.dtype}{tuple(t.shape)};".encode())
+            if t.numel():
+                h.update(t.cpu().reshape(-1).contiguous().view(torch.uint8).numpy())
+        elif isinstance(value, dict):
+            items = [(k, v) for k, v in value.items() if k != "sha256" or value is not payload]
+            h.update(f"D{len(items)};".encode())
+            for key, item in items:
+                h.update(f"K{type(key).__name__}:{key!r};".encode())
+                feed(item)
+        elif isinstance(value, (list, tuple)):
+            h.update(f"{type(value).__name__}{len(value)};".encode())
+            for item in value:
+                feed(item)
+        else:
+            h.update(f"S{type(value).__name__}:{value!r};".encode())
+
+    feed(payload)
+    return h.hexdigest()
 
 
 _SCALARS = (type(None), bool, int, float, str, torch.dtype, torch.device)
@@ -243,6 +273,94 @@ def _rule_state(rule: nn.Module) -> List[Dict[str, Tensor]]:
 # ---------------------------------------------------------------------------------------------
 # reading
 # ---------------------------------------------------------------------------------------------
+_KEYS = ("format", "parameters", "state", "rules", "rng", "cuda_rng", "extra")
+
+
+def _read(path: str, map_location: Any) -> Dict[str, Any]:
+    """The payload of the checkpoint at ``path``, its checksum verified; ``ValueError`` naming
+    ``path`` for any file that is not a complete, intact pysnn checkpoint."""
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        reason = str(exc).split("WeightsUnpickler error:")[-1].strip().split("\n")[0]
+        raise ValueError(
+            f"{path} holds objects that torch.load(weights_only=True) refuses to load (they could "
+            f"run code when unpickled), so it was not written by save_checkpoint: {reason}"
+        ) from exc
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
+        raise
+    except Exception as exc:  # any other failure of the reader is a damaged or foreign file
+        raise ValueError(
+            f"{path} is not a complete checkpoint (truncated, corrupt, or not a checkpoint): "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+        raise ValueError(f"{path} is not a pysnn checkpoint ({FORMAT}), found {found!r}")
+    missing = [key for key in _KEYS if key not in payload]
+    if missing:
+        raise ValueError(f"{path} is not a complete pysnn checkpoint: it lacks {missing}")
+    if "sha256" not in payload:
+        warnings.warn(
+            f"{path} was saved by an older pysnn, without a checksum: its integrity cannot be "
+            "checked. Save it again with save_checkpoint",
+            UserWarning,
+            stacklevel=3,
+        )
+    elif _digest(payload) != payload["sha256"]:
+        raise ValueError(
+            f"{path} is corrupt: the SHA-256 of its contents differs from the one saved with it "
+            "(a damaged disk or copy); use another checkpoint"
+        )
+    return payload
+
+
+def _warn_on_other_batch_size(network: nn.Module, path: str) -> None:
+    """Make the neurons whose state was restored warn (once per load) if their first step runs
+    another batch size: that step replaces the restored state by the initial one."""
+    from pysnn.neuron import Neuron
+
+    warned: List[bool] = []
+    for name, module in network.named_modules():
+        saved = module.batch_size if isinstance(module, Neuron) else None
+        old = module.__dict__.pop("_checkpoint_hook", None)
+        if old is not None:
+            old.remove()
+        if saved is None:
+            continue
+        first = next(key for key in module._state_specs if module._buffers.get(key) is not None)
+
+        def check(
+            mod: nn.Module,
+            args: tuple,
+            name: str = name,
+            saved: int = saved,
+            restored: Tensor = module._buffers[first],
+            first: str = first,
+        ) -> None:
+            mod.__dict__.pop("_checkpoint_hook").remove()
+            x = args[0] if args else None
+            if (
+                not warned
+                and mod._buffers.get(first) is restored
+                and isinstance(x, Tensor)
+                and x.dim() == len(mod.shape) + 1
+                and x.shape[0] != saved
+            ):
+                warned.append(True)
+                warnings.warn(
+                    f"{path} restored the state of {name or 'the network'!r} "
+                    f"({type(mod).__name__}) for a batch of {saved}, but it now runs a batch of "
+                    f"{x.shape[0]}: the restored state (v, spikes, traces) is discarded and the "
+                    f"run restarts from the initial state. Resume with batch size {saved}, or "
+                    "call reset_state() first to start afresh on purpose",
+                    UserWarning,
+                    stacklevel=3,
+                )
+
+        module.__dict__["_checkpoint_hook"] = module.register_forward_pre_hook(check)
+
+
 def _restore_module_state(
     network: nn.Module, saved: Dict[str, Dict[str, Optional[Tensor]]], path: str
 ) -> None:

@@ -929,6 +929,12 @@ class Connection(nn.Module):
             kwargs.setdefault("a", math.sqrt(5))
         if self.init == "constant" and "val" not in kwargs:
             raise ValueError("init='constant' needs init_kwargs={'val': value}")
+        for key, value in kwargs.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(
+                    f"init_kwargs[{key!r}] must be finite, got {value}: the weights would be "
+                    "NaN or infinite"
+                )
 
         def draw(value: torch.Tensor) -> None:
             try:
@@ -1267,8 +1273,8 @@ class _FastLinearStep:
             return None
         if (_grad_enabled() and x.requires_grad) or self.remaining(conn) == 0:
             return None
-        if _checks._VALUE_CHECKS and torch.isnan(x).any():
-            raise ValueError(f"spikes contains NaN (input to {type(conn).__name__})")
+        if _checks._VALUE_CHECKS and _checks.nonfinite(x):
+            raise ValueError(_checks.nonfinite_message("spikes", x, type(conn).__name__))
         result = linear_event_step(x, conn._copy.copy)
         if result is None:
             return None

@@ -162,12 +162,22 @@ class SoftResetIFNeuron(Neuron):
 
 
 # ------------------------------------------------------------------------------- the ANN side
+def _own_forward(layer: nn.Module) -> Optional[type]:
+    """The class of ``layer`` that replaces the ``forward`` of the torch layer it derives from
+    (``None`` if it keeps that ``forward``): e.g. a residual ``nn.Sequential`` subclass, or a
+    ``ReLU`` subclass computing something else, which cannot be converted as the torch layer."""
+    for base in type(layer).__mro__:
+        if base.__module__.startswith("torch.nn.") and "forward" in vars(base):
+            return None if type(layer).forward is base.forward else type(layer)
+    return None
+
+
 def _flatten(module: nn.Module, prefix: str) -> List[Tuple[str, nn.Module]]:
     """The leaf layers of nested ``nn.Sequential``\\ s in order, with their qualified names."""
     layers = []
     for name, child in module.named_children():
         qualified = f"{prefix}.{name}" if prefix else name
-        if type(child) is nn.Sequential:
+        if isinstance(child, nn.Sequential) and _own_forward(child) is None:
             layers.extend(_flatten(child, qualified))
         else:
             layers.append((qualified, child))
@@ -185,8 +195,27 @@ def _check_model(model: nn.Module) -> List[Tuple[str, nn.Module]]:
             f"{_SUPPORTED}; got {type(model).__name__}, whose forward cannot be read as a "
             "sequence of layers"
         )
+    if _own_forward(model) is not None:
+        raise ValueError(
+            f"model is a {type(model).__name__}, an nn.Sequential subclass with its own forward "
+            "(a residual or skip connection?): ann_to_snn reads a model as the plain chain of "
+            "its layers and would convert another function. Convert a plain nn.Sequential"
+        )
+    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise ValueError(
+                f"model.{name} contains NaN or infinite values ({int((~torch.isfinite(tensor)).sum())}"
+                f" of {tensor.numel()}): the trained model is broken, fix or retrain it"
+            )
     layers = _flatten(model, "")
     for name, layer in layers:
+        own = _own_forward(layer)
+        if own is not None:
+            raise ValueError(
+                f"unsupported layer {_describe(name, layer)}: {own.__name__} subclasses a torch "
+                "layer but replaces its forward, so it cannot be converted as that layer; use "
+                "the torch layer itself"
+            )
         if isinstance(layer, (*_WEIGHTED, *_BATCHNORM, *_DROPPED, *_LINEAR_OPS, nn.ReLU)):
             if isinstance(layer, nn.Conv2d) and layer.padding_mode != "zeros":
                 raise ValueError(
@@ -367,12 +396,24 @@ def _calibrate(
     shapes: List[Tuple[int, ...]] = []
     input_shape: Optional[Tuple[int, ...]] = None
     with torch.no_grad():
-        for x in _batches(data, batch_size):
+        for batch, x in enumerate(_batches(data, batch_size)):
             if not x.is_floating_point():
                 raise TypeError(
                     f"calibration_data must be floating point (the ANN's input), got {x.dtype}"
                 )
             x = x.to(device=reference.device, dtype=reference.dtype)
+            bad = ~torch.isfinite(x).reshape(x.shape[0], -1).all(1) if x.dim() else None
+            if bad is not None and bool(bad.any()):
+                kinds = " and ".join(
+                    k
+                    for k, m in (("NaN", x.isnan()), ("inf", x.isposinf()), ("-inf", x.isneginf()))
+                    if bool(m.any())
+                )
+                raise ValueError(
+                    f"calibration_data contains {kinds} in {int(bad.sum())} of the {x.shape[0]} "
+                    f"rows of batch {batch}: a NaN row would be skipped and an infinite value "
+                    "would set a layer's scale to inf (a silent layer). Remove or fix those rows"
+                )
             if input_shape is None:
                 input_shape = tuple(x.shape[1:])
             h = x

@@ -79,6 +79,7 @@ step: it returns the previous step's spikes and the delays are shortened by one.
 
 from __future__ import annotations
 
+import datetime
 import os
 from functools import partial
 from typing import Any, List, Optional, Tuple
@@ -118,32 +119,96 @@ def rank_and_world(group: ProcessGroup = None) -> Tuple[int, int]:
     return dist.get_rank(group), dist.get_world_size(group)
 
 
-def init_from_env(backend: Optional[str] = None) -> bool:
+def init_from_env(backend: Optional[str] = None, timeout: float = 300.0) -> bool:
     """Join the default process group described by ``torchrun``'s environment variables.
 
     Does nothing (returns ``False``) when ``WORLD_SIZE`` is unset or 1, or when a group is
     already initialised (returns ``True``). Otherwise calls
-    ``torch.distributed.init_process_group(backend)`` with ``MASTER_ADDR``, ``MASTER_PORT``,
-    ``RANK`` and ``WORLD_SIZE`` from the environment.
+    ``torch.distributed.init_process_group(backend, timeout=timeout)`` with ``MASTER_ADDR``,
+    ``MASTER_PORT``, ``RANK`` and ``WORLD_SIZE`` from the environment, then checks that every
+    process was started with the same ``WORLD_SIZE`` and ``MASTER_ADDR:MASTER_PORT``.
 
     Args:
         backend: ``"gloo"`` (CPU tensors), ``"nccl"`` (CUDA tensors) or ``None``: ``"nccl"`` if
             CUDA is available, else ``"gloo"``.
+        timeout: seconds to wait for the other processes to join (and, afterwards, for any
+            collective operation of the group), > 0.
 
     Returns:
         Whether a process group is initialised afterwards.
+
+    Raises:
+        ValueError: ``WORLD_SIZE`` or ``RANK`` is not an int, ``RANK`` is not in
+            ``[0, WORLD_SIZE)``, a bad ``backend`` or ``timeout``, or the processes were started
+            with different ``WORLD_SIZE`` (every process raises it).
+        RuntimeError: the group did not form within ``timeout`` seconds (no partner started, a
+            wrong address or port); the message says what to check.
     """
     if is_distributed():
         return True
-    world = os.environ.get("WORLD_SIZE")
-    if world is None or int(world) <= 1:
+    world = _env_int("WORLD_SIZE")
+    if world is None or world <= 1:
         return False
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < 1e7:
+        raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
     if backend is None:
         backend = "nccl" if torch.cuda.is_available() else "gloo"
     if backend not in ("gloo", "nccl", "mpi", "ucc", "xccl"):
         raise ValueError(f"backend must be 'gloo', 'nccl', 'mpi', 'ucc' or 'xccl', got {backend!r}")
-    dist.init_process_group(backend)
+    rank = _env_int("RANK")
+    if rank is None or not 0 <= rank < world:
+        raise ValueError(
+            f"RANK must be an int in [0, WORLD_SIZE) = [0, {world}), got "
+            f"{os.environ.get('RANK')!r}; start the processes with torchrun, or give each a "
+            "distinct RANK"
+        )
+    where = f"{os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')}"
+    try:
+        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout))
+        seen = [None] * world
+        dist.all_gather_object(seen, (world, where))
+    except (RuntimeError, ValueError, OSError) as err:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+        raise RuntimeError(
+            f"pysnn.distributed.init_from_env: the process group of rank {rank} of "
+            f"WORLD_SIZE={world} at MASTER_ADDR:MASTER_PORT={where} did not form within "
+            f"{timeout:g} s: check that all {world} processes are started, with the same "
+            "WORLD_SIZE, MASTER_ADDR and MASTER_PORT and distinct RANK values "
+            f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
+        ) from err
+    if any(s != seen[0] for s in seen):
+        detail = ", ".join(f"rank {r}: WORLD_SIZE={w} at {a}" for r, (w, a) in enumerate(seen))
+        dist.destroy_process_group()
+        raise ValueError(f"the processes were started with different settings: {detail}")
     return True
+
+
+def _env_int(name: str) -> Optional[int]:
+    """The environment variable ``name`` as an int (``None`` if unset); ``ValueError`` naming
+    it if it is set to something else."""
+    value = os.environ.get(name)
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"{name} must be an int, got {value!r}") from None
+
+
+def _agree(what: str, value: Any, group: ProcessGroup, fix: str) -> List[Any]:
+    """Every rank's ``value`` (one ``all_gather_object``); the same ``ValueError`` on every rank
+    if they differ, naming ``what`` and each rank's value. Call it on every rank, before the
+    collective that needs the agreement (a mismatch there aborts or hangs the processes)."""
+    _, world = rank_and_world(group)
+    if world == 1:
+        return [value]
+    values: List[Any] = [None] * world
+    dist.all_gather_object(values, value, group=group)
+    if any(v != values[0] for v in values):
+        detail = ", ".join(f"rank {r}: {v}" for r, v in enumerate(values))
+        raise ValueError(f"{what} differs between the processes ({detail}); {fix}")
+    return values
 
 
 # ---------------------------------------------------------------------------- sharding
@@ -178,9 +243,20 @@ def gather_shards(local: Tensor, n: int, group: ProcessGroup = None) -> Tensor:
 
     Returns:
         ``(n, ...)``: rank 0's rows first. One ``all_gather`` of ``(max n_r, ...)`` tensors
-        (shards are padded to the same size and trimmed afterwards).
+        (shards are padded to the same size and trimmed afterwards), after one small
+        ``all_gather_object`` that checks every rank's call.
+
+    Raises:
+        ValueError: on every rank alike, if the ranks pass different ``n``, row shapes or
+            dtypes, or a rank's ``local`` is not its shard.
     """
     rank, world = rank_and_world(group)
+    if world > 1:  # every rank checks every rank's call: all raise the same error
+        calls = [None] * world
+        dist.all_gather_object(
+            calls, (n, local.shape[0], tuple(local.shape[1:]), str(local.dtype)), group=group
+        )
+        _agree_calls(calls, world)
     sizes = shard_sizes(n, world)
     if local.shape[0] != sizes[rank]:
         raise ValueError(
@@ -197,6 +273,29 @@ def gather_shards(local: Tensor, n: int, group: ProcessGroup = None) -> Tensor:
     return torch.cat([part[:size] for part, size in zip(parts, sizes)])
 
 
+def _agree_calls(calls: List[Any], world: int) -> None:
+    """The checks of :func:`gather_shards` over every rank's ``(n, rows, row shape, dtype)``."""
+    if any(c[0] != calls[0][0] for c in calls):
+        detail = ", ".join(f"rank {r}: n={c[0]}" for r, c in enumerate(calls))
+        raise ValueError(
+            f"gather_shards: n differs between the processes ({detail}); pass the same n"
+        )
+    sizes = shard_sizes(calls[0][0], world)
+    wrong = [(r, c[1], sizes[r]) for r, c in enumerate(calls) if c[1] != sizes[r]]
+    if wrong:
+        detail = ", ".join(f"rank {r}: {got} rows, its shard {want}" for r, got, want in wrong)
+        raise ValueError(
+            f"gather_shards: local must hold each rank's shard of n={calls[0][0]} rows "
+            f"(shard_range): {detail}"
+        )
+    if any(c[2:] != calls[0][2:] for c in calls):
+        detail = ", ".join(f"rank {r}: rows {c[2]} {c[3]}" for r, c in enumerate(calls))
+        raise ValueError(
+            f"gather_shards: the shards' row shapes or dtypes differ ({detail}); give the same "
+            "on every process"
+        )
+
+
 def data_parallel(module: nn.Module, group: ProcessGroup = None) -> nn.Module:
     """Make the local learning in ``module`` reduce over ``group`` (see the module docstring).
 
@@ -204,7 +303,10 @@ def data_parallel(module: nn.Module, group: ProcessGroup = None) -> nn.Module:
     ``spike_count_reduce`` on every :class:`~pysnn.neuron.AdaptiveLIFNeuron` with a shared
     ``theta`` found in ``module.modules()`` (``module`` itself included). Without an initialised
     process group this does nothing. Call it on every rank, after building identical copies of
-    the network (same seed).
+    the network (same seed): it first checks, in one ``all_gather_object``, that every rank's
+    ``module`` has the same tensors (names, shapes, dtypes) and submodules, and raises the same
+    ``ValueError`` on every rank otherwise (a mismatch would abort the processes in the first
+    collective).
 
     Returns:
         ``module`` (changed in place).
@@ -213,6 +315,24 @@ def data_parallel(module: nn.Module, group: ProcessGroup = None) -> nn.Module:
         raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
     if not is_distributed():
         return module
+    layout = [(k, tuple(v.shape), str(v.dtype)) for k, v in module.state_dict().items()]
+    layout += [(name, type(sub).__name__) for name, sub in module.named_modules()]
+    _, world = rank_and_world(group)
+    layouts: List[Any] = [None] * world
+    dist.all_gather_object(layouts, layout, group=group)
+    for r, other in enumerate(layouts):
+        if other != layouts[0]:  # the same answer on every rank: all raise the same error
+            first = next(
+                (i for i, (a, b) in enumerate(zip(layouts[0], other)) if a != b),
+                min(len(layouts[0]), len(other)),
+            )
+            show = lambda lay: lay[first] if first < len(lay) else "nothing"  # noqa: E731
+            raise ValueError(
+                f"data_parallel: the networks differ between the processes: rank 0 has "
+                f"{show(layouts[0])}, rank {r} has {show(other)} (entry {first}: tensor name, "
+                "shape and dtype, then the modules); build the same network (same code, sizes "
+                "and dtype) on every process"
+            )
     for sub in module.modules():
         if isinstance(sub, LearningRule):
             sub.process_group = group if group is not None else dist.group.WORLD
@@ -228,7 +348,8 @@ class Partition:
     The blocks of ranks ``0, 1, ...`` are consecutive, of :func:`shard_sizes` ``(n, world)``.
 
     Args:
-        n: number of neurons of the whole population.
+        n: number of neurons of the whole population; the same on every rank (checked with one
+            ``all_gather_object``: every rank raises the same ``ValueError`` otherwise).
         group: process group (default: the default group; without one the block is everything).
 
     Attributes:
@@ -240,6 +361,9 @@ class Partition:
             raise ValueError(f"n must be an int >= 1 (the population size), got {n!r}")
         self.n, self.group = n, group
         self.rank, self.world = rank_and_world(group)
+        _agree(
+            "Partition(n)", n, group, "build the Partition of the same population on every process"
+        )
         self.sizes = shard_sizes(n, self.world)
         if min(self.sizes) == 0:
             raise ValueError(f"n = {n} neurons cannot be split over {self.world} processes")

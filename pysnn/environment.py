@@ -134,7 +134,20 @@ class EnvironmentLoop:
 
     def observation(self, obs: Any) -> Tensor:
         """The observation as a float tensor ``(1, *obs_shape)`` for ``encode``."""
+        if isinstance(obs, dict):
+            raise TypeError(
+                f"the observation is a dict (keys {sorted(map(str, obs))}): EnvironmentLoop "
+                "needs an array of numbers. Flatten it, e.g. "
+                "gymnasium.wrappers.FlattenObservation(env), or wrap the environment so that "
+                "it returns the entry to encode"
+            )
         array = np.asarray(obs)
+        if array.dtype.kind not in "biuf":
+            raise TypeError(
+                f"the observation must be an array of numbers, got {type(obs).__name__} "
+                f"(as an array: dtype {array.dtype}); flatten or convert it in a wrapper of the "
+                "environment"
+            )
         return torch.as_tensor(array, dtype=self.dtype, device=self.device).reshape(1, *array.shape)
 
     def episode(self, seed: Optional[int] = None, learn: bool = True) -> Episode:
@@ -161,6 +174,11 @@ class EnvironmentLoop:
                     f"{tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__}"
                 )
             steps = x.shape[0]
+            if steps == 0:
+                raise ValueError(
+                    f"encode returned 0 time steps (shape {tuple(x.shape)}); it must return at "
+                    "least one step, (T, 1, ...) with T >= 1"
+                )
             outputs = []
             for t in range(steps):
                 outputs.append(self.net(x[t]))
@@ -171,7 +189,7 @@ class EnvironmentLoop:
             if isinstance(action, Tensor) and action.dim() == 0:
                 action = int(action) if not action.is_floating_point() else float(action)
             obs, reward, terminated, truncated, _ = self.env.step(action)
-            reward = float(reward)
+            reward = _reward(reward, episode.length)
             for rule in rules:
                 rule.step(reward=reward)  # the last simulation step of this environment step
             episode.rewards.append(reward)
@@ -219,6 +237,33 @@ class EnvironmentLoop:
             bar.set_postfix(ret=f"{done[-1]:g}", mean=f"{sum(recent) / len(recent):.1f}")
         bar.close()
         return done
+
+
+def _reward(reward: Any, step: int) -> float:
+    """The reward of environment step ``step`` as a finite float; ``TypeError``/``ValueError``
+    saying what ``env.step`` returned otherwise."""
+    if isinstance(reward, Tensor):
+        if reward.numel() != 1:
+            raise ValueError(
+                f"env.step returned a reward of shape {tuple(reward.shape)} at step {step}; it "
+                "must be a single number"
+            )
+        reward = reward.item()
+    if isinstance(reward, np.ndarray) and reward.size == 1:
+        reward = reward.item()
+    if isinstance(reward, (bool, np.bool_)) or not isinstance(reward, (int, float, np.number)):
+        raise TypeError(
+            f"env.step returned the reward {reward!r} ({type(reward).__name__}) at step {step}; "
+            "it must be a number (gymnasium: step(action) -> (observation, reward, terminated, "
+            "truncated, info))"
+        )
+    value = float(reward)
+    if not math.isfinite(value):
+        raise ValueError(
+            f"env.step returned the reward {value} at step {step}: a non-finite reward would "
+            "make the learned weights and the episode's return NaN. Fix the reward function"
+        )
+    return value
 
 
 class GaussianPopulation(nn.Module):
@@ -269,6 +314,11 @@ class GaussianPopulation(nn.Module):
             raise ValueError(
                 f"x must have shape (B, {self.low.shape[0]}) for GaussianPopulation, "
                 f"got {tuple(x.shape)}"
+            )
+        if torch.isnan(x).any():  # (inf saturates like any value outside the range)
+            raise ValueError(
+                f"x contains NaN (observation to GaussianPopulation, {int(torch.isnan(x).sum())} "
+                "values): check the environment's observation"
             )
         x = torch.minimum(torch.maximum(x, self.low), self.high)
         z = (x[:, :, None] - self.centres) / self.sigma[:, None]

@@ -54,6 +54,8 @@ from typing import TYPE_CHECKING, Optional, Union
 
 import torch
 
+from pysnn import _checks
+
 if TYPE_CHECKING:  # pragma: no cover
     from pysnn.neuron import Neuron
 
@@ -98,6 +100,8 @@ def check_delta(delta: DeltaLike, shape: tuple, what: str) -> Union[float, torch
         raise TypeError(f"delta must be a floating-point tensor (mV), got {delta.dtype}")
     if delta.dim() > 0:
         _check_trailing("delta", delta, shape, what)
+    if _checks._VALUE_CHECKS and _checks.nonfinite(delta):
+        raise ValueError(_checks.nonfinite_message("delta", delta, f"{what}.inject_v, in mV"))
     return delta
 
 

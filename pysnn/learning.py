@@ -112,6 +112,7 @@ from typing import Any, Callable, ClassVar, Dict, List, Optional, Sequence, Tupl
 import torch
 from torch import Tensor, nn
 
+from pysnn import _checks
 from pysnn._checks import check_choice, check_positive_scalar, check_same_dt, warn_if_dropped
 from pysnn.connection import Connection, Conv2d
 from pysnn.collectives import all_reduce_update
@@ -413,7 +414,18 @@ class SynapseGroup:
                 f"{type(reward).__name__}"
             )
         if not isinstance(reward, Tensor):
+            if not math.isfinite(reward):
+                raise ValueError(
+                    f"reward must be finite, got {reward}: it would make every weight the rule "
+                    "changes NaN or infinite. Check the reward function (a division by zero?)"
+                )
             return float(reward)
+        if _checks._VALUE_CHECKS and _checks.nonfinite(reward):
+            raise ValueError(
+                _checks.nonfinite_message(
+                    "reward", reward, "a learning rule", "would make every weight it changes NaN"
+                )
+            )
         batch = self.post_spikes().shape[0]
         if reward.dim() > 1 or (reward.dim() == 1 and reward.shape[0] not in (1, batch)):
             raise ValueError(

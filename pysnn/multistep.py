@@ -214,8 +214,8 @@ def _recurrent_fused(connection, synapses, neuron, steps, spikes, events) -> Opt
         or not state["refrac_count"].is_contiguous()
     ):
         return None
-    if _checks._VALUE_CHECKS and torch.isnan(spikes).any():
-        raise ValueError(f"spikes contains NaN (input to {type(connection).__name__})")
+    if _checks._VALUE_CHECKS and _checks.nonfinite(spikes):
+        raise ValueError(_checks.nonfinite_message("spikes", spikes, type(connection).__name__))
     connection._check_bounds()
     # the kernel updates the state in place: where anyone else can see it, on a copy instead
     # (state is replaced, never changed under a reference someone keeps)
@@ -323,8 +323,12 @@ class Unroll(nn.Module):
         if self.encoder is not None:
             x = self.encoder(x)
         if self.steps is None:
-            if x.dim() < 2:
-                raise ValueError(f"x must be time first (T, B, ...), got shape {tuple(x.shape)}")
+            if not isinstance(x, torch.Tensor) or x.dim() < 2 or x.shape[0] == 0:
+                got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+                raise ValueError(
+                    f"x must be time first (T, B, ...) with T >= 1 steps, got {got}"
+                    + (" (from the encoder)" if self.encoder is not None else "")
+                )
         multistep = getattr(self.network, "forward_multistep", None) if self.multistep else None
         if multistep is not None:
             return multistep(x if self.steps is None else x.expand(self.steps, *x.shape))

@@ -12,8 +12,12 @@ which reads only the weight rows of the inputs that are non-zero, cache-blocked 
 
 The C source (``pysnn/csrc/kernels.c``, plain C11, no Python or torch headers) is compiled once
 per machine with the system C compiler (``$CC``, else ``cc``/``gcc``/``clang``) into a cache
-directory, ``$PYSNN_CACHE_DIR`` or ``~/.cache/pysnn`` (under ``$XDG_CACHE_HOME`` if set), and
-loaded with :mod:`ctypes`. Large kernels split their work over ``torch.get_num_threads()``
+directory, ``$PYSNN_CACHE_DIR`` or ``~/.cache/pysnn`` (under ``$XDG_CACHE_HOME`` if set; relative
+or empty values are ignored), and loaded with :mod:`ctypes`. The folder must be private (created
+with mode 0700; one that another user could write into is refused with a warning, and a private
+temporary folder is used); a library is loaded only if it is this user's, not writable by others,
+and its SHA-256 and size match the record of its build (source hash, compiler, flags) stored
+beside it, else it is rebuilt with a warning (a truncated or altered file is never loaded). Large kernels split their work over ``torch.get_num_threads()``
 threads: torch's own OpenMP workers where torch runs on GNU OpenMP (the kernels are then built
 with ``-fopenmp`` and share the ``libgomp`` torch loaded), else POSIX threads. Where that is impossible (no compiler, unsupported platform) or unwanted
 (``PYSNN_NATIVE=0`` in the environment, or :func:`set_enabled`), every neuron silently uses its
@@ -37,6 +41,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import hashlib
+import json
 import os
 import platform
 import shutil
@@ -44,11 +49,14 @@ import subprocess
 import sys
 import tempfile
 import threading
+import warnings
 from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
+
+from pysnn._files import write_atomic
 
 if TYPE_CHECKING:  # pragma: no cover - imports for annotations only
     from pysnn.functional.lif import LIFParameters
@@ -95,12 +103,92 @@ _layers_f32 = _layers_f64 = None
 _enabled = os.environ.get("PYSNN_NATIVE", "1").strip().lower() not in ("0", "false", "no", "off")
 
 
+def _absolute(value: Optional[str]) -> Optional[Path]:
+    """``value`` as a path if it is a non-empty absolute path, else ``None`` (the XDG base
+    directory specification ignores relative values; an empty ``HOME`` is no home)."""
+    return Path(value) if value and os.path.isabs(value) else None
+
+
 def _cache_dir() -> Path:
+    """The configured cache folder: ``$PYSNN_CACHE_DIR``, else ``$XDG_CACHE_HOME/pysnn``, else
+    ``~/.cache/pysnn``. Relative or empty values of ``XDG_CACHE_HOME`` and ``HOME`` are ignored
+    (the home folder is then read from the password database); with no usable home, the private
+    temporary folder of :func:`_fallback_dir`."""
     explicit = os.environ.get("PYSNN_CACHE_DIR")
     if explicit:
-        return Path(explicit)
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "pysnn"
+        return Path(explicit).absolute()
+    base = _absolute(os.environ.get("XDG_CACHE_HOME"))
+    if base is None:
+        home = _absolute(os.environ.get("HOME"))
+        if home is None:
+            try:
+                import pwd
+
+                home = _absolute(pwd.getpwuid(os.getuid()).pw_dir)
+            except (ImportError, KeyError):
+                home = None
+        if home is None or home == Path("/"):
+            return _fallback_dir()
+        base = home / ".cache"
+    return base / "pysnn"
+
+
+def _unsafe(path: Path, directory: bool) -> Optional[str]:
+    """Why ``path`` could have been written by another user (``None`` if it could not): not
+    owned by this user (or root), writable by group or others, or not a folder / regular file."""
+    try:
+        info = os.stat(path) if directory else os.lstat(path)
+    except OSError as err:
+        return str(err)
+    import stat as _stat
+
+    if directory and not _stat.S_ISDIR(info.st_mode):
+        return f"{path} is not a folder"
+    if not directory and not _stat.S_ISREG(info.st_mode):
+        return f"{path} is not a regular file"
+    if info.st_uid not in (os.getuid(), 0):
+        return f"{path} belongs to another user (uid {info.st_uid})"
+    if info.st_mode & 0o022:
+        return (
+            f"{path} can be written by other users (mode {oct(info.st_mode & 0o777)}); "
+            f"chmod 700 it"
+        )
+    return None
+
+
+class _NotPrivate(PermissionError):
+    """A cache folder that another user could write into."""
+
+
+def _private(directory: Path) -> Path:
+    """Create ``directory`` (mode 0700) if needed and return it; raise :class:`_NotPrivate`
+    saying why if another user could write into it (then nothing in it is loaded)."""
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    reason = _unsafe(directory, directory=True)
+    if reason is not None:
+        raise _NotPrivate(f"the kernel cache folder is not private: {reason}")
+    return directory
+
+
+_private_tmp: Optional[Path] = None
+
+
+def _fallback_dir() -> Path:
+    """A private folder (0700) for the kernels when the cache folder is unusable:
+    ``$TMPDIR/pysnn-<uid>`` if it is this user's and private, else a new folder from
+    ``tempfile.mkdtemp`` (for this process only, removed at exit)."""
+    global _private_tmp
+    candidate = Path(tempfile.gettempdir()) / f"pysnn-{os.getuid()}"
+    try:
+        return _private(candidate)
+    except OSError:
+        pass
+    if _private_tmp is None or not _private_tmp.is_dir():
+        import atexit
+
+        _private_tmp = Path(tempfile.mkdtemp(prefix="pysnn-"))  # mode 0700, a fresh name
+        atexit.register(shutil.rmtree, str(_private_tmp), True)
+    return _private_tmp
 
 
 def _compiler() -> Optional[str]:
@@ -120,28 +208,101 @@ def _torch_fuses_multiply_add() -> bool:
     return int((result == fused).sum()) > int((result == a * b + c).sum())
 
 
+def _run_compiler(compiler: str, flags: Sequence[str], output: str) -> None:
+    """Compile ``kernels.c`` into the shared library ``output``."""
+    result = subprocess.run(
+        [compiler, *flags, "-o", output, str(_SOURCE), "-lm"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"{compiler} failed: {result.stderr.strip()[:500]}")
+
+
+def _sha256_of(path: Path) -> Tuple[str, int]:
+    """SHA-256 (hex) and size of the regular file ``path``, read without following a link."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    digest, size = hashlib.sha256(), 0
+    with os.fdopen(fd, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def _verified(target: Path, record: dict) -> Optional[str]:
+    """Why the cached library ``target`` must not be loaded (``None``: it may be): not this
+    user's or writable by others, no record beside it, or its record (source, flags, compiler)
+    or its content (SHA-256, size: a truncated file) differ from what was built."""
+    reason = _unsafe(target, directory=False)
+    if reason is not None:
+        return reason
+    record_path = target.with_suffix(".json")
+    reason = _unsafe(record_path, directory=False)
+    if reason is not None:
+        return f"its record: {reason}"
+    try:
+        stored = json.loads(record_path.read_text())
+    except (OSError, ValueError) as err:
+        return f"its record {record_path} is unreadable: {err}"
+    if not isinstance(stored, dict) or any(stored.get(k) != v for k, v in record.items()):
+        return f"its record {record_path} describes another build"
+    digest, size = _sha256_of(target)
+    if size != stored.get("size") or digest != stored.get("sha256"):
+        return (
+            f"its content (SHA-256 {digest[:16]}..., {size} bytes) is not what was built "
+            f"({str(stored.get('sha256'))[:16]}..., {stored.get('size')} bytes): truncated or "
+            "modified"
+        )
+    return None
+
+
 def _compile_into(directory: Path, name: str, compiler: str, flags: Sequence[str]) -> Path:
-    """Return ``directory / name``, compiling ``kernels.c`` there first unless it exists."""
+    """Return ``directory / name``, verified against its record, compiling ``kernels.c`` there
+    first if it is missing or fails the check (with a ``UserWarning`` saying why).
+
+    ``directory`` must be private (:func:`_private`). Beside the library, ``name`` with the
+    suffix ``.json`` records the SHA-256 of the source, the compiler, the flags and the SHA-256
+    and size of the library built; a library is loaded only when all match (a file truncated or
+    replaced since is rebuilt, never loaded).
+    """
+    _private(directory)
     target = directory / name
-    if target.exists():
-        return target
-    directory.mkdir(parents=True, exist_ok=True)
+    record = {
+        "source_sha256": hashlib.sha256(_SOURCE.read_bytes()).hexdigest(),
+        "compiler": compiler,
+        "flags": list(flags),
+    }
+    if os.path.lexists(target):
+        reason = _verified(target, record)
+        if reason is None:
+            return target
+        if os.path.lexists(target.with_suffix(".json")):  # no record: an old cache, no warning
+            warnings.warn(
+                f"pysnn.native: the cached kernel library {target} is not loaded: {reason}. "
+                "It is rebuilt",
+                UserWarning,
+                stacklevel=2,
+            )
     # Build under a temporary name, then rename: concurrent processes never load a partial file.
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=directory)
     os.close(fd)
     try:
-        result = subprocess.run(
-            [compiler, *flags, "-o", tmp, str(_SOURCE), "-lm"],
-            capture_output=True,
-            text=True,
-            timeout=120,
+        _run_compiler(compiler, flags, tmp)
+        digest, size = _sha256_of(Path(tmp))
+        os.chmod(tmp, 0o700)
+        write_atomic(
+            target.with_suffix(".json"),
+            lambda f: f.write(json.dumps({**record, "sha256": digest, "size": size}).encode()),
         )
-        if result.returncode != 0:
-            raise RuntimeError(f"{compiler} failed: {result.stderr.strip()[:500]}")
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+    reason = _verified(target, record)
+    if reason is not None:  # another process replaced it meanwhile, or the folder misbehaves
+        raise RuntimeError(f"the kernel library just built, {target}, fails its check: {reason}")
     return target
 
 
@@ -159,9 +320,9 @@ def _torch_uses_gnu_openmp() -> bool:
         return False
 
 
-def _build(openmp: bool = True) -> ctypes.CDLL:
-    """Compile ``kernels.c`` into the cache (once per source, compiler and machine) and load it
-    (with ``openmp``: on torch's OpenMP runtime where it has one, see
+def _build_spec(openmp: bool = True) -> Tuple[str, Tuple[str, ...], str]:
+    """``(compiler, flags, file name)`` of the kernel library for this source, compiler and
+    machine (with ``openmp``: on torch's OpenMP runtime where it has one, see
     :func:`_torch_uses_gnu_openmp`)."""
     if sys.platform not in ("linux", "darwin"):
         raise RuntimeError(f"fused kernels are built on Linux and macOS only, not {sys.platform}")
@@ -184,12 +345,25 @@ def _build(openmp: bool = True) -> ctypes.CDLL:
     key = hashlib.sha256(
         source + " ".join((compiler, *flags, platform.machine(), sys.platform)).encode()
     ).hexdigest()[:16]
-    name = f"kernels-{key}.so"
+    return compiler, flags, f"kernels-{key}.so"
+
+
+def _build(openmp: bool = True) -> ctypes.CDLL:
+    """Compile ``kernels.c`` into the cache (once per source, compiler and machine), verify it
+    (:func:`_compile_into`) and load it."""
+    compiler, flags, name = _build_spec(openmp)
     try:
-        target = _compile_into(_cache_dir(), name, compiler, flags)
-    except OSError:  # e.g. a read-only home directory: build in the temporary directory instead
-        fallback = Path(tempfile.gettempdir()) / f"pysnn-{os.getuid()}"
-        target = _compile_into(fallback, name, compiler, flags)
+        try:
+            target = _compile_into(_cache_dir(), name, compiler, flags)
+        except OSError as err:  # unwritable (read-only home) or not private: a private folder
+            if isinstance(err, _NotPrivate):
+                warnings.warn(
+                    f"pysnn.native: {err}; the kernels are built in a private temporary folder "
+                    "instead",
+                    UserWarning,
+                    stacklevel=2,
+                )
+            target = _compile_into(_fallback_dir(), name, compiler, flags)
     except RuntimeError:
         if "-fopenmp" not in flags:
             raise
@@ -313,8 +487,8 @@ def enabled(value: bool) -> Iterator[None]:
 def usable(*tensors: Optional[torch.Tensor], differentiable: bool = False) -> bool:
     """Whether a fused kernel may run on these floating-point tensors (``None`` entries skipped).
 
-    True when the kernels are loaded and enabled, nothing is being compiled, and every tensor is
-    on the CPU, contiguous, of the first one's dtype (float32 or float64), and not in need of a
+    True when the kernels are loaded and enabled, nothing is being compiled, the first tensor is
+    not empty, and every tensor is on the CPU, contiguous, of the first one's dtype (float32 or float64), and not in need of a
     gradient (``requires_grad`` with grad mode on), unless ``differentiable`` (the caller wraps
     the kernel in an autograd Function with its backward kernel). A caller that updates a tensor
     in place also rejects one that ``requires_grad`` at all (it may be saved for a backward pass).
@@ -323,9 +497,10 @@ def usable(*tensors: Optional[torch.Tensor], differentiable: bool = False) -> bo
         return False
     if not _enabled or _is_compiling():
         return False
-    dtype = tensors[0].dtype
-    if dtype is not _FLOAT32 and dtype is not _FLOAT64:
-        return False
+    first = tensors[0]
+    dtype = first.dtype
+    if (dtype is not _FLOAT32 and dtype is not _FLOAT64) or not first.numel():
+        return False  # (an empty batch: the kernels divide by the batch size)
     grad = not differentiable and _grad_enabled()
     for t in tensors:
         if t is not None and (

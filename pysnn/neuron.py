@@ -684,8 +684,8 @@ class _FastStep:
             return None
         if (_grad_enabled() and x.requires_grad) or not self.state_ready(neuron):
             return None
-        if _checks._VALUE_CHECKS and torch.isnan(x).any():
-            raise ValueError(f"x contains NaN (input to {type(neuron).__name__})")
+        if _checks._VALUE_CHECKS and _checks.nonfinite(x):
+            raise ValueError(_checks.nonfinite_message("x", x, type(neuron).__name__))
         return self.run(neuron._buffers, x)
 
     def stale(self) -> bool:

@@ -725,6 +725,8 @@ def to_nir(
     for name in outputs:
         feeding = [nodes[s] for s, t in graph_edges if t == name]
         nodes[name] = nir.Output(output_type=_output_type(feeding))
+    for key, node in nodes.items():
+        _check_finite_node(key, node)
     graph = nir.NIRGraph(nodes=nodes, edges=graph_edges, type_check=False)
     try:  # fills in the shapes of Conv2d, Flatten, ... (needed by nir.write)
         graph.infer_types()
@@ -1129,16 +1131,24 @@ class NIRNetwork(SNNNetwork):
             targets.setdefault(source, []).append(target)
         done, on_stack, post, late = set(), set(), [], set()
 
-        def visit(name: str) -> None:
-            on_stack.add(name)
-            for target in targets.get(name, []):
-                if target in on_stack:
-                    late.add((name, target))
-                elif target not in done:
-                    visit(target)
-            on_stack.discard(name)
-            done.add(name)
-            post.append(name)
+        def visit(root: str) -> None:
+            # iterative (a recursive search overflowed Python's stack at ~1000 chained nodes)
+            on_stack.add(root)
+            stack = [(root, iter(targets.get(root, [])))]
+            while stack:
+                name, pending = stack[-1]
+                for target in pending:
+                    if target in on_stack:
+                        late.add((name, target))
+                    elif target not in done:
+                        on_stack.add(target)
+                        stack.append((target, iter(targets.get(target, []))))
+                        break
+                else:
+                    stack.pop()
+                    on_stack.discard(name)
+                    done.add(name)
+                    post.append(name)
 
         for name in self.input_names:
             if name not in done:
@@ -1246,6 +1256,17 @@ def from_nir(
     outputs = [n for n, node in nodes.items() if isinstance(node, nir.Output)]
     if not inputs or not outputs:
         raise ValueError("graph must have at least one Input and one Output node")
+    for source, target in edges:
+        if target in inputs or source in outputs:
+            kind = "into the Input" if target in inputs else "out of the Output"
+            raise ValueError(
+                f"edge ({source!r}, {target!r}) goes {kind} node {target if target in inputs else source!r}: "
+                "an Input node takes the data given to forward, nothing else, and an Output "
+                "node feeds nothing. Route it to another node (a recurrent edge goes to the "
+                "node after the Input)"
+            )
+    for name, node in nodes.items():
+        _check_finite_node(name, node)
     for name in inputs + outputs:
         del nodes[name]
     edges, delays = _fold_delays(nodes, edges, importer)
@@ -1254,4 +1275,71 @@ def from_nir(
     for name, node in nodes.items():
         shape = importer.shape_of(name, node, shapes) if type(node).__name__ in _NEURONS else None
         modules[name] = importer.module(name, node, shape, delays.get(name))
+    _check_sizes(modules, edges)
     return NIRNetwork(modules, edges, inputs, outputs)
+
+
+#: NIR fields that must be finite (time constants and thresholds have their own checks, and an
+#: infinite ``tau`` is a neuron without leak)
+_FINITE_FIELDS = ("weight", "bias", "scale", "r", "w_in", "v_leak", "v_reset", "delay")
+
+
+def _check_finite_node(name: str, node: Any) -> None:
+    """Raise ``ValueError`` naming the node and the field if a value that must be finite is
+    NaN or infinite (it would make every downstream value NaN or infinite)."""
+    for field in _FINITE_FIELDS:
+        value = getattr(node, field, None)
+        if value is None or isinstance(value, str):
+            continue
+        try:
+            array = _f64(value)
+        except (TypeError, ValueError):
+            continue
+        if array.size and not np.isfinite(array).all():
+            bad = array[~np.isfinite(array)]
+            raise ValueError(
+                f"node {name!r} ({type(node).__name__}): {field} holds {bad.size} non-finite "
+                f"value(s) ({bad.flat[0]}); every value downstream would be NaN or infinite. "
+                "Fix the graph (or the model it was exported from)"
+            )
+    for field in ("tau", "tau_mem", "tau_syn", "v_threshold"):
+        value = getattr(node, field, None)
+        if value is not None and np.isnan(_f64(value)).any():
+            raise ValueError(f"node {name!r} ({type(node).__name__}): {field} holds NaN")
+
+
+def _unscaled(module: nn.Module) -> nn.Module:
+    """An imported module without the :class:`Scale` put in front of it."""
+    if isinstance(module, nn.Sequential) and len(module) == 2 and isinstance(module[0], Scale):
+        return module[1]
+    return module
+
+
+def _sizes(module: nn.Module) -> Tuple[Optional[int], Optional[int]]:
+    """``(input size, output size)`` per sample of an imported module, where it is fixed."""
+    module = _unscaled(module)
+    if isinstance(module, Linear):
+        return int(np.prod(module.in_features)), int(np.prod(module.out_features))
+    if isinstance(module, CubaLIF):
+        module = module.neuron
+    if isinstance(module, Neuron):
+        size = int(np.prod(module.shape))
+        return size, size
+    return None, None
+
+
+def _check_sizes(modules: Dict[str, nn.Module], edges: List[Tuple[str, str]]) -> None:
+    """Raise ``ValueError`` naming both nodes where a node's output size differs from the
+    input size of the node it feeds (both fixed: Linear/Affine, neurons)."""
+    for source, target in edges:
+        if source not in modules or target not in modules:
+            continue
+        out, into = _sizes(modules[source])[1], _sizes(modules[target])[0]
+        if out is not None and into is not None and out != into:
+            raise ValueError(
+                f"edge ({source!r}, {target!r}): node {source!r} "
+                f"({type(_unscaled(modules[source])).__name__}) outputs {out} values per sample "
+                f"but node {target!r} ({type(_unscaled(modules[target])).__name__}) takes "
+                f"{into}; fix the weight "
+                "shape or the neuron parameters in the graph"
+            )

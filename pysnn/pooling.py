@@ -33,6 +33,19 @@ __all__ = ["TraceMaxPool2d"]
 IntPair = Union[int, Tuple[int, int]]
 
 
+def _pair(name: str, value: IntPair, minimum: int) -> Tuple[int, int]:
+    """``value`` (an int or a pair of ints, each >= ``minimum``) as a pair; ``ValueError``
+    naming ``name`` otherwise."""
+    pair = (value, value) if isinstance(value, int) and not isinstance(value, bool) else value
+    if (
+        not isinstance(pair, (tuple, list))
+        or len(pair) != 2
+        or not all(isinstance(v, int) and not isinstance(v, bool) and v >= minimum for v in pair)
+    ):
+        raise ValueError(f"{name} must be an int >= {minimum} or a pair of them, got {value!r}")
+    return int(pair[0]), int(pair[1])
+
+
 class TraceMaxPool2d(Connection):
     r"""Max-pooling of spikes by trace (BindsNET's ``MaxPool2dConnection``), no weights.
 
@@ -66,6 +79,17 @@ class TraceMaxPool2d(Connection):
         delay: DelayLike = 0.0,
         device: Optional[torch.device] = None,
     ) -> None:
+        kernel = _pair("kernel_size", kernel_size, 1)
+        _pair("stride", kernel_size if stride is None else stride, 1)
+        pad = _pair("padding", padding, 0)
+        dil = _pair("dilation", dilation, 1)
+        for p, k, d in zip(pad, kernel, dil):
+            if 2 * p > d * (k - 1) + 1:
+                raise ValueError(
+                    f"padding must be at most half the effective kernel size (dilation * "
+                    f"(kernel_size - 1) + 1), got padding={padding!r} with kernel_size="
+                    f"{kernel_size!r}, dilation={dilation!r}"
+                )
         super().__init__(("C", "H", "W"), ("C", "H_out", "W_out"), dt, delay, device=device)
         pool = nn.MaxPool2d(kernel_size, stride, padding, dilation)
         self.kernel_size, self.stride = pool.kernel_size, pool.stride

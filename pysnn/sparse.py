@@ -95,11 +95,20 @@ def fixed_probability(
         generator=generator,
     )
     target = int(count)
-    keys = torch.empty(0, dtype=torch.int64)
-    while keys.numel() < target:
-        draw = torch.randint(0, pairs, (target - keys.numel(),), generator=generator)
-        keys = torch.unique(torch.cat((keys, draw)))
-    pre, post = keys // n_post, keys % n_post
+    if pairs >= 2**62:  # pre * n_post + post would overflow int64: draw the pairs as columns
+        drawn = torch.empty(2, 0, dtype=torch.int64)
+        while drawn.shape[1] < target:
+            need = target - drawn.shape[1]
+            pre = torch.randint(0, n_pre, (need,), generator=generator)
+            post = torch.randint(0, n_post, (need,), generator=generator)
+            drawn = torch.unique(torch.cat((drawn, torch.stack((pre, post))), 1), dim=1)
+        pre, post = drawn[0], drawn[1]  # sorted by (pre, post)
+    else:
+        keys = torch.empty(0, dtype=torch.int64)
+        while keys.numel() < target:
+            draw = torch.randint(0, pairs, (target - keys.numel(),), generator=generator)
+            keys = torch.unique(torch.cat((keys, draw)))
+        pre, post = keys // n_post, keys % n_post
     if not autapses:
         keep = pre != post
         pre, post = pre[keep], post[keep]
@@ -271,6 +280,12 @@ class SparseLinear(Connection):
         """``(post, pre, order)`` sorted by (pre, post), ``order`` mapping from the given order
         (``None``: the given order is that order already, as :func:`fixed_probability` and
         :func:`fixed_indegree` give it; then no sort and no reordered copies are made)."""
+        if isinstance(indices, torch.Tensor) and indices.dtype == torch.bool:
+            raise TypeError(
+                "indices must be a (2, nnz) integer tensor of (postsynaptic, presynaptic) "
+                "indices, got a bool tensor (its values would be read as indices 0 and 1); for a "
+                "boolean (out, in) mask of the synapses use mask.nonzero().t()"
+            )
         if not isinstance(indices, torch.Tensor) or indices.is_floating_point():
             raise TypeError(
                 "indices must be a (2, nnz) integer tensor of (postsynaptic, presynaptic) "
@@ -323,6 +338,47 @@ class SparseLinear(Connection):
         with torch.no_grad():
             self.weight.copy_(value)
         self._edited()
+
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, errors
+    ) -> None:
+        """Check loaded indices (``post_index``, ``pre_index``, ``row_ptr``) before anything is
+        loaded: in range, in the stored order with each pair once, consistent with each other
+        (a bad index would fail, or silently read another neuron, only at the next forward)."""
+        names = ("post_index", "pre_index", "row_ptr")
+        given = {n: state_dict.get(prefix + n) for n in names}
+        if any(v is not None for v in given.values()):
+            post = given["post_index"] if given["post_index"] is not None else self.post_index
+            pre = given["pre_index"] if given["pre_index"] is not None else self.pre_index
+            where = f"SparseLinear state_dict ({prefix or 'top level'})"
+            if not isinstance(post, torch.Tensor) or not isinstance(pre, torch.Tensor):
+                raise TypeError(f"{where}: post_index and pre_index must be tensors")
+            if post.shape != pre.shape or post.dim() != 1:
+                raise ValueError(
+                    f"{where}: post_index {tuple(post.shape)} and pre_index {tuple(pre.shape)} "
+                    "must be 1-D of the same length (one entry per synapse)"
+                )
+            try:
+                _, _, order = self._check_indices(
+                    torch.stack((post, pre)), self.in_features, self.out_features
+                )
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"{where}: {err}") from None
+            if order is not None:
+                raise ValueError(
+                    f"{where}: the indices are not sorted by (presynaptic, postsynaptic) index, "
+                    "the order SparseLinear stores them in; build the connection from them "
+                    "instead (SparseLinear(..., indices=...))"
+                )
+            counts = torch.bincount(pre.detach().cpu().long(), minlength=self.in_features)
+            row_ptr = F.pad(torch.cumsum(counts, 0), (1, 0))
+            if given["row_ptr"] is not None and not torch.equal(
+                given["row_ptr"].detach().cpu().long(), row_ptr
+            ):
+                raise ValueError(f"{where}: row_ptr does not match pre_index")
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, errors
+        )
 
     def _delays_changed(self) -> None:
         steps = self.delay_steps

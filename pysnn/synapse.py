@@ -56,7 +56,7 @@ from typing import Optional, Tuple
 
 import torch
 
-from pysnn._checks import ParamLike, check_choice
+from pysnn._checks import ParamLike, check_choice, check_input
 from pysnn.functional.decay import exp_decay
 from pysnn.neuron import LIFNeuron, Neuron
 from pysnn.readout import LIReadout
@@ -341,7 +341,14 @@ class ConductanceSynapse(Synapse):
     conductance is exact; the membrane is exact for a clamped :math:`v` and otherwise first order
     in ``dt`` (the driving force is held over the step, as a forward Euler step would, while
     the conductance's decay within the step is integrated). Keep ``dt`` well below
-    :math:`\tau_m / (1 + g)`.
+    :math:`\tau_m / (1 + g)`. Where :math:`k\, g > 1` (a conductance so large that the
+    first-order step would carry :math:`v` past :math:`E_{rev}`), the factor is clamped at 1:
+    the synapse moves :math:`v` at most to :math:`E_{rev}`, never past it (the exact solution
+    never crosses it either).
+
+    The input (the conductance arriving this step) must be >= 0: a negative one would reverse
+    the driving force, so it is refused with a ``ValueError`` (feed the synapse from a
+    connection with ``wmin=0``; inhibition is a second synapse with a low ``e_rev``).
 
     Args:
         neuron: the postsynaptic neuron; it must have a state ``v`` (mV).
@@ -376,6 +383,19 @@ class ConductanceSynapse(Synapse):
             "kernels", exponential_kernels, self._constant("tau_syn"), self._tau_m(), self.dt
         )
 
+    def _prepare(self, x: torch.Tensor) -> None:
+        """As :meth:`Neuron._prepare`, and a negative conductance is refused: it would reverse
+        the synapse's driving force (an excitatory synapse would inhibit)."""
+        reason = (
+            "x is the conductance arriving this step (dimensionless), and a negative one would "
+            "reverse the driving force. Feed the synapse from a connection with wmin=0, and "
+            "model inhibition with a second synapse with a low e_rev (e.g. -80 mV)"
+        )
+        check_input("x", x, self.shape, self._reference(), type(self).__name__, reason)
+        state = self._buffers["g"]
+        if state is None or state.shape[0] != x.shape[0]:
+            self._make_state(x.shape[0], x)
+
     def membrane_potential(self, like: torch.Tensor) -> torch.Tensor:
         """The neuron's ``v`` (mV) at the start of this step, ``(B, *shape)``; the neuron's state
         is created for the batch of ``like`` first if it has none yet (it is about to step)."""
@@ -397,4 +417,5 @@ class ConductanceSynapse(Synapse):
         v = self.membrane_potential(x)
         g = torch.addcmul(x, self._buffers["g"], a)
         self._buffers["g"] = g
-        return g * k * (self._constant("e_rev") - v)
+        # k g > 1 (a step too long for this conductance): at most to E_rev, never past it
+        return (g * k).clamp_(max=1.0) * (self._constant("e_rev") - v)

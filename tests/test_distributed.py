@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import pickle
+import re
 import time
 from pathlib import Path
 
@@ -122,6 +123,7 @@ def _suite(rank: int, world: int, out: str):
     for mode in PARTITION_MODES[world]:
         results["partitioned", mode] = _partitioned(rank, world, mode)
     if world == 2:
+        results["mismatch"] = _mismatches(rank, world)
         results["ddp"] = _gradients(rank, world, "ddp")
         results["fsdp2"] = _gradients(rank, world, "fsdp2")
         results["hebbian"] = _hebbian_decay(rank, world)
@@ -415,3 +417,115 @@ def test_partition_without_group_and_errors():
     assert torch.equal(lagged(1 - spikes), spikes)
     lagged.reset_state()
     assert torch.equal(lagged(spikes), torch.zeros(3, 5))
+
+
+# ---------------------------------------------------------------------------- configuration checks
+def _mismatches(rank: int, world: int) -> dict:
+    """Each call differs between the ranks: every rank must raise (the same error), and the
+    group must stay usable (was: gloo aborted one rank while another returned a result)."""
+
+    def attempt(fn):
+        try:
+            fn()
+            return "no error"
+        except ValueError as error:
+            return str(error)
+
+    found = {
+        "partition": attempt(lambda: distributed.Partition(10 if rank == 0 else 12)),
+        "gather": attempt(
+            lambda: distributed.gather_shards(
+                torch.zeros(distributed.shard_sizes(10 + rank, world)[rank], 2), 10 + rank
+            )
+        ),
+        "network": attempt(lambda: distributed.data_parallel(Linear(4, 3 + 2 * rank))),
+        "dtype": attempt(
+            lambda: distributed.data_parallel(
+                Linear(4, 3).to(torch.float64 if rank else torch.float32)
+            )
+        ),
+    }
+    found["same"] = attempt(lambda: distributed.data_parallel(Linear(4, 3)))  # still usable
+    return found
+
+
+def test_configuration_mismatches_raise_the_same_error_on_every_rank(runs):
+    results = runs[2]
+    for key, match in [
+        ("partition", r"Partition\(n\) differs between the processes \(rank 0: 10, rank 1: 12\)"),
+        (
+            "gather",
+            r"gather_shards: n differs between the processes \(rank 0: n=10, rank 1: n=11\)",
+        ),
+        ("network", r"the networks differ between the processes: rank 0 has \('weight', \(3, 4\)"),
+        ("dtype", r"rank 0 has \('weight', \(3, 4\), 'torch.float32'\), rank 1 has .*float64"),
+    ]:
+        messages = [r["mismatch"][key] for r in results]
+        assert messages[0] == messages[1], key  # the same error on every rank
+        assert re.search(match, messages[0]), (key, messages[0])
+    assert [r["mismatch"]["same"] for r in results] == ["no error", "no error"]
+
+
+def test_init_from_env_refuses_a_rank_outside_the_world(monkeypatch):
+    """Was: RANK >= WORLD_SIZE hung forever."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "2")
+    with pytest.raises(
+        ValueError, match=r"RANK must be an int in \[0, WORLD_SIZE\) = \[0, 2\), got '2'"
+    ):
+        distributed.init_from_env("gloo", timeout=1.0)
+    monkeypatch.setenv("RANK", "one")
+    with pytest.raises(ValueError, match="RANK must be an int, got 'one'"):
+        distributed.init_from_env("gloo", timeout=1.0)
+    monkeypatch.setenv("RANK", "0")
+    with pytest.raises(ValueError, match="timeout must be a positive number"):
+        distributed.init_from_env("gloo", timeout=0)
+    assert not distributed.is_distributed()
+
+
+_INIT_CHILD = """
+import sys
+from pysnn import distributed
+try:
+    distributed.init_from_env("gloo", timeout=2.0)
+    print("joined")
+except Exception as error:
+    print(f"{type(error).__name__}: {error}")
+"""
+
+
+def test_init_from_env_without_partner_or_with_mismatched_world_sizes_times_out():
+    """Was: hung forever (no partner, or WORLD_SIZE 2 against 3). Three processes at once: one
+    alone, two that disagree on WORLD_SIZE; each must fail with the message within seconds."""
+    import socket
+    import subprocess
+    import sys
+
+    ports = []
+    for _ in range(2):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            ports.append(sock.getsockname()[1])
+    setups = [(ports[0], 2, 0), (ports[1], 2, 0), (ports[1], 3, 1)]
+    children = []
+    for port, world, rank in setups:
+        env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+        env.update(WORLD_SIZE=str(world), RANK=str(rank), OMP_NUM_THREADS="1")
+        children.append(
+            subprocess.Popen(
+                [sys.executable, "-c", _INIT_CHILD], env=env, stdout=subprocess.PIPE, text=True
+            )
+        )
+    try:
+        outputs = [child.communicate(timeout=90)[0] for child in children]
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+    for output, (port, world, rank) in zip(outputs, setups):
+        assert (
+            f"RuntimeError: pysnn.distributed.init_from_env: the process group of rank {rank} of WORLD_SIZE={world}"
+            in output
+        ), output
+        assert "did not form within 2 s" in output and "MASTER_PORT" in output

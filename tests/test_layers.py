@@ -212,9 +212,9 @@ def test_nan_input_raises_the_loops_error_after_the_same_steps(fused_calls):
     spikes = digits(1, steps=100, seed=12, rate=0.1)[0]
     spikes[70, 0, 5] = float("nan")
     with pysnn.checks(True):
-        with pytest.raises(ValueError, match=r"x contains NaN \(input to Input\)"):
+        with pytest.raises(ValueError, match=r"x contains NaN \(input to Input"):
             loop_run(a, spikes)
-        with pytest.raises(ValueError, match=r"x contains NaN \(input to Input\)"):
+        with pytest.raises(ValueError, match=r"x contains NaN \(input to Input"):
             b.run(spikes)
     assert_same_state(a, b)
     if FUSED:  # the kernel found it, before the input's step
@@ -230,7 +230,7 @@ def test_nan_weight_raises_before_the_layer_steps(fused_calls):
     # an input silent for 50 steps, then active: its NaN weight reaches a fused step
     late = (spikes[:50, 0].sum(0) == 0) & (spikes[50:, 0].sum(0) > 0)
     j = int(late.nonzero()[0])
-    message = r"x contains NaN \(input to AdaptiveLIFNeuron\)"
+    message = r"x contains NaN( or an infinity)? \(input to AdaptiveLIFNeuron"
     with pysnn.checks(True), torch.no_grad():
         for net in (a, b):
             net.fc.weight[3, j] = float("nan")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import random
 import subprocess
+import warnings
 import sys
 from pathlib import Path
 
@@ -209,3 +210,85 @@ def test_multistep_refuses_an_empty_sequence():
     for delay in (0.0, 2.0):
         with pytest.raises(ValueError, match=r"spikes must have shape \(T, B, 3\) with T >= 1"):
             Linear(3, 2, delay=delay).forward_multistep(torch.zeros(0, 1, 3))
+
+
+# ---------------------------------------------------------------------------------------------
+# checkpoint integrity (issue 25)
+# ---------------------------------------------------------------------------------------------
+def _saved_with_known_weight(tmp_path):
+    net = Net()
+    with torch.no_grad():
+        net.fc.weight.copy_(torch.linspace(0.01, 0.6, 60).reshape(5, 12))
+    path = tmp_path / "run.pt"
+    save_checkpoint(path, network=net)
+    return net, path
+
+
+def test_flipped_byte_in_the_weight_data_is_refused(tmp_path):
+    """One bit flipped in the stored weight bytes (a damaged disk): was loaded, weight off by 1e36."""
+    net, path = _saved_with_known_weight(tmp_path)
+    data = bytearray(path.read_bytes())
+    at = bytes(data).find(net.fc.weight.detach().numpy().tobytes())
+    assert at > 0
+    data[at + 4 * 7 + 3] ^= 0x40  # the exponent of weight[0, 7]: 0.1 -> ~3e37
+    path.write_bytes(bytes(data))
+    fresh = Net()
+    with pytest.raises(ValueError, match=rf"{path}.* is corrupt: the SHA-256"):
+        load_checkpoint(path, network=fresh)
+
+
+def test_every_truncation_and_foreign_file_is_a_value_error_naming_the_path(tmp_path):
+    _, path = _saved_with_known_weight(tmp_path)
+    data = path.read_bytes()
+    cut = tmp_path / "cut.pt"
+    for end in sorted({0, 1, 10, 100, 1000, len(data) - 1, *range(0, len(data), 97)}):
+        cut.write_bytes(data[:end])
+        with pytest.raises(ValueError, match=str(cut)):
+            load_checkpoint(cut, network=Net())
+    foreign = {
+        "text.pt": b"epoch 3, loss 0.1\n",  # was KeyError: 101
+        "random.pt": bytes(random.Random(0).randrange(256) for _ in range(4096)),
+        "list.pt": None,
+    }
+    for name, content in foreign.items():
+        other = tmp_path / name
+        if content is None:
+            torch.save([1, 2], other)
+        else:
+            other.write_bytes(content)
+        with pytest.raises(ValueError, match=str(other)):
+            load_checkpoint(other, network=Net())
+    with pytest.raises(FileNotFoundError):  # a missing file is not a corrupt one
+        load_checkpoint(tmp_path / "missing.pt", network=Net())
+
+
+def test_checkpoint_without_a_checksum_loads_with_a_warning(tmp_path):
+    _, path = _saved_with_known_weight(tmp_path)
+    payload = torch.load(path, weights_only=True)
+    del payload["sha256"]  # as saved by pysnn before the checksum
+    torch.save(payload, path)
+    with pytest.warns(UserWarning, match="without a checksum"):
+        load_checkpoint(path, network=Net())
+
+
+def test_resume_at_another_batch_size_warns_that_the_state_is_discarded(tmp_path):
+    path = tmp_path / "run.pt"
+    save_checkpoint(path, network=_trained_net())  # run with a batch of 2
+    fresh = Net()
+    load_checkpoint(path, network=fresh)
+    with pytest.warns(UserWarning, match=r"for a batch of 2, but it now runs a batch of 3"):
+        with torch.no_grad():
+            fresh(torch.zeros(3, 12))
+    same = Net()  # the same batch size: silent, and the hooks are gone after the first step
+    load_checkpoint(path, network=same)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _run(same, 3)
+    assert not any(m._forward_pre_hooks for m in same.modules())
+    again = Net()  # reset_state() first: starting afresh on purpose, silent
+    load_checkpoint(path, network=again)
+    again.reset_state()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with torch.no_grad():
+            again(torch.zeros(3, 12))

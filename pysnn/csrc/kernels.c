@@ -1032,8 +1032,9 @@ PYSNN_RECURRENT(pysnn_recurrent_f64, double)
  * R * PYSNN_RF, rates R * 4 doubles (a, b, lo, hi). Spikes of group k live in its buffer
  * (2, B, n): step t writes half t % 2, the previous step's are in the other half (half 1 holds
  * the spikes before the first step). scratch: 2 * B * max n. active (C): active inputs added per
- * connection; changed (R): steps in which a rule changed a row. With check_nan, a NaN in x[t] or
- * in a layer's input stops the run before that module steps: *stop = the group (0: the input).
+ * connection; changed (R): steps in which a rule changed a row. With check_nan, a NaN or an
+ * infinity in x[t] or in a layer's input (x - x != 0) stops the run before that module steps:
+ * *stop = the group (0: the input).
  * Returns the number of steps completed.
  */
 enum { G_KIND, G_N, G_V, G_R, G_TRACE, G_THETA, G_TABLE, G_THETA_TABLE, G_ADDITIVE, G_SHARED,
@@ -1059,7 +1060,7 @@ enum { R_CONN, R_PRE, R_POST, R_W, R_WT, R_BOUNDED, PYSNN_RF };
             const T *xt = x + t * batch * n0;                                                   \
             if (check_nan)                                                                      \
                 for (int64_t i = 0; i < batch * n0; ++i)                                        \
-                    if (xt[i] != xt[i]) {                                                       \
+                    if (!(xt[i] - xt[i] == 0)) {                                                \
                         *stop = 0;                                                              \
                         return t;                                                               \
                     }                                                                           \
@@ -1100,7 +1101,7 @@ enum { R_CONN, R_PRE, R_POST, R_W, R_WT, R_BOUNDED, PYSNN_RF };
                         cur[i] = (T)0;                                                          \
                 if (check_nan)                                                                  \
                     for (int64_t i = 0; i < batch * n; ++i)                                     \
-                        if (cur[i] != cur[i]) {                                                 \
+                        if (!(cur[i] - cur[i] == 0)) {                                          \
                             *stop = k;                                                          \
                             return t;                                                           \
                         }                                                                       \

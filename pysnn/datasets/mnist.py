@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import gzip
 import hashlib
+import math
 import os
 import urllib.error
 import urllib.request
@@ -127,7 +128,7 @@ def _parse_idx(content: bytes, source: str) -> np.ndarray:
         raise ValueError(f"{source}: truncated IDX header ({len(content)} bytes, need {header})")
     dims = tuple(int(d) for d in np.frombuffer(content, dtype=">u4", count=ndim, offset=4))
     dtype = _IDX_DTYPES[type_code]
-    expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    expected = math.prod(dims) * dtype.itemsize  # exact (an int64 product could wrap to 0)
     if len(content) - header != expected:
         raise ValueError(
             f"{source}: IDX size mismatch: header declares shape {dims} ({expected} data bytes) "

@@ -408,5 +408,11 @@ def _layers_call(
             conn._edited()
     if stop >= 0:
         module = groups[stop]
-        raise ValueError(f"x contains NaN (input to {type(module).__name__})")
+        if stop == 0:
+            raise ValueError(_checks.nonfinite_message("x", x[done], type(module).__name__))
+        raise ValueError(
+            f"x contains NaN or an infinity (input to {type(module).__name__}, step {t0 + done}"
+            "); a non-finite input would make the state non-finite for good. Find where it "
+            "comes from (a weight, an encoder, a division)"
+        )
     return done
