@@ -170,12 +170,26 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
     if args.grad:
         print(f"  torch / user: {median['torch'] / median['user']:.2f}x")
         print(f"  torch / builtin: {median['torch'] / median['builtin']:.2f}x")
-    out = (
-        REPO / "benchmarks" / "results" / f"engine_user_modules{'_grad' if args.grad else ''}.json"
-    )
-    out.write_text(
-        json.dumps({"args": vars(args), "seconds": median, "same_spikes": same}, indent=2)
-    )
+    neuron = {}
+    if not args.grad:  # the neurons alone, T steps of input currents: where a kernel counts
+        currents = torch.randn(args.steps, args.batch, args.neurons, generator=g) * 0.5
+        alone = {name: Unroll(net.lif) for name, net in nets.items()}
+        with torch.no_grad():
+            same_alone = torch.equal(alone["builtin"](currents), alone["user"](currents))
+            times = {name: [] for name in alone}
+            for _ in range(args.repeats):
+                for name, unroll in alone.items():
+                    start = time.perf_counter()
+                    unroll(currents)
+                    times[name].append(time.perf_counter() - start)
+        neuron = {name: statistics.median(t) for name, t in times.items()}
+        print(f"  neurons alone (same spikes: {same_alone}):")
+        for name, seconds in neuron.items():
+            print(f"  {name:8s} {seconds:8.4f} s")
+        print(f"  user / builtin, neurons alone: {neuron['user'] / neuron['builtin']:.2f}x")
+    name = f"engine_user_modules{'_grad' if args.grad else ''}.json"
+    result = {"args": vars(args), "seconds": median, "same_spikes": same, "neurons_alone": neuron}
+    (REPO / "benchmarks" / "results" / name).write_text(json.dumps(result, indent=2))
     return median
 
 

@@ -329,10 +329,7 @@ class Unroll(nn.Module):
                     f"x must be time first (T, B, ...) with T >= 1 steps, got {got}"
                     + (" (from the encoder)" if self.encoder is not None else "")
                 )
-        multistep = getattr(self.network, "forward_multistep", None) if self.multistep else None
-        if multistep is not None:
-            return multistep(x if self.steps is None else x.expand(self.steps, *x.shape))
-        if self.multistep:  # the engine plans the sequence (layer-wise where it can)
+        if self.multistep:  # the engine plans the sequence (a module's own block form included)
             return self._runner(
                 self.network, x if self.steps is None else x.expand(self.steps, *x.shape)
             )

@@ -208,10 +208,10 @@ def _torch_fuses_multiply_add() -> bool:
     return int((result == fused).sum()) > int((result == a * b + c).sum())
 
 
-def _run_compiler(compiler: str, flags: Sequence[str], output: str) -> None:
-    """Compile ``kernels.c`` into the shared library ``output``."""
+def _run_compiler(compiler: str, flags: Sequence[str], output: str, source: Path) -> None:
+    """Compile the C file ``source`` into the shared library ``output``."""
     result = subprocess.run(
-        [compiler, *flags, "-o", output, str(_SOURCE), "-lm"],
+        [compiler, *flags, "-o", output, str(source), "-lm"],
         capture_output=True,
         text=True,
         timeout=120,
@@ -258,7 +258,9 @@ def _verified(target: Path, record: dict) -> Optional[str]:
     return None
 
 
-def _compile_into(directory: Path, name: str, compiler: str, flags: Sequence[str]) -> Path:
+def _compile_into(
+    directory: Path, name: str, compiler: str, flags: Sequence[str], source: Path = _SOURCE
+) -> Path:
     """Return ``directory / name``, verified against its record, compiling ``kernels.c`` there
     first if it is missing or fails the check (with a ``UserWarning`` saying why).
 
@@ -270,7 +272,7 @@ def _compile_into(directory: Path, name: str, compiler: str, flags: Sequence[str
     _private(directory)
     target = directory / name
     record = {
-        "source_sha256": hashlib.sha256(_SOURCE.read_bytes()).hexdigest(),
+        "source_sha256": hashlib.sha256(source.read_bytes()).hexdigest(),
         "compiler": compiler,
         "flags": list(flags),
     }
@@ -289,7 +291,7 @@ def _compile_into(directory: Path, name: str, compiler: str, flags: Sequence[str
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=directory)
     os.close(fd)
     try:
-        _run_compiler(compiler, flags, tmp)
+        _run_compiler(compiler, flags, tmp, source)
         digest, size = _sha256_of(Path(tmp))
         os.chmod(tmp, 0o700)
         write_atomic(
@@ -414,6 +416,28 @@ def _build(openmp: bool = True) -> ctypes.CDLL:
         update.argtypes += [ctypes.c_double, ctypes.c_double]
         update.restype = ctypes.c_int
     return lib
+
+
+def compile_generated(source: str) -> ctypes.CDLL:
+    """Compile generated C code (a kernel the engine wrote for a user's module, see
+    :mod:`pysnn.engine.codegen`) into the private kernel cache and load it, with the checks and
+    flags of the built-in kernels (``-ffp-contract=off``: each operation rounded as torch rounds
+    it). Cached by the SHA-256 of the source, compiler and flags.
+
+    Raises:
+        RuntimeError: no compiler, or the compilation failed.
+    """
+    compiler, flags, _ = _build_spec(openmp=False)
+    key = hashlib.sha256((source + " ".join((compiler, *flags))).encode()).hexdigest()[:20]
+    try:
+        directory = _private(_cache_dir())
+    except OSError:
+        directory = _fallback_dir()
+    path = directory / f"generated-{key}.c"
+    if not path.exists() or path.read_text() != source:
+        write_atomic(path, lambda f: f.write(source.encode()))
+    target = _compile_into(directory, f"generated-{key}.so", compiler, flags, path)
+    return ctypes.CDLL(str(target))
 
 
 def _library() -> Optional[ctypes.CDLL]:

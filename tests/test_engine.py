@@ -188,8 +188,11 @@ def test_user_neuron_is_stepped_inside_a_layerwise_plan():
 
     net, x = Net(), _spikes()
     e = explain(net, x)
-    assert e.plan == "layer-wise" and not e.fused
-    assert e.fallbacks[0][0] == "lif" and "MyLIF.step" in e.fallbacks[0][1]
+    assert e.plan == "layer-wise"
+    if native.available():  # a kernel generated from MyLIF.step runs all T steps
+        assert e.fused and e.backends["lif"] == "generated"
+    else:
+        assert not e.fused and "MyLIF.step" in e.fallbacks[0][1]
     with torch.no_grad():
         assert torch.equal(Unroll(net)(x), _loop(net, x))
 
@@ -432,3 +435,115 @@ def test_plan_follows_a_switch_the_step_branches_on():
         net.double_input = True
         got = unroll(x)
         assert torch.equal(got, _loop(net, x))
+
+
+class CurrentLIF(Neuron):
+    """The custom-modules tutorial's current-based LIF (two states, where-reset, per-neuron
+    constants through derived())."""
+
+    def __init__(self, shape, dt=1.0, *, tau_syn=5.0, tau_v=20.0, v_rest=0.0, thresh=1.0, **kw):
+        super().__init__(shape, dt, **kw)
+        self.register_constant("tau_syn", tau_syn, positive=True)
+        self.register_constant("tau_v", tau_v, positive=True)
+        self.register_constant("v_rest", v_rest)
+        self.register_constant("thresh", thresh)
+        self.register_state("i_syn", 0.0)
+        self.register_state("v", "v_rest")
+
+    def step(self, x):
+        from pysnn.functional.decay import exp_decay
+
+        syn = self.derived("syn", exp_decay, self.tau_syn, self.dt)
+        mem = self.derived("mem", exp_decay, self.tau_v, self.dt)
+        self.i_syn = self.i_syn * syn + x
+        self.v = self.v_rest + (self.v - self.v_rest) * mem + self.i_syn
+        s = self.fire(self.v - self.thresh)
+        self.v = torch.where(s > 0, self.v_rest, self.v)
+        return s
+
+
+class Clipped(Neuron):
+    """Divisions, clamps, abs, a Python-number divisor, comparisons combined."""
+
+    def __init__(self, shape, **kw):
+        super().__init__(shape, **kw)
+        self.register_constant("gain", torch.linspace(0.5, 1.5, shape))
+        self.register_state("v", 0.1)
+
+    def step(self, x):
+        self.v = (self.v / 1.1 + x * self.gain / 3.0).clamp(min=-1.0, max=4.0)
+        s = self.fire(self.v.abs() - 2.0)
+        self.v = torch.where((s > 0) & (x >= 0), -self.v / 7.0, self.v)
+        return s
+
+
+class Exponential(Neuron):
+    def __init__(self, shape, **kw):
+        super().__init__(shape, **kw)
+        self.register_state("v", 0.0)
+
+    def step(self, x):
+        self.v = self.v + torch.exp(self.v * 0.1) * 0.01 + x
+        s = self.fire(self.v - 1.0)
+        self.v = self.v * (1 - s)
+        return s
+
+
+def _one_layer(neuron_factory, n=16, dtype=torch.float32):
+    class Net(SNNNetwork):
+        def __init__(self):
+            super().__init__()
+            self.fc, self.neuron = Linear(30, n), neuron_factory(n)
+
+        def forward(self, x):
+            return self.neuron(self.fc(x) * 2.0)
+
+    torch.manual_seed(4)
+    return Net().to(dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(
+    "factory",
+    [
+        lambda n: CurrentLIF(n, tau_v=torch.linspace(10.0, 30.0, n), thresh=0.8),
+        lambda n: Clipped(n),
+    ],
+)
+def test_generated_kernels_equal_their_step_loop_bit_for_bit(factory, dtype):
+    if not native.available():
+        pytest.skip("generated kernels need the C compiler (PYSNN_NATIVE=0 runs the torch step)")
+    net, x = _one_layer(factory, dtype=dtype), _spikes(t=60).to(dtype)
+    e = explain(net, x)
+    assert e.fused and e.backends["neuron"] == "generated", e
+    with torch.no_grad():
+        expected = _loop(net, x)
+        state = _state(net)
+        got = Unroll(net)(x)
+    assert expected.sum() > 0 and torch.equal(got, expected)
+    for name, value in _state(net).items():
+        assert torch.equal(value, state[name]), name
+
+
+def test_generated_kernel_follows_edited_constants_and_gradients():
+    if not native.available():
+        pytest.skip("generated kernels need the C compiler")
+    net, x = _one_layer(lambda n: CurrentLIF(n, thresh=0.8)), _spikes(t=40)
+    unroll = Unroll(net)
+    with torch.no_grad():
+        unroll(x)
+        net.neuron.tau_v.data.fill_(3.0)  # seen by the kernel's guard
+        assert torch.equal(unroll(x), _loop(net, x))
+    out = unroll(x)  # under autograd: the torch step, gradients through the surrogate
+    out.sum().backward()
+    assert net.fc.weight.grad.abs().sum() > 0
+
+
+def test_a_step_that_cannot_be_generated_says_why():
+    net, x = _one_layer(Exponential), _spikes(t=20)
+    e = explain(net, x)
+    assert not e.fused
+    if native.available():
+        assert "exp cannot be generated" in e.fallbacks[0][1]
+    with torch.no_grad():
+        assert torch.equal(Unroll(net)(x), _loop(net, x))

@@ -30,6 +30,7 @@ from torch import fx, nn
 
 from pysnn import native
 from pysnn.connection import Connection, Linear
+from pysnn.engine.codegen import NeuronKernel, generate
 from pysnn.engine.layers import run_layers
 from pysnn.engine.capture import (
     StepProgram,
@@ -194,6 +195,7 @@ class SequencePlan:
     parts: List[Part] = field(default_factory=list)
     program: Optional[StepProgram] = None
     layers: Optional[LayersSpec] = None
+    kernels: Dict[str, NeuronKernel] = field(default_factory=dict)
 
     @property
     def layerwise(self) -> bool:
@@ -224,7 +226,15 @@ class SequencePlan:
                 module = network.get_submodule(node.target)
                 args, kwargs = load(node.args), load(node.kwargs)
                 if is_pysnn_module(module):
-                    out = module.forward_multistep(args[0].unflatten(0, (steps, -1)))
+                    block = args[0].unflatten(0, (steps, -1))
+                    kernel = self.kernels.get(node.target)
+                    if kernel is not None and not kernel.guard.holds():  # constants edited
+                        kernel = generate(module, _neuron_example(module, block[0]))[0]
+                        self.kernels[node.target] = kernel
+                    if kernel is not None and kernel.applies(module, block):
+                        out = kernel.run(module, block)  # a generated kernel, all T steps
+                    else:
+                        out = module.forward_multistep(block)
                     env[node] = out.flatten(0, 1)
                 else:
                     env[node] = module(*args, **kwargs)
@@ -254,6 +264,8 @@ def block_reason(module: nn.Module) -> Optional[str]:
             return f"{type(module).__name__}.forward_multistep decides (its own block form)"
         return block_form_reason(module, Connection)
     if isinstance(module, Neuron):
+        if has_forward_hooks(module):
+            return "a forward hook must see every step"
         if type(module).forward_multistep is Neuron.forward_multistep:
             return (
                 f"{type(module).__name__}.step runs once per step as torch operations (no "
@@ -261,6 +273,21 @@ def block_reason(module: nn.Module) -> Optional[str]:
             )
         return f"{type(module).__name__}.forward_multistep decides (its own block form)"
     return None
+
+
+def _generatable(module: nn.Module) -> bool:
+    """A neuron whose block form is its step loop (a user's own model, or a built-in one
+    without a fused kernel), with no hook: a kernel may be generated from its ``step``."""
+    return (
+        isinstance(module, Neuron)
+        and type(module).forward_multistep is Neuron.forward_multistep
+        and not has_forward_hooks(module)
+    )
+
+
+def _neuron_example(module: Neuron, example: torch.Tensor) -> torch.Tensor:
+    """One step's input of ``module``: ``(B, *shape)`` zeros in its constants' dtype."""
+    return torch.zeros(example.shape[0], *module.shape, dtype=module._reference().dtype)
 
 
 def _backend(module: nn.Module, example: torch.Tensor, how: str) -> str:
@@ -465,23 +492,30 @@ def plan(network: nn.Module, program: StepProgram, example: torch.Tensor) -> Seq
         reasons.append((type(network).__name__, "the step returns other than one tensor"))
     calls = Counter(n.target for n in graph.nodes if n.op == "call_module")
     parts: List[Part] = []
+    kernels: Dict[str, NeuronKernel] = {}
     for node in graph.nodes:
         found = _node_reason(network, node, calls)
         if found is not None:
             reasons.append(found)
         if node.op == "call_module":
             module = network.get_submodule(node.target)
+            backend = None
             if is_pysnn_module(module):
                 why = block_reason(module)
                 fused = why is None and isinstance(module, (LIFNeuron, Linear))
+                if why and _generatable(module):
+                    kernel, refused = generate(module, _neuron_example(module, example))
+                    if kernel is None:
+                        why = f"{why}; a generated kernel does not apply: {refused}"
+                    else:
+                        kernels[node.target], why, fused, backend = kernel, None, True, "generated"
                 how = "stepped" if why else ("fused" if fused else "block")
             else:
                 why, how = None, "block"
-            parts.append(
-                Part(node.target, type(module).__name__, how, _backend(module, example, how), why)
-            )
+            backend = backend or _backend(module, example, how)
+            parts.append(Part(node.target, type(module).__name__, how, backend, why))
     if not reasons:
-        return SequencePlan("layer-wise", reasons, parts, program)
+        return SequencePlan("layer-wise", reasons, parts, program, kernels=kernels)
     spec, _ = layers_spec(network, graph)
     if spec is not None:
         why = _layers_loop_reason(network, spec, example)

@@ -1,0 +1,351 @@
+"""Generated kernels for user-written neurons: a neuron's ``step``, recorded once, as C code.
+
+A neuron written on the public API (:meth:`~pysnn.neuron.Neuron.register_constant`,
+:meth:`~pysnn.neuron.Neuron.register_state`, ``step``) runs its ``step`` as torch operations, a
+few small kernels per step. Inside a layer-wise plan (:mod:`pysnn.engine.plan`) the engine
+instead **generates** one C loop for all ``T`` steps of it, as Brian2 generates code from a
+model's equations:
+
+1. **Record.** ``step`` runs once on a copy of the neuron under a
+   :class:`~torch.overrides.TorchFunctionMode` that notes every torch operation, the way a JAX
+   trace runs a function on concrete values.
+2. **Split.** Operations on constants only (``torch.exp(-dt / tau_v)``) are *uniform*: their
+   values, computed by torch, are taken as they are and reused while a
+   :class:`~pysnn._guards.Guard` says the constants (and ``dt``) are unchanged. Operations on
+   the input or the state are *per element* and become C expressions.
+3. **Generate** a loop over steps and elements with one C expression per operation, in
+   torch's order and dtype. It is compiled with ``-ffp-contract=off`` by
+   :func:`pysnn.native.compile_generated`, so each operation rounds as torch's does, and the
+   results are the step loop's bit for bit (the tests compare them).
+
+Per-element operations that can be generated: ``+ - * /`` (tensor or Python number operands,
+the number rounded to the tensor's dtype as torch does), negation, ``abs``, comparisons,
+``where``, ``clamp``, conversions between the floating-point dtype and ``bool`` (``fire``'s
+Heaviside step). Anything else (a transcendental function of the state such as ``torch.exp(v)``,
+whose vectorised torch result can differ from C's in the last bit; an in-place operation; a
+read of a value back to Python; an integer state) keeps the neuron on its torch step, and
+:func:`pysnn.engine.explain` says which operation. Gradients: a generated kernel runs only where
+no gradient is needed; under autograd the torch step runs.
+"""
+
+from __future__ import annotations
+
+import copy
+import ctypes
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import torch
+from torch.overrides import TorchFunctionMode
+
+from pysnn import native
+from pysnn._checks import check_input
+from pysnn._guards import Guard
+from pysnn.functional.trace import trace_step
+from pysnn.neuron import Neuron
+
+__all__ = ["NeuronKernel", "generate"]
+
+#: per-element operations, by the name of the torch function or tensor method the recorder sees:
+#: C templates over the operands ``a`` and ``b``
+_BINARY: Dict[str, str] = {
+    "add": "({a} + {b})",
+    "__radd__": "({b} + {a})",
+    "sub": "({a} - {b})",
+    "__rsub__": "({b} - {a})",
+    "mul": "({a} * {b})",
+    "__rmul__": "({b} * {a})",
+    "div": "({a} / {b})",
+    "true_divide": "({a} / {b})",
+    "__rdiv__": "({b} / {a})",
+    "__rtruediv__": "({b} / {a})",
+    "ge": "({a} >= {b})",
+    "gt": "({a} > {b})",
+    "le": "({a} <= {b})",
+    "lt": "({a} < {b})",
+    "eq": "({a} == {b})",
+    "ne": "({a} != {b})",
+    "logical_and": "({a} && {b})",
+    "logical_or": "({a} || {b})",
+    "__and__": "({a} && {b})",
+    "__or__": "({a} || {b})",
+}
+_UNARY: Dict[str, str] = {
+    "neg": "(-{a})",
+    "negative": "(-{a})",
+    "logical_not": "(!{a})",
+    "__invert__": "(!{a})",
+}
+_CTYPES = {torch.float32: "float", torch.float64: "double"}
+_IGNORED = (type(None), bool, int, float, str, torch.dtype, torch.device, torch.Size, tuple)
+
+
+class _Record(TorchFunctionMode):
+    """Notes each torch operation: ``(function, args, kwargs, result)``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: List[Tuple[Any, tuple, dict, Any]] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        self.ops.append((func, args, kwargs, out))
+        return out
+
+
+class _Refused(Exception):
+    """The step cannot be generated (the message says why)."""
+
+
+@dataclass
+class NeuronKernel:
+    """A generated ``T``-step kernel of one neuron class and configuration.
+
+    Attributes:
+        source: the C source.
+        states: the state variables the step updates, in the kernel's argument order.
+        uniforms: the uniform values (tensors computed by torch from the constants).
+        per_neuron: for each uniform, whether it holds one value per neuron (else one value).
+    """
+
+    source: str
+    states: List[str]
+    uniforms: List[torch.Tensor]
+    per_neuron: List[bool]
+    guard: Guard
+    dt: float
+    dtype: torch.dtype
+    function: Callable[..., None]
+
+    def applies(self, neuron: Neuron, x: torch.Tensor) -> bool:
+        """Whether this kernel may run ``neuron`` on ``x`` ``(T, B, *shape)`` now: the same
+        constants (bytes) and ``dt`` as when generated, the kernel's dtype, a CPU input that
+        needs no gradient, no clamp pending."""
+        return (
+            x.dtype is self.dtype
+            and x.is_cpu
+            and not (torch.is_grad_enabled() and (x.requires_grad or neuron._parameters))
+            and neuron.dt == self.dt
+            and neuron.__dict__.get("_override") is None
+            and not torch.compiler.is_compiling()
+            and self.guard.holds()
+        )
+
+    def run(self, neuron: Neuron, x: torch.Tensor) -> torch.Tensor:
+        """``T`` steps of ``neuron`` on ``x`` ``(T, B, *shape)``: its spikes ``(T, B, *shape)``,
+        its state left as after ``T`` calls (the trace updated step by step as
+        :meth:`~pysnn.neuron.Neuron.forward` does)."""
+        steps, batch = x.shape[0], x.shape[1]
+        flat = x.reshape(steps * batch, *x.shape[2:])
+        check_input("x", flat, neuron.shape, neuron._reference(), type(neuron).__name__)
+        neuron._prepare(x[0])
+        x = x.contiguous()
+        buffers = neuron._buffers
+        states = [buffers[name].clone() for name in self.states]  # replaced, never edited
+        out = torch.empty_like(x)
+        n = math.prod(neuron.shape)
+        self.function(
+            steps,
+            batch * n,
+            n,
+            x.data_ptr(),
+            out.data_ptr(),
+            *(s.data_ptr() for s in states),
+            *(u.data_ptr() for u in self.uniforms),
+        )
+        for name, value in zip(self.states, states):
+            buffers[name] = value
+        if neuron.spiking:
+            params = neuron.trace_parameters()
+            trace = trace_step(buffers["trace"], out[0], params, neuron._spare("trace"))
+            for t in range(1, steps):
+                trace = trace_step(trace, out[t], params, trace)
+            buffers["trace"] = trace
+            buffers["spikes"] = out[-1]
+        return out
+
+
+def _number(value: Any, ctype: str) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, (int, float)) and math.isfinite(value):
+        return f"(({ctype}){float(value)!r})"
+    raise _Refused(f"the number {value!r} cannot be written as C")
+
+
+def generate(neuron: Neuron, example: torch.Tensor) -> Tuple[Optional[NeuronKernel], str]:
+    """Generate the ``T``-step kernel of ``neuron`` for step inputs like ``example``
+    ``(B, *shape)``; ``(None, why not)`` where it cannot be generated."""
+    try:
+        return _generate(neuron, example), ""
+    except _Refused as why:
+        return None, str(why)
+
+
+def _generate(neuron: Neuron, example: torch.Tensor) -> NeuronKernel:
+    dtype = example.dtype
+    ctype = _CTYPES.get(dtype)
+    if ctype is None or not example.is_cpu:
+        raise _Refused("generated kernels are for float32/float64 CPU tensors")
+    if not native.available():
+        raise _Refused("no C compiler or fused kernels off (PYSNN_NATIVE=0)")
+    twin = copy.deepcopy(neuron)
+    twin.reset_state()
+    twin._prepare(example)
+    names = [n for n in twin._state_specs if n not in ("spikes", "trace")]
+    before = {name: twin._buffers[name] for name in names}
+    for name, value in before.items():
+        if value.dtype is not dtype or not value.is_contiguous() or value.shape != example.shape:
+            raise _Refused(
+                f"state {name!r} is not a contiguous {dtype} tensor of the input's shape"
+            )
+    kept = {name: twin._buffers[name] for name in ("spikes", "trace") if name in twin._buffers}
+    x = example.detach().clone()
+    record = _Record()
+    with torch.no_grad(), record:
+        spikes = twin.step(x)
+    for name, value in kept.items():
+        if twin._buffers[name] is not value:
+            raise _Refused(f"step assigns {name!r} itself")
+    constants = [
+        t for k, t in twin._buffers.items() if k not in twin._state_specs and t is not None
+    ]
+    constants += [t for t in twin._parameters.values() if t is not None]
+    element: Dict[int, str] = {id(x): "in_x"}  # tensor id -> C expression (a local variable)
+    kinds: Dict[int, str] = {id(x): "float"}  # "float" or "bool"
+    for k, name in enumerate(names):
+        element[id(before[name])], kinds[id(before[name])] = f"s{k}", "float"
+    uniforms: List[torch.Tensor] = []
+    per_neuron: List[bool] = []
+    uniform_index: Dict[int, str] = {}
+    lines: List[str] = []
+    n = math.prod(neuron.shape)
+    keep: List[Any] = []  # the recorded tensors stay alive: their ids stay unique
+
+    def operand(value: Any) -> Tuple[str, str]:
+        if isinstance(value, torch.Tensor):
+            if id(value) in element:
+                return element[id(value)], kinds[id(value)]
+            if value.dtype not in (dtype, torch.bool):
+                raise _Refused(f"a {value.dtype} value meets the {dtype} state")
+            if id(value) not in uniform_index:
+                if value.numel() == 1:
+                    flat, by_neuron = value.reshape(1), False
+                elif value.numel() == n and value.shape[-len(neuron.shape) :] == neuron.shape:
+                    flat, by_neuron = value.reshape(n), True
+                else:
+                    raise _Refused(f"a value of shape {tuple(value.shape)} is not per neuron")
+                flat = flat.to(dtype).contiguous()
+                uniform_index[id(value)] = f"u{len(uniforms)}[{'j' if by_neuron else '0'}]"
+                uniforms.append(flat)
+                per_neuron.append(by_neuron)
+                keep.append(value)
+            kind = "bool" if value.dtype is torch.bool else "float"
+            return uniform_index[id(value)], kind
+        return _number(value, ctype), "bool" if isinstance(value, bool) else "float"
+
+    for func, args, kwargs, out in record.ops:
+        keep.append(out)
+        tensors = [a for a in args if isinstance(a, torch.Tensor)]
+        tensors += [v for v in kwargs.values() if isinstance(v, torch.Tensor)]
+        if not any(id(t) in element for t in tensors):
+            continue  # uniform: its value (out) is used where a per-element operation reads it
+        name = getattr(func, "__name__", str(func))
+        if not isinstance(out, torch.Tensor):
+            if isinstance(out, _IGNORED) and name in ("__get__", "dim", "size", "numel"):
+                continue  # shape, dtype, device: fixed for the kernel
+            raise _Refused(f"step reads a per-element value back to Python ({name})")
+        if out.shape != example.shape:
+            raise _Refused(f"{name} gives shape {tuple(out.shape)}, not the input's")
+        if name.endswith("_") and not name.startswith("__"):
+            raise _Refused(f"step changes a tensor in place ({name})")
+        if out.dtype not in (dtype, torch.bool):
+            raise _Refused(f"{name} gives {out.dtype}")
+        if name in _BINARY and len(args) == 2 and not kwargs:
+            a, b = operand(args[0])[0], operand(args[1])[0]
+            expression = _BINARY[name].format(a=a, b=b)
+        elif name in _UNARY and len(args) == 1 and not kwargs:
+            expression = _UNARY[name].format(a=operand(args[0])[0])
+        elif name == "where" and len(args) == 3 and not kwargs:
+            c, a, b = (operand(v)[0] for v in args)
+            expression = f"({c} ? {a} : {b})"
+        elif name in ("abs", "__abs__") and len(args) == 1 and not kwargs:
+            a = operand(args[0])[0]
+            expression = f"({a} < 0 ? -{a} : ({a} == 0 ? ({ctype})0 : {a}))"
+        elif name in ("clamp", "clip", "clamp_min", "clamp_max"):
+            a = operand(args[0])[0]
+            lo = kwargs.get("min", args[1] if len(args) > 1 and name != "clamp_max" else None)
+            hi = kwargs.get("max", args[2] if len(args) > 2 else None)
+            if name == "clamp_max":
+                lo, hi = None, args[1]
+            expression = a
+            if lo is not None:
+                expression = f"({expression} < {operand(lo)[0]} ? {operand(lo)[0]} : {expression})"
+            if hi is not None:
+                expression = f"({expression} > {operand(hi)[0]} ? {operand(hi)[0]} : {expression})"
+        elif name in ("to", "float", "double", "type_as") and out.dtype is dtype:
+            expression = f"(({ctype}){operand(args[0])[0]})"
+        elif name == "to" and out.dtype is torch.bool:
+            expression = f"({operand(args[0])[0]} != 0)"
+        else:
+            raise _Refused(
+                f"{name} cannot be generated (not an elementwise operation pysnn writes)"
+            )
+        variable = f"e{len(lines)}"
+        kind = "bool" if out.dtype is torch.bool else "float"
+        lines.append(f"{'int' if kind == 'bool' else ctype} {variable} = {expression};")
+        element[id(out)], kinds[id(out)] = variable, kind
+    if not isinstance(spikes, torch.Tensor) or id(spikes) not in element:
+        raise _Refused("step returns a value that does not depend on its input or state")
+    updated = [k for k, name in enumerate(names) if twin._buffers[name] is not before[name]]
+    for k in updated:
+        if id(twin._buffers[names[k]]) not in element:
+            raise _Refused(f"state {names[k]!r} is set to a value computed outside the step")
+    body = "\n".join("            " + line for line in lines)
+    stores = "".join(
+        f"\n            s{k}_[i] = {element[id(twin._buffers[names[k]])]};" for k in updated
+    )
+    loads = "".join(f"\n            {ctype} s{k} = s{k}_[i];" for k in range(len(names)))
+    arguments = ", ".join(
+        [f"{ctype} *restrict s{k}_" for k in range(len(names))]
+        + [f"const {ctype} *restrict u{k}" for k in range(len(uniforms))]
+    )
+    source = f"""/* generated by pysnn.engine.codegen for {type(neuron).__name__}.step */
+#include <stdint.h>
+
+void pysnn_generated(int64_t steps, int64_t size, int64_t n, const {ctype} *restrict x,
+                     {ctype} *restrict out{', ' + arguments if arguments else ''})
+{{
+    for (int64_t t = 0; t < steps; t++) {{
+        const {ctype} *xt = x + t * size;
+        {ctype} *ot = out + t * size;
+        for (int64_t i = 0; i < size; i++) {{
+            int64_t j = i % n;
+            (void)j;
+            {ctype} in_x = xt[i];{loads}
+{body}
+            ot[i] = {element[id(spikes)]};{stores}
+        }}
+    }}
+}}
+"""
+    try:
+        library = native.compile_generated(source)
+    except (RuntimeError, OSError) as err:
+        raise _Refused(f"the generated kernel did not compile: {err}") from None
+    function = library.pysnn_generated
+    function.argtypes = [ctypes.c_int64] * 3 + [ctypes.c_void_p] * (2 + len(names) + len(uniforms))
+    function.restype = None
+    guard = Guard([neuron._constant(name) for name in neuron.constant_names])
+    return NeuronKernel(
+        source=source,
+        states=[names[k] for k in range(len(names))],
+        uniforms=uniforms,
+        per_neuron=per_neuron,
+        guard=guard,
+        dt=neuron.dt,
+        dtype=dtype,
+        function=function,
+    )
