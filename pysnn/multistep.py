@@ -288,7 +288,8 @@ class Unroll(nn.Module):
             sequence (:mod:`pysnn.engine`: layer by layer over all ``T`` steps where values only
             flow forward within a step, one product per connection and one fused call per LIF
             layer, under autograd too; else the step loop; :func:`pysnn.engine.explain` says
-            which and why). The results and state are the step loop's either way. ``False``:
+            which and why). The results and state are the step loop's either way (up to the
+            summation order of dense products of ``T * B`` rows). ``False``:
             always the step loop (default ``True``).
     """
 

@@ -547,3 +547,26 @@ def test_a_step_that_cannot_be_generated_says_why():
         assert "exp cannot be generated" in e.fallbacks[0][1]
     with torch.no_grad():
         assert torch.equal(Unroll(net)(x), _loop(net, x))
+
+
+@pytest.mark.parametrize(
+    "factory",
+    [
+        lambda n: __import__("pysnn.neuron", fromlist=["IzhikevichNeuron"]).IzhikevichNeuron(n),
+        lambda n: __import__("pysnn.readout", fromlist=["LIReadout"]).LIReadout(n),
+        lambda n: __import__("pysnn.synapse", fromlist=["ExponentialSynapse"]).ExponentialSynapse(
+            LIFNeuron(n)
+        ),
+        lambda n: AdaptiveLIFNeuron(n, thresh=-60.0),
+    ],
+)
+def test_built_in_neurons_in_a_sequence_plan_equal_their_step_loop(factory):
+    """Built-in models without a kernel of their own: generated or stepped, never different."""
+    net, x = _one_layer(factory), _spikes(t=60)  # 0/1 spikes: exact event-driven products
+    with torch.no_grad():
+        expected = _loop(net, x)
+        state = _state(net)
+        got = Unroll(net)(x)
+    assert torch.equal(got, expected)
+    for name, value in _state(net).items():
+        assert torch.equal(value, state[name]), name

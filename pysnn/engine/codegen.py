@@ -191,6 +191,8 @@ def _generate(neuron: Neuron, example: torch.Tensor) -> NeuronKernel:
         raise _Refused("generated kernels are for float32/float64 CPU tensors")
     if not native.available():
         raise _Refused("no C compiler or fused kernels off (PYSNN_NATIVE=0)")
+    if any(True for _ in neuron.children()):
+        raise _Refused(f"{type(neuron).__name__} holds other modules (their state is not its own)")
     twin = copy.deepcopy(neuron)
     twin.reset_state()
     twin._prepare(example)
@@ -213,6 +215,9 @@ def _generate(neuron: Neuron, example: torch.Tensor) -> NeuronKernel:
         t for k, t in twin._buffers.items() if k not in twin._state_specs and t is not None
     ]
     constants += [t for t in twin._parameters.values() if t is not None]
+    # what a per-element operation may read as uniform: the constants, and what torch computed
+    # from them (and from numbers) alone during the step
+    allowed = {id(t) for t in constants}
     element: Dict[int, str] = {id(x): "in_x"}  # tensor id -> C expression (a local variable)
     kinds: Dict[int, str] = {id(x): "float"}  # "float" or "bool"
     for k, name in enumerate(names):
@@ -231,6 +236,11 @@ def _generate(neuron: Neuron, example: torch.Tensor) -> NeuronKernel:
             if value.dtype not in (dtype, torch.bool):
                 raise _Refused(f"a {value.dtype} value meets the {dtype} state")
             if id(value) not in uniform_index:
+                if id(value) not in allowed:
+                    raise _Refused(
+                        "step reads a tensor that is neither its input, its state nor computed "
+                        "from its constants (another module's state, an attribute)"
+                    )
                 if value.numel() == 1:
                     flat, by_neuron = value.reshape(1), False
                 elif value.numel() == n and value.shape[-len(neuron.shape) :] == neuron.shape:
@@ -251,7 +261,10 @@ def _generate(neuron: Neuron, example: torch.Tensor) -> NeuronKernel:
         tensors = [a for a in args if isinstance(a, torch.Tensor)]
         tensors += [v for v in kwargs.values() if isinstance(v, torch.Tensor)]
         if not any(id(t) in element for t in tensors):
-            continue  # uniform: its value (out) is used where a per-element operation reads it
+            # uniform: its value (out) is used where a per-element operation reads it
+            if isinstance(out, torch.Tensor) and all(id(t) in allowed for t in tensors):
+                allowed.add(id(out))
+            continue
         name = getattr(func, "__name__", str(func))
         if not isinstance(out, torch.Tensor):
             if isinstance(out, _IGNORED) and name in ("__get__", "dim", "size", "numel"):

@@ -9,7 +9,10 @@ product per connection), and each pysnn module runs its own block form,
 (forward and BPTT backward), one product for a :class:`~pysnn.connection.Linear`, and the step
 loop of the module alone where its class says the block form does not apply
 (:func:`pysnn.stepping.block_form_reason`). The results and the state left in every module are
-those of the step loop ``for t in range(T): out[t] = net(x[t])``.
+those of the step loop ``for t in range(T): out[t] = net(x[t])``, bit for bit where the products
+are event-driven (0/1 spikes) or elementwise; a dense product of ``T * B`` rows may round its sums
+in another order than ``T`` products of ``B`` rows (the last bit of an input current, as in
+:meth:`pysnn.connection.Linear.forward_multistep`).
 
 Anything else (feedback through state, a learning rule in training mode, per-batch statistics
 such as ``BatchNorm`` in training, random draws, operations that mix samples) runs **step-wise**:

@@ -57,7 +57,9 @@ def run_sequence(network: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Run ``T`` steps of the step network ``network`` on ``x`` ``(T, B, ...)`` in one call.
 
     Layer by layer over all steps where the plan allows (see :mod:`pysnn.engine.plan`), else the
-    step loop; the results and the state left in every module are the step loop's. Plans anew
+    step loop; the results and the state left in every module are the step loop's (up to the
+    summation order of dense products over ``T * B`` rows, see :mod:`pysnn.engine.plan`). Plans
+    anew
     at every call: keep a :class:`SequenceRunner` (as :class:`pysnn.multistep.Unroll` does) to
     plan once.
     """
