@@ -123,6 +123,21 @@ def unroll_runner(net: Net, grad: bool) -> Callable[[torch.Tensor], None]:
     return run
 
 
+def _median_times(
+    runners: Dict[str, Callable[[torch.Tensor], object]], x: torch.Tensor, repeats: int
+) -> Dict[str, float]:
+    """Median time (s) of each runner on ``x``, after one warm-up, repeats interleaved."""
+    times: Dict[str, List[float]] = {name: [] for name in runners}
+    for run in runners.values():
+        run(x)
+    for _ in range(repeats):
+        for name, run in runners.items():
+            start = time.perf_counter()
+            run(x)
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
 def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--neurons", type=int, default=2048)
@@ -150,15 +165,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
     with torch.no_grad():  # the same spikes
         same = torch.equal(Unroll(nets["builtin"])(x), Unroll(nets["user"])(x))
     print(f"builtin and user networks give the same spikes: {same}")
-    times: Dict[str, List[float]] = {name: [] for name in runners}
-    for run in runners.values():
-        run(x)  # warm-up
-    for _ in range(args.repeats):
-        for name, run in runners.items():
-            start = time.perf_counter()
-            run(x)
-            times[name].append(time.perf_counter() - start)
-    median = {name: statistics.median(t) for name, t in times.items()}
+    median = _median_times(runners, x, args.repeats)
     mode = "forward + backward" if args.grad else "forward, no gradient"
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads; n={args.neurons}, "
@@ -176,13 +183,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
         alone = {name: Unroll(net.lif) for name, net in nets.items()}
         with torch.no_grad():
             same_alone = torch.equal(alone["builtin"](currents), alone["user"](currents))
-            times = {name: [] for name in alone}
-            for _ in range(args.repeats):
-                for name, unroll in alone.items():
-                    start = time.perf_counter()
-                    unroll(currents)
-                    times[name].append(time.perf_counter() - start)
-        neuron = {name: statistics.median(t) for name, t in times.items()}
+            neuron = _median_times(alone, currents, args.repeats)
         print(f"  neurons alone (same spikes: {same_alone}):")
         for name, seconds in neuron.items():
             print(f"  {name:8s} {seconds:8.4f} s")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 import warnings
-from typing import Iterator, Optional, Sequence, Tuple, Union
+from typing import Any, Iterator, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -263,3 +263,26 @@ def warn_if_dropped(what: str, old: Optional[torch.Tensor], batch: int) -> None:
         UserWarning,
         stacklevel=2,
     )
+
+
+def check_state_declaration(module: Any, name: Any, initial: Any, specs: dict, what: str) -> None:
+    """Check ``register_state(name, initial)`` of ``module`` (a neuron or a connection, whose
+    declared states are ``specs``): a new identifier, and an initial value that is a number, a
+    tensor, the name of an attribute of ``module`` or a function of it (``what``: "constant"
+    or "attribute", for the message)."""
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(f"name must be a valid identifier, got {name!r}")
+    if name in specs or hasattr(module, name):
+        raise ValueError(f"{type(module).__name__} already has an attribute {name!r}")
+    if isinstance(initial, bool) or not (
+        isinstance(initial, (int, float, torch.Tensor, str)) or callable(initial)
+    ):
+        raise TypeError(
+            f"initial of state {name!r} must be a number, a tensor, the name of a {what} or a "
+            f"function of the {type(module).__name__}, got {type(initial).__name__}"
+        )
+    if isinstance(initial, str) and not hasattr(module, initial):
+        raise ValueError(
+            f"initial of state {name!r} names {initial!r}, which is not an attribute of "
+            f"{type(module).__name__} (register that {what} first)"
+        )

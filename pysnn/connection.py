@@ -402,22 +402,7 @@ class Connection(nn.Module):
             shape: per-sample shape; default ``in_shape`` (one value per presynaptic unit).
             dtype: ``None`` for the input's floating-point dtype, or a fixed dtype.
         """
-        if not isinstance(name, str) or not name.isidentifier():
-            raise ValueError(f"name must be a valid identifier, got {name!r}")
-        if name in self._state_specs or hasattr(self, name):
-            raise ValueError(f"{type(self).__name__} already has an attribute {name!r}")
-        if isinstance(initial, bool) or not (
-            isinstance(initial, (int, float, torch.Tensor, str)) or callable(initial)
-        ):
-            raise TypeError(
-                f"initial of state {name!r} must be a number, a tensor, the name of an "
-                f"attribute or a function of the connection, got {type(initial).__name__}"
-            )
-        if isinstance(initial, str) and not hasattr(self, initial):
-            raise ValueError(
-                f"initial of state {name!r} names {initial!r}, which is not an attribute of "
-                f"{type(self).__name__}"
-            )
+        _checks.check_state_declaration(self, name, initial, self._state_specs, "attribute")
         if shape is None and self._named_dims:
             raise ValueError(
                 f"state {name!r}: give shape=..., in_features {self.in_shape} has named sizes"

@@ -306,22 +306,7 @@ class Neuron(nn.Module):
 
         The state is a non-persistent buffer, ``None`` before the first step.
         """
-        if not isinstance(name, str) or not name.isidentifier():
-            raise ValueError(f"name must be a valid identifier, got {name!r}")
-        if name in self._state_specs or hasattr(self, name):
-            raise ValueError(f"{type(self).__name__} already has an attribute {name!r}")
-        if isinstance(initial, bool) or not (
-            isinstance(initial, (int, float, torch.Tensor, str)) or callable(initial)
-        ):
-            raise TypeError(
-                f"initial of state {name!r} must be a number, a tensor, the name of a constant "
-                f"or a function of the neuron, got {type(initial).__name__}"
-            )
-        if isinstance(initial, str) and not hasattr(self, initial):
-            raise ValueError(
-                f"initial of state {name!r} names {initial!r}, which is not an attribute of "
-                f"{type(self).__name__} (register that constant first)"
-            )
+        _checks.check_state_declaration(self, name, initial, self._state_specs, "constant")
         if isinstance(initial, torch.Tensor):
             tensor = as_param(f"initial value of {name!r}", initial, self.shape, allow_inf=True)
             self.register_buffer(f"{name}_initial", tensor.detach(), persistent=False)

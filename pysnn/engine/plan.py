@@ -293,7 +293,7 @@ def _neuron_example(module: Neuron, example: torch.Tensor) -> torch.Tensor:
     return torch.zeros(example.shape[0], *module.shape, dtype=module._reference().dtype)
 
 
-def _backend(module: nn.Module, example: torch.Tensor, how: str) -> str:
+def _backend(example: torch.Tensor, how: str) -> str:
     if how == "fused" and example.is_cpu and native.available():
         return "native"
     return "torch"
@@ -515,7 +515,7 @@ def plan(network: nn.Module, program: StepProgram, example: torch.Tensor) -> Seq
                 how = "stepped" if why else ("fused" if fused else "block")
             else:
                 why, how = None, "block"
-            backend = backend or _backend(module, example, how)
+            backend = backend or _backend(example, how)
             parts.append(Part(node.target, type(module).__name__, how, backend, why))
     if not reasons:
         return SequencePlan("layer-wise", reasons, parts, program, kernels=kernels)
