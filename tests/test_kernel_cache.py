@@ -33,7 +33,7 @@ def fake_compiler(monkeypatch):
     reference = reference_library()
     builds = []
 
-    def compile_(compiler, flags, output):
+    def compile_(compiler, flags, output, source):
         builds.append(output)
         shutil.copyfile(reference, output)
 
@@ -146,7 +146,7 @@ def test_truncated_cached_library_does_not_kill_the_process(tmp_path):
     code = textwrap.dedent(f"""
         import shutil, warnings
         import pysnn.native as native
-        native._run_compiler = lambda compiler, flags, output: shutil.copyfile({reference!r}, output)
+        native._run_compiler = lambda compiler, flags, output, source: shutil.copyfile({reference!r}, output)
         compiler, flags, name = native._build_spec()
         target = native._compile_into(native._cache_dir(), name, compiler, flags)
         data = target.read_bytes()
