@@ -570,3 +570,22 @@ def test_built_in_neurons_in_a_sequence_plan_equal_their_step_loop(factory):
     assert torch.equal(got, expected)
     for name, value in _state(net).items():
         assert torch.equal(value, state[name]), name
+
+
+def test_generated_kernel_is_built_into_the_private_verified_cache(tmp_path, monkeypatch):
+    if not native.available():
+        pytest.skip("generated kernels need the C compiler")
+    import json
+    import stat
+
+    from pysnn.engine.codegen import generate
+
+    monkeypatch.setenv("PYSNN_CACHE_DIR", str(tmp_path / "cache"))
+    kernel, why = generate(CurrentLIF(4), torch.zeros(2, 4))
+    assert kernel is not None, why
+    folder = tmp_path / "cache"
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    libraries = list(folder.glob("generated-*.so"))
+    assert len(libraries) == 1 and libraries[0].with_suffix(".c").read_text() == kernel.source
+    record = json.loads(libraries[0].with_suffix(".json").read_text())
+    assert record["size"] == libraries[0].stat().st_size
