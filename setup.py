@@ -6,8 +6,10 @@ from setuptools import find_packages, setup
 
 HERE = Path(__file__).parent
 
+# The distribution is "pysnn-torch": the package index's "pysnn" (0.1.1, 2019) is the original PySNN
+# project, which this one succeeds. The import name stays ``pysnn``.
 setup(
-    name="pysnn",
+    name="pysnn-torch",
     version="0.1.0",
     description="Spiking neural networks native to PyTorch: stateful neuron and connection modules, "
     "lossless synaptic delays, local learning rules and surrogate-gradient training.",

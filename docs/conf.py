@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import runpy
 import sys
 from pathlib import Path
@@ -42,6 +43,50 @@ autodoc_inherit_docstrings = False  # do not pull torch.nn.Module's docstrings i
 autodoc_default_options = {"members": True, "show-inheritance": True}
 autodoc_preserve_defaults = True
 
+# API pages show no private names: a private base class is shown as its public bases, and
+# references to private helpers in docstrings ("(``_FastLIFStep``)", "see :meth:`_apply`") are
+# dropped. Return types are shown where they say something: never "None", never a private class.
+_PRIVATE = r"(?:``|:\w+:`~?)[\w.]*?\b_[A-Za-z]\w*(?:\(\))?(?:``|`)"
+_PRIVATE_REFERENCES = [
+    re.compile(r"\s*\((?:see\s+|as given to\s+)?" + _PRIVATE + r"\)"),  # "(see ``_X``)"
+    re.compile(r",\s*see\s+" + _PRIVATE),  # ", see ``_X``"
+]
+
+
+def _public_bases(bases: list) -> list:
+    public = []
+    for base in bases:
+        if base.__name__.startswith("_") and base.__module__.startswith("pysnn"):
+            public.extend(b for b in _public_bases(list(base.__bases__)) if b not in public)
+        elif base not in public:
+            public.append(base)
+    return public
+
+
+def _process_bases(app, name, obj, options, bases: list) -> None:
+    bases[:] = _public_bases(bases)
+
+
+def _drop_private_references(app, what, name, obj, options, lines: list) -> None:
+    text = "\n".join(lines)
+    for pattern in _PRIVATE_REFERENCES:
+        text = pattern.sub("", text)
+    lines[:] = text.split("\n")
+
+
+def _drop_uninformative_return(app, what, name, obj, options, signature, return_annotation):
+    annotations = app.env.current_document.autodoc_annotations.get(name, {})
+    returned = annotations.get("return", "")
+    if returned == "None" or re.search(r"(?:^|\.)_[A-Za-z]", returned):
+        annotations.pop("return")
+
+
+def setup(app) -> None:
+    app.connect("autodoc-process-bases", _process_bases)
+    app.connect("autodoc-process-docstring", _drop_private_references)
+    app.connect("autodoc-process-signature", _drop_uninformative_return)
+
+
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 napoleon_use_ivar = True  # "Attributes:" as fields, never duplicate attribute entries
@@ -49,7 +94,10 @@ napoleon_use_rtype = False
 
 exclude_patterns = ["_build", "_generated", ".gitignore"]
 templates_path: list = []
-html_static_path: list = []
+html_static_path = ["_static"]
+# Equations render offline: MathJax 3.2.2 bundled in _static/mathjax (Apache-2.0, see its README),
+# SVG output with the fonts inside the one file, no CDN.
+mathjax_path = "mathjax/tex-svg-full.js"
 html_theme = "furo"
 html_title = f"pysnn {release}"
 pygments_style = "sphinx"

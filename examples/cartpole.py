@@ -137,7 +137,7 @@ def random_returns(seed: int, episodes: int, env_factory) -> List[float]:
 
 
 def main(argv: Optional[List[str]] = None) -> Dict[str, Dict[str, float]]:
-    import gymnasium as gym  # the optional extra pysnn[rl]
+    import gymnasium as gym  # the optional extra "rl": pip install ".[rl]"
 
     args = parse_args(argv)
     factory = lambda: gym.make("CartPole-v1")  # noqa: E731

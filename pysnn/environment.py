@@ -18,7 +18,7 @@ environment step:
 
 An episode starts with ``reset_state`` of the network and of the rules (eligibility traces
 included), so episodes are independent apart from the learned weights. Requires the optional
-extra ``pip install pysnn[rl]`` (gymnasium) only for gymnasium's own environments: this module
+extra ``rl`` (gymnasium: ``pip install gymnasium``, or ``pip install ".[rl]"`` in a checkout) only for gymnasium's own environments: this module
 itself does not import gymnasium.
 
 .. code-block:: python

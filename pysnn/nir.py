@@ -1,6 +1,7 @@
 r"""Interoperability with NIR, the Neuromorphic Intermediate Representation.
 
-`NIR <https://neuroir.org>`_ (``pip install pysnn[nir]``) is the exchange format that snnTorch,
+`NIR <https://neuroir.org>`_ (``pip install nir``, or the extra ``pip install ".[nir]"`` in
+a pysnn checkout) is the exchange format that snnTorch,
 Norse, SpikingJelly, Sinabs, Rockpool, Lava and several neuromorphic chips read and write. A NIR
 graph holds nodes (continuous-time neuron models, linear maps) and edges; what arrives at a node
 through several edges is summed.
@@ -186,7 +187,8 @@ def _nir() -> Any:
         import nir
     except ImportError as err:  # pragma: no cover - nir is a test dependency
         raise ImportError(
-            "pysnn.nir needs the 'nir' package: pip install 'pysnn[nir]' (or pip install nir)"
+            "pysnn.nir needs the 'nir' package: pip install nir "
+            "(or the extra: pip install '.[nir]' in a pysnn checkout)"
         ) from err
     return nir
 

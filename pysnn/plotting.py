@@ -1,7 +1,8 @@
 """Plots for spiking networks: spike rasters, voltages, receptive fields, assignments, accuracy
 curves and STDP windows.
 
-matplotlib is an optional dependency (``pip install pysnn[plot]``) and is imported lazily inside
+matplotlib is an optional dependency (``pip install matplotlib``, or the extra
+``pip install ".[plot]"`` in a pysnn checkout) and is imported lazily inside
 each function. Figures are created with :class:`matplotlib.figure.Figure` and an Agg canvas, not
 ``pyplot``: nothing is shown, no GUI backend is needed and nothing blocks, so everything works
 headless. Every function returns the :class:`~matplotlib.figure.Figure` (``ax.figure`` when an
@@ -42,8 +43,8 @@ def _require_matplotlib():
         from matplotlib.backends.backend_agg import FigureCanvasAgg
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ImportError(
-            "pysnn.plotting requires matplotlib; install it with `pip install pysnn[plot]` "
-            "(or `pip install matplotlib`)"
+            "pysnn.plotting requires matplotlib; install it with `pip install matplotlib` "
+            '(or the extra: `pip install ".[plot]"` in a pysnn checkout)'
         ) from exc
     return Figure, FigureCanvasAgg
 

@@ -29,8 +29,9 @@ defaults suit neurons whose threshold is about 1 mV above reset (normalised unit
 Each surrogate derivative is the exact derivative of a smooth sigmoid-like relaxation of the step
 (listed in each class), which is what the tests check with finite differences.
 
-Gradient through the reset (:func:`reset_membrane`): ``v <- v_reset`` where a neuron fired is
-written so the forward value is exact while the gradient is that of
+Gradient through the reset (:func:`~pysnn.functional.spike.reset_membrane`, re-exported here):
+``v <- v_reset`` where a neuron fired is written so the forward value is exact while the gradient
+is that of
 :math:`v \leftarrow (1 - s) v + s\, v_{reset}`, unless the reset is detached.
 """
 

@@ -165,7 +165,7 @@ def test_bad_arguments():
 
 
 def test_cartpole_example_runs_and_reports_against_random():
-    pytest.importorskip("gymnasium")  # pinned in requirements-dev.txt (pysnn[rl])
+    pytest.importorskip("gymnasium")  # pinned in requirements-dev.txt (the extra "rl")
     import importlib.util
     from pathlib import Path
 

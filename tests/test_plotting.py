@@ -165,7 +165,7 @@ def test_headless_without_pyplot_and_missing_matplotlib_message(tmp_path):
         "try:\n"
         "    plotting.plot_voltages(torch.zeros(3, 1))\n"
         "except ImportError as e:\n"
-        "    assert 'pip install pysnn[plot]' in str(e), str(e)\n"
+        "    assert 'pip install matplotlib' in str(e), str(e)\n"
         "else:\n"
         "    raise SystemExit('no ImportError')\n"
     )

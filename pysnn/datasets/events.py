@@ -196,7 +196,7 @@ def _import_tonic():
     except ImportError as err:
         raise ImportError(
             "this feature needs the optional package 'tonic': install it with `pip install tonic` "
-            "(or `pip install pysnn[events]`)"
+            '(or the extra: `pip install ".[events]"` in a pysnn checkout)'
         ) from err
     return tonic
 
