@@ -134,3 +134,9 @@ def _generate_figures() -> None:
 
 if os.environ.get("PYSNN_DOCS_SKIP_FIGURES") != "1":
     _generate_figures()
+
+# The Results page: tables generated from benchmarks/results/*.json (docs/results_page.py).
+sys.path.insert(0, str(DOCS))
+import results_page  # noqa: E402
+
+results_page.write(DOCS / "_generated")

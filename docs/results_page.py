@@ -1,0 +1,269 @@
+"""The Results page, generated from ``benchmarks/results/*.json`` when the documentation is built.
+
+``docs/conf.py`` calls :func:`write` before Sphinx reads the sources; ``docs/results.rst``
+includes what it writes (``docs/_generated/results_tables.rst``). ``tests/test_numbers.py`` uses
+the same loaders to check the numbers quoted in the README and the docs against these files.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Dict, List, Sequence
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+
+#: Diehl & Cook (2015), Table 1 (literature, not a measurement of this project).
+DIEHL_COOK_PAPER = {100: 82.9, 400: 87.0}
+
+#: BindsNET-paper benchmark: the peers of the ratio table, as the README names them.
+BINDSNET_PEERS = [
+    ("BindsNET 0.3.4", ["bindsnet"]),
+    ("Brian2 2.9 (best of Cython runtime / C++ standalone)", ["brian2", "brian2-standalone"]),
+    ("Norse 1.1", ["norse"]),
+    ("snnTorch 1.0", ["snntorch"]),
+    ("plain torch, event-driven (``F.embedding_bag``)", ["torch-event"]),
+]
+BINDSNET_SIZES = [250, 1000, 2500, 5000, 10000]
+
+
+@lru_cache(maxsize=None)
+def load(name: str):
+    """``benchmarks/results/<name>.json``, parsed."""
+    return json.loads((RESULTS / f"{name}.json").read_text(encoding="utf-8"))
+
+
+def diehl_cook(n_neurons: int) -> Dict[str, float]:
+    """The full-MNIST run of ``examples/mnist_stdp.py`` one digit at a time (the paper's protocol):
+    accuracies in %, training throughput (digits/s) and training time (min)."""
+    r = load(f"mnist_stdp_{n_neurons}_batch1")
+    return {
+        "all_activity": 100 * r["accuracy_all_activity"],
+        "proportion": 100 * r["accuracy_proportion_weighting"],
+        "digits_per_s": r["train_samples_per_second"],
+        "train_min": r["train_seconds"] / 60,
+    }
+
+
+def bindsnet_paper() -> Dict[str, Dict[str, Dict[int, dict]]]:
+    """``results[peer][n]`` of both BindsNET-paper runs (n <= 5000, and n = 10000)."""
+    merged: Dict[str, Dict[int, dict]] = {}
+    for name in ("bindsnet_paper", "bindsnet_paper_n10000"):
+        for peer, by_n in load(name)["results"].items():
+            for n, row in by_n.items():
+                merged.setdefault(peer, {})[int(n)] = row
+    return merged
+
+
+def bindsnet_ratio(peers: Sequence[str], n: int, mode: str = "step loop") -> float:
+    """Peer simulation time / pysnn's (median of the repeats; > 1: pysnn faster), the fastest of
+    ``peers``; ``mode`` "step loop" (pysnn's modules) or "multi-step mode" (``pysnn.multistep``)."""
+    runs = bindsnet_paper()
+    ours = runs["pysnn" if mode == "step loop" else "pysnn-multistep"][n]["sim"]
+    return min(runs[p][n]["sim"] for p in peers if n in runs.get(p, {})) / ours
+
+
+def vogels_abbott() -> List[dict]:
+    """Every Vogels-Abbott row (N = 4000, 40 000 and the 400 000 run of the fused loop)."""
+    return load("vogels_abbott") + load("vogels_abbott_400k_fused")
+
+
+def vogels_abbott_sim(model: str, n: int, peer: str) -> float:
+    """Seconds for 1 s of biological time (median of the repeats)."""
+    (row,) = [r for r in vogels_abbott() if (r["model"], r["n"], r["peer"]) == (model, n, peer)]
+    return row["sim"]
+
+
+def bundled_diehl_cook(synapses: str) -> dict:
+    """``examples/mnist_stdp.py [--synapses conductance]`` on the bundled MNIST sample."""
+    return load(f"diehl_cook_bundled_{synapses}")
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]], widths: str = "") -> str:
+    out = [".. list-table::", "   :header-rows: 1"]
+    if widths:
+        out.append(f"   :widths: {widths}")
+    out.append("")
+    for row in [header, *rows]:
+        out.append(f"   * - {row[0]}")
+        out.extend(f"     - {cell}" for cell in row[1:])
+    return "\n".join(out) + "\n"
+
+
+def _seconds(s: float) -> str:
+    if s >= 10:
+        return f"{s:.0f} s" if s >= 100 else f"{s:.1f} s"
+    return f"{s:.2f} s" if s >= 0.1 else f"{s:.3f} s"
+
+
+def _time_memory(row) -> str:
+    if row is None:
+        return "-"
+    memory = row.get("peak_rss_mb")
+    return _seconds(row["sim"]) + (f", {memory:.0f} MB" if memory is not None else "")
+
+
+def tables() -> str:
+    """The generated part of the Results page (reStructuredText)."""
+    parts: List[str] = []
+    add = parts.append
+
+    add("Diehl & Cook (2015), unsupervised STDP on MNIST\n" + "-" * 47 + "\n")
+    add(
+        "All 60 000 training digits (one epoch, 350 ms per digit, one digit at a time: the "
+        "paper's protocol, ``--batch-size 1 --threads 1``), labels assigned on 10 000 training "
+        "digits, tested on the 10 000 test digits "
+        "(``benchmarks/results/mnist_stdp_{100,400}_batch1.json``). One seed per size: the "
+        "spread over seeds is not measured yet, so read the accuracies as one sample of it.\n"
+    )
+    rows = []
+    for n in (100, 400):
+        r = diehl_cook(n)
+        rows.append(
+            [
+                str(n),
+                f"{r['all_activity']:.1f} %",
+                f"**{r['proportion']:.1f} %**",
+                f"{DIEHL_COOK_PAPER[n]:.1f} %",
+                f"{r['digits_per_s']:.0f} digits/s",
+                f"{r['train_min']:.1f} min",
+            ]
+        )
+    add(
+        _table(
+            [
+                "excitatory neurons",
+                "all-activity vote",
+                "proportion weighting",
+                "paper",
+                "training throughput",
+                "training time",
+            ],
+            rows,
+        )
+    )
+    add("On the bundled sample (3000 training and 1000 test digits, 100 neurons, batch 16):\n")
+    rows = []
+    for synapses in ("current", "conductance"):
+        try:
+            r = bundled_diehl_cook(synapses)
+        except FileNotFoundError:
+            continue
+        rows.append(
+            [
+                f"``--synapses {synapses}``",
+                f"{100 * r['accuracy_all_activity']:.1f} %",
+                f"{100 * r['accuracy_proportion_weighting']:.1f} %",
+                f"{r['train_samples_per_second']:.1f} digits/s",
+            ]
+        )
+    add(
+        _table(["synapses", "all-activity", "proportion weighting", "training"], rows)
+        + "\n(``benchmarks/results/diehl_cook_bundled_{current,conductance}.json``, one run each "
+        "on the shared 2-core machine, one thread.)\n"
+    )
+    add(
+        ".. figure:: _static/diehl_cook_400_weights.png\n   :width: 90%\n\n"
+        "   Receptive fields learned by the 400 excitatory neurons in one epoch of full MNIST "
+        "(input weights, 28 x 28 each).\n"
+    )
+
+    add("Simulation speed: the BindsNET-paper benchmark\n" + "-" * 46 + "\n")
+    add(
+        "n Poisson inputs to n LIF neurons, all to all, 1000 steps of 1 ms, no learning, every "
+        "simulator in the same run on 2 CPU threads "
+        "(``benchmarks/results/bindsnet_paper.json``, ``bindsnet_paper_n10000.json``). "
+        "Ratio = peer time / pysnn time (> 1: pysnn faster).\n"
+    )
+    rows = []
+    for mode in ("step loop", "multi-step mode"):
+        for label, peers in BINDSNET_PEERS:
+            if mode == "multi-step mode" and peers == ["torch-event"]:
+                continue
+            cells = []
+            for n in BINDSNET_SIZES:
+                try:
+                    cells.append(f"{bindsnet_ratio(peers, n, mode):.2f}")
+                except ValueError:
+                    cells.append("-")
+            rows.append([label, f"pysnn {mode}", *cells])
+    add(_table(["peer", "against", *[f"n = {n}" for n in BINDSNET_SIZES]], rows))
+    runs = bindsnet_paper()
+    rows = []
+    for peer in ("pysnn", "pysnn-multistep", "bindsnet", "brian2-standalone", "norse", "snntorch"):
+        rows.append(
+            [
+                f"``{peer}``",
+                *[_time_memory(runs[peer].get(n)) for n in BINDSNET_SIZES],
+            ]
+        )
+    add(
+        "Simulation time (median of 3) and peak resident memory of the process (not measured "
+        "for Brian2 standalone, which runs in a subprocess):\n"
+    )
+    add(_table(["simulator", *[f"n = {n}" for n in BINDSNET_SIZES]], rows))
+    add(
+        ".. figure:: ../benchmarks/results/bindsnet_paper.png\n   :width: 90%\n\n"
+        "   Simulation time against network size (n <= 5000 run).\n"
+    )
+
+    add("Recurrent networks: Vogels-Abbott\n" + "-" * 33 + "\n")
+    add(
+        "CUBA and COBA networks of Brian2's and NEST's benchmarks, 1 s of biological time, one "
+        "thread each, same run (``benchmarks/results/vogels_abbott.json``, "
+        "``vogels_abbott_400k_fused.json``). pysnn: ``pysnn.multistep.run_recurrent`` (the fused "
+        "loop); the Python step loop in brackets.\n"
+    )
+    rows = []
+    for model in ("cuba", "coba"):
+        for n in (4000, 40000, 400000):
+            by_peer = {r["peer"]: r for r in vogels_abbott() if (r["model"], r["n"]) == (model, n)}
+            fused = by_peer["pysnn-fused"]
+            loop = f" ({_seconds(by_peer['pysnn']['sim'])})" if "pysnn" in by_peer else ""
+            rows.append(
+                [
+                    model.upper(),
+                    f"{n:,}".replace(",", " "),
+                    f"**{_seconds(fused['sim'])}**{loop}",
+                    _seconds(by_peer["brian2-standalone"]["sim"]),
+                    _seconds(by_peer["nest"]["sim"]),
+                    f"{fused['net_mb']:.0f} / {by_peer['brian2-standalone']['net_mb']:.0f} / "
+                    f"{by_peer['nest']['net_mb']:.0f} MB",
+                    f"{fused['stats']['rate']:.2f} / {by_peer['nest']['stats']['rate']:.2f} Hz",
+                ]
+            )
+    add(
+        _table(
+            [
+                "model",
+                "N",
+                "pysnn",
+                "Brian2 2.9 C++ standalone",
+                "NEST 3.10",
+                "network memory (pysnn / Brian2 / NEST)",
+                "rate (pysnn / NEST)",
+            ],
+            rows,
+        )
+    )
+    for model in ("cuba", "coba"):
+        add(
+            f".. figure:: ../benchmarks/results/vogels_abbott_{model}_4000_raster.png\n"
+            f"   :width: 90%\n\n   {model.upper()}, N = 4000: spike raster.\n"
+        )
+    return "\n".join(parts)
+
+
+def write(out: Path) -> Path:
+    """Write :func:`tables` to ``out/results_tables.rst`` (only when it changed)."""
+    out.mkdir(exist_ok=True)
+    path = out / "results_tables.rst"
+    text = tables()
+    if not path.is_file() or path.read_text(encoding="utf-8") != text:
+        path.write_text(text, encoding="utf-8")
+    return path
