@@ -1,0 +1,122 @@
+"""Numbers quoted in the README and the docs are the numbers in ``benchmarks/results/*.json``.
+
+Each entry of ``QUOTES`` marks one quote: the file that quotes it and a function that writes the
+quoted text from the results files (``docs/results_page.py`` loads them). The test fails when the
+text written from the results is not in the file: a quote changed by hand, or a results file
+re-measured without updating its quotes. To quote a new measured number, add its entry here.
+Numbers without a results file (text reports such as ``surrogate_lif_*.txt``) are not checked.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Callable, List, Tuple
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("results_page", ROOT / "docs" / "results_page.py")
+R = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(R)
+
+README = "README.md"
+BENCH = "benchmarks/README.md"
+
+
+def _dc_row(n: int) -> str:  # README's Diehl & Cook table, paper's protocol
+    r = R.diehl_cook(n)
+    return (
+        f"| {r['all_activity']:.1f} % | **{r['proportion']:.1f} %** | {R.DIEHL_COOK_PAPER[n]:.1f} % "
+        f"| {r['digits_per_s']:.0f} digits/s | {r['train_min']:.1f} min |"
+    )
+
+
+def _dc_bench(n: int) -> str:  # benchmarks/README's end-to-end sentence
+    r = R.diehl_cook(n)
+    return f"{r['proportion']:.1f} % in {r['train_min']:.1f} min"
+
+
+def _bindsnet_row(label: str, peers: List[str], mode: str) -> str:
+    cells = " | ".join(f"{R.bindsnet_ratio(peers, n, mode):.2g}" for n in R.BINDSNET_SIZES)
+    return f"| {label} | {mode} | {cells} |"
+
+
+def _ratio(x: float) -> str:  # the README's ratio tables: 2 significant digits, 1 decimal from 10
+    return f"{x:.1f}" if x >= 10 else f"{x:.2g}"
+
+
+def _bindsnet_readme(label: str, peers: List[str], mode: str) -> str:
+    cells = " | ".join(_ratio(R.bindsnet_ratio(peers, n, mode)) for n in R.BINDSNET_SIZES)
+    return f"| {label} | {mode} | {cells} |"
+
+
+def _va(model: str, n: int) -> str:
+    def s(peer: str) -> str:
+        x = R.vogels_abbott_sim(model, n, peer)
+        return f"{x:.3f} s" if x < 0.1 else (f"{x:.2f} s" if x < 10 else f"{x:.1f} s")
+
+    size = f"{n:,}".replace(",", " ") if n >= 10000 else str(n)
+    return f"| {model.upper()} | {size} | **{s('pysnn-fused')}** | {s('brian2-standalone')} | {s('nest')} |"
+
+
+def _bundled(synapses: str) -> str:
+    r = R.bundled_diehl_cook(synapses)
+    return (
+        f"     - {100 * r['accuracy_all_activity']:.1f} %\n"
+        f"     - {100 * r['accuracy_proportion_weighting']:.1f} %\n"
+        f"     - {r['train_samples_per_second']:.1f} digits/s"
+    )
+
+
+BINDSNET = "BindsNET 0.3.4"
+BRIAN2 = "Brian2 2.9 (best of Cython runtime / C++ standalone)"
+
+#: (file that quotes, what it must quote, written from the results files)
+QUOTES: List[Tuple[str, Callable[[], str]]] = [
+    (README, lambda: _dc_row(100)),
+    (README, lambda: _dc_row(400)),
+    (
+        README,
+        lambda: f"**{R.diehl_cook(100)['proportion']:.1f} %\nwith 100 neurons (paper 82.9 %) and "
+        f"{R.diehl_cook(400)['proportion']:.1f} % with 400 (paper 87.0 %)**",
+    ),
+    (BENCH, lambda: _dc_bench(100)),
+    (BENCH, lambda: _dc_bench(400)),
+    (README, lambda: _bindsnet_readme(BINDSNET, ["bindsnet"], "step loop")),
+    (README, lambda: _bindsnet_readme(BINDSNET, ["bindsnet"], "multi-step mode")),
+    (README, lambda: _bindsnet_readme(BRIAN2, ["brian2", "brian2-standalone"], "step loop")),
+    (README, lambda: _bindsnet_readme(BRIAN2, ["brian2", "brian2-standalone"], "multi-step mode")),
+    (README, lambda: _bindsnet_readme("Norse 1.1", ["norse"], "step loop")),
+    (README, lambda: _bindsnet_readme("snnTorch 1.0", ["snntorch"], "step loop")),
+    (README, lambda: _va("cuba", 4000)),
+    (README, lambda: _va("cuba", 40000)),
+    (README, lambda: _va("coba", 4000)),
+    (README, lambda: _va("coba", 40000)),
+    (
+        README,
+        lambda: f"At N = 400 000, pysnn takes {R.vogels_abbott_sim('cuba', 400000, 'pysnn-fused'):.1f} s "
+        f"(CUBA) and {R.vogels_abbott_sim('coba', 400000, 'pysnn-fused'):.1f} s (COBA). Brian2 "
+        f"standalone takes {R.vogels_abbott_sim('cuba', 400000, 'brian2-standalone'):.1f} s and\n"
+        f"{R.vogels_abbott_sim('coba', 400000, 'brian2-standalone'):.1f} s, and NEST "
+        f"{R.vogels_abbott_sim('cuba', 400000, 'nest'):.0f} s and "
+        f"{R.vogels_abbott_sim('coba', 400000, 'nest'):.0f} s",
+    ),
+    ("docs/synapses.rst", lambda: _bundled("current")),
+    ("docs/synapses.rst", lambda: _bundled("conductance")),
+]
+
+
+@pytest.mark.parametrize("index", range(len(QUOTES)))
+def test_quoted_number_matches_results(index: int) -> None:
+    path, expected = QUOTES[index]
+    text = (ROOT / path).read_text(encoding="utf-8")
+    quote = expected()
+    assert quote in text, f"{path} should quote, from benchmarks/results:\n{quote}"
+
+
+def test_results_page_builds_from_the_results_files() -> None:
+    tables = R.tables()
+    for n in (100, 400):
+        assert f"**{R.diehl_cook(n)['proportion']:.1f} %**" in tables
+    assert "bindsnet_paper.png" in tables and "vogels_abbott_cuba_4000_raster.png" in tables
