@@ -52,7 +52,9 @@ def test_tutorial_runs(script: Path, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("script", TUTORIALS, ids=lambda p: p.name)
 def test_tutorial_is_included(script: Path) -> None:
-    pattern = re.compile(r"\.\. literalinclude:: (?:\.\./tutorials/)?" + re.escape(script.name))
+    pattern = re.compile(
+        r"\.\. (?:literalinclude|script-cells):: (?:\.\./tutorials/)?" + re.escape(script.name)
+    )
     assert pattern.search(_page_text()), f"no page includes docs/tutorials/{script.name}"
 
 

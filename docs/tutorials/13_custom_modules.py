@@ -28,7 +28,7 @@ from pysnn.surrogate import FastSigmoid
 torch.manual_seed(0)
 
 
-# ---------------------------------------------------------------------------------------------
+# %%
 # 1. A McCulloch-Pitts neuron: spikes when its input reaches the threshold; no memory.
 class McCullochPitts(Neuron):
     def __init__(self, shape, dt=1.0, *, thresh=0.0, **kwargs):
@@ -39,6 +39,7 @@ class McCullochPitts(Neuron):
         return self.fire(x - self.thresh)  # exact Heaviside forward, surrogate gradient backward
 
 
+# %%
 # Trained by backpropagation (surrogate gradient) to compute the AND of two inputs.
 inputs = torch.tensor([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
 target = torch.tensor([[0.0], [0.0], [0.0], [1.0]])
@@ -53,7 +54,7 @@ print("McCulloch-Pitts AND gate:", gate(inputs).flatten().tolist())
 assert torch.equal(gate(inputs), target)
 
 
-# ---------------------------------------------------------------------------------------------
+# %%
 # 2. A current-based LIF: each input spike opens an exponentially decaying synaptic current,
 #    tau_syn dI/dt = -I (I jumps by the input), which charges the membrane:
 #    v <- v_rest + (v - v_rest) exp(-dt/tau_v) + I dt / tau_v * R  (here R = tau_v / dt: v += I).
@@ -78,6 +79,7 @@ class CurrentLIF(Neuron):
         return s
 
 
+# %%
 # One input spike at t = 0 into a neuron that cannot fire: the membrane follows the closed form
 # v(t) = sum_{k<=t} a^k b^(t-k) = (a^(t+1) - b^(t+1)) / (a - b), a = exp(-1/tau_syn), b = exp(-1/tau_v).
 cuba = CurrentLIF(1, tau_syn=5.0, tau_v=20.0, thresh=100.0)
@@ -89,6 +91,7 @@ closed = torch.tensor([(a ** (t + 1) - b ** (t + 1)) / (a - b) for t in range(30
 torch.testing.assert_close(v, closed)
 print(f"current-based LIF: PSP peak {float(v.max()):.3f} at step {int(v.argmax())} (closed form)")
 
+# %%
 # Next to the built-in LIFNeuron (instantaneous synapse) on the same spike train: the synaptic
 # current spreads each input over ~tau_syn, so the same weight drives more spikes.
 spikes_in = (torch.rand(200, 4, 10) < 0.1).float()
@@ -103,7 +106,7 @@ print(f"spikes from the same input: LIFNeuron {int(n_builtin)}, CurrentLIF {int(
 assert n_custom > n_builtin > 0
 
 
-# ---------------------------------------------------------------------------------------------
+# %%
 # 3. An exponential integrate-and-fire neuron (Fourcaud-Trocme et al. 2003), forward Euler:
 #    tau_v dv/dt = -(v - v_rest) + delta_t exp((v - v_t) / delta_t) + x,
 #    spike and reset to v_reset when v >= v_peak.
@@ -153,6 +156,7 @@ def eif_rate(drive, steps=5000, dt=0.1):
     return count / (steps * dt / 1000), reference / (steps * dt / 1000)
 
 
+# %%
 # Rheobase: the drive at which the stable rest disappears, delta_t + v_t - v_rest - delta_t *
 # ln(1) ... for these parameters x_rh = v_t - v_rest - delta_t = 13 mV.
 for drive in (12.5, 14.0, 20.0):
@@ -162,6 +166,7 @@ for drive in (12.5, 14.0, 20.0):
 assert eif_rate(12.5)[0] == 0 and eif_rate(14.0)[0] > 0
 assert eif_rate(20.0)[0] > eif_rate(14.0)[0]
 
+# %%
 # It sits in any network next to the built-ins, batched and with spike traces for learning.
 inp, eif = Input(10, dt=0.1), EIF(3)
 drive_in = Linear(10, 3, dt=0.1, init="constant", init_kwargs={"val": 30.0})
@@ -172,7 +177,7 @@ print("EIF trace (kept by the base class for learning rules):", eif.trace[0].tol
 assert eif.trace.shape == (2, 3)
 
 
-# ---------------------------------------------------------------------------------------------
+# %%
 # 4. A one-to-one connection: presynaptic neuron j drives postsynaptic neuron j only,
 #    I_j(t) = gain_j s_j(t - d_j), with a learnable gain and a shared or per-neuron delay d_j.
 class OneToOne(Connection):
@@ -200,6 +205,7 @@ class OneToOne(Connection):
         return arriving * self.gain
 
 
+# %%
 # Simulated in front of every neuron above and the built-in LIFNeuron, batched, step by step and
 # in blocks (forward_multistep). By hand: neuron j receives gain_j * s_j(t - d_j).
 T, B = 30, 4
@@ -230,6 +236,7 @@ for steps in ([2, 2, 2], [0, 3, 7]):  # a shared delay, then one per neuron
             assert torch.equal(stepped, by_hand)
     print(f"OneToOne, delays {steps} steps: every neuron's spikes match the hand-shifted input")
 
+# %%
 # Trained by backpropagation through time: the gains are learned so that neuron i, driven by
 # 15 regular input spikes arriving after its own delay, fires exactly target_i spikes.
 drive = torch.zeros(60, 1, 4)
@@ -251,7 +258,7 @@ print(f"BPTT through OneToOne + CurrentLIF: {counts.tolist()} spikes after {epoc
 assert torch.equal(counts, target)
 
 
-# ---------------------------------------------------------------------------------------------
+# %%
 # 5. Learning rules and the user modules.
 #
 # (a) The built-in STDP trains a Linear into each user neuron, through a delay of 3 steps: it reads
@@ -305,6 +312,7 @@ for make_neuron, dt, strong, weak in [
     print(f"STDP into {type(post).__name__} through a 3-step delay: dw = {dw.tolist()}")
 
 
+# %%
 # (b) A voltage-based rule (a simplified Clopath et al. 2010), written on the public hooks only:
 #     dw_ij = eta_plus x_ij [v_i - theta_plus]_+ - eta_minus a_ij [u_i - theta_minus]_+,
 #     x the presynaptic trace and a the spikes arriving at the synapse (through the delays), v the
@@ -364,6 +372,7 @@ class VoltageSTDP(LearningRule):
         )
 
 
+# %%
 # One run of 8 steps, batch 2, through a delay of 1 step, against the same formulas in Python
 # floats (given the recorded membrane potentials).
 rates = dict(eta_plus=0.1, eta_minus=0.05, theta_plus=0.3, theta_minus=0.1, tau_u=4.0)
@@ -399,6 +408,7 @@ torch.testing.assert_close(fc.weight.detach() - w_start, torch.tensor(by_hand, d
 print("VoltageSTDP: 8 steps match the hand computation")
 
 
+# %%
 # Trained next to the built-in STDP, on copies of the same network (10 inputs into 2 CurrentLIF
 # neurons) and the same input: inputs 0-4 fire at 0.1 per step and drive the neurons, inputs 5-9
 # fire at 0.02. Under both rules every driving input's weight grows, and more than any other's.
