@@ -114,6 +114,7 @@ FIGURE_SCRIPTS = [
     ("04_traces_and_delays.py", ["delays.png"]),
     ("05_learning_rules.py", ["stdp_window.png"]),
     ("06_reward_learning.py", ["mstdpet_weight.png"]),
+    ("08_gradient_training.py", ["gradient_training.png"]),
     ("10_recording_and_plotting.py", ["raster.png", "voltages.png"]),
 ]
 
@@ -128,6 +129,7 @@ def _generate_figures() -> None:
         for script, files in FIGURE_SCRIPTS:
             path = DOCS / "tutorials" / script
             sys.argv = [str(path), str(out)]
+            torch.set_grad_enabled(True)  # as in a fresh interpreter
             with contextlib.redirect_stdout(io.StringIO()):  # keep the build log for warnings
                 runpy.run_path(str(path), run_name="__main__")
             missing = [name for name in files if not (out / name).is_file()]

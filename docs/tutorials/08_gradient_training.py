@@ -4,12 +4,21 @@ Inputs come from ``pysnn.datasets.XOR``: 4 patterns of 2 bits, each bit coded by
 neurons firing at 200 Hz for a 1 and 0 Hz for a 0, over 20 ms (fresh noise at every access). The
 hidden LIF layer emits exact 0/1 spikes but differentiates them with a fast-sigmoid surrogate; a
 leaky-integrator readout (``LIReadout``) never spikes, and the loss is the cross-entropy of its
-maximum membrane potential over time (``membrane_loss``).
+maximum membrane potential over time (``membrane_loss``). The loss and accuracy curves are drawn
+into ``gradient_training.png`` in the output folder (first argument, else ``$PYSNN_DOCS_OUT``,
+else a new temporary folder).
 
-    python docs/tutorials/08_gradient_training.py
+    python docs/tutorials/08_gradient_training.py [OUT_DIR]
 """
 
+# %%
+import os
+import sys
+import tempfile
+from pathlib import Path
+
 import torch
+from matplotlib.figure import Figure
 
 from pysnn.connection import Linear
 from pysnn.datasets import XOR
@@ -18,6 +27,10 @@ from pysnn.neuron import LIFNeuron
 from pysnn.readout import LIReadout, membrane_loss, membrane_reduce
 from pysnn.surrogate import FastSigmoid
 
+OUT = Path(
+    sys.argv[1] if len(sys.argv) > 1 else os.environ.get("PYSNN_DOCS_OUT") or tempfile.mkdtemp()
+)
+OUT.mkdir(parents=True, exist_ok=True)
 torch.manual_seed(0)
 data = XOR(
     duration=20.0,
@@ -29,6 +42,7 @@ data = XOR(
 )
 
 
+# %%
 class SpikingMLP(SNNNetwork):
     """10 inputs -> 32 LIF (surrogate gradient) -> 2 leaky integrators (class scores)."""
 
@@ -59,9 +73,11 @@ def batch():
     return spikes, torch.tensor([label for _, label in items])
 
 
+# %%
+# Training: each iteration resets the state, runs 20 steps and backpropagates through all of them.
 net = SpikingMLP()
 optimizer = torch.optim.Adam(net.parameters(), lr=0.02)
-losses = []
+losses, accuracies = [], []
 for iteration in range(120):
     spikes, labels = batch()
     net.reset_state()  # every sequence starts from rest
@@ -71,9 +87,13 @@ for iteration in range(120):
     loss.backward()
     optimizer.step()
     losses.append(loss.item())
+    accuracies.append(
+        float((membrane_reduce(v.detach(), "max").argmax(1) == labels).float().mean())
+    )
     if iteration % 20 == 0:
         print(f"iteration {iteration:3d}: loss {loss.item():.3f}")
 
+# %%
 # Evaluate on fresh noise, without gradients.
 correct = 0
 with torch.no_grad():
@@ -86,3 +106,28 @@ first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
 print(f"mean loss of the first 10 iterations {first:.3f}, of the last 10 {last:.3f}")
 print(f"accuracy on 40 fresh noisy patterns: {correct / 40:.2f}")
 assert last < first  # a seeded CPU run: the loss must go down
+
+
+# %%
+# The learning curves: loss and accuracy of each training batch, with a running mean of 10.
+def running_mean(values, width=10):
+    return [
+        sum(values[max(0, i - width + 1) : i + 1]) / (i + 1 - max(0, i - width + 1))
+        for i in range(len(values))
+    ]
+
+
+fig = Figure(figsize=(8, 3.2))
+ax_loss, ax_acc = fig.subplots(1, 2)
+for ax, values, name in ((ax_loss, losses, "loss"), (ax_acc, accuracies, "training accuracy")):
+    ax.plot(values, color="0.75", label="per batch")
+    ax.plot(running_mean(values), color="C0", label="running mean of 10")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel(name)
+ax_acc.axhline(0.5, color="k", ls="--", lw=1, label="chance")
+ax_acc.legend(loc="lower right", fontsize=8)
+fig.tight_layout()
+fig.savefig(OUT / "gradient_training.png", dpi=80)
+print(
+    f"running means at the end: loss {running_mean(losses)[-1]:.3f}, accuracy {running_mean(accuracies)[-1]:.2f}"
+)
