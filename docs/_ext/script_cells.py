@@ -3,7 +3,8 @@
 A tutorial in ``docs/tutorials/`` stays one runnable script (``tests/test_docs.py`` runs it);
 lines ``# %%`` split it into cells (the convention of Jupytext, VS Code and sphinx-gallery). At
 build time the script is run once, cell after cell in one namespace, as ``__main__`` with
-``docs/_generated`` as its output folder, and what each cell prints is captured. A page shows a
+``docs/_generated`` as its output folder (shown as ``OUT_DIR``), and what each cell prints is
+captured. A page shows a
 range of cells::
 
     .. script-cells:: 13_custom_modules.py
@@ -61,7 +62,8 @@ def run_cells(path: Path, out_dir: Path) -> List[Tuple[str, str]]:
             buffer = io.StringIO()
             with contextlib.redirect_stdout(buffer):
                 exec(compile(code + "\n", f"{path.name}, cell {index}", "exec"), namespace)
-            results.append((code, buffer.getvalue()))
+            # the build's output folder is the script's OUT_DIR argument, not a path to show
+            results.append((code, buffer.getvalue().replace(str(out_dir), "OUT_DIR")))
     finally:
         sys.argv = argv
         os.chdir(cwd)
