@@ -125,6 +125,8 @@ def _generate_figures() -> None:
     argv = sys.argv
     checks = pysnn.checks_enabled()
     grad = torch.is_grad_enabled()  # scripts may switch autograd off globally
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small examples: one thread, as tests/test_docs.py runs them
     try:
         for script, files in FIGURE_SCRIPTS:
             path = DOCS / "tutorials" / script
@@ -139,6 +141,7 @@ def _generate_figures() -> None:
         sys.argv = argv
         pysnn.set_checks(checks)
         torch.set_grad_enabled(grad)
+        torch.set_num_threads(threads)
 
 
 if os.environ.get("PYSNN_DOCS_SKIP_FIGURES") != "1":

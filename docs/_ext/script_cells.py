@@ -49,13 +49,18 @@ def run_cells(path: Path, out_dir: Path) -> List[Tuple[str, str]]:
     cells = split_cells(path.read_text(encoding="utf-8"))
     namespace = {"__name__": "__main__", "__file__": str(path)}
     argv, cwd, checks = sys.argv, os.getcwd(), pysnn.checks_enabled()
-    grad, dtype = torch.is_grad_enabled(), torch.get_default_dtype()
+    grad, dtype, threads = (
+        torch.is_grad_enabled(),
+        torch.get_default_dtype(),
+        torch.get_num_threads(),
+    )
     out_dir.mkdir(exist_ok=True)
     results = []
     try:
         # a fresh interpreter's global state, as when the script runs on its own
         torch.set_grad_enabled(True)
         torch.set_default_dtype(torch.float32)
+        torch.set_num_threads(1)  # small examples: one thread, as tests/test_docs.py runs them
         sys.argv = [str(path), str(out_dir)]
         os.chdir(path.parents[2])  # the repository root, as tests/test_docs.py runs it
         for index, code in enumerate(cells):
@@ -70,6 +75,7 @@ def run_cells(path: Path, out_dir: Path) -> List[Tuple[str, str]]:
         pysnn.set_checks(checks)
         torch.set_grad_enabled(grad)
         torch.set_default_dtype(dtype)
+        torch.set_num_threads(threads)
     _RUNS[path] = results
     return results
 
