@@ -4,17 +4,21 @@
   with asserts) and is included in a documentation page.
 * Every public module of pysnn has an ``automodule`` entry in ``docs/api/``.
 * Every generated figure a page shows is drawn by a script that ``docs/conf.py`` runs.
+* The examples on the API pages (``docs/api/*.rst``) run.
 
 The Sphinx build itself (``sphinx-build -W``) runs in ``.ci/run``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import pkgutil
 import re
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -77,3 +81,17 @@ def test_generated_figures_are_drawn_at_build_time() -> None:
         assert f'"{name}"' in conf, f"{name} is shown but no FIGURE_SCRIPTS entry produces it"
     for script in re.findall(r'\("(\d\d_[\w]+\.py)"', conf):
         assert (DOCS / "tutorials" / script).is_file(), script
+
+
+API_PAGES = sorted((DOCS / "api").glob("*.rst"))
+_CODE_BLOCK = re.compile(r"\n( *)\.\. code-block:: python\n\n((?:\1   .*\n|[ \t]*\n)+)")
+
+
+@pytest.mark.parametrize("page", API_PAGES, ids=lambda p: p.name)
+def test_api_page_examples_run(page: Path) -> None:
+    """The examples on an API page run, in order, in one namespace (as a reader would)."""
+    namespace: dict = {}
+    for match in _CODE_BLOCK.finditer(page.read_text(encoding="utf-8")):
+        code = textwrap.dedent(match.group(2))
+        with contextlib.redirect_stdout(io.StringIO()):
+            exec(compile(code, str(page), "exec"), namespace)
