@@ -42,6 +42,10 @@ extensions = [
 # autodoc: real imports, nothing mocked (torch, numpy, tqdm and matplotlib are installed).
 autodoc_typehints = "description"
 autodoc_member_order = "bysource"
+# A re-exported object (pysnn.multistep.run_layers from pysnn.engine.layers) gets its [source] link
+# where it is defined only: following imports sent the source page's back-link to an anchor of
+# the re-exporting page that does not exist.
+viewcode_follow_imported_members = False
 autodoc_inherit_docstrings = False  # do not pull torch.nn.Module's docstrings into ours
 autodoc_default_options = {"members": True, "show-inheritance": True}
 autodoc_preserve_defaults = True

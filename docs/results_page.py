@@ -8,6 +8,7 @@ the same loaders to check the numbers quoted in the README and the docs against 
 from __future__ import annotations
 
 import json
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Dict, List, Sequence
@@ -79,6 +80,42 @@ def vogels_abbott_sim(model: str, n: int, peer: str) -> float:
 def bundled_diehl_cook(synapses: str) -> dict:
     """``examples/mnist_stdp.py [--synapses conductance]`` on the bundled MNIST sample."""
     return load(f"diehl_cook_bundled_{synapses}")
+
+
+BPTT_FILES = [
+    "surrogate_lif_currents",
+    "surrogate_lif_spikes",
+    "surrogate_lif_t500",
+    "surrogate_lif_16384_currents",
+    "surrogate_lif_16384",
+]
+BPTT_PEERS = [
+    ("pysnn step loop", "pysnn-step"),
+    ("plain torch", "torch"),
+    ("snnTorch 1.0", "snntorch"),
+    ("Norse 1.1", "norse"),
+    ("SpikingJelly 2.0", "spikingjelly"),
+]
+
+
+def bptt(name: str) -> List[dict]:
+    """The runs of ``benchmarks/results/<name>.txt`` (``benchmarks/surrogate_lif.py``'s report):
+    one dict per setting line and N, ``{"setting", "n", "times": {peer: seconds}}``."""
+    runs: List[dict] = []
+    setting = ""
+    for line in (RESULTS / f"{name}.txt").read_text(encoding="utf-8").splitlines():
+        if line.startswith("torch "):
+            head, rest = line.split(";", 1)
+            threads = head.split(",")[1].strip().replace("1 threads", "1 thread")
+            setting = f"{rest.split('; median')[0].strip()}, {threads}"
+            continue
+        m = re.match(r"\s*N=\s*(\d+)\s+(\S+)\s+([\d.]+) s$", line)
+        if m:
+            n, peer, seconds = int(m.group(1)), m.group(2), float(m.group(3))
+            if not runs or (runs[-1]["setting"], runs[-1]["n"]) != (setting, n):
+                runs.append({"setting": setting, "n": n, "times": {}})
+            runs[-1]["times"][peer] = seconds
+    return runs
 
 
 # ----------------------------------------------------------------------------------------------
@@ -211,6 +248,31 @@ def tables() -> str:
         ".. figure:: ../benchmarks/results/bindsnet_paper.png\n   :width: 90%\n\n"
         "   Simulation time against network size (n <= 5000 run).\n"
     )
+
+    add("Surrogate-gradient training (BPTT): one Linear + LIF layer\n" + "-" * 58 + "\n")
+    add(
+        "Forward and backward through all steps (``benchmarks/surrogate_lif.py``; one row per "
+        "setting and size of ``benchmarks/results/surrogate_lif_*.txt``, each file one run; "
+        "which code version each file measured: ``benchmarks/README.md``). pysnn multi-step: "
+        "``lif.forward_multistep(fc.forward_multistep(x))``. Ratio = peer time / pysnn "
+        "multi-step time (> 1: pysnn faster).\n"
+    )
+    rows = []
+    for name in BPTT_FILES:
+        for run in bptt(name):
+            ours = run["times"]["pysnn-multi"]
+            rows.append(
+                [
+                    run["setting"],
+                    str(run["n"]),
+                    _seconds(ours),
+                    *[
+                        f"{run['times'][peer] / ours:.2f}" if peer in run["times"] else "-"
+                        for _, peer in BPTT_PEERS
+                    ],
+                ]
+            )
+    add(_table(["setting", "N", "pysnn multi-step", *[label for label, _ in BPTT_PEERS]], rows))
 
     add("Recurrent networks: Vogels-Abbott\n" + "-" * 33 + "\n")
     add(
