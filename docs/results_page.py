@@ -100,7 +100,8 @@ BPTT_PEERS = [
 
 def bptt(name: str) -> List[dict]:
     """The runs of ``benchmarks/results/<name>.txt`` (``benchmarks/surrogate_lif.py``'s report):
-    one dict per setting line and N, ``{"setting", "n", "times": {peer: seconds}}``."""
+    one dict per setting line and N, ``{"setting", "n", "times": {peer: seconds}, "ratios":
+    {peer: peer time / pysnn multi-step}}`` (the ratios the report prints, from unrounded times)."""
     runs: List[dict] = []
     setting = ""
     for line in (RESULTS / f"{name}.txt").read_text(encoding="utf-8").splitlines():
@@ -109,11 +110,15 @@ def bptt(name: str) -> List[dict]:
             threads = head.split(",")[1].strip().replace("1 threads", "1 thread")
             setting = f"{rest.split('; median')[0].strip()}, {threads}"
             continue
+        ratio = re.match(r"\s*N=\s*(\d+)\s+(\S+) / pysnn-multi: ([\d.]+)x$", line)
+        if ratio and runs and runs[-1]["n"] == int(ratio.group(1)):
+            runs[-1]["ratios"][ratio.group(2)] = float(ratio.group(3))
+            continue
         m = re.match(r"\s*N=\s*(\d+)\s+(\S+)\s+([\d.]+) s$", line)
         if m:
             n, peer, seconds = int(m.group(1)), m.group(2), float(m.group(3))
             if not runs or (runs[-1]["setting"], runs[-1]["n"]) != (setting, n):
-                runs.append({"setting": setting, "n": n, "times": {}})
+                runs.append({"setting": setting, "n": n, "times": {}, "ratios": {}})
             runs[-1]["times"][peer] = seconds
     return runs
 
@@ -136,6 +141,15 @@ def _seconds(s: float) -> str:
     if s >= 10:
         return f"{s:.0f} s" if s >= 100 else f"{s:.1f} s"
     return f"{s:.2f} s" if s >= 0.1 else f"{s:.3f} s"
+
+
+def _bptt_ratio(run: dict, peer: str) -> str:
+    """The report's own ratio (from unrounded times) where it prints one, else from its times."""
+    if peer in run["ratios"]:
+        return f"{run['ratios'][peer]:.2f}"
+    if peer in run["times"]:
+        return f"{run['times'][peer] / run['times']['pysnn-multi']:.2f}"
+    return "-"
 
 
 def _time_memory(row) -> str:
@@ -266,10 +280,7 @@ def tables() -> str:
                     run["setting"],
                     str(run["n"]),
                     _seconds(ours),
-                    *[
-                        f"{run['times'][peer] / ours:.2f}" if peer in run["times"] else "-"
-                        for _, peer in BPTT_PEERS
-                    ],
+                    *[_bptt_ratio(run, peer) for _, peer in BPTT_PEERS],
                 ]
             )
     add(_table(["setting", "N", "pysnn multi-step", *[label for label, _ in BPTT_PEERS]], rows))
