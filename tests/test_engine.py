@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from pysnn import native
-from pysnn.connection import Linear
+from pysnn.connection import Connection, Linear
 from pysnn.engine import capture, explain, run_sequence
 from pysnn.learning import STDP
 from pysnn.multistep import Unroll
@@ -589,3 +589,58 @@ def test_generated_kernel_is_built_into_the_private_verified_cache(tmp_path, mon
     assert len(libraries) == 1 and libraries[0].with_suffix(".c").read_text() == kernel.source
     record = json.loads(libraries[0].with_suffix(".json").read_text())
     assert record["size"] == libraries[0].stat().st_size
+
+
+class McCullochPitts(Neuron):
+    """The custom-modules tutorial's memoryless neuron."""
+
+    def __init__(self, shape, dt=1.0, *, thresh=0.0, **kw):
+        super().__init__(shape, dt, **kw)
+        self.register_constant("thresh", thresh)
+
+    def step(self, x):
+        return self.fire(x - self.thresh)
+
+
+class OneToOne(Connection):
+    """The custom-modules tutorial's one-to-one connection with a learnable gain."""
+
+    def __init__(self, n, dt=1.0, delay=0.0, *, gain=1.0):
+        super().__init__(n, n, dt, delay, delay_shape=(n,))
+        self.gain = nn.Parameter(torch.full((n,), float(gain)))
+
+    def propagate(self, arriving):
+        return arriving * self.gain
+
+
+@pytest.mark.parametrize("delay", [0.0, 2.0])
+def test_tutorial_modules_fused_bit_identical_and_their_bptt_gradients(delay):
+    class Net(SNNNetwork):
+        def __init__(self):
+            super().__init__()
+            self.conn = OneToOne(20, delay=delay, gain=1.3)
+            self.mp = McCullochPitts(20, thresh=0.5)
+            self.fc = Linear(20, 6)
+            self.lif = CurrentLIF(6, thresh=0.3)
+
+        def forward(self, x):
+            return self.lif(self.fc(self.mp(self.conn(x))) * 2.0)
+
+    torch.manual_seed(6)
+    net, x = Net(), _spikes(t=40, n=20)
+    e = explain(net, x)
+    assert e.plan == "layer-wise"
+    if native.available():
+        assert e.fused and e.backends["mp"] == e.backends["lif"] == "generated"
+    with torch.no_grad():
+        expected = _loop(net, x)
+        got = Unroll(net)(x)
+    assert expected.sum() > 0 and torch.equal(got, expected)
+    net.zero_grad()
+    _loop(net, x).sum().backward()
+    loop_grads = [p.grad.clone() for p in net.parameters()]
+    net.zero_grad()
+    Unroll(net)(x).sum().backward()
+    for p, expected_grad in zip(net.parameters(), loop_grads):
+        torch.testing.assert_close(p.grad, expected_grad)
+    assert net.conn.gain.grad.abs().sum() > 0
