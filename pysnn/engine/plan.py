@@ -200,11 +200,6 @@ class SequencePlan:
     layers: Optional[LayersSpec] = None
     kernels: Dict[str, NeuronKernel] = field(default_factory=dict)
 
-    @property
-    def layerwise(self) -> bool:
-        """Whether the program runs node by node over all ``T`` steps."""
-        return self.kind == "layer-wise"
-
     def run(self, network: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """Run the plan (not step-wise) on ``x`` ``(T, B, ...)`` → the network's outputs
         ``(T, B, ...)``; modules are looked up in ``network`` by name."""

@@ -19,9 +19,10 @@ def _step_loop(network: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 class SequenceRunner:
     """Runs ``T`` steps of a step network, planning once and re-planning only when what the
-    plan depends on changed (the network's modules, their classes, training modes and hooks;
-    the input's per-step shape, batch included, dtype and device). Checked at every call: a
-    few µs per module.
+    plan depends on changed (the network's modules, their classes, training modes, hooks and
+    plain public attributes, see :func:`pysnn.engine.plan.fingerprint`; the input's per-step
+    shape, batch included, dtype and device). Checked at every call: a few µs per module.
+    Values of constants are guarded where they are used (:class:`pysnn._guards.Guard`).
 
     Under ``torch.compile`` tracing it runs the step loop (what ``torch.compile`` unrolls).
     """
