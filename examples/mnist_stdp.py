@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -76,6 +77,33 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         default="current",
         help="current-based synapses (BindsNET's form, default) or the paper's "
         "conductance-based ones with reversal potentials",
+    )
+    p.add_argument(
+        "--rule",
+        choices=("pair", "triplet"),
+        default=None,
+        help="STDP form: BindsNET's pair rule (default with current synapses) or the authors' "
+        "code's rule (nearest-spike, potentiation times a slow postsynaptic trace; default "
+        "with conductance synapses)",
+    )
+    p.add_argument(
+        "--norm",
+        type=float,
+        default=None,
+        help="sum of each neuron's input weights after normalisation (default: 78.4 "
+        "current, 78 conductance); 0 switches normalisation off",
+    )
+    p.add_argument(
+        "--theta-plus",
+        type=float,
+        default=0.05,
+        help="adaptive threshold increment per spike (mV); 0 switches it off",
+    )
+    p.add_argument(
+        "--inh-weight",
+        type=float,
+        default=None,
+        help="inhibitory->excitatory weight (default: 120 mV current, 17 conductance)",
     )
     p.add_argument("--intensity", type=float, default=63.75, help="max input rate (Hz)")
     p.add_argument("--seed", type=int, default=0)
@@ -143,9 +171,16 @@ class Trainer:
         self.args = args
         self.device = torch.device(args.device)
         torch.manual_seed(args.seed)
-        self.net = DiehlCook2015(n_neurons=args.n_neurons, dt=args.dt, synapses=args.synapses).to(
-            self.device
-        )
+        norm = "auto" if args.norm is None else (args.norm or None)
+        self.net = DiehlCook2015(
+            n_neurons=args.n_neurons,
+            dt=args.dt,
+            synapses=args.synapses,
+            rule=args.rule,
+            norm=norm,
+            theta_plus=args.theta_plus,
+            inh_weight=args.inh_weight,
+        ).to(self.device)
         distributed.data_parallel(self.net)  # no-op in a single process
         self.rank = distributed.rank_and_world()[0]
         self.steps = int(round(args.time / args.dt))
@@ -156,6 +191,8 @@ class Trainer:
         self.window_labels: List[torch.Tensor] = []
         self.assignments: Optional[torch.Tensor] = None
         self.trained_now = 0  # digits trained in this run (not counting a resumed part)
+        self.train_seconds_before = 0.0  # training time of the runs this one resumes
+        self.train_seconds_now = 0.0
 
     # ------------------------------------------------------------------ encoding
     def spikes(self, images: torch.Tensor, intensity: torch.Tensor) -> torch.Tensor:
@@ -197,6 +234,7 @@ class Trainer:
         quiet = args.quiet or self.rank > 0
         bar = progress(total=total, initial=self.position, desc="train", quiet=quiet)
         start, done = time.perf_counter(), 0
+        self.train_seconds_now = 0.0
         while self.position < total and (args.stop_after is None or done < args.stop_after):
             index = self.position % args.n_train
             stop = min(index + args.batch_size, args.n_train)
@@ -206,6 +244,7 @@ class Trainer:
             self.position += len(batch)
             done += len(batch)
             self.trained_now = done
+            self.train_seconds_now = time.perf_counter() - start
             bar.update(len(batch))
             rate = done / (time.perf_counter() - start)
             acc = self.history["train_accuracy"][-1] if self.history["train_accuracy"] else None
@@ -260,6 +299,7 @@ class Trainer:
             "window_counts": self.window_counts,
             "window_labels": self.window_labels,
             "assignments": self.assignments,
+            "train_seconds_before": self.train_seconds_before + self.train_seconds_now,
         }
         save_checkpoint(path, network=self.net, extra=extra)
 
@@ -272,18 +312,23 @@ class Trainer:
         self.window_counts = extra["window_counts"]
         self.window_labels = extra["window_labels"]
         self.assignments = extra["assignments"]
+        self.train_seconds_before = float(extra.get("train_seconds_before", 0.0))
 
 
 def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    args.command = "python examples/mnist_stdp.py " + " ".join(
+        sys.argv[1:] if argv is None else argv
+    )
     with pysnn.checks(False):  # inputs are generated here; skip the per-step NaN read-back
         return run(args)
 
 
 def run(args: argparse.Namespace) -> Dict[str, float]:
     """Train, assign labels, test; returns the metrics."""
+    wall_start = time.perf_counter()
     train_x, train_y, test_x, test_y, source = load_data(args)
     args.n_train = min(args.n_train, len(train_x))
     args.n_test = min(args.n_test, len(test_x))
@@ -325,6 +370,12 @@ def run(args: argparse.Namespace) -> Dict[str, float]:
     results = {
         "n_neurons": args.n_neurons,
         "synapses": args.synapses,
+        "rule": trainer.net.rule,
+        "norm": trainer.net.norm,
+        "seed": args.seed,
+        "batch_size": args.batch_size,
+        "time_ms": args.time,
+        "dt_ms": args.dt,
         "n_train": args.n_train,
         "epochs": args.epochs,
         "n_assign": n_assign,
@@ -332,6 +383,10 @@ def run(args: argparse.Namespace) -> Dict[str, float]:
         "accuracy_all_activity": acc_all,
         "accuracy_proportion_weighting": acc_prop,
         "train_seconds": train_time,
+        "wall_seconds": time.perf_counter() - wall_start,
+        "train_seconds_all_sessions": trainer.train_seconds_before + train_time,
+        "threads": torch.get_num_threads(),
+        "command": getattr(args, "command", None),
         "train_samples_per_second": trained / train_time if trained else float("nan"),
         "test_samples_per_second": args.n_test / test_time,
         "silent_neurons": int((assignments < 0).sum()),

@@ -33,38 +33,75 @@ Per step of ``dt`` ms (the user-visible order of :meth:`DiehlCook2015.forward`):
 excitatory input ``fc(x) + i2e(inhibitory spikes of the previous step)``, excitatory step,
 inhibitory step driven by ``e2i``, then STDP on ``fc`` when training.
 
+**Parameters and their sources.** "Paper" is Diehl & Cook (2015), Section 2 ("Methods");
+"code" is the authors' released Brian simulation (``Diehl&Cook_spiking_MNIST.py`` of their
+``stdp-mnist`` repository), which the paper's numbers came from. Checked one by one (issue 26):
+
+- excitatory neurons: rest -65 mV, reset -65 mV, threshold -52 mV + ``theta``, membrane time
+  constant 100 ms, refractory period 5 ms (paper 2.1, code). The code writes the threshold as
+  ``theta - 20 mV - 52 mV`` with ``theta`` starting at 20 mV: the same threshold as -52 mV with
+  ``theta`` starting at 0, as here;
+- adaptive threshold: ``theta_plus`` 0.05 mV per spike, ``tau_theta`` 1e7 ms (code; paper 2.4
+  describes the mechanism), learned during training and frozen for assignment and test;
+- inhibitory neurons: rest -60 mV, reset -45 mV, threshold -40 mV, 10 ms, refractory 2 ms (code);
+- conductance synapses: :math:`E_{exc}` 0 mV, :math:`E_{inh}` -100 mV (excitatory cells; -85 mV
+  on inhibitory cells, where no inhibitory synapse ends), :math:`\tau_{g_e}` 1 ms,
+  :math:`\tau_{g_i}` 2 ms (paper 2.1, code), conductances in units of the leak conductance;
+- fixed weights: excitatory -> inhibitory 10.4 one-to-one, inhibitory -> excitatory 17.0 to all
+  but the partner (code); with current synapses BindsNET's 22.5 / 120 mV;
+- input weights: initially uniform in [0, 0.3] (code: [0.003, 0.303]), bounds [0, 1] (``wmax``,
+  code), normalised after every digit so that each neuron's input weights sum to 78 (code;
+  ``norm``, default 78 with conductance synapses, BindsNET's 78.4 with current ones);
+- STDP: ``nu_pre`` 1e-4, ``nu_post`` 1e-2, traces of 20 ms (code). The code's rule
+  (``rule="triplet"``, a :class:`~pysnn.learning.TripletSTDP` with nearest-spike traces): a
+  presynaptic spike sets its trace to 1 and depresses by ``nu_pre * post1``; a postsynaptic
+  spike potentiates by ``nu_post * pre * post2`` with ``post2`` a second postsynaptic trace of
+  40 ms (``tau_post2``) read *before* the spike, then sets both postsynaptic traces to 1. So a
+  neuron's first spike of a digit potentiates nothing. ``rule="pair"`` (default, both synapse
+  forms) is BindsNET's pair rule :class:`~pysnn.learning.STDP` with additive traces: every
+  postsynaptic spike potentiates by ``nu_post * x_pre``. The pair rule is the measured default
+  (the results in the README); the code's rule takes about 2.3x the time per step here
+  (``benchmarks/diehl_cook_rule_cost.py``);
+- input (in ``examples/mnist_stdp.py``): Poisson rates pixel / 4 Hz (at most 63.75 Hz),
+  350 ms per digit, and a digit that drew fewer than 5 excitatory spikes shown again with the
+  maximum rate raised by 32 Hz (paper 2.5, as the example does; the code's step is pixel / 8 Hz,
+  31.875 Hz at the brightest pixel), then 150 ms without input (paper 2.5, code).
+
 Deviations from the paper, on purpose and documented:
 
 - Current-based synapses by default (see above), with BindsNET's weights for that form
   (``exc_weight``/``inh_weight`` 22.5 / 120 mV); ``synapses="conductance"`` is the paper's form.
-- No synaptic delays (the paper draws input delays in [0, 10] ms and ``e2i`` delays in [0, 5] ms).
+- No synaptic delays (the code draws the input -> excitatory delays uniformly in [0, 10] ms).
 - Between samples the state is reset exactly (:meth:`reset_state`) instead of 150 ms of rest, which
   is what the rest period approximates; ``theta`` is learned and kept across samples.
-- STDP is the pair-based trace rule ``STDP`` (``nu = (nu_pre, nu_post)``): at a postsynaptic spike
-  ``w += nu_post * x_pre``, at a presynaptic spike ``w -= nu_pre * x_post``, weights clamped to
-  ``[0, wmax]``, then each neuron's incoming weights normalised to ``norm`` after every sample.
-- ``dt = 1`` ms by default (the paper integrates at 0.5 ms).
+- The pair STDP rule by default (see above); ``rule="triplet"`` is the code's.
+- ``dt = 1`` ms by default (the code integrates at 0.5 ms). With conductances the membrane
+  update is first order in ``dt`` (:class:`~pysnn.synapse.ConductanceSynapse`).
 """
 
 from __future__ import annotations
 
 import math
-from typing import List, Optional, Tuple
+from typing import List, Optional, Tuple, Union
 
 import torch
 
 from pysnn.connection import Linear
-from pysnn.learning import STDP
+from pysnn.learning import STDP, TripletSTDP
 from pysnn.multistep import Layer, run_layers
 from pysnn.network import SNNNetwork
 from pysnn._checks import check_choice
 from pysnn.neuron import AdaptiveLIFNeuron, Input, LIFNeuron
 from pysnn.synapse import ConductanceSynapse
 
-__all__ = ["DiehlCook2015", "SYNAPSES"]
+__all__ = ["DiehlCook2015", "SYNAPSES", "RULES"]
 
 #: Synapse forms of :class:`DiehlCook2015`.
 SYNAPSES = ("current", "conductance")
+#: STDP forms of :class:`DiehlCook2015`: BindsNET's pair rule or the authors' code's rule.
+RULES = ("pair", "triplet")
+#: ``(rule, norm)`` defaults per synapse form.
+DEFAULT_LEARNING = {"current": ("pair", 78.4), "conductance": ("pair", 78.0)}
 #: ``(exc_weight, inh_weight)`` defaults per synapse form: BindsNET's mV for ``"current"``, the
 #: paper's conductances (units of the leak conductance) for ``"conductance"``.
 DEFAULT_WEIGHTS = {"current": (22.5, 120.0), "conductance": (10.4, 17.0)}
@@ -87,8 +124,9 @@ class DiehlCook2015(SNNNetwork):
         nu: STDP learning rates ``(nu_pre, nu_post)`` (depression at presynaptic spikes,
             potentiation at postsynaptic spikes).
         wmax: upper weight bound (lower bound 0), mV.
-        norm: sum of each excitatory neuron's input weights after normalisation (mV); ``None``
-            switches normalisation off.
+        norm: sum of each excitatory neuron's input weights after normalisation; ``"auto"``
+            (default): 78.4 with current synapses (BindsNET), 78 with conductance synapses (the
+            authors' code); ``None`` switches normalisation off.
         theta_plus: threshold increment per excitatory spike (mV).
         tau_theta: threshold decay time constant (ms).
         tau_trace: STDP trace time constant (ms) of inputs and excitatory neurons.
@@ -99,6 +137,10 @@ class DiehlCook2015(SNNNetwork):
             ``"conductance"`` (paper: 1 and 2 ms).
         e_exc, e_inh: excitatory and inhibitory reversal potentials (mV), with ``"conductance"``
             (paper: 0 and -100 mV).
+        rule: ``"pair"`` (default; :class:`~pysnn.learning.STDP`, BindsNET's rule) or
+            ``"triplet"`` (the authors' code's rule, see the module docstring).
+        tau_post2: time constant (ms) of the slow postsynaptic trace of ``rule="triplet"``
+            (code: 40 ms).
 
     With ``"conductance"`` the input weights ``fc`` are conductance jumps (the paper's), and the
     synapse modules are ``syn_input`` (input onto excitatory), ``syn_inh`` (``i2e`` onto
@@ -116,7 +158,7 @@ class DiehlCook2015(SNNNetwork):
         inh_weight: Optional[float] = None,
         nu: Tuple[float, float] = (1e-4, 1e-2),
         wmax: float = 1.0,
-        norm: Optional[float] = 78.4,
+        norm: Union[float, str, None] = "auto",
         theta_plus: float = 0.05,
         tau_theta: float = 1e7,
         tau_trace: float = 20.0,
@@ -136,6 +178,8 @@ class DiehlCook2015(SNNNetwork):
         tau_gi: float = 2.0,
         e_exc: float = 0.0,
         e_inh: float = -100.0,
+        rule: Optional[str] = None,
+        tau_post2: float = 40.0,
     ) -> None:
         super().__init__()
         self.synapses = check_choice("synapses", synapses, SYNAPSES)
@@ -143,6 +187,11 @@ class DiehlCook2015(SNNNetwork):
             exc_weight = DEFAULT_WEIGHTS[synapses][0]
         if inh_weight is None:
             inh_weight = DEFAULT_WEIGHTS[synapses][1]
+        if rule is None:
+            rule = DEFAULT_LEARNING[synapses][0]
+        self.rule = check_choice("rule", rule, RULES)
+        if isinstance(norm, str) and norm == "auto":
+            norm = DEFAULT_LEARNING[synapses][1]
         if norm is not None and not (math.isfinite(norm) and norm > 0):
             raise ValueError(f"norm must be a positive number or None, got {norm}")
         self.n_inputs, self.n_neurons, self.dt, self.norm = n_inputs, n_neurons, dt, norm
@@ -196,9 +245,26 @@ class DiehlCook2015(SNNNetwork):
         self.add_layer("fc", self.fc, self.exc)
         self.add_layer("e2i", self.e2i, self.inh)
         self.add_layer("i2e", self.i2e, self.exc)
-        self.stdp = STDP(
-            connection=self.fc, pre=self.inp, post=self.exc, nu=nu, reduction=reduction
-        )
+        if rule == "pair":
+            self.stdp = STDP(
+                connection=self.fc, pre=self.inp, post=self.exc, nu=nu, reduction=reduction
+            )
+        else:  # the authors' code: nearest-spike traces, potentiation x slow post trace
+            self.stdp = TripletSTDP(
+                connection=self.fc,
+                pre=self.inp,
+                post=self.exc,
+                a2_plus=0.0,
+                a3_plus=nu[1],
+                a2_minus=nu[0],
+                a3_minus=0.0,
+                tau_plus=tau_trace,
+                tau_minus=tau_trace,
+                tau_x=tau_trace,
+                tau_y=tau_post2,
+                interaction="nearest",
+                reduction=reduction,
+            )
         if norm is not None:
             self.fc.normalize(norm)
 
