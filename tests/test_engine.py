@@ -644,3 +644,16 @@ def test_tutorial_modules_fused_bit_identical_and_their_bptt_gradients(delay):
     for p, expected_grad in zip(net.parameters(), loop_grads):
         torch.testing.assert_close(p.grad, expected_grad)
     assert net.conn.gain.grad.abs().sum() > 0
+
+
+def test_switching_train_and_eval_keeps_both_plans():
+    net, x = FeedForward(), _spikes(t=5)
+    unroll = Unroll(net)
+    with torch.no_grad():
+        unroll(x)
+        net.eval()
+        unroll(x)
+        net.train()
+        before = dict(unroll._runner.plans)
+        unroll(x)
+    assert len(unroll._runner.plans) == 2 and unroll._runner.plans == before

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional, Tuple
+from typing import Any, Dict, Tuple
 
 import torch
 from torch import nn
@@ -27,18 +27,23 @@ class SequenceRunner:
     Under ``torch.compile`` tracing it runs the step loop (what ``torch.compile`` unrolls).
     """
 
+    #: plans kept per runner (a network alternating ``train()``/``eval()`` has two)
+    MAX_PLANS = 8
+
     def __init__(self) -> None:
-        self.key: Optional[Tuple[Any, ...]] = None
-        self.plan: Optional[SequencePlan] = None
+        self.plans: Dict[Tuple[Any, ...], SequencePlan] = {}
 
     def plan_for(self, network: nn.Module, x: torch.Tensor) -> SequencePlan:
         """The plan for ``network`` and inputs like ``x`` ``(T, B, ...)`` (made if needed)."""
         key = (fingerprint(network), tuple(x.shape[1:]), x.dtype, x.device)
-        if self.plan is None or key != self.key:
+        found = self.plans.get(key)
+        if found is None:
             example = x[0]
-            self.plan = plan(network, capture(network, example), example)
-            self.key = key
-        return self.plan
+            found = plan(network, capture(network, example), example)
+            if len(self.plans) >= self.MAX_PLANS:
+                self.plans.pop(next(iter(self.plans)))  # the oldest
+            self.plans[key] = found
+        return found
 
     def __call__(self, network: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """``network``'s outputs for the sequence ``x`` ``(T, B, ...)``, ``(T, B, ...)``: the same
@@ -51,7 +56,7 @@ class SequenceRunner:
         return _step_loop(network, x)
 
     def __getstate__(self) -> dict:
-        return {"key": None, "plan": None}  # re-planned after a copy
+        return {"plans": {}}  # re-planned after a copy
 
 
 def run_sequence(network: nn.Module, x: torch.Tensor) -> torch.Tensor:
