@@ -657,3 +657,29 @@ def test_switching_train_and_eval_keeps_both_plans():
         before = dict(unroll._runner.plans)
         unroll(x)
     assert len(unroll._runner.plans) == 2 and unroll._runner.plans == before
+
+
+@pytest.mark.parametrize("factory", [lambda n: CurrentLIF(n, thresh=0.3), lambda n: Clipped(n)])
+def test_generated_bptt_kernel_gives_the_loops_gradients(factory, monkeypatch):
+    """Under autograd a generated neuron runs its generated forward and backward kernels (BPTT
+    with its surrogate): weight and input gradients equal the step loop's (float64, to
+    rounding)."""
+    if not native.available():
+        pytest.skip("generated kernels need the C compiler")
+    from pysnn.engine import codegen
+
+    used = []
+    apply = codegen._GeneratedSteps.apply
+    monkeypatch.setattr(codegen._GeneratedSteps, "apply", lambda *a: used.append(1) or apply(*a))
+    net = _one_layer(factory, dtype=torch.float64)
+    x = _spikes(t=30).double().requires_grad_()
+    _loop(net, x).sum().backward()
+    expected = [p.grad.clone() for p in net.parameters()] + [x.grad.clone()]
+    net.zero_grad()
+    x.grad = None
+    out = Unroll(net)(x)
+    out.sum().backward()
+    assert used, "the generated BPTT kernel did not run"
+    for got, want in zip([p.grad for p in net.parameters()] + [x.grad], expected):
+        assert want.abs().sum() > 0
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)

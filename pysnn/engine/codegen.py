@@ -118,15 +118,24 @@ class NeuronKernel:
     dt: float
     dtype: torch.dtype
     function: Callable[..., None]
+    gradient: Optional[Callable[..., None]] = None
 
     def applies(self, neuron: Neuron, x: torch.Tensor) -> bool:
         """Whether this kernel may run ``neuron`` on ``x`` ``(T, B, *shape)`` now: the same
         constants (bytes) and ``dt`` as when generated, the kernel's dtype, a CPU input that
         needs no gradient, no clamp pending."""
+        graph = torch.is_grad_enabled() and (
+            x.requires_grad
+            or any(
+                neuron._buffers[s].requires_grad
+                for s in self.states
+                if neuron._buffers.get(s) is not None
+            )
+        )
         return (
             x.dtype is self.dtype
             and x.is_cpu
-            and not (torch.is_grad_enabled() and (x.requires_grad or neuron._parameters))
+            and not (graph and (self.gradient is None or neuron._parameters))
             and neuron.dt == self.dt
             and neuron.__dict__.get("_override") is None
             and not torch.compiler.is_compiling()
@@ -143,18 +152,24 @@ class NeuronKernel:
         neuron._prepare(x[0])
         x = x.contiguous()
         buffers = neuron._buffers
-        states = [buffers[name].clone() for name in self.states]  # replaced, never edited
-        out = torch.empty_like(x)
         n = math.prod(neuron.shape)
-        self.function(
-            steps,
-            batch * n,
-            n,
-            x.data_ptr(),
-            out.data_ptr(),
-            *(s.data_ptr() for s in states),
-            *(u.data_ptr() for u in self.uniforms),
-        )
+        inputs = [buffers[name] for name in self.states]
+        if torch.is_grad_enabled() and (x.requires_grad or any(s.requires_grad for s in inputs)):
+            out, *states = _GeneratedSteps.apply(self, n, x, *inputs)
+            neuron._count_graph_step(steps)
+        else:
+            states = [s.clone() for s in inputs]  # replaced, never edited
+            out = torch.empty_like(x)
+            self.function(
+                steps,
+                batch * n,
+                n,
+                x.data_ptr(),
+                out.data_ptr(),
+                *(s.data_ptr() for s in states),
+                *(u.data_ptr() for u in self.uniforms),
+                *([None] * len(states)),
+            )
         for name, value in zip(self.states, states):
             buffers[name] = value
         if neuron.spiking:
@@ -206,6 +221,14 @@ def _generate(neuron: Neuron, example: torch.Tensor) -> NeuronKernel:
     kept = {name: twin._buffers[name] for name in ("spikes", "trace") if name in twin._buffers}
     x = example.detach().clone()
     record = _Record()
+
+    def fire(z: torch.Tensor) -> torch.Tensor:  # the spike, recorded as one operation
+        with torch._C.DisableTorchFunction():
+            spike = (z >= 0).to(z.dtype)
+        record.ops.append(("fire", (z,), {}, spike))
+        return spike
+
+    twin.fire = fire
     with torch.no_grad(), record:
         spikes = twin.step(x)
     for name, value in kept.items():
@@ -226,6 +249,11 @@ def _generate(neuron: Neuron, example: torch.Tensor) -> NeuronKernel:
     per_neuron: List[bool] = []
     uniform_index: Dict[int, str] = {}
     lines: List[str] = []
+    adjoints: List[str] = []  # the backward statements, in forward order (emitted reversed)
+    grad_of: Dict[int, str] = {id(x): "g_in_x"}  # tensor id -> its adjoint variable
+    for k, name in enumerate(names):
+        grad_of[id(before[name])] = f"g_s{k}"
+    surrogate = _surrogate_derivative(neuron.surrogate, ctype)
     n = math.prod(neuron.shape)
     keep: List[Any] = []  # the recorded tensors stay alive: their ids stay unique
 
@@ -265,7 +293,7 @@ def _generate(neuron: Neuron, example: torch.Tensor) -> NeuronKernel:
             if isinstance(out, torch.Tensor) and all(id(t) in allowed for t in tensors):
                 allowed.add(id(out))
             continue
-        name = getattr(func, "__name__", str(func))
+        name = func if isinstance(func, str) else getattr(func, "__name__", str(func))
         if not isinstance(out, torch.Tensor):
             if isinstance(out, _IGNORED) and name in ("__get__", "dim", "size", "numel"):
                 continue  # shape, dtype, device: fixed for the kernel
@@ -276,40 +304,66 @@ def _generate(neuron: Neuron, example: torch.Tensor) -> NeuronKernel:
             raise _Refused(f"step changes a tensor in place ({name})")
         if out.dtype not in (dtype, torch.bool):
             raise _Refused(f"{name} gives {out.dtype}")
-        if name in _BINARY and len(args) == 2 and not kwargs:
+        variable = f"e{len(lines)}"
+        g = f"g_{variable}"
+        grads = [grad_of.get(id(v)) if isinstance(v, torch.Tensor) else None for v in args]
+        backward: List[str] = []  # what this operation adds to its operands' adjoints
+        if name == "fire" and len(args) == 1:
+            a = operand(args[0])[0]
+            expression = f"(({ctype})({a} >= ({ctype})0))"
+            if grads[0]:
+                backward.append(f"{grads[0]} += {g} * {surrogate.format(a=a)};")
+        elif name in _BINARY and len(args) == 2 and not kwargs:
             a, b = operand(args[0])[0], operand(args[1])[0]
             expression = _BINARY[name].format(a=a, b=b)
+            backward += _binary_adjoints(name, a, b, g, grads[0], grads[1])
         elif name in _UNARY and len(args) == 1 and not kwargs:
             expression = _UNARY[name].format(a=operand(args[0])[0])
+            if grads[0] and name in ("neg", "negative"):
+                backward.append(f"{grads[0]} -= {g};")
         elif name == "where" and len(args) == 3 and not kwargs:
             c, a, b = (operand(v)[0] for v in args)
             expression = f"({c} ? {a} : {b})"
+            if grads[1]:
+                backward.append(f"if ({c}) {grads[1]} += {g};")
+            if grads[2]:
+                backward.append(f"if (!{c}) {grads[2]} += {g};")
         elif name in ("abs", "__abs__") and len(args) == 1 and not kwargs:
             a = operand(args[0])[0]
             expression = f"({a} < 0 ? -{a} : ({a} == 0 ? ({ctype})0 : {a}))"
+            if grads[0]:
+                backward.append(f"{grads[0]} += ({a} > 0 ? {g} : ({a} < 0 ? -{g} : 0));")
         elif name in ("clamp", "clip", "clamp_min", "clamp_max"):
             a = operand(args[0])[0]
             lo = kwargs.get("min", args[1] if len(args) > 1 and name != "clamp_max" else None)
             hi = kwargs.get("max", args[2] if len(args) > 2 else None)
             if name == "clamp_max":
                 lo, hi = None, args[1]
-            expression = a
+            expression, inside = a, []
             if lo is not None:
                 expression = f"({expression} < {operand(lo)[0]} ? {operand(lo)[0]} : {expression})"
+                inside.append(f"{a} >= {operand(lo)[0]}")
             if hi is not None:
                 expression = f"({expression} > {operand(hi)[0]} ? {operand(hi)[0]} : {expression})"
+                inside.append(f"{a} <= {operand(hi)[0]}")
+            if grads[0]:
+                backward.append(f"if ({' && '.join(inside) or '1'}) {grads[0]} += {g};")
         elif name in ("to", "float", "double", "type_as") and out.dtype is dtype:
             expression = f"(({ctype}){operand(args[0])[0]})"
+            if grads[0] and isinstance(args[0], torch.Tensor) and args[0].dtype is dtype:
+                backward.append(f"{grads[0]} += {g};")
         elif name == "to" and out.dtype is torch.bool:
             expression = f"({operand(args[0])[0]} != 0)"
         else:
             raise _Refused(
                 f"{name} cannot be generated (not an elementwise operation pysnn writes)"
             )
-        variable = f"e{len(lines)}"
         kind = "bool" if out.dtype is torch.bool else "float"
         lines.append(f"{'int' if kind == 'bool' else ctype} {variable} = {expression};")
         element[id(out)], kinds[id(out)] = variable, kind
+        if kind == "float":
+            grad_of[id(out)] = g
+            adjoints.append("\n".join(backward))
     if not isinstance(spikes, torch.Tensor) or id(spikes) not in element:
         raise _Refused("step returns a value that does not depend on its input or state")
     updated = [k for k, name in enumerate(names) if twin._buffers[name] is not before[name]]
@@ -317,19 +371,23 @@ def _generate(neuron: Neuron, example: torch.Tensor) -> NeuronKernel:
         if id(twin._buffers[names[k]]) not in element:
             raise _Refused(f"state {names[k]!r} is set to a value computed outside the step")
     body = "\n".join("            " + line for line in lines)
-    stores = "".join(
-        f"\n            s{k}_[i] = {element[id(twin._buffers[names[k]])]};" for k in updated
-    )
+    final = {k: twin._buffers[names[k]] for k in range(len(names))}
+    stores = "".join(f"\n            s{k}_[i] = {element[id(final[k])]};" for k in updated)
     loads = "".join(f"\n            {ctype} s{k} = s{k}_[i];" for k in range(len(names)))
-    arguments = ", ".join(
-        [f"{ctype} *restrict s{k}_" for k in range(len(names))]
-        + [f"const {ctype} *restrict u{k}" for k in range(len(uniforms))]
+    history = "".join(
+        f"\n            if (h{k}) h{k}[t * size + i] = s{k};" for k in range(len(names))
+    )
+    arguments = "".join(
+        [f", {ctype} *restrict s{k}_" for k in range(len(names))]
+        + [f", const {ctype} *restrict u{k}" for k in range(len(uniforms))]
+        + [f", {ctype} *restrict h{k}" for k in range(len(names))]
     )
     source = f"""/* generated by pysnn.engine.codegen for {type(neuron).__name__}.step */
+#include <math.h>
 #include <stdint.h>
 
 void pysnn_generated(int64_t steps, int64_t size, int64_t n, const {ctype} *restrict x,
-                     {ctype} *restrict out{', ' + arguments if arguments else ''})
+                     {ctype} *restrict out{arguments})
 {{
     for (int64_t t = 0; t < steps; t++) {{
         const {ctype} *xt = x + t * size;
@@ -337,9 +395,47 @@ void pysnn_generated(int64_t steps, int64_t size, int64_t n, const {ctype} *rest
         for (int64_t i = 0; i < size; i++) {{
             int64_t j = i % n;
             (void)j;
-            {ctype} in_x = xt[i];{loads}
+            {ctype} in_x = xt[i];{loads}{history}
 {body}
             ot[i] = {element[id(spikes)]};{stores}
+        }}
+    }}
+}}
+"""
+    backward = id(spikes) in grad_of and surrogate is not None
+    if backward:  # BPTT: step t's values recomputed from the saved state, adjoints reversed
+        zeros = "".join(f"\n            {ctype} {v} = 0;" for v in dict.fromkeys(grad_of.values()))
+        seeds = f"\n            {grad_of[id(spikes)]} += got[i];"
+        for k in range(len(names)):
+            target = grad_of.get(id(final[k]), f"g_s{k}") if k in updated else f"g_s{k}"
+            seeds += f"\n            {target} += gs{k}_[i];"
+        reverse = "\n".join(
+            "            " + line for block in reversed(adjoints) for line in block.splitlines()
+        )
+        outputs = "".join(f"\n            gs{k}_[i] = g_s{k};" for k in range(len(names)))
+        saved = "".join(
+            f"\n            {ctype} s{k} = h{k}[t * size + i];" for k in range(len(names))
+        )
+        gradients = "".join(
+            [f", {ctype} *restrict gs{k}_" for k in range(len(names))]
+            + [f", const {ctype} *restrict u{k}" for k in range(len(uniforms))]
+            + [f", const {ctype} *restrict h{k}" for k in range(len(names))]
+        )
+        source += f"""
+void pysnn_generated_backward(int64_t steps, int64_t size, int64_t n, const {ctype} *restrict x,
+                              const {ctype} *restrict gout, {ctype} *restrict gx{gradients})
+{{
+    for (int64_t t = steps - 1; t >= 0; t--) {{
+        const {ctype} *xt = x + t * size;
+        const {ctype} *got = gout + t * size;
+        {ctype} *gxt = gx + t * size;
+        for (int64_t i = 0; i < size; i++) {{
+            int64_t j = i % n;
+            (void)j;
+            {ctype} in_x = xt[i];{saved}
+{body}{zeros}{seeds}
+{reverse}
+            gxt[i] = g_in_x;{outputs}
         }}
     }}
 }}
@@ -348,9 +444,15 @@ void pysnn_generated(int64_t steps, int64_t size, int64_t n, const {ctype} *rest
         library = native.compile_generated(source)
     except (RuntimeError, OSError) as err:
         raise _Refused(f"the generated kernel did not compile: {err}") from None
+    pointers = [ctypes.c_void_p] * (2 + 2 * len(names) + len(uniforms))
     function = library.pysnn_generated
-    function.argtypes = [ctypes.c_int64] * 3 + [ctypes.c_void_p] * (2 + len(names) + len(uniforms))
+    function.argtypes = [ctypes.c_int64] * 3 + pointers
     function.restype = None
+    gradient = None
+    if backward:
+        gradient = library.pysnn_generated_backward
+        gradient.argtypes = [ctypes.c_int64] * 3 + [ctypes.c_void_p] + pointers
+        gradient.restype = None
     guard = Guard([neuron._constant(name) for name in neuron.constant_names])
     return NeuronKernel(
         source=source,
@@ -361,4 +463,100 @@ void pysnn_generated(int64_t steps, int64_t size, int64_t n, const {ctype} *rest
         dt=neuron.dt,
         dtype=dtype,
         function=function,
+        gradient=gradient,
     )
+
+
+def _surrogate_derivative(surrogate: Any, ctype: str) -> Optional[str]:
+    """C template (over ``{a}``, the distance above threshold) of the derivative that
+    :meth:`~pysnn.neuron.Neuron.fire` uses, or ``None`` where it cannot be written: a built-in
+    :mod:`pysnn.surrogate` class (its own exact class), or no surrogate (no gradient)."""
+    if surrogate is None:
+        return "0"
+    code = type(surrogate).__dict__.get("native_code")
+    k = f"(({ctype}){float(surrogate.param)!r})" if code else None
+    exp = "exp" if ctype == "double" else "expf"
+    forms = {
+        1: f"(({ctype})1 / (({k} * fabs({{a}}) + 1) * ({k} * fabs({{a}}) + 1)))",
+        2: f"((({ctype})0.5 * {k}) / (1 + (({ctype})M_PI * ({ctype})0.5 * {k} * {{a}}) * "
+        f"(({ctype})M_PI * ({ctype})0.5 * {k} * {{a}})))",
+        3: f"({k} / (1 + {exp}(-{k} * {{a}})) * (1 - 1 / (1 + {exp}(-{k} * {{a}}))))",
+        4: f"(1 - fabs({{a}}) / {k} > 0 ? 1 - fabs({{a}}) / {k} : 0)",
+        5: f"(fabs({{a}}) <= {k} ? ({ctype})1 : ({ctype})0)",
+    }
+    if code == 5 and math.isinf(surrogate.param):
+        return f"(({ctype})1)"
+    return forms.get(code)
+
+
+def _binary_adjoints(name: str, a: str, b: str, g: str, ga: Optional[str], gb: Optional[str]):
+    """Backward statements of the binary operation ``name`` on operands ``a``, ``b`` (C
+    expressions), upstream adjoint ``g``, operand adjoints ``ga``, ``gb`` (``None``: no
+    gradient wanted, a constant or a number)."""
+    if name in ("__rsub__", "__rdiv__", "__rtruediv__"):  # out = b op a
+        name, a, b, ga, gb = name.replace("__r", "__").replace("__", ""), b, a, gb, ga
+        name = {"sub": "sub", "div": "div", "truediv": "div"}[name]
+    lines = []
+    if name in ("add", "__radd__"):
+        lines += [f"{ga} += {g};"] if ga else []
+        lines += [f"{gb} += {g};"] if gb else []
+    elif name == "sub":
+        lines += [f"{ga} += {g};"] if ga else []
+        lines += [f"{gb} -= {g};"] if gb else []
+    elif name in ("mul", "__rmul__"):
+        lines += [f"{ga} += {g} * {b};"] if ga else []
+        lines += [f"{gb} += {g} * {a};"] if gb else []
+    elif name in ("div", "true_divide"):
+        lines += [f"{ga} += {g} / {b};"] if ga else []
+        lines += [f"{gb} -= {g} * {a} / ({b} * {b});"] if gb else []
+    return lines  # comparisons and logical operations: no gradient
+
+
+class _GeneratedSteps(torch.autograd.Function):
+    """``T`` steps of a generated kernel under autograd: the forward kernel keeps each step's
+    state, the backward kernel recomputes each step from it and runs its adjoints in reverse
+    (backpropagation through time with the neuron's surrogate gradient)."""
+
+    @staticmethod
+    def forward(ctx, kernel: "NeuronKernel", n: int, x: torch.Tensor, *states: torch.Tensor):
+        steps, size = x.shape[0], x[0].numel()
+        new = [s.detach().clone() for s in states]
+        history = [x.new_empty((steps, *s.shape)) for s in states]
+        out = torch.empty_like(x)
+        kernel.function(
+            steps,
+            size,
+            n,
+            x.data_ptr(),
+            out.data_ptr(),
+            *(s.data_ptr() for s in new),
+            *(u.data_ptr() for u in kernel.uniforms),
+            *(h.data_ptr() for h in history),
+        )
+        ctx.save_for_backward(x, *history)
+        ctx.kernel, ctx.n = kernel, n
+        return (out, *new)
+
+    @staticmethod
+    def backward(ctx, grad_out: Optional[torch.Tensor], *grad_states: Optional[torch.Tensor]):
+        x, *history = ctx.saved_tensors
+        kernel = ctx.kernel
+        steps, size = x.shape[0], x[0].numel()
+        g_out = torch.zeros_like(x) if grad_out is None else grad_out.contiguous()
+        g_states = [
+            torch.zeros_like(h[0]) if g is None else g.contiguous().clone()
+            for g, h in zip(grad_states, history)
+        ]
+        g_x = torch.empty_like(x)
+        kernel.gradient(
+            steps,
+            size,
+            ctx.n,
+            x.data_ptr(),
+            g_out.data_ptr(),
+            g_x.data_ptr(),
+            *(g.data_ptr() for g in g_states),
+            *(u.data_ptr() for u in kernel.uniforms),
+            *(h.data_ptr() for h in history),
+        )
+        return (None, None, g_x, *g_states)
