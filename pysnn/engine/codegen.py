@@ -24,8 +24,14 @@ the number rounded to the tensor's dtype as torch does), negation, ``abs``, comp
 Heaviside step). Anything else (a transcendental function of the state such as ``torch.exp(v)``,
 whose vectorised torch result can differ from C's in the last bit; an in-place operation; a
 read of a value back to Python; an integer state) keeps the neuron on its torch step, and
-:func:`pysnn.engine.explain` says which operation. Gradients: a generated kernel runs only where
-no gradient is needed; under autograd the torch step runs.
+:func:`pysnn.engine.explain` says which operation.
+
+**Gradients.** ``fire`` is recorded as one operation with the neuron's surrogate (a built-in
+:mod:`pysnn.surrogate` class, or none). Under autograd the forward kernel keeps each step's
+state, and a generated backward kernel recomputes each step from it and applies each
+operation's adjoint in reverse: backpropagation through time. The gradients equal the step
+loop's up to rounding (the tests compare them in float64). A neuron with an ``nn.Parameter``
+constant, or another surrogate, runs its torch step under autograd.
 """
 
 from __future__ import annotations
