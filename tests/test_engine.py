@@ -683,3 +683,28 @@ def test_generated_bptt_kernel_gives_the_loops_gradients(factory, monkeypatch):
     for got, want in zip([p.grad for p in net.parameters()] + [x.grad], expected):
         assert want.abs().sum() > 0
         torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "surrogate",
+    ["FastSigmoid", "ArcTan", "Sigmoid", "Triangle", "StraightThrough"],
+)
+def test_generated_bptt_kernel_uses_each_built_in_surrogate(surrogate):
+    """Each built-in surrogate's derivative, written in C, gives the loop's gradients."""
+    if not native.available():
+        pytest.skip("generated kernels need the C compiler")
+    from pysnn import surrogate as surrogates
+
+    net = _one_layer(
+        lambda n: CurrentLIF(n, thresh=0.3, surrogate=getattr(surrogates, surrogate)()),
+        dtype=torch.float64,
+    )
+    x = _spikes(t=30).double()
+    assert explain(net, x).backends["neuron"] == "generated"
+    _loop(net, x).sum().backward()
+    expected = [p.grad.clone() for p in net.parameters()]
+    net.zero_grad()
+    Unroll(net)(x).sum().backward()
+    for got, want in zip([p.grad for p in net.parameters()], expected):
+        assert want.abs().sum() > 0
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)

@@ -113,13 +113,11 @@ class NeuronKernel:
         source: the C source.
         states: the state variables the step updates, in the kernel's argument order.
         uniforms: the uniform values (tensors computed by torch from the constants).
-        per_neuron: for each uniform, whether it holds one value per neuron (else one value).
     """
 
     source: str
     states: List[str]
     uniforms: List[torch.Tensor]
-    per_neuron: List[bool]
     guard: Guard
     dt: float
     dtype: torch.dtype
@@ -248,11 +246,9 @@ def _generate(neuron: Neuron, example: torch.Tensor) -> NeuronKernel:
     # from them (and from numbers) alone during the step
     allowed = {id(t) for t in constants}
     element: Dict[int, str] = {id(x): "in_x"}  # tensor id -> C expression (a local variable)
-    kinds: Dict[int, str] = {id(x): "float"}  # "float" or "bool"
     for k, name in enumerate(names):
-        element[id(before[name])], kinds[id(before[name])] = f"s{k}", "float"
+        element[id(before[name])] = f"s{k}"
     uniforms: List[torch.Tensor] = []
-    per_neuron: List[bool] = []
     uniform_index: Dict[int, str] = {}
     lines: List[str] = []
     adjoints: List[str] = []  # the backward statements, in forward order (emitted reversed)
@@ -263,10 +259,10 @@ def _generate(neuron: Neuron, example: torch.Tensor) -> NeuronKernel:
     n = math.prod(neuron.shape)
     keep: List[Any] = []  # the recorded tensors stay alive: their ids stay unique
 
-    def operand(value: Any) -> Tuple[str, str]:
+    def operand(value: Any) -> str:
         if isinstance(value, torch.Tensor):
             if id(value) in element:
-                return element[id(value)], kinds[id(value)]
+                return element[id(value)]
             if value.dtype not in (dtype, torch.bool):
                 raise _Refused(f"a {value.dtype} value meets the {dtype} state")
             if id(value) not in uniform_index:
@@ -284,11 +280,9 @@ def _generate(neuron: Neuron, example: torch.Tensor) -> NeuronKernel:
                 flat = flat.to(dtype).contiguous()
                 uniform_index[id(value)] = f"u{len(uniforms)}[{'j' if by_neuron else '0'}]"
                 uniforms.append(flat)
-                per_neuron.append(by_neuron)
                 keep.append(value)
-            kind = "bool" if value.dtype is torch.bool else "float"
-            return uniform_index[id(value)], kind
-        return _number(value, ctype), "bool" if isinstance(value, bool) else "float"
+            return uniform_index[id(value)]
+        return _number(value, ctype)
 
     for func, args, kwargs, out in record.ops:
         keep.append(out)
@@ -315,58 +309,58 @@ def _generate(neuron: Neuron, example: torch.Tensor) -> NeuronKernel:
         grads = [grad_of.get(id(v)) if isinstance(v, torch.Tensor) else None for v in args]
         backward: List[str] = []  # what this operation adds to its operands' adjoints
         if name == "fire" and len(args) == 1:
-            a = operand(args[0])[0]
+            a = operand(args[0])
             expression = f"(({ctype})({a} >= ({ctype})0))"
             if grads[0]:
                 backward.append(f"{grads[0]} += {g} * {surrogate.format(a=a)};")
         elif name in _BINARY and len(args) == 2 and not kwargs:
-            a, b = operand(args[0])[0], operand(args[1])[0]
+            a, b = operand(args[0]), operand(args[1])
             expression = _BINARY[name].format(a=a, b=b)
             backward += _binary_adjoints(name, a, b, g, grads[0], grads[1])
         elif name in _UNARY and len(args) == 1 and not kwargs:
-            expression = _UNARY[name].format(a=operand(args[0])[0])
+            expression = _UNARY[name].format(a=operand(args[0]))
             if grads[0] and name in ("neg", "negative"):
                 backward.append(f"{grads[0]} -= {g};")
         elif name == "where" and len(args) == 3 and not kwargs:
-            c, a, b = (operand(v)[0] for v in args)
+            c, a, b = (operand(v) for v in args)
             expression = f"({c} ? {a} : {b})"
             if grads[1]:
                 backward.append(f"if ({c}) {grads[1]} += {g};")
             if grads[2]:
                 backward.append(f"if (!{c}) {grads[2]} += {g};")
         elif name in ("abs", "__abs__") and len(args) == 1 and not kwargs:
-            a = operand(args[0])[0]
+            a = operand(args[0])
             expression = f"({a} < 0 ? -{a} : ({a} == 0 ? ({ctype})0 : {a}))"
             if grads[0]:
                 backward.append(f"{grads[0]} += ({a} > 0 ? {g} : ({a} < 0 ? -{g} : 0));")
         elif name in ("clamp", "clip", "clamp_min", "clamp_max"):
-            a = operand(args[0])[0]
+            a = operand(args[0])
             lo = kwargs.get("min", args[1] if len(args) > 1 and name != "clamp_max" else None)
             hi = kwargs.get("max", args[2] if len(args) > 2 else None)
             if name == "clamp_max":
                 lo, hi = None, args[1]
             expression, inside = a, []
             if lo is not None:
-                expression = f"({expression} < {operand(lo)[0]} ? {operand(lo)[0]} : {expression})"
-                inside.append(f"{a} >= {operand(lo)[0]}")
+                expression = f"({expression} < {operand(lo)} ? {operand(lo)} : {expression})"
+                inside.append(f"{a} >= {operand(lo)}")
             if hi is not None:
-                expression = f"({expression} > {operand(hi)[0]} ? {operand(hi)[0]} : {expression})"
-                inside.append(f"{a} <= {operand(hi)[0]}")
+                expression = f"({expression} > {operand(hi)} ? {operand(hi)} : {expression})"
+                inside.append(f"{a} <= {operand(hi)}")
             if grads[0]:
                 backward.append(f"if ({' && '.join(inside) or '1'}) {grads[0]} += {g};")
         elif name in ("to", "float", "double", "type_as") and out.dtype is dtype:
-            expression = f"(({ctype}){operand(args[0])[0]})"
+            expression = f"(({ctype}){operand(args[0])})"
             if grads[0] and isinstance(args[0], torch.Tensor) and args[0].dtype is dtype:
                 backward.append(f"{grads[0]} += {g};")
         elif name == "to" and out.dtype is torch.bool:
-            expression = f"({operand(args[0])[0]} != 0)"
+            expression = f"({operand(args[0])} != 0)"
         else:
             raise _Refused(
                 f"{name} cannot be generated (not an elementwise operation pysnn writes)"
             )
         kind = "bool" if out.dtype is torch.bool else "float"
         lines.append(f"{'int' if kind == 'bool' else ctype} {variable} = {expression};")
-        element[id(out)], kinds[id(out)] = variable, kind
+        element[id(out)] = variable
         if kind == "float":
             grad_of[id(out)] = g
             adjoints.append("\n".join(backward))
@@ -464,7 +458,6 @@ void pysnn_generated_backward(int64_t steps, int64_t size, int64_t n, const {cty
         source=source,
         states=[names[k] for k in range(len(names))],
         uniforms=uniforms,
-        per_neuron=per_neuron,
         guard=guard,
         dt=neuron.dt,
         dtype=dtype,
@@ -484,8 +477,8 @@ def _surrogate_derivative(surrogate: Any, ctype: str) -> Optional[str]:
     exp = "exp" if ctype == "double" else "expf"
     forms = {
         1: f"(({ctype})1 / (({k} * fabs({{a}}) + 1) * ({k} * fabs({{a}}) + 1)))",
-        2: f"((({ctype})0.5 * {k}) / (1 + (({ctype})M_PI * ({ctype})0.5 * {k} * {{a}}) * "
-        f"(({ctype})M_PI * ({ctype})0.5 * {k} * {{a}})))",
+        2: f"((({ctype})0.5 * {k}) / (1 + (({ctype})3.14159265358979323846 * ({ctype})0.5 * {k} * {{a}}) * "
+        f"(({ctype})3.14159265358979323846 * ({ctype})0.5 * {k} * {{a}})))",
         3: f"({k} / (1 + {exp}(-{k} * {{a}})) * (1 - 1 / (1 + {exp}(-{k} * {{a}}))))",
         4: f"(1 - fabs({{a}}) / {k} > 0 ? 1 - fabs({{a}}) / {k} : 0)",
         5: f"(fabs({{a}}) <= {k} ? ({ctype})1 : ({ctype})0)",

@@ -490,28 +490,28 @@ def plan(network: nn.Module, program: StepProgram, example: torch.Tensor) -> Seq
         reasons.append((type(network).__name__, "the step returns other than one tensor"))
     calls = Counter(n.target for n in graph.nodes if n.op == "call_module")
     parts: List[Part] = []
-    kernels: Dict[str, NeuronKernel] = {}
     for node in graph.nodes:
         found = _node_reason(network, node, calls)
         if found is not None:
             reasons.append(found)
         if node.op == "call_module":
             module = network.get_submodule(node.target)
-            backend = None
+            why, how = None, "block"
             if is_pysnn_module(module):
                 why = block_reason(module)
                 fused = why is None and isinstance(module, (LIFNeuron, Linear))
-                if why and _generatable(module):
-                    kernel, refused = generate(module, _neuron_example(module, example))
-                    if kernel is None:
-                        why = f"{why}; a generated kernel does not apply: {refused}"
-                    else:
-                        kernels[node.target], why, fused, backend = kernel, None, True, "generated"
                 how = "stepped" if why else ("fused" if fused else "block")
+            parts.append(Part(node.target, type(module).__name__, how, _backend(example, how), why))
+    kernels: Dict[str, NeuronKernel] = {}
+    for part in parts if not reasons else []:  # only a layer-wise plan runs generated kernels
+        module = network.get_submodule(part.name)
+        if part.reason and _generatable(module):
+            kernel, refused = generate(module, _neuron_example(module, example))
+            if kernel is None:
+                part.reason = f"{part.reason}; a generated kernel does not apply: {refused}"
             else:
-                why, how = None, "block"
-            backend = backend or _backend(example, how)
-            parts.append(Part(node.target, type(module).__name__, how, backend, why))
+                kernels[part.name] = kernel
+                part.how, part.backend, part.reason = "fused", "generated", None
     if not reasons:
         return SequencePlan("layer-wise", reasons, parts, program, kernels=kernels)
     spec, _ = layers_spec(network, graph)
