@@ -34,7 +34,7 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
-from pysnn import _checks, native
+from pysnn import _checks, backends, native
 from pysnn._checks import check_same_dt
 from pysnn._sharing import unshared
 from pysnn.engine.layers import Layer, run_layers  # noqa: F401  (part of this module's API)
@@ -196,7 +196,7 @@ def _recurrent_fused(connection, synapses, neuron, steps, spikes, events) -> Opt
         or any(block_form_reason(syn, type(syn), ()) for syn in synapses)
         or (torch.is_grad_enabled() and (weight.requires_grad or spikes.requires_grad))
         or torch.compiler.is_compiling()
-        or not native.available()
+        or not backends.enabled("c")
     ):
         return None
     batch = spikes.shape[0]
@@ -208,7 +208,7 @@ def _recurrent_fused(connection, synapses, neuron, steps, spikes, events) -> Opt
     dtype = state["v"].dtype
     tensors = [weight, spikes, state["v"], state["trace"]] + [s._buffers["g"] for s in synapses]
     if (
-        not native.usable(*tensors)
+        not backends.accepts("c", *tensors)
         or weight.dtype != dtype
         or state["refrac_count"].dtype != torch.int64
         or not state["refrac_count"].is_contiguous()

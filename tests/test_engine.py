@@ -190,7 +190,7 @@ def test_user_neuron_is_stepped_inside_a_layerwise_plan():
     e = explain(net, x)
     assert e.plan == "layer-wise"
     if native.available():  # a kernel generated from MyLIF.step runs all T steps
-        assert e.fused and e.backends["lif"] == "generated"
+        assert e.fused and e.backends["lif"] == "c-generated"
     else:
         assert not e.fused and "MyLIF.step" in e.fallbacks[0][1]
     with torch.no_grad():
@@ -515,7 +515,7 @@ def test_generated_kernels_equal_their_step_loop_bit_for_bit(factory, dtype):
         pytest.skip("generated kernels need the C compiler (PYSNN_NATIVE=0 runs the torch step)")
     net, x = _one_layer(factory, dtype=dtype), _spikes(t=60).to(dtype)
     e = explain(net, x)
-    assert e.fused and e.backends["neuron"] == "generated", e
+    assert e.fused and e.backends["neuron"] == "c-generated", e
     with torch.no_grad():
         expected = _loop(net, x)
         state = _state(net)
@@ -631,7 +631,7 @@ def test_tutorial_modules_fused_bit_identical_and_their_bptt_gradients(delay):
     e = explain(net, x)
     assert e.plan == "layer-wise"
     if native.available():
-        assert e.fused and e.backends["mp"] == e.backends["lif"] == "generated"
+        assert e.fused and e.backends["mp"] == e.backends["lif"] == "c-generated"
     with torch.no_grad():
         expected = _loop(net, x)
         got = Unroll(net)(x)
@@ -700,7 +700,7 @@ def test_generated_bptt_kernel_uses_each_built_in_surrogate(surrogate):
         dtype=torch.float64,
     )
     x = _spikes(t=30).double()
-    assert explain(net, x).backends["neuron"] == "generated"
+    assert explain(net, x).backends["neuron"] == "c-generated"
     _loop(net, x).sum().backward()
     expected = [p.grad.clone() for p in net.parameters()]
     net.zero_grad()

@@ -22,7 +22,7 @@ MODULES = {
     "pysnn.readout",
     "pysnn.forcing",
 }
-BACKENDS = {"pysnn.native"}
+BACKENDS = {"pysnn.native", "pysnn.backends"}
 ABOVE_MODULES = {
     "pysnn.engine",
     "pysnn.multistep",
@@ -142,8 +142,18 @@ def test_no_private_name_crosses_files():
 def test_modules_import_no_backend_and_nothing_above_them():
     graph, _ = _graph()
     for name in MODULES:
-        wrong = sorted(t for t in graph[name] if t in BACKENDS or _layer(t, ABOVE_MODULES))
+        wrong = sorted(t for t in graph[name] if _layer(t, BACKENDS | ABOVE_MODULES))
         assert wrong == [], f"{name} imports {wrong}"
+
+
+def test_backends_import_no_layer_above_them():
+    """A backend sits below the functional layer and the modules: it imports neither."""
+    graph, _ = _graph()
+    above = MODULES | ABOVE_MODULES | {"pysnn.functional"}
+    for name in graph:
+        if _layer(name, BACKENDS):
+            wrong = sorted(t for t in graph[name] if _layer(t, above))
+            assert wrong == [], f"{name} imports {wrong}"
 
 
 def test_engine_imports_nothing_above_it():

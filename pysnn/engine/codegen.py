@@ -45,7 +45,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import torch
 from torch.overrides import TorchFunctionMode
 
-from pysnn import native
+from pysnn import backends, native
 from pysnn._checks import check_input
 from pysnn._guards import Guard
 from pysnn.functional.trace import trace_step
@@ -208,7 +208,7 @@ def _generate(neuron: Neuron, example: torch.Tensor) -> NeuronKernel:
     ctype = _CTYPES.get(dtype)
     if ctype is None or not example.is_cpu:
         raise _Refused("generated kernels are for float32/float64 CPU tensors")
-    if not native.available():
+    if not backends.enabled("c"):
         raise _Refused("no C compiler or fused kernels off (PYSNN_NATIVE=0)")
     if any(True for _ in neuron.children()):
         raise _Refused(f"{type(neuron).__name__} holds other modules (their state is not its own)")

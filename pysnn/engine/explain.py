@@ -26,7 +26,8 @@ class Explanation:
             :func:`pysnn.engine.layers.run_layers`) or ``"step-wise"``.
         parts: each module call, in program order (:class:`pysnn.engine.plan.Part`).
         fallbacks: ``(module or node name, reason)`` for everything that runs once per step.
-        backends: part name -> ``"native"`` or ``"torch"``.
+        backends: part name -> the backend that runs it (``"c"``, ``"c-generated"``,
+            ``"triton"``, ``"torch"``; see :attr:`pysnn.engine.plan.Part.backend`).
     """
 
     fused: bool

@@ -16,7 +16,7 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from pysnn import _checks, native
+from pysnn import _checks, backends, native
 from pysnn.connection import Linear
 from pysnn.learning import STDP, LearningRule
 from pysnn.neuron import AdaptiveLIFNeuron, Input, LIFNeuron
@@ -196,7 +196,7 @@ def _layers_fused(
     x = spikes[t0:]
     dtype, batch = x.dtype, x.shape[1]
     if (
-        not native.available()
+        not backends.enabled("c")
         or not x.is_cpu
         or dtype not in (torch.float32, torch.float64)
         or x.dim() != 3

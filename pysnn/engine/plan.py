@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from pysnn import native
+from pysnn import backends, native
 from pysnn.connection import Connection, Linear
 from pysnn.engine.codegen import NeuronKernel, generate
 from pysnn.engine.layers import run_layers
@@ -154,7 +154,9 @@ class Part:
         kind: its class name.
         how: ``"fused"`` (a fused kernel over all ``T`` steps), ``"block"`` (torch over all
             ``T * B`` samples at once) or ``"stepped"`` (once per step).
-        backend: what runs it: ``"native"`` (pysnn's compiled kernels) or ``"torch"``.
+        backend: what runs it: a registered backend's name (:mod:`pysnn.backends`: ``"c"``,
+            ``"triton"``), ``"c-generated"`` (a kernel generated from the module's step,
+            :mod:`pysnn.engine.codegen`) or ``"torch"``.
         reason: why it is stepped (``None`` otherwise).
     """
 
@@ -289,9 +291,11 @@ def _neuron_example(module: Neuron, example: torch.Tensor) -> torch.Tensor:
 
 
 def _backend(example: torch.Tensor, how: str) -> str:
-    if how == "fused" and example.is_cpu and native.available():
-        return "native"
-    return "torch"
+    """The registered name of the backend whose kernels run a fused part on ``example``'s device
+    and dtype (:func:`pysnn.backends.select`), or ``"torch"``."""
+    if how != "fused":
+        return "torch"
+    return backends.name_of(backends.select("lif_steps", example.contiguous()))
 
 
 def _node_reason(network: nn.Module, node: fx.Node, calls: Counter) -> Optional[Tuple[str, str]]:
@@ -446,7 +450,7 @@ def layers_spec(network: nn.Module, graph: fx.Graph) -> Tuple[Optional[LayersSpe
 def _layers_loop_reason(network: nn.Module, spec: LayersSpec, example: torch.Tensor) -> str:
     """Why :func:`~pysnn.engine.layers.run_layers` runs its step loop for this network rather
     than its fused call ("" when the fused call applies, from the steps after the first)."""
-    if not (example.is_cpu and native.available()):
+    if not (example.is_cpu and backends.enabled("c")):
         return "run_layers steps the layers: no fused kernels for this input or machine"
     if example.dtype not in (torch.float32, torch.float64) or example.dim() != 2:
         return "run_layers fuses (B, n) float32/float64 inputs only"
@@ -511,7 +515,7 @@ def plan(network: nn.Module, program: StepProgram, example: torch.Tensor) -> Seq
                 part.reason = f"{part.reason}; a generated kernel does not apply: {refused}"
             else:
                 kernels[part.name] = kernel
-                part.how, part.backend, part.reason = "fused", "generated", None
+                part.how, part.backend, part.reason = "fused", "c-generated", None
     if not reasons:
         return SequencePlan("layer-wise", reasons, parts, program, kernels=kernels)
     spec, _ = layers_spec(network, graph)
@@ -519,7 +523,7 @@ def plan(network: nn.Module, program: StepProgram, example: torch.Tensor) -> Seq
         why = _layers_loop_reason(network, spec, example)
         for part in parts:
             part.how, part.reason = ("stepped", why) if why else ("fused", None)
-            part.backend = "torch" if why else "native"
+            part.backend = "torch" if why else "c"
         return SequencePlan("layers", reasons, parts, program, spec)
     for part in parts:  # a step-wise plan steps every module
         if part.how != "stepped":

@@ -26,7 +26,7 @@ from typing import Any, Dict, NamedTuple, Optional, Tuple, Union
 import torch
 from torch.autograd.function import once_differentiable
 
-from pysnn import native
+from pysnn import backends, native
 from pysnn._sharing import unshared
 from pysnn.functional.decay import exp_decay
 from pysnn.functional.spike import SurrogateFn, reset_membrane, spike
@@ -118,19 +118,20 @@ def lif_step(
     return s, v, refrac
 
 
-def _fusable(
+def _fused_backend(
     x: torch.Tensor,
     v: torch.Tensor,
     trace: torch.Tensor,
     p: LIFParameters,
     tp: TraceParameters,
     theta: Optional[torch.Tensor],
-) -> bool:
-    """Whether the fused kernel may run: no tensor involved needs a gradient (see
-    :func:`pysnn.native.usable` for the other conditions)."""
-    if not native.usable(x, v, trace, theta):
-        return False
-    return not torch.is_grad_enabled() or not _constants_need_grad(p, tp)
+) -> Optional[Any]:
+    """The backend whose ``lif_steps`` may run (:func:`pysnn.backends.select`), or ``None``: no
+    backend accepts the tensors, or a constant needs a gradient the kernels do not compute."""
+    backend = backends.select("lif_steps", x, v, trace, theta)
+    if backend is None or (torch.is_grad_enabled() and _constants_need_grad(p, tp)):
+        return None
+    return backend
 
 
 def _constants_need_grad(p: LIFParameters, tp: TraceParameters) -> bool:
@@ -170,8 +171,9 @@ def lif_trace_step(
             old state saves three allocations). Without ``out`` (and always on the torch path)
             the new state is in new tensors and the inputs are never modified.
     """
-    if _fusable(x, v, trace, p, tp, theta):
-        result = native.lif_steps(x, v, refrac, trace, p, tp, theta, out)
+    backend = _fused_backend(x, v, trace, p, tp, theta)
+    if backend is not None:
+        result = backend.lif_steps(x, v, refrac, trace, p, tp, theta, out)
         if result is not None:
             return result
     s, v, refrac = lif_step(v, x, refrac, p, theta, surrogate, detach_reset)
@@ -189,7 +191,7 @@ def lif_trace_kernel(
     dtype). For a module that runs many single steps on state nothing else can see: the checks
     of :func:`lif_trace_step` are the caller's, once, instead of once per step.
     """
-    if _constants_need_grad(p, tp):
+    if _constants_need_grad(p, tp) or not backends.accepts("c", x):
         return None
     return native.lif_step_kernel(p, tp, x)
 
@@ -207,7 +209,12 @@ def adaptive_lif_trace_kernel(
     :func:`adaptive_theta_step` (with the spikes summed over the batch for a ``shared`` theta of
     shape ``shape``; no update without ``update``), all in place:
     ``kernel(x, v, refrac, trace, theta) -> spikes``, or ``None`` where it does not apply."""
-    if _constants_need_grad(p, tp) or theta_decay.requires_grad or theta_plus.requires_grad:
+    if (
+        _constants_need_grad(p, tp)
+        or theta_decay.requires_grad
+        or theta_plus.requires_grad
+        or not backends.accepts("c", x)
+    ):
         return None
     return native.adaptive_lif_step_kernel(p, tp, theta_decay, theta_plus, x, shared, update)
 
@@ -239,15 +246,15 @@ def lif_trace_steps(
     unless ``detach_reset``, no gradient into the input while refractory.
     """
     x = x.contiguous()
-    if _fusable(x, v, trace, p, tp, None):
-        return native.lif_steps(x, v, refrac, trace, p, tp)
-    if not (
-        callable(getattr(surrogate, "grad", None))
-        and native.usable(x, v, trace, differentiable=True)
-        and not _constants_need_grad(p, tp)
-    ):
+    backend = _fused_backend(x, v, trace, p, tp, None)
+    if backend is not None:
+        return backend.lif_steps(x, v, refrac, trace, p, tp)
+    if not callable(getattr(surrogate, "grad", None)) or _constants_need_grad(p, tp):
         return None
-    return _LIFSteps.apply(x, v, trace, refrac, p, tp, surrogate, detach_reset)
+    backend = backends.select("lif_backward", x, v, trace, differentiable=True)
+    if backend is None or not callable(getattr(backend, "lif_steps", None)):
+        return None
+    return _LIFSteps.apply(x, v, trace, refrac, p, tp, surrogate, detach_reset, backend)
 
 
 def _native_surrogate(surrogate: Any) -> Optional[Tuple[int, float]]:
@@ -262,21 +269,21 @@ def _native_surrogate(surrogate: Any) -> Optional[Tuple[int, float]]:
 #: (a fresh buffer of many MB costs its page faults again at every call): up to this many
 #: elements each, and only once nothing else (no graph kept with ``retain_graph``) holds them.
 _POOL_MAX_NUMEL = 1 << 24
-_pool: Dict[Tuple[Tuple[int, ...], torch.dtype], torch.Tensor] = {}
+_pool: Dict[Tuple[Tuple[int, ...], torch.dtype, torch.device], torch.Tensor] = {}
 
 
-def _saved_buffer(shape: torch.Size, dtype: torch.dtype) -> torch.Tensor:
-    key = (tuple(shape), dtype)
+def _saved_buffer(shape: torch.Size, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    key = (tuple(shape), dtype, device)
     if unshared(_pool, key):
         buffer = _pool.pop(key, None)  # (None if another thread took it meanwhile)
         if buffer is not None:
             return buffer
-    return torch.empty(shape, dtype=dtype)
+    return torch.empty(shape, dtype=dtype, device=device)
 
 
 def _recycle(tensor: Optional[torch.Tensor]) -> None:
     if tensor is not None and tensor.numel() <= _POOL_MAX_NUMEL:
-        _pool[(tuple(tensor.shape), tensor.dtype)] = tensor
+        _pool[(tuple(tensor.shape), tensor.dtype, tensor.device)] = tensor
 
 
 class _LIFSteps(torch.autograd.Function):
@@ -294,16 +301,17 @@ class _LIFSteps(torch.autograd.Function):
         tp: TraceParameters,
         surrogate: SurrogateFn,
         detach_reset: bool,
+        backend: Any,
     ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        v_save = _saved_buffer(x.shape, x.dtype)
+        v_save = _saved_buffer(x.shape, x.dtype, x.device)
         # never refractory: nothing to mask in the backward pass, nothing to save
         refractory = bool((p.refrac_steps > 0).any())
-        r_save = _saved_buffer(x.shape, torch.uint8) if refractory else None
-        result = native.lif_steps(x, v, refrac, trace, p, tp, save=(v_save, r_save))
+        r_save = _saved_buffer(x.shape, torch.uint8, x.device) if refractory else None
+        result = backend.lif_steps(x, v, refrac, trace, p, tp, save=(v_save, r_save))
         if result is None:
             raise RuntimeError("pysnn: the fused LIF kernel refused parameters it accepted before")
         ctx.save_for_backward(v_save, r_save)
-        ctx.constants = (p, tp, surrogate, detach_reset)
+        ctx.constants = (p, tp, surrogate, detach_reset, backend)
         ctx.mark_non_differentiable(result[2])
         return result
 
@@ -317,11 +325,11 @@ class _LIFSteps(torch.autograd.Function):
         grad_trace: torch.Tensor,
     ) -> Tuple[Optional[torch.Tensor], ...]:
         v_save, r_save = ctx.saved_tensors
-        p, tp, surrogate, detach_reset = ctx.constants
+        p, tp, surrogate, detach_reset, backend = ctx.constants
         code = _native_surrogate(surrogate)
         if any(grad_spikes.stride()) or grad_spikes.numel() == 0:  # (else one value: as is)
             grad_spikes = grad_spikes.contiguous()
-        result = native.lif_backward(
+        result = backend.lif_backward(
             grad_spikes,
             surrogate.grad(v_save - p.thresh).contiguous() if code is None else code,
             v_save,
@@ -337,7 +345,7 @@ class _LIFSteps(torch.autograd.Function):
         grad_x, grad_v0, grad_trace0 = result
         _recycle(v_save)  # reused by the next forward once the graph has let it go
         _recycle(r_save)
-        return grad_x, grad_v0, grad_trace0, None, None, None, None, None
+        return grad_x, grad_v0, grad_trace0, None, None, None, None, None, None
 
 
 def adaptive_theta_step(

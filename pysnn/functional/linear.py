@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from pysnn import native
+from pysnn import backends, native
 
 __all__ = [
     "delay_queue_step",
@@ -35,13 +35,15 @@ __all__ = [
 
 
 def kernels_available() -> bool:
-    """Whether the fused CPU kernels are enabled and loaded (:func:`pysnn.native.available`)."""
-    return native.available()
+    """Whether the fused CPU kernels are preferred (:func:`pysnn.backends.preference`), enabled
+    and loaded (:func:`pysnn.native.available`)."""
+    return backends.enabled("c")
 
 
 def kernels_usable(*tensors: Optional[torch.Tensor]) -> bool:
-    """Whether a fused kernel may run on these tensors (:func:`pysnn.native.usable`)."""
-    return native.usable(*tensors)
+    """Whether a fused CPU kernel may run on these tensors (:func:`pysnn.backends.accepts`
+    with ``"c"``: :func:`pysnn.native.usable`)."""
+    return backends.accepts("c", *tensors)
 
 
 def transposed(matrix: torch.Tensor, out: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -61,6 +63,8 @@ def row_update_(
     ``copy``, the contiguous ``weight.t()``) in one fused pass; ``False`` (nothing done) where
     the kernel does not apply: the caller then runs the torch operations, with the same values
     (:func:`pysnn.native.row_update_`)."""
+    if not backends.accepts("c", weight):
+        return False
     return native.row_update_(weight, rows, dw, copy, bounds)
 
 
@@ -110,7 +114,7 @@ def linear_event(
         ``int``, known without an extra read-back).
     """
     x_c = x.contiguous()
-    if native.usable(x_c, weight_rows):
+    if backends.accepts("c", x_c, weight_rows):
         out, active = native._linear_event(x_c, weight_rows)
     elif (
         x_c.shape[0] >= native.BLOCK_ROWS  # a block of rows (the blocked kernel)
@@ -118,7 +122,7 @@ def linear_event(
         and weight_rows.requires_grad
         and not x_c.requires_grad
         and torch.is_grad_enabled()
-        and native.usable(x_c, weight_rows.t(), differentiable=True)
+        and backends.accepts("c", x_c, weight_rows.t(), differentiable=True)
     ):
         counted = [0]
         out = _EventProduct.apply(x_c, weight_rows, counted)
@@ -156,7 +160,7 @@ def linear_event_block(
     ):
         return None
     x_c = x.contiguous()
-    if not native.usable(x_c, weight) or x.shape[1] >= 2**31:
+    if not backends.accepts("c", x_c, weight) or x.shape[1] >= 2**31:
         return None
     out, active = native.linear_event_rows(x_c, weight)
     return (out if bias is None else out + bias), active
@@ -170,7 +174,7 @@ def linear_event_step(
     ``(in, out)`` of one dtype, float32 or float64, nothing needing a gradient) and keeps them
     so: ``(out, active)``, or ``None`` while the fused kernels are disabled
     (:func:`pysnn.native.set_enabled`)."""
-    if not native.available():
+    if not kernels_available():
         return None
     return native._linear_event(x, weight_rows)
 

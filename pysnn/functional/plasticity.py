@@ -20,7 +20,7 @@ from typing import Optional, Sequence, Tuple, Union
 import torch
 import torch.nn.functional as F
 
-from pysnn import native
+from pysnn import backends, native
 
 __all__ = [
     "linear_correlation",
@@ -278,9 +278,13 @@ def stdp_rows_(
 ) -> Optional[int]:
     """One sample's pair-STDP update of :func:`stdp_rows_update` applied to ``weight`` in place
     (and to ``copy``, its contiguous transpose) in one fused pass: the number of rows changed,
-    or ``None`` (nothing done) where the kernel does not apply (:func:`pysnn.native.stdp_rows_`).
+    or ``None`` (nothing done) where no backend applies (:func:`pysnn.backends.select`;
+    :func:`pysnn.native.stdp_rows_` on the CPU).
     """
-    return native.stdp_rows_(weight, copy, s_post, x_post, pre_trace, arriving, pot, dep, bounds)
+    backend = backends.select("stdp_rows_", weight, copy, s_post, x_post, pre_trace, arriving)
+    if backend is None:
+        return None
+    return backend.stdp_rows_(weight, copy, s_post, x_post, pre_trace, arriving, pot, dep, bounds)
 
 
 def stdp_rows_kernel(weight: torch.Tensor) -> Optional["native.STDPRowsKernel"]:
@@ -288,4 +292,6 @@ def stdp_rows_kernel(weight: torch.Tensor) -> Optional["native.STDPRowsKernel"]:
     ``kernel(weight, copy, s_post, x_post, pre_trace, arriving, pot, dep, bounds)`` (see
     :func:`pysnn.native.stdp_rows_`, whose checks the caller makes), or ``None`` where the fused
     kernels do not apply."""
+    if not backends.accepts("c", weight):
+        return None
     return native.stdp_rows_kernel(weight)

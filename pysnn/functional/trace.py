@@ -21,7 +21,7 @@ from typing import NamedTuple, Optional, Union
 
 import torch
 
-from pysnn import native
+from pysnn import backends, native
 from pysnn.functional.decay import exp_decay
 
 TRACE_MODES = ("additive", "reset")
@@ -65,13 +65,14 @@ def trace_step(
         out: optional tensor the fused kernel may write the new trace into (may be ``trace``
             itself, see :func:`pysnn.functional.lif.lif_trace_step`); otherwise a new tensor.
 
-    On the CPU without autograd this runs as one fused loop (:mod:`pysnn.native`), with
-    bit-identical results.
+    Without autograd this runs as one fused kernel where a backend accepts the tensors
+    (:func:`pysnn.backends.select`; on the CPU :mod:`pysnn.native`, bit-identical).
     """
-    if native.usable(spikes, trace) and not (
+    backend = backends.select("trace_step", spikes, trace)
+    if backend is not None and not (
         torch.is_grad_enabled() and (p.decay.requires_grad or p.scale.requires_grad)
     ):  # (a learned trace constant needs the torch path's gradient)
-        new = native.trace_step(spikes, trace, p, out)
+        new = backend.trace_step(spikes, trace, p, out)
         if new is not None:
             return new
     decayed = trace * p.decay
@@ -88,6 +89,6 @@ def trace_kernel(p: TraceParameters, x: torch.Tensor) -> Optional["native.TraceS
     kernels, a learned constant, another device or dtype). For a module that runs many steps on
     a trace nothing else can see (see :func:`pysnn.functional.lif.lif_trace_kernel`).
     """
-    if p.decay.requires_grad or p.scale.requires_grad:
+    if p.decay.requires_grad or p.scale.requires_grad or not backends.accepts("c", x):
         return None
     return native.trace_step_kernel(p, x)
