@@ -1214,6 +1214,7 @@ def stdp_rows_kernel(weight: torch.Tensor) -> Optional[STDPRowsKernel]:
 LAYER_GROUP_FIELDS = ("kind", "n", "v", "refrac", "trace", "theta", "table", "theta_table")
 LAYER_GROUP_FIELDS += ("additive", "shared", "update", "spikes", "record", "record_mode")
 LAYER_CONN_FIELDS = ("pre", "post", "weight_t", "bias", "n_in", "n_out")
+LAYER_CONN_FIELDS += ("syn_g", "syn_a", "syn_k", "syn_e")
 LAYER_RULE_FIELDS = ("connection", "pre", "post", "weight", "weight_t", "bounded")
 #: Most connections :func:`layer_steps` takes.
 LAYER_MAX_CONNECTIONS = 64
@@ -1238,7 +1239,10 @@ def layer_steps(
         x: ``(T, B, n_in)`` input spikes, contiguous, the network's dtype.
         groups: ``(L + 1, len(LAYER_GROUP_FIELDS))`` int64: the input group, then the layers.
         conns: ``(C, len(LAYER_CONN_FIELDS))`` int64, ordered by layer; ``conn_lo`` ``(L + 1,)``
-            the first connection of each layer (and the end).
+            the first connection of each layer (and the end). A connection's output may pass
+            through a conductance synapse: ``syn_g`` its state ``(B, n_out)`` (updated in place;
+            0: no synapse), ``syn_a``, ``syn_k``, ``syn_e`` its decay factor, output factor and
+            reversal potential (mV), ``(n_out,)`` each.
         rules: ``(R, len(LAYER_RULE_FIELDS))`` int64; ``rates`` ``(R, 4)`` float64: potentiation
             and depression rates, lower and upper bound.
         active, changed: ``(C,)`` / ``(R,)`` int64 counters, added to.

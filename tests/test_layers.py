@@ -263,5 +263,124 @@ def test_arguments_are_checked():
         run_layers(net.inp, layers, spikes, rules=["stdp"])
     with pytest.raises(ValueError, match=r"spikes must be a \(T, B, ...\) tensor with T >= 1"):
         run_layers(net.inp, layers, torch.zeros(0, 1, 784))
-    with pytest.raises(ValueError, match='synapses="conductance"'):
-        DiehlCook2015(n_neurons=5, synapses="conductance").step_program()
+    with pytest.raises(ValueError, match=r"\(connection, pre, synapse\) triple"):
+        run_layers(net.inp, [(net.exc, [(net.fc,)])], spikes)
+    with pytest.raises(TypeError, match="the synapse must be a module"):
+        run_layers(net.inp, [(net.exc, [(net.fc, net.inp, "syn")])], spikes)
+
+
+# ---- conductance synapses (the paper's form of Diehl & Cook) in the fused loop ----
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_conductance_diehl_cook_run_is_the_forward_loop_bit_for_bit(dtype, fused_calls):
+    """With ConductanceSynapse modules between connections and neurons, run() (run_layers, the
+    synapses stepped inside the fused C loop) leaves the spikes, every state (conductances,
+    voltages, thresholds, traces), the STDP-trained weights and their copies exactly as T calls
+    of forward do, over several digits with normalisation."""
+    torch.manual_seed(21)
+    a = DiehlCook2015(n_neurons=30, synapses="conductance").to(dtype)
+    b = DiehlCook2015(n_neurons=30, synapses="conductance").to(dtype)
+    b.load_state_dict(a.state_dict())
+    for spikes in digits(4, steps=200, seed=22, rate=0.12):
+        spikes = spikes.to(dtype)
+        expected = loop_run(a, spikes)
+        got = b.run(spikes)
+        assert torch.equal(got, expected)
+        assert_same_state(a, b)
+        for name in ("syn_input", "syn_inh", "syn_e2i"):
+            assert torch.equal(getattr(a, name).g, getattr(b, name).g), name
+    assert expected.sum() > 0 and not torch.equal(
+        a.fc.weight, DiehlCook2015(n_neurons=30).fc.weight
+    )
+    if FUSED:  # the synapses did not keep the network off the fused loop
+        assert sum(done for done, _ in fused_calls) > 150 * 4
+
+
+def _conductance_layers(seed=0, n=12, subclass=None):
+    from pysnn.synapse import ConductanceSynapse
+
+    torch.manual_seed(seed)
+    inp, exc = Input(40), LIFNeuron(n, thresh=-55.0, tau_v=20.0, refrac=2.0)
+    fc = Linear(40, n, wmin=0.0, wmax=1.0, init="uniform", init_kwargs={"a": 0.0, "b": 0.6})
+    syn = (subclass or ConductanceSynapse)(exc, tau_syn=torch.linspace(1.0, 5.0, n), e_rev=0.0)
+    return inp, exc, fc, syn
+
+
+def _conductance_loop(inp, exc, fc, syn, spikes):
+    out = []
+    with torch.no_grad():
+        for x in spikes:
+            out.append(exc(syn(fc(inp(x)))))
+    return torch.stack(out)
+
+
+def test_conductance_layer_per_neuron_constants_bit_for_bit(fused_calls):
+    a, b = _conductance_layers(3), _conductance_layers(3)
+    spikes = (torch.rand(120, 2, 40, generator=torch.Generator().manual_seed(4)) < 0.3).float()
+    expected = _conductance_loop(*a, spikes)
+    inp, exc, fc, syn = b
+    with torch.no_grad():
+        got = run_layers(inp, [(exc, [(fc, inp, syn)])], spikes, record=[exc])[0]
+    assert torch.equal(got, expected) and expected.sum() > 0
+    assert torch.equal(a[3].g, syn.g) and torch.equal(a[1].v, exc.v)
+    if FUSED:
+        assert sum(done for done, _ in fused_calls) > 50
+
+
+def test_conductance_layer_with_its_own_step_is_not_fused(fused_calls):
+    """A subclass of ConductanceSynapse with its own step is called as written, every step."""
+    from pysnn.synapse import ConductanceSynapse
+
+    class Doubled(ConductanceSynapse):
+        def step(self, x):
+            return 2 * super().step(x)
+
+    a, b = _conductance_layers(5, subclass=Doubled), _conductance_layers(5, subclass=Doubled)
+    spikes = (torch.rand(60, 1, 40, generator=torch.Generator().manual_seed(6)) < 0.3).float()
+    expected = _conductance_loop(*a, spikes)
+    inp, exc, fc, syn = b
+    with torch.no_grad():
+        got = run_layers(inp, [(exc, [(fc, inp, syn)])], spikes, record=[exc])[0]
+    assert torch.equal(got, expected) and torch.equal(a[3].g, syn.g)
+    assert fused_calls == []
+
+
+@pytest.mark.filterwarnings("ignore:Linear. weight values outside")
+def test_a_negative_conductance_raises_as_in_the_loop(fused_calls):
+    """With value checks on, a negative weight into a conductance synapse keeps the run on the
+    modules, so the synapse refuses the negative conductance exactly as the loop does."""
+    a, b = _conductance_layers(7), _conductance_layers(7)
+    spikes = (torch.rand(60, 1, 40, generator=torch.Generator().manual_seed(8)) < 0.5).float()
+    for net in (a, b):
+        with torch.no_grad():
+            _conductance_loop(*net, spikes[:5])
+            net[2].weight[0, :] = -0.5
+    with pysnn.checks(True):
+        with pytest.raises(ValueError, match="negative one would reverse the driving force"):
+            _conductance_loop(*a, spikes[5:])
+        inp, exc, fc, syn = b
+        with pytest.raises(ValueError, match="negative one would reverse the driving force"):
+            with torch.no_grad():
+                run_layers(inp, [(exc, [(fc, inp, syn)])], spikes[5:])
+    assert torch.equal(a[3].g, syn.g) and torch.equal(a[1].v, exc.v)
+
+
+def test_a_silent_presynaptic_group_still_decays_the_conductance():
+    """(connection, pre, synapse) with pre that has not spiked yet in this batch: the synapse
+    steps with zero conductance (its state decays), as DiehlCook2015.forward does."""
+    from pysnn.synapse import ConductanceSynapse
+
+    inp, exc = Input(3), LIFNeuron(2)
+    other = LIFNeuron(2)
+    fc, lat = Linear(3, 2, init="constant", init_kwargs={"val": 0.5}), Linear(2, 2)
+    syn, syn_lat = ConductanceSynapse(exc, tau_syn=2.0), ConductanceSynapse(exc, tau_syn=2.0)
+    syn_lat._prepare(torch.zeros(1, 2))
+    syn_lat.g.fill_(1.0)
+    with torch.no_grad():
+        run_layers(
+            inp,
+            [(exc, [(fc, inp, syn), (lat, other, syn_lat)]), (other, [])],
+            torch.zeros(1, 1, 3),
+        )
+    assert torch.allclose(syn_lat.g, torch.full((1, 2), float(torch.exp(torch.tensor(-0.5)))))

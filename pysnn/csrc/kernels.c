@@ -1022,7 +1022,10 @@ PYSNN_RECURRENT(pysnn_recurrent_f64, double)
  *   input:   trace update with the spikes x[t]                                    (pysnn_trace)
  *   layer k: for its connections c in order: out_c = spikes of c's presynaptic group (this
  *            step's if that group already stepped, else the previous step's) times the weight
- *            (pysnn_linear_event[_block]) + bias; x_k = out_c1 + out_c2 + ... (left to right);
+ *            (pysnn_linear_event[_block]) + bias; through c's conductance synapse if it has one
+ *            (g = MADD(g, a, out_c); out_c = min(g k, 1) (E_rev - v), v the layer's voltage before
+ *            its step: pysnn.synapse.ConductanceSynapse); x_k = out_c1 + out_c2 + ... (left to
+ *            right);
  *            LIF step with input x_k (pysnn_lif, threshold + theta), theta update (pysnn_theta)
  *   rules:   pair STDP rows (pysnn_stdp_rows) with the post group's spikes and trace, the pre
  *            group's trace and the spikes connection c read this step
@@ -1039,7 +1042,7 @@ PYSNN_RECURRENT(pysnn_recurrent_f64, double)
  */
 enum { G_KIND, G_N, G_V, G_R, G_TRACE, G_THETA, G_TABLE, G_THETA_TABLE, G_ADDITIVE, G_SHARED,
        G_UPDATE, G_SPIKES, G_RECORD, G_RECORD_MODE, PYSNN_GF };
-enum { C_PRE, C_POST, C_WT, C_BIAS, C_IN, C_OUT, PYSNN_CF };
+enum { C_PRE, C_POST, C_WT, C_BIAS, C_IN, C_OUT, C_SYN_G, C_SYN_A, C_SYN_K, C_SYN_E, PYSNN_CF };
 enum { R_CONN, R_PRE, R_POST, R_W, R_WT, R_BOUNDED, PYSNN_RF };
 
 #define PYSNN_LAYERS(NAME, T, SUFFIX)                                                           \
@@ -1091,6 +1094,23 @@ enum { R_CONN, R_PRE, R_POST, R_W, R_WT, R_BOUNDED, PYSNN_RF };
                         for (int64_t b = 0; b < batch; ++b)                                     \
                             for (int64_t i = 0; i < n; ++i)                                     \
                                 out[b * n + i] = out[b * n + i] + bias[i];                      \
+                    T *g = (T *)(intptr_t)ck[C_SYN_G];                                          \
+                    if (g) { /* conductance synapse: g = addcmul(x, g, a); min(g k, 1) (E - v) */ \
+                        const T *a = (const T *)(intptr_t)ck[C_SYN_A];                          \
+                        const T *kk = (const T *)(intptr_t)ck[C_SYN_K];                         \
+                        const T *e = (const T *)(intptr_t)ck[C_SYN_E];                          \
+                        const T *vk = (const T *)(intptr_t)gk[G_V];                             \
+                        for (int64_t b = 0; b < batch; ++b)                                     \
+                            for (int64_t i = 0; i < n; ++i) {                                   \
+                                const int64_t j = b * n + i;                                    \
+                                const T gi = MADD(g[j], a[i], out[j]); /* torch.addcmul */      \
+                                g[j] = gi;                                                      \
+                                T f = gi * kk[i];                                               \
+                                if (f > (T)1)                                                   \
+                                    f = (T)1;                                                   \
+                                out[j] = f * (e[i] - vk[j]);                                    \
+                            }                                                                   \
+                    }                                                                           \
                     if (!first)                                                                 \
                         for (int64_t i = 0; i < batch * n; ++i)                                 \
                             cur[i] = cur[i] + tmp[i];                                           \

@@ -19,13 +19,17 @@ from torch import nn
 from pysnn import _checks, backends, native
 from pysnn.connection import Linear
 from pysnn.learning import STDP, LearningRule
+from pysnn._sharing import all_unshared
 from pysnn.neuron import AdaptiveLIFNeuron, Input, LIFNeuron
 from pysnn.stepping import block_form_reason
+from pysnn.synapse import ConductanceSynapse
 
 __all__ = ["Layer", "run_layers"]
 
 
-Layer = Tuple[nn.Module, Sequence[Tuple[nn.Module, nn.Module]]]
+#: ``(neuron, incoming)``: ``incoming`` lists ``(connection, pre)`` or
+#: ``(connection, pre, synapse)`` entries (see :func:`run_layers`).
+Layer = Tuple[nn.Module, Sequence[Tuple[nn.Module, ...]]]
 
 
 def _kind(fast: object) -> str:
@@ -48,11 +52,17 @@ def run_layers(
         input(spikes[t])
         for neuron, incoming in layers:                 # in order
             current = None
-            for connection, pre in incoming:            # in order
+            for connection, pre[, synapse] in incoming: # in order
                 s = pre.spikes                          # this step's if pre stepped already,
                 if s is not None and len(s) == B:       # else the step before's (if any, of
                     c = connection(s)                   # this batch size)
-                    current = c if current is None else current + c
+                elif synapse given:
+                    c = zeros                           # (its conductance still decays)
+                else:
+                    continue
+                if synapse given:
+                    c = synapse(c)
+                current = c if current is None else current + c
             neuron(current if current is not None else zeros)
         for rule in rules:
             rule.step()
@@ -62,11 +72,20 @@ def run_layers(
         run_layers(inp, [(exc, [(fc, inp), (i2e, inh)]), (inh, [(e2i, exc)])], spikes,
                    rules=[stdp], record=[exc], counts=True)
 
+    and with the paper's conductance synapses (:class:`~pysnn.synapse.ConductanceSynapse`
+    modules between the connections and the neurons)::
+
+        run_layers(inp, [(exc, [(fc, inp, syn_input), (i2e, inh, syn_inh)]),
+                         (inh, [(e2i, exc, syn_e2i)])], spikes, ...)
+
     The loop above is what runs, and its results are what you get; but where every module is a
     built-in one on its fused single-step path (:class:`~pysnn.neuron.Input`;
     :class:`~pysnn.neuron.LIFNeuron`, :class:`~pysnn.neuron.IFNeuron` or
     :class:`~pysnn.neuron.AdaptiveLIFNeuron` layers of one dimension; event-driven
-    :class:`~pysnn.connection.Linear` connections without delay; :class:`~pysnn.learning.STDP` at
+    :class:`~pysnn.connection.Linear` connections without delay, each optionally through a
+    :class:`~pysnn.synapse.ConductanceSynapse` of the layer's neuron (with value checks on, only
+    where the arriving conductance cannot be negative: non-negative input, weights, biases and
+    learning-rule bounds); :class:`~pysnn.learning.STDP` at
     batch 1, or any rule that is switched off), float32/float64 on the CPU with no gradient
     wanted and no forward hook, runs of steps go to **one** call of :mod:`pysnn.native` instead
     of ``~10`` module calls per step. The spikes, and the state left in every module (voltages,
@@ -79,7 +98,10 @@ def run_layers(
     Args:
         input: the input neuron group, called with ``spikes[t]`` each step.
         layers: ``(neuron, incoming)`` pairs in the order they step; ``incoming`` lists
-            ``(connection, pre)`` pairs, ``pre`` being ``input`` or a neuron of ``layers``.
+            ``(connection, pre)`` pairs, ``pre`` being ``input`` or a neuron of ``layers``, or
+            ``(connection, pre, synapse)`` triples, ``synapse`` a module (such as a
+            :class:`~pysnn.synapse.Synapse` of ``neuron``) that turns the connection's output
+            into the neuron's input.
         spikes: ``(T, B, *input.shape)`` input spikes, ``T >= 1``.
         rules: learning rules stepped after the layers, in order.
         record: neurons of ``layers`` whose spikes to return.
@@ -141,17 +163,23 @@ def _check_layers(input: nn.Module, layers: Sequence[Layer]) -> List[Tuple[nn.Mo
             raise TypeError(f"layers[{k}][0] must be a neuron module, got {type(neuron).__name__}")
         if neuron is input or any(neuron is other for other, _ in checked):
             raise ValueError(f"layers[{k}]: each neuron group may appear once (and not as input)")
-        checked.append((neuron, list(incoming)))
+        checked.append((neuron, [tuple(pair) for pair in incoming]))
     if not checked:
         raise ValueError("layers must list at least one (neuron, incoming) pair")
     groups = [input] + [neuron for neuron, _ in checked]
     for k, (_, incoming) in enumerate(checked):
         for j, pair in enumerate(incoming):
-            if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
+            if not (isinstance(pair, (tuple, list)) and len(pair) in (2, 3)):
                 raise ValueError(
-                    f"layers[{k}][1][{j}] must be a (connection, pre) pair, got {pair!r}"
+                    f"layers[{k}][1][{j}] must be a (connection, pre) pair or a (connection, pre, "
+                    f"synapse) triple, got {pair!r}"
                 )
-            connection, pre = pair
+            connection, pre = pair[0], pair[1]
+            if len(pair) == 3 and not isinstance(pair[2], nn.Module):
+                raise TypeError(
+                    f"layers[{k}][1][{j}]: the synapse must be a module, "
+                    f"got {type(pair[2]).__name__}"
+                )
             if not isinstance(connection, nn.Module):
                 raise TypeError(
                     f"layers[{k}][1][{j}]: the connection must be a module, "
@@ -168,11 +196,17 @@ def _layers_step(input: nn.Module, layers: list, rules: list, x: torch.Tensor) -
     out = []
     for neuron, incoming in layers:
         current = None
-        for connection, pre in incoming:
+        for connection, pre, *synapse in incoming:
             s = pre.spikes
             if s is not None and s.shape[0] == x.shape[0]:
                 c = connection(s)
-                current = c if current is None else current + c
+            elif synapse:  # no spikes arrive: the synapse still steps (its state decays)
+                c = x.new_zeros((x.shape[0], *neuron.shape))
+            else:
+                continue
+            if synapse:
+                c = synapse[0](c)
+            current = c if current is None else current + c
         if current is None:
             current = x.new_zeros((x.shape[0], *neuron.shape))
         out.append(neuron(current))
@@ -237,8 +271,13 @@ def _layers_fused(
     n_conns = sum(len(incoming) for _, incoming in layers)
     if n_conns > native.LAYER_MAX_CONNECTIONS:
         return 0
+    fed = []  # connections whose output passes through a synapse
     for k, (neuron, incoming) in enumerate(layers, 1):
-        for connection, pre in incoming:
+        for connection, pre, *synapse in incoming:
+            if synapse:
+                if not _synapse_ready(synapse[0], neuron, (batch, sizes[k]), dtype):
+                    return 0
+                fed.append(connection)
             fast = connection.__dict__.get("_fast")
             p = next(j for j, group in enumerate(groups) if group is pre)
             if _kind(fast) != "linear" or block_form_reason(
@@ -258,7 +297,7 @@ def _layers_fused(
             limit = min(limit, fast.remaining(connection))
     if limit == 0:
         return 0
-    connections = [c for _, incoming in layers for c, _ in incoming]
+    connections = [entry[0] for _, incoming in layers for entry in incoming]
     applied = []  # (rule, fast STDP)
     for rule in rules:
         active = getattr(rule, "enabled", False) and rule.training
@@ -282,6 +321,8 @@ def _layers_fused(
             ):
                 return 0
             applied.append((rule, fast))
+    if fed and _checks._VALUE_CHECKS and not _conductance_non_negative(fed, applied, x):
+        return 0  # (the synapses' check of a negative conductance must see every step)
     return _layers_call(
         input,
         layers,
@@ -296,6 +337,44 @@ def _layers_fused(
         limit,
         outputs,
     )
+
+
+#: what a conductance synapse's fused form reproduces (the loop's calls of the module)
+_SYNAPSE_REPRODUCES = ("forward", "step", "kernels", "_prepare", "membrane_potential", "_tau_m")
+
+
+def _synapse_ready(synapse: nn.Module, neuron: nn.Module, shape: tuple, dtype: torch.dtype) -> bool:
+    """Whether the fused loop may step ``synapse`` in place: a
+    :class:`~pysnn.synapse.ConductanceSynapse` of ``neuron`` (whose ``v`` it reads) with no
+    subclass step, hook, learned constant or pending override, and state ``g`` of ``shape`` and
+    ``dtype`` that nothing else sees and that needs no gradient."""
+    if not isinstance(synapse, ConductanceSynapse) or block_form_reason(
+        synapse, ConductanceSynapse, _SYNAPSE_REPRODUCES
+    ):
+        return False
+    if synapse.neuron is not neuron or synapse._parameters or synapse.__dict__.get("_override"):
+        return False
+    if not all_unshared(synapse._buffers, ("g",)):  # (before a local name refers to it)
+        return False
+    g = synapse._buffers["g"]
+    return g.shape == shape and g.dtype is dtype and g.is_contiguous() and not g.requires_grad
+
+
+def _conductance_non_negative(fed: list, applied: list, x: torch.Tensor) -> bool:
+    """Whether no conductance arriving at a synapse can be negative in the fused run: the input
+    spikes, the weights and biases of the connections that feed synapses are >= 0, and every
+    rule that changes such weights keeps them >= 0 (a lower bound >= 0)."""
+    if bool((x < 0).any()):
+        return False
+    for connection in fed:
+        bias = connection.__dict__["_fast"].bias
+        if bool((connection.weight < 0).any()) or (bias is not None and bool((bias < 0).any())):
+            return False
+    for _, fast in applied:
+        conn = fast.group.connection
+        if any(conn is c for c in fed) and not (conn.wmin >= 0 and math.isfinite(conn.wmin)):
+            return False
+    return True
 
 
 def _layers_call(
@@ -334,13 +413,20 @@ def _layers_call(
                 break
         rows.append(row + [buf.data_ptr(), target, mode])
     group_desc = torch.tensor(rows, dtype=torch.int64)
-    conn_rows, conn_lo = [], [0]
+    conn_rows, conn_lo, keep = [], [0], []
     for k, (_, incoming) in enumerate(layers, 1):
-        for connection, pre in incoming:
+        for connection, pre, *synapse in incoming:
             bias = connection.__dict__["_fast"].bias
             p = index[id(pre)]
             conn_rows.append([p, k, connection._copy.copy.data_ptr()])
             conn_rows[-1] += [0 if bias is None else bias.data_ptr(), sizes[p], sizes[k]]
+            if synapse:
+                g = synapse[0]._buffers["g"]
+                tables = _synapse_tables(synapse[0], sizes[k], x.dtype)
+                keep.append(tables)  # (alive until the call returns)
+                conn_rows[-1] += [g.data_ptr(), *(t.data_ptr() for t in tables)]
+            else:
+                conn_rows[-1] += [0, 0, 0, 0]
         conn_lo.append(len(conn_rows))
     conn_desc = torch.tensor(conn_rows, dtype=torch.int64).view(-1, len(native.LAYER_CONN_FIELDS))
     rule_rows, rates = [], []
@@ -381,7 +467,7 @@ def _layers_call(
     c = -1
     for k, (_, incoming) in enumerate(layers, 1):
         steps = done + (1 if 1 <= k <= stop else 0)
-        for connection, pre in incoming:
+        for connection, pre, *_ in incoming:
             c += 1
             if not steps:
                 continue
@@ -416,3 +502,13 @@ def _layers_call(
             "comes from (a weight, an encoder, a division)"
         )
     return done
+
+
+def _synapse_tables(
+    synapse: ConductanceSynapse, n: int, dtype: torch.dtype
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A conductance synapse's decay factor, output factor and reversal potential (mV), each
+    expanded to ``(n,)`` contiguous in ``dtype``: the values its step broadcasts."""
+    a, k = synapse.kernels()
+    e_rev = synapse._constant("e_rev")
+    return tuple(t.detach().to(dtype).expand(n).contiguous() for t in (a, k, e_rev))

@@ -87,7 +87,7 @@ from typing import List, Optional, Tuple, Union
 import torch
 
 from pysnn.connection import Linear
-from pysnn.learning import STDP, TripletSTDP
+from pysnn.learning import STDP, LearningRule, TripletSTDP
 from pysnn.multistep import Layer, run_layers
 from pysnn.network import SNNNetwork
 from pysnn._checks import check_choice
@@ -286,20 +286,25 @@ class DiehlCook2015(SNNNetwork):
         self.stdp.step()  # does nothing in eval() mode
         return exc
 
-    def step_program(self) -> Tuple[List[Layer], List[STDP]]:
-        """:meth:`forward` (current-based synapses) as :func:`pysnn.engine.layers.run_layers`'s
-        ``(layers, rules)``: the excitatory layer fed by ``fc`` from the input and by ``i2e``
-        from the inhibitory neurons (their previous step's spikes), then the inhibitory layer fed
-        by ``e2i``; then STDP."""
-        if self.syn_input is not None:
-            raise ValueError(
-                "step_program covers current-based synapses only; this network was built with "
-                'synapses="conductance" (run its forward step by step)'
-            )
-        layers: List[Layer] = [
-            (self.exc, [(self.fc, self.inp), (self.i2e, self.inh)]),
-            (self.inh, [(self.e2i, self.exc)]),
-        ]
+    def step_program(self) -> Tuple[List[Layer], List[LearningRule]]:
+        """:meth:`forward` as :func:`pysnn.engine.layers.run_layers`'s ``(layers, rules)``: the
+        excitatory layer fed by ``fc`` from the input and by ``i2e`` from the inhibitory neurons
+        (their previous step's spikes), then the inhibitory layer fed by ``e2i``; then the
+        learning rule. With conductance synapses each connection's output passes through its
+        synapse (``syn_input``, ``syn_inh``, ``syn_e2i``)."""
+        if self.syn_input is None:
+            layers: List[Layer] = [
+                (self.exc, [(self.fc, self.inp), (self.i2e, self.inh)]),
+                (self.inh, [(self.e2i, self.exc)]),
+            ]
+        else:
+            layers = [
+                (
+                    self.exc,
+                    [(self.fc, self.inp, self.syn_input), (self.i2e, self.inh, self.syn_inh)],
+                ),
+                (self.inh, [(self.e2i, self.exc, self.syn_e2i)]),
+            ]
         return layers, [self.stdp]
 
     @torch.no_grad()
@@ -318,18 +323,13 @@ class DiehlCook2015(SNNNetwork):
             Excitatory spike counts ``(B, n_neurons)``, in the network's dtype. The state is
             reset before the sample.
 
-        With current-based synapses the steps run through :func:`pysnn.engine.layers.run_layers`
-        (:meth:`step_program`): the results of ``T`` calls of :meth:`forward` bit for bit, in
+        The steps run through :func:`pysnn.engine.layers.run_layers` (:meth:`step_program`),
+        with either synapse form: the results of ``T`` calls of :meth:`forward` bit for bit, in
         one fused call where the modules allow it.
         """
         self.reset_state()
-        if self.syn_input is None:
-            layers, rules = self.step_program()
-            counts = run_layers(self.inp, layers, spikes, rules, record=[self.exc], counts=True)[0]
-        else:
-            counts = spikes.new_zeros(spikes.shape[1], self.n_neurons, dtype=self.fc.weight.dtype)
-            for x in spikes:
-                counts += self(x)
+        layers, rules = self.step_program()
+        counts = run_layers(self.inp, layers, spikes, rules, record=[self.exc], counts=True)[0]
         if normalize and self.training and self.norm is not None:
             self.fc.normalize(self.norm)
         return counts
