@@ -359,6 +359,11 @@ class ConductanceSynapse(Synapse):
     State: ``g`` (dimensionless) at the start of the current step, ``(B, *shape)``.
     """
 
+    #: The methods whose calls the fused network loop reproduces
+    #: (:func:`pysnn.engine.layers.run_layers`); a subclass that overrides one is stepped as
+    #: written (see :func:`pysnn.stepping.block_form_reason`).
+    BLOCK_REPRODUCES = ("forward", "step", "kernels", "_prepare", "membrane_potential", "_tau_m")
+
     def __init__(
         self,
         neuron: Neuron,

@@ -12,6 +12,7 @@ from pysnn.learning import STDP
 from pysnn.multistep import Unroll
 from pysnn.network import SNNNetwork
 from pysnn.neuron import AdaptiveLIFNeuron, Input, LIFNeuron, Neuron
+from pysnn.synapse import ConductanceSynapse
 
 
 class FeedForward(SNNNetwork):
@@ -345,6 +346,82 @@ def test_users_diehl_cook_runs_as_a_network_of_layers_with_the_loops_spikes():
         a.fc.weight, UserDiehlCook().fc.weight
     )
     assert torch.equal(a.exc.theta, b.exc.theta)
+
+
+class UserConductanceDiehlCook(UserDiehlCook):
+    """The same network with the paper's conductance synapses between the connections and the
+    neurons, as a user writes it."""
+
+    def __init__(self, n=12, n_in=40):
+        super().__init__(n, n_in)
+        with torch.no_grad():
+            self.e2i.weight.copy_(10.4 * torch.eye(n))
+            self.i2e.weight.copy_(17.0 * (1 - torch.eye(n)))
+        self.syn_in = ConductanceSynapse(self.exc, tau_syn=1.0, e_rev=0.0)
+        self.syn_inh = ConductanceSynapse(self.exc, tau_syn=2.0, e_rev=-100.0)
+        self.syn_e2i = ConductanceSynapse(self.inh, tau_syn=1.0, e_rev=0.0)
+
+    def forward(self, x):
+        x = self.inp(x)
+        inh = self.inh.spikes
+        if inh is not None and inh.shape[0] == x.shape[0]:
+            g_inh = self.i2e(inh)
+        else:
+            g_inh = x.new_zeros(x.shape[0], self.exc.shape[0])
+        exc = self.exc(self.syn_in(self.fc(x)) + self.syn_inh(g_inh))
+        self.inh(self.syn_e2i(self.e2i(exc)))
+        self.stdp.step()
+        return exc
+
+
+def test_users_conductance_diehl_cook_runs_as_a_network_of_layers_with_the_loops_spikes():
+    """A user's network with conductance synapses is lowered to run_layers too (the synapses
+    stepped inside the fused loop): the loop's spikes, conductances and weights, bit for bit."""
+    torch.manual_seed(0)
+    a, b = UserConductanceDiehlCook(), UserConductanceDiehlCook()
+    b.load_state_dict(a.state_dict())
+    e = explain(a, _digits()[0])
+    if native.available():
+        assert e.plan == "layers" and e.fused and e.fallbacks == [], e
+    else:
+        assert e.plan == "layers" and not e.fused
+    assert {p.name for p in e.parts} >= {"syn_in", "syn_inh", "syn_e2i"}
+    unroll = Unroll(a)
+    total = 0
+    with torch.no_grad():
+        for digit in _digits():
+            digit = digit * 3  # (more input: the conductance form needs it to fire)
+            got = unroll(digit.clamp(max=1))
+            b.reset_state()
+            expected = torch.stack([b(x) for x in digit.clamp(max=1)])
+            assert torch.equal(got, expected)
+            total += expected.sum()
+    assert total > 0
+    assert torch.equal(a.fc.weight, b.fc.weight) and torch.equal(a.exc.theta, b.exc.theta)
+    for name in ("syn_in", "syn_inh", "syn_e2i"):
+        assert torch.equal(getattr(a, name).g, getattr(b, name).g), name
+
+
+def test_a_synapse_of_another_neuron_is_not_lowered_to_layers():
+    from pysnn.engine.plan import layers_spec
+
+    class Crossed(UserConductanceDiehlCook):
+        def forward(self, x):
+            x = self.inp(x)
+            inh = self.inh.spikes
+            if inh is not None and inh.shape[0] == x.shape[0]:
+                g_inh = self.i2e(inh)
+            else:
+                g_inh = x.new_zeros(x.shape[0], self.exc.shape[0])
+            exc = self.exc(self.syn_in(self.fc(x)) + self.syn_e2i(g_inh))
+            self.inh(self.syn_inh(self.e2i(exc)))
+            self.stdp.step()
+            return exc
+
+    net = Crossed()
+    program = capture(net, _digits()[0][0])
+    spec, why = layers_spec(net, program.graph)
+    assert spec is None and "syn_e2i is a synapse of another neuron than exc" in why
 
 
 def test_network_of_layers_refuses_what_run_layers_would_run_differently():

@@ -339,17 +339,13 @@ def _layers_fused(
     )
 
 
-#: what a conductance synapse's fused form reproduces (the loop's calls of the module)
-_SYNAPSE_REPRODUCES = ("forward", "step", "kernels", "_prepare", "membrane_potential", "_tau_m")
-
-
 def _synapse_ready(synapse: nn.Module, neuron: nn.Module, shape: tuple, dtype: torch.dtype) -> bool:
     """Whether the fused loop may step ``synapse`` in place: a
     :class:`~pysnn.synapse.ConductanceSynapse` of ``neuron`` (whose ``v`` it reads) with no
     subclass step, hook, learned constant or pending override, and state ``g`` of ``shape`` and
     ``dtype`` that nothing else sees and that needs no gradient."""
     if not isinstance(synapse, ConductanceSynapse) or block_form_reason(
-        synapse, ConductanceSynapse, _SYNAPSE_REPRODUCES
+        synapse, ConductanceSynapse, ConductanceSynapse.BLOCK_REPRODUCES
     ):
         return False
     if synapse.neuron is not neuron or synapse._parameters or synapse.__dict__.get("_override"):

@@ -45,6 +45,7 @@ from pysnn.engine.capture import (
 from pysnn.learning import STDP, LearningRule
 from pysnn.neuron import AdaptiveLIFNeuron, Input, LIFNeuron, Neuron
 from pysnn.stepping import block_form_reason, has_forward_hooks
+from pysnn.synapse import ConductanceSynapse, Synapse
 
 __all__ = ["Part", "LayersSpec", "SequencePlan", "plan", "layers_spec", "block_reason"]
 
@@ -171,11 +172,11 @@ class Part:
 class LayersSpec:
     """A step program that is a network of layers (:func:`pysnn.engine.layers.run_layers`), by
     module names: the input group, each layer's neuron with its incoming ``(connection, pre)``
-    pairs, the learning rules stepped after the layers, and the layer whose spikes the step
-    returns."""
+    pairs or ``(connection, pre, synapse)`` triples, the learning rules stepped after the layers,
+    and the layer whose spikes the step returns."""
 
     input: str
-    layers: List[Tuple[str, List[Tuple[str, str]]]]
+    layers: List[Tuple[str, List[Tuple[str, ...]]]]
     rules: List[str]
     output: str
 
@@ -207,7 +208,7 @@ class SequencePlan:
         ``(T, B, ...)``; modules are looked up in ``network`` by name."""
         if self.kind == "layers":
             spec, get = self.layers, network.get_submodule
-            layers = [(get(n), [(get(c), get(p)) for c, p in inc]) for n, inc in spec.layers]
+            layers = [(get(n), [tuple(map(get, e)) for e in inc]) for n, inc in spec.layers]
             rules = [get(name) for name in spec.rules]
             return run_layers(get(spec.input), layers, x, rules, record=[get(spec.output)])[0]
         graph = self.program.graph
@@ -361,14 +362,16 @@ def layers_spec(network: nn.Module, graph: fx.Graph) -> Tuple[Optional[LayersSpe
 
     It is one when the step is exactly :func:`pysnn.engine.layers.run_layers`' loop: an
     :class:`~pysnn.neuron.Input` called on the step's input first; each neuron called once, on
-    one connection's output or a left-to-right sum of them; each connection called on a neuron's
-    spikes of this step (its output) or on ``neuron.spikes`` read at a point where that neuron
-    has stepped in this step exactly when it has before the layer it feeds; learning rules
-    stepped (without reward) after the last neuron; a neuron's spikes returned.
+    one connection's output or a left-to-right sum of them, each optionally through a synapse of
+    that neuron (:class:`~pysnn.synapse.Synapse`, called on one connection's output); each
+    connection called on a neuron's spikes of this step (its output) or on ``neuron.spikes``
+    read at a point where that neuron has stepped in this step exactly when it has before the
+    layer it feeds; learning rules stepped (without reward) after the last neuron; a neuron's
+    spikes returned.
     """
     value: Dict[fx.Node, Tuple] = {}
     stepped: List[str] = []
-    layers: List[Tuple[str, List[Tuple[str, str]]]] = []
+    layers: List[Tuple[str, List[Tuple[str, ...]]]] = []
     rules: List[str] = []
     source = None
     output = None
@@ -402,17 +405,25 @@ def layers_spec(network: nn.Module, graph: fx.Graph) -> Tuple[Optional[LayersSpe
                 if arg is None or arg[0] != "spikes":
                     return None, f"{node.target} is not called on a neuron group's spikes"
                 pre = arg[1]
-                value[node] = ("current", [(node.target, pre, pre in stepped)])
+                value[node] = ("current", [(node.target, pre, pre in stepped, None)])
+            elif isinstance(module, Synapse):
+                if arg is None or arg[0] != "current" or len(arg[1]) != 1 or arg[1][0][3]:
+                    return None, f"{node.target} is not called on one connection's output"
+                connection, pre, read_after, _ = arg[1][0]
+                value[node] = ("current", [(connection, pre, read_after, node.target)])
             elif isinstance(module, Neuron):
                 if arg is None or arg[0] != "current" or node.target in stepped:
                     return None, f"{node.target} is not stepped once on connections' outputs"
-                for connection, pre, read_after in arg[1]:
+                for connection, pre, read_after, synapse in arg[1]:
                     if read_after != (pre in stepped):
                         return None, (
                             f"{connection} reads {pre}'s spikes at another point of the step "
                             f"than the layer {node.target} would"
                         )
-                layers.append((node.target, [(c, p) for c, p, _ in arg[1]]))
+                    if synapse and network.get_submodule(synapse).neuron is not module:
+                        return None, f"{synapse} is a synapse of another neuron than {node.target}"
+                entries = [(c, p) if syn is None else (c, p, syn) for c, p, _, syn in arg[1]]
+                layers.append((node.target, entries))
                 stepped.append(node.target)
                 value[node] = ("spikes", node.target)
             else:
@@ -441,7 +452,7 @@ def layers_spec(network: nn.Module, graph: fx.Graph) -> Tuple[Optional[LayersSpe
         return None, "no input group, layer or returned spikes"
     known = set(stepped)
     for _, incoming in layers:
-        for connection, pre in incoming:
+        for connection, pre, *_ in incoming:
             if pre not in known:
                 return None, f"{connection} reads {pre}, which is not a group of the step"
     return LayersSpec(source, layers, rules, output), ""
@@ -460,7 +471,11 @@ def _layers_loop_reason(network: nn.Module, spec: LayersSpec, example: torch.Ten
         neuron = get(name)
         base = AdaptiveLIFNeuron if isinstance(neuron, AdaptiveLIFNeuron) else LIFNeuron
         checks.append((neuron, base, LIFNeuron.BLOCK_REPRODUCES))
-        checks += [(get(c), Linear, Linear.BLOCK_REPRODUCES) for c, _ in incoming]
+        for connection, _, *synapse in incoming:
+            checks.append((get(connection), Linear, Linear.BLOCK_REPRODUCES))
+            if synapse:
+                reproduces = ConductanceSynapse.BLOCK_REPRODUCES
+                checks.append((get(synapse[0]), ConductanceSynapse, reproduces))
     for module, base, methods in checks:
         if not isinstance(module, base):
             return f"run_layers steps the layers: {type(module).__name__} has no fused step"
