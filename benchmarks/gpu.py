@@ -103,9 +103,12 @@ class Bench:
         if self.cuda:
             torch.cuda.synchronize(self.device)
 
-    def time_call(self, work: Work) -> Tuple[float, Any]:
-        """Seconds one call of ``work`` takes (CUDA events on CUDA), and what it returned."""
-        if self.cuda:
+    def time_call(self, work: Work, on_cpu: bool = False) -> Tuple[float, Any]:
+        """Seconds one call of ``work`` takes (CUDA events on CUDA), and what it returned.
+
+        ``on_cpu``: the work runs on the CPU even in a CUDA run: timed with ``perf_counter``.
+        """
+        if self.cuda and not on_cpu:
             self.sync()
             begin = torch.cuda.Event(enable_timing=True)
             end = torch.cuda.Event(enable_timing=True)
@@ -140,10 +143,12 @@ class Bench:
         params: Dict[str, Any],
         build: Callable[[], Built],
         items: Optional[int] = None,
+        on_cpu: bool = False,
     ) -> Dict[str, Any]:
         """Build, warm up and time one case; record it (never raises).
 
         ``items``: samples processed per call, for a throughput (items / median seconds).
+        ``on_cpu``: the case runs on the CPU in a CUDA run (perf_counter, no GPU memory).
         """
         case: Dict[str, Any] = {"suite": suite, "name": name, "params": dict(params)}
         case.update(status="ok", seconds=None, times=[], peak_mib=None, error=None)
@@ -167,13 +172,13 @@ class Bench:
                 case.update(facts)
                 warm_s = 0.0
                 for _ in range(self.args.warmup):
-                    warm_s, _value = self.time_call(work)
+                    warm_s, _value = self.time_call(work, on_cpu)
                 case["build_s"] = time.perf_counter() - began
                 repeats = self.args.repeats
                 if warm_s * repeats > max(self.left(), 0.0) / 2:  # a slow case: time it once
                     repeats = 1
                 for _ in range(repeats):
-                    seconds, value = self.time_call(work)
+                    seconds, value = self.time_call(work, on_cpu)
                     case["times"].append(seconds)
                 case["seconds"] = statistics.median(case["times"])
                 if isinstance(value, (int, float)):
@@ -181,7 +186,7 @@ class Bench:
                 if items:
                     case["items"] = items
                     case["per_s"] = items / case["seconds"]
-                case["peak_mib"] = self.peak_mib()
+                case["peak_mib"] = None if on_cpu else self.peak_mib()
                 if after is not None:  # facts known only once it ran (e.g. the kernels chosen)
                     case.update(after())
         except Unavailable as err:
@@ -451,7 +456,7 @@ def run_diehl_cook(bench: Bench) -> None:
 
             return work, {"calls": calls, "train_device": str(device)}
 
-        bench.run_case("dc", name, params, build, items=calls * batch)
+        bench.run_case("dc", name, params, build, items=calls * batch, on_cpu=device.type == "cpu")
 
 
 # ------------------------------------------------------------------------------- ratios, targets
