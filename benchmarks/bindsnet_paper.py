@@ -48,7 +48,7 @@ import sys
 import time
 import types
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import torch
 
@@ -98,7 +98,10 @@ def _weights(n: int, seed: int, out: Optional[torch.Tensor] = None) -> torch.Ten
     return out
 
 
-def build_pysnn(n: int, steps: int, seed: int, mode: str = "loop") -> Runner:
+def build_pysnn(
+    n: int, steps: int, seed: int, mode: str = "loop", device: Union[str, torch.device] = "cpu"
+) -> Runner:
+    """pysnn's runner: ``mode`` "loop" (step loop), "multistep" or "compile"; on ``device``."""
     import pysnn
     from pysnn.connection import Linear
     from pysnn.encoding import PoissonEncoder
@@ -106,12 +109,12 @@ def build_pysnn(n: int, steps: int, seed: int, mode: str = "loop") -> Runner:
     from pysnn.neuron import LIFNeuron
 
     pysnn.set_checks(False)
-    rates = _rates(n, seed).unsqueeze(0)
+    rates = _rates(n, seed).unsqueeze(0).to(device)
     encoder = PoissonEncoder(steps * DT, dt=DT, shape=n)
-    fc = Linear(n, n, dt=DT)
+    fc = Linear(n, n, dt=DT).to(device)
     with torch.no_grad():
         _weights(n, seed, out=fc.weight)  # N(0, 1) mV, the same weights as the torch peers
-    lif = LIFNeuron(n, dt=DT, thresh=V_TH, v_rest=V_REST, v_reset=V_RESET, tau_v=TAU_V)
+    lif = LIFNeuron(n, dt=DT, thresh=V_TH, v_rest=V_REST, v_reset=V_RESET, tau_v=TAU_V).to(device)
     lif.refrac.fill_(REFRAC * DT)
 
     def step(x: torch.Tensor) -> torch.Tensor:
@@ -132,7 +135,7 @@ def build_pysnn(n: int, steps: int, seed: int, mode: str = "loop") -> Runner:
         spikes = encoder(rates)  # (T, 1, n)
         if mode == "multistep":
             return int(run_feedforward(fc, lif, spikes).sum())
-        count = torch.zeros(1, n)
+        count = torch.zeros(1, n, device=spikes.device)
         for t in range(steps):
             count += step(spikes[t])
         return int(count.sum())
@@ -140,24 +143,27 @@ def build_pysnn(n: int, steps: int, seed: int, mode: str = "loop") -> Runner:
     return run
 
 
-def build_torch(n: int, steps: int, seed: int, event: bool) -> Runner:
+def build_torch(
+    n: int, steps: int, seed: int, event: bool, device: Union[str, torch.device] = "cpu"
+) -> Runner:
+    """Plain torch, LIF inline: a dense product (``event=False``) or a gather of spiking rows."""
     import torch.nn.functional as F
 
-    rates = _rates(n, seed)
-    w_rows = torch.empty(n, n)  # (in, out): one row per presynaptic neuron
+    rates = _rates(n, seed).to(device)
+    w_rows = torch.empty(n, n, device=device)  # (in, out): one row per presynaptic neuron
     _weights(n, seed, out=w_rows.t())
     decay = math.exp(-DT / TAU_V)
     leak = V_REST * (1 - decay)
-    offsets = torch.zeros(1, dtype=torch.long)
+    offsets = torch.zeros(1, dtype=torch.long, device=device)
 
     @torch.no_grad()
     def run() -> int:
         p = -torch.expm1(-rates * DT / 1000.0)
-        spikes = torch.rand(steps, n) < p  # (T, n) bool
+        spikes = torch.rand(steps, n, device=p.device) < p  # (T, n) bool
         spikes_f = spikes.float()
-        v = torch.full((n,), V_REST)
-        refrac = torch.zeros(n, dtype=torch.int32)
-        count = torch.zeros(n)
+        v = torch.full((n,), V_REST, device=p.device)
+        refrac = torch.zeros(n, dtype=torch.int32, device=p.device)
+        count = torch.zeros(n, device=p.device)
         for t in range(steps):
             if event:
                 idx = spikes[t].nonzero().view(-1)

@@ -33,7 +33,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Union
 
 import torch
 
@@ -127,8 +127,11 @@ class UserDiehlCook(SNNNetwork):
         return counts[0]
 
 
-def build_pysnn(n_neurons: int, variant: str = "run"):
-    """A pysnn runner; every variant starts from the same weights, so all give the same spikes."""
+def build_pysnn(n_neurons: int, variant: str = "run", device: Union[str, torch.device] = "cpu"):
+    """A pysnn runner; every variant starts from the same weights, so all give the same spikes.
+
+    The network is moved to ``device``; the runner expects spikes ``(T, B, 784)`` there.
+    """
     torch.manual_seed(0)
     net = DiehlCook2015(n_neurons=n_neurons)
     if variant in ("user", "unroll"):
@@ -136,6 +139,7 @@ def build_pysnn(n_neurons: int, variant: str = "run"):
         net = UserDiehlCook(n_neurons)
         with torch.no_grad():
             net.fc.weight.copy_(weight)
+    net = net.to(device)
 
     if variant == "unroll":
         unroll = Unroll(net)  # resets the state at the start of every call

@@ -39,7 +39,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import torch
 
@@ -59,9 +59,10 @@ SCALE = 10.0  # surrogate steepness (1 / threshold units)
 
 # A benchmark case builds a closure that runs forward + backward once on the given input.
 Runner = Callable[[torch.Tensor], torch.Tensor]  # returns the weight gradient
+Device = Union[str, torch.device]
 
 
-def _pysnn_layer(n: int) -> Tuple[Linear, LIFNeuron]:
+def _pysnn_layer(n: int, device: Device = "cpu") -> Tuple[Linear, LIFNeuron]:
     fc = Linear(n, n, bias=False)
     lif = LIFNeuron(
         n,
@@ -72,11 +73,11 @@ def _pysnn_layer(n: int) -> Tuple[Linear, LIFNeuron]:
         refrac=0.0,
         surrogate=FastSigmoid(SCALE),
     )
-    return fc, lif
+    return fc.to(device), lif.to(device)
 
 
-def build_pysnn_multi(n: int) -> Optional[Runner]:
-    fc, lif = _pysnn_layer(n)
+def build_pysnn_multi(n: int, device: Device = "cpu") -> Optional[Runner]:
+    fc, lif = _pysnn_layer(n, device)
 
     def run(x: torch.Tensor) -> torch.Tensor:
         fc.zero_grad(set_to_none=True)
@@ -87,8 +88,8 @@ def build_pysnn_multi(n: int) -> Optional[Runner]:
     return run
 
 
-def build_pysnn_step(n: int) -> Optional[Runner]:
-    fc, lif = _pysnn_layer(n)
+def build_pysnn_step(n: int, device: Device = "cpu") -> Optional[Runner]:
+    fc, lif = _pysnn_layer(n, device)
 
     def run(x: torch.Tensor) -> torch.Tensor:
         fc.zero_grad(set_to_none=True)
@@ -105,16 +106,16 @@ def build_pysnn_step(n: int) -> Optional[Runner]:
 class _StepNet(SNNNetwork):
     """What a user writes: one step in ``forward``, built-in modules."""
 
-    def __init__(self, n: int) -> None:
+    def __init__(self, n: int, device: Device = "cpu") -> None:
         super().__init__()
-        self.fc, self.lif = _pysnn_layer(n)
+        self.fc, self.lif = _pysnn_layer(n, device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.lif(self.fc(x))
 
 
-def build_pysnn_unroll(n: int) -> Optional[Runner]:
-    net = _StepNet(n)
+def build_pysnn_unroll(n: int, device: Device = "cpu") -> Optional[Runner]:
+    net = _StepNet(n, device)
     unroll = Unroll(net)  # the engine plans the sequence: layer-wise over all T steps
 
     def run(x: torch.Tensor) -> torch.Tensor:
@@ -125,8 +126,8 @@ def build_pysnn_unroll(n: int) -> Optional[Runner]:
     return run
 
 
-def build_torch(n: int) -> Optional[Runner]:
-    fc = torch.nn.Linear(n, n, bias=False)
+def build_torch(n: int, device: Device = "cpu") -> Optional[Runner]:
+    fc = torch.nn.Linear(n, n, bias=False, device=device)
     beta = math.exp(-1.0 / TAU_V)
 
     def spike(h: torch.Tensor) -> torch.Tensor:  # exact step forward, fast-sigmoid backward
@@ -135,7 +136,7 @@ def build_torch(n: int) -> Optional[Runner]:
 
     def run(x: torch.Tensor) -> torch.Tensor:
         fc.zero_grad(set_to_none=True)
-        v = torch.zeros(x.shape[1], n)
+        v = torch.zeros(x.shape[1], n, device=x.device)
         total = 0.0
         for t in range(x.shape[0]):
             v = beta * v + fc(x[t])
@@ -148,19 +149,19 @@ def build_torch(n: int) -> Optional[Runner]:
     return run
 
 
-def build_snntorch(n: int) -> Optional[Runner]:
+def build_snntorch(n: int, device: Device = "cpu") -> Optional[Runner]:
     try:
         import snntorch
         from snntorch import surrogate
     except ImportError:
         return None
-    fc = torch.nn.Linear(n, n, bias=False)
+    fc = torch.nn.Linear(n, n, bias=False, device=device)
     lif = snntorch.Leaky(
         beta=math.exp(-1.0 / TAU_V),
         threshold=1.0,
         reset_mechanism="zero",
         spike_grad=surrogate.fast_sigmoid(slope=SCALE),
-    )
+    ).to(device)
 
     def run(x: torch.Tensor) -> torch.Tensor:
         fc.zero_grad(set_to_none=True)
@@ -175,21 +176,21 @@ def build_snntorch(n: int) -> Optional[Runner]:
     return run
 
 
-def build_norse(n: int) -> Optional[Runner]:
+def build_norse(n: int, device: Device = "cpu") -> Optional[Runner]:
     try:
         from norse.torch import LIFBoxCell, LIFBoxParameters
     except ImportError:
         return None
-    fc = torch.nn.Linear(n, n, bias=False)
+    fc = torch.nn.Linear(n, n, bias=False, device=device)
     params = LIFBoxParameters(
-        tau_mem_inv=torch.tensor(1000.0 / TAU_V),  # 1/s; norse's dt is 1 ms = 1e-3 s
-        v_leak=torch.tensor(0.0),
-        v_th=torch.tensor(1.0),
-        v_reset=torch.tensor(0.0),
+        tau_mem_inv=torch.tensor(1000.0 / TAU_V, device=device),  # 1/s; norse's dt: 1 ms
+        v_leak=torch.tensor(0.0, device=device),
+        v_th=torch.tensor(1.0, device=device),
+        v_reset=torch.tensor(0.0, device=device),
         method="super",
-        alpha=torch.tensor(SCALE),
+        alpha=torch.tensor(SCALE, device=device),
     )
-    lif = LIFBoxCell(params)
+    lif = LIFBoxCell(params).to(device)
 
     def run(x: torch.Tensor) -> torch.Tensor:
         fc.zero_grad(set_to_none=True)
@@ -204,12 +205,21 @@ def build_norse(n: int) -> Optional[Runner]:
     return run
 
 
-def build_spikingjelly(n: int) -> Optional[Runner]:
+def build_spikingjelly(
+    n: int, device: Device = "cpu", backend: Optional[str] = None
+) -> Optional[Runner]:
+    """SpikingJelly's ``LIFNode`` in multi-step mode.
+
+    ``backend``: passed as ``LIFNode(backend=...)`` for SpikingJelly versions whose ``LIFNode``
+    takes one (0.0.0.0.x: ``"torch"``, ``"cupy"``); SpikingJelly 2.0 has no such argument and
+    selects its kernels per device (see ``benchmarks/gpu.py``), so there it must be None.
+    """
     try:
         from spikingjelly.activation_based import functional, neuron, surrogate
     except ImportError:
         return None
-    fc = torch.nn.Linear(n, n, bias=False)
+    extra = {} if backend is None else {"backend": backend}
+    fc = torch.nn.Linear(n, n, bias=False, device=device)
     lif = neuron.LIFNode(
         tau=1.0 / (1.0 - math.exp(-1.0 / TAU_V)),
         decay_input=False,
@@ -217,7 +227,8 @@ def build_spikingjelly(n: int) -> Optional[Runner]:
         v_reset=0.0,
         surrogate_function=surrogate.SuperSpike(alpha=SCALE),
         step_mode="m",
-    )
+        **extra,
+    ).to(device)
 
     def run(x: torch.Tensor) -> torch.Tensor:
         fc.zero_grad(set_to_none=True)
@@ -229,7 +240,7 @@ def build_spikingjelly(n: int) -> Optional[Runner]:
     return run
 
 
-BUILDERS: Dict[str, Callable[[int], Optional[Runner]]] = {
+BUILDERS: Dict[str, Callable[..., Optional[Runner]]] = {
     "pysnn-multi": build_pysnn_multi,
     "pysnn-step": build_pysnn_step,
     "pysnn-unroll": build_pysnn_unroll,
