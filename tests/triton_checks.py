@@ -332,7 +332,9 @@ def stdp_rows_bit_identical() -> None:
         s = (torch.rand(n_out, generator=g) < 0.3).to(dtype)
         xp = torch.rand(n_out, generator=g, dtype=dtype) * (torch.rand(n_out, generator=g) < 0.5)
         tr = torch.rand(n_in, generator=g, dtype=dtype)
-        a = (torch.rand(n_in, generator=g) < 0.4).to(dtype)
+        a = torch.rand(n_in, generator=g, dtype=dtype) * (
+            torch.rand(n_in, generator=g) < 0.6
+        )  # graded: the fma matters
         w0 = torch.rand(n_out, n_in, generator=g, dtype=dtype) - 0.2
         w0[0, 0] = -0.0  # an untouched row keeps its -0.0
         s[0] = xp[0] = 0.0
