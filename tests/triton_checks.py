@@ -1,0 +1,471 @@
+"""Checks of the Triton backend (:mod:`pysnn.backends.triton`) under Triton's interpreter.
+
+Run by ``tests/test_triton_backend.py`` in one subprocess with ``TRITON_INTERPRET=1`` (which
+must be set before Triton is imported) and ``PYSNN_BACKEND=triton``:
+``python tests/triton_checks.py [name ...]`` runs the checks named (default: all) and prints one
+JSON line per check, ``{"check": name, "ok": bool, "error": traceback}``. The references are the
+torch operations (``backends.prefer("torch")``) and torch autograd through the step loop; small
+tensors with sizes that are not powers of two, so that the kernels' masks are exercised.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import traceback
+from typing import Callable, Dict, List, Optional, Tuple
+
+import torch
+from torch import nn
+
+from pysnn import backends, native, surrogate
+from pysnn.functional.lif import LIFParameters, lif_parameters, lif_step, lif_trace_step
+from pysnn.functional.plasticity import stdp_rows_update
+from pysnn.functional.trace import TraceParameters, trace_parameters, trace_step
+
+CHECKS: Dict[str, Callable[[], None]] = {}
+
+T, B, N = 20, 3, 37
+
+
+def check(fn: Callable[[], None]) -> Callable[[], None]:
+    CHECKS[fn.__name__] = fn
+    return fn
+
+
+def _c_backend():
+    assert native.available(), native.status()
+    return native
+
+
+def _triton():
+    backend = backends.get("triton")
+    assert backend is not None and backend.available(), "the Triton backend is not available"
+    return backend
+
+
+def _params(
+    dtype: torch.dtype,
+    shape: Tuple[int, ...] = (N,),
+    tau_v: object = 20.0,
+    refrac: object = 2.0,
+    thresh: object = -52.0,
+    additive: bool = True,
+    tau_trace: object = 15.0,
+) -> Tuple[LIFParameters, TraceParameters]:
+    def t(value: object) -> torch.Tensor:
+        return torch.as_tensor(value, dtype=dtype)
+
+    p = lif_parameters(t(tau_v), t(-65.0), t(-70.0), t(thresh), t(refrac), 1.0)
+    tp = trace_parameters(t(tau_trace), t(0.7), "additive" if additive else "reset", 1.0)
+    return p, tp
+
+
+def _state(dtype: torch.dtype, shape: Tuple[int, ...] = (N,), batch: int = B, refractory=True):
+    g = torch.Generator().manual_seed(1)
+    v = -65.0 + 10.0 * torch.rand(batch, *shape, generator=g, dtype=dtype)
+    r = torch.randint(0, 3, (batch, *shape), generator=g) if refractory else None
+    r = torch.zeros(batch, *shape, dtype=torch.int64) if r is None else r
+    trace = torch.rand(batch, *shape, generator=g, dtype=dtype)
+    return v, r, trace
+
+
+def _input(dtype: torch.dtype, shape: Tuple[int, ...] = (N,), steps: int = T, batch: int = B):
+    g = torch.Generator().manual_seed(2)
+    return 6.0 * torch.rand(steps, batch, *shape, generator=g, dtype=dtype)
+
+
+def _torch_steps(x, v, r, trace, p, tp, theta=None):
+    """The reference: the torch step loop."""
+    spikes = []
+    with backends.prefer("torch"), torch.no_grad():
+        for t in range(x.shape[0]):
+            s, v, r, trace = lif_trace_step(x[t], v, r, trace, p, tp, theta)
+            spikes.append(s)
+    return torch.stack(spikes), v, r, trace
+
+
+def _equal(name: str, got: torch.Tensor, want: torch.Tensor) -> None:
+    assert got.dtype == want.dtype and got.shape == want.shape, (name, got.dtype, got.shape)
+    if not torch.equal(got, want):
+        diff = (got.double() - want.double()).abs().max().item()
+        raise AssertionError(f"{name}: not bit-identical (max difference {diff:.3g})")
+
+
+def _compare_forward(x, v, r, trace, p, tp, theta=None, p_kernel=None) -> None:
+    """``lif_steps`` of the Triton backend (with ``p_kernel``, else ``p``) against the torch
+    loop with ``p``: spikes and state bit for bit, and the saved values against the C
+    kernel's."""
+    tri = _triton()
+    assert tri.usable(x, v, trace, theta)
+    got = tri.lif_steps(x, v, r, trace, p_kernel or p, tp, theta)
+    assert got is not None
+    want = _torch_steps(x, v, r, trace, p, tp, theta)
+    for name, g, w in zip(("spikes", "v", "refrac", "trace"), got, want):
+        _equal(name, g, w)
+    assert got[0].sum() > 0 and got[0].sum() < got[0].numel(), "no spike or only spikes"
+
+
+def _forward_cases(dtype: torch.dtype) -> None:
+    x, (v, r, trace) = _input(dtype), _state(dtype)
+    _compare_forward(x, v, r, trace, *_params(dtype))
+    _compare_forward(x, v, r, trace, *_params(dtype, tau_v=math.inf))  # IF neurons
+    _compare_forward(x, v, r, trace, *_params(dtype, refrac=0.0))
+    _compare_forward(x, v, r, trace, *_params(dtype, additive=False))
+    g = torch.Generator().manual_seed(3)
+    per_neuron = _params(
+        dtype,
+        tau_v=5.0 + 30.0 * torch.rand(N, generator=g),
+        refrac=torch.randint(0, 4, (N,), generator=g).double(),
+        thresh=-55.0 + 6.0 * torch.rand(N, generator=g),
+        tau_trace=3.0 + 20 * torch.rand(N, generator=g),
+    )
+    _compare_forward(x, v, r, trace, *per_neuron)
+    _compare_forward(x, v, r, trace, *_params(dtype), theta=torch.rand(N, dtype=dtype))
+    _compare_forward(x, v, r, trace, *_params(dtype), theta=torch.rand(B, N, dtype=dtype))
+
+
+@check
+def forward_float32() -> None:
+    _forward_cases(torch.float32)
+
+
+@check
+def forward_float64() -> None:
+    _forward_cases(torch.float64)
+
+
+@check
+def forward_two_blocks_and_broadcast_parameters() -> None:
+    """273 elements (two programs of 256), parameters broadcast from ``(7, 1)``."""
+    shape = (7, 13)
+    for dtype in (torch.float32, torch.float64):
+        x, (v, r, trace) = _input(dtype, shape, steps=9), _state(dtype, shape)
+        g = torch.Generator().manual_seed(4)
+        p, tp = _params(
+            dtype,
+            shape,
+            tau_v=5.0 + 30.0 * torch.rand(7, 1, generator=g),
+            thresh=-55.0 + 6.0 * torch.rand(1, 13, generator=g),
+        )
+        _compare_forward(x, v, r, trace, p, tp)
+
+
+@check
+def forward_one_step_and_out_aliasing_the_state() -> None:
+    tri = _triton()
+    for dtype in (torch.float32, torch.float64):
+        x, (v, r, trace) = _input(dtype, steps=1)[0], _state(dtype)
+        p, tp = _params(dtype)
+        want = _torch_steps(x[None], v, r, trace, p, tp)
+        got = tri.lif_steps(x, v.clone(), r.clone(), trace.clone(), p, tp)
+        _equal("one-step spikes", got[0], want[0][0])
+        for name, g, w in zip(("v", "refrac", "trace"), got[1:], want[1:]):
+            _equal(name, g, w)
+        state = (v.clone(), r.clone(), trace.clone())
+        xs = _input(dtype, steps=5)
+        want = _torch_steps(xs, *state, p, tp)
+        got = tri.lif_steps(xs, *state, p, tp, out=state)
+        assert all(g is s for g, s in zip(got[1:], state)), "out not used"
+        for name, g, w in zip(("spikes", "v", "refrac", "trace"), got, want):
+            _equal(name + " (out aliasing the state)", g, w)
+
+
+@check
+def forward_saves_what_the_c_kernel_saves() -> None:
+    tri = _triton()
+    for dtype in (torch.float32, torch.float64):
+        x, (v, r, trace) = _input(dtype), _state(dtype)
+        p, tp = _params(dtype)
+        saves = [(torch.empty_like(x), torch.empty(x.shape, dtype=torch.uint8)) for _ in "ab"]
+        got = tri.lif_steps(x, v, r, trace, p, tp, save=saves[0])
+        want = _c_backend().lif_steps(x, v, r, trace, p, tp, save=saves[1])
+        for name, g, w in zip(("spikes", "v", "refrac", "trace"), got, want):
+            _equal(name, g, w)
+        _equal("v_save", *[s[0] for s in saves])
+        _equal("r_save", *[s[1] for s in saves])
+        assert saves[0][1].any(), "never refractory"
+
+
+class _Custom(surrogate.FastSigmoid):
+    """A surrogate without a kernel code: its ``grad`` tensor goes to the kernel."""
+
+    def grad(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.exp(-x * x / 8.0)
+
+
+def _autograd_reference(x, v, r, trace, p, tp, surr, detach, g_s, g_v, g_t):
+    """Gradients of ``sum(g_s * spikes) + sum(g_v * v_T) + sum(g_t * trace_T)`` with respect
+    to ``x``, ``v`` and ``trace`` through the torch step loop."""
+    x, v0, t0 = (t.clone().requires_grad_(True) for t in (x, v, trace))
+    with backends.prefer("torch"), torch.enable_grad():
+        v, tr, spikes = v0, t0, []
+        fn = surr if type(surr) is not _Custom else _CustomFn.apply
+        for t in range(x.shape[0]):
+            s, v, r = lif_step(v, x[t], r, p, surrogate=fn, detach_reset=detach)
+            tr = trace_step(tr, s, tp)
+            spikes.append(s)
+        loss = (g_s * torch.stack(spikes)).sum() + (g_v * v).sum() + (g_t * tr).sum()
+        return torch.autograd.grad(loss, (x, v0, t0))
+
+
+class _CustomFn(torch.autograd.Function):
+    """The step function with :class:`_Custom`'s derivative (for the autograd reference)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return (x >= 0).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return grad * _Custom(1.0).grad(x)
+
+
+def _close(label: str, got: torch.Tensor, want: torch.Tensor, tol: float) -> None:
+    """``got`` within ``tol`` times the largest magnitude of ``want`` (BPTT gradients grow over
+    the steps: an error relative to each element would measure cancellation, not the kernel)."""
+    scale = want.abs().max().item()
+    error = (got - want).abs().max().item()
+    assert error <= tol * scale, f"{label}: error {error:.3g} of {scale:.3g}"
+
+
+def _backward_cases(dtype: torch.dtype, tol_c: float, tol_autograd: float) -> None:
+    """Every surrogate code and a tensor surrogate, with and without detach_reset, additive or
+    not, with and without refractoriness, a gradient per spike and one expanded value: the
+    Triton backward pass against the C backend's (bit for bit, except the sigmoid's ``exp``:
+    within ``tol_c``) and against torch autograd through the step loop (``tol_autograd``)."""
+    tri = _triton()
+    x, (v, r, trace) = _input(dtype), _state(dtype)
+    g = torch.Generator().manual_seed(5)
+    g_s = torch.randn(*x.shape, generator=g, dtype=dtype)
+    g_v, g_t = (torch.randn(*v.shape, generator=g, dtype=dtype) for _ in "vt")
+    surrogates = [
+        surrogate.FastSigmoid(2.0),
+        surrogate.ArcTan(1.7),
+        surrogate.Sigmoid(0.9),
+        surrogate.Triangle(1.3),
+        surrogate.StraightThrough(0.6),
+        _Custom(1.0),
+    ]
+    for surr in surrogates:
+        for detach in (False, True):
+            for additive, refrac in ((True, 2.0), (False, 0.0)):
+                p, tp = _params(dtype, refrac=refrac, additive=additive)
+                rr = r if refrac else torch.zeros_like(r)
+                r_save = torch.empty(x.shape, dtype=torch.uint8) if refrac else None
+                save = (torch.empty_like(x), r_save)
+                tri.lif_steps(x, v, rr, trace, p, tp, save=save)
+                code = type(surr).__dict__.get("native_code")
+                sg = surr.grad(save[0] - p.thresh) if code is None else (code, surr.param)
+                for scalar in (False, True):
+                    gs = torch.full((), 0.3, dtype=dtype).expand(x.shape) if scalar else g_s
+                    got = tri.lif_backward(gs, sg, *save, g_v, g_t, p, tp, detach)
+                    c = _c_backend().lif_backward(gs, sg, *save, g_v, g_t, p, tp, detach)
+                    want = _autograd_reference(x, v, rr, trace, p, tp, surr, detach, gs, g_v, g_t)
+                    label = (
+                        f"{type(surr).__name__} detach={detach} additive={additive} "
+                        f"refrac={refrac} scalar={scalar}"
+                    )
+                    names = ("grad_x", "grad_v0", "grad_trace0")
+                    for name, a, b, w in zip(names, got, c, want):
+                        if code == 3:
+                            _close(f"{label} {name} (C)", a, b, tol_c)
+                        else:
+                            _equal(f"{label} {name} (C)", a, b)
+                        _close(f"{label} {name} (autograd)", a, w, tol_autograd)
+                    assert want[0].abs().max() > 0, f"{label}: no gradient"
+                    if refrac:
+                        assert (got[0][save[1].bool()] == 0).all() and save[1].any()
+
+
+@check
+def backward_float32() -> None:
+    _backward_cases(torch.float32, tol_c=1e-6, tol_autograd=2e-5)
+
+
+@check
+def backward_float64() -> None:
+    _backward_cases(torch.float64, tol_c=1e-14, tol_autograd=1e-14)
+
+
+@check
+def trace_step_bit_identical() -> None:
+    tri = _triton()
+    for dtype in (torch.float32, torch.float64):
+        g = torch.Generator().manual_seed(6)
+        trace = torch.rand(B, N, generator=g, dtype=dtype)
+        spikes = (torch.rand(B, N, generator=g) < 0.4).to(dtype)
+        graded = torch.rand(B, N, generator=g, dtype=dtype)
+        for additive in (True, False):
+            for x in (spikes, graded) if additive else (spikes,):
+                tau = 2.0 + 20.0 * torch.rand(N, generator=g)
+                _, tp = _params(dtype, additive=additive, tau_trace=tau)
+                with backends.prefer("torch"):
+                    want = trace_step(trace, x, tp)
+                _equal("trace", tri.trace_step(x, trace, tp), want)
+                out = trace.clone()
+                assert tri.trace_step(x, out, tp, out=out) is out
+                _equal("trace (in place)", out, want)
+
+
+def _stdp_reference(weight, copy, s, xp, tr, a, pot, dep, bounds):
+    rows, dw = stdp_rows_update(s, xp, tr, a, pot, dep)
+    w = weight.index_select(0, rows).add_(dw)
+    if bounds is not None:
+        w.clamp_(*bounds)
+    weight.index_copy_(0, rows, w)
+    if copy is not None:
+        copy.copy_(weight.t())
+    return rows.numel()
+
+
+@check
+def stdp_rows_bit_identical() -> None:
+    tri = _triton()
+    n_out, n_in = 37, 70  # two tiles of columns, three of rows
+    for dtype in (torch.float32, torch.float64):
+        g = torch.Generator().manual_seed(7)
+        s = (torch.rand(n_out, generator=g) < 0.3).to(dtype)
+        xp = torch.rand(n_out, generator=g, dtype=dtype) * (torch.rand(n_out, generator=g) < 0.5)
+        tr = torch.rand(n_in, generator=g, dtype=dtype)
+        a = torch.rand(n_in, generator=g, dtype=dtype) * (
+            torch.rand(n_in, generator=g) < 0.6
+        )  # graded: the fma matters
+        w0 = torch.rand(n_out, n_in, generator=g, dtype=dtype) - 0.2
+        w0[0, 0] = -0.0  # an untouched row keeps its -0.0
+        s[0] = xp[0] = 0.0
+        for bounds in (None, (0.0, 0.9)):
+            for with_copy in (False, True):
+                w_t, w_r = w0.clone(), w0.clone()
+                c_t = w0.t().contiguous() if with_copy else None
+                c_r = w0.t().contiguous() if with_copy else None
+                changed = tri.stdp_rows_(w_t, c_t, s, xp, tr, a, 0.011, -0.0123, bounds)
+                expected = _stdp_reference(w_r, c_r, s, xp, tr, a, 0.011, -0.0123, bounds)
+                assert changed == expected and 0 < changed < n_out, (changed, expected)
+                _equal("weight", w_t, w_r)
+                assert math.copysign(1.0, w_t[0, 0].item()) < 0, "an inactive row was written"
+                if with_copy:
+                    _equal("copy", c_t, c_r)
+                w_c = w0.clone()
+                _c_backend().stdp_rows_(w_c, None, s, xp, tr, a, 0.011, -0.0123, bounds)
+                _equal("weight (C backend)", w_t, w_c)
+        assert tri.stdp_rows_(w0.clone(), None, s * 0, xp * 0, tr, a, 0.1, 0.1, None) == 0
+        assert tri.stdp_rows_(w0.clone(), None, s[:-1], xp, tr, a, 0.1, 0.1, None) is None
+
+
+@check
+def perturbed_parameters_are_detected() -> None:
+    """The comparisons can fail: a threshold one ulp off flips no spike here, but a decay one
+    ulp off changes the voltages, and the comparison sees it; a wrong detach_reset changes the
+    gradients."""
+    dtype = torch.float32
+    x, (v, r, trace) = _input(dtype), _state(dtype)
+    p, tp = _params(dtype)
+    nudged = p._replace(decay=torch.nextafter(p.decay, torch.tensor(2.0, dtype=dtype)))
+    try:
+        _compare_forward(x, v, r, trace, p, tp, p_kernel=nudged)
+    except AssertionError as err:
+        assert "not bit-identical" in str(err), err
+    else:
+        raise AssertionError("a decay one ulp off went unnoticed")
+    tri = _triton()
+    save = (torch.empty_like(x), torch.empty(x.shape, dtype=torch.uint8))
+    tri.lif_steps(x, v, r, trace, p, tp, save=save)
+    ones = torch.ones_like(v)
+    got = tri.lif_backward(
+        ones.expand(x.shape).contiguous(), (1, 2.0), *save, ones, ones, p, tp, True
+    )
+    want = _autograd_reference(
+        x, v, r, trace, p, tp, surrogate.FastSigmoid(2.0), False, 1.0, ones, ones
+    )
+    assert not torch.allclose(got[0], want[0], rtol=1e-6, atol=1e-6)
+
+
+def _counting(op: str) -> List[int]:
+    """Count the calls of the Triton backend's ``op`` (the functional layer looks it up at each
+    call): proves the end-to-end checks ran the kernels, not the torch fall-back."""
+    tri, calls = _triton(), []
+    original = getattr(tri, op)
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    setattr(tri, op, counted)
+    return calls
+
+
+def _neuron_run(multistep: bool, **kwargs) -> Tuple[torch.Tensor, ...]:
+    from pysnn.neuron import LIFNeuron
+
+    torch.manual_seed(0)
+    neuron = LIFNeuron((N,), thresh=-60.0, refrac=2.0, **kwargs)
+    x = _input(torch.float32)
+    with torch.no_grad():
+        if multistep:
+            s = neuron.forward_multistep(x)
+        else:
+            s = torch.stack([neuron(x[t]) for t in range(T)])
+    return s, neuron.v, neuron.refrac_count, neuron.trace
+
+
+@check
+def end_to_end_lif_neuron() -> None:
+    assert backends.preference() == ("triton",), backends.preference()
+    calls = _counting("lif_steps")
+    for multistep in (False, True):
+        for kwargs in ({}, {"trace_mode": "reset", "tau_v": math.inf}):
+            got = _neuron_run(multistep, **kwargs)
+            with backends.prefer("torch"):
+                want = _neuron_run(multistep, **kwargs)
+            for name, g, w in zip(("spikes", "v", "refrac", "trace"), got, want):
+                _equal(f"LIFNeuron {name} multistep={multistep} {kwargs}", g, w)
+    assert len(calls) >= 2 * (T + 1), len(calls)
+
+
+def _unroll_run() -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    from pysnn.multistep import Unroll
+    from pysnn.neuron import LIFNeuron
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(11, N), LIFNeuron((N,), thresh=-64.0, refrac=1.0))
+    with torch.no_grad():
+        net[0].weight.mul_(8.0)
+    model = Unroll(net)
+    x = torch.rand(T, B, 11, generator=torch.Generator().manual_seed(8))
+    out = model(x)
+    loss = (out * torch.linspace(0.0, 1.0, N)).sum()
+    loss.backward()
+    return out.detach(), net[0].weight.grad, net[0].bias.grad
+
+
+@check
+def end_to_end_unroll_bptt() -> None:
+    calls = _counting("lif_backward")
+    got = _unroll_run()
+    with backends.prefer("torch"):
+        want = _unroll_run()
+    _equal("Unroll spikes", got[0], want[0])
+    assert 0 < got[0].sum() < got[0].numel()
+    for name, g, w in zip(("weight grad", "bias grad"), got[1:], want[1:]):
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-5, msg=lambda m: f"{name}: {m}")
+    assert w.abs().sum() > 0
+    assert calls, "the Triton backward kernel did not run"
+
+
+if __name__ == "__main__":
+    if os.environ.get("TRITON_INTERPRET") != "1":
+        sys.exit("run with TRITON_INTERPRET=1 (set before Triton is imported)")
+    for name in sys.argv[1:] or list(CHECKS):
+        try:
+            CHECKS[name]()
+            print(json.dumps({"check": name, "ok": True}), flush=True)
+        except Exception:  # each check reports its own failure
+            print(
+                json.dumps({"check": name, "ok": False, "error": traceback.format_exc()}),
+                flush=True,
+            )
