@@ -785,3 +785,104 @@ def test_generated_bptt_kernel_uses_each_built_in_surrogate(surrogate):
     for got, want in zip([p.grad for p in net.parameters()], expected):
         assert want.abs().sum() > 0
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+
+
+# ---- random draws: the engine keeps the step loop's draws, seed for seed ----
+
+
+class Noisy(Neuron):
+    """A user's neuron with noise drawn in its step."""
+
+    def __init__(self, n):
+        super().__init__(n)
+        self.register_constant("thresh", 1.0)
+        self.register_state("v", 0.0)
+
+    def step(self, x):
+        self.v = self.v * 0.9 + x + torch.randn(self.shape) * 0.5
+        s = self.fire(self.v - self.thresh)
+        self.v = self.v * (1 - s)
+        return s
+
+
+def _noisy_loop_and_unroll(net, x, seed=5):
+    import copy
+
+    other = copy.deepcopy(net)
+    with torch.no_grad():
+        torch.manual_seed(seed)
+        got = Unroll(net)(x)
+        torch.manual_seed(seed)
+        expected = torch.stack([other(xt) for xt in x])
+    return got, expected
+
+
+def test_a_neuron_that_draws_noise_is_never_generated_with_frozen_noise():
+    """The generated kernel would keep one draw for every step: refused, named by explain,
+    and Unroll gives the loop's spikes for the same seed (capture and recording draw nothing
+    from the user's stream)."""
+
+    class Net(SNNNetwork):
+        def __init__(self):
+            super().__init__()
+            self.fc, self.n = Linear(5, 8), Noisy(8)
+
+        def forward(self, x):
+            return self.n(self.fc(x))
+
+    torch.manual_seed(0)
+    net, x = Net(), torch.rand(30, 1, 5)
+    e = explain(net, x)
+    assert e.plan == "layer-wise" and e.backends["n"] == "torch"
+    assert "step draws random numbers (randn)" in dict(e.fallbacks)["n"]
+    got, expected = _noisy_loop_and_unroll(net, x)
+    assert torch.equal(got, expected) and expected.sum() > 0
+
+
+def test_several_modules_that_draw_are_stepped_in_the_loops_order():
+    class Net(SNNNetwork):
+        def __init__(self):
+            super().__init__()
+            self.fc, self.n, self.fc2, self.n2 = Linear(5, 8), Noisy(8), Linear(8, 8), Noisy(8)
+
+        def forward(self, x):
+            return self.n2(self.fc2(self.n(self.fc(x))))
+
+    torch.manual_seed(0)
+    net, x = Net(), torch.rand(30, 1, 5) * 2
+    e = explain(net, x)
+    assert e.plan == "step-wise" and any("n, n2" == w for w, _ in e.fallbacks), e
+    got, expected = _noisy_loop_and_unroll(net, x)
+    assert torch.equal(got, expected) and expected.sum() > 0
+
+
+def test_dropout_in_a_layer_wise_step_is_stepped():
+    """torch's Dropout over all T * B samples at once would draw in another order than T calls:
+    the network is stepped, and the results are the loop's for the same seed."""
+
+    class Net(SNNNetwork):
+        def __init__(self):
+            super().__init__()
+            self.fc, self.drop, self.lif = Linear(5, 8), nn.Dropout(0.3), LIFNeuron(8)
+
+        def forward(self, x):
+            return self.lif(self.drop(self.fc(x)) * 30)
+
+    torch.manual_seed(0)
+    net, x = Net(), torch.rand(25, 2, 5)
+    e = explain(net, x)
+    assert e.plan != "layer-wise" and "drop" in dict(e.fallbacks), e
+    got, expected = _noisy_loop_and_unroll(net, x)
+    assert torch.equal(got, expected) and expected.sum() > 0
+    net.eval()  # no draws in eval mode: layer-wise again
+    assert explain(net, x).plan == "layer-wise"
+
+
+def test_capture_leaves_the_random_stream_as_it_was():
+    net = nn.Sequential(Linear(5, 8), Noisy(8))
+    torch.manual_seed(3)
+    capture(net, torch.rand(2, 5))
+    after = torch.rand(4)
+    torch.manual_seed(3)
+    torch.rand(2, 5)
+    assert torch.equal(torch.rand(4), after)

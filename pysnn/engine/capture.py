@@ -22,6 +22,8 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
+from torch.overrides import TorchFunctionMode
+
 import torch
 from torch import fx, nn
 
@@ -117,11 +119,14 @@ class StepProgram:
         modules: qualified name -> module of the **original** network, for every module the
             graph calls or reads.
         reason: why the step could not be captured (``None`` when it was).
+        random: qualified names of the modules whose step draws random numbers, ``""`` for the
+            network's own ``forward`` (a plan must keep the loop's order of draws).
     """
 
     graph: Optional[fx.Graph]
     modules: Dict[str, nn.Module] = field(default_factory=dict)
     reason: Optional[str] = None
+    random: List[str] = field(default_factory=list)
 
     @property
     def captured(self) -> bool:
@@ -145,6 +150,54 @@ def _attributes(root: nn.Module) -> Dict[Tuple[str, str], Tuple[int, Optional[in
             else:
                 seen[(name, key)] = (id(value), None)
     return seen
+
+
+class _RandomDraws(TorchFunctionMode):
+    """Notes, during one step, which module was running when a torch operation drew random
+    numbers (it changed the default generators' state, or was given a generator)."""
+
+    def __init__(self, root: nn.Module) -> None:
+        super().__init__()
+        self.drawn: List[str] = []
+        self._stack: List[str] = [""]
+        self._handles = []
+        for name, module in root.named_modules():
+            if name:
+                self._handles.append(module.register_forward_pre_hook(self._enter(name)))
+                self._handles.append(module.register_forward_hook(self._leave))
+
+    def _enter(self, name: str):
+        def hook(module: nn.Module, args: Any) -> None:
+            self._stack.append(name)
+
+        return hook
+
+    def _leave(self, module: nn.Module, args: Any, out: Any) -> None:
+        self._stack.pop()
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+
+    @staticmethod
+    def _state() -> List[torch.Tensor]:
+        states = [torch.random.get_rng_state()]
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            states += torch.cuda.get_rng_state_all()
+        return states
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        before = self._state()
+        out = func(*args, **kwargs)
+        after = self._state()
+        if kwargs.get("generator") is not None or any(
+            not torch.equal(a, b) for a, b in zip(before, after)
+        ):
+            name = self._stack[-1]
+            if name not in self.drawn:
+                self.drawn.append(name)
+        return out
 
 
 def capture(network: nn.Module, example: torch.Tensor) -> StepProgram:
@@ -184,11 +237,15 @@ def capture(network: nn.Module, example: torch.Tensor) -> StepProgram:
     for module in twin.modules():  # the user's hooks see the network's calls, not the copy's
         for table in (module._forward_hooks, module._forward_pre_hooks):
             table.clear()
-    try:
-        with torch.no_grad():
+    draws = _RandomDraws(twin)
+    devices = [example.device] if example.device.type == "cuda" else []
+    try:  # the random streams are left as they were: the network draws as if never captured
+        with torch.no_grad(), torch.random.fork_rng(devices=devices), draws:
             twin(example)  # the state exists, as in the network after its first step
     except Exception as error:  # noqa: BLE001
         return StepProgram(None, reason=f"one step of a copy of the network failed: {error}")
+    finally:
+        draws.remove()
     tracer = _Tracer(example.shape)
     tracer.record_rule_steps(twin)
     before = _attributes(twin)
@@ -218,7 +275,7 @@ def capture(network: nn.Module, example: torch.Tensor) -> StepProgram:
         elif node.op == "get_attr":
             owner = node.target.rpartition(".")[0]
             modules[owner] = network.get_submodule(owner) if owner else network
-    return StepProgram(graph, modules)
+    return StepProgram(graph, modules, random=draws.drawn)
 
 
 def tensor_attribute(network: nn.Module, target: str) -> Any:

@@ -23,7 +23,8 @@ the number rounded to the tensor's dtype as torch does), negation, ``abs``, comp
 ``where``, ``clamp``, conversions between the floating-point dtype and ``bool`` (``fire``'s
 Heaviside step). Anything else (a transcendental function of the state such as ``torch.exp(v)``,
 whose vectorised torch result can differ from C's in the last bit; an in-place operation; a
-read of a value back to Python; an integer state) keeps the neuron on its torch step, and
+read of a value back to Python; an integer state; a random draw, which the step loop makes
+anew at every step) keeps the neuron on its torch step, and
 :func:`pysnn.engine.explain` says which operation.
 
 **Gradients.** ``fire`` is recorded as one operation with the neuron's surrogate (a built-in
@@ -88,15 +89,24 @@ _IGNORED = (type(None), bool, int, float, str, torch.dtype, torch.device, torch.
 
 
 class _Record(TorchFunctionMode):
-    """Notes each torch operation: ``(function, args, kwargs, result)``."""
+    """Notes each torch operation: ``(function, args, kwargs, result)``, and the first one that
+    draws random numbers (it changes the default generator's state, or is given a generator):
+    a draw cannot be kept as a value, since the step loop draws anew at every step."""
 
     def __init__(self) -> None:
         super().__init__()
         self.ops: List[Tuple[Any, tuple, dict, Any]] = []
+        self.random: Optional[str] = None
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        before = torch.random.get_rng_state() if self.random is None else None
         out = func(*args, **kwargs)
+        if before is not None and (
+            kwargs.get("generator") is not None
+            or not torch.equal(before, torch.random.get_rng_state())
+        ):
+            self.random = getattr(func, "__name__", str(func))
         self.ops.append((func, args, kwargs, out))
         return out
 
@@ -233,8 +243,12 @@ def _generate(neuron: Neuron, example: torch.Tensor) -> NeuronKernel:
         return spike
 
     twin.fire = fire
-    with torch.no_grad(), record:
+    with torch.no_grad(), torch.random.fork_rng(devices=[]), record:  # (draws nothing for real)
         spikes = twin.step(x)
+    if record.random is not None:
+        raise _Refused(
+            f"step draws random numbers ({record.random}); the step loop draws anew every step"
+        )
     for name, value in kept.items():
         if twin._buffers[name] is not value:
             raise _Refused(f"step assigns {name!r} itself")

@@ -521,6 +521,7 @@ def plan(network: nn.Module, program: StepProgram, example: torch.Tensor) -> Seq
                 fused = why is None and isinstance(module, (LIFNeuron, Linear))
                 how = "stepped" if why else ("fused" if fused else "block")
             parts.append(Part(node.target, type(module).__name__, how, _backend(example, how), why))
+    reasons += _random_reasons(network, program, parts)
     kernels: Dict[str, NeuronKernel] = {}
     for part in parts if not reasons else []:  # only a layer-wise plan runs generated kernels
         module = network.get_submodule(part.name)
@@ -544,6 +545,26 @@ def plan(network: nn.Module, program: StepProgram, example: torch.Tensor) -> Seq
         if part.how != "stepped":
             part.how, part.reason = "stepped", "the network is stepped as written"
     return SequencePlan("step-wise", reasons, parts, program)
+
+
+def _random_reasons(
+    network: nn.Module, program: StepProgram, parts: List[Part]
+) -> List[Tuple[str, str]]:
+    """What keeps a step that draws random numbers from running layer-wise: node by node keeps
+    the step loop's order of draws (and so its results, seed for seed) only when one module
+    draws, and that module is stepped once per step in order."""
+    drawn = program.random
+    if not drawn:
+        return []
+    where = ", ".join(name or type(network).__name__ for name in drawn)
+    if len(drawn) > 1 or drawn[0] == "":
+        why = "draws random numbers in more than one place; stepping keeps the loop's order"
+        return [(where, why)]
+    part = next((p for p in parts if p.name == drawn[0]), None)
+    if part is None or part.how != "stepped":
+        return [(where, "draws random numbers; over all T steps at once it would draw them "
+                 "in another order than the step loop")]  # fmt: skip
+    return []
 
 
 _PLAIN = (bool, int, float, str, type(None))
