@@ -29,7 +29,8 @@ model's equations:
    under Triton's interpreter).
 
 Per-element operations that can be generated: ``+ - * /`` (tensor or Python number operands,
-the number rounded to the tensor's dtype as torch does), negation, ``abs``, comparisons,
+the number rounded to the tensor's dtype as torch does; a number divided by a tensor as torch
+computes it, the tensor's reciprocal times the number), negation, ``abs``, comparisons,
 ``where``, ``clamp``, conversions between the floating-point dtype and ``bool`` (``fire``'s
 Heaviside step). Anything else (a transcendental function of the state such as ``torch.exp(v)``,
 whose vectorised torch result can differ from C's in the last bit; an in-place operation; a
@@ -77,8 +78,6 @@ _BINARY: Dict[str, Tuple[str, bool]] = {
     "__rmul__": ("mul", True),
     "div": ("div", False),
     "true_divide": ("div", False),
-    "__rdiv__": ("div", True),
-    "__rtruediv__": ("div", True),
     "ge": ("ge", False),
     "gt": ("gt", False),
     "le": ("le", False),
@@ -472,6 +471,11 @@ def _record(neuron: Neuron, example: torch.Tensor) -> Step:
         elif name in _BINARY and len(args) == 2 and not kwargs:
             (kind, swapped), refs = _BINARY[name], (operand(args[0]), operand(args[1]))
             refs = refs[::-1] if swapped else refs
+        elif name in ("__rdiv__", "__rtruediv__") and len(args) == 2 and not kwargs:
+            # number / tensor: torch computes tensor.reciprocal() * number (two roundings)
+            a, b = operand(args[0]), operand(args[1])
+            ops.append(Op("div", (Ref("number", value=1.0), a), "float"))
+            kind, refs = "mul", (Ref("value", len(ops) - 1), b)
         elif name in _UNARY and len(args) == 1 and not kwargs:
             kind, refs = _UNARY[name], (operand(args[0]),)
         elif name == "where" and len(args) == 3 and not kwargs:
