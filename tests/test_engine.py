@@ -805,6 +805,28 @@ def test_generated_bptt_kernel_uses_each_built_in_surrogate(surrogate):
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
 
 
+def test_a_surrogate_of_ones_own_keeps_the_forward_kernel_and_the_torch_gradient():
+    """A user's surrogate class (no C derivative written for it): the forward kernel is
+    generated, and under autograd the torch step gives the loop's gradients."""
+    if not native.available():
+        pytest.skip("generated kernels need the C compiler")
+    from pysnn.surrogate import FastSigmoid
+
+    class Bump(FastSigmoid):
+        pass
+
+    net = _one_layer(lambda n: CurrentLIF(n, thresh=0.3, surrogate=Bump(1.0)), dtype=torch.float64)
+    x = _spikes(t=30).double()
+    assert explain(net, x).backends["neuron"] == "c-generated"
+    _loop(net, x).sum().backward()
+    expected = [p.grad.clone() for p in net.parameters()]
+    net.zero_grad()
+    Unroll(net)(x).sum().backward()
+    for got, want in zip([p.grad for p in net.parameters()], expected):
+        assert want.abs().sum() > 0
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
 # ---- random draws: the engine keeps the step loop's draws, seed for seed ----
 
 
