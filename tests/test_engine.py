@@ -554,6 +554,21 @@ class Clipped(Neuron):
         return s
 
 
+class Reciprocal(Neuron):
+    """A number divided by the state: torch computes the state's reciprocal times the number
+    (two roundings), and so must the generated kernel."""
+
+    def __init__(self, shape, **kw):
+        super().__init__(shape, **kw)
+        self.register_state("v", 0.5)
+
+    def step(self, x):
+        self.v = 3.0 / (self.v.abs() + 1.7) + x
+        s = self.fire(self.v - 2.0)
+        self.v = torch.where(s > 0, self.v * 0.1, self.v)
+        return s
+
+
 class Exponential(Neuron):
     def __init__(self, shape, **kw):
         super().__init__(shape, **kw)
@@ -585,6 +600,7 @@ def _one_layer(neuron_factory, n=16, dtype=torch.float32):
     [
         lambda n: CurrentLIF(n, tau_v=torch.linspace(10.0, 30.0, n), thresh=0.8),
         lambda n: Clipped(n),
+        lambda n: Reciprocal(n),
     ],
 )
 def test_generated_kernels_equal_their_step_loop_bit_for_bit(factory, dtype):
@@ -736,7 +752,9 @@ def test_switching_train_and_eval_keeps_both_plans():
     assert len(unroll._runner.plans) == 2 and unroll._runner.plans == before
 
 
-@pytest.mark.parametrize("factory", [lambda n: CurrentLIF(n, thresh=0.3), lambda n: Clipped(n)])
+@pytest.mark.parametrize(
+    "factory", [lambda n: CurrentLIF(n, thresh=0.3), lambda n: Clipped(n), lambda n: Reciprocal(n)]
+)
 def test_generated_bptt_kernel_gives_the_loops_gradients(factory, monkeypatch):
     """Under autograd a generated neuron runs its generated forward and backward kernels (BPTT
     with its surrogate): weight and input gradients equal the step loop's (float64, to
@@ -785,6 +803,28 @@ def test_generated_bptt_kernel_uses_each_built_in_surrogate(surrogate):
     for got, want in zip([p.grad for p in net.parameters()], expected):
         assert want.abs().sum() > 0
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+
+
+def test_a_surrogate_of_ones_own_keeps_the_forward_kernel_and_the_torch_gradient():
+    """A user's surrogate class (no C derivative written for it): the forward kernel is
+    generated, and under autograd the torch step gives the loop's gradients."""
+    if not native.available():
+        pytest.skip("generated kernels need the C compiler")
+    from pysnn.surrogate import FastSigmoid
+
+    class Bump(FastSigmoid):
+        pass
+
+    net = _one_layer(lambda n: CurrentLIF(n, thresh=0.3, surrogate=Bump(1.0)), dtype=torch.float64)
+    x = _spikes(t=30).double()
+    assert explain(net, x).backends["neuron"] == "c-generated"
+    _loop(net, x).sum().backward()
+    expected = [p.grad.clone() for p in net.parameters()]
+    net.zero_grad()
+    Unroll(net)(x).sum().backward()
+    for got, want in zip([p.grad for p in net.parameters()], expected):
+        assert want.abs().sum() > 0
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
 
 
 # ---- random draws: the engine keeps the step loop's draws, seed for seed ----

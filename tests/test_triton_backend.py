@@ -60,3 +60,19 @@ def test_usable_refuses_cpu_tensors_without_the_interpreter() -> None:
     if os.environ.get("TRITON_INTERPRET") != "1":
         assert not backend.usable(torch.zeros(3))
         assert backend.available() == torch.cuda.is_available()
+
+
+def test_generated_kernels_are_not_triton_on_cpu_without_the_interpreter() -> None:
+    """In this process (no interpreter) a CPU neuron's kernel is never written as Triton: C
+    where the C backend is preferred, refused with its reason where only Triton is."""
+    import torch
+
+    from pysnn import backends
+    from pysnn.engine.codegen import generate
+    from pysnn.neuron import IzhikevichNeuron
+
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        pytest.skip("the interpreter is on in this process")
+    with backends.prefer("triton"):
+        kernel, why = generate(IzhikevichNeuron(5), torch.zeros(2, 5))
+    assert kernel is None and "Triton backend does not run CPU tensors" in why

@@ -10,6 +10,7 @@ tensors with sizes that are not powers of two, so that the kernels' masks are ex
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -455,6 +456,186 @@ def end_to_end_unroll_bptt() -> None:
         torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-5, msg=lambda m: f"{name}: {m}")
     assert w.abs().sum() > 0
     assert calls, "the Triton backward kernel did not run"
+
+
+# ---- generated kernels (pysnn.engine.codegen) written as Triton ----
+
+
+def _generated_cases() -> Dict[str, Tuple[Callable[[int], nn.Module], float]]:
+    """The user-written and built-in neurons the C generator is tested with
+    (``tests/test_engine.py``), each with the power-of-two gain of its input (``Reciprocal``:
+    a number divided by the state, which torch computes as the reciprocal times the number)."""
+    from test_engine import Clipped, CurrentLIF, Reciprocal
+
+    from pysnn.neuron import IzhikevichNeuron
+    from pysnn.readout import LIReadout
+
+    return {
+        "CurrentLIF": (lambda n: CurrentLIF(n, tau_v=torch.linspace(10.0, 30.0, n), thresh=0.8), 2),
+        "Clipped": (lambda n: Clipped(n), 8),
+        "IzhikevichNeuron": (lambda n: IzhikevichNeuron(n), 64),
+        "LIReadout": (lambda n: LIReadout(n), 1),
+        "Reciprocal": (lambda n: Reciprocal(n), 2),
+    }
+
+
+def _generated_net(factory: Callable[[int], nn.Module], gain: float, dtype: torch.dtype):
+    """A Linear -> neuron network whose Linear is exact in any order of summation (weights in
+    sixteenths times a power of two, 0/1 inputs), so that the neuron sees the same input in
+    the block form as in the step loop, and the spikes ``(T, B, 11)`` it runs on."""
+    from pysnn.connection import Linear
+
+    torch.manual_seed(4)
+    net = nn.Sequential(Linear(11, N), factory(N)).to(dtype)
+    with torch.no_grad():
+        net[0].weight.copy_((net[0].weight * 16).round() / 16 * gain)
+    g = torch.Generator().manual_seed(9)
+    return net, (torch.rand(T, B, 11, generator=g) < 0.3).to(dtype)
+
+
+def _step_loop(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The reference: the network's step loop with the torch operations."""
+    with backends.prefer("torch"), torch.no_grad():
+        net[1].reset_state()
+        return torch.stack([net(x[t]) for t in range(x.shape[0])])
+
+
+def _compare_generated(name: str, factory, gain: float, dtype: torch.dtype) -> None:
+    """``Unroll`` of the network (the neuron's generated Triton kernel) against its step loop:
+    output and every state bit for bit; explain reports the kernel."""
+    from pysnn.engine import explain
+    from pysnn.multistep import Unroll
+
+    net, x = _generated_net(factory, gain, dtype)
+    reference = copy.deepcopy(net)
+    e = explain(net, x)
+    assert e.fused and e.backends["1"] == "triton-generated", (name, e)
+    model = Unroll(net)
+    with torch.no_grad():
+        got = model(x)
+    (plan,) = model._runner.plans.values()
+    assert plan.kernels["1"].backend == "triton", "the Triton kernel did not run"
+    want = _step_loop(reference, x)
+    _equal(f"{name} {dtype} output", got, want)
+    if name != "LIReadout":  # (its output is its potential)
+        assert 0 < want.sum() < want.numel(), f"{name}: no spike or only spikes"
+    for (key, value), (_, expected) in zip(net[1].named_buffers(), reference[1].named_buffers()):
+        if value is not None:
+            _equal(f"{name} {dtype} {key}", value, expected)
+
+
+@check
+def generated_forward_float32() -> None:
+    for name, (factory, gain) in _generated_cases().items():
+        _compare_generated(name, factory, gain, torch.float32)
+
+
+@check
+def generated_forward_float64() -> None:
+    for name, (factory, gain) in _generated_cases().items():
+        _compare_generated(name, factory, gain, torch.float64)
+
+
+@check
+def generated_refusals_keep_their_reasons() -> None:
+    """A step with ``exp`` of the state, or a random draw, is not generated: explain says why,
+    and the network runs its torch step (Unroll equals the loop)."""
+    from test_engine import Exponential, Noisy
+
+    from pysnn.engine import explain
+    from pysnn.multistep import Unroll
+
+    for factory, reason in (
+        (Exponential, "exp cannot be generated"),
+        (Noisy, "step draws random numbers (randn)"),
+    ):
+        net, x = _generated_net(factory, 1, torch.float32)
+        e = explain(net, x)
+        assert e.backends["1"] == "torch" and reason in dict(e.fallbacks)["1"], e
+        if factory is Exponential:
+            want = _step_loop(copy.deepcopy(net), x)
+            with torch.no_grad():
+                _equal("Exponential output", Unroll(net)(x), want)
+
+
+@check
+def generated_under_autograd_runs_the_torch_step() -> None:
+    """No Triton backward is generated: under autograd the kernel does not apply (the neuron
+    runs its torch step), and the gradients are the step loop's (to rounding: the sums run in
+    another order)."""
+    from pysnn.multistep import Unroll
+
+    factory, gain = _generated_cases()["CurrentLIF"]
+    net, x = _generated_net(factory, gain, torch.float64)
+    reference = copy.deepcopy(net)
+    model = Unroll(net)
+    with torch.no_grad():
+        model(x)  # planned: the kernel is generated
+    (plan,) = model._runner.plans.values()
+
+    def refuse(*args: object) -> None:
+        raise AssertionError("the Triton kernel ran under autograd")
+
+    plan.kernels["1"].function = refuse
+    model(x).sum().backward()
+    with backends.prefer("torch"):
+        torch.stack([reference(x[t]) for t in range(T)]).sum().backward()
+    got, want = net[0].weight.grad, reference[0].weight.grad
+    assert want.abs().sum() > 0
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+@check
+def generated_perturbed_uniform_is_detected() -> None:
+    """The comparison can fail: the kernel's per-neuron membrane decay one ulp off changes the
+    state, and the bit-for-bit comparison sees it."""
+    from pysnn.engine.codegen import generate
+
+    factory, gain = _generated_cases()["CurrentLIF"]
+    net, x = _generated_net(factory, gain, torch.float32)
+    neuron = net[1]
+    with torch.no_grad():
+        current = net[0](x.flatten(0, 1)).unflatten(0, (T, B))
+    kernel, why = generate(neuron, current[0])
+    assert kernel is not None and kernel.backend == "triton", why
+    reference = copy.deepcopy(neuron)
+    with backends.prefer("torch"), torch.no_grad():
+        want = torch.stack([reference(current[t]) for t in range(T)])
+    exact = copy.deepcopy(neuron)
+    with torch.no_grad():
+        _equal("spikes", kernel.run(exact, current), want)
+    _equal("v", exact.v, reference.v)
+    (per_neuron,) = [u for u in kernel.uniforms if u.numel() == N]  # exp(-dt / tau_v)
+    per_neuron.copy_(torch.nextafter(per_neuron, torch.ones_like(per_neuron)))
+    with torch.no_grad():
+        kernel.run(neuron, current)
+    try:
+        _equal("v", neuron.v, reference.v)
+    except AssertionError as err:
+        assert "not bit-identical" in str(err), err
+    else:
+        raise AssertionError("a decay one ulp off went unnoticed")
+
+
+@check
+def generated_number_constants_round_as_torch() -> None:
+    """Numbers are constants of the kernel's dtype (0.1 rounded once to float32, kept in
+    float64), and on CUDA a division by a number is the product with its reciprocal in the
+    dtype, as torch's CUDA division by a Python number."""
+    from test_engine import Clipped
+
+    from pysnn.engine import codegen
+    from pysnn.engine.codegen_triton import write_triton
+
+    for dtype, name in ((torch.float32, "tl.float32"), (torch.float64, "tl.float64")):
+        kernel, why = codegen.generate(Clipped(5).to(dtype), torch.zeros(2, 5, dtype=dtype))
+        assert kernel is not None, why
+        assert f"tl.full((), 1.1, {name})" in kernel.source, kernel.source
+        assert ("tl.div_rn(s0, c0)" if dtype is torch.float32 else "(s0 / c0)") in kernel.source
+    step = codegen._record(Clipped(5), torch.zeros(2, 5))
+    cuda = write_triton(step, torch.device("cuda"))
+    reciprocal = (torch.ones(()) / torch.tensor(1.1)).item()
+    assert f"tl.full((), {reciprocal!r}, tl.float32)" in cuda and "div_rn" not in cuda, cuda
 
 
 if __name__ == "__main__":

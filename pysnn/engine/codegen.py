@@ -1,9 +1,9 @@
-"""Generated kernels for user-written neurons: a neuron's ``step``, recorded once, as C code.
+"""Generated kernels for user-written neurons: a neuron's ``step``, recorded once, as C or Triton.
 
 A neuron written on the public API (:meth:`~pysnn.neuron.Neuron.register_constant`,
 :meth:`~pysnn.neuron.Neuron.register_state`, ``step``) runs its ``step`` as torch operations, a
 few small kernels per step. Inside a layer-wise plan (:mod:`pysnn.engine.plan`) the engine
-instead **generates** one C loop for all ``T`` steps of it, as Brian2 generates code from a
+instead **generates** one loop for all ``T`` steps of it, as Brian2 generates code from a
 model's equations:
 
 1. **Record.** ``step`` runs once on a copy of the neuron under a
@@ -12,14 +12,25 @@ model's equations:
 2. **Split.** Operations on constants only (``torch.exp(-dt / tau_v)``) are *uniform*: their
    values, computed by torch, are taken as they are and reused while a
    :class:`~pysnn._guards.Guard` says the constants (and ``dt``) are unchanged. Operations on
-   the input or the state are *per element* and become C expressions.
-3. **Generate** a loop over steps and elements with one C expression per operation, in
-   torch's order and dtype. It is compiled with ``-ffp-contract=off`` by
-   :func:`pysnn.native.compile_generated`, so each operation rounds as torch's does, and the
-   results are the step loop's bit for bit (the tests compare them).
+   the input or the state are *per element*; they become a :class:`Step`, a short list of
+   :class:`Op` (operation kind, operands as :class:`Ref`, result ``float`` or ``bool``).
+3. **Write** the step's operations, in torch's order and dtype, with a writer for the backend
+   that the registry (:mod:`pysnn.backends`) prefers for the input's device:
+
+   - **C** for CPU tensors (the ``"c"`` backend enabled): a loop over steps and elements with
+     one C expression per operation, compiled with ``-ffp-contract=off`` by
+     :func:`pysnn.native.compile_generated`, so each operation rounds as torch's does;
+   - **Triton** (:mod:`pysnn.engine.codegen_triton`) for CUDA tensors, and for CPU tensors
+     under Triton's interpreter when the preference is exactly ``"triton"`` (as
+     :func:`pysnn.backends.triton.usable` accepts them): one program per block of elements
+     keeps its state in registers through a loop over the steps.
+
+   The results are the step loop's bit for bit (the tests compare them, the Triton kernels
+   under Triton's interpreter).
 
 Per-element operations that can be generated: ``+ - * /`` (tensor or Python number operands,
-the number rounded to the tensor's dtype as torch does), negation, ``abs``, comparisons,
+the number rounded to the tensor's dtype as torch does; a number divided by a tensor as torch
+computes it, the tensor's reciprocal times the number), negation, ``abs``, comparisons,
 ``where``, ``clamp``, conversions between the floating-point dtype and ``bool`` (``fire``'s
 Heaviside step). Anything else (a transcendental function of the state such as ``torch.exp(v)``,
 whose vectorised torch result can differ from C's in the last bit; an in-place operation; a
@@ -28,11 +39,12 @@ anew at every step) keeps the neuron on its torch step, and
 :func:`pysnn.engine.explain` says which operation.
 
 **Gradients.** ``fire`` is recorded as one operation with the neuron's surrogate (a built-in
-:mod:`pysnn.surrogate` class, or none). Under autograd the forward kernel keeps each step's
-state, and a generated backward kernel recomputes each step from it and applies each
+:mod:`pysnn.surrogate` class, or none). Under autograd the C forward kernel keeps each step's
+state, and a generated C backward kernel recomputes each step from it and applies each
 operation's adjoint in reverse: backpropagation through time. The gradients equal the step
 loop's up to rounding (the tests compare them in float64). A neuron with an ``nn.Parameter``
-constant, or another surrogate, runs its torch step under autograd.
+constant, or another surrogate, runs its torch step under autograd, and so does every neuron
+whose kernel is Triton (no Triton backward is generated yet).
 """
 
 from __future__ import annotations
@@ -41,7 +53,7 @@ import copy
 import ctypes
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch.overrides import TorchFunctionMode
@@ -52,40 +64,126 @@ from pysnn._guards import Guard
 from pysnn.functional.trace import trace_step
 from pysnn.neuron import Neuron
 
-__all__ = ["NeuronKernel", "generate"]
+__all__ = ["NeuronKernel", "Op", "Ref", "Step", "generate"]
 
-#: per-element operations, by the name of the torch function or tensor method the recorder sees:
-#: C templates over the operands ``a`` and ``b``
-_BINARY: Dict[str, str] = {
+#: binary per-element operations, by the name of the torch function or tensor method the
+#: recorder sees: the :class:`Op` kind, and whether its operands are the call's swapped
+#: (``2.0 - v`` is recorded as ``__rsub__(v, 2.0)``)
+_BINARY: Dict[str, Tuple[str, bool]] = {
+    "add": ("add", False),
+    "__radd__": ("add", True),
+    "sub": ("sub", False),
+    "__rsub__": ("sub", True),
+    "mul": ("mul", False),
+    "__rmul__": ("mul", True),
+    "div": ("div", False),
+    "true_divide": ("div", False),
+    "ge": ("ge", False),
+    "gt": ("gt", False),
+    "le": ("le", False),
+    "lt": ("lt", False),
+    "eq": ("eq", False),
+    "ne": ("ne", False),
+    "logical_and": ("and", False),
+    "logical_or": ("or", False),
+    "__and__": ("and", False),
+    "__or__": ("or", False),
+}
+_UNARY: Dict[str, str] = {
+    "neg": "neg",
+    "negative": "neg",
+    "logical_not": "not",
+    "__invert__": "not",
+}
+#: C templates of the binary and unary kinds over the operands ``a`` and ``b``
+_C_TEMPLATES: Dict[str, str] = {
     "add": "({a} + {b})",
-    "__radd__": "({b} + {a})",
     "sub": "({a} - {b})",
-    "__rsub__": "({b} - {a})",
     "mul": "({a} * {b})",
-    "__rmul__": "({b} * {a})",
     "div": "({a} / {b})",
-    "true_divide": "({a} / {b})",
-    "__rdiv__": "({b} / {a})",
-    "__rtruediv__": "({b} / {a})",
     "ge": "({a} >= {b})",
     "gt": "({a} > {b})",
     "le": "({a} <= {b})",
     "lt": "({a} < {b})",
     "eq": "({a} == {b})",
     "ne": "({a} != {b})",
-    "logical_and": "({a} && {b})",
-    "logical_or": "({a} || {b})",
-    "__and__": "({a} && {b})",
-    "__or__": "({a} || {b})",
-}
-_UNARY: Dict[str, str] = {
+    "and": "({a} && {b})",
+    "or": "({a} || {b})",
     "neg": "(-{a})",
-    "negative": "(-{a})",
-    "logical_not": "(!{a})",
-    "__invert__": "(!{a})",
+    "not": "(!{a})",
 }
 _CTYPES = {torch.float32: "float", torch.float64: "double"}
 _IGNORED = (type(None), bool, int, float, str, torch.dtype, torch.device, torch.Size, tuple)
+
+
+@dataclass(frozen=True)
+class Ref:
+    """An operand of a recorded operation.
+
+    Attributes:
+        kind: ``"x"`` (the step's input), ``"state"`` (state ``index``), ``"uniform"``
+            (uniform ``index``), ``"value"`` (the result of operation ``index``) or
+            ``"number"`` (the finite Python number or ``bool`` ``value``).
+    """
+
+    kind: str
+    index: int = 0
+    value: Union[bool, float] = 0.0
+
+
+@dataclass(frozen=True)
+class Op:
+    """One per-element operation of a step.
+
+    Attributes:
+        kind: ``add sub mul div`` (arithmetic), ``ge gt le lt eq ne`` (comparisons),
+            ``and or not`` (logic), ``neg``, ``abs``, ``where`` (condition, then, else),
+            ``clamp`` (value, lower bound, upper bound; a bound not given is ``None``),
+            ``fire`` (the Heaviside step ``z >= 0`` in the floating-point dtype), ``float`` or
+            ``bool`` (a conversion).
+        args: the operands, in the order of the written expression.
+        result: ``"float"`` (the step's dtype) or ``"bool"``.
+    """
+
+    kind: str
+    args: Tuple[Optional[Ref], ...]
+    result: str
+
+
+@dataclass
+class Step:
+    """A neuron's step, recorded: what the C and Triton writers read.
+
+    Attributes:
+        neuron: the neuron's class name.
+        dtype: the floating-point dtype of the input and the state.
+        states: the state variables (state ``k`` is ``states[k]``).
+        ops: the per-element operations, in torch's order (``Ref("value", k)`` is ``ops[k]``).
+        uniforms: the uniform values: flat, contiguous tensors of ``dtype`` on the input's
+            device, of one value or one per neuron (``per_neuron``).
+        per_neuron: for each uniform, whether it has one value per neuron.
+        spikes: what ``step`` returns.
+        updated: the new value of each state the step assigns, by state index.
+        surrogate: the neuron's surrogate (``fire``'s gradient).
+    """
+
+    neuron: str
+    dtype: torch.dtype
+    states: List[str]
+    ops: List[Op]
+    uniforms: List[torch.Tensor]
+    per_neuron: List[bool]
+    spikes: Ref
+    updated: Dict[int, Ref]
+    surrogate: Any
+
+    def result(self, ref: Ref) -> str:
+        """``"float"`` or ``"bool"``: what ``ref`` holds (a uniform is read as ``dtype``)."""
+        if ref.kind == "value":
+            return self.ops[ref.index].result
+        if ref.kind == "number" and isinstance(ref.value, bool):
+            return "bool"
+        return "float"
 
 
 class _Record(TorchFunctionMode):
@@ -115,14 +213,37 @@ class _Refused(Exception):
     """The step cannot be generated (the message says why)."""
 
 
+#: a generated forward kernel: ``(steps, size, n, x, out, states, uniforms, history)``, with
+#: ``size = B * n`` elements per step; ``states`` updated in place, ``history`` (``None``
+#: entries: not kept) receiving each step's state before the step
+Launch = Callable[
+    [
+        int,
+        int,
+        int,
+        torch.Tensor,
+        torch.Tensor,
+        Sequence[torch.Tensor],
+        Sequence[torch.Tensor],
+        Sequence[Optional[torch.Tensor]],
+    ],
+    None,
+]
+
+
 @dataclass
 class NeuronKernel:
     """A generated ``T``-step kernel of one neuron class and configuration.
 
     Attributes:
-        source: the C source.
+        source: the C or Triton source.
         states: the state variables the step updates, in the kernel's argument order.
         uniforms: the uniform values (tensors computed by torch from the constants).
+        function: the forward kernel (see :data:`Launch`).
+        gradient: the C backward kernel (``None``: no gradient; the torch step runs under
+            autograd).
+        backend: the writer, ``"c"`` or ``"triton"``.
+        device: the device it runs on.
     """
 
     source: str
@@ -131,13 +252,15 @@ class NeuronKernel:
     guard: Guard
     dt: float
     dtype: torch.dtype
-    function: Callable[..., None]
+    function: Launch
     gradient: Optional[Callable[..., None]] = None
+    backend: str = "c"
+    device: torch.device = torch.device("cpu")
 
     def applies(self, neuron: Neuron, x: torch.Tensor) -> bool:
         """Whether this kernel may run ``neuron`` on ``x`` ``(T, B, *shape)`` now: the same
-        constants (bytes) and ``dt`` as when generated, the kernel's dtype, a CPU input that
-        needs no gradient, no clamp pending."""
+        constants (bytes) and ``dt`` as when generated, the kernel's dtype and device, no
+        gradient needed unless it has a backward kernel, no clamp pending."""
         graph = torch.is_grad_enabled() and (
             x.requires_grad
             or any(
@@ -148,7 +271,7 @@ class NeuronKernel:
         )
         return (
             x.dtype is self.dtype
-            and x.is_cpu
+            and x.device == self.device
             and not (graph and (self.gradient is None or neuron._parameters))
             and neuron.dt == self.dt
             and neuron.__dict__.get("_override") is None
@@ -174,16 +297,7 @@ class NeuronKernel:
         else:
             states = [s.clone() for s in inputs]  # replaced, never edited
             out = torch.empty_like(x)
-            self.function(
-                steps,
-                batch * n,
-                n,
-                x.data_ptr(),
-                out.data_ptr(),
-                *(s.data_ptr() for s in states),
-                *(u.data_ptr() for u in self.uniforms),
-                *([None] * len(states)),
-            )
+            self.function(steps, batch * n, n, x, out, states, self.uniforms, [None] * len(states))
         for name, value in zip(self.states, states):
             buffers[name] = value
         if neuron.spiking:
@@ -196,30 +310,64 @@ class NeuronKernel:
         return out
 
 
-def _number(value: Any, ctype: str) -> str:
-    if isinstance(value, bool):
-        return "1" if value else "0"
-    if isinstance(value, (int, float)) and math.isfinite(value):
-        return f"(({ctype}){float(value)!r})"
-    raise _Refused(f"the number {value!r} cannot be written as C")
-
-
 def generate(neuron: Neuron, example: torch.Tensor) -> Tuple[Optional[NeuronKernel], str]:
     """Generate the ``T``-step kernel of ``neuron`` for step inputs like ``example``
-    ``(B, *shape)``; ``(None, why not)`` where it cannot be generated."""
+    ``(B, *shape)``, as C or Triton (see the module); ``(None, why not)`` where it cannot be
+    generated."""
     try:
-        return _generate(neuron, example), ""
+        backend = _writer(example)
+        step = _record(neuron, example)
+        gradient = None
+        if backend == "c":
+            source, function, gradient = _c_kernel(step)
+        else:
+            from pysnn.engine.codegen_triton import triton_kernel
+
+            try:
+                source, function = triton_kernel(step, example.device)
+            except ValueError as err:
+                raise _Refused(str(err)) from None
     except _Refused as why:
         return None, str(why)
+    kernel = NeuronKernel(
+        source=source,
+        states=step.states,
+        uniforms=step.uniforms,
+        guard=Guard([neuron._constant(name) for name in neuron.constant_names]),
+        dt=neuron.dt,
+        dtype=step.dtype,
+        function=function,
+        gradient=gradient,
+        backend=backend,
+        device=example.device,
+    )
+    return kernel, ""
 
 
-def _generate(neuron: Neuron, example: torch.Tensor) -> NeuronKernel:
+def _writer(example: torch.Tensor) -> str:
+    """The writer for step inputs like ``example``: ``"c"`` for CPU tensors where the C backend
+    is enabled, ``"triton"`` where the Triton backend accepts them (CUDA tensors; CPU tensors
+    under Triton's interpreter when the preference is exactly ``("triton",)``, so that the
+    default preference keeps C on the CPU)."""
+    if example.dtype not in _CTYPES:
+        raise _Refused("generated kernels are for float32/float64 tensors")
+    if example.is_cpu and backends.enabled("c"):
+        return "c"
+    triton_first = not example.is_cpu or backends.preference() == ("triton",)
+    if triton_first and backends.accepts("triton", example.detach()):
+        return "triton"
+    if example.is_cpu:
+        raise _Refused(
+            "no C compiler or fused kernels off (PYSNN_NATIVE=0), and the Triton backend does "
+            "not run CPU tensors here (it needs TRITON_INTERPRET=1 and PYSNN_BACKEND=triton)"
+        )
+    raise _Refused(f"no backend generates kernels for {example.device.type} tensors here")
+
+
+def _record(neuron: Neuron, example: torch.Tensor) -> Step:
+    """Run ``neuron``'s step once on a copy, on ``example``, and keep its per-element
+    operations (see the module)."""
     dtype = example.dtype
-    ctype = _CTYPES.get(dtype)
-    if ctype is None or not example.is_cpu:
-        raise _Refused("generated kernels are for float32/float64 CPU tensors")
-    if not backends.enabled("c"):
-        raise _Refused("no C compiler or fused kernels off (PYSNN_NATIVE=0)")
     if any(True for _ in neuron.children()):
         raise _Refused(f"{type(neuron).__name__} holds other modules (their state is not its own)")
     twin = copy.deepcopy(neuron)
@@ -259,21 +407,17 @@ def _generate(neuron: Neuron, example: torch.Tensor) -> NeuronKernel:
     # what a per-element operation may read as uniform: the constants, and what torch computed
     # from them (and from numbers) alone during the step
     allowed = {id(t) for t in constants}
-    element: Dict[int, str] = {id(x): "in_x"}  # tensor id -> C expression (a local variable)
+    element: Dict[int, Ref] = {id(x): Ref("x")}  # tensor id -> the operand it is
     for k, name in enumerate(names):
-        element[id(before[name])] = f"s{k}"
+        element[id(before[name])] = Ref("state", k)
     uniforms: List[torch.Tensor] = []
-    uniform_index: Dict[int, str] = {}
-    lines: List[str] = []
-    adjoints: List[str] = []  # the backward statements, in forward order (emitted reversed)
-    grad_of: Dict[int, str] = {id(x): "g_in_x"}  # tensor id -> its adjoint variable
-    for k, name in enumerate(names):
-        grad_of[id(before[name])] = f"g_s{k}"
-    surrogate = _surrogate_derivative(neuron.surrogate, ctype)
+    per_neuron: List[bool] = []
+    uniform_index: Dict[int, Ref] = {}
+    ops: List[Op] = []
     n = math.prod(neuron.shape)
     keep: List[Any] = []  # the recorded tensors stay alive: their ids stay unique
 
-    def operand(value: Any) -> str:
+    def operand(value: Any) -> Ref:
         if isinstance(value, torch.Tensor):
             if id(value) in element:
                 return element[id(value)]
@@ -291,12 +435,16 @@ def _generate(neuron: Neuron, example: torch.Tensor) -> NeuronKernel:
                     flat, by_neuron = value.reshape(n), True
                 else:
                     raise _Refused(f"a value of shape {tuple(value.shape)} is not per neuron")
-                flat = flat.to(dtype).contiguous()
-                uniform_index[id(value)] = f"u{len(uniforms)}[{'j' if by_neuron else '0'}]"
-                uniforms.append(flat)
+                uniform_index[id(value)] = Ref("uniform", len(uniforms))
+                uniforms.append(flat.to(device=example.device, dtype=dtype).contiguous())
+                per_neuron.append(by_neuron)
                 keep.append(value)
             return uniform_index[id(value)]
-        return _number(value, ctype)
+        if isinstance(value, bool):
+            return Ref("number", value=value)
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            return Ref("number", value=float(value))
+        raise _Refused(f"the number {value!r} cannot be written as C")
 
     for func, args, kwargs, out in record.ops:
         keep.append(out)
@@ -318,85 +466,182 @@ def _generate(neuron: Neuron, example: torch.Tensor) -> NeuronKernel:
             raise _Refused(f"step changes a tensor in place ({name})")
         if out.dtype not in (dtype, torch.bool):
             raise _Refused(f"{name} gives {out.dtype}")
-        variable = f"e{len(lines)}"
-        g = f"g_{variable}"
-        grads = [grad_of.get(id(v)) if isinstance(v, torch.Tensor) else None for v in args]
-        backward: List[str] = []  # what this operation adds to its operands' adjoints
         if name == "fire" and len(args) == 1:
-            a = operand(args[0])
-            expression = f"(({ctype})({a} >= ({ctype})0))"
-            if grads[0]:
-                backward.append(f"{grads[0]} += {g} * {surrogate.format(a=a)};")
+            kind, refs = "fire", (operand(args[0]),)
         elif name in _BINARY and len(args) == 2 and not kwargs:
+            (kind, swapped), refs = _BINARY[name], (operand(args[0]), operand(args[1]))
+            refs = refs[::-1] if swapped else refs
+        elif name in ("__rdiv__", "__rtruediv__") and len(args) == 2 and not kwargs:
+            # number / tensor: torch computes tensor.reciprocal() * number (two roundings)
             a, b = operand(args[0]), operand(args[1])
-            expression = _BINARY[name].format(a=a, b=b)
-            backward += _binary_adjoints(name, a, b, g, grads[0], grads[1])
+            ops.append(Op("div", (Ref("number", value=1.0), a), "float"))
+            kind, refs = "mul", (Ref("value", len(ops) - 1), b)
         elif name in _UNARY and len(args) == 1 and not kwargs:
-            expression = _UNARY[name].format(a=operand(args[0]))
-            if grads[0] and name in ("neg", "negative"):
-                backward.append(f"{grads[0]} -= {g};")
+            kind, refs = _UNARY[name], (operand(args[0]),)
         elif name == "where" and len(args) == 3 and not kwargs:
-            c, a, b = (operand(v) for v in args)
-            expression = f"({c} ? {a} : {b})"
-            if grads[1]:
-                backward.append(f"if ({c}) {grads[1]} += {g};")
-            if grads[2]:
-                backward.append(f"if (!{c}) {grads[2]} += {g};")
+            kind, refs = "where", tuple(operand(v) for v in args)
         elif name in ("abs", "__abs__") and len(args) == 1 and not kwargs:
-            a = operand(args[0])
-            expression = f"({a} < 0 ? -{a} : ({a} == 0 ? ({ctype})0 : {a}))"
-            if grads[0]:
-                backward.append(f"{grads[0]} += ({a} > 0 ? {g} : ({a} < 0 ? -{g} : 0));")
+            kind, refs = "abs", (operand(args[0]),)
         elif name in ("clamp", "clip", "clamp_min", "clamp_max"):
             a = operand(args[0])
             lo = kwargs.get("min", args[1] if len(args) > 1 and name != "clamp_max" else None)
             hi = kwargs.get("max", args[2] if len(args) > 2 else None)
             if name == "clamp_max":
                 lo, hi = None, args[1]
-            expression, inside = a, []
-            if lo is not None:
-                expression = f"({expression} < {operand(lo)} ? {operand(lo)} : {expression})"
-                inside.append(f"{a} >= {operand(lo)}")
-            if hi is not None:
-                expression = f"({expression} > {operand(hi)} ? {operand(hi)} : {expression})"
-                inside.append(f"{a} <= {operand(hi)}")
-            if grads[0]:
-                backward.append(f"if ({' && '.join(inside) or '1'}) {grads[0]} += {g};")
+            lo_ref = None if lo is None else operand(lo)
+            kind, refs = "clamp", (a, lo_ref, None if hi is None else operand(hi))
         elif name in ("to", "float", "double", "type_as") and out.dtype is dtype:
-            expression = f"(({ctype}){operand(args[0])})"
-            if grads[0] and isinstance(args[0], torch.Tensor) and args[0].dtype is dtype:
-                backward.append(f"{grads[0]} += {g};")
+            kind, refs = "float", (operand(args[0]),)
         elif name == "to" and out.dtype is torch.bool:
-            expression = f"({operand(args[0])} != 0)"
+            kind, refs = "bool", (operand(args[0]),)
         else:
             raise _Refused(
                 f"{name} cannot be generated (not an elementwise operation pysnn writes)"
             )
-        kind = "bool" if out.dtype is torch.bool else "float"
-        lines.append(f"{'int' if kind == 'bool' else ctype} {variable} = {expression};")
-        element[id(out)] = variable
-        if kind == "float":
-            grad_of[id(out)] = g
-            adjoints.append("\n".join(backward))
+        element[id(out)] = Ref("value", len(ops))
+        ops.append(Op(kind, refs, "bool" if out.dtype is torch.bool else "float"))
     if not isinstance(spikes, torch.Tensor) or id(spikes) not in element:
         raise _Refused("step returns a value that does not depend on its input or state")
-    updated = [k for k, name in enumerate(names) if twin._buffers[name] is not before[name]]
-    for k in updated:
-        if id(twin._buffers[names[k]]) not in element:
-            raise _Refused(f"state {names[k]!r} is set to a value computed outside the step")
+    updated: Dict[int, Ref] = {}
+    for k, name in enumerate(names):
+        final = twin._buffers[name]
+        if final is not before[name]:
+            if id(final) not in element:
+                raise _Refused(f"state {name!r} is set to a value computed outside the step")
+            updated[k] = element[id(final)]
+    return Step(
+        neuron=type(neuron).__name__,
+        dtype=dtype,
+        states=names,
+        ops=ops,
+        uniforms=uniforms,
+        per_neuron=per_neuron,
+        spikes=element[id(spikes)],
+        updated=updated,
+        surrogate=neuron.surrogate,
+    )
+
+
+def _number(value: Union[bool, float], ctype: str) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    return f"(({ctype}){value!r})"
+
+
+def _c_operand(step: Step, ref: Optional[Ref], ctype: str) -> Optional[str]:
+    """The C expression of an operand (``None`` for a missing clamp bound)."""
+    if ref is None:
+        return None
+    if ref.kind == "x":
+        return "in_x"
+    if ref.kind == "state":
+        return f"s{ref.index}"
+    if ref.kind == "uniform":
+        return f"u{ref.index}[{'j' if step.per_neuron[ref.index] else '0'}]"
+    if ref.kind == "value":
+        return f"e{ref.index}"
+    return _number(ref.value, ctype)
+
+
+def _c_gradient(step: Step, ref: Optional[Ref]) -> Optional[str]:
+    """The adjoint variable of an operand in the backward kernel (``None``: no gradient, a
+    uniform, a number or a ``bool`` value)."""
+    if ref is None:
+        return None
+    if ref.kind == "x":
+        return "g_in_x"
+    if ref.kind == "state":
+        return f"g_s{ref.index}"
+    if ref.kind == "value" and step.ops[ref.index].result == "float":
+        return f"g_e{ref.index}"
+    return None
+
+
+def _c_expression(op: Op, operands: List[Optional[str]], ctype: str) -> str:
+    """The C expression of ``op`` over its operands' expressions."""
+    a = operands[0]
+    if op.kind in _C_TEMPLATES:
+        return _C_TEMPLATES[op.kind].format(a=a, b=operands[-1])
+    if op.kind == "fire":
+        return f"(({ctype})({a} >= ({ctype})0))"
+    if op.kind == "where":
+        return f"({a} ? {operands[1]} : {operands[2]})"
+    if op.kind == "abs":
+        return f"({a} < 0 ? -{a} : ({a} == 0 ? ({ctype})0 : {a}))"
+    if op.kind == "clamp":
+        expression, lo, hi = a, operands[1], operands[2]
+        if lo is not None:
+            expression = f"({expression} < {lo} ? {lo} : {expression})"
+        if hi is not None:
+            expression = f"({expression} > {hi} ? {hi} : {expression})"
+        return expression
+    if op.kind == "float":
+        return f"(({ctype}){a})"
+    return f"({a} != 0)"  # bool
+
+
+def _c_adjoints(
+    op: Op, operands: List[Optional[str]], grads: List[Optional[str]], g: str, surrogate: str
+) -> List[str]:
+    """The backward statements of ``op``: what it adds to its operands' adjoints ``grads``
+    (``None``: no gradient wanted), given its own adjoint ``g``."""
+    a, ga = operands[0], grads[0]
+    if op.kind in ("add", "sub", "mul", "div"):
+        return _binary_adjoints(op.kind, a, operands[1], g, ga, grads[1])
+    lines = []
+    if op.kind == "fire" and ga:
+        lines.append(f"{ga} += {g} * {surrogate.format(a=a)};")
+    elif op.kind == "neg" and ga:
+        lines.append(f"{ga} -= {g};")
+    elif op.kind == "where":
+        if grads[1]:
+            lines.append(f"if ({a}) {grads[1]} += {g};")
+        if grads[2]:
+            lines.append(f"if (!{a}) {grads[2]} += {g};")
+    elif op.kind == "abs" and ga:
+        lines.append(f"{ga} += ({a} > 0 ? {g} : ({a} < 0 ? -{g} : 0));")
+    elif op.kind == "clamp" and ga:
+        lo, hi = operands[1], operands[2]
+        inside = ([f"{a} >= {lo}"] if lo is not None else []) + (
+            [f"{a} <= {hi}"] if hi is not None else []
+        )
+        lines.append(f"if ({' && '.join(inside) or '1'}) {ga} += {g};")
+    elif op.kind == "float" and ga:
+        lines.append(f"{ga} += {g};")
+    return lines  # comparisons and logical operations: no gradient
+
+
+def _c_kernel(step: Step) -> Tuple[str, Launch, Optional[Callable[..., None]]]:
+    """Write ``step`` as C (a forward loop, and a BPTT backward loop where the surrogate can
+    be written), compile it: its source, forward kernel and backward kernel."""
+    if not backends.enabled("c"):
+        raise _Refused("no C compiler or fused kernels off (PYSNN_NATIVE=0)")
+    ctype = _CTYPES[step.dtype]
+    surrogate = _surrogate_derivative(step.surrogate, ctype)
+    states = range(len(step.states))
+    lines: List[str] = []
+    adjoints: List[str] = []  # the backward statements, in forward order (emitted reversed)
+    for k, op in enumerate(step.ops):
+        operands = [_c_operand(step, ref, ctype) for ref in op.args]
+        expression = _c_expression(op, operands, ctype)
+        lines.append(f"{'int' if op.result == 'bool' else ctype} e{k} = {expression};")
+        if op.result == "float" and surrogate is not None:
+            grads = [_c_gradient(step, ref) for ref in op.args]
+            adjoints.append("\n".join(_c_adjoints(op, operands, grads, f"g_e{k}", surrogate)))
+    spikes = _c_operand(step, step.spikes, ctype)
     body = "\n".join("            " + line for line in lines)
-    final = {k: twin._buffers[names[k]] for k in range(len(names))}
-    stores = "".join(f"\n            s{k}_[i] = {element[id(final[k])]};" for k in updated)
-    loads = "".join(f"\n            {ctype} s{k} = s{k}_[i];" for k in range(len(names)))
-    history = "".join(
-        f"\n            if (h{k}) h{k}[t * size + i] = s{k};" for k in range(len(names))
+    stores = "".join(
+        f"\n            s{k}_[i] = {_c_operand(step, ref, ctype)};"
+        for k, ref in step.updated.items()
     )
+    loads = "".join(f"\n            {ctype} s{k} = s{k}_[i];" for k in states)
+    history = "".join(f"\n            if (h{k}) h{k}[t * size + i] = s{k};" for k in states)
     arguments = "".join(
-        [f", {ctype} *restrict s{k}_" for k in range(len(names))]
-        + [f", const {ctype} *restrict u{k}" for k in range(len(uniforms))]
-        + [f", {ctype} *restrict h{k}" for k in range(len(names))]
+        [f", {ctype} *restrict s{k}_" for k in states]
+        + [f", const {ctype} *restrict u{k}" for k in range(len(step.uniforms))]
+        + [f", {ctype} *restrict h{k}" for k in states]
     )
-    source = f"""/* generated by pysnn.engine.codegen for {type(neuron).__name__}.step */
+    source = f"""/* generated by pysnn.engine.codegen for {step.neuron}.step */
 #include <math.h>
 #include <stdint.h>
 
@@ -411,29 +656,30 @@ void pysnn_generated(int64_t steps, int64_t size, int64_t n, const {ctype} *rest
             (void)j;
             {ctype} in_x = xt[i];{loads}{history}
 {body}
-            ot[i] = {element[id(spikes)]};{stores}
+            ot[i] = {spikes};{stores}
         }}
     }}
 }}
 """
-    backward = id(spikes) in grad_of and surrogate is not None
+    spikes_gradient = _c_gradient(step, step.spikes)
+    backward = spikes_gradient is not None and surrogate is not None
     if backward:  # BPTT: step t's values recomputed from the saved state, adjoints reversed
-        zeros = "".join(f"\n            {ctype} {v} = 0;" for v in dict.fromkeys(grad_of.values()))
-        seeds = f"\n            {grad_of[id(spikes)]} += got[i];"
-        for k in range(len(names)):
-            target = grad_of.get(id(final[k]), f"g_s{k}") if k in updated else f"g_s{k}"
+        grads = ["g_in_x"] + [f"g_s{k}" for k in states]
+        grads += [f"g_e{k}" for k, op in enumerate(step.ops) if op.result == "float"]
+        zeros = "".join(f"\n            {ctype} {v} = 0;" for v in grads)
+        seeds = f"\n            {spikes_gradient} += got[i];"
+        for k in states:
+            target = _c_gradient(step, step.updated.get(k)) or f"g_s{k}"
             seeds += f"\n            {target} += gs{k}_[i];"
         reverse = "\n".join(
             "            " + line for block in reversed(adjoints) for line in block.splitlines()
         )
-        outputs = "".join(f"\n            gs{k}_[i] = g_s{k};" for k in range(len(names)))
-        saved = "".join(
-            f"\n            {ctype} s{k} = h{k}[t * size + i];" for k in range(len(names))
-        )
+        outputs = "".join(f"\n            gs{k}_[i] = g_s{k};" for k in states)
+        saved = "".join(f"\n            {ctype} s{k} = h{k}[t * size + i];" for k in states)
         gradients = "".join(
-            [f", {ctype} *restrict gs{k}_" for k in range(len(names))]
-            + [f", const {ctype} *restrict u{k}" for k in range(len(uniforms))]
-            + [f", const {ctype} *restrict h{k}" for k in range(len(names))]
+            [f", {ctype} *restrict gs{k}_" for k in states]
+            + [f", const {ctype} *restrict u{k}" for k in range(len(step.uniforms))]
+            + [f", const {ctype} *restrict h{k}" for k in states]
         )
         source += f"""
 void pysnn_generated_backward(int64_t steps, int64_t size, int64_t n, const {ctype} *restrict x,
@@ -458,7 +704,7 @@ void pysnn_generated_backward(int64_t steps, int64_t size, int64_t n, const {cty
         library = native.compile_generated(source)
     except (RuntimeError, OSError) as err:
         raise _Refused(f"the generated kernel did not compile: {err}") from None
-    pointers = [ctypes.c_void_p] * (2 + 2 * len(names) + len(uniforms))
+    pointers = [ctypes.c_void_p] * (2 + 2 * len(step.states) + len(step.uniforms))
     function = library.pysnn_generated
     function.argtypes = [ctypes.c_int64] * 3 + pointers
     function.restype = None
@@ -467,17 +713,25 @@ void pysnn_generated_backward(int64_t steps, int64_t size, int64_t n, const {cty
         gradient = library.pysnn_generated_backward
         gradient.argtypes = [ctypes.c_int64] * 3 + [ctypes.c_void_p] + pointers
         gradient.restype = None
-    guard = Guard([neuron._constant(name) for name in neuron.constant_names])
-    return NeuronKernel(
-        source=source,
-        states=[names[k] for k in range(len(names))],
-        uniforms=uniforms,
-        guard=guard,
-        dt=neuron.dt,
-        dtype=dtype,
-        function=function,
-        gradient=gradient,
-    )
+    return source, _c_launch(function), gradient
+
+
+def _c_launch(function: Callable[..., None]) -> Launch:
+    """The compiled C forward kernel as a :data:`Launch` (tensors passed by address)."""
+
+    def launch(steps, size, n, x, out, states, uniforms, history) -> None:
+        function(
+            steps,
+            size,
+            n,
+            x.data_ptr(),
+            out.data_ptr(),
+            *(s.data_ptr() for s in states),
+            *(u.data_ptr() for u in uniforms),
+            *(None if h is None else h.data_ptr() for h in history),
+        )
+
+    return launch
 
 
 def _surrogate_derivative(surrogate: Any, ctype: str) -> Optional[str]:
@@ -503,26 +757,23 @@ def _surrogate_derivative(surrogate: Any, ctype: str) -> Optional[str]:
 
 
 def _binary_adjoints(name: str, a: str, b: str, g: str, ga: Optional[str], gb: Optional[str]):
-    """Backward statements of the binary operation ``name`` on operands ``a``, ``b`` (C
-    expressions), upstream adjoint ``g``, operand adjoints ``ga``, ``gb`` (``None``: no
-    gradient wanted, a constant or a number)."""
-    if name in ("__rsub__", "__rdiv__", "__rtruediv__"):  # out = b op a
-        name, a, b, ga, gb = name.replace("__r", "__").replace("__", ""), b, a, gb, ga
-        name = {"sub": "sub", "div": "div", "truediv": "div"}[name]
+    """Backward statements of the arithmetic operation ``name`` (``add sub mul div``) on
+    operands ``a``, ``b`` (C expressions), upstream adjoint ``g``, operand adjoints ``ga``,
+    ``gb`` (``None``: no gradient wanted, a constant or a number)."""
     lines = []
-    if name in ("add", "__radd__"):
+    if name == "add":
         lines += [f"{ga} += {g};"] if ga else []
         lines += [f"{gb} += {g};"] if gb else []
     elif name == "sub":
         lines += [f"{ga} += {g};"] if ga else []
         lines += [f"{gb} -= {g};"] if gb else []
-    elif name in ("mul", "__rmul__"):
+    elif name == "mul":
         lines += [f"{ga} += {g} * {b};"] if ga else []
         lines += [f"{gb} += {g} * {a};"] if gb else []
-    elif name in ("div", "true_divide"):
+    else:  # div
         lines += [f"{ga} += {g} / {b};"] if ga else []
         lines += [f"{gb} -= {g} * {a} / ({b} * {b});"] if gb else []
-    return lines  # comparisons and logical operations: no gradient
+    return lines
 
 
 class _GeneratedSteps(torch.autograd.Function):
@@ -536,16 +787,7 @@ class _GeneratedSteps(torch.autograd.Function):
         new = [s.detach().clone() for s in states]
         history = [x.new_empty((steps, *s.shape)) for s in states]
         out = torch.empty_like(x)
-        kernel.function(
-            steps,
-            size,
-            n,
-            x.data_ptr(),
-            out.data_ptr(),
-            *(s.data_ptr() for s in new),
-            *(u.data_ptr() for u in kernel.uniforms),
-            *(h.data_ptr() for h in history),
-        )
+        kernel.function(steps, size, n, x, out, new, kernel.uniforms, history)
         ctx.save_for_backward(x, *history)
         ctx.kernel, ctx.n = kernel, n
         return (out, *new)

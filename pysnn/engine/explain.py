@@ -27,7 +27,8 @@ class Explanation:
         parts: each module call, in program order (:class:`pysnn.engine.plan.Part`).
         fallbacks: ``(module or node name, reason)`` for everything that runs once per step.
         backends: part name -> the backend that runs it (``"c"``, ``"c-generated"``,
-            ``"triton"``, ``"torch"``; see :attr:`pysnn.engine.plan.Part.backend`).
+            ``"triton"``, ``"triton-generated"``, ``"torch"``; see
+            :attr:`pysnn.engine.plan.Part.backend`).
     """
 
     fused: bool

@@ -156,8 +156,8 @@ class Part:
         how: ``"fused"`` (a fused kernel over all ``T`` steps), ``"block"`` (torch over all
             ``T * B`` samples at once) or ``"stepped"`` (once per step).
         backend: what runs it: a registered backend's name (:mod:`pysnn.backends`: ``"c"``,
-            ``"triton"``), ``"c-generated"`` (a kernel generated from the module's step,
-            :mod:`pysnn.engine.codegen`) or ``"torch"``.
+            ``"triton"``), ``"c-generated"`` or ``"triton-generated"`` (a kernel generated from
+            the module's step as C or Triton, :mod:`pysnn.engine.codegen`) or ``"torch"``.
         reason: why it is stepped (``None`` otherwise).
     """
 
@@ -287,8 +287,12 @@ def _generatable(module: nn.Module) -> bool:
 
 
 def _neuron_example(module: Neuron, example: torch.Tensor) -> torch.Tensor:
-    """One step's input of ``module``: ``(B, *shape)`` zeros in its constants' dtype."""
-    return torch.zeros(example.shape[0], *module.shape, dtype=module._reference().dtype)
+    """One step's input of ``module``: ``(B, *shape)`` zeros in its constants' dtype and on
+    their device."""
+    reference = module._reference()
+    return torch.zeros(
+        example.shape[0], *module.shape, dtype=reference.dtype, device=reference.device
+    )
 
 
 def _backend(example: torch.Tensor, how: str) -> str:
@@ -531,7 +535,8 @@ def plan(network: nn.Module, program: StepProgram, example: torch.Tensor) -> Seq
                 part.reason = f"{part.reason}; a generated kernel does not apply: {refused}"
             else:
                 kernels[part.name] = kernel
-                part.how, part.backend, part.reason = "fused", "c-generated", None
+                part.how, part.reason = "fused", None
+                part.backend = f"{kernel.backend}-generated"
     if not reasons:
         return SequencePlan("layer-wise", reasons, parts, program, kernels=kernels)
     spec, _ = layers_spec(network, graph)
