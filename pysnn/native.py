@@ -420,14 +420,22 @@ def _build(openmp: bool = True) -> ctypes.CDLL:
 
 def compile_generated(source: str) -> ctypes.CDLL:
     """Compile generated C code (a kernel the engine wrote for a user's module, see
-    :mod:`pysnn.engine.codegen`) into the private kernel cache and load it, with the checks and
+    :mod:`pysnn.codegen`) into the private kernel cache and load it, with the checks and
     flags of the built-in kernels (``-ffp-contract=off``: each operation rounded as torch rounds
-    it). Cached by the SHA-256 of the source, compiler and flags.
+    it; ``-fopenmp`` where torch runs on GNU OpenMP and the compiler has it). Cached by the
+    SHA-256 of the source, compiler and flags.
 
     Raises:
         RuntimeError: no compiler, or the compilation failed.
     """
-    compiler, flags, _ = _build_spec(openmp=False)
+    try:
+        return _compile_generated(source, openmp=True)
+    except RuntimeError:  # a compiler without OpenMP: the loops run on one thread
+        return _compile_generated(source, openmp=False)
+
+
+def _compile_generated(source: str, openmp: bool) -> ctypes.CDLL:
+    compiler, flags, _ = _build_spec(openmp=openmp)
     key = hashlib.sha256((source + " ".join((compiler, *flags))).encode()).hexdigest()[:20]
     try:
         directory = _private(_cache_dir())

@@ -73,6 +73,7 @@ from pysnn import _checks
 from pysnn._guards import Guard
 from pysnn._sharing import all_unshared, unshared
 from pysnn._checks import ParamLike, as_param, check_choice, check_input, check_positive_scalar
+from pysnn.codegen import NeuronKernel, generate
 from pysnn.forcing import Override, check_delta, check_mask
 from pysnn.functional.decay import exp_decay
 from pysnn.functional.izhikevich import IzhikevichParameters, izhikevich_step
@@ -192,6 +193,13 @@ class Neuron(nn.Module):
             self.register_state("spikes", 0.0)
             self.register_state("trace", 0.0)
 
+    def _forget_fast_steps(self) -> None:
+        """Drop the fast step and what was learned about generating one (the module's
+        constants, states or dtype changed)."""
+        self.__dict__["_fast"] = None
+        self.__dict__["_general_steps"] = 0
+        self.__dict__["_generation_refused"] = None
+
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
         state["_fast"] = None  # holds kernel handles: rebuilt by the next step
@@ -210,7 +218,7 @@ class Neuron(nn.Module):
         float64 and cast their input (``lif(fc(x).float())``); connections may be low precision.
         """
         self.refuse_low_precision(fn)
-        self.__dict__["_fast"] = None
+        self._forget_fast_steps()
         return super()._apply(fn, recurse)
 
     def refuse_low_precision(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
@@ -264,7 +272,7 @@ class Neuron(nn.Module):
             raise ValueError(f"name must be a valid identifier, got {name!r}")
         constraints = {"positive": positive, "non_negative": non_negative, "allow_inf": allow_inf}
         tensor = as_param(name, value, self.shape, **constraints)
-        self.__dict__["_fast"] = None
+        self._forget_fast_steps()
         self._constant_specs[name] = constraints
         self.__dict__.setdefault("_reference_name", name)
         if isinstance(tensor, nn.Parameter):
@@ -276,7 +284,7 @@ class Neuron(nn.Module):
         # A constant saved per neuron (e.g. learned thresholds) loads into a neuron built with a
         # scalar, and the other way round: the buffer takes the saved shape first (validated as
         # on assignment), so that state_dict always loads into a freshly built neuron.
-        self.__dict__["_fast"] = None
+        self._forget_fast_steps()
         for name, constraints in self._constant_specs.items():
             key = prefix + name
             current = self._buffers.get(name)
@@ -312,7 +320,7 @@ class Neuron(nn.Module):
             self.register_buffer(f"{name}_initial", tensor.detach(), persistent=False)
             initial = f"{name}_initial"
         self._state_specs[name] = (initial, dtype)
-        self.__dict__["_fast"] = None
+        self._forget_fast_steps()
         self.__dict__.setdefault("_first_state", name)
         self.register_buffer(name, None, persistent=False)
 
@@ -536,12 +544,67 @@ class Neuron(nn.Module):
     #: :meth:`reset_state`) before the neuron warns, once, that the graph keeps growing.
     GRAPH_WARN_STEPS: int = 10_000
 
+    #: After this many steps of the same input shape without a gradient, a neuron without a
+    #: fused step of its own (a user's, above all) has a kernel generated from its ``step``
+    #: (:mod:`pysnn.codegen`) and takes its next single steps through it, the state updated in
+    #: place: the same values, bit for bit, in one call instead of a few small kernels per
+    #: operation. ``None``: never. A step that cannot be generated (``torch.exp`` of the state,
+    #: a random draw...) is noted once and runs as written.
+    GENERATE_AFTER: Optional[int] = 64
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """One step: input ``x`` ``(B, *shape)`` → spikes ``(B, *shape)`` (0/1, ``x``'s dtype)."""
+        """One step: input ``x`` ``(B, *shape)`` → spikes ``(B, *shape)`` (0/1, ``x``'s dtype).
+
+        Runs :meth:`step` (and the trace update); after :attr:`GENERATE_AFTER` such steps a
+        kernel generated from ``step`` takes the next ones where it applies (the same values).
+        """
+        fast = self.__dict__["_fast"]
+        if fast is not None and type(fast) is _GeneratedStep:
+            s = fast(self, x)
+            if s is not None:
+                return s
+        s = self._forward_general(x)
+        if self.__dict__["_fast"] is None and self.GENERATE_AFTER is not None:
+            self._consider_generating(x)
+        return s
+
+    def _consider_generating(self, x: torch.Tensor) -> None:
+        """Count a general step; at :attr:`GENERATE_AFTER` of them in a row that could use a
+        generated kernel, generate one (or note once why not)."""
+        state = self.__dict__
+        if (
+            type(x) is not torch.Tensor
+            or not x.is_contiguous()
+            or (torch.is_grad_enabled() and x.requires_grad)
+            or torch.compiler.is_compiling()
+            or state.get("_generation_refused") is not None
+        ):
+            return
+        count = state["_general_steps"] = state.get("_general_steps", 0) + 1
+        if count < self.GENERATE_AFTER:
+            return
+        state["_general_steps"] = 0
+        kernel, why = generate(self, x.detach())
+        if kernel is None:
+            state["_generation_refused"] = why
+        else:
+            state["_fast"] = _GeneratedStep(self, kernel, x)
+
+    @property
+    def generated_step(self) -> Optional[str]:
+        """How the next single step runs: ``"generated"`` (a kernel generated from
+        :meth:`step`, see :attr:`GENERATE_AFTER`), the reason a kernel could not be generated,
+        or ``None`` (no kernel considered yet, or the module's own fused step)."""
+        if type(self.__dict__["_fast"]) is _GeneratedStep:
+            return "generated"
+        return self.__dict__.get("_generation_refused")
+
+    def _forward_general(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` through :meth:`step`."""
         self._prepare(x)
         if self.__dict__.get("_override") is not None:  # clamp/unclamp/inject_v for this step
             override, self.__dict__["_override"] = self.__dict__["_override"], None
-            return override.run(self, x, partial(Neuron.forward, self))
+            return override.run(self, x, partial(Neuron._forward_general, self))
         if not self.spiking:
             s = self.step(x)
         else:
@@ -732,6 +795,64 @@ class _FastTraceStep(_FastStep):
             return None
         state["spikes"] = x
         return x
+
+
+class _GeneratedStep:
+    """A neuron's single step through a kernel generated from its ``step``
+    (:class:`pysnn.codegen.NeuronKernel`, one step of it), the state updated in place.
+
+    Kept in the neuron's fast-step slot, so any assignment to the neuron, ``.to()``, a new
+    constant or state drops it. Each call checks what the kernel relied on: the input's shape,
+    dtype, device and layout; no gradient wanted; no clamp pending; ``dt`` and the constants
+    (a :class:`~pysnn._guards.Guard`: in-place and ``.data`` edits included); the state seen by
+    nothing else (else the general step runs, which never edits the state in place).
+    """
+
+    __slots__ = ("kernel", "shape", "names", "size", "n", "trace")
+
+    def __init__(self, neuron: Neuron, kernel: NeuronKernel, x: torch.Tensor) -> None:
+        self.kernel, self.shape = kernel, x.shape
+        self.size, self.n = x.numel(), x[0].numel()
+        self.names = tuple(kernel.states)
+        # the trace's fused in-place kernel (its constants are among those the guard checks)
+        self.trace = trace_kernel(neuron.trace_parameters(), x) if neuron.spiking else None
+        if self.trace is not None:
+            self.names += ("trace",)
+
+    def __call__(self, neuron: Neuron, x: torch.Tensor) -> Optional[torch.Tensor]:
+        kernel = self.kernel
+        if (
+            type(x) is not torch.Tensor
+            or x.shape != self.shape
+            or x.dtype is not kernel.dtype
+            or x.device != kernel.device
+            or not x.is_contiguous()
+            or _is_compiling()
+            or neuron.__dict__.get("_override") is not None
+        ):
+            return None
+        if neuron.dt != kernel.dt or not kernel.guard.holds():
+            neuron.__dict__["_fast"] = None  # a constant changed: generated again later
+            return None
+        buffers = neuron._buffers
+        if _grad_enabled() and (
+            x.requires_grad or any(buffers[name].requires_grad for name in self.names)
+        ):
+            return None
+        if not all_unshared(buffers, self.names):
+            return None
+        if _checks._VALUE_CHECKS and _checks.nonfinite(x):
+            raise ValueError(_checks.nonfinite_message("x", x, type(neuron).__name__))
+        out = torch.empty_like(x)
+        states = [buffers[name] for name in kernel.states]
+        kernel.function(1, self.size, self.n, x, out, states, kernel.uniforms, [None] * len(states))
+        if neuron.spiking:
+            if self.trace is None or not self.trace(out, buffers["trace"]):
+                buffers["trace"] = trace_step(
+                    buffers["trace"], out, neuron.trace_parameters(), neuron._spare("trace")
+                )
+            buffers["spikes"] = out
+        return out
 
 
 def _forward_fast(

@@ -671,7 +671,7 @@ def test_generated_kernel_is_built_into_the_private_verified_cache(tmp_path, mon
     import json
     import stat
 
-    from pysnn.engine.codegen import generate
+    from pysnn.codegen import generate
 
     monkeypatch.setenv("PYSNN_CACHE_DIR", str(tmp_path / "cache"))
     kernel, why = generate(CurrentLIF(4), torch.zeros(2, 4))
@@ -761,7 +761,7 @@ def test_generated_bptt_kernel_gives_the_loops_gradients(factory, monkeypatch):
     rounding)."""
     if not native.available():
         pytest.skip("generated kernels need the C compiler")
-    from pysnn.engine import codegen
+    from pysnn import codegen
 
     used = []
     apply = codegen._GeneratedSteps.apply

@@ -156,6 +156,14 @@ def test_backends_import_no_layer_above_them():
             assert wrong == [], f"{name} imports {wrong}"
 
 
+def test_codegen_imports_no_module_or_layer_above():
+    """pysnn.codegen sits beside the functional layer: the neuron module imports it, so it
+    imports neither the modules nor the engine (annotations only, under TYPE_CHECKING)."""
+    graph, _ = _graph()
+    wrong = sorted(t for t in graph["pysnn.codegen"] if _layer(t, MODULES | ABOVE_MODULES))
+    assert wrong == [], f"pysnn.codegen imports {wrong}"
+
+
 def test_engine_imports_nothing_above_it():
     graph, _ = _graph()
     for name in graph:

@@ -68,7 +68,7 @@ def test_generated_kernels_are_not_triton_on_cpu_without_the_interpreter() -> No
     import torch
 
     from pysnn import backends
-    from pysnn.engine.codegen import generate
+    from pysnn.codegen import generate
     from pysnn.neuron import IzhikevichNeuron
 
     if os.environ.get("TRITON_INTERPRET") == "1":

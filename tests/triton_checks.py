@@ -458,7 +458,7 @@ def end_to_end_unroll_bptt() -> None:
     assert calls, "the Triton backward kernel did not run"
 
 
-# ---- generated kernels (pysnn.engine.codegen) written as Triton ----
+# ---- generated kernels (pysnn.codegen) written as Triton ----
 
 
 def _generated_cases() -> Dict[str, Tuple[Callable[[int], nn.Module], float]]:
@@ -589,7 +589,7 @@ def generated_under_autograd_runs_the_torch_step() -> None:
 def generated_perturbed_uniform_is_detected() -> None:
     """The comparison can fail: the kernel's per-neuron membrane decay one ulp off changes the
     state, and the bit-for-bit comparison sees it."""
-    from pysnn.engine.codegen import generate
+    from pysnn.codegen import generate
 
     factory, gain = _generated_cases()["CurrentLIF"]
     net, x = _generated_net(factory, gain, torch.float32)
@@ -624,8 +624,8 @@ def generated_number_constants_round_as_torch() -> None:
     dtype, as torch's CUDA division by a Python number."""
     from test_engine import Clipped
 
-    from pysnn.engine import codegen
-    from pysnn.engine.codegen_triton import write_triton
+    from pysnn import codegen
+    from pysnn.backends.triton.generated import write_triton
 
     for dtype, name in ((torch.float32, "tl.float32"), (torch.float64, "tl.float64")):
         kernel, why = codegen.generate(Clipped(5).to(dtype), torch.zeros(2, 5, dtype=dtype))

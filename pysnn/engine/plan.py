@@ -31,9 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from pysnn import backends, native
+from pysnn import backends
 from pysnn.connection import Connection, Linear
-from pysnn.engine.codegen import NeuronKernel, generate
+from pysnn.codegen import NeuronKernel, generate
 from pysnn.engine.layers import run_layers
 from pysnn.engine.capture import (
     StepProgram,
@@ -157,7 +157,7 @@ class Part:
             ``T * B`` samples at once) or ``"stepped"`` (once per step).
         backend: what runs it: a registered backend's name (:mod:`pysnn.backends`: ``"c"``,
             ``"triton"``), ``"c-generated"`` or ``"triton-generated"`` (a kernel generated from
-            the module's step as C or Triton, :mod:`pysnn.engine.codegen`) or ``"torch"``.
+            the module's step as C or Triton, :mod:`pysnn.codegen`) or ``"torch"``.
         reason: why it is stepped (``None`` otherwise).
     """
 

@@ -1,0 +1,197 @@
+"""A neuron without a fused step of its own (a user's) stepped in a Python loop: after
+``GENERATE_AFTER`` steps its single steps run a kernel generated from its ``step``
+(pysnn.codegen), in place, with the values of its torch step bit for bit, and everything that
+can change a step (constants edited through .data, attributes, states, batch size, gradients,
+hooks, references kept to the state) seen at the next step."""
+
+import copy
+
+import pytest
+import torch
+
+from pysnn import backends, codegen, native
+from pysnn.neuron import IzhikevichNeuron, Neuron
+from pysnn.readout import LIReadout
+from tests.test_engine import Clipped, CurrentLIF, Exponential, Reciprocal
+
+pytestmark = pytest.mark.skipif(not native.available(), reason="needs the C kernels")
+
+
+def _pair(factory, dtype=torch.float32):
+    """A neuron and its reference twin, which never generates (its steps run as torch ops)."""
+    torch.manual_seed(0)
+    a = factory().to(dtype)
+    b = copy.deepcopy(a)
+    b.GENERATE_AFTER = None
+    return a, b
+
+
+def _state(neuron):
+    return {k: v for k, v in neuron._buffers.items() if v is not None}
+
+
+def _assert_same(a, b):
+    sa, sb = _state(a), _state(b)
+    assert sa.keys() == sb.keys()
+    for key in sa:
+        assert torch.equal(sa[key], sb[key]), key
+
+
+def _inputs(steps=150, batch=3, n=13, dtype=torch.float32, scale=1.5, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(steps, batch, n, generator=g) * scale).to(dtype)
+
+
+FACTORIES = [
+    pytest.param(lambda: CurrentLIF(13, tau_v=torch.linspace(5.0, 30.0, 13)), id="CurrentLIF"),
+    pytest.param(lambda: Clipped(13), id="Clipped"),
+    pytest.param(lambda: Reciprocal(13), id="Reciprocal"),
+    pytest.param(lambda: IzhikevichNeuron(13), id="Izhikevich"),
+    pytest.param(lambda: LIReadout(13), id="LIReadout"),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("factory", FACTORIES)
+def test_generated_single_steps_are_the_torch_steps_bit_for_bit(factory, dtype):
+    a, b = _pair(factory, dtype)
+    x = _inputs(dtype=dtype, scale=20.0 if isinstance(a, IzhikevichNeuron) else 1.5)
+    with torch.no_grad():
+        for t in range(x.shape[0]):
+            assert torch.equal(a(x[t]), b(x[t])), t
+    assert a.generated_step == "generated" and b.generated_step is None
+    _assert_same(a, b)
+    if a.spiking:
+        assert a.trace.abs().sum() > 0
+
+
+def test_the_generated_kernel_runs_and_is_made_once(monkeypatch):
+    made = []
+    generate = codegen.generate
+
+    def counted(neuron, example):
+        made.append(type(neuron).__name__)
+        return generate(neuron, example)
+
+    import pysnn.neuron as neuron_module
+
+    monkeypatch.setattr(neuron_module, "generate", counted)
+    a = CurrentLIF(13)
+    x = _inputs(steps=200)
+    with torch.no_grad():
+        for t in range(Neuron.GENERATE_AFTER - 1):
+            a(x[t])
+        assert made == [] and a.generated_step is None
+        a(x[Neuron.GENERATE_AFTER - 1])
+        assert made == ["CurrentLIF"] and a.generated_step == "generated"
+        kernel = a.__dict__["_fast"].kernel
+        calls = []
+        function = kernel.function
+        kernel.function = lambda *args: calls.append(1) or function(*args)
+        for t in range(Neuron.GENERATE_AFTER, 200):
+            a(x[t])
+    assert made == ["CurrentLIF"] and len(calls) == 200 - Neuron.GENERATE_AFTER
+
+
+def test_a_step_that_cannot_be_generated_is_noted_once(monkeypatch):
+    made = []
+    generate = codegen.generate
+    import pysnn.neuron as neuron_module
+
+    monkeypatch.setattr(neuron_module, "generate", lambda n, e: made.append(1) or generate(n, e))
+    a, b = _pair(lambda: Exponential(13))
+    x = _inputs(steps=300, scale=0.5)
+    with torch.no_grad():
+        for t in range(x.shape[0]):
+            assert torch.equal(a(x[t]), b(x[t]))
+    assert made == [1] and "exp cannot be generated" in a.generated_step
+
+
+def test_edits_between_steps_take_effect_at_the_next_step():
+    """A constant edited through .data, in place or by assignment; a state assigned or edited in
+    place; an attribute the step does not read: each is the torch step's result after it."""
+    a, b = _pair(lambda: CurrentLIF(13))
+    x = _inputs(steps=560)
+    edits = {  # (70 steps apart: each is made while the generated kernel runs)
+        70: lambda n: n.thresh.data.fill_(0.6),
+        140: lambda n: n.tau_v.mul_(2.0),
+        210: lambda n: setattr(n, "v_rest", 0.2),
+        280: lambda n: n.v.__setitem__((0, 3), 5.0),
+        350: lambda n: setattr(n, "v", torch.zeros_like(n.v)),
+        420: lambda n: n.tau_syn.data.copy_(torch.tensor(2.0)),
+    }
+    with torch.no_grad():
+        for t in range(x.shape[0]):
+            if t in edits:
+                assert a.generated_step == "generated", t
+                edits[t](a), edits[t](b)
+            assert torch.equal(a(x[t]), b(x[t])), t
+    _assert_same(a, b)
+
+
+def test_a_flag_the_step_reads_is_seen():
+    class Gated(Neuron):
+        def __init__(self, n):
+            super().__init__(n)
+            self.register_state("v", 0.0)
+            self.leaky = True
+
+        def step(self, x):
+            self.v = (self.v * 0.8 if self.leaky else self.v) + x
+            s = self.fire(self.v - 1.0)
+            self.v = self.v * (1 - s)
+            return s
+
+    a, b = _pair(lambda: Gated(13))
+    x = _inputs(steps=300, scale=0.4)
+    with torch.no_grad():
+        for t in range(x.shape[0]):
+            if t == 150:
+                a.leaky = b.leaky = False
+            assert torch.equal(a(x[t]), b(x[t])), t
+    _assert_same(a, b)
+
+
+def test_batch_size_gradients_hooks_and_kept_references():
+    a, b = _pair(lambda: CurrentLIF(13))
+    x = _inputs(steps=150)
+    seen = []
+    a.register_forward_hook(lambda m, i, o: seen.append(1))
+    with torch.no_grad():
+        for t in range(100):
+            assert torch.equal(a(x[t]), b(x[t]))
+        assert a.generated_step == "generated" and len(seen) == 100
+        kept = a.v  # a reference kept: the next step must not write into it
+        before = kept.clone()
+        assert torch.equal(a(x[100]), b(x[100]))
+        assert torch.equal(kept, before)
+        del kept
+        a.reset_state(), b.reset_state()
+        y = _inputs(steps=20, batch=5)
+        for t in range(20):  # another batch size
+            assert torch.equal(a(y[t]), b(y[t]))
+    # under autograd the torch step runs, and gradients flow
+    a.reset_state(), b.reset_state()
+    xa = x[:30].clone().requires_grad_(True)
+    xb = x[:30].clone().requires_grad_(True)
+    sa = torch.stack([a(xa[t]) for t in range(30)])
+    sb = torch.stack([b(xb[t]) for t in range(30)])
+    assert torch.equal(sa, sb)
+    (sa.sum() + a.v.sum()).backward()
+    (sb.sum() + b.v.sum()).backward()
+    assert torch.equal(xa.grad, xb.grad) and xa.grad.abs().sum() > 0
+
+
+def test_the_torch_preference_and_generate_after_none_keep_the_torch_step():
+    a = CurrentLIF(13)
+    x = _inputs(steps=100)
+    with torch.no_grad(), backends.prefer("torch"):
+        for t in range(100):
+            a(x[t])
+    assert a.generated_step is not None and a.generated_step != "generated"
+    b = CurrentLIF(13)
+    b.GENERATE_AFTER = None
+    with torch.no_grad():
+        for t in range(100):
+            b(x[t])
+    assert b.generated_step is None
