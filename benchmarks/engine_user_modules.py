@@ -10,7 +10,9 @@ step, ``Linear(n, n)`` → LIF, ``n`` = 2048, ``T`` = 100, batch 16, 10 % input 
 - ``torch``: plain torch autograd written step by step (``nn.Linear`` + the same LIF equations),
   under BPTT only.
 
-Without gradient it prints ``user / builtin``; with ``--grad`` (forward + backward of the sum of
+Without gradient it prints ``user / builtin``, for the network, the neurons alone and the
+neurons stepped in a Python loop (the user's neuron through its generated single step after
+``GENERATE_AFTER`` steps, and with its torch step); with ``--grad`` (forward + backward of the sum of
 spikes) also ``torch / user`` and ``torch / builtin``. Writes
 ``benchmarks/results/engine_user_modules[_grad].json``.
 
@@ -138,6 +140,45 @@ def _median_times(
     return {name: statistics.median(t) for name, t in times.items()}
 
 
+def step_loop(args: argparse.Namespace, g: torch.Generator) -> Dict[str, Dict[str, float]]:
+    """The neurons alone stepped in a Python loop (``for x_t in x: neuron(x_t)``), in µs per
+    step: the built-in ``LIFNeuron`` (its fused step), the user's LIF after
+    ``GENERATE_AFTER`` steps (its generated kernel), and the user's LIF with generation off
+    (its torch step). Two sizes: 100 neurons at batch 1, ``--neurons`` at ``--batch``."""
+    out: Dict[str, Dict[str, float]] = {}
+    for n, batch in ((100, 1), (args.neurons, args.batch)):
+        currents = torch.randn(300, batch, n, generator=g) * 0.5
+        torch_step = UserLIF(n, surrogate=FastSigmoid(10.0))
+        torch_step.GENERATE_AFTER = None
+        neurons = {
+            "builtin": builtin(n).lif,
+            "user (generated)": UserLIF(n, surrogate=FastSigmoid(10.0)),
+            "user (torch step)": torch_step,
+        }
+
+        def runner(neuron: Neuron) -> Callable[[torch.Tensor], None]:
+            def run(x: torch.Tensor) -> None:
+                for x_t in x:
+                    neuron(x_t)
+
+            return run
+
+        with torch.no_grad():
+            for neuron in neurons.values():  # past GENERATE_AFTER: the kernel exists
+                runner(neuron)(currents[:100])
+            spikes = {k: torch.stack([m(x_t) for x_t in currents]) for k, m in neurons.items()}
+            same_spikes = all(torch.equal(spikes["builtin"], v) for v in spikes.values())
+            seconds = _median_times({k: runner(m) for k, m in neurons.items()}, currents, 5)
+        us = {k: v / currents.shape[0] * 1e6 for k, v in seconds.items()}
+        key = f"{n} neurons, batch {batch}"
+        out[key] = us
+        how = neurons["user (generated)"].generated_step
+        print(f"  Python step loop, {key} (same spikes: {same_spikes}; user's step: {how}):")
+        for k, v in us.items():
+            print(f"    {k:18s} {v:7.1f} us/step  ({v / us['builtin']:.2f}x builtin)")
+    return out
+
+
 def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--neurons", type=int, default=2048)
@@ -188,8 +229,12 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
         for name, seconds in neuron.items():
             print(f"  {name:8s} {seconds:8.4f} s")
         print(f"  user / builtin, neurons alone: {neuron['user'] / neuron['builtin']:.2f}x")
+    loop = {}
+    if not args.grad:  # a Python step loop of the neurons: the generated single step
+        loop = step_loop(args, g)
     name = f"engine_user_modules{'_grad' if args.grad else ''}.json"
     result = {"args": vars(args), "seconds": median, "same_spikes": same, "neurons_alone": neuron}
+    result["step_loop_us"] = loop
     (REPO / "benchmarks" / "results" / name).write_text(json.dumps(result, indent=2))
     return median
 
