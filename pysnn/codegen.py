@@ -154,6 +154,45 @@ class Op:
     args: Tuple[Optional[Ref], ...]
     result: str
 
+    def adjoints(
+        self,
+        operands: List[Optional[str]],
+        grads: List[Optional[str]],
+        g: str,
+        surrogate: Callable[[str], str],
+        dialect: Any,
+    ) -> List[str]:
+        """The backward statements of this operation: what it adds to its operands' adjoints
+        ``grads`` (``None``: no gradient wanted), given its own adjoint ``g``, its operands'
+        expressions ``operands``; ``surrogate`` writes the surrogate derivative at an
+        expression, ``dialect`` the statements and expressions of a backend (the C writer's
+        :class:`_CDialect`, the Triton writer's own), so that both writers apply the same
+        adjoints in the same order."""
+        a, ga = operands[0], grads[0]
+        if self.kind in ("add", "sub", "mul", "div"):
+            return _binary_adjoints(self.kind, a, operands[1], g, ga, grads[1], dialect)
+        lines = []
+        if self.kind == "fire" and ga:
+            lines.append(dialect.add(ga, dialect.mul(g, surrogate(a))))
+        elif self.kind == "neg" and ga:
+            lines.append(dialect.sub(ga, g))
+        elif self.kind == "where":
+            if grads[1]:
+                lines.append(dialect.add(grads[1], g, a))
+            if grads[2]:
+                lines.append(dialect.add(grads[2], g, dialect.negate(a)))
+        elif self.kind == "abs" and ga:
+            lines.append(dialect.add(ga, dialect.sign(a, g)))
+        elif self.kind == "clamp" and ga:
+            lo, hi = operands[1], operands[2]
+            inside = ([f"{a} >= {lo}"] if lo is not None else []) + (
+                [f"{a} <= {hi}"] if hi is not None else []
+            )
+            lines.append(dialect.add(ga, g, dialect.all(inside)))
+        elif self.kind == "float" and ga:
+            lines.append(dialect.add(ga, g))
+        return lines  # comparisons and logical operations: no gradient
+
 
 @dataclass
 class Step:
@@ -189,6 +228,57 @@ class Step:
         if ref.kind == "number" and isinstance(ref.value, bool):
             return "bool"
         return "float"
+
+    def gradient(self, ref: Optional[Ref]) -> Optional[str]:
+        """The adjoint variable of an operand in a backward kernel, C or Triton (``None``: no
+        gradient, a uniform, a number or a ``bool`` value)."""
+        if ref is None:
+            return None
+        if ref.kind == "x":
+            return "g_in_x"
+        if ref.kind == "state":
+            return f"g_s{ref.index}"
+        if ref.kind == "value" and self.ops[ref.index].result == "float":
+            return f"g_e{ref.index}"
+        return None
+
+    def seeds(self) -> Tuple[Optional[str], List[Tuple[str, int]]]:
+        """Where the upstream gradients enter a backward step: the adjoint of the spikes
+        (``None``: the spikes have no gradient), and for each state ``k`` the adjoint that
+        receives the gradient of its new value (its own ``g_s{k}`` where the step leaves it
+        as it is), as ``(adjoint, k)``."""
+        targets = [
+            (self.gradient(self.updated.get(k)) or f"g_s{k}", k) for k in range(len(self.states))
+        ]
+        return self.gradient(self.spikes), targets
+
+    def surrogate_form(self) -> Optional[Tuple[int, float]]:
+        """The surrogate derivative that :meth:`~pysnn.neuron.Neuron.fire` uses, as the
+        writers write it: ``(code, parameter)`` of a built-in :mod:`pysnn.surrogate` class (its
+        ``native_code``, 1 to 5, on its own exact class), ``(0, 0.0)`` for no surrogate (no
+        gradient), ``None`` where it cannot be written (another class: a user's, a subclass)."""
+        if self.surrogate is None:
+            return 0, 0.0
+        code = type(self.surrogate).__dict__.get("native_code")
+        if code not in (1, 2, 3, 4, 5):
+            return None
+        return code, float(self.surrogate.param)
+
+    def differentiable(self) -> bool:
+        """Whether a backward kernel is written (by either writer): the spikes' gradient is
+        wanted (they are a floating-point value), the surrogate derivative can be written, and
+        no ``bool`` value is converted to the dtype where the neuron has a surrogate: such a
+        Heaviside step written outside ``fire`` (as :func:`pysnn.functional.spike.spike`,
+        which applies the surrogate only under autograd, so the recorded step does not show
+        it) may carry the surrogate's gradient in the torch step, and the kernel would drop it."""
+        heaviside = self.surrogate is not None and any(
+            op.kind == "float" and self.result(op.args[0]) == "bool" for op in self.ops
+        )
+        return (
+            self.gradient(self.spikes) is not None
+            and self.surrogate_form() is not None
+            and not heaviside
+        )
 
 
 class _Record(TorchFunctionMode):
@@ -234,6 +324,24 @@ Launch = Callable[
     ],
     None,
 ]
+#: a generated backward kernel (BPTT): ``(steps, size, n, x, g_out, g_x, g_states, uniforms,
+#: history)``: ``g_out`` the spikes' gradient, ``g_x`` receiving the input's, ``g_states`` the
+#: gradients of the states after the last step, replaced in place by those of the states before
+#: the first; ``history`` the forward's (each step's state before the step)
+Gradient = Callable[
+    [
+        int,
+        int,
+        int,
+        torch.Tensor,
+        torch.Tensor,
+        torch.Tensor,
+        Sequence[torch.Tensor],
+        Sequence[torch.Tensor],
+        Sequence[torch.Tensor],
+    ],
+    None,
+]
 
 
 @dataclass
@@ -245,8 +353,8 @@ class NeuronKernel:
         states: the state variables the step updates, in the kernel's argument order.
         uniforms: the uniform values (tensors computed by torch from the constants).
         function: the forward kernel (see :data:`Launch`).
-        gradient: the C backward kernel (``None``: no gradient; the torch step runs under
-            autograd).
+        gradient: the backward kernel (see :data:`Gradient`; ``None``: no gradient, the torch
+            step runs under autograd).
         backend: the writer, ``"c"`` or ``"triton"``.
         device: the device it runs on.
     """
@@ -258,7 +366,7 @@ class NeuronKernel:
     dt: float
     dtype: torch.dtype
     function: Launch
-    gradient: Optional[Callable[..., None]] = None
+    gradient: Optional[Gradient] = None
     backend: str = "c"
     device: torch.device = torch.device("cpu")
 
@@ -329,7 +437,7 @@ def generate(neuron: Neuron, example: torch.Tensor) -> Tuple[Optional[NeuronKern
             from pysnn.backends.triton.generated import triton_kernel
 
             try:
-                source, function = triton_kernel(step, example.device)
+                source, function, gradient = triton_kernel(step, example.device)
             except ValueError as err:
                 raise _Refused(str(err)) from None
     except _Refused as why:
@@ -548,20 +656,6 @@ def _c_operand(step: Step, ref: Optional[Ref], ctype: str) -> Optional[str]:
     return _number(ref.value, ctype)
 
 
-def _c_gradient(step: Step, ref: Optional[Ref]) -> Optional[str]:
-    """The adjoint variable of an operand in the backward kernel (``None``: no gradient, a
-    uniform, a number or a ``bool`` value)."""
-    if ref is None:
-        return None
-    if ref.kind == "x":
-        return "g_in_x"
-    if ref.kind == "state":
-        return f"g_s{ref.index}"
-    if ref.kind == "value" and step.ops[ref.index].result == "float":
-        return f"g_e{ref.index}"
-    return None
-
-
 def _c_expression(op: Op, operands: List[Optional[str]], ctype: str) -> str:
     """The C expression of ``op`` over its operands' expressions."""
     a = operands[0]
@@ -585,35 +679,41 @@ def _c_expression(op: Op, operands: List[Optional[str]], ctype: str) -> str:
     return f"({a} != 0)"  # bool
 
 
-def _c_adjoints(
-    op: Op, operands: List[Optional[str]], grads: List[Optional[str]], g: str, surrogate: str
-) -> List[str]:
-    """The backward statements of ``op``: what it adds to its operands' adjoints ``grads``
-    (``None``: no gradient wanted), given its own adjoint ``g``."""
-    a, ga = operands[0], grads[0]
-    if op.kind in ("add", "sub", "mul", "div"):
-        return _binary_adjoints(op.kind, a, operands[1], g, ga, grads[1])
-    lines = []
-    if op.kind == "fire" and ga:
-        lines.append(f"{ga} += {g} * {surrogate.format(a=a)};")
-    elif op.kind == "neg" and ga:
-        lines.append(f"{ga} -= {g};")
-    elif op.kind == "where":
-        if grads[1]:
-            lines.append(f"if ({a}) {grads[1]} += {g};")
-        if grads[2]:
-            lines.append(f"if (!{a}) {grads[2]} += {g};")
-    elif op.kind == "abs" and ga:
-        lines.append(f"{ga} += ({a} > 0 ? {g} : ({a} < 0 ? -{g} : 0));")
-    elif op.kind == "clamp" and ga:
-        lo, hi = operands[1], operands[2]
-        inside = ([f"{a} >= {lo}"] if lo is not None else []) + (
-            [f"{a} <= {hi}"] if hi is not None else []
+class _CDialect:
+    """How :meth:`Op.adjoints` writes backward statements and the expressions in them, in C."""
+
+    @staticmethod
+    def add(target: str, term: str, condition: Optional[str] = None) -> str:
+        """``target += term`` (where ``condition`` holds)."""
+        return (
+            f"{target} += {term};" if condition is None else f"if ({condition}) {target} += {term};"
         )
-        lines.append(f"if ({' && '.join(inside) or '1'}) {ga} += {g};")
-    elif op.kind == "float" and ga:
-        lines.append(f"{ga} += {g};")
-    return lines  # comparisons and logical operations: no gradient
+
+    @staticmethod
+    def sub(target: str, term: str) -> str:
+        return f"{target} -= {term};"
+
+    @staticmethod
+    def mul(a: str, b: str) -> str:
+        return f"{a} * {b}"
+
+    @staticmethod
+    def div(a: str, b: str) -> str:
+        return f"{a} / {b}"
+
+    @staticmethod
+    def negate(a: str) -> str:
+        """The logical negation of the condition ``a``."""
+        return f"!{a}"
+
+    @staticmethod
+    def all(conditions: List[str]) -> Optional[str]:
+        return " && ".join(conditions) or "1"
+
+    @staticmethod
+    def sign(a: str, g: str) -> str:
+        """``g`` times the sign of ``a`` (0 at 0): the adjoint of ``abs``."""
+        return f"({a} > 0 ? {g} : ({a} < 0 ? -{g} : 0))"
 
 
 #: The generated C loops run blocks of elements, each through all steps (the elements of a
@@ -634,13 +734,14 @@ _C_BLOCKS = """
 _threads = torch.get_num_threads
 
 
-def _c_kernel(step: Step) -> Tuple[str, Launch, Optional[Callable[..., None]]]:
+def _c_kernel(step: Step) -> Tuple[str, Launch, Optional[Gradient]]:
     """Write ``step`` as C (a forward loop, and a BPTT backward loop where the surrogate can
     be written), compile it: its source, forward kernel and backward kernel."""
     if not backends.enabled("c"):
         raise _Refused("no C compiler or fused kernels off (PYSNN_NATIVE=0)")
     ctype = _CTYPES[step.dtype]
-    surrogate = _surrogate_derivative(step.surrogate, ctype)
+    surrogate = _surrogate_derivative(step, ctype)
+    derivative = None if surrogate is None else (lambda a: surrogate.format(a=a))
     states = range(len(step.states))
     lines: List[str] = []
     adjoints: List[str] = []  # the backward statements, in forward order (emitted reversed)
@@ -649,8 +750,9 @@ def _c_kernel(step: Step) -> Tuple[str, Launch, Optional[Callable[..., None]]]:
         expression = _c_expression(op, operands, ctype)
         lines.append(f"{'int' if op.result == 'bool' else ctype} e{k} = {expression};")
         if op.result == "float" and surrogate is not None:
-            grads = [_c_gradient(step, ref) for ref in op.args]
-            adjoints.append("\n".join(_c_adjoints(op, operands, grads, f"g_e{k}", surrogate)))
+            grads = [step.gradient(ref) for ref in op.args]
+            statements = op.adjoints(operands, grads, f"g_e{k}", derivative, _CDialect)
+            adjoints.append("\n".join(statements))
     spikes = _c_operand(step, step.spikes, ctype)
     body = "\n".join("            " + line for line in lines)
     stores = "".join(
@@ -689,15 +791,14 @@ void pysnn_generated(int64_t steps, int64_t size, int64_t n, const {ctype} *rest
     }}
 }}
 """
-    spikes_gradient = _c_gradient(step, step.spikes)
-    backward = spikes_gradient is not None and surrogate is not None
+    spikes_gradient, targets = step.seeds()
+    backward = step.differentiable()  # (then the surrogate was written)
     if backward:  # BPTT: step t's values recomputed from the saved state, adjoints reversed
         grads = ["g_in_x"] + [f"g_s{k}" for k in states]
         grads += [f"g_e{k}" for k, op in enumerate(step.ops) if op.result == "float"]
         zeros = "".join(f"\n            {ctype} {v} = 0;" for v in grads)
         seeds = f"\n            {spikes_gradient} += got[i];"
-        for k in states:
-            target = _c_gradient(step, step.updated.get(k)) or f"g_s{k}"
+        for target, k in targets:
             seeds += f"\n            {target} += gs{k}_[i];"
         reverse = "\n".join(
             "            " + line for block in reversed(adjoints) for line in block.splitlines()
@@ -747,7 +848,7 @@ void pysnn_generated_backward(int64_t steps, int64_t size, int64_t n, const {cty
         gradient = library.pysnn_generated_backward
         gradient.argtypes = [ctypes.c_int64] * 3 + [ctypes.c_void_p] + pointers + [ctypes.c_int64]
         gradient.restype = None
-    return source, _c_launch(function), gradient
+    return source, _c_launch(function), None if gradient is None else _c_gradient_launch(gradient)
 
 
 def _c_launch(function: Callable[..., None]) -> Launch:
@@ -769,14 +870,37 @@ def _c_launch(function: Callable[..., None]) -> Launch:
     return launch
 
 
-def _surrogate_derivative(surrogate: Any, ctype: str) -> Optional[str]:
+def _c_gradient_launch(function: Callable[..., None]) -> Gradient:
+    """The compiled C backward kernel as a :data:`Gradient` (tensors passed by address)."""
+
+    def gradient(steps, size, n, x, g_out, g_x, g_states, uniforms, history) -> None:
+        function(
+            steps,
+            size,
+            n,
+            x.data_ptr(),
+            g_out.data_ptr(),
+            g_x.data_ptr(),
+            *(g.data_ptr() for g in g_states),
+            *(u.data_ptr() for u in uniforms),
+            *(h.data_ptr() for h in history),
+            _threads(),
+        )
+
+    return gradient
+
+
+def _surrogate_derivative(step: Step, ctype: str) -> Optional[str]:
     """C template (over ``{a}``, the distance above threshold) of the derivative that
     :meth:`~pysnn.neuron.Neuron.fire` uses, or ``None`` where it cannot be written: a built-in
     :mod:`pysnn.surrogate` class (its own exact class), or no surrogate (no gradient)."""
-    if surrogate is None:
+    form = step.surrogate_form()
+    if form is None:
+        return None
+    code, param = form
+    if code == 0:
         return "0"
-    code = type(surrogate).__dict__.get("native_code")
-    k = f"(({ctype}){float(surrogate.param)!r})" if code else None
+    k = f"(({ctype}){param!r})"
     exp = "exp" if ctype == "double" else "expf"
     forms = {
         1: f"(({ctype})1 / (({k} * fabs({{a}}) + 1) * ({k} * fabs({{a}}) + 1)))",
@@ -786,28 +910,36 @@ def _surrogate_derivative(surrogate: Any, ctype: str) -> Optional[str]:
         4: f"(1 - fabs({{a}}) / {k} > 0 ? 1 - fabs({{a}}) / {k} : 0)",
         5: f"(fabs({{a}}) <= {k} ? ({ctype})1 : ({ctype})0)",
     }
-    if code == 5 and math.isinf(surrogate.param):
+    if code == 5 and math.isinf(param):
         return f"(({ctype})1)"
-    return forms.get(code)
+    return forms[code]
 
 
-def _binary_adjoints(name: str, a: str, b: str, g: str, ga: Optional[str], gb: Optional[str]):
+def _binary_adjoints(
+    name: str,
+    a: str,
+    b: str,
+    g: str,
+    ga: Optional[str],
+    gb: Optional[str],
+    dialect: Any,
+) -> List[str]:
     """Backward statements of the arithmetic operation ``name`` (``add sub mul div``) on
-    operands ``a``, ``b`` (C expressions), upstream adjoint ``g``, operand adjoints ``ga``,
+    operands ``a``, ``b`` (expressions), upstream adjoint ``g``, operand adjoints ``ga``,
     ``gb`` (``None``: no gradient wanted, a constant or a number)."""
-    lines = []
+    d, lines = dialect, []
     if name == "add":
-        lines += [f"{ga} += {g};"] if ga else []
-        lines += [f"{gb} += {g};"] if gb else []
+        lines += [d.add(ga, g)] if ga else []
+        lines += [d.add(gb, g)] if gb else []
     elif name == "sub":
-        lines += [f"{ga} += {g};"] if ga else []
-        lines += [f"{gb} -= {g};"] if gb else []
+        lines += [d.add(ga, g)] if ga else []
+        lines += [d.sub(gb, g)] if gb else []
     elif name == "mul":
-        lines += [f"{ga} += {g} * {b};"] if ga else []
-        lines += [f"{gb} += {g} * {a};"] if gb else []
+        lines += [d.add(ga, d.mul(g, b))] if ga else []
+        lines += [d.add(gb, d.mul(g, a))] if gb else []
     else:  # div
-        lines += [f"{ga} += {g} / {b};"] if ga else []
-        lines += [f"{gb} -= {g} * {a} / ({b} * {b});"] if gb else []
+        lines += [d.add(ga, d.div(g, b))] if ga else []
+        lines += [d.sub(gb, d.div(d.mul(g, a), f"({b} * {b})"))] if gb else []
     return lines
 
 
@@ -838,16 +970,5 @@ class _GeneratedSteps(torch.autograd.Function):
             for g, h in zip(grad_states, history)
         ]
         g_x = torch.empty_like(x)
-        kernel.gradient(
-            steps,
-            size,
-            ctx.n,
-            x.data_ptr(),
-            g_out.data_ptr(),
-            g_x.data_ptr(),
-            *(g.data_ptr() for g in g_states),
-            *(u.data_ptr() for u in kernel.uniforms),
-            *(h.data_ptr() for h in history),
-            _threads(),
-        )
+        kernel.gradient(steps, size, ctx.n, x, g_out, g_x, g_states, kernel.uniforms, history)
         return (None, None, g_x, *g_states)

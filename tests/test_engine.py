@@ -827,6 +827,31 @@ def test_a_surrogate_of_ones_own_keeps_the_forward_kernel_and_the_torch_gradient
         torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
 
 
+def test_a_heaviside_outside_fire_keeps_the_torch_gradient():
+    """IzhikevichNeuron spikes through ``functional.spike`` (its surrogate applied only under
+    autograd, unseen by the recorded step): the forward kernel is generated without a backward,
+    and under autograd the torch step gives the loop's gradients (a generated backward would
+    drop the surrogate's)."""
+    if not native.available():
+        pytest.skip("generated kernels need the C compiler")
+    from pysnn import codegen
+    from pysnn.neuron import IzhikevichNeuron
+
+    kernel, why = codegen.generate(IzhikevichNeuron(16).double(), torch.zeros(2, 16).double())
+    assert kernel is not None and kernel.gradient is None, why
+    net = _one_layer(lambda n: IzhikevichNeuron(n), dtype=torch.float64)
+    with torch.no_grad():
+        net.fc.weight.mul_(32)
+    x = _spikes(t=30).double()
+    _loop(net, x).sum().backward()
+    expected = [p.grad.clone() for p in net.parameters()]
+    net.zero_grad()
+    Unroll(net)(x).sum().backward()
+    for got, want in zip([p.grad for p in net.parameters()], expected):
+        assert want.abs().sum() > 0
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
 # ---- random draws: the engine keeps the step loop's draws, seed for seed ----
 
 

@@ -558,31 +558,155 @@ def generated_refusals_keep_their_reasons() -> None:
                 _equal("Exponential output", Unroll(net)(x), want)
 
 
-@check
-def generated_under_autograd_runs_the_torch_step() -> None:
-    """No Triton backward is generated: under autograd the kernel does not apply (the neuron
-    runs its torch step), and the gradients are the step loop's (to rounding: the sums run in
-    another order)."""
+def _generated_gradients(name: str, factory, gain: float, dtype: torch.dtype) -> None:
+    """``Unroll`` of the network under autograd (the neuron's generated Triton forward and
+    backward kernels) against torch autograd through its step loop, for a loss on the spikes
+    (random weights) and on the neuron's final state: spikes bit for bit, input, weight and
+    (where it has one) bias gradients to 1e-12 in float64, to 1e-5 (relative and absolute) in float32 (the
+    Linear's weight gradient sums over ``T * B`` in another order, and the surrogate
+    derivatives round differently: ``1 / (a * a)`` against torch's ``pow(-2)``)."""
+    from pysnn.engine import explain
     from pysnn.multistep import Unroll
 
-    factory, gain = _generated_cases()["CurrentLIF"]
-    net, x = _generated_net(factory, gain, torch.float64)
+    net, x = _generated_net(factory, gain, dtype)
     reference = copy.deepcopy(net)
+    x = x.requires_grad_()
+    x_ref = x.detach().clone().requires_grad_()
+    e = explain(net, x)
+    assert e.fused and e.backends["1"] == "triton-generated", (name, e)
     model = Unroll(net)
     with torch.no_grad():
-        model(x)  # planned: the kernel is generated
+        model(x)  # planned: the kernel generated
     (plan,) = model._runner.plans.values()
-
-    def refuse(*args: object) -> None:
-        raise AssertionError("the Triton kernel ran under autograd")
-
-    plan.kernels["1"].function = refuse
-    model(x).sum().backward()
+    kernel = plan.kernels["1"]
+    assert kernel.backend == "triton" and kernel.gradient is not None, name
+    calls: List[int] = []
+    backward = kernel.gradient
+    kernel.gradient = lambda *args: calls.append(1) or backward(*args)
+    g = torch.Generator().manual_seed(11)
+    w_out = torch.rand(T, B, N, generator=g).to(dtype)
+    w_state = torch.rand(B, N, generator=g).to(dtype)
+    state = kernel.states[-1]
+    got = model(x)
+    (got * w_out).sum().backward(retain_graph=True)
+    (getattr(net[1], state) * w_state).sum().backward()
     with backends.prefer("torch"):
-        torch.stack([reference(x[t]) for t in range(T)]).sum().backward()
-    got, want = net[0].weight.grad, reference[0].weight.grad
-    assert want.abs().sum() > 0
-    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+        want = torch.stack([reference(x_ref[t]) for t in range(T)])
+        ((want * w_out).sum() + (getattr(reference[1], state) * w_state).sum()).backward()
+    assert calls, f"{name}: the generated Triton backward kernel did not run"
+    _equal(f"{name} {dtype} spikes", got.detach(), want.detach())
+    tol = 1e-12 if dtype is torch.float64 else 1e-5
+    pairs = [
+        ("input", x.grad, x_ref.grad),
+        ("weight", net[0].weight.grad, reference[0].weight.grad),
+    ]
+    if net[0].bias is not None:
+        pairs.append(("bias", net[0].bias.grad, reference[0].bias.grad))
+    for label, g_got, g_want in pairs:
+        assert g_want.abs().sum() > 0, f"{name}: no {label} gradient"
+        torch.testing.assert_close(
+            g_got, g_want, rtol=tol, atol=tol, msg=lambda m: f"{name} {dtype} {label}: {m}"
+        )
+
+
+#: the generated cases with a backward kernel (IzhikevichNeuron spikes through
+#: ``functional.spike``, not ``fire``: no backward, see ``generated_without_backward_...``)
+_DIFFERENTIABLE = ("CurrentLIF", "Clipped", "Reciprocal", "LIReadout")
+
+
+@check
+def generated_backward_float64() -> None:
+    for name in _DIFFERENTIABLE:
+        _generated_gradients(name, *_generated_cases()[name], torch.float64)
+
+
+@check
+def generated_backward_float32() -> None:
+    for name in _DIFFERENTIABLE:
+        _generated_gradients(name, *_generated_cases()[name], torch.float32)
+
+
+@check
+def generated_backward_uses_each_built_in_surrogate() -> None:
+    """Each built-in surrogate's derivative, written in Triton, gives the loop's gradients
+    (float64, to 1e-12)."""
+    from test_engine import CurrentLIF
+
+    for cls in (
+        surrogate.FastSigmoid,
+        surrogate.ArcTan,
+        surrogate.Sigmoid,
+        surrogate.Triangle,
+        surrogate.StraightThrough,
+    ):
+        factory = lambda n: CurrentLIF(n, thresh=0.3, surrogate=cls())  # noqa: E731
+        _generated_gradients(cls.__name__, factory, 1, torch.float64)
+
+
+@check
+def generated_perturbed_surrogate_is_detected() -> None:
+    """The gradient comparison can fail: the backward kernel's surrogate parameter (a constant
+    of the written derivative) off by one part in 2**20 changes the gradients, and the check
+    sees it."""
+    from pysnn import codegen
+
+    form = codegen.Step.surrogate_form
+
+    def perturbed(self):
+        code, param = form(self)
+        return code, param * (1 + 2.0**-20)
+
+    factory, gain = _generated_cases()["CurrentLIF"]
+    codegen.Step.surrogate_form = perturbed
+    try:
+        _generated_gradients("CurrentLIF", factory, gain, torch.float64)
+    except AssertionError as err:
+        assert "Tensor-likes are not close" in str(err) and "input" in str(err), err
+    else:
+        raise AssertionError("a surrogate derivative off by 2**-20 went unnoticed")
+    finally:
+        codegen.Step.surrogate_form = form
+
+
+@check
+def generated_without_backward_runs_the_torch_step_under_autograd() -> None:
+    """A user's surrogate class (no derivative written for it), or a Heaviside step outside
+    ``fire`` (IzhikevichNeuron's ``functional.spike``, whose surrogate the recorded step does
+    not show): the Triton forward kernel is generated without a backward, and under autograd
+    the kernel does not apply (the neuron runs its torch step): the gradients are the step
+    loop's."""
+    from test_engine import CurrentLIF
+
+    from pysnn.multistep import Unroll
+
+    class Bump(surrogate.FastSigmoid):
+        pass
+
+    cases = (
+        (lambda n: CurrentLIF(n, thresh=0.3, surrogate=Bump(1.0)), 2),
+        _generated_cases()["IzhikevichNeuron"],
+    )
+    for factory, gain in cases:
+        net, x = _generated_net(factory, gain, torch.float64)
+        reference = copy.deepcopy(net)
+        model = Unroll(net)
+        with torch.no_grad():
+            model(x)  # planned: the kernel is generated
+        (plan,) = model._runner.plans.values()
+        kernel = plan.kernels["1"]
+        assert kernel.backend == "triton" and kernel.gradient is None
+        assert "pysnn_generated_backward" not in kernel.source
+
+        def refuse(*args: object) -> None:
+            raise AssertionError("the Triton kernel ran under autograd")
+
+        kernel.function = refuse
+        model(x).sum().backward()
+        with backends.prefer("torch"):
+            torch.stack([reference(x[t]) for t in range(T)]).sum().backward()
+        got, want = net[0].weight.grad, reference[0].weight.grad
+        assert want.abs().sum() > 0
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
 
 
 @check
@@ -635,7 +759,8 @@ def generated_number_constants_round_as_torch() -> None:
     step = codegen._record(Clipped(5), torch.zeros(2, 5))
     cuda = write_triton(step, torch.device("cuda"))
     reciprocal = (torch.ones(()) / torch.tensor(1.1)).item()
-    assert f"tl.full((), {reciprocal!r}, tl.float32)" in cuda and "div_rn" not in cuda, cuda
+    forward = cuda.split("def pysnn_generated_backward")[0]  # (the backward: gradients)
+    assert f"tl.full((), {reciprocal!r}, tl.float32)" in forward and "div_rn" not in forward, cuda
 
 
 if __name__ == "__main__":

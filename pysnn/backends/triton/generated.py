@@ -32,10 +32,11 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import math
 import os
 import tempfile
 import threading
-from typing import TYPE_CHECKING, Callable, Dict, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import triton
@@ -43,7 +44,7 @@ import triton
 from pysnn.backends.triton.common import BLOCK, LAUNCH
 
 if TYPE_CHECKING:  # pragma: no cover - imports for annotations only
-    from pysnn.codegen import Launch, Op, Ref, Step
+    from pysnn.codegen import Gradient, Launch, Op, Ref, Step
 
 __all__ = ["triton_kernel", "write_triton"]
 
@@ -67,7 +68,7 @@ _BOOLEAN = {"ge", "gt", "le", "lt", "eq", "ne", "and", "or", "not", "bool"}
 
 _lock = threading.Lock()
 _folder: Optional[str] = None
-_kernels: Dict[str, Callable[..., None]] = {}
+_modules: Dict[str, Any] = {}
 
 
 class _Writer:
@@ -86,7 +87,8 @@ class _Writer:
             key, literal = ("bool", repr(bool(value))), f"tl.full((), {bool(value)!r}, tl.int1)"
         else:
             key = ("float", repr(float(value)))
-            literal = f"tl.full((), {float(value)!r}, {self.dtype})"
+            number = repr(float(value)) if math.isfinite(value) else f"float({str(float(value))!r})"
+            literal = f"tl.full((), {number}, {self.dtype})"
         if key not in self.constants:
             self.constants[key] = (f"c{len(self.constants)}", literal)
         return self.constants[key][0]
@@ -101,6 +103,19 @@ class _Writer:
         if held == want:
             return name
         return f"({name} != 0)" if want == "bool" else f"{name}.to({self.dtype})"
+
+    def operands(self, op: "Op") -> List[Optional[str]]:
+        """The operands of ``op`` as its backward statements read them: ``where``'s condition
+        as ``bool``, every other operand (of an operation with a floating-point result) in the
+        dtype, a clamp bound not given as ``None``."""
+        return [
+            (
+                None
+                if ref is None
+                else self.operand(ref, "bool" if (op.kind, i) == ("where", 0) else "float")
+            )
+            for i, ref in enumerate(op.args)
+        ]
 
     def expression(self, op: "Op") -> str:
         """``op`` as a Triton expression of its result."""
@@ -145,64 +160,204 @@ class _Writer:
         b = self.operand(divisor, "float")
         return f"tl.div_rn({a}, {b})" if self.step.dtype is torch.float32 else f"({a} / {b})"
 
+    # the backward statements (the dialect of :meth:`pysnn.codegen.Op.adjoints`)
+
+    @staticmethod
+    def add(target: str, term: str, condition: Optional[str] = None) -> str:
+        """``target += term`` (where ``condition`` holds)."""
+        if condition is None:
+            return f"{target} = {target} + {term}"
+        return f"{target} = tl.where({condition}, {target} + {term}, {target})"
+
+    @staticmethod
+    def sub(target: str, term: str) -> str:
+        return f"{target} = {target} - {term}"
+
+    @staticmethod
+    def mul(a: str, b: str) -> str:
+        return f"{a} * {b}"
+
+    def div(self, a: str, b: str) -> str:
+        """``a / b`` correctly rounded (as :meth:`division`, for expressions)."""
+        return f"tl.div_rn({a}, {b})" if self.step.dtype is torch.float32 else f"{a} / {b}"
+
+    @staticmethod
+    def negate(a: str) -> str:
+        return f"({a} == 0)"
+
+    @staticmethod
+    def all(conditions: List[str]) -> Optional[str]:
+        return " & ".join(f"({c})" for c in conditions) or None
+
+    def sign(self, a: str, g: str) -> str:
+        """``g`` times the sign of ``a`` (0 at 0): the adjoint of ``abs``."""
+        zero = self.constant(0.0, "float")
+        return f"tl.where({a} > 0, {g}, tl.where({a} < 0, -{g}, {zero}))"
+
+    def surrogate(self) -> Callable[[str], str]:
+        """The surrogate derivative (at an expression) that the C writer writes (same forms,
+        same order of operations; :meth:`pysnn.codegen.Step.surrogate_form`), in Triton."""
+        form = self.step.surrogate_form()
+        assert form is not None, "no backward is written for this surrogate"
+        code, param = form
+        c = self.constant
+        one, zero = c(1.0, "float"), c(0.0, "float")
+        if code == 0 or (code == 5 and math.isinf(param)):
+            value = zero if code == 0 else one
+            return lambda a: value
+        k, div = c(param, "float"), self.div
+
+        def derivative(a: str) -> str:  # parenthesised, as the C writer's forms
+            if code == 1:  # fast sigmoid: 1 / ((k|a| + 1)(k|a| + 1))
+                term = f"(({k} * tl.abs({a})) + {one})"
+                return f"({div(one, f'({term} * {term})')})"
+            if code == 2:  # arctan: (k / 2) / (1 + (pi / 2 k a)^2)
+                half, pi = c(0.5, "float"), c(math.pi, "float")
+                term = f"({pi} * {half} * {k} * {a})"
+                return f"({div(f'({half} * {k})', f'({one} + {term} * {term})')})"
+            if code == 3:  # sigmoid: k / (1 + e^-ka) * (1 - 1 / (1 + e^-ka))
+                term = f"({one} + tl.exp(-{k} * {a}))"
+                return f"({div(k, term)} * ({one} - {div(one, term)}))"
+            if code == 4:  # triangle: max(1 - |a| / k, 0)
+                term = f"{one} - {div(f'tl.abs({a})', k)}"
+                return f"tl.where({term} > 0, {term}, {zero})"
+            return f"tl.where(tl.abs({a}) <= {k}, {one}, {zero})"  # straight-through
+
+        return derivative
+
 
 def write_triton(step: "Step", device: torch.device) -> str:
-    """The Triton source of ``step``'s forward kernel for ``device``: a module defining
-    ``pysnn_generated(x, out, s0.., u0.., steps, size, n, BLOCK)``."""
+    """The Triton source of ``step``'s kernels for ``device``: a module defining the forward
+    kernel ``pysnn_generated(x, out, s0.., u0.., h0.., steps, size, n, HISTORY, BLOCK)``
+    (``HISTORY``: each step's state before the step is stored to ``h{k}``), and where
+    :meth:`~pysnn.codegen.Step.differentiable` the backward kernel
+    ``pysnn_generated_backward(x, gout, gx, gs0.., u0.., h0.., steps, last, size, n, BLOCK)``."""
+    source = f'''"""generated by pysnn.backends.triton.generated for {step.neuron}.step"""
+import triton
+import triton.language as tl
+
+
+{_forward(step, device)}'''
+    if step.differentiable():
+        source += "\n\n" + _backward(step, device)
+    return source
+
+
+def _prologue(writer: _Writer, extra: List[str]) -> str:
+    """The kernel's lines before the loop: offsets, mask, the uniforms, ``extra``, then the
+    constants the writer declared (call it once every expression is written)."""
+    step = writer.step
+    lines = [
+        "offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)",
+        "mask = offs < size",
+        "j = offs % n",
+    ]
+    lines += [
+        (
+            f"u{k} = tl.load(u{k}_ptr + j, mask=mask)"
+            if step.per_neuron[k]
+            else f"u{k} = tl.load(u{k}_ptr)"
+        )
+        for k in range(len(step.uniforms))
+    ]
+    lines += extra
+    lines += [f"{name} = {literal}" for name, literal in writer.constants.values()]
+    return "\n".join("    " + line for line in lines)
+
+
+def _forward(step: "Step", device: torch.device) -> str:
+    """The forward kernel: the state in registers through the steps, the spikes stored at
+    each step (and the state before it, under ``HISTORY``), the state stored once at the end."""
     writer = _Writer(step, device.type == "cuda")
     states, uniforms = range(len(step.states)), range(len(step.uniforms))
-    body = [f"e{k} = {writer.expression(op)}" for k, op in enumerate(step.ops)]
+    body = ["in_x = tl.load(x_ptr + o, mask=mask)"]
+    if step.states:
+        body.append("if HISTORY:")
+        body += [f"    tl.store(h{k}_ptr + o, s{k}, mask=mask)" for k in states]
+    body += [f"e{k} = {writer.expression(op)}" for k, op in enumerate(step.ops)]
     spikes = writer.operand(step.spikes, "float")
     # the new states, assigned together (a state may take another's old value)
     news = [(k, writer.operand(ref, "float")) for k, ref in step.updated.items()]
     body.append(f"tl.store(out_ptr + o, {spikes}, mask=mask)")
     body += [f"n{k} = {value}" for k, value in news]
     body += [f"s{k} = n{k}" for k, _ in news]
+    body.append("o += size")
     loads = [f"s{k} = tl.load(s{k}_ptr + offs, mask=mask)" for k in states]
-    loads += [
-        (
-            f"u{k} = tl.load(u{k}_ptr + j, mask=mask)"
-            if step.per_neuron[k]
-            else f"u{k} = tl.load(u{k}_ptr)"
-        )
-        for k in uniforms
-    ]
     stores = [f"tl.store(s{k}_ptr + offs, s{k}, mask=mask)" for k, _ in news]
     arguments = ", ".join(
-        ["x_ptr", "out_ptr"] + [f"s{k}_ptr" for k in states] + [f"u{k}_ptr" for k in uniforms]
+        ["x_ptr", "out_ptr"]
+        + [f"s{k}_ptr" for k in states]
+        + [f"u{k}_ptr" for k in uniforms]
+        + [f"h{k}_ptr" for k in states]
     )
     inner = "\n".join("        " + line for line in body)
-    loads += [f"{name} = {literal}" for name, literal in writer.constants.values()]
-    outer = "\n".join("    " + line for line in loads)
     final = "".join("\n    " + line for line in stores)
-    return f'''"""generated by pysnn.backends.triton.generated for {step.neuron}.step"""
-import triton
-import triton.language as tl
-
-
-@triton.jit
-def pysnn_generated({arguments}, steps, size, n, BLOCK: tl.constexpr):
-    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < size
-    j = offs % n
-{outer}
+    return f"""@triton.jit
+def pysnn_generated({arguments}, steps, size, n, HISTORY: tl.constexpr, BLOCK: tl.constexpr):
+{_prologue(writer, loads)}
     o = offs
     for _ in range(steps):
-        in_x = tl.load(x_ptr + o, mask=mask)
-{inner}
-        o += size{final}
-'''
+{inner}{final}
+"""
 
 
-def triton_kernel(step: "Step", device: torch.device) -> Tuple[str, "Launch"]:
-    """Write ``step`` as Triton for ``device`` and load it: its source and forward kernel (a
-    :data:`~pysnn.codegen.Launch`).
+def _backward(step: "Step", device: torch.device) -> str:
+    """The backward kernel (BPTT), as the C writer's: for ``t`` from the last step down, step
+    ``t``'s values recomputed from the saved state, the adjoints zeroed, the spikes' and the
+    new states' gradients added where they enter (:meth:`~pysnn.codegen.Step.seeds`), each
+    operation's adjoints (:meth:`~pysnn.codegen.Op.adjoints`) applied in reverse order, the
+    input's gradient stored; the states' gradients carried in registers to the step before."""
+    writer = _Writer(step, device.type == "cuda")
+    states, uniforms = range(len(step.states)), range(len(step.uniforms))
+    body = ["in_x = tl.load(x_ptr + o, mask=mask)"]
+    body += [f"s{k} = tl.load(h{k}_ptr + o, mask=mask)" for k in states]
+    body += [f"e{k} = {writer.expression(op)}" for k, op in enumerate(step.ops)]
+    surrogate = writer.surrogate()
+    adjoints: List[List[str]] = []  # in forward order, applied reversed
+    for k, op in enumerate(step.ops):
+        if op.result == "float":
+            grads = [step.gradient(ref) for ref in op.args]
+            adjoints.append(op.adjoints(writer.operands(op), grads, f"g_e{k}", surrogate, writer))
+    zeros = ["g_in_x"] + [f"g_s{k}" for k in states]
+    zeros += [f"g_e{k}" for k, op in enumerate(step.ops) if op.result == "float"]
+    body += [f"{v} = zero" for v in zeros]
+    spikes, targets = step.seeds()
+    body.append(f"{spikes} = {spikes} + tl.load(gout_ptr + o, mask=mask)")
+    body += [f"{target} = {target} + gn{k}" for target, k in targets]
+    body += [line for block in reversed(adjoints) for line in block]
+    body.append("tl.store(gx_ptr + o, g_in_x, mask=mask)")
+    body += [f"gn{k} = g_s{k}" for k in states]
+    body.append("o -= size")
+    loads = [f"gn{k} = tl.load(gs{k}_ptr + offs, mask=mask)" for k in states]
+    loads.append(f"zero = tl.zeros([BLOCK], {writer.dtype})")
+    stores = "".join(f"\n    tl.store(gs{k}_ptr + offs, gn{k}, mask=mask)" for k in states)
+    arguments = ", ".join(
+        ["x_ptr", "gout_ptr", "gx_ptr"]
+        + [f"gs{k}_ptr" for k in states]
+        + [f"u{k}_ptr" for k in uniforms]
+        + [f"h{k}_ptr" for k in states]
+    )
+    inner = "\n".join("        " + line for line in body)
+    return f"""@triton.jit
+def pysnn_generated_backward({arguments}, steps, last, size, n, BLOCK: tl.constexpr):
+{_prologue(writer, loads)}
+    o = offs + last
+    for _ in range(steps):
+{inner}{stores}
+"""
+
+
+def triton_kernel(step: "Step", device: torch.device) -> Tuple[str, "Launch", Optional["Gradient"]]:
+    """Write ``step`` as Triton for ``device`` and load it: its source, forward kernel (a
+    :data:`~pysnn.codegen.Launch`) and backward kernel (a :data:`~pysnn.codegen.Gradient`;
+    ``None`` where the step has none).
 
     Raises:
         ValueError: the source could not be loaded as a Triton kernel (the message says why).
     """
     source = write_triton(step, device)
-    kernel = _load(source)
+    module = _load(source)
+    kernel = module.pysnn_generated
 
     def launch(
         steps: int,
@@ -214,24 +369,72 @@ def triton_kernel(step: "Step", device: torch.device) -> Tuple[str, "Launch"]:
         uniforms: Sequence[torch.Tensor],
         history: Sequence[Optional[torch.Tensor]],
     ) -> None:
-        if any(h is not None for h in history):
-            raise ValueError("a generated Triton kernel keeps no history (it has no backward)")
+        kept = [h is not None for h in history]
+        if any(kept) and not all(kept):
+            raise ValueError("a generated Triton kernel keeps the history of every state or none")
         if size:
+            keep = any(kept)
+            saved = history if keep else [x] * len(history)  # (not written without HISTORY)
             grid = (triton.cdiv(size, BLOCK),)
-            kernel[grid](x, out, *states, *uniforms, steps, size, n, BLOCK=BLOCK, **LAUNCH)
+            kernel[grid](
+                x,
+                out,
+                *states,
+                *uniforms,
+                *saved,
+                steps,
+                size,
+                n,
+                HISTORY=keep,
+                BLOCK=BLOCK,
+                **LAUNCH,
+            )
 
-    return source, launch
+    if not step.differentiable():
+        return source, launch, None
+    backward = module.pysnn_generated_backward
+
+    def gradient(
+        steps: int,
+        size: int,
+        n: int,
+        x: torch.Tensor,
+        g_out: torch.Tensor,
+        g_x: torch.Tensor,
+        g_states: Sequence[torch.Tensor],
+        uniforms: Sequence[torch.Tensor],
+        history: Sequence[torch.Tensor],
+    ) -> None:
+        if size and steps:
+            grid = (triton.cdiv(size, BLOCK),)
+            last = (steps - 1) * size  # the offset of the last step
+            backward[grid](
+                x,
+                g_out,
+                g_x,
+                *g_states,
+                *uniforms,
+                *history,
+                steps,
+                last,
+                size,
+                n,
+                BLOCK=BLOCK,
+                **LAUNCH,
+            )
+
+    return source, launch, gradient
 
 
-def _load(source: str) -> Callable[..., None]:
-    """The ``pysnn_generated`` kernel of ``source``, written to the private directory and
-    imported once per process."""
+def _load(source: str) -> Any:
+    """The module of ``source`` (its kernels), written to the private directory and imported
+    once per process."""
     global _folder
     digest = hashlib.sha256(source.encode()).hexdigest()[:32]
     with _lock:
-        kernel = _kernels.get(digest)
-        if kernel is not None:
-            return kernel
+        module = _modules.get(digest)
+        if module is not None:
+            return module
         if _folder is None:
             _folder = tempfile.mkdtemp(prefix="pysnn-triton-")  # mode 0700
         path = os.path.join(_folder, f"generated_{digest}.py")
@@ -243,5 +446,5 @@ def _load(source: str) -> Callable[..., None]:
             spec.loader.exec_module(module)
         except Exception as err:  # a writer's defect: the neuron keeps its torch step
             raise ValueError(f"the generated Triton kernel did not load: {err}") from None
-        kernel = _kernels[digest] = module.pysnn_generated
-        return kernel
+        _modules[digest] = module
+        return module
