@@ -42,12 +42,16 @@ anew at every step) keeps the neuron on its torch step, and
 :func:`pysnn.engine.explain` says which operation.
 
 **Gradients.** ``fire`` is recorded as one operation with the neuron's surrogate (a built-in
-:mod:`pysnn.surrogate` class, or none). Under autograd the C forward kernel keeps each step's
-state, and a generated C backward kernel recomputes each step from it and applies each
-operation's adjoint in reverse: backpropagation through time. The gradients equal the step
-loop's up to rounding (the tests compare them in float64). A neuron with an ``nn.Parameter``
-constant, or another surrogate, runs its torch step under autograd, and so does every neuron
-whose kernel is Triton (no Triton backward is generated yet).
+:mod:`pysnn.surrogate` class, or none). Under autograd the forward kernel keeps each step's
+state, and a generated backward kernel, C or Triton, recomputes each step from it and applies
+each operation's adjoint (:meth:`Op.adjoints`, shared by both writers) in reverse:
+backpropagation through time. Both kernels have one calling convention (:data:`Launch`,
+:data:`Gradient`). The gradients equal the step loop's up to rounding (the tests compare them
+to 1e-12 in float64, the Triton kernels under Triton's interpreter, and to 1e-5 in float32). A
+neuron with an ``nn.Parameter`` constant, another surrogate, or a Heaviside step written
+outside ``fire`` (a ``bool`` converted to the dtype, as :func:`pysnn.functional.spike.spike`
+writes it: its surrogate is applied only under autograd, unseen by the recording) runs its
+torch step under autograd (:meth:`Step.differentiable`).
 """
 
 from __future__ import annotations
