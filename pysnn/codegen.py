@@ -481,6 +481,36 @@ def _writer(example: torch.Tensor) -> str:
     raise _Refused(f"no backend generates kernels for {example.device.type} tensors here")
 
 
+#: what a neuron's step changes besides its state without changing what the step computes
+_STEP_BOOKKEEPING = frozenset(
+    ("_fast", "_trace_assigned", "_derived_cache", "_graph_steps", "_general_steps")
+)
+_PLAIN = (bool, int, float, complex, str, bytes, type(None))
+
+
+def _attributes(neuron: Neuron) -> Dict[str, Any]:
+    """Each attribute of ``neuron`` other than its state, as something that changes when the
+    attribute is assigned or (containers, tensors) edited: values of plain attributes, identity
+    and length of containers, identity and version of tensors (its constants included)."""
+    seen: Dict[str, Any] = {}
+    for key, value in neuron.__dict__.items():
+        if key in _STEP_BOOKKEEPING or key in ("_buffers", "_parameters", "_modules"):
+            continue
+        if isinstance(value, _PLAIN):
+            seen[key] = (type(value), value)
+        elif isinstance(value, torch.Tensor):
+            seen[key] = (id(value), value._version)
+        elif isinstance(value, (list, dict, set, tuple)):
+            seen[key] = (id(value), len(value))
+        else:
+            seen[key] = (id(value),)
+    states = neuron._state_specs
+    for key, value in (*neuron._buffers.items(), *neuron._parameters.items()):
+        if key not in states and value is not None:
+            seen[key] = (id(value), value._version)
+    return seen
+
+
 def _record(neuron: Neuron, example: torch.Tensor) -> Step:
     """Run ``neuron``'s step once on a copy, on ``example``, and keep its per-element
     operations (see the module)."""
@@ -508,12 +538,17 @@ def _record(neuron: Neuron, example: torch.Tensor) -> Step:
         return spike
 
     twin.fire = fire
+    attributes = _attributes(twin)
     with torch.no_grad(), torch.random.fork_rng(devices=[]), record:  # (draws nothing for real)
         spikes = twin.step(x)
     if record.random is not None:
         raise _Refused(
             f"step draws random numbers ({record.random}); the step loop draws anew every step"
         )
+    after = _attributes(twin)
+    changed = sorted(k for k in set(attributes) | set(after) if attributes.get(k) != after.get(k))
+    if changed:  # a counter, a flag, a list: the kernel would keep the value it was recorded with
+        raise _Refused(f"step changes {', '.join(changed)}, which is not registered state")
     for name, value in kept.items():
         if twin._buffers[name] is not value:
             raise _Refused(f"step assigns {name!r} itself")

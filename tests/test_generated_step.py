@@ -195,3 +195,44 @@ def test_the_torch_preference_and_generate_after_none_keep_the_torch_step():
         for t in range(100):
             b(x[t])
     assert b.generated_step is None
+
+
+def test_a_step_that_changes_an_attribute_is_not_generated():
+    """A counter kept in a plain attribute: a kernel would keep the value it was recorded with
+    (silently wrong after step 100 here), so the step runs as written, in a loop and in Unroll."""
+    from pysnn.connection import Linear
+    from pysnn.engine import explain
+    from pysnn.multistep import Unroll
+    from pysnn.network import SNNNetwork
+
+    class Counting(Neuron):
+        def __init__(self, n):
+            super().__init__(n)
+            self.register_state("v", 0.0)
+            self.t = 0
+
+        def step(self, x):
+            self.t += 1
+            self.v = self.v * 0.9 + x * float(self.t < 100)
+            s = self.fire(self.v - 1.0)
+            self.v = self.v * (1 - s)
+            return s
+
+    a, b = _pair(lambda: Counting(13))
+    x = _inputs(steps=200, scale=0.5)
+    with torch.no_grad():
+        sa = torch.stack([a(x_t) for x_t in x])
+        sb = torch.stack([b(x_t) for x_t in x])
+    assert torch.equal(sa, sb) and sa[:100].sum() > 0 and sa[110:].sum() == 0
+    assert a.t == 200 and "step changes t, which is not registered state" in a.generated_step
+
+    class Net(SNNNetwork):
+        def __init__(self):
+            super().__init__()
+            self.fc, self.neuron = Linear(13, 13), Counting(13)
+
+        def forward(self, x):
+            return self.neuron(self.fc(x))
+
+    net = Net()
+    assert "step changes t" in dict(explain(net, x).fallbacks)["neuron"]
