@@ -59,6 +59,7 @@ from __future__ import annotations
 import copy
 import ctypes
 import math
+import types
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -511,10 +512,71 @@ def _attributes(neuron: Neuron) -> Dict[str, Any]:
     return seen
 
 
+#: values a step may read from outside its neuron without freezing anything: code, not data
+_CODE_TYPES = (types.ModuleType, types.FunctionType, types.BuiltinFunctionType, type, property)
+_DATA_TYPES = (bool, int, float, complex, str, torch.Tensor, list, dict, set, bytearray)
+
+
+def _outside_reads(neuron: Neuron) -> Optional[str]:
+    """What the step code of ``neuron``'s own classes reads that a kernel would keep as
+    recorded while the step loop re-reads it every step: a global or closure variable holding
+    data (a number, a tensor, a container), or a data attribute of the class (``self.GAIN``
+    declared on the class, which an assignment ``Cls.GAIN = ...`` changes without the neuron
+    seeing it). ``None`` where there is none. The methods of the user's classes (not pysnn's,
+    not torch's; not ``__init__`` and the other dunders) are read, nested functions and
+    comprehensions included."""
+    cls = type(neuron)
+    for owner in cls.__mro__:
+        module = getattr(owner, "__module__", "") or ""
+        if owner is object or module.split(".")[0] in ("pysnn", "torch"):
+            continue
+        for name, member in vars(owner).items():
+            if name.startswith("__") or name in ("extra_repr", "reset_parameters"):
+                continue  # (construction and printing: not the step)
+            function = getattr(member, "__func__", member)
+            code = getattr(function, "__code__", None)
+            if code is not None:
+                why = _code_reads(function, code, cls)
+                if why:
+                    return f"{owner.__name__}.{name} {why}"
+    return None
+
+
+def _code_reads(function: Any, code: types.CodeType, cls: type) -> Optional[str]:
+    names = set(code.co_names)
+    glob = getattr(function, "__globals__", {})
+    for name in sorted(names):
+        value = glob.get(name, None) if name in glob else None
+        if name in glob and isinstance(value, _DATA_TYPES):
+            return f"reads the global {name!r}"
+        for base in cls.__mro__:
+            if name in vars(base):
+                attribute = vars(base)[name]
+                if isinstance(attribute, _DATA_TYPES) and base is not object:
+                    return f"reads the class attribute {name!r}"
+                break
+    for cell, name in zip(getattr(function, "__closure__", None) or (), code.co_freevars):
+        try:
+            value = cell.cell_contents
+        except ValueError:  # an empty cell
+            continue
+        if isinstance(value, _DATA_TYPES):
+            return f"reads the closure variable {name!r}"
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            why = _code_reads(function, const, cls)
+            if why:
+                return why
+    return None
+
+
 def _record(neuron: Neuron, example: torch.Tensor) -> Step:
     """Run ``neuron``'s step once on a copy, on ``example``, and keep its per-element
     operations (see the module)."""
     dtype = example.dtype
+    outside = _outside_reads(neuron)
+    if outside:
+        raise _Refused(f"{outside}; a generated kernel would keep its value as recorded")
     if any(True for _ in neuron.children()):
         raise _Refused(f"{type(neuron).__name__} holds other modules (their state is not its own)")
     twin = copy.deepcopy(neuron)

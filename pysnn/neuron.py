@@ -549,7 +549,11 @@ class Neuron(nn.Module):
     #: (:mod:`pysnn.codegen`) and takes its next single steps through it, the state updated in
     #: place: the same values, bit for bit, in one call instead of a few small kernels per
     #: operation. ``None``: never. A step that cannot be generated (``torch.exp`` of the state,
-    #: a random draw...) is noted once and runs as written.
+    #: a random draw, an attribute it changes, a global, closure or class variable holding
+    #: data, whose later changes the kernel would not see...) is noted once and runs as written.
+    #: As in any traced program, a number the step reads through another object
+    #: (``self.config.gain``) is kept as recorded: make it a constant (:meth:`register_constant`)
+    #: or an attribute of the neuron, whose changes are seen.
     GENERATE_AFTER: Optional[int] = 64
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -236,3 +236,50 @@ def test_a_step_that_changes_an_attribute_is_not_generated():
 
     net = Net()
     assert "step changes t" in dict(explain(net, x).fallbacks)["neuron"]
+
+
+GAIN = 1.0
+
+
+class _Global(Neuron):
+    def __init__(self, n):
+        super().__init__(n)
+        self.register_state("v", 0.0)
+
+    def step(self, x):
+        self.v = self.v * 0.9 + x * GAIN
+        s = self.fire(self.v - 1.0)
+        self.v = self.v * (1 - s)
+        return s
+
+
+class _ClassAttribute(_Global):
+    SCALE = 1.0
+
+    def step(self, x):
+        self.v = self.v * 0.9 + x * self.SCALE
+        s = self.fire(self.v - 1.0)
+        self.v = self.v * (1 - s)
+        return s
+
+
+@pytest.mark.parametrize(
+    "factory, source",
+    [(_Global, "the global 'GAIN'"), (_ClassAttribute, "the class attribute 'SCALE'")],
+)
+def test_a_step_reading_data_outside_the_neuron_is_not_generated(factory, source):
+    """A kernel would keep GAIN / SCALE as recorded while the loop re-reads them: the step runs
+    as written, and a change of the value at step 100 is seen (torch step loop's spikes)."""
+    global GAIN
+    a, b = _pair(lambda: factory(13))
+    x = _inputs(steps=200, scale=0.5)
+    try:
+        with torch.no_grad():
+            for t in range(x.shape[0]):
+                if t == 100:
+                    GAIN = 0.0
+                    _ClassAttribute.SCALE = 0.0
+                assert torch.equal(a(x[t]), b(x[t])), t
+    finally:
+        GAIN, _ClassAttribute.SCALE = 1.0, 1.0
+    assert source in a.generated_step
