@@ -522,9 +522,21 @@ def _outside_reads(neuron: Neuron) -> Optional[str]:
     recorded while the step loop re-reads it every step: a global or closure variable holding
     data (a number, a tensor, a container), or a data attribute of the class (``self.GAIN``
     declared on the class, which an assignment ``Cls.GAIN = ...`` changes without the neuron
-    seeing it). ``None`` where there is none. The methods of the user's classes (not pysnn's,
+    seeing it), or an attribute holding an object or container whose contents can change
+    without an assignment to the neuron. ``None`` where there is none. The methods of the user's classes (not pysnn's,
     not torch's; not ``__init__`` and the other dunders) are read, nested functions and
     comprehensions included."""
+    for key, value in neuron.__dict__.items():
+        if key.startswith("_") or key == "surrogate" or value is None:
+            continue  # (pysnn's bookkeeping; the surrogate is recorded with fire)
+        if isinstance(value, tuple) and all(isinstance(v, _PLAIN) for v in value):
+            continue  # immutable: an assignment replaces it, and drops the kernel
+        if isinstance(value, (*_PLAIN, torch.Tensor)) or callable(value):
+            continue
+        return (
+            f"{type(neuron).__name__} holds {key!r} ({type(value).__name__}), whose contents "
+            "can change unseen: a value the step reads through it"
+        )
     cls = type(neuron)
     for owner in cls.__mro__:
         module = getattr(owner, "__module__", "") or ""

@@ -283,3 +283,28 @@ def test_a_step_reading_data_outside_the_neuron_is_not_generated(factory, source
     finally:
         GAIN, _ClassAttribute.SCALE = 1.0, 1.0
     assert source in a.generated_step
+
+
+def test_a_neuron_holding_a_mutable_object_is_not_generated():
+    import types
+
+    class Configured(Neuron):
+        def __init__(self, n):
+            super().__init__(n)
+            self.register_state("v", 0.0)
+            self.config = types.SimpleNamespace(gain=1.0)
+
+        def step(self, x):
+            self.v = self.v * 0.9 + x * self.config.gain
+            s = self.fire(self.v - 1.0)
+            self.v = self.v * (1 - s)
+            return s
+
+    a, b = _pair(lambda: Configured(13))
+    x = _inputs(steps=200, scale=0.5)
+    with torch.no_grad():
+        for t in range(x.shape[0]):
+            if t == 100:
+                a.config.gain = b.config.gain = 0.0
+            assert torch.equal(a(x[t]), b(x[t])), t
+    assert "holds 'config' (SimpleNamespace)" in a.generated_step
