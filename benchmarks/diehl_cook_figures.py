@@ -56,7 +56,7 @@ def main() -> None:
         weight = _load(path)["parameters"]["fc.weight"].float()
         name = out / f"{args.prefix}_{label.replace(' ', '_')}_weights.png"
         title = f"{label}: input weights of {weight.shape[0]} excitatory neurons"
-        size = max(6.0, weight.shape[0] ** 0.5 * 0.45)
+        size = max(6.0, weight.shape[0] ** 0.5 * 0.3)
         plot_weights(weight, shape=(28, 28), title=title, path=name, figsize=(size, size))
         print(f"wrote {name}")
     if args.curves:

@@ -43,6 +43,19 @@ def _bindsnet_row(label: str, peers: List[str], mode: str) -> str:
     return f"| {label} | {mode} | {cells} |"
 
 
+def _seeds(synapses: str, n: int, epochs: int) -> str:  # README's spread table
+    r = R.seed_spread(synapses, n, epochs)
+    return (
+        f"| {r['proportion']:.1f} % ({r['proportion_min']:.1f}-{r['proportion_max']:.1f}) "
+        f"| {r['all_activity']:.1f} % ({r['all_activity_min']:.1f}-{r['all_activity_max']:.1f}) |"
+    )
+
+
+def _one(synapses: str, n: int, epochs: int) -> str:
+    r = R.seed_spread(synapses, n, epochs)
+    return f"| {r['proportion']:.1f} % | {r['all_activity']:.1f} % | {r['train_min_lo']:.0f} min |"
+
+
 def _ratio(x: float) -> str:  # the README's ratio tables: 2 significant digits, 1 decimal from 10
     return f"{x:.1f}" if x >= 10 else f"{x:.2g}"
 
@@ -123,6 +136,9 @@ QUOTES: List[Tuple[str, Callable[[], str]]] = [
         f"{R.vogels_abbott_sim('coba', 400000, 'nest'):.0f} s",
     ),
     (README, _bptt_summary),
+    (README, lambda: _seeds("conductance", 100, 1)),
+    (README, lambda: _seeds("current", 100, 1)),
+    (README, lambda: _one("current", 1600, 3)),
     ("docs/synapses.rst", lambda: _bundled("current")),
     ("docs/synapses.rst", lambda: _bundled("conductance")),
 ]
