@@ -176,3 +176,23 @@ def test_explain_names_the_backend():
     assert e.backends["lif"] == ("c" if native.available() else "torch")
     with backends.prefer("torch"):
         assert explain(Net(), torch.rand(5, 2, 4)).backends["lif"] == "torch"
+
+
+def test_cpu_work_never_imports_triton():
+    """Importing Triton costs a second and ~70 MB: CPU tensors never load the GPU backend
+    (outside Triton's interpreter)."""
+    code = (
+        "import sys, torch\n"
+        "from pysnn.neuron import LIFNeuron\n"
+        "from pysnn.engine import explain\n"
+        "n = LIFNeuron(10)\n"
+        "with torch.no_grad():\n"
+        "    [n(torch.rand(2, 10)) for _ in range(5)]\n"
+        "explain(torch.nn.Sequential(n), torch.rand(3, 2, 10))\n"
+        "print('triton' in sys.modules)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "PYSNN_BACKEND")}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert out == "False"

@@ -64,14 +64,20 @@ __all__ = [
 #: The operations a backend may provide (see the table above).
 OPERATIONS = ("lif_steps", "lif_backward", "trace_step", "stdp_rows_")
 
-#: built-in backends, imported on first use (importing Triton costs a second)
+#: built-in backends, imported on first use (importing Triton costs a second and ~70 MB)
 _BUILTIN = {"c": "pysnn.native", "triton": "pysnn.backends.triton"}
+#: the device types whose tensors a built-in backend may accept: it is not even imported for
+#: others (Triton runs CPU tensors only under its interpreter, ``TRITON_INTERPRET=1``)
+_BUILTIN_DEVICES = {
+    "c": lambda device_type: device_type == "cpu",
+    "triton": lambda device_type: device_type != "cpu" or os.environ.get("TRITON_INTERPRET") == "1",
+}
 _DEFAULT_PREFERENCE = ("c", "triton")
 
 _backends: Dict[str, Any] = {}
 _preference: Tuple[str, ...] = _DEFAULT_PREFERENCE
 #: for each operation, the backends of the preference that provide it (rebuilt on any change)
-_providers: Dict[str, Tuple[Any, ...]] = {}
+_providers: Dict[Tuple[str, str], Tuple[Any, ...]] = {}
 
 
 def register(name: str, backend: Any) -> None:
@@ -157,14 +163,22 @@ def prefer(value: Union[str, Sequence[str]]) -> Iterator[None]:
         set_preference(previous)
 
 
-def _providers_of(op: str) -> Tuple[Any, ...]:
-    found = _providers.get(op)
+def _providers_of(op: str, device_type: str) -> Tuple[Any, ...]:
+    """The backends of the preference that provide ``op`` and may accept tensors on
+    ``device_type`` (a built-in one is imported only for its devices)."""
+    key = (op, device_type)
+    found = _providers.get(key)
     if found is None:
+        names = [name for name in _preference if _may_accept(name, device_type)]
         found = tuple(
-            b for b in map(get, _preference) if b is not None and callable(getattr(b, op, None))
+            b for b in map(get, names) if b is not None and callable(getattr(b, op, None))
         )
-        _providers[op] = found
+        _providers[key] = found
     return found
+
+
+def _may_accept(name: str, device_type: str) -> bool:
+    return name in _backends or name not in _BUILTIN or _BUILTIN_DEVICES[name](device_type)
 
 
 def select(
@@ -176,7 +190,10 @@ def select(
     ``differentiable``: the caller wraps the kernel in an autograd Function with the backend's
     backward kernel, so tensors that need a gradient are accepted.
     """
-    for backend in _providers_of(op):
+    first = next((t for t in tensors if t is not None), None)
+    if first is None:
+        return None
+    for backend in _providers_of(op, first.device.type):
         if backend.usable(*tensors, differentiable=differentiable):
             return backend
     return None
@@ -195,8 +212,9 @@ def accepts(name: str, *tensors: Optional[torch.Tensor], differentiable: bool = 
     """Whether the backend ``name`` is preferred and accepts ``tensors``: for the functional
     layer's calls of operations only that backend has (the C backend's single-step and network
     kernels), which must follow the preference too."""
-    if name not in _preference:
-        return False
+    first = next((t for t in tensors if t is not None), None)
+    if name not in _preference or first is None or not _may_accept(name, first.device.type):
+        return False  # (a built-in backend is not imported for tensors it cannot take)
     backend = get(name)
     return backend is not None and backend.usable(*tensors, differentiable=differentiable)
 
