@@ -893,9 +893,8 @@ void pysnn_generated(int64_t steps, int64_t size, int64_t n, const {ctype} *rest
         for (int64_t t = 0; t < steps; t++) {{
             const {ctype} *xt = x + t * size;
             {ctype} *ot = out + t * size;
-            for (int64_t i = lo; i < hi; i++) {{
-            int64_t j = i % n;
-            (void)j;
+            for (int64_t i = lo, j = lo % n; i < hi; i++, j = j + 1 == n ? 0 : j + 1) {{
+            (void)j;  /* the neuron of element i (i % n), counted without a division */
             {ctype} in_x = xt[i];{loads}{history}
 {body}
             ot[i] = {spikes};{stores}
@@ -936,9 +935,8 @@ void pysnn_generated_backward(int64_t steps, int64_t size, int64_t n, const {cty
             const {ctype} *xt = x + t * size;
             const {ctype} *got = gout + t * size;
             {ctype} *gxt = gx + t * size;
-            for (int64_t i = lo; i < hi; i++) {{
-            int64_t j = i % n;
-            (void)j;
+            for (int64_t i = lo, j = lo % n; i < hi; i++, j = j + 1 == n ? 0 : j + 1) {{
+            (void)j;  /* the neuron of element i (i % n), counted without a division */
             {ctype} in_x = xt[i];{saved}
 {body}{zeros}{seeds}
 {reverse}
