@@ -57,6 +57,7 @@ from typing import TYPE_CHECKING, Iterator, List, Optional, Sequence, Tuple, Uni
 import torch
 
 from pysnn._files import write_atomic
+from pysnn.backends import stdp_rows_fit
 
 if TYPE_CHECKING:  # pragma: no cover - imports for annotations only
     from pysnn.functional.lif import LIFParameters
@@ -1142,14 +1143,9 @@ def stdp_rows_(
     tensors of one dtype. Returns the number of rows changed, or ``None`` (nothing done) where
     the kernel does not apply.
     """
-    if (
-        weight.dim() != 2
-        or not usable(weight, copy, s_post, x_post, pre_trace, arriving)
-        or s_post.numel() != weight.shape[0]
-        or x_post.numel() != weight.shape[0]
-        or pre_trace.numel() != weight.shape[1]
-        or arriving.numel() != weight.shape[1]
-        or (copy is not None and tuple(copy.shape) != (weight.shape[1], weight.shape[0]))
+    if not (
+        stdp_rows_fit(weight, copy, s_post, x_post, pre_trace, arriving)
+        and usable(weight, copy, s_post, x_post, pre_trace, arriving)
     ):
         return None
     return STDPRowsKernel(weight)(

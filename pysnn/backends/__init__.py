@@ -56,6 +56,7 @@ __all__ = [
     "accepts",
     "enabled",
     "name_of",
+    "stdp_rows_fit",
     "preference",
     "set_preference",
     "prefer",
@@ -217,6 +218,29 @@ def accepts(name: str, *tensors: Optional[torch.Tensor], differentiable: bool = 
         return False  # (a built-in backend is not imported for tensors it cannot take)
     backend = get(name)
     return backend is not None and backend.usable(*tensors, differentiable=differentiable)
+
+
+def stdp_rows_fit(
+    weight: torch.Tensor,
+    copy: Optional[torch.Tensor],
+    s_post: torch.Tensor,
+    x_post: torch.Tensor,
+    pre_trace: torch.Tensor,
+    arriving: torch.Tensor,
+) -> bool:
+    """Whether the shapes fit ``stdp_rows_``: ``weight`` ``(out, in)``, ``s_post`` and
+    ``x_post`` of ``out`` elements, ``pre_trace`` and ``arriving`` of ``in``, ``copy`` ``None``
+    or ``(in, out)``. Every backend's ``stdp_rows_`` does nothing (returns ``None``) otherwise."""
+    if weight.dim() != 2:
+        return False
+    n_out, n_in = weight.shape
+    return (
+        s_post.numel() == n_out
+        and x_post.numel() == n_out
+        and pre_trace.numel() == n_in
+        and arriving.numel() == n_in
+        and (copy is None or tuple(copy.shape) == (n_in, n_out))
+    )
 
 
 def name_of(backend: Any) -> str:

@@ -26,6 +26,7 @@ import triton
 import triton.language as tl
 
 from pysnn.backends.triton.common import BLOCK, LAUNCH, fuses_multiply_add, per_neuron
+from pysnn.backends.triton.trace import trace_next
 
 if TYPE_CHECKING:  # pragma: no cover - imports for annotations only
     from pysnn.functional.lif import LIFParameters
@@ -93,14 +94,7 @@ def _lif_forward(
                 tl.store(rs_ptr + o, (r > 0).to(tl.uint8), mask=mask)
         tl.store(s_ptr + o, s, mask=mask)
         v = tl.where(fired, v_reset, v)
-        d = tr * tdecay
-        if ADDITIVE:
-            if FMA:
-                tr = tl.fma(tscale, s, d)  # torch.addcmul(d, tscale, s)
-            else:
-                tr = tscale * s + d
-        else:
-            tr = tl.where(fired, tscale, d)
+        tr = trace_next(tr * tdecay, tscale, s, ADDITIVE, FMA)
         r = tl.where(fired, n_ref, tl.where(r > 1, r - 1, 0))
         o += bn
     tl.store(v_out + offs, v, mask=mask)

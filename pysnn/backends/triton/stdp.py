@@ -26,6 +26,7 @@ import torch
 import triton
 import triton.language as tl
 
+from pysnn.backends import stdp_rows_fit
 from pysnn.backends.triton.common import LAUNCH, fuses_multiply_add
 
 __all__ = ["ROWS", "COLS", "stdp_rows_"]
@@ -102,16 +103,9 @@ def stdp_rows_(
     tensors contiguous, on one device, of one dtype (check :func:`pysnn.backends.triton.usable`
     first). The count synchronises with the device (see the module).
     """
-    n_out, n_in = weight.shape if weight.dim() == 2 else (-1, -1)
-    if (
-        weight.dim() != 2
-        or s_post.numel() != n_out
-        or x_post.numel() != n_out
-        or pre_trace.numel() != n_in
-        or arriving.numel() != n_in
-        or (copy is not None and tuple(copy.shape) != (n_in, n_out))
-    ):
+    if not stdp_rows_fit(weight, copy, s_post, x_post, pre_trace, arriving):
         return None
+    n_out, n_in = weight.shape
     changed = int(torch.count_nonzero((s_post != 0) | (x_post != 0)))
     if changed:
         lo, hi = bounds if bounds is not None else (0.0, 0.0)

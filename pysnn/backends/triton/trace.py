@@ -24,6 +24,21 @@ __all__ = ["trace_step"]
 
 
 @triton.jit
+def trace_next(d, scale, x, ADDITIVE: tl.constexpr, FMA: tl.constexpr):
+    """The trace after a step from its decayed value ``d`` and the step's spikes ``x``:
+    ``addcmul(d, scale, x)`` (rounded once where torch's ``addcmul`` fuses, ``FMA``) in additive
+    mode, else ``scale`` where ``x > 0`` and ``d`` elsewhere (:func:`pysnn.functional.trace`)."""
+    if ADDITIVE:
+        if FMA:
+            new = tl.fma(scale, x, d)
+        else:
+            new = scale * x + d
+    else:
+        new = tl.where(x > 0, scale, d)
+    return new
+
+
+@triton.jit
 def _trace(
     x_ptr,
     t_ptr,
@@ -42,13 +57,7 @@ def _trace(
     x = tl.load(x_ptr + offs, mask=mask)
     d = tl.load(t_ptr + offs, mask=mask) * tl.load(p_ptr + i, mask=mask)
     scale = tl.load(p_ptr + n + i, mask=mask)
-    if ADDITIVE:
-        if FMA:
-            new = tl.fma(scale, x, d)  # torch.addcmul(d, scale, x)
-        else:
-            new = scale * x + d
-    else:
-        new = tl.where(x > 0, scale, d)
+    new = trace_next(d, scale, x, ADDITIVE, FMA)
     tl.store(out_ptr + offs, new, mask=mask)
 
 
