@@ -439,10 +439,9 @@ def generate(neuron: Neuron, example: torch.Tensor) -> Tuple[Optional[NeuronKern
         if backend == "c":
             source, function, gradient = _c_kernel(step)
         else:
-            from pysnn.backends.triton.generated import triton_kernel
-
-            try:
-                source, function, gradient = triton_kernel(step, example.device)
+            try:  # (the registry's Triton backend: _writer saw it accept the example)
+                writer = backends.get("triton").triton_kernel
+                source, function, gradient = writer(step, example.device)
             except ValueError as err:
                 raise _Refused(str(err)) from None
     except _Refused as why:

@@ -50,6 +50,7 @@ except ImportError as _err:  # pragma: no cover - CI installs triton
     _reason: Optional[str] = f"triton cannot be imported: {_err}"
 else:
     _reason = None
+    from pysnn.backends.triton.generated import triton_kernel
     from pysnn.backends.triton.lif import lif_backward, lif_steps
     from pysnn.backends.triton.stdp import stdp_rows_
     from pysnn.backends.triton.trace import trace_step
@@ -65,6 +66,7 @@ __all__ = [
     "lif_backward",
     "trace_step",
     "stdp_rows_",
+    "triton_kernel",
 ]
 
 _FLOAT32, _FLOAT64 = torch.float32, torch.float64
