@@ -19,8 +19,10 @@ single steps can be mixed.
 neurons onto their own synapses, the Vogels-Abbott networks): all ``T`` steps in one fused loop,
 the step loop's spikes bit for bit. :func:`run_layers` runs ``T`` steps of a network of layers
 with lateral and recurrent connections and one-sample STDP (the Diehl & Cook network, built from
-the public modules by anyone) in one fused call, with the step loop's results bit for bit. Other
-networks, and other learning rules, still run the step loop.
+the public modules by anyone) in one fused call, with the step loop's results bit for bit. Both
+live in the engine (:mod:`pysnn.engine.recurrent`, :mod:`pysnn.engine.layers`), whose planner
+lowers a user's step network of either shape to them under :class:`Unroll`. Other networks, and
+other learning rules, still run the step loop.
 
 :class:`Unroll` turns a step network into a sequence module, ``(T, B, ...) -> (T, B, ...)`` with
 the state reset at the start of every sequence: the unit to hand to
@@ -108,8 +110,8 @@ class Unroll(nn.Module):
             ...)``, the same as ``T`` calls), call it once; otherwise let the engine plan the
             sequence (:mod:`pysnn.engine`: layer by layer over all ``T`` steps where values only
             flow forward within a step, one product per connection and one fused call per LIF
-            layer, under autograd too; else the step loop; :func:`pysnn.engine.explain` says
-            which and why). The results and state are the step loop's either way (up to the
+            layer, under autograd too; a network of layers or a recurrent population in one
+            fused loop; else the step loop; :func:`pysnn.engine.explain` says which and why). The results and state are the step loop's either way (up to the
             summation order of dense products of ``T * B`` rows). ``False``:
             always the step loop (default ``True``).
     """
