@@ -19,8 +19,12 @@ pysnn runs ``LIFNeuron`` + :mod:`pysnn.synapse` (``ExponentialSynapse`` / ``Cond
 + :class:`pysnn.sparse.SparseLinear` in a Python step loop under ``torch.no_grad()`` with
 ``pysnn.set_checks(False)`` (peer ``pysnn``), or the same modules through
 :func:`pysnn.multistep.run_recurrent`, 1000 steps per call recording spike events, one fused C
-loop (peer ``pysnn-fused``; the same spikes, bit for bit). Brian2 gets **the same network**: the same synapses (pysnn's
-``fixed_probability`` draw, passed as index arrays) and the same initial potentials.
+loop (peer ``pysnn-fused``; the same spikes, bit for bit), or written as a user's
+``SNNNetwork`` whose ``forward`` is one step, run through ``Unroll(net, steps=1000,
+reset=False)`` (peer ``pysnn-unroll``: the engine lowers it to ``run_recurrent``, the first
+step of each call as written; a ``(1000, 1, N)`` raster per call; the same spikes, bit for
+bit). Brian2 gets **the same network**: the same synapses (pysnn's ``fixed_probability`` draw,
+passed as index arrays) and the same initial potentials.
 
 Model differences, and what is done about them: pysnn's LIF keeps leaking during the refractory
 period and ignores its input; Brian2's examples clamp ``v`` (``unless refractory``). By default
@@ -76,7 +80,7 @@ MODELS = {
     "cuba": dict(e_l=-49.0, drive=0.0, w_e=60 * 0.27 / 10, w_i=-20 * 4.5 / 10),
     "coba": dict(e_l=-60.0, drive=20.0, w_e=0.6, w_i=6.7, e_e=0.0, e_i=-80.0),
 }
-PEERS = ("pysnn", "pysnn-fused", "brian2", "brian2-standalone", "nest")
+PEERS = ("pysnn", "pysnn-fused", "pysnn-unroll", "brian2", "brian2-standalone", "nest")
 TRANSIENT = 0.1  # s, left out of the statistics
 
 
@@ -106,11 +110,14 @@ def network_data(model: str, n: int, seed: int, path: Path) -> None:
     )
 
 
-def run_pysnn(model: str, n: int, duration: float, data: Path, fused: bool = False) -> Dict:
+def run_pysnn(model: str, n: int, duration: float, data: Path, how: str = "loop") -> Dict:
+    """pysnn's run: ``how`` ``"loop"`` (a Python step loop), ``"fused"`` (``run_recurrent``) or
+    ``"unroll"`` (a user's step network through ``Unroll``)."""
     import torch
 
     import pysnn
-    from pysnn.multistep import run_recurrent
+    from pysnn.multistep import Unroll, run_recurrent
+    from pysnn.network import SNNNetwork
     from pysnn.neuron import LIFNeuron
     from pysnn.sparse import SparseLinear
     from pysnn.synapse import ConductanceSynapse, ExponentialSynapse
@@ -161,6 +168,20 @@ def run_pysnn(model: str, n: int, duration: float, data: Path, fused: bool = Fal
         lif(torch.zeros(1, n))
         lif.thresh = thresh
         lif.v = torch.from_numpy(arrays["v0"]).float().unsqueeze(0)
+
+    class Population(SNNNetwork):
+        """The network as a user writes it: ``forward`` is one step."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc, self.syn_e, self.syn_i, self.lif = fc, syn_e, syn_i, lif
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            s = self.lif.spikes
+            c = self.fc(s if s is not None else torch.zeros_like(x)).view(-1, 2, n)
+            return self.lif(self.syn_e(c[:, 0]) + self.syn_i(c[:, 1]))
+
+    run = Unroll(Population(), reset=False)  # (planned at its first call, in the timed run)
     s = torch.zeros(1, n)
     steps = round(duration / DT)
     build = time.perf_counter() - start
@@ -168,15 +189,20 @@ def run_pysnn(model: str, n: int, duration: float, data: Path, fused: bool = Fal
     buffer = torch.zeros(chunk, n, dtype=torch.bool)
     spikes: List = []
     start = time.perf_counter()
+
+    fused, unroll = how == "fused", how == "unroll"
     with torch.no_grad():
-        per_call = 1000  # run_recurrent: this many steps per call, spikes recorded as events
+        per_call = 1000  # run_recurrent, Unroll: this many steps per call
+        for t in range(0, steps, per_call) if unroll else ():  # (step 0 reads lif.spikes: zeros)
+            out = run(s.expand(min(per_call, steps - t), 1, n))  # (the input is not used)
+            spikes.append(out[:, 0].nonzero() + torch.tensor([t, 0]))
         for t in range(0, steps, per_call) if fused else ():
             found = run_recurrent(
                 fc, (syn_e, syn_i), lif, min(per_call, steps - t), s, record="events"
             )
             s = None  # (the next call continues from lif.spikes)
             spikes.append(torch.stack((found[:, 0] + t, found[:, 2]), 1))
-        for t in () if fused else range(steps):
+        for t in range(steps) if how == "loop" else ():
             x = fc(s).view(1, 2, n)
             s = lif(syn_e(x[:, 0]) + syn_i(x[:, 1]))
             buffer[t % chunk] = s[0]
@@ -383,7 +409,8 @@ def worker(peer: str, model: str, n: int, duration: float, data: str, out: str, 
         import brian2  # noqa: F401
     base = _status_mb("VmRSS")
     if peer.startswith("pysnn"):
-        result = run_pysnn(model, n, duration, Path(data), fused=peer == "pysnn-fused")
+        how = {"pysnn": "loop", "pysnn-fused": "fused", "pysnn-unroll": "unroll"}[peer]
+        result = run_pysnn(model, n, duration, Path(data), how)
     elif peer == "nest":
         result = run_nest(model, n, duration, Path(data))
     else:
@@ -466,7 +493,9 @@ def raster(results: Dict, model: str, n: int, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     peers = [
-        p for p in ("pysnn", "pysnn-fused", "brian2-standalone", "brian2", "nest") if p in results
+        p
+        for p in ("pysnn", "pysnn-fused", "pysnn-unroll", "brian2-standalone", "brian2", "nest")
+        if p in results
     ]
     fig, axes = plt.subplots(len(peers), 1, figsize=(8, 2.6 * len(peers)), sharex=True)
     axes = np.atleast_1d(axes)

@@ -3,7 +3,9 @@
 - :mod:`pysnn.engine.capture`: one step of a network as a program of module calls
   (``torch.fx``), on a copy, refusing what it cannot see;
 - :mod:`pysnn.engine.plan`: layer-wise over all ``T`` steps where values only flow forward within
-  a step, step-wise (as written) otherwise, and the runner of a layer-wise plan;
+  a step, a fused loop for a network of layers (:mod:`pysnn.engine.layers`) or a recurrent
+  population (:mod:`pysnn.engine.recurrent`), step-wise (as written) otherwise, and the runner
+  of a plan;
 - :func:`explain`: what runs fused, on which backend, and why anything falls back;
 - :func:`run_sequence`: ``T`` steps of a step network in one call (what
   :class:`pysnn.multistep.Unroll` uses).

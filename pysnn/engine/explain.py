@@ -21,9 +21,11 @@ class Explanation:
     Attributes:
         fused: whether the whole sequence runs without a module, or the network, stepped once
             per step from Python: layer by layer with every module in its block form, or as a
-            network of layers in one fused loop.
+            network of layers or a recurrent population in one fused loop (a recurrent
+            population's first step runs as written, the other ``T - 1`` in the loop).
         plan: ``"layer-wise"``, ``"layers"`` (a network of layers with feedback and learning:
-            :func:`pysnn.engine.layers.run_layers`) or ``"step-wise"``.
+            :func:`pysnn.engine.layers.run_layers`), ``"recurrent"`` (a recurrent population:
+            :func:`pysnn.engine.recurrent.run_recurrent`) or ``"step-wise"``.
         parts: each module call, in program order (:class:`pysnn.engine.plan.Part`).
         fallbacks: ``(module or node name, reason)`` for everything that runs once per step.
         backends: part name -> the backend that runs it (``"c"``, ``"c-generated"``,
@@ -73,9 +75,9 @@ def explain(module: nn.Module, x: torch.Tensor) -> Explanation:
         )
     example = x[0]
     sequence = plan(module, capture(module, example), example)
-    # a network of layers runs its feedback and learning in the fused loop: only parts that the
-    # loop steps are fallbacks there
-    fallbacks = [] if sequence.kind == "layers" else list(sequence.reasons)
+    # a network of layers or a recurrent population runs its feedback (and learning) in a fused
+    # loop: only parts that the loop steps are fallbacks there
+    fallbacks = [] if sequence.kind in ("layers", "recurrent") else list(sequence.reasons)
     fallbacks += [(p.name, p.reason) for p in sequence.parts if p.how == "stepped" and p.reason]
     fallbacks = list(dict.fromkeys(fallbacks))  # each once, in order
     return Explanation(

@@ -14,10 +14,16 @@ are event-driven (0/1 spikes) or elementwise; a dense product of ``T * B`` rows 
 in another order than ``T`` products of ``B`` rows (the last bit of an input current, as in
 :meth:`pysnn.connection.Linear.forward_multistep`).
 
-Anything else (feedback through state, a learning rule in training mode, per-batch statistics
-such as ``BatchNorm`` in training, random draws, operations that mix samples) runs **step-wise**:
-the network's own ``forward``, once per step, exactly as written. :func:`plan` says which, and
-why.
+A step with feedback through state runs as one of two fused loops where it is exactly that
+loop's step: a network of layers with lateral and recurrent connections and learning rules
+(``"layers"``, :func:`pysnn.engine.layers.run_layers`, see :func:`layers_spec`), or a recurrent
+population whose connection reads its own spikes of the step before (``"recurrent"``,
+:func:`pysnn.engine.recurrent.run_recurrent`, see :func:`recurrent_spec`).
+
+Anything else (other feedback through state, a learning rule in training mode, per-batch
+statistics such as ``BatchNorm`` in training, random draws, operations that mix samples) runs
+**step-wise**: the network's own ``forward``, once per step, exactly as written. :func:`plan`
+says which, and why.
 """
 
 from __future__ import annotations
@@ -32,9 +38,11 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from pysnn import backends
+from pysnn._checks import check_same_dt
 from pysnn.connection import Connection, Linear
 from pysnn.codegen import NeuronKernel, generate
 from pysnn.engine.layers import run_layers
+from pysnn.engine.recurrent import fused_reason, run_recurrent
 from pysnn.engine.capture import (
     StepProgram,
     is_pysnn_module,
@@ -47,7 +55,16 @@ from pysnn.neuron import AdaptiveLIFNeuron, Input, LIFNeuron, Neuron
 from pysnn.stepping import block_form_reason, has_forward_hooks
 from pysnn.synapse import ConductanceSynapse, Synapse
 
-__all__ = ["Part", "LayersSpec", "SequencePlan", "plan", "layers_spec", "block_reason"]
+__all__ = [
+    "Part",
+    "LayersSpec",
+    "RecurrentSpec",
+    "SequencePlan",
+    "plan",
+    "layers_spec",
+    "recurrent_spec",
+    "block_reason",
+]
 
 #: torch modules that act on each sample alone (in any mode), so that ``T * B`` samples of all
 #: steps may pass through them as one batch.
@@ -182,18 +199,34 @@ class LayersSpec:
 
 
 @dataclass
+class RecurrentSpec:
+    """A step program that is one step of a recurrent population
+    (:func:`pysnn.engine.recurrent.run_recurrent`), by module names: the connection that reads
+    the neuron's spikes of the step before, the synapse of each of its ``G`` receptor groups (in
+    group order) and the neuron, whose spikes the step returns."""
+
+    connection: str
+    synapses: List[str]
+    neuron: str
+
+
+@dataclass
 class SequencePlan:
     """How ``T`` steps of a network run.
 
     Attributes:
         kind: ``"layer-wise"`` (node by node over all steps), ``"layers"`` (a network of layers
-            with feedback and learning, :func:`pysnn.engine.layers.run_layers`) or
-            ``"step-wise"`` (the network's ``forward`` once per step, as written).
+            with feedback and learning, :func:`pysnn.engine.layers.run_layers`),
+            ``"recurrent"`` (a recurrent population,
+            :func:`pysnn.engine.recurrent.run_recurrent`) or ``"step-wise"`` (the network's
+            ``forward`` once per step, as written).
         reasons: ``(where, why)`` for each thing that keeps the program from running
             layer-wise.
         parts: the module calls of the program, with how each runs (empty when the step could
             not be captured).
         layers: the network of layers, for ``kind == "layers"``.
+        recurrent: the recurrent population, for ``kind == "recurrent"``.
+        kernels: part name -> the kernel generated for it (layer-wise plans).
     """
 
     kind: str
@@ -202,6 +235,7 @@ class SequencePlan:
     program: Optional[StepProgram] = None
     layers: Optional[LayersSpec] = None
     kernels: Dict[str, NeuronKernel] = field(default_factory=dict)
+    recurrent: Optional[RecurrentSpec] = None
 
     def run(self, network: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """Run the plan (not step-wise) on ``x`` ``(T, B, ...)`` → the network's outputs
@@ -211,6 +245,8 @@ class SequencePlan:
             layers = [(get(n), [tuple(map(get, e)) for e in inc]) for n, inc in spec.layers]
             rules = [get(name) for name in spec.rules]
             return run_layers(get(spec.input), layers, x, rules, record=[get(spec.output)])[0]
+        if self.kind == "recurrent":
+            return _run_population(network, self.recurrent, x)
         graph = self.program.graph
         steps = x.shape[0]
         env: Dict[fx.Node, Any] = {}
@@ -462,6 +498,159 @@ def layers_spec(network: nn.Module, graph: fx.Graph) -> Tuple[Optional[LayersSpe
     return LayersSpec(source, layers, rules, output), ""
 
 
+_ADD = (operator.add, torch.add)
+
+
+def recurrent_spec(
+    network: nn.Module, program: StepProgram, example: torch.Tensor
+) -> Tuple[Optional[RecurrentSpec], str]:
+    """The recurrent population that the step ``program`` is one step of, or ``(None, why not)``.
+
+    It is one when the step is exactly the loop of
+    :func:`~pysnn.engine.recurrent.run_recurrent` (``N`` neurons, ``G`` receptor groups)::
+
+        c = self.connection(self.neuron.spikes).view(B, G, N)   # or .reshape; B or -1
+        return self.neuron(self.syn_0(c[:, 0]) + self.syn_1(c[:, 1]) + ...)
+
+    and, for ``G == 1``, also ``self.neuron(self.syn_0(self.connection(self.neuron.spikes)))``.
+    Precisely: every node of the program is one of these; the connection
+    (:class:`~pysnn.connection.Connection`, ``G * N`` outputs) is called once, on the neuron's
+    ``spikes`` (the step before's); each group ``k`` is taken once, as ``c[:, k]``, by the
+    synapse ``syn_k`` (a :class:`~pysnn.synapse.Synapse` of the neuron), the synapses called in
+    group order and summed left to right in that order; the neuron (a one-dimensional
+    :class:`~pysnn.neuron.Neuron` of ``N``, the same ``dt`` as the connection) is called once,
+    on the sum, and its spikes are returned. The step's input is not used: only the first step,
+    which the plan runs as written, may use it (e.g. ``torch.zeros_like(x)`` when a reset left
+    no spikes). No module draws random numbers, and the network has no forward hook of its own.
+    """
+    if program.random:
+        return None, "the step draws random numbers"
+    if has_forward_hooks(network):
+        return None, "a forward hook of the network must see every step"
+    graph = program.graph
+    nodes = [n for n in graph.nodes if n.op not in ("placeholder", "output")]
+    if any(n.users for n in graph.nodes if n.op == "placeholder"):
+        return None, "the step uses its input (run_recurrent has no external input)"
+    out = next(n for n in graph.nodes if n.op == "output")
+
+    def call(node: Any, kind: type) -> Optional[nn.Module]:
+        """The module ``node`` calls on one value used only by it, if it is a ``kind``."""
+        if not (isinstance(node, fx.Node) and node.op == "call_module"):
+            return None
+        if len(node.args) != 1 or node.kwargs or not isinstance(node.args[0], fx.Node):
+            return None
+        module = network.get_submodule(node.target)
+        if not isinstance(module, kind) or len(node.args[0].users) != 1:
+            return None
+        return module
+
+    neuron_node = out.args[0]
+    neuron = call(neuron_node, Neuron)
+    if neuron is None or isinstance(neuron, Synapse) or len(neuron.shape) != 1:
+        return None, "the step does not return a (one-dimensional) neuron's spikes"
+    terms, sums, total = [], [], neuron_node.args[0]  # the sum, unfolded from the right
+    while total.op == "call_function" and total.target in _ADD:
+        if len(total.args) != 2 or total.kwargs or not isinstance(total.args[1], fx.Node):
+            return None, "a sum of other than two values"
+        left, right = total.args
+        if not isinstance(left, fx.Node) or len(left.users) != 1 or len(right.users) != 1:
+            return None, "a sum of other than synapses' outputs"
+        sums.append(total)
+        terms.insert(0, right)
+        total = left
+    terms.insert(0, total)
+    synapses = [call(term, Synapse) for term in terms]
+    if any(syn is None or syn.neuron is not neuron for syn in synapses) or len(
+        {id(syn) for syn in synapses}
+    ) != len(synapses):
+        return None, f"the input of {neuron_node.target} is not a sum of its synapses' outputs"
+    groups = len(terms)
+    pieces = [term.args[0] for term in terms]
+    first = pieces[0]
+    if groups == 1 and call(first, Connection) is not None:
+        connection_node, used = first, []
+    else:
+        if not all(
+            p.op == "call_function"
+            and p.target is operator.getitem
+            and p.args[1] == (slice(None), k)
+            and p.args[0] is first.args[0]
+            for k, p in enumerate(pieces)
+        ):
+            return None, "the synapses do not take the groups c[:, 0], c[:, 1], ... in order"
+        view = first.args[0]
+        shape = view.args[1:] if isinstance(view, fx.Node) else ()
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = tuple(shape[0])
+        if (
+            not shape
+            or view.op != "call_method"
+            or view.target not in ("view", "reshape")
+            or view.kwargs
+            or len(view.users) != groups
+            or tuple(shape[1:]) != (groups, *neuron.shape)
+            or shape[0] not in (-1, example.shape[0])
+        ):
+            return None, f"the connection's output is not viewed as (B, {groups}, N)"
+        connection_node, used = view.args[0], [view, *pieces]
+    connection = call(connection_node, Connection)
+    read = connection_node.args[0] if connection is not None else None
+    if (
+        connection is None
+        or read.op != "get_attr"
+        or read.target != f"{neuron_node.target}.spikes"
+        or getattr(connection, "out_features", None) != groups * neuron.shape[0]
+    ):
+        return None, f"no connection from {neuron_node.target}.spikes onto its {groups} groups"
+    calls = [read, connection_node, *used, *terms, *sums, neuron_node]
+    if set(nodes) != set(calls) or len(calls) != len(set(calls)):
+        return None, "the step does more than the recurrent population's step"
+    if [n for n in nodes if n in terms] != terms:
+        return None, "the synapses are not called in group order"
+    try:
+        check_same_dt(connection=connection, neuron=neuron)
+    except ValueError as error:
+        return None, str(error)
+    names = [term.target for term in terms]
+    return RecurrentSpec(connection_node.target, names, neuron_node.target), ""
+
+
+def _recurrent_loop_reason(network: nn.Module, spec: RecurrentSpec, example: torch.Tensor) -> str:
+    """Why :func:`~pysnn.engine.recurrent.run_recurrent` runs its step loop for this population
+    rather than its fused call ("" when the fused call applies)."""
+    get = network.get_submodule
+    connection, neuron = get(spec.connection), get(spec.neuron)
+    synapses = [get(name) for name in spec.synapses]
+    reference = neuron._reference()
+    spikes = torch.zeros(
+        example.shape[0], *neuron.shape, dtype=reference.dtype, device=reference.device
+    )
+    why = fused_reason(connection, synapses, neuron, spikes)
+    if not why and not (
+        backends.accepts("c", spikes, connection.weight)
+        and connection.weight.dtype == reference.dtype
+    ):
+        why = "the fused loop runs float32/float64 CPU tensors of one dtype only"
+    return f"run_recurrent steps the population: {why}" if why else ""
+
+
+def _run_population(network: nn.Module, spec: RecurrentSpec, x: torch.Tensor) -> torch.Tensor:
+    """A ``"recurrent"`` plan on ``x`` ``(T, B, ...)``: the first step as written (it makes the
+    state where a reset left none, from the input as the network does), the other ``T - 1`` by
+    :func:`~pysnn.engine.recurrent.run_recurrent` from the neuron's spikes; the outputs
+    ``(T, B, N)``."""
+    get = network.get_submodule
+    neuron = get(spec.neuron)
+    first = network(x[0])
+    spikes = neuron._buffers.get("spikes")
+    if x.shape[0] == 1 or spikes is None or spikes.shape != (x.shape[1], *neuron.shape):
+        # (no spikes of this batch to continue from: the network's own steps, as written)
+        return torch.stack([first] + [network(step) for step in x[1:]])
+    synapses = [get(name) for name in spec.synapses]
+    rest = run_recurrent(get(spec.connection), synapses, neuron, x.shape[0] - 1, spikes)
+    return torch.cat((first.unsqueeze(0), rest))
+
+
 def _layers_loop_reason(network: nn.Module, spec: LayersSpec, example: torch.Tensor) -> str:
     """Why :func:`~pysnn.engine.layers.run_layers` runs its step loop for this network rather
     than its fused call ("" when the fused call applies, from the steps after the first)."""
@@ -546,6 +735,13 @@ def plan(network: nn.Module, program: StepProgram, example: torch.Tensor) -> Seq
             part.how, part.reason = ("stepped", why) if why else ("fused", None)
             part.backend = "torch" if why else "c"
         return SequencePlan("layers", reasons, parts, program, spec)
+    population, _ = recurrent_spec(network, program, example)
+    if population is not None:
+        why = _recurrent_loop_reason(network, population, example)
+        for part in parts:
+            part.how, part.reason = ("stepped", why) if why else ("fused", None)
+            part.backend = "torch" if why else "c"
+        return SequencePlan("recurrent", reasons, parts, program, recurrent=population)
     for part in parts:  # a step-wise plan steps every module
         if part.how != "stepped":
             part.how, part.reason = "stepped", "the network is stepped as written"
