@@ -433,8 +433,8 @@ def generate(neuron: Neuron, example: torch.Tensor) -> Tuple[Optional[NeuronKern
     ``(B, *shape)``, as C or Triton (see the module); ``(None, why not)`` where it cannot be
     generated."""
     try:
+        step = _record(neuron, example)  # (first: what the model itself rules out)
         backend = _writer(example)
-        step = _record(neuron, example)
         gradient = None
         if backend == "c":
             source, function, gradient = _c_kernel(step)
