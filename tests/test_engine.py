@@ -115,6 +115,23 @@ def test_explain_hook_falls_back_and_names_it():
     assert torch.equal(out, _loop(net, x))
 
 
+def test_a_hook_on_the_network_itself_sees_every_step():
+    """A forward (pre-)hook of the network is called once per step by Unroll, as by the loop
+    (the fused plans never call the network's forward: they must not be used)."""
+    for register in ("register_forward_hook", "register_forward_pre_hook"):
+        net, x = FeedForward(), _spikes()
+        assert explain(net, x).fused  # without the hook: one fused plan
+        seen = []
+        getattr(net, register)(lambda m, *args: seen.append(1))
+        e = explain(net, x)
+        assert not e.fused and e.plan == "step-wise"
+        assert ("FeedForward", "a forward hook of the network must see every step") in e.fallbacks
+        seen.clear()
+        out = Unroll(net)(x)
+        assert len(seen) == x.shape[0]
+        assert torch.equal(out, _loop(net, x))
+
+
 def test_feedback_is_stepped_as_written():
     torch.manual_seed(1)
     net, x = Recurrent(), _spikes()

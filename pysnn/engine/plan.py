@@ -691,6 +691,9 @@ def plan(network: nn.Module, program: StepProgram, example: torch.Tensor) -> Seq
     step's input ``(B, ...)`` (for the backends)."""
     if not program.captured:
         return SequencePlan("step-wise", [(type(network).__name__, program.reason)], [], program)
+    if has_forward_hooks(network):  # (the network's own hooks see each call of its forward)
+        why = "a forward hook of the network must see every step"
+        return SequencePlan("step-wise", [(type(network).__name__, why)], [], program)
     graph = program.graph
     reasons: List[Tuple[str, str]] = []
     placeholders = [n for n in graph.nodes if n.op == "placeholder"]
