@@ -12,7 +12,7 @@ import torch
 from pysnn import backends, codegen, native
 from pysnn.neuron import IzhikevichNeuron, Neuron
 from pysnn.readout import LIReadout
-from tests.test_engine import Clipped, CurrentLIF, Exponential, Reciprocal
+from tests.test_engine import TRACED, Clipped, CurrentLIF, Exponential, Reciprocal
 
 pytestmark = pytest.mark.skipif(not native.available(), reason="needs the C kernels")
 
@@ -63,6 +63,41 @@ def test_generated_single_steps_are_the_torch_steps_bit_for_bit(factory, dtype):
     _assert_same(a, b)
     if a.spiking:
         assert a.trace.abs().sum() > 0
+
+
+@pytest.mark.parametrize("mode", ["additive", "reset"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("factory", TRACED)
+def test_generated_single_steps_update_the_trace_bit_for_bit(factory, dtype, mode, monkeypatch):
+    """The generated single step updates the trace in its kernel (no trace_step after it):
+    after each step the output, the trace and every state equal the torch step loop's (the
+    torch operations, also for the trace) bit for bit, while the trace keeps changing."""
+    import pysnn.neuron as neuron_module
+
+    a, b = _pair(lambda: factory(13, mode), dtype)
+    g = torch.Generator().manual_seed(5)
+    x = torch.rand(150, 3, 13, generator=g, dtype=torch.float64)
+    x = (x * (torch.rand(x.shape, generator=g) < 0.25)).to(dtype)  # sparse currents
+    traces = []
+
+    def stale(*args):
+        raise AssertionError("the trace was updated outside the generated kernel")
+
+    with torch.no_grad():
+        for t in range(x.shape[0]):
+            with backends.prefer("torch"):
+                want = b(x[t])
+            generated = t >= Neuron.GENERATE_AFTER  # the generated step from here on
+            assert (a.generated_step == "generated") is generated, t
+            with monkeypatch.context() as patch:
+                if generated:
+                    patch.setattr(neuron_module, "trace_step", stale)
+                assert torch.equal(a(x[t]), want), t
+            _assert_same(a, b)
+            traces.append(a.trace.clone())
+    assert a.generated_step == "generated"
+    changed = [not torch.equal(u, v) for u, v in zip(traces[64:], traces[65:])]
+    assert traces[-1].abs().sum() > 0 and sum(changed) > len(changed) // 2
 
 
 def test_the_generated_kernel_runs_and_is_made_once(monkeypatch):
