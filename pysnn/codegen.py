@@ -957,6 +957,19 @@ _C_BLOCKS = """
 #define PYSNN_PARALLEL(threads, blocks, work)
 #endif
 """
+#: The loop over the elements ``lo .. hi - 1`` of a block at one step, opened (its body and
+#: ``}}`` follow): a sample's row at a time, so that the neuron of element ``i`` (``i % n``) is
+#: ``j = i - row``, found without a division per element and affine in ``i``; ``ivdep``: each
+#: element reads and writes its own index only (the arguments are ``restrict``, a promise the
+#: OpenMP-outlined loop loses, and the runtime alias checks the compiler would add instead
+#: exceed its limit once the trace's pointers join). Both let the compiler vectorise the loop,
+#: each element's operations unchanged (``-ffp-contract=off``, no reassociation).
+_C_ELEMENTS = """for (int64_t first = lo, stop; first < hi; first = stop) {
+            const int64_t row = first - first % n;
+            stop = row + n < hi ? row + n : hi;
+            _Pragma("GCC ivdep") for (int64_t i = first; i < stop; i++) {
+            const int64_t j = i - row;
+            (void)j;"""
 #: ``PYSNN_MADD(a, b, c) = a * b + c`` rounded as torch's ``addcmul(c, a, b)`` rounds it, as
 #: the built-in kernels (``pysnn/csrc/kernels.c``) define it: once where ``PYSNN_FMA`` is
 #: defined (:func:`pysnn.native.compile_generated` defines it exactly where torch's ``addcmul``
@@ -1019,17 +1032,17 @@ void pysnn_generated(int64_t steps, int64_t size, int64_t n, const {ctype} *rest
         for (int64_t t = 0; t < steps; t++) {{
             const {ctype} *xt = x + t * size;
             {ctype} *ot = out + t * size;
-            for (int64_t i = lo, j = lo % n; i < hi; i++, j = j + 1 == n ? 0 : j + 1) {{
-            /* j: the neuron of element i (i % n), counted without a division */
+            {_C_ELEMENTS}
             {ctype} in_x = xt[i];{loads}{history}
 {body}
             ot[i] = {spikes};{stores}
-            if (tr) {{  /* the spike trace: pysnn_trace's operations (kernels.c) */
+            if (tr) {{  /* the spike trace: pysnn_trace's operations (both modes' values
+                          computed, so that the loop vectorises) */
                 const {ctype} decayed = tr[i] * tc[j];
-                tr[i] = additive ? PYSNN_MADD(tc[n + j], ot[i], decayed)
-                                 : (ot[i] > 0 ? tc[n + j] : decayed);
+                const {ctype} added = PYSNN_MADD(tc[n + j], ot[i], decayed);
+                tr[i] = additive ? added : (ot[i] > 0 ? tc[n + j] : decayed);
             }}
-            }}
+            }}}}
         }}
     }}
 }}
@@ -1066,13 +1079,12 @@ void pysnn_generated_backward(int64_t steps, int64_t size, int64_t n, const {cty
             const {ctype} *xt = x + t * size;
             const {ctype} *got = gout + t * size;
             {ctype} *gxt = gx + t * size;
-            for (int64_t i = lo, j = lo % n; i < hi; i++, j = j + 1 == n ? 0 : j + 1) {{
-            (void)j;  /* the neuron of element i (i % n), counted without a division */
+            {_C_ELEMENTS}
             {ctype} in_x = xt[i];{saved}
 {body}{zeros}{seeds}
 {reverse}
             gxt[i] = g_in_x;{outputs}
-            }}
+            }}}}
         }}
     }}
 }}
