@@ -437,9 +437,12 @@ class NeuronKernel:
     def applies(self, neuron: Neuron, x: torch.Tensor) -> bool:
         """Whether this kernel may run ``neuron`` on ``x`` ``(T, B, *shape)`` now: the same
         constants (bytes) and ``dt`` as when generated, the kernel's dtype and device, no
-        gradient needed unless it has a backward kernel, no clamp pending."""
+        gradient needed unless it has a backward kernel (and no learned constant, whose
+        gradient only the torch step gives, wants one, even with an input that wants none),
+        no clamp pending."""
         graph = torch.is_grad_enabled() and (
             x.requires_grad
+            or any(p.requires_grad for p in neuron._parameters.values())
             or any(
                 neuron._buffers[s].requires_grad
                 for s in self.states

@@ -808,7 +808,8 @@ class _GeneratedStep:
 
     Kept in the neuron's fast-step slot, so any assignment to the neuron, ``.to()``, a new
     constant or state drops it. Each call checks what the kernel relied on: the input's shape,
-    dtype, device and layout; no gradient wanted; no clamp pending; ``dt`` and the constants
+    dtype, device and layout; no gradient wanted (by the input, the state or a learned
+    constant); no clamp pending; ``dt`` and the constants
     (a :class:`~pysnn._guards.Guard`: in-place and ``.data`` edits included); the state seen by
     nothing else (else the general step runs, which never edits the state in place).
     """
@@ -842,7 +843,9 @@ class _GeneratedStep:
             return None
         buffers = neuron._buffers
         if _grad_enabled() and (
-            x.requires_grad or any(buffers[name].requires_grad for name in self.names)
+            x.requires_grad
+            or any(buffers[name].requires_grad for name in self.names)
+            or any(p.requires_grad for p in neuron._parameters.values())  # (a learned constant)
         ):
             return None
         if not all_unshared(buffers, self.names):

@@ -100,6 +100,25 @@ def test_generated_single_steps_update_the_trace_bit_for_bit(factory, dtype, mod
     assert traces[-1].abs().sum() > 0 and sum(changed) > len(changed) // 2
 
 
+@pytest.mark.parametrize("learned", ["tau_v", "tau_trace"])
+def test_a_learned_constant_gets_its_gradient_after_generation(learned):
+    """A constant that is an nn.Parameter: once gradients are on (the input wanting none) the
+    generated single step gives way to the torch step, whose graph reaches the constant (the
+    kernel, generated without a gradient, would silently drop it): the state's and the
+    constant's gradients are the torch step loop's."""
+    a, b = _pair(lambda: CurrentLIF(13, **{learned: torch.nn.Parameter(torch.full((13,), 9.0))}))
+    x = _inputs(steps=100, scale=0.4)
+    for t in range(x.shape[0]):
+        with torch.set_grad_enabled(t >= 80):  # generated at step 64 without a gradient
+            assert (a.generated_step == "generated") is (64 <= t <= 80), t
+            assert torch.equal(a(x[t]), b(x[t])), t
+    assert a.v.requires_grad is (learned == "tau_v") and a.trace.requires_grad
+    (a.v.sum() + a.trace.sum()).backward(), (b.v.sum() + b.trace.sum()).backward()
+    got, want = getattr(a, learned).grad, getattr(b, learned).grad
+    assert want.abs().sum() > 0 and torch.equal(got, want)
+    _assert_same(a, b)
+
+
 def test_the_generated_kernel_runs_and_is_made_once(monkeypatch):
     made = []
     generate = codegen.generate
