@@ -100,6 +100,29 @@ def test_generated_single_steps_update_the_trace_bit_for_bit(factory, dtype, mod
     assert traces[-1].abs().sum() > 0 and sum(changed) > len(changed) // 2
 
 
+def test_edits_of_the_trace_constants_and_mode_take_effect_at_the_next_step():
+    """tau_trace edited in place, trace_scale through .data, trace_mode assigned, each while
+    the generated step (with the trace in its kernel) runs: the trace is the torch step's."""
+    a, b = _pair(lambda: CurrentLIF(13, tau_trace=torch.linspace(3.0, 40.0, 13), trace_scale=0.7))
+    x = _inputs(steps=400, scale=0.4)
+    edits = {
+        100: lambda n: n.tau_trace.mul_(2.0),
+        170: lambda n: n.trace_scale.data.fill_(0.3),
+        240: lambda n: setattr(n, "trace_mode", "reset"),
+    }
+    with torch.no_grad():
+        for t in range(x.shape[0]):
+            if t in edits:
+                assert a.generated_step == "generated", t
+                edits[t](a), edits[t](b)
+            with backends.prefer("torch"):
+                want = b(x[t])
+            assert torch.equal(a(x[t]), want), t
+            assert torch.equal(a.trace, b.trace), t
+    assert a.generated_step == "generated" and a.trace_mode == "reset"
+    _assert_same(a, b)
+
+
 @pytest.mark.parametrize("learned", ["tau_v", "tau_trace"])
 def test_a_learned_constant_gets_its_gradient_after_generation(learned):
     """A constant that is an nn.Parameter: once gradients are on (the input wanting none) the
