@@ -31,6 +31,15 @@ engine use it, and it imports neither.
    The results are the step loop's bit for bit (the tests compare them, the Triton kernels
    under Triton's interpreter).
 
+**The spike trace.** The step loop updates a spiking neuron's trace after each step from its
+spikes (:func:`pysnn.functional.trace.trace_step`); without autograd the forward kernel does
+it in its loop (:class:`TraceUpdate`) with the built-in trace kernels' operations in their
+order: ``trace * decay``, then ``+ trace_scale * spikes`` rounded once where torch's
+``addcmul`` is a fused multiply-add (``"additive"``), or ``trace_scale`` where the spikes are
+positive (``"reset"``), so bit for bit too. Where the trace needs an autograd graph (under
+BPTT, or a trace constant that wants a gradient, see :func:`trace_constants`) it is left to
+``trace_step`` after the kernel, as the step loop builds that graph.
+
 Per-element operations that can be generated: ``+ - * /`` (tensor or Python number operands,
 the number rounded to the tensor's dtype as torch does; a number divided by a tensor as torch
 computes it, the tensor's reciprocal times the number), negation, ``abs``, comparisons,
@@ -61,7 +70,18 @@ import ctypes
 import math
 import types
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Dict,
+    List,
+    NamedTuple,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+)
 
 import torch
 from torch.overrides import TorchFunctionMode
@@ -74,7 +94,16 @@ from pysnn.functional.trace import trace_step
 if TYPE_CHECKING:  # pragma: no cover - annotations only (the neuron module imports this one)
     from pysnn.neuron import Neuron
 
-__all__ = ["NeuronKernel", "Op", "Ref", "Step", "generate"]
+__all__ = [
+    "NeuronKernel",
+    "Op",
+    "Ref",
+    "Step",
+    "TraceConstants",
+    "TraceUpdate",
+    "generate",
+    "trace_constants",
+]
 
 #: binary per-element operations, by the name of the torch function or tensor method the
 #: recorder sees: the :class:`Op` kind, and whether its operands are the call's swapped
@@ -313,9 +342,38 @@ class _Refused(Exception):
     """The step cannot be generated (the message says why)."""
 
 
-#: a generated forward kernel: ``(steps, size, n, x, out, states, uniforms, history)``, with
-#: ``size = B * n`` elements per step; ``states`` updated in place, ``history`` (``None``
-#: entries: not kept) receiving each step's state before the step
+class TraceConstants(NamedTuple):
+    """The constants of a neuron's spike-trace update (:func:`pysnn.functional.trace.trace_step`)
+    as a generated forward kernel reads them (see :func:`trace_constants`).
+
+    Attributes:
+        table: ``(2, n)`` contiguous, of the kernel's dtype and device: the decay
+            ``exp(-dt / tau_trace)`` (row 0) and ``trace_scale`` (row 1) of each neuron.
+        additive: ``True`` for ``"additive"``, ``False`` for ``"reset"``.
+    """
+
+    table: torch.Tensor
+    additive: bool
+
+
+class TraceUpdate(NamedTuple):
+    """The spike trace a generated forward kernel updates after each step, in its loop, with
+    the operations of :func:`pysnn.functional.trace.trace_step` in their order (the additive
+    sum rounded once where torch's ``addcmul`` fuses it), from the step's spikes.
+
+    Attributes:
+        trace: ``(B, *shape)`` contiguous, of the kernel's dtype and device, updated in place.
+        constants: the update's :class:`TraceConstants`.
+    """
+
+    trace: torch.Tensor
+    constants: TraceConstants
+
+
+#: a generated forward kernel: ``(steps, size, n, x, out, states, uniforms, history, trace)``,
+#: with ``size = B * n`` elements per step; ``states`` updated in place, ``history`` (``None``
+#: entries: not kept) receiving each step's state before the step, ``trace`` (``None``: no
+#: trace update in the loop) the spike trace updated in place after each step
 Launch = Callable[
     [
         int,
@@ -326,6 +384,7 @@ Launch = Callable[
         Sequence[torch.Tensor],
         Sequence[torch.Tensor],
         Sequence[Optional[torch.Tensor]],
+        Optional[TraceUpdate],
     ],
     None,
 ]
@@ -378,9 +437,12 @@ class NeuronKernel:
     def applies(self, neuron: Neuron, x: torch.Tensor) -> bool:
         """Whether this kernel may run ``neuron`` on ``x`` ``(T, B, *shape)`` now: the same
         constants (bytes) and ``dt`` as when generated, the kernel's dtype and device, no
-        gradient needed unless it has a backward kernel, no clamp pending."""
+        gradient needed unless it has a backward kernel (and no learned constant, whose
+        gradient only the torch step gives, wants one, even with an input that wants none),
+        no clamp pending."""
         graph = torch.is_grad_enabled() and (
             x.requires_grad
+            or any(p.requires_grad for p in neuron._parameters.values())
             or any(
                 neuron._buffers[s].requires_grad
                 for s in self.states
@@ -400,7 +462,9 @@ class NeuronKernel:
     def run(self, neuron: Neuron, x: torch.Tensor) -> torch.Tensor:
         """``T`` steps of ``neuron`` on ``x`` ``(T, B, *shape)``: its spikes ``(T, B, *shape)``,
         its state left as after ``T`` calls (the trace updated step by step as
-        :meth:`~pysnn.neuron.Neuron.forward` does)."""
+        :meth:`~pysnn.neuron.Neuron.forward` does: in the kernel's loop without autograd where
+        :func:`trace_constants` allows it, else by :func:`~pysnn.functional.trace.trace_step`
+        after the kernel, which keeps the trace's gradient under autograd)."""
         steps, batch = x.shape[0], x.shape[1]
         flat = x.reshape(steps * batch, *x.shape[2:])
         check_input("x", flat, neuron.shape, neuron._reference(), type(neuron).__name__)
@@ -409,23 +473,76 @@ class NeuronKernel:
         buffers = neuron._buffers
         n = math.prod(neuron.shape)
         inputs = [buffers[name] for name in self.states]
+        update = None
         if torch.is_grad_enabled() and (x.requires_grad or any(s.requires_grad for s in inputs)):
             out, *states = _GeneratedSteps.apply(self, n, x, *inputs)
             neuron._count_graph_step(steps)
         else:
             states = [s.clone() for s in inputs]  # replaced, never edited
             out = torch.empty_like(x)
-            self.function(steps, batch * n, n, x, out, states, self.uniforms, [None] * len(states))
+            constants = trace_constants(neuron, x[0])
+            if constants is not None:  # the trace in the loop, into a tensor only it can see
+                trace = neuron._spare("trace")
+                trace = buffers["trace"].clone() if trace is None else trace
+                update = TraceUpdate(trace, constants)
+            history = [None] * len(states)
+            self.function(steps, batch * n, n, x, out, states, self.uniforms, history, update)
         for name, value in zip(self.states, states):
             buffers[name] = value
         if neuron.spiking:
-            params = neuron.trace_parameters()
-            trace = trace_step(buffers["trace"], out[0], params, neuron._spare("trace"))
-            for t in range(1, steps):
-                trace = trace_step(trace, out[t], params, trace)
-            buffers["trace"] = trace
+            if update is not None:
+                buffers["trace"] = update.trace
+            else:
+                params = neuron.trace_parameters()
+                trace = trace_step(buffers["trace"], out[0], params, neuron._spare("trace"))
+                for t in range(1, steps):
+                    trace = trace_step(trace, out[t], params, trace)
+                buffers["trace"] = trace
             buffers["spikes"] = out[-1]
         return out
+
+
+def trace_constants(neuron: Neuron, example: torch.Tensor) -> Optional[TraceConstants]:
+    """The constants with which a generated forward kernel updates ``neuron``'s spike trace in
+    its loop, for step inputs like ``example`` ``(B, *shape)`` (see :class:`TraceUpdate`), or
+    ``None`` where the trace is left to :func:`~pysnn.functional.trace.trace_step` after each
+    step, as the step loop updates it: a neuron without a trace; a trace that is not a
+    contiguous tensor of ``example``'s shape, dtype and device, or that carries an autograd
+    graph while gradients are on (the step loop extends it); a trace constant that wants a
+    gradient (a learned ``tau_trace``), or not of ``example``'s dtype and device, or not
+    broadcastable to the neuron shape.
+
+    The values are :meth:`~pysnn.neuron.Neuron.trace_parameters`' now: a caller keeping them
+    across calls must check that the constants and ``dt`` are unchanged (as a kernel's
+    :class:`~pysnn._guards.Guard` does) and drop them when ``trace_mode`` is assigned.
+    """
+    if not neuron.spiking:
+        return None
+    trace = neuron._buffers.get("trace")
+    if (
+        trace is None
+        or trace.dtype is not example.dtype
+        or trace.device != example.device
+        or trace.shape != example.shape
+        or not trace.is_contiguous()
+        or (torch.is_grad_enabled() and trace.requires_grad)
+    ):
+        return None
+    params = neuron.trace_parameters()
+    shape = torch.Size(neuron.shape)
+    rows = []
+    for value in (params.decay, params.scale):
+        if (
+            not isinstance(value, torch.Tensor)
+            or value.requires_grad
+            or value.dtype is not example.dtype
+            or value.device != example.device
+            or value.dim() > len(shape)
+            or any(a not in (1, b) for a, b in zip(reversed(value.shape), reversed(shape)))
+        ):
+            return None
+        rows.append(value.broadcast_to(shape).reshape(shape.numel()))
+    return TraceConstants(torch.stack(rows), bool(params.additive))
 
 
 def generate(neuron: Neuron, example: torch.Tensor) -> Tuple[Optional[NeuronKernel], str]:
@@ -843,6 +960,31 @@ _C_BLOCKS = """
 #define PYSNN_PARALLEL(threads, blocks, work)
 #endif
 """
+#: The loop over the elements ``lo .. hi - 1`` of a block at one step, opened (its body and
+#: ``}}`` follow): a sample's row at a time, so that the neuron of element ``i`` (``i % n``) is
+#: ``j = i - row``, found without a division per element and affine in ``i``; ``ivdep``: each
+#: element reads and writes its own index only (the arguments are ``restrict``, a promise the
+#: OpenMP-outlined loop loses, and the runtime alias checks the compiler would add instead
+#: exceed its limit once the trace's pointers join). Both let the compiler vectorise the loop,
+#: each element's operations unchanged (``-ffp-contract=off``, no reassociation).
+_C_ELEMENTS = """for (int64_t first = lo, stop; first < hi; first = stop) {
+            const int64_t row = first - first % n;
+            stop = row + n < hi ? row + n : hi;
+            _Pragma("GCC ivdep") for (int64_t i = first; i < stop; i++) {
+            const int64_t j = i - row;
+            (void)j;"""
+#: ``PYSNN_MADD(a, b, c) = a * b + c`` rounded as torch's ``addcmul(c, a, b)`` rounds it, as
+#: the built-in kernels (``pysnn/csrc/kernels.c``) define it: once where ``PYSNN_FMA`` is
+#: defined (:func:`pysnn.native.compile_generated` defines it exactly where torch's ``addcmul``
+#: is a fused multiply-add), else after the product too
+_C_MADD = """
+#ifdef PYSNN_FMA
+#define PYSNN_MADD(a, b, c) \\
+    _Generic((a), float: __builtin_fmaf, default: __builtin_fma)((a), (b), (c))
+#else
+#define PYSNN_MADD(a, b, c) ((a) * (b) + (c))
+#endif
+"""
 _threads = torch.get_num_threads
 
 
@@ -881,9 +1023,10 @@ def _c_kernel(step: Step) -> Tuple[str, Launch, Optional[Gradient]]:
     source = f"""/* generated by pysnn.codegen for {step.neuron}.step */
 #include <math.h>
 #include <stdint.h>
-{_C_BLOCKS}
+{_C_BLOCKS}{_C_MADD}
 void pysnn_generated(int64_t steps, int64_t size, int64_t n, const {ctype} *restrict x,
-                     {ctype} *restrict out{arguments}, int64_t n_threads)
+                     {ctype} *restrict out{arguments}, {ctype} *restrict tr,
+                     const {ctype} *restrict tc, int additive, int64_t n_threads)
 {{
     const int64_t blocks = (size + PYSNN_BLOCK - 1) / PYSNN_BLOCK;
     PYSNN_PARALLEL(n_threads, blocks, steps * size)
@@ -892,12 +1035,17 @@ void pysnn_generated(int64_t steps, int64_t size, int64_t n, const {ctype} *rest
         for (int64_t t = 0; t < steps; t++) {{
             const {ctype} *xt = x + t * size;
             {ctype} *ot = out + t * size;
-            for (int64_t i = lo, j = lo % n; i < hi; i++, j = j + 1 == n ? 0 : j + 1) {{
-            (void)j;  /* the neuron of element i (i % n), counted without a division */
+            {_C_ELEMENTS}
             {ctype} in_x = xt[i];{loads}{history}
 {body}
             ot[i] = {spikes};{stores}
+            if (tr) {{  /* the spike trace: pysnn_trace's operations (both modes' values
+                          computed, so that the loop vectorises) */
+                const {ctype} decayed = tr[i] * tc[j];
+                const {ctype} added = PYSNN_MADD(tc[n + j], ot[i], decayed);
+                tr[i] = additive ? added : (ot[i] > 0 ? tc[n + j] : decayed);
             }}
+            }}}}
         }}
     }}
 }}
@@ -934,13 +1082,12 @@ void pysnn_generated_backward(int64_t steps, int64_t size, int64_t n, const {cty
             const {ctype} *xt = x + t * size;
             const {ctype} *got = gout + t * size;
             {ctype} *gxt = gx + t * size;
-            for (int64_t i = lo, j = lo % n; i < hi; i++, j = j + 1 == n ? 0 : j + 1) {{
-            (void)j;  /* the neuron of element i (i % n), counted without a division */
+            {_C_ELEMENTS}
             {ctype} in_x = xt[i];{saved}
 {body}{zeros}{seeds}
 {reverse}
             gxt[i] = g_in_x;{outputs}
-            }}
+            }}}}
         }}
     }}
 }}
@@ -951,7 +1098,8 @@ void pysnn_generated_backward(int64_t steps, int64_t size, int64_t n, const {cty
         raise _Refused(f"the generated kernel did not compile: {err}") from None
     pointers = [ctypes.c_void_p] * (2 + 2 * len(step.states) + len(step.uniforms))
     function = library.pysnn_generated
-    function.argtypes = [ctypes.c_int64] * 3 + pointers + [ctypes.c_int64]
+    trace = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
+    function.argtypes = [ctypes.c_int64] * 3 + pointers + trace + [ctypes.c_int64]
     function.restype = None
     gradient = None
     if backward:
@@ -964,7 +1112,7 @@ void pysnn_generated_backward(int64_t steps, int64_t size, int64_t n, const {cty
 def _c_launch(function: Callable[..., None]) -> Launch:
     """The compiled C forward kernel as a :data:`Launch` (tensors passed by address)."""
 
-    def launch(steps, size, n, x, out, states, uniforms, history) -> None:
+    def launch(steps, size, n, x, out, states, uniforms, history, trace) -> None:
         function(
             steps,
             size,
@@ -974,6 +1122,15 @@ def _c_launch(function: Callable[..., None]) -> Launch:
             *(s.data_ptr() for s in states),
             *(u.data_ptr() for u in uniforms),
             *(None if h is None else h.data_ptr() for h in history),
+            *(
+                (None, None, 0)
+                if trace is None
+                else (
+                    trace.trace.data_ptr(),
+                    trace.constants.table.data_ptr(),
+                    trace.constants.additive,
+                )
+            ),
             _threads(),
         )
 
@@ -1064,7 +1221,7 @@ class _GeneratedSteps(torch.autograd.Function):
         new = [s.detach().clone() for s in states]
         history = [x.new_empty((steps, *s.shape)) for s in states]
         out = torch.empty_like(x)
-        kernel.function(steps, size, n, x, out, new, kernel.uniforms, history)
+        kernel.function(steps, size, n, x, out, new, kernel.uniforms, history, None)
         ctx.save_for_backward(x, *history)
         ctx.kernel, ctx.n = kernel, n
         return (out, *new)

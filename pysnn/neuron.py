@@ -73,7 +73,7 @@ from pysnn import _checks
 from pysnn._guards import Guard
 from pysnn._sharing import all_unshared, unshared
 from pysnn._checks import ParamLike, as_param, check_choice, check_input, check_positive_scalar
-from pysnn.codegen import NeuronKernel, generate
+from pysnn.codegen import NeuronKernel, TraceUpdate, generate, trace_constants
 from pysnn.forcing import Override, check_delta, check_mask
 from pysnn.functional.decay import exp_decay
 from pysnn.functional.izhikevich import IzhikevichParameters, izhikevich_step
@@ -803,11 +803,13 @@ class _FastTraceStep(_FastStep):
 
 class _GeneratedStep:
     """A neuron's single step through a kernel generated from its ``step``
-    (:class:`pysnn.codegen.NeuronKernel`, one step of it), the state updated in place.
+    (:class:`pysnn.codegen.NeuronKernel`, one step of it), the state updated in place, the
+    spike trace in the same call where :func:`pysnn.codegen.trace_constants` allows it.
 
     Kept in the neuron's fast-step slot, so any assignment to the neuron, ``.to()``, a new
     constant or state drops it. Each call checks what the kernel relied on: the input's shape,
-    dtype, device and layout; no gradient wanted; no clamp pending; ``dt`` and the constants
+    dtype, device and layout; no gradient wanted (by the input, the state or a learned
+    constant); no clamp pending; ``dt`` and the constants
     (a :class:`~pysnn._guards.Guard`: in-place and ``.data`` edits included); the state seen by
     nothing else (else the general step runs, which never edits the state in place).
     """
@@ -818,8 +820,9 @@ class _GeneratedStep:
         self.kernel, self.shape = kernel, x.shape
         self.size, self.n = x.numel(), x[0].numel()
         self.names = tuple(kernel.states)
-        # the trace's fused in-place kernel (its constants are among those the guard checks)
-        self.trace = trace_kernel(neuron.trace_parameters(), x) if neuron.spiking else None
+        # the constants of the trace update the kernel makes in its loop (those the guard
+        # checks; an assignment of trace_mode drops this object); None: trace_step after it
+        self.trace = trace_constants(neuron, x)
         if self.trace is not None:
             self.names += ("trace",)
 
@@ -840,7 +843,9 @@ class _GeneratedStep:
             return None
         buffers = neuron._buffers
         if _grad_enabled() and (
-            x.requires_grad or any(buffers[name].requires_grad for name in self.names)
+            x.requires_grad
+            or any(buffers[name].requires_grad for name in self.names)
+            or any(p.requires_grad for p in neuron._parameters.values())  # (a learned constant)
         ):
             return None
         if not all_unshared(buffers, self.names):
@@ -849,9 +854,11 @@ class _GeneratedStep:
             raise ValueError(_checks.nonfinite_message("x", x, type(neuron).__name__))
         out = torch.empty_like(x)
         states = [buffers[name] for name in kernel.states]
-        kernel.function(1, self.size, self.n, x, out, states, kernel.uniforms, [None] * len(states))
+        trace = None if self.trace is None else TraceUpdate(buffers["trace"], self.trace)
+        history = [None] * len(states)
+        kernel.function(1, self.size, self.n, x, out, states, kernel.uniforms, history, trace)
         if neuron.spiking:
-            if self.trace is None or not self.trace(out, buffers["trace"]):
+            if trace is None:
                 buffers["trace"] = trace_step(
                     buffers["trace"], out, neuron.trace_parameters(), neuron._spare("trace")
                 )

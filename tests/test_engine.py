@@ -586,6 +586,23 @@ class Reciprocal(Neuron):
         return s
 
 
+class Graded(Neuron):
+    """Returns a graded output (its potential above 0.5, scaled; 0 below): the additive trace
+    adds ``trace_scale * output`` to the decayed trace, rounded once where torch's ``addcmul``
+    is a fused multiply-add (0/1 spikes would add ``trace_scale`` exactly either way)."""
+
+    def __init__(self, shape, **kw):
+        super().__init__(shape, **kw)
+        self.register_state("v", 0.0)
+
+    def step(self, x):
+        self.v = self.v * 0.9 + x
+        s = self.fire(self.v - 1.0)
+        out = (self.v - 0.5).clamp(min=0.0) * 0.37
+        self.v = torch.where(s > 0, self.v * 0.1, self.v)
+        return out
+
+
 class Exponential(Neuron):
     def __init__(self, shape, **kw):
         super().__init__(shape, **kw)
@@ -633,6 +650,105 @@ def test_generated_kernels_equal_their_step_loop_bit_for_bit(factory, dtype):
     assert expected.sum() > 0 and torch.equal(got, expected)
     for name, value in _state(net).items():
         assert torch.equal(value, state[name]), name
+
+
+#: user neurons with a trace of non-default constants, by trace mode: per-neuron tau_trace, a
+#: graded output (see Graded)
+TRACED = [
+    pytest.param(
+        lambda n, mode: CurrentLIF(
+            n,
+            thresh=0.8,
+            tau_trace=torch.linspace(3.0, 40.0, n),
+            trace_scale=0.7,
+            trace_mode=mode,
+        ),
+        id="CurrentLIF",
+    ),
+    pytest.param(
+        lambda n, mode: Graded(n, tau_trace=7.0, trace_scale=1.3, trace_mode=mode), id="Graded"
+    ),
+]
+
+
+@pytest.mark.parametrize("mode", ["additive", "reset"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("factory", TRACED)
+def test_generated_kernels_update_the_trace_in_their_loop_bit_for_bit(
+    factory, dtype, mode, monkeypatch
+):
+    """Without a gradient the generated kernel updates the spike trace in its loop (no
+    trace_step after it): after each of two Unroll calls of the neuron on input currents (the
+    second starting from a nonzero trace) the output, the trace and every state equal the
+    neuron's torch step loop's bit for bit."""
+    if not native.available():
+        pytest.skip("generated kernels need the C compiler")
+    import copy
+
+    from pysnn import backends, codegen
+
+    torch.manual_seed(4)
+    neuron, g = factory(16, mode).to(dtype), torch.Generator().manual_seed(5)
+    currents = torch.rand(2, 60, 4, 16, generator=g, dtype=torch.float64)
+    currents = (currents * (torch.rand(currents.shape, generator=g) < 0.25)).to(dtype)
+    assert explain(neuron, currents[0]).backends[""] == "c-generated"
+    neuron.reset_state()  # (explain ran a step)
+    reference = copy.deepcopy(neuron)
+
+    def stale(*args):
+        raise AssertionError("the trace was updated outside the generated kernel")
+
+    unroll, traces = Unroll(neuron, reset=False), []  # the second call continues
+    for x in currents:
+        with torch.no_grad(), backends.prefer("torch"):
+            expected = torch.stack([reference(x[t]) for t in range(x.shape[0])])
+        with torch.no_grad(), monkeypatch.context() as patch:
+            patch.setattr(codegen, "trace_step", stale)
+            got = unroll(x)
+        assert torch.equal(got, expected)
+        state, want = _state(neuron), _state(reference)
+        assert state.keys() == want.keys() and "trace" in state
+        for name, value in state.items():
+            assert torch.equal(value, want[name]), name
+        traces.append(neuron.trace.clone())
+    assert traces[0].abs().sum() > 0 and not torch.equal(traces[0], traces[1])
+
+
+@pytest.mark.parametrize("learned", [None, "tau_v", "tau_trace"])
+def test_the_trace_and_learned_constants_keep_the_gradients_of_the_step_loop(learned):
+    """Under BPTT (the generated forward and backward kernels running) the trace is left to
+    trace_step after them, as the step loop updates it: a loss on the trace gives the loop's
+    input gradient through the spikes' surrogate. A learned constant (tau_v, tau_trace) that
+    wants a gradient, the input wanting none: the kernels give way to the torch step (which
+    alone gives the constant's gradient), and the constant gets the loop's gradient."""
+    if not native.available():
+        pytest.skip("generated kernels need the C compiler")
+    import copy
+
+    kw = {} if learned is None else {learned: nn.Parameter(torch.full((16,), 7.0))}
+    neuron = CurrentLIF(16, thresh=0.3, **kw).double()
+    reference = copy.deepcopy(neuron)
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(30, 4, 16, generator=g, dtype=torch.float64).requires_grad_(not learned)
+    x_ref = x.detach().clone().requires_grad_(not learned)
+    w = torch.rand(4, 16, generator=g, dtype=torch.float64)
+    unroll, ran = Unroll(neuron), []
+    with torch.no_grad():
+        unroll(x)  # planned: the kernel generated
+    (plan,) = unroll._runner.plans.values()
+    kernel = plan.kernels[""]
+    for name in ("function", "gradient"):
+        wrapped = getattr(kernel, name)
+        setattr(kernel, name, lambda *a, f=wrapped, name=name: ran.append(name) or f(*a))
+    (unroll(x).sum() + (neuron.trace * w).sum()).backward()
+    assert ran == ([] if learned else ["function", "gradient"])
+    (_loop(reference, x_ref).sum() + (reference.trace * w).sum()).backward()
+    if learned:
+        got, want = getattr(neuron, learned).grad, getattr(reference, learned).grad
+    else:
+        got, want = x.grad, x_ref.grad
+    assert want.abs().sum() > 0
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
 
 
 def test_generated_kernel_follows_edited_constants_and_gradients():

@@ -12,7 +12,7 @@ import torch
 from pysnn import backends, codegen, native
 from pysnn.neuron import IzhikevichNeuron, Neuron
 from pysnn.readout import LIReadout
-from tests.test_engine import Clipped, CurrentLIF, Exponential, Reciprocal
+from tests.test_engine import TRACED, Clipped, CurrentLIF, Exponential, Reciprocal
 
 pytestmark = pytest.mark.skipif(not native.available(), reason="needs the C kernels")
 
@@ -63,6 +63,83 @@ def test_generated_single_steps_are_the_torch_steps_bit_for_bit(factory, dtype):
     _assert_same(a, b)
     if a.spiking:
         assert a.trace.abs().sum() > 0
+
+
+@pytest.mark.parametrize("mode", ["additive", "reset"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("factory", TRACED)
+def test_generated_single_steps_update_the_trace_bit_for_bit(factory, dtype, mode, monkeypatch):
+    """The generated single step updates the trace in its kernel (no trace_step after it):
+    after each step the output, the trace and every state equal the torch step loop's (the
+    torch operations, also for the trace) bit for bit, while the trace keeps changing."""
+    import pysnn.neuron as neuron_module
+
+    a, b = _pair(lambda: factory(13, mode), dtype)
+    g = torch.Generator().manual_seed(5)
+    x = torch.rand(150, 3, 13, generator=g, dtype=torch.float64)
+    x = (x * (torch.rand(x.shape, generator=g) < 0.25)).to(dtype)  # sparse currents
+    traces = []
+
+    def stale(*args):
+        raise AssertionError("the trace was updated outside the generated kernel")
+
+    with torch.no_grad():
+        for t in range(x.shape[0]):
+            with backends.prefer("torch"):
+                want = b(x[t])
+            generated = t >= Neuron.GENERATE_AFTER  # the generated step from here on
+            assert (a.generated_step == "generated") is generated, t
+            with monkeypatch.context() as patch:
+                if generated:
+                    patch.setattr(neuron_module, "trace_step", stale)
+                assert torch.equal(a(x[t]), want), t
+            _assert_same(a, b)
+            traces.append(a.trace.clone())
+    assert a.generated_step == "generated"
+    changed = [not torch.equal(u, v) for u, v in zip(traces[64:], traces[65:])]
+    assert traces[-1].abs().sum() > 0 and sum(changed) > len(changed) // 2
+
+
+def test_edits_of_the_trace_constants_and_mode_take_effect_at_the_next_step():
+    """tau_trace edited in place, trace_scale through .data, trace_mode assigned, each while
+    the generated step (with the trace in its kernel) runs: the trace is the torch step's."""
+    a, b = _pair(lambda: CurrentLIF(13, tau_trace=torch.linspace(3.0, 40.0, 13), trace_scale=0.7))
+    x = _inputs(steps=400, scale=0.4)
+    edits = {
+        100: lambda n: n.tau_trace.mul_(2.0),
+        170: lambda n: n.trace_scale.data.fill_(0.3),
+        240: lambda n: setattr(n, "trace_mode", "reset"),
+    }
+    with torch.no_grad():
+        for t in range(x.shape[0]):
+            if t in edits:
+                assert a.generated_step == "generated", t
+                edits[t](a), edits[t](b)
+            with backends.prefer("torch"):
+                want = b(x[t])
+            assert torch.equal(a(x[t]), want), t
+            assert torch.equal(a.trace, b.trace), t
+    assert a.generated_step == "generated" and a.trace_mode == "reset"
+    _assert_same(a, b)
+
+
+@pytest.mark.parametrize("learned", ["tau_v", "tau_trace"])
+def test_a_learned_constant_gets_its_gradient_after_generation(learned):
+    """A constant that is an nn.Parameter: once gradients are on (the input wanting none) the
+    generated single step gives way to the torch step, whose graph reaches the constant (the
+    kernel, generated without a gradient, would silently drop it): the state's and the
+    constant's gradients are the torch step loop's."""
+    a, b = _pair(lambda: CurrentLIF(13, **{learned: torch.nn.Parameter(torch.full((13,), 9.0))}))
+    x = _inputs(steps=100, scale=0.4)
+    for t in range(x.shape[0]):
+        with torch.set_grad_enabled(t >= 80):  # generated at step 64 without a gradient
+            assert (a.generated_step == "generated") is (64 <= t <= 80), t
+            assert torch.equal(a(x[t]), b(x[t])), t
+    assert a.v.requires_grad is (learned == "tau_v") and a.trace.requires_grad
+    (a.v.sum() + a.trace.sum()).backward(), (b.v.sum() + b.trace.sum()).backward()
+    got, want = getattr(a, learned).grad, getattr(b, learned).grad
+    assert want.abs().sum() > 0 and torch.equal(got, want)
+    _assert_same(a, b)
 
 
 def test_the_generated_kernel_runs_and_is_made_once(monkeypatch):

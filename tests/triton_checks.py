@@ -536,6 +536,88 @@ def generated_forward_float64() -> None:
         _compare_generated(name, factory, gain, torch.float64)
 
 
+def _traced(name: str, mode: str) -> nn.Module:
+    """A user neuron (``tests/test_engine.py``) with a trace of non-default constants:
+    ``CurrentLIF`` with a per-neuron ``tau_trace``, ``Graded`` with a graded output (the
+    additive trace's sum rounded once where torch's ``addcmul`` fuses)."""
+    from test_engine import CurrentLIF, Graded
+
+    if name == "CurrentLIF":
+        tau = torch.linspace(3.0, 40.0, N)
+        return CurrentLIF(N, thresh=0.8, tau_trace=tau, trace_scale=0.7, trace_mode=mode)
+    return Graded(N, tau_trace=7.0, trace_scale=1.3, trace_mode=mode)
+
+
+def _sparse_currents(steps: int, dtype: torch.dtype, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(steps, B, N, generator=g, dtype=torch.float64)
+    return (x * (torch.rand(x.shape, generator=g) < 0.25)).to(dtype)
+
+
+def _stale(*args: object) -> None:
+    raise AssertionError("the trace was updated outside the generated kernel")
+
+
+@check
+def generated_trace_bit_identical() -> None:
+    """The generated Triton kernels update the spike trace in their loop (no ``trace_step``
+    after them), both modes, both dtypes: ``Unroll`` of the neuron (two calls, the second from
+    a nonzero trace) and its single steps after ``GENERATE_AFTER`` give the torch step loop's
+    output, trace and state bit for bit, while the trace keeps changing."""
+    import pysnn.neuron as neuron_module
+    from pysnn import codegen
+    from pysnn.multistep import Unroll
+
+    steps = neuron_module.Neuron.GENERATE_AFTER + 16
+    for dtype in (torch.float32, torch.float64):
+        for mode in ("additive", "reset"):
+            for name in ("CurrentLIF", "Graded"):
+                label = f"{name} {mode} {dtype}"
+                neuron = _traced(name, mode).to(dtype)
+                reference = copy.deepcopy(neuron)
+                model, traces = Unroll(neuron, reset=False), []
+                for seed in (1, 2):
+                    x = _sparse_currents(T, dtype, seed)
+                    with backends.prefer("torch"), torch.no_grad():
+                        want = torch.stack([reference(x[t]) for t in range(T)])
+                    codegen.trace_step = _stale
+                    try:
+                        with torch.no_grad():
+                            got = model(x)
+                    finally:
+                        codegen.trace_step = trace_step
+                    (plan,) = model._runner.plans.values()
+                    assert plan.kernels[""].backend == "triton", label
+                    _equal(f"{label} output", got, want)
+                    for key, value in reference._buffers.items():
+                        if value is not None:
+                            _equal(f"{label} {key}", neuron._buffers[key], value)
+                    traces.append(neuron.trace.clone())
+                assert traces[0].abs().sum() > 0 and not torch.equal(*traces), label
+                a = _traced(name, mode).to(dtype)
+                b = copy.deepcopy(a)
+                x, traces = _sparse_currents(steps, dtype, 3), []
+                with torch.no_grad():
+                    for t in range(steps):
+                        with backends.prefer("torch"):
+                            want = b(x[t])
+                        generated = t >= neuron_module.Neuron.GENERATE_AFTER
+                        assert (a.generated_step == "generated") is generated, (label, t)
+                        neuron_module.trace_step = _stale if generated else trace_step
+                        try:
+                            _equal(f"{label} single step {t}", a(x[t]), want)
+                        finally:
+                            neuron_module.trace_step = trace_step
+                        for key, value in b._buffers.items():
+                            if value is not None:
+                                _equal(f"{label} single step {t} {key}", a._buffers[key], value)
+                        traces.append(a.trace.clone())
+                assert a.__dict__["_fast"].kernel.backend == "triton", label
+                late = traces[neuron_module.Neuron.GENERATE_AFTER :]
+                changed = sum(not torch.equal(u, v) for u, v in zip(late, late[1:]))
+                assert traces[-1].abs().sum() > 0 and changed > len(late) // 2, label
+
+
 @check
 def generated_refusals_keep_their_reasons() -> None:
     """A step with ``exp`` of the state, or a random draw, is not generated: explain says why,
