@@ -830,18 +830,25 @@ class _GeneratedStep:
         kernel = self.kernel
         if (
             type(x) is not torch.Tensor
-            or x.shape != self.shape
-            or x.dtype is not kernel.dtype
-            or x.device != kernel.device
-            or not x.is_contiguous()
             or _is_compiling()
             or neuron.__dict__.get("_override") is not None
         ):
             return None
-        if neuron.dt != kernel.dt or not kernel.guard.holds():
-            neuron.__dict__["_fast"] = None  # a constant changed: generated again later
-            return None
         buffers = neuron._buffers
+        shape = self.shape
+        if (
+            x.shape != shape
+            or x.dtype is not kernel.dtype
+            or x.device != kernel.device
+            or not x.is_contiguous()
+            or neuron.dt != kernel.dt
+            or not kernel.guard.holds()
+            # the kernel writes x.numel() elements of each state: never into a state of another
+            # batch size (one a reset kept from steps of another shape)
+            or any(buffers[name] is None or buffers[name].shape != shape for name in self.names)
+        ):
+            neuron.__dict__["_fast"] = None  # stale: generated again later
+            return None
         if _grad_enabled() and (
             x.requires_grad
             or any(buffers[name].requires_grad for name in self.names)
@@ -878,8 +885,10 @@ def _forward_fast(
         if s is not None:
             return s
     s = general(x)
-    if neuron.__dict__["_fast"] is None:
-        neuron.__dict__["_fast"] = neuron._FAST_STEP.build(neuron, x, s)
+    if type(neuron.__dict__["_fast"]) is not neuron._FAST_STEP:  # none, or a generated one
+        built = neuron._FAST_STEP.build(neuron, x, s)
+        if built is not None:  # the built-in fast step: nothing to generate
+            neuron.__dict__["_fast"], neuron.__dict__["_general_steps"] = built, 0
     return s
 
 

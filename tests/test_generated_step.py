@@ -259,6 +259,56 @@ def test_batch_size_gradients_hooks_and_kept_references():
     assert torch.equal(xa.grad, xb.grad) and xa.grad.abs().sum() > 0
 
 
+class Doubler(Neuron):
+    """A step that assigns no state (the trace is updated after it): a batch-size change does
+    not drop a generated step through an assignment."""
+
+    def step(self, x):
+        return x * 2.0
+
+
+@pytest.mark.parametrize("factory", [lambda: CurrentLIF(13), lambda: Doubler(13)])
+@pytest.mark.parametrize("batches", [(5, 3), (3, 5)])
+def test_a_batch_size_coming_back_after_a_reset_is_stepped_on_the_state_it_has(batches, factory):
+    """Generated at batch ``m``; steps at batch ``k`` make the state ``k`` rows; a reset keeps
+    them; steps at batch ``m`` again must not run the kernel on the ``k``-row state (it wrote
+    ``m`` rows into it: past its end when ``k < m``, a heap overflow that crashed a long
+    evaluation of Diehl & Cook with re-presented digits)."""
+    m, k = batches
+    a, b = _pair(factory)
+    x, y = _inputs(steps=100, batch=m), _inputs(steps=5, batch=k, seed=2)
+    with torch.no_grad():
+        for t in range(100):
+            assert torch.equal(a(x[t]), b(x[t]))
+        assert a.generated_step == "generated"
+        for t in range(5):
+            assert torch.equal(a(y[t]), b(y[t]))
+        a.reset_state(), b.reset_state()
+        assert a.trace.shape[0] == k
+        for t in range(100):
+            assert torch.equal(a(x[t]), b(x[t]))
+            _assert_same(a, b)
+        assert a.generated_step == "generated"
+
+
+def test_a_built_in_fast_step_is_never_replaced_by_a_generated_one():
+    """Input has its own fused step; many batch-size changes (each a general step) never make
+    it generate one (which then ran on a state of another batch size)."""
+    from pysnn.neuron import Input
+
+    a = Input(13)
+    b = copy.deepcopy(a)
+    b.GENERATE_AFTER = None
+    with torch.no_grad():
+        for t in range(200):
+            x = (torch.rand(3 + t % 2 * 4, 13) < 0.3).float()
+            if t % 3 == 0:
+                a.reset_state(), b.reset_state()
+            assert torch.equal(a(x), b(x))
+            _assert_same(a, b)
+    assert type(a.__dict__["_fast"]).__name__ == "_FastTraceStep"
+
+
 def test_the_torch_preference_and_generate_after_none_keep_the_torch_step():
     a = CurrentLIF(13)
     x = _inputs(steps=100)
