@@ -102,6 +102,19 @@ def _bptt_summary() -> str:  # README's BPTT sentence: ranges over the 2-thread 
     )
 
 
+def _lockout() -> str:  # README: the authors' spike lockout (benchmarks/diehl_cook_lockout.py)
+    runs = R.load("diehl_cook_lockout_10k")["runs"]
+
+    def pct(key: str) -> str:
+        return f"{100 * runs[key]['accuracy_proportion_weighting']:.1f} %"
+
+    lockout = pct("lockout 50 ms (authors' code)")
+    return (
+        f"with the lockout {lockout}, with a 50 ms refractory period\n"
+        f"{pct('refractory 50 ms')}, without either {pct('none (the model)')}"
+    )
+
+
 BINDSNET = "BindsNET 0.3.4"
 BRIAN2 = "Brian2 2.9 (best of Cython runtime / C++ standalone)"
 
@@ -139,6 +152,7 @@ QUOTES: List[Tuple[str, Callable[[], str]]] = [
     (README, lambda: _seeds("conductance", 100, 1)),
     (README, lambda: _seeds("current", 100, 1)),
     (README, lambda: _one("current", 1600, 3)),
+    (README, _lockout),
     ("docs/synapses.rst", lambda: _bundled("current")),
     ("docs/synapses.rst", lambda: _bundled("conductance")),
 ]
