@@ -63,7 +63,7 @@ from __future__ import annotations
 import math
 import warnings
 from functools import partial
-from operator import is_
+from operator import is_, itemgetter
 from typing import Any, Callable, Optional, Sequence, Tuple, Union
 
 import torch
@@ -839,7 +839,7 @@ class _GeneratedStep:
     nothing else (else the general step runs, which never edits the state in place).
     """
 
-    __slots__ = ("kernel", "shape", "names", "size", "n", "trace", "call", "cpu", "kept")
+    __slots__ = ("kernel", "shape", "names", "size", "n", "trace", "call", "cpu", "kept", "states")
     #: (read by the fused network loop, :func:`pysnn.engine.layers.run_layers`, as
     #: :attr:`_FastStep.KIND`)
     KIND = "generated"
@@ -854,6 +854,12 @@ class _GeneratedStep:
         if self.trace is not None:
             self.names += ("trace",)
         self.call = kernel.single_step(self.size, self.n, self.trace)
+        # the state tensors the kernel updates, from the buffers, in its order
+        names = kernel.states
+        get = itemgetter(*names) if names else None
+        self.states: Callable[[dict], Sequence[torch.Tensor]] = (
+            get if len(names) > 1 else (lambda b: (get(b),)) if names else (lambda b: ())
+        )
         self.cpu = kernel.device.type == "cpu"
         self.kept: Any = self
 
@@ -902,14 +908,15 @@ class _GeneratedStep:
         if _checks._VALUE_CHECKS and _checks.nonfinite(x):
             raise ValueError(_checks.nonfinite_message("x", x, type(neuron).__name__))
         out = torch.empty_like(x)
-        in_kernel = self.trace is not None
-        states = [buffers[name] for name in kernel.states]
-        self.call(x, out, states, buffers["trace"] if in_kernel else None)
+        if self.trace is not None:  # (a spiking neuron, its trace updated by the kernel)
+            self.call(x, out, self.states(buffers), buffers["trace"])
+            buffers["spikes"] = out
+            return out
+        self.call(x, out, self.states(buffers), None)
         if neuron.spiking:
-            if not in_kernel:
-                buffers["trace"] = trace_step(
-                    buffers["trace"], out, neuron.trace_parameters(), neuron._spare("trace")
-                )
+            buffers["trace"] = trace_step(
+                buffers["trace"], out, neuron.trace_parameters(), neuron._spare("trace")
+            )
             buffers["spikes"] = out
         return out
 
