@@ -629,7 +629,7 @@ def generate(neuron: Neuron, example: torch.Tensor) -> Tuple[Optional[NeuronKern
         source=source,
         states=step.states,
         uniforms=step.uniforms,
-        guard=Guard([neuron._constant(name) for name in neuron.constant_names]),
+        guard=Guard(_read_as_constants(neuron)),
         dt=neuron.dt,
         dtype=step.dtype,
         function=function,
@@ -638,6 +638,15 @@ def generate(neuron: Neuron, example: torch.Tensor) -> Tuple[Optional[NeuronKern
         device=example.device,
     )
     return kernel, ""
+
+
+def _read_as_constants(neuron: Neuron) -> List[torch.Tensor]:
+    """What the recording may read as constants (uniforms): the neuron's buffers other than
+    its state (its constants, and any other buffer, such as a fixed ``tau_v`` or a shared
+    ``theta``) and its parameters. A kernel's guard watches them all."""
+    states = neuron._state_specs
+    tensors = [t for k, t in neuron._buffers.items() if k not in states and t is not None]
+    return tensors + [t for t in neuron._parameters.values() if t is not None]
 
 
 def _writer(example: torch.Tensor) -> str:
@@ -821,10 +830,7 @@ def _record(neuron: Neuron, example: torch.Tensor) -> Step:
     for name, value in kept.items():
         if twin._buffers[name] is not value:
             raise _Refused(f"step assigns {name!r} itself")
-    constants = [
-        t for k, t in twin._buffers.items() if k not in twin._state_specs and t is not None
-    ]
-    constants += [t for t in twin._parameters.values() if t is not None]
+    constants = _read_as_constants(twin)
     # what a per-element operation may read as uniform: the constants, and what torch computed
     # from them (and from numbers) alone during the step
     allowed = {id(t) for t in constants}

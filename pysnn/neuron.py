@@ -584,6 +584,7 @@ class Neuron(nn.Module):
         if (
             type(x) is not torch.Tensor
             or not x.is_contiguous()
+            or x.numel() == 0
             or (
                 torch.is_grad_enabled()
                 and (
@@ -846,7 +847,7 @@ class _GeneratedStep:
 
     def __init__(self, neuron: Neuron, kernel: NeuronKernel, x: torch.Tensor) -> None:
         self.kernel, self.shape = kernel, x.shape
-        self.size, self.n = x.numel(), x[0].numel()
+        self.size, self.n = x.numel(), math.prod(x.shape[1:])
         self.names = tuple(kernel.states)
         # the constants of the trace update the kernel makes in its loop (those the guard
         # checks; an assignment of trace_mode drops this object); None: trace_step after it
