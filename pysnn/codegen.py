@@ -42,12 +42,19 @@ BPTT, or a trace constant that wants a gradient, see :func:`trace_constants`) it
 
 Per-element operations that can be generated: ``+ - * /`` (tensor or Python number operands,
 the number rounded to the tensor's dtype as torch does; a number divided by a tensor as torch
-computes it, the tensor's reciprocal times the number), negation, ``abs``, comparisons,
-``where``, ``clamp``, conversions between the floating-point dtype and ``bool`` (``fire``'s
-Heaviside step). Anything else (a transcendental function of the state such as ``torch.exp(v)``,
-whose vectorised torch result can differ from C's in the last bit; an in-place operation; a
-read of a value back to Python; an integer state; a random draw, which the step loop makes
-anew at every step) keeps the neuron on its torch step, and
+computes it, the tensor's reciprocal times the number), ``addcmul`` (rounded once where torch
+fuses it, as the trace update), negation, ``abs``, comparisons, ``where`` and ``masked_fill``,
+``clamp``, conversions between the floating-point dtype and ``bool`` (``fire``'s Heaviside
+step). An ``int64`` state (a refractory counter, as :class:`~pysnn.neuron.LIFNeuron`'s) and
+``int64`` constants computed from the constants (its reset value) take part in integer
+arithmetic, comparisons, ``where`` and ``clamp`` with whole numbers; the C writer then runs a
+step in passes over a block of elements, one element type each (see :func:`_c_passes`), and the
+Triton writer refuses it. So the built-in LIF and IF neurons' steps are recorded like a
+user's, from their torch operations (the recording runs under the registry's ``"torch"``
+preference). Anything else (a transcendental function of the state such as
+``torch.exp(v)``, whose vectorised torch result can differ from C's in the last bit; an
+in-place operation; a read of a value back to Python; another integer operation; a random
+draw, which the step loop makes anew at every step) keeps the neuron on its torch step, and
 :func:`pysnn.engine.explain` says which operation.
 
 **Gradients.** ``fire`` is recorded as one operation with the neuron's surrogate (a built-in
@@ -178,10 +185,12 @@ class Op:
         kind: ``add sub mul div`` (arithmetic), ``ge gt le lt eq ne`` (comparisons),
             ``and or not`` (logic), ``neg``, ``abs``, ``where`` (condition, then, else),
             ``clamp`` (value, lower bound, upper bound; a bound not given is ``None``),
-            ``fire`` (the Heaviside step ``z >= 0`` in the floating-point dtype), ``float`` or
-            ``bool`` (a conversion).
+            ``fire`` (the Heaviside step ``z >= 0`` in the floating-point dtype), ``madd``
+            (``a * b + c``, rounded as torch's ``addcmul``), ``float`` or ``bool`` (a
+            conversion).
         args: the operands, in the order of the written expression.
-        result: ``"float"`` (the step's dtype) or ``"bool"``.
+        result: ``"float"`` (the step's dtype), ``"bool"`` or ``"int"`` (``int64``: an
+            integer state such as a refractory counter, never differentiated).
     """
 
     kind: str
@@ -206,7 +215,11 @@ class Op:
         if self.kind in ("add", "sub", "mul", "div"):
             return _binary_adjoints(self.kind, a, operands[1], g, ga, grads[1], dialect)
         lines = []
-        if self.kind == "fire" and ga:
+        if self.kind == "madd":  # a * b + c
+            lines += [dialect.add(ga, dialect.mul(g, operands[1]))] if ga else []
+            lines += [dialect.add(grads[1], dialect.mul(g, a))] if grads[1] else []
+            lines += [dialect.add(grads[2], g)] if grads[2] else []
+        elif self.kind == "fire" and ga:
             lines.append(dialect.add(ga, dialect.mul(g, surrogate(a))))
         elif self.kind == "neg" and ga:
             lines.append(dialect.sub(ga, g))
@@ -243,6 +256,8 @@ class Step:
         spikes: what ``step`` returns.
         updated: the new value of each state the step assigns, by state index.
         surrogate: the neuron's surrogate (``fire``'s gradient).
+        integer: the states and uniforms (``("state", k)``, ``("uniform", k)``) that are
+            ``int64`` (a refractory counter and its reset value), not ``dtype``.
     """
 
     neuron: str
@@ -254,13 +269,17 @@ class Step:
     spikes: Ref
     updated: Dict[int, Ref]
     surrogate: Any
+    integer: frozenset = frozenset()
 
     def result(self, ref: Ref) -> str:
-        """``"float"`` or ``"bool"``: what ``ref`` holds (a uniform is read as ``dtype``)."""
+        """``"float"``, ``"bool"`` or ``"int"``: what ``ref`` holds (a uniform is read as
+        ``dtype`` unless ``int64``; a number as ``float`` unless a ``bool``)."""
         if ref.kind == "value":
             return self.ops[ref.index].result
         if ref.kind == "number" and isinstance(ref.value, bool):
             return "bool"
+        if (ref.kind, ref.index) in self.integer:
+            return "int"
         return "float"
 
     def gradient(self, ref: Optional[Ref]) -> Optional[str]:
@@ -309,7 +328,8 @@ class Step:
             op.kind == "float" and self.result(op.args[0]) == "bool" for op in self.ops
         )
         return (
-            self.gradient(self.spikes) is not None
+            not self.integer  # (an integer state: no history of it is kept, see _GeneratedSteps)
+            and self.gradient(self.spikes) is not None
             and self.surrogate_form() is not None
             and not heaviside
         )
@@ -459,6 +479,48 @@ class NeuronKernel:
             and self.guard.holds()
         )
 
+    def single_step(
+        self, size: int, n: int, trace: Optional[TraceConstants]
+    ) -> Callable[
+        [torch.Tensor, torch.Tensor, Sequence[torch.Tensor], Optional[torch.Tensor]], None
+    ]:
+        """One step of this kernel as a function ``(x, out, states, tr)`` for inputs of
+        ``size`` elements, ``n`` per sample: the states (in :attr:`states`' order) updated in
+        place, no history, the spike trace ``tr`` updated in place with the constants
+        ``trace`` (``None``: no trace update; then ``tr`` is ``None``). For a caller that runs
+        many single steps (:meth:`pysnn.neuron.Neuron.forward`): what does not change between
+        them (the uniforms' and the trace constants' addresses) is bound once."""
+        raw = getattr(self.function, "c_step", None)
+        if raw is None:  # (Triton)
+            function, uniforms, history = self.function, self.uniforms, [None] * len(self.states)
+
+            def call(x, out, states, tr) -> None:
+                update = None if tr is None else TraceUpdate(tr, trace)  # type: ignore[arg-type]
+                function(1, size, n, x, out, states, uniforms, history, update)
+
+            return call
+        addresses = [u.data_ptr() for u in self.uniforms]
+        addresses += [0, 0] if trace is None else [trace.table.data_ptr(), int(trace.additive)]
+        fixed = torch.tensor(addresses, dtype=torch.int64)
+        kept = (self.uniforms, trace, fixed)  # (alive while the function is)
+        fixed_address = fixed.data_ptr()
+        address = torch.Tensor.data_ptr
+
+        def call(x, out, states, tr) -> None:
+            raw(
+                size,
+                n,
+                x.data_ptr(),
+                out.data_ptr(),
+                *map(address, states),
+                None if tr is None else tr.data_ptr(),
+                fixed_address,
+                _threads(),
+            )
+
+        call.kept = kept  # type: ignore[attr-defined]
+        return call
+
     def run(self, neuron: Neuron, x: torch.Tensor) -> torch.Tensor:
         """``T`` steps of ``neuron`` on ``x`` ``(T, B, *shape)``: its spikes ``(T, B, *shape)``,
         its state left as after ``T`` calls (the trace updated step by step as
@@ -567,7 +629,7 @@ def generate(neuron: Neuron, example: torch.Tensor) -> Tuple[Optional[NeuronKern
         source=source,
         states=step.states,
         uniforms=step.uniforms,
-        guard=Guard([neuron._constant(name) for name in neuron.constant_names]),
+        guard=Guard(_read_as_constants(neuron)),
         dt=neuron.dt,
         dtype=step.dtype,
         function=function,
@@ -576,6 +638,15 @@ def generate(neuron: Neuron, example: torch.Tensor) -> Tuple[Optional[NeuronKern
         device=example.device,
     )
     return kernel, ""
+
+
+def _read_as_constants(neuron: Neuron) -> List[torch.Tensor]:
+    """What the recording may read as constants (uniforms): the neuron's buffers other than
+    its state (its constants, and any other buffer, such as a fixed ``tau_v`` or a shared
+    ``theta``) and its parameters. A kernel's guard watches them all."""
+    states = neuron._state_specs
+    tensors = [t for k, t in neuron._buffers.items() if k not in states and t is not None]
+    return tensors + [t for t in neuron._parameters.values() if t is not None]
 
 
 def _writer(example: torch.Tensor) -> str:
@@ -600,7 +671,14 @@ def _writer(example: torch.Tensor) -> str:
 
 #: what a neuron's step changes besides its state without changing what the step computes
 _STEP_BOOKKEEPING = frozenset(
-    ("_fast", "_trace_assigned", "_derived_cache", "_graph_steps", "_general_steps")
+    (
+        "_fast",
+        "_trace_assigned",
+        "_derived_cache",
+        "_graph_steps",
+        "_general_steps",
+        "_kept_kernel",
+    )
 )
 _PLAIN = (bool, int, float, complex, str, bytes, type(None))
 
@@ -707,15 +785,23 @@ def _record(neuron: Neuron, example: torch.Tensor) -> Step:
         raise _Refused(f"{outside}; a generated kernel would keep its value as recorded")
     if any(True for _ in neuron.children()):
         raise _Refused(f"{type(neuron).__name__} holds other modules (their state is not its own)")
-    twin = copy.deepcopy(neuron)
+    try:
+        twin = copy.deepcopy(neuron)
+    except RuntimeError as err:  # (a state that carries an autograd graph)
+        raise _Refused(f"the neuron cannot be copied to record its step: {err}") from None
     twin.reset_state()
     twin._prepare(example)
     names = [n for n in twin._state_specs if n not in ("spikes", "trace")]
     before = {name: twin._buffers[name] for name in names}
     for name, value in before.items():
-        if value.dtype is not dtype or not value.is_contiguous() or value.shape != example.shape:
+        if (
+            value.dtype not in (dtype, torch.int64)
+            or not value.is_contiguous()
+            or value.shape != example.shape
+        ):
             raise _Refused(
-                f"state {name!r} is not a contiguous {dtype} tensor of the input's shape"
+                f"state {name!r} is not a contiguous {dtype} (or int64) tensor of the input's "
+                "shape"
             )
     kept = {name: twin._buffers[name] for name in ("spikes", "trace") if name in twin._buffers}
     x = example.detach().clone()
@@ -729,7 +815,9 @@ def _record(neuron: Neuron, example: torch.Tensor) -> Step:
 
     twin.fire = fire
     attributes = _attributes(twin)
-    with torch.no_grad(), torch.random.fork_rng(devices=[]), record:  # (draws nothing for real)
+    # the torch step, the reference a kernel must reproduce (a built-in neuron's step calls the
+    # functional layer, which would otherwise run its own fused kernels); draws nothing for real
+    with torch.no_grad(), torch.random.fork_rng(devices=[]), backends.prefer("torch"), record:
         spikes = twin.step(x)
     if record.random is not None:
         raise _Refused(
@@ -742,16 +830,16 @@ def _record(neuron: Neuron, example: torch.Tensor) -> Step:
     for name, value in kept.items():
         if twin._buffers[name] is not value:
             raise _Refused(f"step assigns {name!r} itself")
-    constants = [
-        t for k, t in twin._buffers.items() if k not in twin._state_specs and t is not None
-    ]
-    constants += [t for t in twin._parameters.values() if t is not None]
+    constants = _read_as_constants(twin)
     # what a per-element operation may read as uniform: the constants, and what torch computed
     # from them (and from numbers) alone during the step
     allowed = {id(t) for t in constants}
     element: Dict[int, Ref] = {id(x): Ref("x")}  # tensor id -> the operand it is
+    integer = set()  # ("state", k) and ("uniform", k) of dtype int64
     for k, name in enumerate(names):
         element[id(before[name])] = Ref("state", k)
+        if before[name].dtype is torch.int64:
+            integer.add(("state", k))
     uniforms: List[torch.Tensor] = []
     per_neuron: List[bool] = []
     uniform_index: Dict[int, Ref] = {}
@@ -763,7 +851,7 @@ def _record(neuron: Neuron, example: torch.Tensor) -> Step:
         if isinstance(value, torch.Tensor):
             if id(value) in element:
                 return element[id(value)]
-            if value.dtype not in (dtype, torch.bool):
+            if value.dtype not in (dtype, torch.bool, torch.int64):
                 raise _Refused(f"a {value.dtype} value meets the {dtype} state")
             if id(value) not in uniform_index:
                 if id(value) not in allowed:
@@ -778,7 +866,10 @@ def _record(neuron: Neuron, example: torch.Tensor) -> Step:
                 else:
                     raise _Refused(f"a value of shape {tuple(value.shape)} is not per neuron")
                 uniform_index[id(value)] = Ref("uniform", len(uniforms))
-                uniforms.append(flat.to(device=example.device, dtype=dtype).contiguous())
+                if value.dtype is torch.int64:
+                    integer.add(("uniform", len(uniforms)))
+                kept_dtype = torch.int64 if value.dtype is torch.int64 else dtype
+                uniforms.append(flat.to(device=example.device, dtype=kept_dtype).contiguous())
                 per_neuron.append(by_neuron)
                 keep.append(value)
             return uniform_index[id(value)]
@@ -801,15 +892,23 @@ def _record(neuron: Neuron, example: torch.Tensor) -> Step:
         if not isinstance(out, torch.Tensor):
             if isinstance(out, _IGNORED) and name in ("__get__", "dim", "size", "numel"):
                 continue  # shape, dtype, device: fixed for the kernel
+            if name in ("untyped_storage", "_use_count"):
+                continue  # who holds the tensor (pysnn's in-place checks), not its values
             raise _Refused(f"step reads a per-element value back to Python ({name})")
         if out.shape != example.shape:
             raise _Refused(f"{name} gives shape {tuple(out.shape)}, not the input's")
         if name.endswith("_") and not name.startswith("__"):
             raise _Refused(f"step changes a tensor in place ({name})")
-        if out.dtype not in (dtype, torch.bool):
+        if out.dtype not in (dtype, torch.bool, torch.int64):
             raise _Refused(f"{name} gives {out.dtype}")
         if name == "fire" and len(args) == 1:
             kind, refs = "fire", (operand(args[0]),)
+        elif name == "addcmul" and len(args) == 3 and not kwargs:
+            # input + tensor1 * tensor2, rounded as torch rounds it (see _C_MADD)
+            kind = "madd"
+            refs = (operand(args[1]), operand(args[2]), operand(args[0]))
+        elif name == "masked_fill" and len(args) == 3 and not kwargs:
+            kind, refs = "where", (operand(args[1]), operand(args[2]), operand(args[0]))
         elif name in _BINARY and len(args) == 2 and not kwargs:
             (kind, swapped), refs = _BINARY[name], (operand(args[0]), operand(args[1]))
             refs = refs[::-1] if swapped else refs
@@ -840,8 +939,10 @@ def _record(neuron: Neuron, example: torch.Tensor) -> Step:
             raise _Refused(
                 f"{name} cannot be generated (not an elementwise operation pysnn writes)"
             )
+        result = {torch.bool: "bool", torch.int64: "int"}.get(out.dtype, "float")
+        _check_types(kind, refs, result, ops, integer, name)
         element[id(out)] = Ref("value", len(ops))
-        ops.append(Op(kind, refs, "bool" if out.dtype is torch.bool else "float"))
+        ops.append(Op(kind, refs, result))
     if not isinstance(spikes, torch.Tensor) or id(spikes) not in element:
         raise _Refused("step returns a value that does not depend on its input or state")
     updated: Dict[int, Ref] = {}
@@ -861,13 +962,65 @@ def _record(neuron: Neuron, example: torch.Tensor) -> Step:
         spikes=element[id(spikes)],
         updated=updated,
         surrogate=neuron.surrogate,
+        integer=frozenset(integer),
     )
+
+
+#: the kinds an ``int64`` value may take part in, each operand and result exact in ``int64_t``
+_INTEGER_KINDS = frozenset(
+    ("add", "sub", "mul", "ge", "gt", "le", "lt", "eq", "ne", "neg", "abs", "where", "clamp")
+)
+
+
+def _check_types(
+    kind: str, refs: Tuple[Optional[Ref], ...], result: str, ops: List[Op], integer: set, name: str
+) -> None:
+    """Refuse an operation on ``int64`` values that the writers would not compute as torch
+    does: only integer arithmetic, comparisons, ``where`` and ``clamp`` among ``int64`` values
+    and whole numbers (a ``where`` condition aside), and the conversion to the dtype."""
+
+    def held(ref: Optional[Ref]) -> str:
+        if ref is None:
+            return "none"
+        if ref.kind == "value":
+            return ops[ref.index].result
+        if ref.kind == "number":
+            return "bool" if isinstance(ref.value, bool) else "number"
+        return "int" if (ref.kind, ref.index) in integer else "float"
+
+    kinds = [held(ref) for ref in (refs[1:] if kind == "where" else refs)]
+    if "int" not in kinds and result != "int":
+        return
+    if kind == "float" and result == "float":
+        return  # an int64 value converted to the dtype, rounded as torch rounds it
+    whole = all(
+        k in ("int", "none") or (k == "number" and float(r.value).is_integer())
+        for k, r in zip(kinds, refs[1:] if kind == "where" else refs)
+    )
+    if kind not in _INTEGER_KINDS or not whole or result == "float":
+        raise _Refused(f"{name} mixes int64 and floating-point values")
 
 
 def _number(value: Union[bool, float], ctype: str) -> str:
     if isinstance(value, bool):
         return "1" if value else "0"
+    if ctype == "int64_t":  # (a whole number, see _check_types)
+        return f"((int64_t){int(value)})"
     return f"(({ctype}){value!r})"
+
+
+def _c_type(step: Step, kind: str, index: int, ctype: str) -> str:
+    """The C type of state or uniform ``index``: ``int64_t`` or the dtype's ``ctype``."""
+    return "int64_t" if (kind, index) in step.integer else ctype
+
+
+def _number_type(step: Step, op: Op, ctype: str) -> str:
+    """The C type the numbers of ``op`` are written in: ``int64_t`` where it computes on
+    ``int64`` values (as torch does, in ``int64``), else the dtype's."""
+    args = op.args[1:] if op.kind == "where" else op.args
+    if any(ref is not None and step.result(ref) == "int" for ref in args):
+        return "int64_t"
+    return ctype
 
 
 def _c_operand(step: Step, ref: Optional[Ref], ctype: str) -> Optional[str]:
@@ -892,6 +1045,8 @@ def _c_expression(op: Op, operands: List[Optional[str]], ctype: str) -> str:
         return _C_TEMPLATES[op.kind].format(a=a, b=operands[-1])
     if op.kind == "fire":
         return f"(({ctype})({a} >= ({ctype})0))"
+    if op.kind == "madd":
+        return f"PYSNN_MADD({a}, {operands[1]}, {operands[2]})"
     if op.kind == "where":
         return f"({a} ? {operands[1]} : {operands[2]})"
     if op.kind == "abs":
@@ -985,7 +1140,176 @@ _C_MADD = """
 #define PYSNN_MADD(a, b, c) ((a) * (b) + (c))
 #endif
 """
+#: The spike trace after a step's spikes ``ot[i]`` (see :class:`TraceUpdate`): the built-in trace
+#: kernel's operations (both modes' values computed, so that the loop vectorises)
+_C_TRACE = """
+            if (tr) {{
+                const {ctype} decayed = tr[i] * tc[j];
+                const {ctype} added = PYSNN_MADD(tc[n + j], ot[i], decayed);
+                tr[i] = additive ? added : (ot[i] > 0 ? tc[n + j] : decayed);
+            }}"""
 _threads = torch.get_num_threads
+
+
+def _c_passes(step: Step, ctype: str, lines: List[str], stype: List[str]) -> str:
+    """The loops of one step over a block of elements where the step has ``int64`` values (a
+    refractory counter): its operations in passes over the block, each on one element type
+    (``int64``, or the dtype), as the built-in LIF kernel splits its step, so that each pass
+    vectorises (GCC vectorises no loop that mixes them); values that cross passes in arrays of
+    the block. Each element's operations are the same, in the same order of dependencies, as in
+    one pass. ``lines``: the C statement of each operation; ``stype``: each state's C type."""
+
+    def domain(op: Op) -> str:
+        refs = [r for r in op.args if r is not None]
+        return "int" if op.result == "int" or any(step.result(r) == "int" for r in refs) else "f"
+
+    def producers(refs: Sequence[Optional[Ref]]) -> List[int]:
+        return [r.index for r in refs if r is not None and r.kind == "value"]
+
+    def assign(first: str) -> List[int]:
+        """Each operation's pass: the first pass of its element type after its operands'."""
+        where: List[int] = []
+        for op in step.ops:
+            want = 0 if domain(op) == first else 1
+            low = 0
+            for k in producers(op.args):
+                low = max(low, where[k] + (domain(step.ops[k]) != domain(op)))
+            where.append(low + (low % 2 != want))
+        return where
+
+    tries = [assign("int"), assign("f")]
+    where = min(tries, key=lambda w: max(w, default=0))
+    first = "int" if where is tries[0] else "f"
+
+    def kind_of(p: int) -> str:
+        return first if p % 2 == 0 else ("f" if first == "int" else "int")
+
+    # then each operation as late as its readers allow (fewer values kept across passes)
+    last = max([*where, 0])
+    readers_of: Dict[int, List[int]] = {}
+    for k, op in enumerate(step.ops):
+        for m in producers(op.args):
+            readers_of.setdefault(m, []).append(k)
+    kept = {ref.index for ref in (step.spikes, *step.updated.values()) if ref.kind == "value"}
+    for k in reversed(range(len(step.ops))):
+        if k in kept or k not in readers_of:
+            continue  # (a value stored, or read by nobody: where it is)
+        high = min(where[m] - (domain(step.ops[m]) != domain(step.ops[k])) for m in readers_of[k])
+        high = min(high, last)
+        if kind_of(high) != domain(step.ops[k]):
+            high -= 1
+        where[k] = max(where[k], high)
+
+    # the stores (state k's new value, the spikes): in a pass of the target's type after the
+    # value is computed and after every pass that reads the state's old value
+    readers: Dict[int, int] = {}
+    for op, p in zip(step.ops, where):
+        for r in op.args:
+            if r is not None and r.kind == "state":
+                readers[r.index] = max(readers.get(r.index, 0), p)
+    stores: List[Tuple[int, str, Ref, str]] = []  # (pass, target, value, its C type)
+    targets = [("ot[i]", ctype, step.spikes, -1)]
+    targets += [(f"s{k}_[i]", stype[k], ref, k) for k, ref in step.updated.items()]
+    for target, typed, ref, k in targets:
+        low = max(where[ref.index] if ref.kind == "value" else 0, readers.get(k, 0))
+        p = low + (kind_of(low) != ("int" if typed == "int64_t" else "f"))
+        stores.append((p, target, ref, typed))
+    count = max([*where, *(p for p, _, _, _ in stores)]) + 1
+    # the values read in another pass than their own: kept in arrays of the block (a bool in
+    # the reading pass's type, 0/1)
+    crossing: Dict[Tuple[int, str], str] = {}  # (value, reading type) -> array
+    uses: List[Tuple[int, Optional[Ref]]] = [
+        (p, r) for op, p in zip(step.ops, where) for r in op.args
+    ] + [(p, ref) for p, _, ref, _ in stores]
+    for p, r in uses:
+        if r is not None and r.kind == "value" and where[r.index] != p:
+            crossing.setdefault((r.index, kind_of(p)), f"c{r.index}{kind_of(p)}")
+
+    def array_type(k: int, kind: str) -> str:
+        # (a bool as 0/1 in the dtype: the passes of the dtype, the costly ones, then read no
+        # int64 values; the int64 passes read the dtype, as the built-in kernel's do)
+        return "int64_t" if step.ops[k].result == "int" else ctype
+
+    arrays = "".join(
+        f"\n            {array_type(k, kind)} {name}[PYSNN_BLOCK];"
+        for (k, kind), name in crossing.items()
+    )
+    history = "".join(
+        f"\n            if (h{k}) for (int64_t i = lo; i < hi; i++) h{k}[t * size + i] = s{k}_[i];"
+        for k in range(len(step.states))
+    )
+    text = arrays + history
+    for p in range(count):
+        kind = kind_of(p)
+        read = {
+            (r.kind, r.index)
+            for op, q in zip(step.ops, where)
+            if q == p
+            for r in op.args
+            if r is not None
+        } | {(ref.kind, ref.index) for q, _, ref, _ in stores if q == p}
+        body = [f"{ctype} in_x = xt[i];"] if ("x", 0) in read else []
+        body += [
+            f"{stype[k]} s{k} = s{k}_[i];" for k in range(len(step.states)) if ("state", k) in read
+        ]
+        for (k, reader), name in crossing.items():
+            if reader == kind and where[k] < p:
+                result = step.ops[k].result
+                if result == "bool":  # (0/1 in the dtype)
+                    body.append(f"int e{k} = ({name}[i - lo] != 0);")
+                else:
+                    body.append(f"{'int64_t' if result == 'int' else ctype} e{k} = {name}[i - lo];")
+        # the uniforms read unconditionally first: one read in a branch of a select
+        # (``where(fired, v_reset, v)``) would be a conditional load, which stops GCC
+        # vectorising the loop
+        computed = [line for line, q in zip(lines, where) if q == p]
+        for q, target, ref, typed in stores:
+            if q == p:
+                computed.append(f"{target} = {_c_operand(step, ref, typed)};")
+        for k in range(len(step.uniforms)):
+            if ("uniform", k) in read:
+                index = f"u{k}[{'j' if step.per_neuron[k] else '0'}]"
+                typed = "int64_t" if ("uniform", k) in step.integer else ctype
+                body.append(f"const {typed} w{k} = {index};")
+                computed = [line.replace(index, f"w{k}") for line in computed]
+        body += computed
+        for (k, reader), name in crossing.items():
+            if where[k] == p:
+                one = f"({array_type(k, reader)})1"
+                value = f"(e{k} ? {one} : 0)" if step.ops[k].result == "bool" else f"e{k}"
+                body.append(f"{name}[i - lo] = {value};")
+        inner = "\n".join("            " + line for line in "\n".join(body).splitlines())
+        if not any(q == p and target == "ot[i]" for q, target, _, _ in stores):
+            text += f"""
+            {_C_ELEMENTS}
+{inner}
+            }}}}"""
+            continue
+        # the pass of the spikes updates the trace too (pysnn_trace's operations), written
+        # three times: with the additive trace, the reset trace, none (a branch on tr or
+        # additive inside would stop GCC vectorising)
+        decayed = f"const {ctype} decayed = tr[i] * tc[j];"
+        additive = f"tr[i] = PYSNN_MADD(tc[n + j], ot[i], decayed);"
+        reset = "tr[i] = ot[i] > 0 ? tc[n + j] : decayed;"
+        text += f"""
+            if (tr && additive) {{
+            {_C_ELEMENTS}
+{inner}
+            {decayed}
+            {additive}
+            }}}}
+            }} else if (tr) {{
+            {_C_ELEMENTS}
+{inner}
+            {decayed}
+            {reset}
+            }}}}
+            }} else {{
+            {_C_ELEMENTS}
+{inner}
+            }}}}
+            }}"""
+    return text
 
 
 def _c_kernel(step: Step) -> Tuple[str, Launch, Optional[Gradient]]:
@@ -1000,9 +1324,11 @@ def _c_kernel(step: Step) -> Tuple[str, Launch, Optional[Gradient]]:
     lines: List[str] = []
     adjoints: List[str] = []  # the backward statements, in forward order (emitted reversed)
     for k, op in enumerate(step.ops):
-        operands = [_c_operand(step, ref, ctype) for ref in op.args]
-        expression = _c_expression(op, operands, ctype)
-        lines.append(f"{'int' if op.result == 'bool' else ctype} e{k} = {expression};")
+        numbers = _number_type(step, op, ctype)
+        operands = [_c_operand(step, ref, numbers) for ref in op.args]
+        expression = _c_expression(op, operands, numbers)
+        declared = {"bool": "int", "int": "int64_t"}.get(op.result, ctype)
+        lines.append(f"{declared} e{k} = {expression};")
         if op.result == "float" and surrogate is not None:
             grads = [step.gradient(ref) for ref in op.args]
             statements = op.adjoints(operands, grads, f"g_e{k}", derivative, _CDialect)
@@ -1013,13 +1339,31 @@ def _c_kernel(step: Step) -> Tuple[str, Launch, Optional[Gradient]]:
         f"\n            s{k}_[i] = {_c_operand(step, ref, ctype)};"
         for k, ref in step.updated.items()
     )
-    loads = "".join(f"\n            {ctype} s{k} = s{k}_[i];" for k in states)
+    stype = [_c_type(step, "state", k, ctype) for k in states]
+    utype = [_c_type(step, "uniform", k, ctype) for k in range(len(step.uniforms))]
+    loads = "".join(f"\n            {stype[k]} s{k} = s{k}_[i];" for k in states)
     history = "".join(f"\n            if (h{k}) h{k}[t * size + i] = s{k};" for k in states)
     arguments = "".join(
-        [f", {ctype} *restrict s{k}_" for k in states]
-        + [f", const {ctype} *restrict u{k}" for k in range(len(step.uniforms))]
-        + [f", {ctype} *restrict h{k}" for k in states]
+        [f", {stype[k]} *restrict s{k}_" for k in states]
+        + [f", const {utype[k]} *restrict u{k}" for k in range(len(step.uniforms))]
+        + [f", {stype[k]} *restrict h{k}" for k in states]
     )
+    if step.integer:
+        elements = _c_passes(step, ctype, lines, stype)
+    else:
+        elements = f"""            {_C_ELEMENTS}
+            {ctype} in_x = xt[i];{loads}{history}
+{body}
+            ot[i] = {spikes};{stores}{_C_TRACE.format(ctype=ctype)}
+            }}}}"""
+    loop = f"""for (int64_t b = 0; b < blocks; b++) {{
+        const int64_t lo = b * PYSNN_BLOCK, hi = size - lo < PYSNN_BLOCK ? size : lo + PYSNN_BLOCK;
+        for (int64_t t = 0; t < steps; t++) {{
+            const {ctype} *xt = x + t * size;
+            {ctype} *ot = out + t * size;
+{elements}
+        }}
+    }}"""
     source = f"""/* generated by pysnn.codegen for {step.neuron}.step */
 #include <math.h>
 #include <stdint.h>
@@ -1029,25 +1373,28 @@ void pysnn_generated(int64_t steps, int64_t size, int64_t n, const {ctype} *rest
                      const {ctype} *restrict tc, int additive, int64_t n_threads)
 {{
     const int64_t blocks = (size + PYSNN_BLOCK - 1) / PYSNN_BLOCK;
+    if (n_threads > 1 && blocks > 1 && steps * size >= (1 << 18)) {{
     PYSNN_PARALLEL(n_threads, blocks, steps * size)
-    for (int64_t b = 0; b < blocks; b++) {{
-        const int64_t lo = b * PYSNN_BLOCK, hi = size - lo < PYSNN_BLOCK ? size : lo + PYSNN_BLOCK;
-        for (int64_t t = 0; t < steps; t++) {{
-            const {ctype} *xt = x + t * size;
-            {ctype} *ot = out + t * size;
-            {_C_ELEMENTS}
-            {ctype} in_x = xt[i];{loads}{history}
-{body}
-            ot[i] = {spikes};{stores}
-            if (tr) {{  /* the spike trace: pysnn_trace's operations (both modes' values
-                          computed, so that the loop vectorises) */
-                const {ctype} decayed = tr[i] * tc[j];
-                const {ctype} added = PYSNN_MADD(tc[n + j], ot[i], decayed);
-                tr[i] = additive ? added : (ot[i] > 0 ? tc[n + j] : decayed);
-            }}
-            }}}}
-        }}
+    {loop}
+    }} else {{  /* (without entering a parallel region, which costs a microsecond) */
+    {loop}
     }}
+}}
+"""
+    # one step, the arguments that do not change between steps (the uniforms, the trace's
+    # constants) in one array: fewer arguments to convert per call (NeuronKernel.single_step)
+    fixed = "".join(
+        f", (const {utype[k]} *)(intptr_t)fixed[{k}]" for k in range(len(step.uniforms))
+    )
+    nulls = ", 0" * len(step.states)
+    u = len(step.uniforms)
+    source += f"""
+void pysnn_generated_step(int64_t size, int64_t n, const {ctype} *restrict x,
+                          {ctype} *restrict out{"".join(f", {stype[k]} *restrict s{k}_" for k in states)},
+                          {ctype} *restrict tr, const int64_t *restrict fixed, int64_t n_threads)
+{{
+    pysnn_generated(1, size, n, x, out{"".join(f", s{k}_" for k in states)}{fixed}{nulls}, tr,
+                    (const {ctype} *)(intptr_t)fixed[{u}], (int)fixed[{u + 1}], n_threads);
 }}
 """
     spikes_gradient, targets = step.seeds()
@@ -1101,12 +1448,18 @@ void pysnn_generated_backward(int64_t steps, int64_t size, int64_t n, const {cty
     trace = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
     function.argtypes = [ctypes.c_int64] * 3 + pointers + trace + [ctypes.c_int64]
     function.restype = None
+    single = library.pysnn_generated_step
+    single.argtypes = [ctypes.c_int64] * 2 + [ctypes.c_void_p] * (2 + len(step.states) + 2)
+    single.argtypes += [ctypes.c_int64]
+    single.restype = None
     gradient = None
     if backward:
         gradient = library.pysnn_generated_backward
         gradient.argtypes = [ctypes.c_int64] * 3 + [ctypes.c_void_p] + pointers + [ctypes.c_int64]
         gradient.restype = None
-    return source, _c_launch(function), None if gradient is None else _c_gradient_launch(gradient)
+    launch = _c_launch(function)
+    launch.c_step = single  # type: ignore[attr-defined]  (see NeuronKernel.single_step)
+    return source, launch, None if gradient is None else _c_gradient_launch(gradient)
 
 
 def _c_launch(function: Callable[..., None]) -> Launch:
@@ -1219,7 +1572,7 @@ class _GeneratedSteps(torch.autograd.Function):
     def forward(ctx, kernel: "NeuronKernel", n: int, x: torch.Tensor, *states: torch.Tensor):
         steps, size = x.shape[0], x[0].numel()
         new = [s.detach().clone() for s in states]
-        history = [x.new_empty((steps, *s.shape)) for s in states]
+        history = [s.new_empty((steps, *s.shape)) for s in states]
         out = torch.empty_like(x)
         kernel.function(steps, size, n, x, out, new, kernel.uniforms, history, None)
         ctx.save_for_backward(x, *history)

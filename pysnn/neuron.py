@@ -63,7 +63,7 @@ from __future__ import annotations
 import math
 import warnings
 from functools import partial
-from operator import is_
+from operator import is_, itemgetter
 from typing import Any, Callable, Optional, Sequence, Tuple, Union
 
 import torch
@@ -73,7 +73,7 @@ from pysnn import _checks
 from pysnn._guards import Guard
 from pysnn._sharing import all_unshared, unshared
 from pysnn._checks import ParamLike, as_param, check_choice, check_input, check_positive_scalar
-from pysnn.codegen import NeuronKernel, TraceUpdate, generate, trace_constants
+from pysnn.codegen import NeuronKernel, generate, trace_constants
 from pysnn.forcing import Override, check_delta, check_mask
 from pysnn.functional.decay import exp_decay
 from pysnn.functional.izhikevich import IzhikevichParameters, izhikevich_step
@@ -81,9 +81,9 @@ from pysnn.functional.lif import (
     LIFParameters,
     adaptive_lif_trace_kernel,
     adaptive_theta_step,
+    fused_lif_trace_step,
     lif_parameters,
-    lif_trace_kernel,
-    lif_trace_step,
+    lif_step,
     lif_trace_steps,
 )
 from pysnn.functional.spike import SurrogateFn
@@ -182,7 +182,7 @@ class Neuron(nn.Module):
         self.__dict__["_derived_cache"] = {}
         self.__dict__["_graph_steps"] = 0  # steps with an autograd graph on the state
         self.__dict__["_override"] = None  # pending clamp/unclamp/inject_v (pysnn.forcing)
-        self.__dict__["_fast"] = None  # see _FastLIFStep: dropped by any change of the module
+        self.__dict__["_fast"] = None  # see _FastStep: dropped by any change of the module
         self.shape = _as_shape(shape)
         self.dt = dt
         self.surrogate = _check_surrogate(surrogate)
@@ -199,10 +199,12 @@ class Neuron(nn.Module):
         self.__dict__["_fast"] = None
         self.__dict__["_general_steps"] = 0
         self.__dict__["_generation_refused"] = None
+        self.__dict__["_kept_kernel"] = None
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
         state["_fast"] = None  # holds kernel handles: rebuilt by the next step
+        state["_kept_kernel"] = None
         state["_derived_cache"] = {}  # guards read memory by address: recomputed by a copy
         return state
 
@@ -474,6 +476,9 @@ class Neuron(nn.Module):
             state = self._buffers[first]
             if state is None or state.shape[0] != x.shape[0]:
                 self._make_state(x.shape[0], x)
+                fast = self.__dict__["_fast"]
+                if type(fast) is _GeneratedStep:  # (it runs on the state of its batch size)
+                    fast.drop(self)
 
     # ----------------------------------------------------------------- stepping
     def step(self, x: torch.Tensor) -> torch.Tensor:
@@ -579,8 +584,18 @@ class Neuron(nn.Module):
         if (
             type(x) is not torch.Tensor
             or not x.is_contiguous()
-            or (torch.is_grad_enabled() and x.requires_grad)
+            or x.numel() == 0
+            or (
+                torch.is_grad_enabled()
+                and (
+                    x.requires_grad
+                    or any(p.requires_grad for p in self._parameters.values())
+                    or any(b is not None and b.requires_grad for b in self._buffers.values())
+                )
+            )
             or torch.compiler.is_compiling()
+            or torch._C._len_torch_function_stack() > 0  # (a mode sees each operation: the
+            # engine capturing a step, a recording; generating would show it the recording's)
             or state.get("_generation_refused") is not None
         ):
             return
@@ -588,6 +603,17 @@ class Neuron(nn.Module):
         if count < self.GENERATE_AFTER:
             return
         state["_general_steps"] = 0
+        kept = state.get("_kept_kernel")
+        if (
+            kept is not None  # (generated for another batch size: the same kernel)
+            and kept.dtype is x.dtype
+            and kept.device == x.device
+            and kept.dt == self.dt
+            and kept.guard.holds()
+        ):
+            state["_fast"] = _GeneratedStep(self, kept, x)
+            return
+        state["_kept_kernel"] = None
         kernel, why = generate(self, x.detach())
         if kernel is None:
             state["_generation_refused"] = why
@@ -814,40 +840,70 @@ class _GeneratedStep:
     nothing else (else the general step runs, which never edits the state in place).
     """
 
-    __slots__ = ("kernel", "shape", "names", "size", "n", "trace")
+    __slots__ = ("kernel", "shape", "names", "size", "n", "trace", "call", "cpu", "kept", "states")
+    #: (read by the fused network loop, :func:`pysnn.engine.layers.run_layers`, as
+    #: :attr:`_FastStep.KIND`)
+    KIND = "generated"
 
     def __init__(self, neuron: Neuron, kernel: NeuronKernel, x: torch.Tensor) -> None:
         self.kernel, self.shape = kernel, x.shape
-        self.size, self.n = x.numel(), x[0].numel()
+        self.size, self.n = x.numel(), math.prod(x.shape[1:])
         self.names = tuple(kernel.states)
         # the constants of the trace update the kernel makes in its loop (those the guard
         # checks; an assignment of trace_mode drops this object); None: trace_step after it
         self.trace = trace_constants(neuron, x)
         if self.trace is not None:
             self.names += ("trace",)
+        self.call = kernel.single_step(self.size, self.n, self.trace)
+        # the state tensors the kernel updates, from the buffers, in its order
+        names = kernel.states
+        get = itemgetter(*names) if names else None
+        self.states: Callable[[dict], Sequence[torch.Tensor]] = (
+            get if len(names) > 1 else (lambda b: (get(b),)) if names else (lambda b: ())
+        )
+        self.cpu = kernel.device.type == "cpu"
+        self.kept: Any = self
+
+    def companion(self, build: Callable[[], Any]) -> Any:
+        """``build()``, called once while this step is kept (the constants, ``dt``, the trace
+        mode and the input shape unchanged): for a caller that runs the same neuron through
+        another kernel made from the same constants (the fused network loop of
+        :func:`pysnn.engine.layers.run_layers`)."""
+        if self.kept is self:
+            self.kept = build()
+        return self.kept
+
+    def drop(self, neuron: Neuron) -> None:
+        """Leave the neuron's fast-step slot (the state is being made for another batch size,
+        or an input of another shape came), keeping the kernel to be used again: the next
+        general step builds a step of the new shape from it (if the constants still hold)."""
+        neuron.__dict__["_fast"] = None
+        neuron.__dict__["_kept_kernel"] = self.kernel
 
     def __call__(self, neuron: Neuron, x: torch.Tensor) -> Optional[torch.Tensor]:
         kernel = self.kernel
+        if type(x) is torch.Tensor and x.shape != self.shape:
+            self.drop(neuron)  # (the general step makes the state of x's batch size)
+            return None
         if (
             type(x) is not torch.Tensor
+            or x.dtype is not kernel.dtype
+            or (not x.is_cpu if self.cpu else x.device != kernel.device)
+            or not x.is_contiguous()
             or _is_compiling()
             or neuron.__dict__.get("_override") is not None
         ):
             return None
+        if neuron.dt != kernel.dt or not kernel.guard.holds():
+            neuron.__dict__["_fast"] = None  # a constant changed: generated again later
+            return None
         buffers = neuron._buffers
         shape = self.shape
-        if (
-            x.shape != shape
-            or x.dtype is not kernel.dtype
-            or x.device != kernel.device
-            or not x.is_contiguous()
-            or neuron.dt != kernel.dt
-            or not kernel.guard.holds()
-            # the kernel writes x.numel() elements of each state: never into a state of another
-            # batch size (one a reset kept from steps of another shape)
-            or any(buffers[name] is None or buffers[name].shape != shape for name in self.names)
-        ):
-            neuron.__dict__["_fast"] = None  # stale: generated again later
+        # the kernel writes x.numel() elements of each state: never into a state of another
+        # batch size (a reset keeps the last one). (No local name for a state: a reference
+        # kept here would make all_unshared see it shared.)
+        if any(buffers[name] is None or buffers[name].shape != shape for name in self.names):
+            self.drop(neuron)
             return None
         if _grad_enabled() and (
             x.requires_grad
@@ -860,17 +916,42 @@ class _GeneratedStep:
         if _checks._VALUE_CHECKS and _checks.nonfinite(x):
             raise ValueError(_checks.nonfinite_message("x", x, type(neuron).__name__))
         out = torch.empty_like(x)
-        states = [buffers[name] for name in kernel.states]
-        trace = None if self.trace is None else TraceUpdate(buffers["trace"], self.trace)
-        history = [None] * len(states)
-        kernel.function(1, self.size, self.n, x, out, states, kernel.uniforms, history, trace)
+        if self.trace is not None:  # (a spiking neuron, its trace updated by the kernel)
+            self.call(x, out, self.states(buffers), buffers["trace"])
+            buffers["spikes"] = out
+            return out
+        self.call(x, out, self.states(buffers), None)
         if neuron.spiking:
-            if trace is None:
-                buffers["trace"] = trace_step(
-                    buffers["trace"], out, neuron.trace_parameters(), neuron._spare("trace")
-                )
+            buffers["trace"] = trace_step(
+                buffers["trace"], out, neuron.trace_parameters(), neuron._spare("trace")
+            )
             buffers["spikes"] = out
         return out
+
+    def ready(self, neuron: Neuron, shape: torch.Size, dtype: torch.dtype) -> bool:
+        """Whether a step with a contiguous input of ``shape`` and ``dtype`` on the kernel's
+        device that needs no gradient would take this step with the trace in the kernel: its
+        checks that do not read the input (as :meth:`_FastStep.ready`), for a caller that runs
+        many such steps in one call (:func:`pysnn.engine.layers.run_layers`)."""
+        kernel = self.kernel
+        buffers = neuron._buffers
+        return (
+            not _is_compiling()
+            and neuron.__dict__.get("_override") is None
+            and shape == self.shape
+            and dtype is kernel.dtype
+            and self.trace is not None
+            and neuron.dt == kernel.dt
+            and kernel.guard.holds()
+            and not (
+                _grad_enabled()
+                and (
+                    any(buffers[name].requires_grad for name in self.names)
+                    or any(p.requires_grad for p in neuron._parameters.values())
+                )
+            )
+            and all_unshared(buffers, self.names)
+        )
 
 
 def _forward_fast(
@@ -976,40 +1057,6 @@ def _lif_and_trace_parameters(
     )
 
 
-class _FastLIFStep(_FastStep):
-    """:class:`LIFNeuron`'s (and :class:`IFNeuron`'s) fast step: the fused LIF and trace kernel,
-    in place."""
-
-    __slots__ = ()
-    KIND = "lif"
-    STATE = ("v", "refrac_count", "trace")
-    GRAD_STATE = ("v", "trace")
-    CONSTANTS = ("tau_v", "v_rest", "v_reset", "thresh", "refrac", "tau_trace", "trace_scale")
-
-    @staticmethod
-    def build(neuron: "LIFNeuron", x: torch.Tensor, s: torch.Tensor) -> Optional["_FastLIFStep"]:
-        """After a general step of ``neuron`` with input ``x`` and spikes ``s``: the fast step for
-        the next ones, or ``None`` where it does not apply."""
-        cls = type(neuron)
-        if (
-            cls.step is not LIFNeuron.step  # a subclass with its own dynamics
-            or cls.threshold_offset is not LIFNeuron.threshold_offset
-            or cls.step_parameters is not LIFNeuron.step_parameters
-            or cls._prepare is not Neuron._prepare
-            or not _FastLIFStep.state_fits(neuron, x, s)
-            or neuron._buffers["refrac_count"].dtype is not torch.int64
-        ):
-            return None
-        kernel = lif_trace_kernel(*neuron.step_parameters(), x)
-        return None if kernel is None else _FastLIFStep(neuron, x, kernel)
-
-    def run(self, state: dict, x: torch.Tensor) -> Optional[torch.Tensor]:
-        s = self.kernel(x, state["v"], state["refrac_count"], state["trace"])
-        if s is not None:
-            state["spikes"] = s
-        return s
-
-
 class LIFNeuron(Neuron):
     r"""Leaky integrate-and-fire neuron with refractoriness and a spike trace.
 
@@ -1104,7 +1151,11 @@ class LIFNeuron(Neuron):
             )
 
     _STEP_CONSTANTS = ("tau_v", "v_rest", "v_reset", "thresh", "refrac", "tau_trace", "trace_scale")
-    _FAST_STEP = _FastLIFStep
+
+    #: A built-in LIF (or IF) neuron takes its single steps through the kernel generated from
+    #: its :meth:`step` (as a user's neuron does, see :attr:`Neuron.GENERATE_AFTER`) from its
+    #: second step on: its step is known to be generated, bit for bit.
+    GENERATE_AFTER: Optional[int] = 1
 
     def step_parameters(self) -> Tuple[LIFParameters, TraceParameters]:
         """The discretised LIF and trace parameters of the next step (see
@@ -1125,38 +1176,48 @@ class LIFNeuron(Neuron):
         :class:`AdaptiveLIFNeuron`)."""
         return None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def step(self, x: torch.Tensor) -> torch.Tensor:
         """One step: input ``x`` ``(B, *shape)`` (mV increment) → spikes ``(B, *shape)`` (0/1).
 
-        :meth:`Neuron.forward` with :meth:`step`; repeated steps on the CPU without autograd go
-        straight to the fused kernel once the first has checked everything (``_FastLIFStep``).
-        """
-        return _forward_fast(self, x, super().forward)
-
-    def step(self, x: torch.Tensor) -> torch.Tensor:
-        """One step: input ``x`` ``(B, *shape)`` (mV increment) → spikes ``(B, *shape)`` (0/1)."""
+        :func:`~pysnn.functional.lif.lif_step` (the trace updated after it by
+        :meth:`Neuron.forward`), or where a backend's fused kernel applies, that kernel for
+        the step and its trace (:func:`~pysnn.functional.lif.fused_lif_trace_step`, the same
+        values). Repeated single steps go through the kernel generated from this step (see
+        :attr:`GENERATE_AFTER`)."""
         state = self._buffers
         params, trace_params = self.step_parameters()
+        theta = self.threshold_offset()
         # (before the state is on the call stack: a pending argument is a reference too)
         spare = (self._spare("v"), self._spare("refrac_count"), self._spare("trace"))
-        s, state["v"], state["refrac_count"], state["trace"] = lif_trace_step(
+        fused = fused_lif_trace_step(
             x,
             state["v"],
             state["refrac_count"],
             state["trace"],
             params,
             trace_params,
-            self.threshold_offset(),
-            self.surrogate,
-            self.detach_reset,
+            theta,
             spare,
         )
-        self.__dict__["_trace_assigned"] = True  # the fused step updated it
+        if fused is not None:
+            s, state["v"], state["refrac_count"], state["trace"] = fused
+            self.__dict__["_trace_assigned"] = True  # the fused step updated it
+            return s
+        s, state["v"], state["refrac_count"] = lif_step(
+            state["v"],
+            x,
+            state["refrac_count"],
+            params,
+            theta,
+            self.surrogate,
+            self.detach_reset,
+        )
         return s
 
     #: The per-step methods the fused multi-step call reproduces: a subclass overriding one of
-    #: them is stepped through (see :func:`pysnn.stepping.block_form_reason`).
-    BLOCK_REPRODUCES = ("forward", "step", "threshold_offset", "step_parameters", "_prepare")
+    #: them is stepped through (see :func:`pysnn.stepping.block_form_reason`; ``step`` first, the
+    #: reason given for :class:`AdaptiveLIFNeuron`, which overrides ``forward`` too).
+    BLOCK_REPRODUCES = ("step", "forward", "threshold_offset", "step_parameters", "_prepare")
 
     def forward_multistep(self, x: torch.Tensor) -> torch.Tensor:
         """Run ``T`` steps, ``(T, B, *shape)`` → ``(T, B, *shape)``, in one fused call where it
@@ -1241,7 +1302,7 @@ class _FastAdaptiveStep(_FastStep):
     STATE = ("v", "refrac_count", "trace", "theta")
     BATCH_STATE = ("v", "refrac_count", "trace")  # theta: checked in build (shared or not)
     GRAD_STATE = ("v", "trace", "theta")
-    CONSTANTS = _FastLIFStep.CONSTANTS + ("tau_theta", "theta_plus")
+    CONSTANTS = LIFNeuron._STEP_CONSTANTS + ("tau_theta", "theta_plus")
 
     @staticmethod
     def build(
@@ -1357,6 +1418,17 @@ class AdaptiveLIFNeuron(LIFNeuron):
         return self._buffers["theta"]
 
     _FAST_STEP = _FastAdaptiveStep
+    #: Its single steps run its own fused step (``_FastAdaptiveStep``), no generated kernel: a
+    #: shared ``theta`` is a buffer that the generated kernel would read as a constant.
+    GENERATE_AFTER: Optional[int] = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """One step: input ``x`` ``(B, *shape)`` (mV increment) → spikes ``(B, *shape)`` (0/1).
+
+        :meth:`Neuron.forward` with :meth:`step`; repeated steps on the CPU without autograd go
+        straight to the fused kernel once the first has checked everything
+        (``_FastAdaptiveStep``)."""
+        return _forward_fast(self, x, super().forward)
 
     def theta_decay(self) -> torch.Tensor:
         """The relaxation factor of ``theta`` per step, ``exp(-dt / tau_theta)``."""

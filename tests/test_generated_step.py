@@ -9,8 +9,9 @@ import copy
 import pytest
 import torch
 
+import pysnn.neuron as neuron_module
 from pysnn import backends, codegen, native
-from pysnn.neuron import IzhikevichNeuron, Neuron
+from pysnn.neuron import IFNeuron, IzhikevichNeuron, LIFNeuron, Neuron
 from pysnn.readout import LIReadout
 from tests.test_engine import TRACED, Clipped, CurrentLIF, Exponential, Reciprocal
 
@@ -161,10 +162,10 @@ def test_the_generated_kernel_runs_and_is_made_once(monkeypatch):
         assert made == [] and a.generated_step is None
         a(x[Neuron.GENERATE_AFTER - 1])
         assert made == ["CurrentLIF"] and a.generated_step == "generated"
-        kernel = a.__dict__["_fast"].kernel
+        fast = a.__dict__["_fast"]  # (its one-step call of the kernel)
         calls = []
-        function = kernel.function
-        kernel.function = lambda *args: calls.append(1) or function(*args)
+        function = fast.call
+        fast.call = lambda *args: calls.append(1) or function(*args)
         for t in range(Neuron.GENERATE_AFTER, 200):
             a(x[t])
     assert made == ["CurrentLIF"] and len(calls) == 200 - Neuron.GENERATE_AFTER
@@ -435,3 +436,99 @@ def test_a_neuron_holding_a_mutable_object_is_not_generated():
                 a.config.gain = b.config.gain = 0.0
             assert torch.equal(a(x[t]), b(x[t])), t
     assert "holds 'config' (SimpleNamespace)" in a.generated_step
+
+
+def _lif_kwargs(cls, per_neuron, n=13):
+    if not per_neuron:
+        return {}
+    g = torch.Generator().manual_seed(5)
+    kwargs = dict(
+        thresh=-52.0 + 3 * torch.rand(n, generator=g),
+        v_reset=-65.0 + torch.rand(n, generator=g),
+        refrac=torch.randint(0, 4, (n,), generator=g).double(),
+        tau_trace=10.0 + 10 * torch.rand(n, generator=g),
+        trace_scale=0.5 + torch.rand(n, generator=g),
+    )
+    if cls is LIFNeuron:
+        kwargs["tau_v"] = 20.0 + 100 * torch.rand(n, generator=g)
+    return kwargs
+
+
+@pytest.mark.parametrize("per_neuron", [False, True], ids=["scalar", "per-neuron"])
+@pytest.mark.parametrize("mode", ["additive", "reset"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("cls", [LIFNeuron, IFNeuron])
+def test_builtin_lif_single_steps_are_generated_and_the_torch_steps_bit_for_bit(
+    cls, dtype, mode, per_neuron
+):
+    """The built-in LIF and IF neurons are ordinary users of the mechanism: from their second
+    step on, their single steps run the kernel generated from their step (int64 refractory
+    counter included), with the values of the torch step (the registry's ``"torch"``
+    preference) bit for bit: spikes, v, refractory counter, trace."""
+    a = cls(13, trace_mode=mode, **_lif_kwargs(cls, per_neuron)).to(dtype)
+    b = copy.deepcopy(a)
+    x = _inputs(steps=120, dtype=dtype, scale=9.0)
+    with torch.no_grad():
+        for t in range(x.shape[0]):
+            sa = a(x[t])
+            with backends.prefer("torch"):
+                sb = b(x[t])
+            assert torch.equal(sa, sb), t
+            _assert_same(a, b)
+    assert a.generated_step == "generated"
+    assert b.generated_step != "generated"
+    assert a.refrac_count.dtype is torch.int64 and int(a.refrac_count.max()) > 0
+
+
+def test_builtin_lif_constant_edits_are_seen_at_the_next_step():
+    """Constants of a built-in LIF neuron edited in place or through ``.data`` between
+    generated steps take effect at the next step (the kernel is generated again)."""
+    a = LIFNeuron(13, refrac=torch.full((13,), 2.0))
+    b = copy.deepcopy(a)
+    x = _inputs(steps=90, scale=9.0)
+    edits = {
+        20: lambda n: n.thresh.data.fill_(-55.0),
+        40: lambda n: n.refrac.mul_(2.0),
+        60: lambda n: setattr(n.v_reset, "data", torch.full((), -60.0)),
+    }
+    with torch.no_grad():
+        for t in range(x.shape[0]):
+            if t in edits:
+                edits[t](a), edits[t](b)
+            sa = a(x[t])
+            with backends.prefer("torch"):
+                sb = b(x[t])
+            assert torch.equal(sa, sb), t
+            _assert_same(a, b)
+    assert a.generated_step == "generated"
+
+
+@pytest.mark.parametrize(
+    "factory",
+    [
+        pytest.param(lambda: CurrentLIF(13), id="CurrentLIF"),
+        pytest.param(lambda: LIFNeuron(13), id="LIF"),
+    ],
+)
+def test_batch_sizes_back_and_forth(factory, monkeypatch):
+    """An input of another batch size leaves the generated step (the state is made for the
+    new batch size) and keeps its kernel: the steps of each batch size are the torch steps,
+    the state never read or written at the wrong size, and the kernel generated once."""
+    made = []
+    original = neuron_module.generate
+    monkeypatch.setattr(neuron_module, "generate", lambda *args: made.append(1) or original(*args))
+    a = factory()
+    a.GENERATE_AFTER = 2
+    b = copy.deepcopy(a)
+    b.GENERATE_AFTER = None
+    with torch.no_grad():
+        for batch in (3, 5, 3, 1, 3):
+            y = _inputs(steps=12, batch=batch, scale=9.0, seed=batch)
+            for t in range(y.shape[0]):
+                sa = a(y[t])
+                with backends.prefer("torch"):
+                    sb = b(y[t])
+                assert torch.equal(sa, sb), (batch, t)
+                _assert_same(a, b)
+            assert a.generated_step == "generated"
+    assert len(made) == 1

@@ -437,7 +437,7 @@ def _scenario(fused, x, keep_every=0):
 
 
 def test_fast_step_follows_every_change_exactly():
-    """Single steps on the fused fast path (``_FastLIFStep``) equal the torch path bit for bit
+    """Single steps on the fast path (the generated step) equal the torch path bit for bit
     through in-place edits, ``.data`` swaps, assignments, ``dt``, ``load_state_dict``, reset,
     clamps, voltage injection, edits of the state and a change of batch size."""
     x = torch.rand(45, 2, 6, dtype=torch.float64) * 5.0

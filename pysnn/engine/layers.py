@@ -18,6 +18,7 @@ from torch import nn
 
 from pysnn import _checks, backends, native
 from pysnn.connection import Linear
+from pysnn.functional.lif import lif_trace_kernel
 from pysnn.learning import STDP, LearningRule
 from pysnn._sharing import all_unshared
 from pysnn.neuron import AdaptiveLIFNeuron, Input, LIFNeuron
@@ -249,14 +250,18 @@ def _layers_fused(
         return 0
     limit = x.shape[0]
     sizes = [x.shape[2]]
+    kernels = []  # each neuron group's fused single-step kernel (its table and trace mode)
     for neuron in groups[1:]:
         fast = neuron.__dict__.get("_fast")
         s = neuron._buffers.get("spikes")
+        kind = _kind(fast)
+        if kind == "generated":  # a built-in LIF (IF) neuron through its generated step
+            kind = "lif" if type(neuron).step is LIFNeuron.step else ""
         if (
-            _kind(fast) not in ("lif", "adaptive")
+            kind not in ("lif", "adaptive")
             or block_form_reason(
                 neuron,
-                LIFNeuron if _kind(fast) == "lif" else AdaptiveLIFNeuron,
+                LIFNeuron if kind == "lif" else AdaptiveLIFNeuron,
                 LIFNeuron.BLOCK_REPRODUCES,
             )
             or len(fast.shape) != 2
@@ -267,6 +272,16 @@ def _layers_fused(
             or s.dtype is not dtype
         ):
             return 0
+        kernel = fast.kernel
+        if _kind(fast) == "generated":
+            # (the network kernel runs the built-in LIF step: the same values as the
+            # generated one, bit for bit, from the same discretised constants)
+            if neuron._parameters or neuron._buffers["refrac_count"].dtype is not torch.int64:
+                return 0
+            kernel = fast.companion(lambda: lif_trace_kernel(*neuron.step_parameters(), s))
+            if kernel is None:
+                return 0
+        kernels.append(kernel)
         sizes.append(fast.shape[1])
     n_conns = sum(len(incoming) for _, incoming in layers)
     if n_conns > native.LAYER_MAX_CONNECTIONS:
@@ -327,6 +342,7 @@ def _layers_fused(
         input,
         layers,
         groups,
+        kernels,
         sizes,
         connections,
         applied,
@@ -374,7 +390,19 @@ def _conductance_non_negative(fed: list, applied: list, x: torch.Tensor) -> bool
 
 
 def _layers_call(
-    input, layers, groups, sizes, connections, applied, record, counts, spikes, t0, limit, outputs
+    input,
+    layers,
+    groups,
+    kernels,
+    sizes,
+    connections,
+    applied,
+    record,
+    counts,
+    spikes,
+    t0,
+    limit,
+    outputs,
 ) -> int:
     """The fused call of :func:`_layers_fused`, everything checked: steps ``t0 .. t0 + limit - 1``
     of ``spikes`` (fewer if a NaN stops them: then raises); returns the steps run."""
@@ -388,7 +416,7 @@ def _layers_call(
     rows[-1] += [kernel._additive, 0, 0, 0, 0, 0]
     for k, neuron in enumerate(groups[1:], 1):
         fast, state = neuron.__dict__["_fast"], neuron._buffers
-        kernel = fast.kernel
+        kernel = kernels[k - 1]
         adaptive = _kind(fast) == "adaptive"
         buf = x.new_empty(2, batch, sizes[k])
         buf[1].copy_(state["spikes"])

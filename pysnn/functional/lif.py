@@ -36,6 +36,7 @@ __all__ = [
     "LIFParameters",
     "lif_parameters",
     "lif_step",
+    "fused_lif_trace_step",
     "lif_trace_step",
     "lif_trace_steps",
     "lif_trace_kernel",
@@ -171,13 +172,30 @@ def lif_trace_step(
             old state saves three allocations). Without ``out`` (and always on the torch path)
             the new state is in new tensors and the inputs are never modified.
     """
-    backend = _fused_backend(x, v, trace, p, tp, theta)
-    if backend is not None:
-        result = backend.lif_steps(x, v, refrac, trace, p, tp, theta, out)
-        if result is not None:
-            return result
+    result = fused_lif_trace_step(x, v, refrac, trace, p, tp, theta, out)
+    if result is not None:
+        return result
     s, v, refrac = lif_step(v, x, refrac, p, theta, surrogate, detach_reset)
     return s, v, refrac, trace_step(trace, s, tp)
+
+
+def fused_lif_trace_step(
+    x: torch.Tensor,
+    v: torch.Tensor,
+    refrac: torch.Tensor,
+    trace: torch.Tensor,
+    p: LIFParameters,
+    tp: TraceParameters,
+    theta: Optional[torch.Tensor] = None,
+    out: Optional[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None,
+) -> Optional[Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """:func:`lif_trace_step` through a backend's fused kernel, or ``None`` where none applies
+    (then the caller runs :func:`lif_step` and :func:`~pysnn.functional.trace.trace_step`,
+    which give the same values, bit for bit)."""
+    backend = _fused_backend(x, v, trace, p, tp, theta)
+    if backend is None:
+        return None
+    return backend.lif_steps(x, v, refrac, trace, p, tp, theta, out)
 
 
 def lif_trace_kernel(
