@@ -196,3 +196,32 @@ def test_cpu_work_never_imports_triton():
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     ).stdout.strip()
     assert out == "False"
+
+
+def test_prefer_is_scoped_to_its_thread_and_block():
+    """Recording a step switches to the torch operations in a prefer block: another thread
+    running meanwhile keeps its own preference (as torch.no_grad is per thread)."""
+    import threading
+
+    before = backends.preference()
+    inside, seen = threading.Event(), []
+    release = threading.Event()
+
+    def other():
+        with backends.prefer("torch"):
+            inside.set()
+            release.wait(10)
+            seen.append(backends.preference())
+
+    worker = threading.Thread(target=other)
+    worker.start()
+    assert inside.wait(10)
+    assert backends.preference() == before  # this thread is not affected
+    release.set()
+    worker.join(10)
+    assert seen == [()]
+    with backends.prefer("torch"):
+        with backends.prefer("c"):
+            assert backends.preference() == ("c",)
+        assert backends.preference() == ()
+    assert backends.preference() == before

@@ -43,6 +43,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+import threading
 from typing import Any, Dict, Iterator, Optional, Sequence, Tuple, Union
 
 import torch
@@ -77,8 +78,11 @@ _DEFAULT_PREFERENCE = ("c", "triton")
 
 _backends: Dict[str, Any] = {}
 _preference: Tuple[str, ...] = _DEFAULT_PREFERENCE
-#: for each operation, the backends of the preference that provide it (rebuilt on any change)
-_providers: Dict[Tuple[str, str], Tuple[Any, ...]] = {}
+#: this thread's preference inside :func:`prefer` (``override``; absent outside)
+_local = threading.local()
+#: for each (operation, device type, preference), the backends of the preference that provide
+#: the operation (cleared when a backend is registered)
+_providers: Dict[Tuple[str, str, Tuple[str, ...]], Tuple[Any, ...]] = {}
 
 
 def register(name: str, backend: Any) -> None:
@@ -141,8 +145,10 @@ def _parse(value: Union[str, Sequence[str]], argument: str) -> Tuple[str, ...]:
 
 
 def preference() -> Tuple[str, ...]:
-    """The backends tried, in order (empty: the torch operations everywhere)."""
-    return _preference
+    """The backends tried, in order (empty: the torch operations everywhere): this thread's
+    :func:`prefer` block's, else the one :func:`set_preference` set."""
+    override = getattr(_local, "override", None)
+    return _preference if override is None else override
 
 
 def set_preference(value: Union[str, Sequence[str]]) -> None:
@@ -150,27 +156,29 @@ def set_preference(value: Union[str, Sequence[str]]) -> None:
     ``"torch"`` (none), a name, a comma-separated string or a sequence of names."""
     global _preference
     _preference = _parse(value, "value")
-    _providers.clear()
 
 
 @contextlib.contextmanager
 def prefer(value: Union[str, Sequence[str]]) -> Iterator[None]:
-    """:func:`set_preference` inside a ``with`` block only."""
-    previous = _preference
-    set_preference(value)
+    """:func:`set_preference` inside a ``with`` block only, and for this thread only (as
+    ``torch.no_grad``): other threads keep theirs."""
+    chosen = _parse(value, "value")
+    previous = getattr(_local, "override", None)
+    _local.override = chosen
     try:
         yield
     finally:
-        set_preference(previous)
+        _local.override = previous
 
 
 def _providers_of(op: str, device_type: str) -> Tuple[Any, ...]:
     """The backends of the preference that provide ``op`` and may accept tensors on
     ``device_type`` (a built-in one is imported only for its devices)."""
-    key = (op, device_type)
+    names = preference()
+    key = (op, device_type, names)
     found = _providers.get(key)
     if found is None:
-        names = [name for name in _preference if _may_accept(name, device_type)]
+        names = [name for name in names if _may_accept(name, device_type)]
         found = tuple(
             b for b in map(get, names) if b is not None and callable(getattr(b, op, None))
         )
@@ -203,7 +211,7 @@ def select(
 def enabled(name: str) -> bool:
     """Whether the backend ``name`` is preferred and can run here (for the C backend: compiled
     and not switched off with ``PYSNN_NATIVE=0``)."""
-    if name not in _preference:
+    if name not in preference():
         return False
     backend = get(name)
     return backend is not None and getattr(backend, "available", lambda: True)()
@@ -214,7 +222,7 @@ def accepts(name: str, *tensors: Optional[torch.Tensor], differentiable: bool = 
     layer's calls of operations only that backend has (the C backend's single-step and network
     kernels), which must follow the preference too."""
     first = next((t for t in tensors if t is not None), None)
-    if name not in _preference or first is None or not _may_accept(name, first.device.type):
+    if name not in preference() or first is None or not _may_accept(name, first.device.type):
         return False  # (a built-in backend is not imported for tensors it cannot take)
     backend = get(name)
     return backend is not None and backend.usable(*tensors, differentiable=differentiable)
