@@ -883,7 +883,9 @@ class _GeneratedStep:
     def __call__(self, neuron: Neuron, x: torch.Tensor) -> Optional[torch.Tensor]:
         kernel = self.kernel
         if type(x) is torch.Tensor and x.shape != self.shape:
-            self.drop(neuron)  # (the general step makes the state of x's batch size)
+            # the kernel writes x.numel() elements of each state: the general step makes the
+            # state of x's batch size, so a kept step always has the state's shape
+            self.drop(neuron)
             return None
         if (
             type(x) is not torch.Tensor
@@ -898,13 +900,6 @@ class _GeneratedStep:
             neuron.__dict__["_fast"] = None  # a constant changed: generated again later
             return None
         buffers = neuron._buffers
-        shape = self.shape
-        # the kernel writes x.numel() elements of each state: never into a state of another
-        # batch size (a reset keeps the last one). (No local name for a state: a reference
-        # kept here would make all_unshared see it shared.)
-        if any(buffers[name] is None or buffers[name].shape != shape for name in self.names):
-            self.drop(neuron)
-            return None
         if _grad_enabled() and (
             x.requires_grad
             or any(buffers[name].requires_grad for name in self.names)

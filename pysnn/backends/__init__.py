@@ -153,7 +153,8 @@ def preference() -> Tuple[str, ...]:
 
 def set_preference(value: Union[str, Sequence[str]]) -> None:
     """Set which backends are tried, in order: ``"auto"`` (the default, ``("c", "triton")``),
-    ``"torch"`` (none), a name, a comma-separated string or a sequence of names."""
+    ``"torch"`` (none), a name, a comma-separated string or a sequence of names. Inside a
+    :func:`prefer` block that block's preference applies to its thread until the block ends."""
     global _preference
     _preference = _parse(value, "value")
 
