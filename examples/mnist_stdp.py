@@ -82,9 +82,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         "--rule",
         choices=("pair", "triplet"),
         default=None,
-        help="STDP form: BindsNET's pair rule (default with current synapses) or the authors' "
-        "code's rule (nearest-spike, potentiation times a slow postsynaptic trace; default "
-        "with conductance synapses)",
+        help="STDP form: BindsNET's pair rule (default with both synapse forms) or the "
+        "authors' code's rule (nearest-spike, potentiation times a slow postsynaptic trace)",
     )
     p.add_argument(
         "--norm",
@@ -98,6 +97,20 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         type=float,
         default=0.05,
         help="adaptive threshold increment per spike (mV); 0 switches it off",
+    )
+    p.add_argument(
+        "--theta-offset",
+        type=float,
+        default=None,
+        help="the authors' threshold offset (mV) that theta relaxes towards below 0 (default: "
+        "20 conductance, 0 current)",
+    )
+    p.add_argument(
+        "--rest",
+        type=float,
+        default=None,
+        help="ms without input after each training presentation, theta relaxing (default: "
+        "150 conductance, 0 current)",
     )
     p.add_argument(
         "--inh-weight",
@@ -179,6 +192,8 @@ class Trainer:
             rule=args.rule,
             norm=norm,
             theta_plus=args.theta_plus,
+            theta_offset=args.theta_offset,
+            rest=args.rest,
             inh_weight=args.inh_weight,
         ).to(self.device)
         distributed.data_parallel(self.net)  # no-op in a single process
@@ -372,6 +387,8 @@ def run(args: argparse.Namespace) -> Dict[str, float]:
         "synapses": args.synapses,
         "rule": trainer.net.rule,
         "norm": trainer.net.norm,
+        "theta_offset": trainer.net.theta_offset,
+        "rest_ms": trainer.net.rest,
         "seed": args.seed,
         "batch_size": args.batch_size,
         "time_ms": args.time,

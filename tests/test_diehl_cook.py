@@ -223,3 +223,55 @@ def test_learning_defaults_and_the_authors_rule():
         torch.testing.assert_close(net.fc.weight[:, 0], torch.full((2,), expected))
     with pytest.raises(ValueError, match="rule"):
         DiehlCook2015(n_neurons=2, rule="bcm")
+
+
+def test_theta_relaxes_as_in_the_authors_code():
+    """The code's threshold offset theta_c = theta + 20 mV relaxes towards 0 during the 350 ms
+    presentation and the 150 ms rest after it: closed form, with and without a spike."""
+    tau = 1000.0  # short enough for the relaxation to show in float32
+    net = DiehlCook2015(n_neurons=3, synapses="conductance", tau_theta=tau, norm=None, wmax=200.0)
+    assert (net.theta_offset, net.rest) == (20.0, 150.0)
+    with torch.no_grad():
+        net.fc.weight.zero_()
+        net.exc.theta.copy_(torch.tensor([0.0, 5.0, -3.0]))
+    net.run(torch.zeros(350, 1, 784))  # no input, no spike
+    expected = [(t + 20.0) * math.exp(-500.0 / tau) - 20.0 for t in (0.0, 5.0, -3.0)]
+    torch.testing.assert_close(net.exc.theta, torch.tensor(expected), rtol=0, atol=1e-4)
+
+    # one spike of neuron 0 in the first step: theta_plus = 0.05 mV added after that step's
+    # relaxation, then relaxed over the other 349 ms and the rest
+    with torch.no_grad():
+        net.exc.theta.zero_()
+        net.fc.weight[0, 0] = 100.0
+    x = torch.zeros(350, 1, 784)
+    x[0, 0, 0] = 1.0
+    counts = net.run(x)
+    assert counts.tolist() == [[1.0, 0.0, 0.0]]
+    code = [20.0 * math.exp(-500.0 / tau) - 20.0] * 3
+    code[0] += 0.05 * math.exp(-499.0 / tau)
+    torch.testing.assert_close(net.exc.theta, torch.tensor(code), rtol=0, atol=1e-4)
+    assert abs(code[0] - code[1]) > 0.01  # the spike shows
+
+    net.eval()  # frozen for assignment and test
+    before = net.exc.theta.clone()
+    net.run(x)
+    assert torch.equal(net.exc.theta, before)
+
+
+def test_current_form_keeps_bindsnets_threshold():
+    net = DiehlCook2015(n_neurons=3, tau_theta=1000.0, norm=None)
+    assert (net.theta_offset, net.rest) == (0.0, 0.0)
+    with torch.no_grad():
+        net.fc.weight.zero_()
+        net.exc.theta.fill_(4.0)
+    net.run(torch.zeros(350, 1, 784))
+    # the neuron's own relaxation towards 0 over 350 steps, nothing more
+    decay = torch.tensor(math.exp(-1.0 / 1000.0))
+    expected = torch.tensor([4.0] * 3)
+    for _ in range(350):
+        expected = expected * decay
+    torch.testing.assert_close(net.exc.theta, expected, rtol=1e-6, atol=0)
+    with pytest.raises(ValueError, match="theta_offset"):
+        DiehlCook2015(n_neurons=3, theta_offset=-1.0)
+    with pytest.raises(TypeError, match="rest"):
+        DiehlCook2015(n_neurons=3, rest="150")

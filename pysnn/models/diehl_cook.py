@@ -108,9 +108,21 @@ SYNAPSES = ("current", "conductance")
 RULES = ("pair", "triplet")
 #: ``(rule, norm)`` defaults per synapse form.
 DEFAULT_LEARNING = {"current": ("pair", 78.4), "conductance": ("pair", 78.0)}
+#: ``(theta_offset, rest)`` defaults per synapse form (mV, ms): the authors' code for
+#: ``"conductance"``, BindsNET (no offset, no rest) for ``"current"``.
+DEFAULT_THETA = {"current": (0.0, 0.0), "conductance": (20.0, 150.0)}
 #: ``(exc_weight, inh_weight)`` defaults per synapse form: BindsNET's mV for ``"current"``, the
 #: paper's conductances (units of the leak conductance) for ``"conductance"``.
 DEFAULT_WEIGHTS = {"current": (22.5, 120.0), "conductance": (10.4, 17.0)}
+
+
+def _non_negative(name: str, value: float) -> float:
+    """``value`` as a float; ``ValueError`` unless it is a finite number >= 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number (mV or ms), got {type(value).__name__}")
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+    return float(value)
 
 
 class DiehlCook2015(SNNNetwork):
@@ -147,6 +159,14 @@ class DiehlCook2015(SNNNetwork):
             ``"triplet"`` (the authors' code's rule, see the module docstring).
         tau_post2: time constant (ms) of the slow postsynaptic trace of ``rule="triplet"``
             (code: 40 ms).
+        theta_offset: the authors' code writes the threshold as ``exc_thresh - theta_offset +
+            theta_code`` with ``theta_code`` starting at ``theta_offset`` (20 mV) and relaxing
+            towards 0; here ``theta`` is ``theta_code - theta_offset`` (0 at the start), so it
+            relaxes towards ``-theta_offset``. ``None`` (default): 20 mV with
+            ``"conductance"`` (the code), 0 with ``"current"`` (BindsNET). See :meth:`run`.
+        rest: time without input after each training presentation (ms), during which ``theta``
+            relaxes (:meth:`run`); ``None`` (default): 150 ms with ``"conductance"`` (paper 2.5,
+            code), 0 with ``"current"`` (BindsNET resets the state instead).
 
     With ``"conductance"`` the input weights ``fc`` are conductance jumps (the paper's), and the
     synapse modules are ``syn_input`` (input onto excitatory), ``syn_inh`` (``i2e`` onto
@@ -186,6 +206,8 @@ class DiehlCook2015(SNNNetwork):
         e_inh: float = -100.0,
         rule: Optional[str] = None,
         tau_post2: float = 40.0,
+        theta_offset: Optional[float] = None,
+        rest: Optional[float] = None,
     ) -> None:
         super().__init__()
         self.synapses = check_choice("synapses", synapses, SYNAPSES)
@@ -196,6 +218,11 @@ class DiehlCook2015(SNNNetwork):
         if rule is None:
             rule = DEFAULT_LEARNING[synapses][0]
         self.rule = check_choice("rule", rule, RULES)
+        offset_default, rest_default = DEFAULT_THETA[synapses]
+        self.theta_offset = _non_negative(
+            "theta_offset", offset_default if theta_offset is None else theta_offset
+        )
+        self.rest = _non_negative("rest", rest_default if rest is None else rest)
         if isinstance(norm, str) and norm == "auto":
             norm = DEFAULT_LEARNING[synapses][1]
         if norm is not None and not (math.isfinite(norm) and norm > 0):
@@ -336,6 +363,35 @@ class DiehlCook2015(SNNNetwork):
         self.reset_state()
         layers, rules = self.step_program()
         counts = run_layers(self.inp, layers, spikes, rules, record=[self.exc], counts=True)[0]
+        if self.training:
+            self.relax_theta(spikes.shape[0] * self.dt)
         if normalize and self.training and self.norm is not None:
             self.fc.normalize(self.norm)
         return counts
+
+    @torch.no_grad()
+    def relax_theta(self, presented: float) -> None:
+        r"""Complete the authors' ``theta`` dynamics after a training presentation of
+        ``presented`` ms (:meth:`run` calls it in training mode).
+
+        The code's offset :math:`\theta_c = \theta + o` (``theta_offset`` :math:`o`) relaxes
+        towards 0, :math:`\dot\theta_c = -\theta_c / \tau_\theta`, during the presentation
+        and the ``rest`` :math:`R` that follows it. The excitatory neurons relax :math:`\theta`
+        towards 0 in each step, which leaves out :math:`o (1 - e^{-T/\tau_\theta})` over the
+        :math:`T` ms presented; this adds it at the end, then relaxes over the rest:
+
+        .. math:: \theta \leftarrow (\theta + o\, e^{-T/\tau_\theta})\, e^{-R/\tau_\theta} - o
+
+        Exact at the end of the presentation; within it the threshold stands at most
+        :math:`o (1 - e^{-T/\tau_\theta})` above the code's (7e-4 mV for 20 mV, 350 ms and
+        :math:`\tau_\theta` = 1e7 ms). Nothing happens with ``theta_offset = rest = 0``.
+        """
+        offset, rest = self.theta_offset, self.rest
+        if offset == 0.0 and rest == 0.0:
+            return
+        tau = self.exc.tau_theta.double()  # (per neuron or scalar)
+        presented_decay = torch.exp(-presented / tau)
+        rest_decay = torch.exp(-rest / tau)
+        theta = self.exc.theta
+        new = (theta.double() + offset * presented_decay) * rest_decay - offset
+        theta.copy_(new.to(theta.dtype))
