@@ -606,8 +606,8 @@ class Connection(nn.Module):
         step, no recompilation per ring slot) and while a step is recorded for a replay
         (:func:`pysnn.stepping.graph_capture`). In place where nothing else can see the ring
         and the position, as :meth:`_push` (never while compiling); the same values."""
-        # the host copy of the position is not kept up to date here: read back when next needed
-        self.__dict__["_pos_source"] = None
+        if not torch.compiler.is_compiling():  # (the host copy of the position is not kept
+            self.__dict__["_pos_source"] = None  # up to date here: read back when next needed)
         nobody_else = unshared(self._buffers, "history") and unshared(self._buffers, "history_pos")
         ring = self._history_for(spikes)
         pos = self._buffers["history_pos"]

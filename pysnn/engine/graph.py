@@ -16,7 +16,8 @@ are state is seen during the warm-up (those the steps replace).
 
 **Guards**, checked at every call in Python without reading the device:
 
-- the input's shape, dtype and device (another batch size: warm up and capture anew);
+- the input's shape, dtype and device, and whether ``torch.inference_mode`` is on (another
+  batch size: warm up and capture anew);
 - every state tensor, constant, parameter, submodule, forward hook and plain attribute of the
   modules is the object captured. A state tensor replaced by one of its shape (a
   ``reset_state()``, eager steps run in between) is copied into the graph's tensor; one that
@@ -47,8 +48,21 @@ captured tensors and re-runs the step at each replay, against the plain step loo
 
 from __future__ import annotations
 
-from operator import is_
-from typing import Any, Callable, Dict, FrozenSet, List, Optional, Protocol, Sequence, Set, Tuple
+from itertools import chain
+from operator import attrgetter, is_, itemgetter
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    FrozenSet,
+    Iterator,
+    List,
+    Optional,
+    Protocol,
+    Sequence,
+    Set,
+    Tuple,
+)
 
 import torch
 from torch import nn
@@ -68,6 +82,11 @@ Binding = Tuple[Dict[str, Any], str, torch.Tensor]
 #: Plain values compared by value (not identity) between warm-up steps.
 _VALUES = (bool, int, float, complex, str, bytes, type(None))
 _MISSING = object()
+_VERSION = attrgetter("_version")
+_inference = torch.is_inference_mode_enabled
+#: torch's own entries of a module's ``__dict__`` (the dicts of parameters, buffers, submodules
+#: and hooks, whose contents the guards compare themselves), left out of the fast comparison
+_TORCH_ENTRIES = frozenset(nn.Module().__dict__) - {"training"}
 _MODULE_HOOKS = nn.modules.module
 
 
@@ -294,7 +313,9 @@ class GraphedStep:
         self._live = False  # a captured graph may be replayed
         self._cycle: Optional[str] = None  # why this warm-up cycle began (after a capture)
         self._warmed = 0
-        self._key: Optional[Tuple[torch.Size, torch.dtype, torch.device]] = None
+        # the input's shape, dtype and device, and whether inference mode was on (its tensors
+        # cannot be written outside it)
+        self._key: Optional[Tuple[torch.Size, torch.dtype, torch.device, bool]] = None
         self._state: Set[Slot] = set()
         self._previous: Optional[Attributes] = None
         self._dicts: List[_Dict] = []
@@ -306,7 +327,14 @@ class GraphedStep:
         self._bindings: Tuple[Binding, ...] = ()
         self._written: List[torch.Tensor] = []
         self._guarded: List[Tuple[str, torch.Tensor]] = []
+        self._guarded_tensors: List[torch.Tensor] = []
         self._versions: List[int] = []
+        self._dict_data: List[Dict[str, Any]] = []
+        self._lengths: List[int] = []
+        # what the fast guard compares by identity: the modules' own attributes (a getter and
+        # the module's __dict__ each) and the values of the other dicts (live views)
+        self._getters: List[Tuple[Callable[[Dict[str, Any]], Tuple[Any, ...]], Dict]] = []
+        self._views: List[Any] = []
         self._problem: Optional[str] = None
 
     def _named_modules(self) -> List[Tuple[str, nn.Module]]:
@@ -383,7 +411,7 @@ class GraphedStep:
         if (
             self._live
             and type(x) is torch.Tensor
-            and (x.shape, x.dtype, x.device) == self._key
+            and (x.shape, x.dtype, x.device, _inference()) == self._key
             and not (torch.is_grad_enabled() and self._grad_reason(x))
             and self._holds()
         ):
@@ -394,17 +422,11 @@ class GraphedStep:
     def _holds(self) -> bool:
         """Whether every dict the step reads through holds what it held after the last call,
         no constant was edited in place and no global forward hook was registered."""
-        if _MODULE_HOOKS._global_forward_hooks or _MODULE_HOOKS._global_forward_pre_hooks:
-            return False
-        flat: List[Any] = []
-        extend = flat.extend
-        for entry in self._dicts:
-            extend(entry.data.values())
-        snapshot = self._flat_snapshot
         return (
-            len(flat) == len(snapshot)
-            and all(map(is_, flat, snapshot))
-            and [t._version for _, t in self._guarded] == self._versions
+            not (_MODULE_HOOKS._global_forward_hooks or _MODULE_HOOKS._global_forward_pre_hooks)
+            and list(map(len, self._dict_data)) == self._lengths
+            and all(map(is_, self._values(), self._flat_snapshot))
+            and list(map(_VERSION, self._guarded_tensors)) == self._versions
         )
 
     def _replay(self) -> Any:
@@ -431,7 +453,7 @@ class GraphedStep:
         if transient is not None:
             self.reason = transient
             return self._eager(x, recording=self._graph is not None)
-        key = (x.shape, x.dtype, x.device)
+        key = (x.shape, x.dtype, x.device, _inference())
         if self._live:
             verdict = self._reconcile(key)
             if verdict is None:
@@ -666,15 +688,29 @@ class GraphedStep:
             if id(d) not in buffers:
                 dicts.append(_Dict("rule state", label, d, frozenset()))
         self._dicts = dicts
+        self._dict_data = [entry.data for entry in dicts]
+        self._views = [e.data.values() for e in dicts if e.kind not in ("attributes", "hooks")]
+        self._guarded_tensors = [t for _, t in self._guarded]
         self._refresh()
 
+    def _values(self) -> Iterator[Any]:
+        """The values the fast guard compares by identity (see ``_getters``)."""
+        attributes = chain.from_iterable([get(data) for get, data in self._getters])
+        return chain(attributes, chain.from_iterable(self._views))
+
     def _refresh(self) -> None:
-        flat: List[Any] = []
+        """Take the dicts' contents and the constants' versions as they are now."""
+        getters = []
         for entry in self._dicts:
             entry.snapshot = dict(entry.data)
-            flat.extend(entry.data.values())
-        self._flat_snapshot = flat
-        self._versions = [t._version for _, t in self._guarded]
+            if entry.kind == "attributes":
+                keys = [k for k in entry.data if k not in _TORCH_ENTRIES]
+                get = itemgetter(*keys) if len(keys) > 1 else (lambda d, k=keys[0]: (d[k],))
+                getters.append((get, entry.data))
+        self._getters = getters
+        self._flat_snapshot = list(self._values())
+        self._lengths = list(map(len, self._dict_data))
+        self._versions = list(map(_VERSION, self._guarded_tensors))
 
     # ------------------------------------------------------------------ a guard failed
     def _reconcile(self, key: Tuple[Any, ...]) -> Optional[str]:
@@ -684,7 +720,7 @@ class GraphedStep:
         call runs eagerly."""
         if key != self._key:
             self._forget()
-            return "the input's shape, dtype or device changed"
+            return "the input's shape, dtype or device changed, or inference mode"
         static = {(id(d), k): t for d, k, t in self._statics}
         copies = []
         eager = None
