@@ -35,7 +35,8 @@ are state is seen during the warm-up (those the steps replace).
 **Not graphed**, the step runs eagerly as written, and :attr:`GraphedStep.reason` says why: a
 device other than CUDA (on the CPU the object is exactly the eager step), a step whose modules
 keep Python state of their own that changes from step to step (a replay would not advance it;
-compared between the last two warm-up steps, ignoring each class's :attr:`STEP_CACHES`), a step
+compared between the last two warm-up steps, ignoring the caches each class lists in its
+``STEP_CACHES``, see :attr:`pysnn.neuron.Neuron.STEP_CACHES`), a step
 that draws random numbers (a Poisson encoder inside the step: the graph's random stream is not
 checked against the eager one), a step that returns other than one tensor, and a capture that
 fails (a host synchronisation inside the step, for example). Replays make no per-step value
@@ -119,8 +120,9 @@ class CUDAStepGraph:
     """A :class:`StepGraph` on a CUDA device: ``torch.cuda.CUDAGraph``, warmed up and recorded
     on a side stream (as PyTorch's documentation asks), replayed on the current stream.
 
-    Not yet run on a GPU (written to PyTorch's documented recipe; tested only through the
-    protocol's CPU stand-in).
+    Written to PyTorch's documented recipe but not yet run on a GPU (no device was available):
+    :class:`GraphedStep`'s bookkeeping around it is tested on the CPU through a stand-in of
+    the protocol, and ``tests/test_graphed_step.py`` has the CUDA tests to run on a device.
     """
 
     runs_at_capture = False
@@ -169,7 +171,13 @@ class _DrawWatch(TorchFunctionMode):
         super().__init__()
         self.drawn: Optional[str] = None
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):
+    def __torch_function__(
+        self,
+        func: Callable[..., Any],
+        types: Sequence[type],
+        args: Sequence[Any] = (),
+        kwargs: Optional[Dict[str, Any]] = None,
+    ) -> Any:
         kwargs = kwargs or {}
         if self.drawn is None and kwargs.get("generator") is not None:
             self.drawn = getattr(func, "__name__", str(func))
@@ -260,7 +268,7 @@ class GraphedStep:
         step = GraphedStep(net)                  # net: an SNNNetwork on "cuda"
         with torch.no_grad():
             for t in range(T):
-                out[t] = step(spikes[t])         # replays from the fifth call on
+                out[t] = step(spikes[t])         # captures and replays at the fourth call
         print(step.reason, step.replays)
     """
 
@@ -572,6 +580,7 @@ class GraphedStep:
         self._static_storages = {t.untyped_storage().data_ptr() for _, _, t in statics}
         self._static_x = x.clone(memory_format=torch.contiguous_format)
         before = self._slots(containers)
+        saved = [dict(d) for _, d in containers]
         attributes = self._attributes()
         tracked = [v for v in before.values() if isinstance(v, torch.Tensor)]
         tracked += [p for p in self._parameters().values() if p is not None]
@@ -602,8 +611,9 @@ class GraphedStep:
                 out = self._out
                 self._refuse(problem)
                 return out
-            for (index, key), value in before.items():  # undo what the recording replaced
-                containers[index][1][key] = value
+            for (_, d), contents in zip(containers, saved):  # undo what the recording replaced
+                d.clear()
+                d.update(contents)
             self._refuse(problem)
             return self._eager(x, recording=False)
         static_ids = {id(t) for _, _, t in statics}
