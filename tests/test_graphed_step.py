@@ -204,6 +204,21 @@ SCENARIOS = {
 }
 
 
+def edit_constant_and_weight(
+    net: nn.Module, ref: nn.Module, neuron: str, constant: str, connection: str, weight: str
+) -> None:
+    """Write a time constant and a weight of ``net`` through ``.data`` (no version counter
+    moves); give ``ref`` the same values as a freshly built module would have them: the
+    constant assigned (a new tensor; on a GPU the eager step's cache of derived values does not
+    see a ``.data`` write, see :class:`pysnn._guards.Guard`), the weight written alike (read
+    from its memory by every path)."""
+    tau = getattr(net, neuron)._buffers[constant]
+    tau.data.mul_(0.5)
+    setattr(getattr(ref, neuron), constant, tau.detach().clone())
+    for module in (net, ref):
+        getattr(module, connection)._parameters[weight].data.mul_(0.9)
+
+
 @pytest.mark.filterwarnings("ignore:.*the batch size changed")  # (delays in flight dropped)
 @pytest.mark.parametrize("name", list(SCENARIOS))
 @pytest.mark.parametrize("kind", [ReplayDouble, DeferredDouble])
@@ -235,9 +250,7 @@ def test_replays_equal_the_step_loop(name: str, kind: type) -> None:
 
         xs = spikes(20, batch + 1, n_in)
         lockstep(step, ref, xs[:10])
-        for module in (net, ref):  # writes that bump no version counter
-            getattr(module, neuron)._buffers[constant].data.mul_(0.5)
-            getattr(module, connection)._parameters[weight].data.mul_(0.9)
+        edit_constant_and_weight(net, ref, neuron, constant, connection, weight)
         replays = step.replays
         lockstep(step, ref, xs[10:])
         assert step.captures == 2 and step.replays == replays + 10  # seen by the replays
@@ -567,7 +580,7 @@ def test_cuda_graph_replays_without_host_sync_bit_identical(name: str) -> None:
     ref = copy.deepcopy(net)
     step = GraphedStep(net)
     batch = 1 if name == "diehl-cook" else 2
-    xs = spikes(40, batch, n_in).cuda()
+    xs = [x.clone() for x in spikes(40, batch, n_in).cuda()]  # (each of its own: see lockstep)
     with torch.no_grad():
         outs = [step(x) for x in xs[:10]]  # warm-up and capture
         assert step.graphed, step.reason
@@ -597,12 +610,10 @@ def test_cuda_graph_sees_data_edits_and_refuses_gradients() -> None:
     step = GraphedStep(net)
     with torch.no_grad():
         lockstep(step, ref, spikes(8, 2, 30).cuda())
-        for module in (net, ref):
-            module.lif.tau_v.data.fill_(5.0)
-            module.fc.weight.data.mul_(1.5)
+        edit_constant_and_weight(net, ref, "lif", "tau_v", "fc", "weight")
         lockstep(step, ref, spikes(8, 2, 30).cuda())
     assert step.captures == 1
-    x = spikes(1, 2, 30).cuda()[0]
+    x = spikes(1, 2, 30).cuda()[0].clone()
     assert torch.equal(step(x), ref(x)) and "torch.no_grad()" in step.reason
     assert_same(net, ref)
 

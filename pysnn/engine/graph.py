@@ -455,13 +455,15 @@ class GraphedStep:
         if self._refused is not None:
             self.reason = self._refused
             return self._eager(x, recording=False)
+        key = (x.shape, x.dtype, x.device, _inference())
+        if self._graph is None and key == self._key:  # no graph on this device: said at _start
+            return self._eager(x, recording=False)
         transient = self._grad_reason(x) or self._hook_reason()
         if transient is None and torch.compiler.is_compiling():
             transient = "torch.compile is tracing: the step is traced as written"
         if transient is not None:
             self.reason = transient
             return self._eager(x, recording=self._graph is not None)
-        key = (x.shape, x.dtype, x.device, _inference())
         if self._live:
             verdict = self._reconcile(key)
             if verdict is None:
