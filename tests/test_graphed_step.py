@@ -548,23 +548,30 @@ def test_derived_values_are_computed_in_the_recorded_step() -> None:
 @pytest.mark.parametrize("hold", [False, True])
 def test_shared_delay_ring_on_the_device_path(hold: bool) -> None:
     """The ring position kept as a tensor (GPU, recording) gives the host ring's values, in
-    place (nothing else sees the ring) or not; the host path takes over from it."""
+    place (nothing else sees the ring) or in a new ring (``hold``: something else holds the
+    state, as a graph does); the host path takes over from it."""
     torch.manual_seed(8)
     conn = Linear(6, 4, delay=3.0)
     ref = copy.deepcopy(conn)
     xs = spikes(12, 2, 6, 0.5)
+    kept: List[Any] = []
+    pointers = []
     with torch.no_grad():
         for t, x in enumerate(xs):
             if t < 8:
                 with graph_capture():
-                    held = dict(conn._buffers) if hold else None
+                    if hold:
+                        kept.append(dict(conn._buffers))
                     out = conn(x)
-                    del held
+                    kept.clear()
+                pointers.append(conn.history.data_ptr())
             else:
                 out = conn(x)  # the host ring again, from the tensor position
             assert torch.equal(out, ref(x))
             assert torch.equal(conn.history, ref.history)
             assert int(conn.history_pos) == int(ref.history_pos)
+    in_place = [a == b for a, b in zip(pointers[1:], pointers[2:])]
+    assert in_place == [not hold] * len(in_place)
 
 
 # ---------------------------------------------------------------------------------- CUDA

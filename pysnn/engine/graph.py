@@ -642,6 +642,7 @@ class GraphedStep:
             if isinstance(value, torch.Tensor)
         )
         self._live = True
+        self._previous = None  # (the warm-up's snapshot: nothing of it is needed any more)
         self.captures += 1
         if graph.runs_at_capture:
             self.reason = None
