@@ -1,6 +1,6 @@
 r"""GPU benchmarks (issue 24): pysnn against its peers on one accelerator, in one process.
 
-Three suites, each peer optional (recorded as "not installed" when it cannot be imported):
+Four suites, each peer optional (recorded as "not installed" when it cannot be imported):
 
 - **open-neuromorphic** (``on``): ``Linear(N, N)`` + LIF, batch ``--on-batch``, ``--on-steps``
   steps, forward + backward (BPTT, surrogate gradients), the configuration of the
@@ -17,7 +17,14 @@ Three suites, each peer optional (recorded as "not installed" when it cannot be 
   row gather), no gradients;
 - **Diehl & Cook training throughput** (``dc``): ``pysnn.models.DiehlCook2015.run`` with STDP on
   Poisson MNIST digits at each of ``--dc-batches``, samples/s; on a CUDA run also pysnn on the
-  CPU at ``--dc-cpu-batch`` (the baseline of the issue's target).
+  CPU at ``--dc-cpu-batch`` (the baseline of the issue's target);
+- **BindsNET-paper-like step loop, eager vs graphed** (``graph``): the BindsNET-paper network
+  (``Linear`` + ``LIFNeuron``, batch 1) at the small sizes ``--graph-sizes``, where launching
+  kernels dominates, stepped ``--graph-steps`` times from Python: each step as written
+  (``pysnn-eager``) and through ``pysnn.engine.GraphedStep`` (``pysnn-graphed``: a CUDA graph
+  replay per step; on the CPU it runs eagerly and says why). The Poisson input is drawn once at
+  build; each timed call resets the state and runs the loop. The spike counts and the sum of
+  the final membrane potentials of the two must agree exactly (``same_as_eager``).
 
 Timing: CUDA events around each call (plus ``torch.cuda.synchronize``) on CUDA, ``perf_counter``
 on the CPU; ``--warmup`` untimed calls, then the median of ``--repeats`` (fewer when a call is so
@@ -459,8 +466,77 @@ def run_diehl_cook(bench: Bench) -> None:
         bench.run_case("dc", name, params, build, items=calls * batch, on_cpu=device.type == "cpu")
 
 
+# ------------------------------------------------------------------------------ graphed step loop
+def build_step_loop(n: int, steps: int, seed: int, device: torch.device, graphed: bool) -> Built:
+    """The BindsNET-paper network (``n`` Poisson inputs -> ``n`` LIF, batch 1) as a Python loop
+    of ``steps`` single steps, each through ``GraphedStep`` (``graphed``) or as written."""
+    from torch import nn
+
+    from pysnn.connection import Linear
+    from pysnn.encoding import PoissonEncoder
+    from pysnn.engine import GraphedStep
+    from pysnn.neuron import LIFNeuron
+
+    torch.manual_seed(seed)
+    rates = (torch.rand(1, n) * bn.MAX_RATE).to(device)
+    spikes = PoissonEncoder(steps * bn.DT, dt=bn.DT, shape=n).to(device)(rates)  # (T, 1, n)
+    fc = Linear(n, n, dt=bn.DT).to(device)
+    with torch.no_grad():
+        fc.weight.normal_(0.0, 1.0)  # mV, as the BindsNET-paper network's N(0, 1)
+    lif = LIFNeuron(
+        n, dt=bn.DT, thresh=bn.V_TH, v_rest=bn.V_REST, v_reset=bn.V_RESET, tau_v=bn.TAU_V
+    ).to(device)
+    lif.refrac.fill_(bn.REFRAC * bn.DT)
+    network = nn.Sequential(fc, lif)
+    step = GraphedStep(network) if graphed else network
+
+    @torch.no_grad()
+    def work() -> int:
+        fc.reset_state()
+        lif.reset_state()
+        count = torch.zeros(1, n, device=device)
+        for t in range(steps):
+            count += step(spikes[t])
+        return int(count.sum())
+
+    def after() -> Dict[str, Any]:
+        found: Dict[str, Any] = {"v_sum": float(lif.v.double().sum())}  # after the last call
+        if graphed:
+            found.update(
+                graphed=step.graphed,
+                captures=step.captures,
+                replays=step.replays,
+                reason=step.reason,
+            )
+        return found
+
+    return work, {"batch": 1, "after": after}
+
+
+def run_graph_loop(bench: Bench) -> None:
+    """The BindsNET-paper-like step loop of small layers, eager against graphed, each size."""
+    args = bench.args
+    for n in args.graph_sizes:
+        params = {"n": n, "steps": args.graph_steps}
+        for name, graphed in (("pysnn-eager", False), ("pysnn-graphed", True)):
+
+            def build(graphed: bool = graphed) -> Built:
+                return build_step_loop(n, args.graph_steps, args.seed, bench.device, graphed)
+
+            bench.run_case("graph", name, params, build)
+        eager = _find(bench.cases, "graph", "pysnn-eager", **params)
+        graphed_case = _find(bench.cases, "graph", "pysnn-graphed", **params)
+        if eager and graphed_case:  # the same spikes and membrane potentials, bit for bit
+            graphed_case["same_as_eager"] = all(
+                eager.get(k) == graphed_case.get(k) for k in ("result", "v_sum")
+            )
+            bench.write()
+
+
 # ------------------------------------------------------------------------------- ratios, targets
 PYSNN_BASE = {"on": ["pysnn-unroll"], "bindsnet": ["pysnn-multistep", "pysnn-steploop"]}
+#: pysnn against pysnn within a suite: (suite, the faster form, the one it is measured against)
+PYSNN_PAIRS = [("graph", "pysnn-graphed", "pysnn-eager")]
 
 
 def ratios(cases: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
@@ -484,6 +560,20 @@ def ratios(cases: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
                             "ratio": peer["seconds"] / base["seconds"],
                         }
                     )
+    for suite, fast, slow in PYSNN_PAIRS:
+        for base in (c for c in ok if c["suite"] == suite and c["name"] == fast):
+            for peer in ok:
+                if peer["suite"] == suite and peer["name"] == slow:
+                    if peer["params"] == base["params"]:
+                        out.append(
+                            {
+                                "suite": suite,
+                                "params": base["params"],
+                                "pysnn": fast,
+                                "peer": slow,
+                                "ratio": peer["seconds"] / base["seconds"],
+                            }
+                        )
     dc = [c for c in ok if c["suite"] == "dc" and c.get("per_s")]
     for gpu in (c for c in dc if c.get("train_device", "cpu") != "cpu"):
         for other in dc:
@@ -631,6 +721,26 @@ def markdown(data: Dict[str, Any]) -> str:
         for c in bnc:
             lines.append(f"| {c['name']} | {_cell(c)} | {c.get('result', '-')} |")
         lines.append("")
+    loops = [c for c in cases if c["suite"] == "graph"]
+    if loops:
+        lines += [
+            "## BindsNET-paper-like step loop, eager vs graphed (batch 1, "
+            f"{loops[0]['params']['steps']} steps of a Python loop)",
+            "",
+            "| n | runner | time | spikes | graphed | why not graphed |",
+            "|---:|---|---:|---:|---|---|",
+        ]
+        for c in loops:
+            graphed = c.get("graphed")
+            if graphed is not None:
+                graphed = f"{graphed} ({c.get('replays')} replays)"
+                if c.get("same_as_eager") is not None:
+                    graphed += ", as eager" if c["same_as_eager"] else ", DIFFERS FROM EAGER"
+            lines.append(
+                f"| {c['params']['n']} | {c['name']} | {_cell(c)} | {c.get('result', '-')} | "
+                f"{graphed if graphed is not None else '-'} | {c.get('reason') or '-'} |"
+            )
+        lines.append("")
     dcc = [c for c in cases if c["suite"] == "dc"]
     if dcc:
         p0 = dcc[0]["params"]
@@ -695,7 +805,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--smoke", action="store_true", help="tiny sizes: seconds on a CPU")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "gpu")
     p.add_argument("--budget-s", type=float, default=420.0, help="no new case after this")
-    p.add_argument("--suites", nargs="+", default=["on", "bindsnet", "dc"])
+    p.add_argument("--suites", nargs="+", default=["on", "bindsnet", "graph", "dc"])
     p.add_argument("--repeats", type=int, default=5, help="timed calls per case (median)")
     p.add_argument("--warmup", type=int, default=2, help="untimed calls per case")
     p.add_argument("--on-sizes", type=int, nargs="+", default=[1024, 4096, 16384])
@@ -708,6 +818,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--dc-batches", type=int, nargs="+", default=[1, 64])
     p.add_argument("--dc-cpu-batch", type=int, default=16, help="CPU baseline batch (CUDA runs)")
     p.add_argument("--dc-samples", type=int, default=8, help="samples per timed call at batch 1")
+    p.add_argument("--graph-sizes", type=int, nargs="+", default=[100, 1000])
+    p.add_argument("--graph-steps", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     if args.smoke:
@@ -715,12 +827,13 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         args.bn_n, args.bn_steps = 100, 50
         args.dc_neurons, args.dc_time, args.dc_batches = 10, 20, [1, 4]
         args.dc_cpu_batch, args.dc_samples = 2, 2
+        args.graph_sizes, args.graph_steps = [20], 20
         args.repeats, args.warmup = min(args.repeats, 2), 1
     if args.repeats < 1 or args.warmup < 0:
         p.error("--repeats must be >= 1 and --warmup >= 0")
     if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda but torch sees no CUDA device")
-    unknown = set(args.suites) - {"on", "bindsnet", "dc"}
+    unknown = set(args.suites) - {"on", "bindsnet", "graph", "dc"}
     if unknown:
         p.error(f"unknown suites {sorted(unknown)}")
     return args
@@ -742,6 +855,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         plan.append((f"on N={target_n}", lambda: run_open_neuromorphic(bench, target_n)))
     if "bindsnet" in args.suites:
         plan.append(("bindsnet", lambda: run_bindsnet(bench)))
+    if "graph" in args.suites:
+        plan.append(("graph", lambda: run_graph_loop(bench)))
     if "dc" in args.suites:
         plan.append(("dc", lambda: run_diehl_cook(bench)))
     if "on" in args.suites:

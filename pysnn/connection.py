@@ -43,7 +43,7 @@ import math
 import sys
 import warnings
 import weakref
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, FrozenSet, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -66,7 +66,7 @@ from pysnn.functional.linear import (
     linear_event_block,
     linear_event_step,
 )
-from pysnn.stepping import block_form_reason, has_forward_hooks, step_through
+from pysnn.stepping import block_form_reason, capturing_graph, has_forward_hooks, step_through
 
 __all__ = ["Connection", "Linear", "Conv2d"]
 
@@ -314,6 +314,15 @@ class Connection(nn.Module):
         arriving: ``(B, *in_shape)`` spikes arriving this step (shared delay only), a tensor of
             its own (later steps do not change it).
     """
+
+    #: Attributes that a step changes without changing what a later step computes: caches of
+    #: fused paths, of the ring position (``history_pos`` holds it) and of the last bounds
+    #: check. :class:`pysnn.engine.GraphedStep`, which replays a recorded step without running
+    #: Python, ignores them when it checks that a step keeps no Python state of its own (a
+    #: subclass that keeps a cache adds its names).
+    STEP_CACHES: FrozenSet[str] = frozenset(
+        {"_fast", "_pos", "_pos_source", "_bounds_version", "_activity"}
+    )
 
     def __init__(
         self,
@@ -567,8 +576,8 @@ class Connection(nn.Module):
         if self.per_synapse_delay:
             self._buffers["history"] = push_history(self._history_for(spikes), spikes)
             return
-        if torch.compiler.is_compiling():
-            self._push_traced(spikes)
+        if not spikes.is_cpu or capturing_graph() or torch.compiler.is_compiling():
+            self._push_on_device(spikes)
             return
         # In place only where nobody else can see the ring (asked before it is bound to a local
         # name, itself a reference): state is replaced every step, as for neurons, and a user's
@@ -589,18 +598,32 @@ class Connection(nn.Module):
             self._buffers["history"] = ring
         self._set_ring_pos((pos + 1) % length)
 
-    def _push_traced(self, spikes: torch.Tensor) -> None:
-        """:meth:`_push` with a shared delay as ``torch.compile`` traces it: the ring position
-        stays a tensor (``history_pos``), read and advanced by tensor operations, so one graph
-        serves every step (no graph break, no recompilation per ring slot); the same values."""
+    def _push_on_device(self, spikes: torch.Tensor) -> None:
+        """:meth:`_push` with a shared delay, the ring position kept as a tensor
+        (``history_pos``) that tensor operations read and advance: no Python number changes
+        from step to step and nothing is read back to the host. Taken on a GPU (a read-back
+        would wait for the device), while ``torch.compile`` traces (one graph serves every
+        step, no recompilation per ring slot) and while a step is recorded for a replay
+        (:func:`pysnn.stepping.graph_capture`). In place where nothing else can see the ring
+        and the position, as :meth:`_push` (never while compiling); the same values."""
+        if not torch.compiler.is_compiling():  # (the host copy of the position is not kept
+            self.__dict__["_pos_source"] = None  # up to date here: read back when next needed)
+        nobody_else = unshared(self._buffers, "history") and unshared(self._buffers, "history_pos")
         ring = self._history_for(spikes)
-        length = ring.shape[1]
         pos = self._buffers["history_pos"]
-        self._buffers["arriving"] = ring.index_select(1, torch.remainder(pos + 1, length).view(1))[
-            :, 0
-        ]
+        length = ring.shape[1]
+        following = torch.remainder(pos + 1, length)
+        self._buffers["arriving"] = ring.index_select(1, following.view(1))[:, 0]
+        if (
+            nobody_else
+            and self._ring_in_place(spikes, ring)
+            and not (pos.is_inference() and not torch.is_inference_mode_enabled())
+        ):
+            ring.index_copy_(1, pos.view(1), spikes.unsqueeze(1))
+            pos.copy_(following)
+            return
         self._buffers["history"] = ring.index_copy(1, pos.view(1), spikes.unsqueeze(1))
-        self._buffers["history_pos"] = torch.remainder(pos + 1, length)
+        self._buffers["history_pos"] = following
 
     def _history_for(self, spikes: torch.Tensor) -> torch.Tensor:
         """The history for a step or block of batch ``B`` and per-sample shape ``in_shape`` of

@@ -107,7 +107,18 @@ Time constants are in ms, rates in 1/ms; :math:`dt` is the connection's ``dt``.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, ClassVar, Dict, List, Optional, Sequence, Tuple, Union
+from typing import (
+    Any,
+    Callable,
+    ClassVar,
+    Dict,
+    FrozenSet,
+    List,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+)
 
 import torch
 from torch import Tensor, nn
@@ -545,6 +556,11 @@ class LearningRule(nn.Module):
     state_names: ClassVar[Tuple[str, ...]] = ()
     #: whether ``step`` takes a reward
     takes_reward: ClassVar[bool] = False
+    #: Attributes that a step changes without changing what a later step computes (the fused
+    #: path it keeps): :class:`pysnn.engine.GraphedStep`, which replays a recorded step without
+    #: running Python, ignores them when it checks that a step keeps no Python state of its own
+    #: (a subclass that keeps a cache adds its names).
+    STEP_CACHES: ClassVar[FrozenSet[str]] = frozenset({"_fast"})
 
     def __init__(
         self,

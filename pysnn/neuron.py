@@ -64,7 +64,7 @@ import math
 import warnings
 from functools import partial
 from operator import is_, itemgetter
-from typing import Any, Callable, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, FrozenSet, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -94,7 +94,7 @@ from pysnn.functional.trace import (
     trace_parameters,
     trace_step,
 )
-from pysnn.stepping import block_form_reason, step_through
+from pysnn.stepping import block_form_reason, capturing_graph, step_through
 from pysnn.surrogate import DEFAULT as DEFAULT_SURROGATE
 
 ShapeLike = Union[int, Sequence[int]]
@@ -164,6 +164,22 @@ class Neuron(nn.Module):
     """
 
     spiking: bool = True
+
+    #: Attributes that a step changes without changing what a later step computes: caches of
+    #: fused paths and counts toward building them. :class:`pysnn.engine.GraphedStep`, which
+    #: replays a recorded step without running Python, ignores them when it checks that a step
+    #: keeps no Python state of its own (a subclass that keeps a cache adds its names).
+    STEP_CACHES: FrozenSet[str] = frozenset(
+        {
+            "_fast",
+            "_general_steps",
+            "_generation_refused",
+            "_kept_kernel",
+            "_graph_steps",
+            "_trace_assigned",
+            "_derived_cache",
+        }
+    )
 
     def __init__(
         self,
@@ -377,11 +393,14 @@ class Neuron(nn.Module):
         cached (their value can change through ``.data`` without a trace, and their gradient must
         reach them): ``compute`` then runs at every call.
 
-        Under ``torch.compile`` ``compute`` is traced into the graph (no cache, no graph break).
+        Under ``torch.compile`` ``compute`` is traced into the graph (no cache, no graph break),
+        and so it is while a step is recorded for a replay (:func:`pysnn.stepping.graph_capture`):
+        the replay then computes the value from the inputs' memory at every step, so that edits
+        of a constant, through ``.data`` included, are seen by the replay too.
 
         Example: ``decay = self.derived("decay", exp_decay, self.tau_v, self.dt)``.
         """
-        if torch.compiler.is_compiling():
+        if torch.compiler.is_compiling() or capturing_graph():
             return compute(*inputs)  # traced into the graph: nothing to cache
         entry = self._derived_cache.get(key)
         if entry is not None and all(map(is_, inputs, entry[0])) and entry[1].holds():
@@ -597,6 +616,7 @@ class Neuron(nn.Module):
             or torch._C._len_torch_function_stack() > 0  # (a mode sees each operation: the
             # engine capturing a step, a recording; generating would show it the recording's)
             or state.get("_generation_refused") is not None
+            or capturing_graph()  # (no kernel compiled while a replayed step is recorded)
         ):
             return
         count = state["_general_steps"] = state.get("_general_steps", 0) + 1

@@ -3,17 +3,53 @@
 The bottom of the stack (it imports only torch): modules use it to decide whether their own
 multi-step forms may run (:func:`block_form_reason`), and the engine uses the same rule to plan a
 sequence (:mod:`pysnn.engine`), so a module is never run through a form that skips code its
-class, or a hook, wants to see every step.
+class, or a hook, wants to see every step. :func:`graph_capture` tells modules that their steps
+are being recorded for a replay without Python (:class:`pysnn.engine.GraphedStep`).
 """
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+import contextlib
+import threading
+from typing import Iterator, Optional, Tuple
 
 import torch
 from torch import nn
 
-__all__ = ["has_forward_hooks", "block_form_reason", "step_through"]
+__all__ = [
+    "has_forward_hooks",
+    "block_form_reason",
+    "step_through",
+    "graph_capture",
+    "capturing_graph",
+]
+
+#: this thread's depth of :func:`graph_capture` blocks (``depth``; absent outside)
+_capture = threading.local()
+
+
+@contextlib.contextmanager
+def graph_capture() -> Iterator[None]:
+    """Mark the steps run inside as recorded for a replay that runs no Python code (a CUDA
+    graph, see :class:`pysnn.engine.GraphedStep`), for this thread only.
+
+    While it holds (:func:`capturing_graph`), modules take the paths such a replay reproduces:
+    every value of a step is computed by tensor operations from tensors the replay reads again
+    (no Python number that changes from step to step, such as a delay ring's position; no value
+    derived from a constant and cached in Python, which a replay would keep after the constant
+    changed; no kernel generated and compiled in the middle of a recording). The values are
+    those of the ordinary paths, bit for bit.
+    """
+    _capture.depth = getattr(_capture, "depth", 0) + 1
+    try:
+        yield
+    finally:
+        _capture.depth -= 1
+
+
+def capturing_graph() -> bool:
+    """Whether this thread is inside :func:`graph_capture`."""
+    return getattr(_capture, "depth", 0) > 0
 
 
 def has_forward_hooks(module: nn.Module) -> bool:

@@ -48,11 +48,18 @@ def test_structure(report: dict) -> None:
         assert case["status"] in STATUSES, case
         assert case["status"] != "error", case.get("traceback") or case["error"]
         assert case["peak_mib"] is None  # no GPU memory on the CPU
-    assert {c["suite"] for c in report["cases"]} == {"on", "bindsnet", "dc"}
+    assert {c["suite"] for c in report["cases"]} == {"on", "bindsnet", "graph", "dc"}
     assert [t["target"] for t in report["targets"]] and all(
         {"goal", "measured", "met"} <= set(t) for t in report["targets"]
     )
-    for heading in ("Open-neuromorphic", "BindsNET-paper", "Diehl & Cook", "Targets"):
+    headings = (
+        "Open-neuromorphic",
+        "BindsNET-paper",
+        "eager vs graphed",
+        "Diehl & Cook",
+        "Targets",
+    )
+    for heading in headings:
         assert heading in report["_md"]
 
 
@@ -62,6 +69,8 @@ def test_pysnn_results_are_positive(report: dict) -> None:
         ("on", "pysnn-multi"),
         ("bindsnet", "pysnn-multistep"),
         ("bindsnet", "pysnn-steploop"),
+        ("graph", "pysnn-eager"),
+        ("graph", "pysnn-graphed"),
     }
     pysnn_cases = [c for c in report["cases"] if c["name"].startswith("pysnn")]
     assert names <= {(c["suite"], c["name"]) for c in pysnn_cases}
@@ -74,3 +83,12 @@ def test_pysnn_results_are_positive(report: dict) -> None:
     # ratios are computed only between cases of the same run and parameters
     for ratio in report["ratios"]:
         assert ratio["ratio"] > 0 and ratio["pysnn"].startswith("pysnn")
+
+
+def test_graphed_step_loop_runs_eagerly_on_the_cpu_with_the_same_results(report: dict) -> None:
+    """On the CPU ``GraphedStep`` is the eager step: it says why and gives the eager results."""
+    graphed = next(c for c in report["cases"] if c["name"] == "pysnn-graphed")
+    assert graphed["graphed"] is False and graphed["replays"] == 0
+    assert "cpu tensors" in graphed["reason"]
+    assert graphed["same_as_eager"] is True
+    assert any(r["suite"] == "graph" and r["peer"] == "pysnn-eager" for r in report["ratios"])

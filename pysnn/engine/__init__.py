@@ -8,13 +8,16 @@
   of a plan;
 - :func:`explain`: what runs fused, on which backend, and why anything falls back;
 - :func:`run_sequence`: ``T`` steps of a step network in one call (what
-  :class:`pysnn.multistep.Unroll` uses).
+  :class:`pysnn.multistep.Unroll` uses);
+- :class:`GraphedStep` (:mod:`pysnn.engine.graph`): a Python step loop's steps replayed as a
+  CUDA graph where the step is static, one launch per step.
 
 See the architecture page of the documentation for where the engine sits.
 """
 
 from pysnn.engine.capture import StepProgram, capture
 from pysnn.engine.explain import Explanation, explain
+from pysnn.engine.graph import GraphedStep, StepGraph
 from pysnn.engine.plan import Part, SequencePlan, plan
 from pysnn.engine.sequence import SequenceRunner, run_sequence
 
@@ -28,4 +31,6 @@ __all__ = [
     "Explanation",
     "run_sequence",
     "SequenceRunner",
+    "GraphedStep",
+    "StepGraph",
 ]
