@@ -406,7 +406,10 @@ class Neuron(nn.Module):
         if entry is not None and all(map(is_, inputs, entry[0])) and entry[1].holds():
             return entry[2]
         value = compute(*inputs)
-        if not any(isinstance(t, nn.Parameter) for t in inputs):
+        if not any(
+            isinstance(t, nn.Parameter) or (isinstance(t, torch.Tensor) and t.is_inference())
+            for t in inputs
+        ):  # (an inference tensor keeps no version counter for the guard)
             # the entry holds the inputs, so their ids cannot be reused while it exists
             guard = Guard([t for t in inputs if isinstance(t, torch.Tensor)])
             self._derived_cache[key] = (inputs, guard, value)
@@ -617,6 +620,7 @@ class Neuron(nn.Module):
             # engine capturing a step, a recording; generating would show it the recording's)
             or state.get("_generation_refused") is not None
             or capturing_graph()  # (no kernel compiled while a replayed step is recorded)
+            or _inference(x, self._buffers.values())  # (no version counter to guard with)
         ):
             return
         count = state["_general_steps"] = state.get("_general_steps", 0) + 1
@@ -845,6 +849,16 @@ class _FastTraceStep(_FastStep):
             return None
         state["spikes"] = x
         return x
+
+
+def _inference(x: torch.Tensor, buffers) -> bool:
+    """Whether inference mode is on or ``x`` or a buffer is an inference tensor: such tensors
+    keep no version counter, which a generated step's guards read, so none is generated."""
+    return (
+        torch.is_inference_mode_enabled()
+        or x.is_inference()
+        or any(b is not None and b.is_inference() for b in buffers)
+    )
 
 
 class _GeneratedStep:

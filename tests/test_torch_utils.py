@@ -390,3 +390,27 @@ def test_apply_update_bad_arguments():
         conn.apply_update_(torch.zeros(1, 4), torch.tensor([0.0]))
     with pytest.raises(TypeError, match="dw must be a torch.Tensor"):
         conn.apply_update_([[0.0] * 4] * 3)
+
+
+def test_neuron_steps_under_inference_mode_equal_no_grad():
+    """Steps under ``torch.inference_mode`` (modules built outside it), then outside it: the
+    same spikes and state as under ``torch.no_grad`` (a generated single step needs version
+    counters, which inference tensors lack, so none is generated from them)."""
+    from pysnn.neuron import AdaptiveLIFNeuron, Input, LIFNeuron
+
+    torch.manual_seed(0)
+    xs = [(torch.rand(3, 20) * 40.0) for _ in range(12)]
+    for cls in (LIFNeuron, AdaptiveLIFNeuron, Input):
+        a, b = cls(20), cls(20)
+        with torch.inference_mode():
+            out_a = [a(x) for x in xs[:8]]
+        with torch.no_grad():
+            out_b = [b(x) for x in xs[:8]]
+        out_a += [a(x.clone()) for x in xs[8:]]  # outside: its state still inference tensors
+        with torch.no_grad():
+            out_b += [b(x) for x in xs[8:]]
+        for sa, sb in zip(out_a, out_b):
+            assert torch.equal(sa, sb), cls.__name__
+        for name in a.state_names:
+            assert torch.equal(getattr(a, name), getattr(b, name)), (cls.__name__, name)
+        assert sum(float(s.sum()) for s in out_b) > 0  # something happened
