@@ -52,8 +52,8 @@ class Guard:
     :meth:`holds` to tell whether any of them changed since.
 
     Tensors on other devices are guarded by storage and autograd version only (a device-side
-    comparison would be a host sync per replay): a write through ``.data`` to a GPU constant is
-    not seen there (no fused path reads cached constants on a GPU today).
+    comparison would be a host sync per replay), which misses a write through ``.data``: so
+    :meth:`pysnn.neuron.Neuron.derived` caches nothing computed from such a tensor.
     """
 
     __slots__ = ("tensors", "keys", "small_views", "small", "large")

@@ -389,9 +389,10 @@ class Neuron(nn.Module):
         A tensor input counts as changed when it is another tensor object or when its values
         may differ (:class:`pysnn._guards.Guard`: another storage, an in-place edit, or other
         bytes, so writes through ``.data`` are seen too); other inputs (e.g. ``dt``) when they
-        are other objects. Inputs that are ``nn.Parameter``\ s are never
-        cached (their value can change through ``.data`` without a trace, and their gradient must
-        reach them): ``compute`` then runs at every call.
+        are other objects. Nothing computed from an ``nn.Parameter`` is cached (its value can
+        change through ``.data`` without a trace, and its gradient must reach it), nor from a
+        tensor on another device than the CPU (its bytes cannot be compared without a host sync)
+        or an inference tensor: ``compute`` then runs at every call.
 
         Under ``torch.compile`` ``compute`` is traced into the graph (no cache, no graph break),
         and so it is while a step is recorded for a replay (:func:`pysnn.stepping.graph_capture`):
@@ -407,9 +408,12 @@ class Neuron(nn.Module):
             return entry[2]
         value = compute(*inputs)
         if not any(
-            isinstance(t, nn.Parameter) or (isinstance(t, torch.Tensor) and t.is_inference())
+            isinstance(t, nn.Parameter)
+            or (isinstance(t, torch.Tensor) and (t.is_inference() or not t.is_cpu))
             for t in inputs
-        ):  # (an inference tensor keeps no version counter for the guard)
+        ):  # (an inference tensor keeps no version counter for the guard, and the guard cannot
+            # compare the bytes of another device's tensor without a host sync: a .data edit
+            # there would go unseen, so the value is computed at each call)
             # the entry holds the inputs, so their ids cannot be reused while it exists
             guard = Guard([t for t in inputs if isinstance(t, torch.Tensor)])
             self._derived_cache[key] = (inputs, guard, value)

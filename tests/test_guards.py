@@ -85,3 +85,26 @@ def test_data_edit_is_seen_by_run_layers():
     ref = run(lambda tau: tau.fill_(5.0))
     assert ref.sum() > 0 and not torch.equal(ref, run(lambda tau: None))
     assert torch.equal(run(lambda tau: tau.data.fill_(5.0)), ref)
+
+
+def test_derived_values_of_other_devices_are_not_cached():
+    """A .data write to a GPU constant moves neither its storage nor its version, and comparing
+    its bytes would be a host sync: derived() recomputes values from non-CPU tensors at every
+    call (a 'meta' tensor stands in for the device here; the .data-edit tests of this file run
+    on the GPU with PYSNN_TEST_DEVICE=cuda)."""
+    from pysnn.neuron import LIFNeuron
+
+    neuron = LIFNeuron(3)
+    calls = []
+
+    def compute(t):
+        calls.append(1)
+        return t * 2
+
+    cpu, meta = torch.ones(3), torch.ones(3, device="meta")
+    neuron.derived("a", compute, cpu)
+    neuron.derived("a", compute, cpu)
+    assert len(calls) == 1  # cached
+    neuron.derived("b", compute, meta)
+    neuron.derived("b", compute, meta)
+    assert len(calls) == 3  # computed at each call
