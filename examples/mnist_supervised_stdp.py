@@ -121,6 +121,7 @@ class Supervised:
                 net.exc.clamp(teacher)  # forced spikes of this step
             counts += net(x)
         if net.training:
+            net.relax_theta(self.args.time)  # (the rest after the digit, as DiehlCook2015.run)
             net.fc.normalize(net.norm)
         return counts
 
