@@ -71,6 +71,7 @@ def loop_run(net, spikes):
         for x in spikes:
             counts += net(x)
         if net.training:
+            net.relax_theta(spikes.shape[0] * net.dt)
             net.fc.normalize(net.norm)
     return counts
 
