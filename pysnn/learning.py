@@ -1591,7 +1591,7 @@ def fused_update_reason(rule: nn.Module) -> str:
     for cls in (STDP, TripletSTDP):
         if type(rule).delta is cls.delta and type(rule).forward is cls.forward:
             why = _one_sample_reason(rule)
-            return f"{type(rule).__name__}: {why}" if why else ""
+            return f"{type(rule).__name__} has no fused update: {why}" if why else ""
     return f"{type(rule).__name__} has no fused update"
 
 
