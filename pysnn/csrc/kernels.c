@@ -873,27 +873,34 @@ PYSNN_STDP_ROWS(pysnn_stdp_rows_f64, double)
  * Where an update is +-0 it is skipped when that leaves the weight as the dense update does
  * (w + +-0 = w, and clamp(w) = w): entries of a row with p[i] = +-0 and o1[i] = +-0, and of the
  * columns with q[j] = +-0 of a row with p[i] = +-0, unless a trace is not finite (0 * inf) or the
- * row is "dirty" (dirty[i] != 0: it holds a -0, which + +0 turns into +0, or a value the clamp
- * would change; see triplet_dirty). Updated rows stay clean, so dirty flags found once hold
- * for any number of steps.
+ * row is "dirty" (dirty[i] != 0, set by triplet_dirty: it holds a -0, which + +0 turns into
+ * +0, or a value the clamp would change; or a bound is -0, which the clamp may write). An update
+ * of a clean row writes no -0 (w + dw = -0 only for w = -0) and no value outside the bounds, so
+ * the flags found before the first of any number of steps hold for all of them.
  *
  * work: int64 cols[n_in], then T p[n_out], T q[n_in], then unsigned char dirty[n_out]
- * (pysnn.native.TripletKernel allocates it). Returns the number of rows changed.
+ * (pysnn.native.TripletKernel allocates it). U is the unsigned integer of T's size (a -0 is
+ * found by its bits). Returns the number of rows changed.
  */
-#define PYSNN_TRIPLET(T, SUFFIX)                                                                \
+#define PYSNN_TRIPLET(T, U, SUFFIX)                                                             \
     static void triplet_dirty_##SUFFIX(int64_t n_out, int64_t n_in, const T *w, int bounded,    \
                                        T lo, T hi, int64_t *work)                               \
     {                                                                                           \
         unsigned char *dirty = (unsigned char *)((T *)(work + n_in) + n_out + n_in);            \
         /* a bound of -0 would make clamp write a -0 */                                         \
         const int all = bounded && ((lo == (T)0 && signbit(lo)) || (hi == (T)0 && signbit(hi))); \
+        const U negative_zero = (U)1 << (8 * sizeof(U) - 1);                                    \
+        if (!bounded)                                                                           \
+            lo = -(T)INFINITY, hi = (T)INFINITY;                                                \
         for (int64_t i = 0; i < n_out; ++i) {                                                   \
             const T *row = w + i * n_in;                                                        \
-            int d = all;                                                                        \
-            for (int64_t j = 0; j < n_in; ++j)                                                  \
-                d |= (row[j] == (T)0 && signbit(row[j]))                                        \
-                     || (bounded && (row[j] < lo || row[j] > hi));                              \
-            dirty[i] = (unsigned char)(d != 0);                                                 \
+            int d = 0;                                                                          \
+            for (int64_t j = 0; j < n_in; ++j) { /* (branch-free: vectorised) */                \
+                U bits;                                                                         \
+                memcpy(&bits, row + j, sizeof(U));                                              \
+                d |= (bits == negative_zero) | (row[j] < lo) | (row[j] > hi);                   \
+            }                                                                                   \
+            dirty[i] = (unsigned char)(all || d);                                               \
         }                                                                                       \
     }                                                                                           \
                                                                                                 \
@@ -969,8 +976,8 @@ PYSNN_STDP_ROWS(pysnn_stdp_rows_f64, double)
                                      bounded, (T)lo, (T)hi, work);                              \
     }
 
-PYSNN_TRIPLET(float, f32)
-PYSNN_TRIPLET(double, f64)
+PYSNN_TRIPLET(float, uint32_t, f32)
+PYSNN_TRIPLET(double, uint64_t, f64)
 
 /*
  * T steps of a recurrent population (pysnn.multistep.run_recurrent): N LIF neurons; a sparse
