@@ -100,6 +100,9 @@ there. ``Conv2d`` updates are the convolution's weight gradient
 (im2col), honouring ``stride``, ``padding`` (ints, ``"valid"``, ``"same"``), ``dilation`` and
 ``groups``. Updates are dense products rather than gathers of spiking indices: a gather would need
 the number of spikes on the host (a sync on GPU); with sparse 0/1 spikes the products are cheap.
+One-sample steps of :class:`STDP` and :class:`TripletSTDP` on the CPU run as one fused C call
+each (inside :func:`pysnn.engine.layers.run_layers`'s loop, none from Python), bit for bit the
+torch operations, where :func:`fused_update_reason` finds nothing against it.
 
 Time constants are in ms, rates in 1/ms; :math:`dt` is the connection's ``dt``.
 """

@@ -1140,8 +1140,8 @@ PYSNN_RECURRENT(pysnn_recurrent_f64, double)
 /*
  * T steps of a network of layers (pysnn.multistep.run_layers): an input neuron group, L layers
  * of LIF neurons (optionally with an adaptive threshold), event-driven connections between them,
- * and one-sample pair STDP on some connections. Per step t, exactly the calls the modules' fused
- * single steps make, in the step loop's order:
+ * and one-sample pair or triplet STDP on some connections. Per step t, exactly the calls the
+ * modules' fused single steps make, in the step loop's order:
  *
  *   input:   trace update with the spikes x[t]                                    (pysnn_trace)
  *   layer k: for its connections c in order: out_c = spikes of c's presynaptic group (this

@@ -86,12 +86,14 @@ def run_layers(
     :class:`~pysnn.connection.Linear` connections without delay, each optionally through a
     :class:`~pysnn.synapse.ConductanceSynapse` of the layer's neuron (with value checks on, only
     where the arriving conductance cannot be negative: non-negative input, weights, biases and
-    learning-rule bounds); :class:`~pysnn.learning.STDP` at
-    batch 1, or any rule that is switched off), float32/float64 on the CPU with no gradient
-    wanted and no forward hook, runs of steps go to **one** call of :mod:`pysnn.native` instead
-    of ``~10`` module calls per step. The spikes, and the state left in every module (voltages,
-    refractory counters, traces, thresholds, spikes, arriving spikes, ``"auto"`` activity
-    counts, weights and their event copies), are the loop's bit for bit. A step where anything
+    learning-rule bounds); :class:`~pysnn.learning.STDP` or :class:`~pysnn.learning.TripletSTDP`
+    at batch 1 where :func:`~pysnn.learning.fused_update_reason` finds nothing against it (no
+    weight dependence, ``grad``, ``norm``, process group or delay), or any rule that is switched
+    off), float32/float64 on the CPU with no gradient wanted and no forward hook, runs of steps
+    go to **one** call of :mod:`pysnn.native` instead of ``~10`` module calls per step. The
+    spikes, and the state left in every module (voltages, refractory counters, traces,
+    thresholds, spikes, arriving spikes, ``"auto"`` activity counts, weights and their event
+    copies, the rules' own traces), are the loop's bit for bit. A step where anything
     does not fit (the first steps after a reset, which build the modules' fast paths, an
     ``"auto"`` re-count, a hook) runs the loop; with value checks on
     (:func:`pysnn.set_checks`), a NaN input raises the loop's ``ValueError``.
