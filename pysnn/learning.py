@@ -761,7 +761,7 @@ class _WeightDependent(LearningRule):
         return dw * self.batch_factor(batch)
 
 
-# ---------------------------------------------------------------------------- fused one-sample steps
+# -------------------------------------------------------------------------- fused one-sample steps
 def _one_sample_reason(rule: "_WeightDependent") -> str:
     """Why the settings of ``rule`` (an :class:`STDP` or :class:`TripletSTDP`) keep its
     one-sample steps off the fused kernels, "" when they do not."""
@@ -935,6 +935,7 @@ class _FastTriplet(_FastRule):
         return fast if fast.tensors(g.connection) is not None else None
 
     def ready(self, rule: LearningRule) -> Optional[bool]:
+        """As :meth:`_FastRule.ready`; ``None`` also where the connection's ``dt`` changed."""
         ready = super().ready(rule)
         return None if ready and self.group.connection.dt != self.dt else ready
 

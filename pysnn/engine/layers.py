@@ -464,7 +464,7 @@ def _layers_call(
         g = fast.group
         conn = g.connection
         c = next(j for j, other in enumerate(connections) if other is conn)
-        pre = index.get(id(g.pre), 0)  # (read by the pair rule only: checked to be a group)
+        pre = index.get(id(g.pre), 0)  # (read by the pair rule only, checked to be a group)
         bounded = math.isfinite(conn.wmin) or math.isfinite(conn.wmax)
         rule_rows.append([c, pre, index[id(g.post)], fast.weight.data_ptr()])
         rule_rows[-1] += [conn._copy.copy.data_ptr(), int(bounded)]
