@@ -100,6 +100,9 @@ there. ``Conv2d`` updates are the convolution's weight gradient
 (im2col), honouring ``stride``, ``padding`` (ints, ``"valid"``, ``"same"``), ``dilation`` and
 ``groups``. Updates are dense products rather than gathers of spiking indices: a gather would need
 the number of spikes on the host (a sync on GPU); with sparse 0/1 spikes the products are cheap.
+One-sample steps of :class:`STDP` and :class:`TripletSTDP` on the CPU run as one fused C call
+each (inside :func:`pysnn.engine.layers.run_layers`'s loop, none from Python), bit for bit the
+torch operations, where :func:`fused_update_reason` finds nothing against it.
 
 Time constants are in ms, rates in 1/ms; :math:`dt` is the connection's ``dt``.
 """
@@ -136,6 +139,7 @@ from pysnn.functional.plasticity import (
     stdp_rows_kernel,
     stdp_rows_update,
     trace_update,
+    triplet_kernel,
 )
 
 __all__ = [
@@ -147,6 +151,7 @@ __all__ = [
     "MSTDP",
     "MSTDPET",
     "FedeSTDP",
+    "fused_update_reason",
 ]
 
 ModuleLike = Union[nn.Module, str, None]
@@ -772,68 +777,57 @@ class _WeightDependent(LearningRule):
         return dw * self.batch_factor(batch)
 
 
-# ---------------------------------------------------------------------------- STDP
-class _FastSTDP:
-    """What :class:`STDP`'s one-sample fused update relies on, so its next steps skip the
-    general path's accessors and checks (the counterpart of ``pysnn.neuron._FastStep``).
+# -------------------------------------------------------------------------- fused one-sample steps
+def _one_sample_reason(rule: "_WeightDependent") -> str:
+    """Why the settings of ``rule`` (an :class:`STDP` or :class:`TripletSTDP`) keep its
+    one-sample steps off the fused kernels, "" when they do not."""
+    if len(rule.groups) != 1:
+        return "it trains more than one connection"
+    if rule.weight_dependence is not None:
+        return f"weight_dependence={rule.weight_dependence!r}"
+    if rule.process_group is not None:
+        return "it learns data-parallel (process_group)"
+    if rule.grad:
+        return "grad=True"
+    if rule.norm is not None:
+        return "norm is set (a normalisation after every step)"
+    g = rule.groups[0]
+    conn = g.connection
+    name = type(conn).__name__
+    if g.is_conv or g.own_layout:
+        return f"{name} has no (out, in) weight"
+    if conn.per_synapse_delay or conn.max_delay != 0:
+        return f"{name} has a delay"
+    weight = conn._parameters.get("weight")
+    if weight is None or weight.dim() != 2:
+        return f"the weight of {name} is not a plain 2-D parameter (pruned or parametrized)"
+    return ""
 
-    Built after a general step of a rule with one group that can take the fused path (additive
-    STDP, a plain 2-D weight on the CPU, no delay, no gradient mode, norm or process group). A
-    step then checks: the rule's group, the weight object, its shape, dtype and layout unchanged,
-    the connection still without delay; the four tensors read
-    (post spikes and trace, pre trace, arriving spikes) shaped for one sample, of the weight's
-    dtype, contiguous, on the CPU. Assignment of any attribute of the rule and ``.to()`` drop the
-    object. The values are those of the general path, bit for bit.
+
+class _FastRule:
+    """What a rule's one-sample fused step relies on, so its next steps skip the general path's
+    accessors and checks (the counterpart of ``pysnn.neuron._FastStep``); see :class:`_FastSTDP`
+    and :class:`_FastTriplet`.
+
+    Built after a general step of a rule with one group that can take the fused path
+    (:func:`fused_update_reason`). A step then checks: the rule's group, the weight object, its
+    shape, dtype and layout unchanged, the connection still without delay; the tensors read
+    shaped for one sample, of the weight's dtype, contiguous, on the CPU. Assignment of any
+    attribute of the rule and ``.to()`` drop the object. The values are those of the general
+    path, bit for bit.
     """
 
-    __slots__ = ("kernel", "group", "weight", "dtype", "pot", "dep", "post_shape", "pre_shape")
-    #: the fused kernel it runs (read by :func:`pysnn.engine.layers.run_layers`)
-    KIND = "stdp"
+    __slots__ = ("kernel", "group", "weight", "dtype", "post_shape", "pre_shape")
 
-    @staticmethod
-    def build(rule: "STDP") -> Optional["_FastSTDP"]:
-        """The fast step of ``rule``, or ``None`` where it does not apply."""
-        if (
-            type(rule).delta is not STDP.delta
-            or len(rule.groups) != 1
-            or rule.weight_dependence is not None
-            or rule.process_group is not None
-            or rule.grad
-            or rule.norm is not None
-        ):
-            return None
-        g = rule.groups[0]
-        conn = g.connection
-        weight = conn._parameters.get("weight")
-        if (
-            g.is_conv
-            or g.own_layout
-            or conn.per_synapse_delay
-            or conn.max_delay != 0
-            or weight is None
-            or weight.dim() != 2
-        ):
-            return None
-        kernel = stdp_rows_kernel(weight)
-        if kernel is None:
-            return None
-        fast = _FastSTDP()
-        fast.kernel, fast.group, fast.weight, fast.dtype = kernel, g, weight, weight.dtype
-        fast.pot, fast.dep = rule.nu_post, -rule.nu_pre  # batch 1: "mean" and "sum" alike
-        fast.post_shape = torch.Size((1, weight.shape[0]))
-        fast.pre_shape = torch.Size((1, weight.shape[1]))
-        return fast if fast.tensors(conn) is not None else None
+    def _setup(self, kernel: Any, group: SynapseGroup, weight: Tensor) -> None:
+        self.kernel, self.group, self.weight, self.dtype = kernel, group, weight, weight.dtype
+        self.post_shape = torch.Size((1, weight.shape[0]))
+        self.pre_shape = torch.Size((1, weight.shape[1]))
 
-    def tensors(self, conn: Connection) -> Optional[Tuple[Tensor, Tensor, Tensor, Tensor]]:
-        """``(s_post, x_post, pre_trace, arriving)`` of this step, each one sample's, or
-        ``None`` if one is missing or does not fit the kernel."""
-        g = self.group
-        post, pre = g.post._buffers, g.pre._buffers
-        found = (post.get("spikes"), post.get("trace"), pre.get("trace"), conn._buffers["arriving"])
+    def _fit(self, found: Sequence[Optional[Tensor]], shapes: Sequence[torch.Size]) -> bool:
+        """Whether every tensor of ``found`` has its shape of ``shapes`` and fits the kernel."""
         dtype = self.dtype
-        for t, shape in zip(
-            found, (self.post_shape, self.post_shape, self.pre_shape, self.pre_shape)
-        ):
+        for t, shape in zip(found, shapes):
             if (
                 t is None
                 or t.shape != shape
@@ -841,10 +835,10 @@ class _FastSTDP:
                 or not t.is_cpu
                 or not t.is_contiguous()
             ):
-                return None
-        return found
+                return False
+        return True
 
-    def ready(self, rule: "STDP") -> Optional[bool]:
+    def ready(self, rule: LearningRule) -> Optional[bool]:
         """What the next step of ``rule`` does: ``True`` the fused update, ``False`` nothing
         (no learning), ``None`` the general path (the checks that do not read the neurons'
         tensors)."""
@@ -868,6 +862,39 @@ class _FastSTDP:
             return None
         return True
 
+
+class _FastSTDP(_FastRule):
+    """:class:`STDP`'s one-sample fused update (:class:`_FastRule`): reads the post spikes and
+    trace, the pre trace and the arriving spikes."""
+
+    __slots__ = ("pot", "dep")
+    #: the fused kernel it runs (read by :func:`pysnn.engine.layers.run_layers`)
+    KIND = "stdp"
+
+    @staticmethod
+    def build(rule: "STDP") -> Optional["_FastSTDP"]:
+        """The fast step of ``rule``, or ``None`` where it does not apply."""
+        if type(rule).delta is not STDP.delta or _one_sample_reason(rule):
+            return None
+        g = rule.groups[0]
+        weight = g.connection._parameters["weight"]
+        kernel = stdp_rows_kernel(weight)
+        if kernel is None:
+            return None
+        fast = _FastSTDP()
+        fast._setup(kernel, g, weight)
+        fast.pot, fast.dep = rule.nu_post, -rule.nu_pre  # batch 1: "mean" and "sum" alike
+        return fast if fast.tensors(g.connection) is not None else None
+
+    def tensors(self, conn: Connection) -> Optional[Tuple[Tensor, Tensor, Tensor, Tensor]]:
+        """``(s_post, x_post, pre_trace, arriving)`` of this step, each one sample's, or
+        ``None`` if one is missing or does not fit the kernel."""
+        g = self.group
+        post, pre = g.post._buffers, g.pre._buffers
+        found = (post.get("spikes"), post.get("trace"), pre.get("trace"), conn._buffers["arriving"])
+        shapes = (self.post_shape, self.post_shape, self.pre_shape, self.pre_shape)
+        return found if self._fit(found, shapes) else None
+
     def __call__(self, rule: "STDP") -> bool:
         """One step of ``rule``; ``False`` (nothing done): take the general path."""
         ready = self.ready(rule)
@@ -888,6 +915,88 @@ class _FastSTDP:
         return True
 
 
+class _FastTriplet(_FastRule):
+    """:class:`TripletSTDP`'s one-sample fused step (:class:`_FastRule`): reads the post spikes
+    and the arriving spikes, and advances the rule's traces ``r1``, ``r2`` ``(1, in)``, ``o1``,
+    ``o2`` ``(1, out)`` (zeros where absent, after a reset). New tensors are advanced and stored
+    (as the general path replaces them: a reference kept to one keeps its value). Also checks
+    that the connection's ``dt``, from which the decay factors came, is unchanged."""
+
+    __slots__ = ("dt",)
+    #: the fused kernel it runs (read by :func:`pysnn.engine.layers.run_layers`)
+    KIND = "triplet"
+    #: the rule's traces, in the kernel's order
+    TRACES = ("r1", "r2", "o1", "o2")
+
+    @staticmethod
+    def build(rule: "TripletSTDP") -> Optional["_FastTriplet"]:
+        """The fast step of ``rule``, or ``None`` where it does not apply."""
+        if type(rule).delta is not TripletSTDP.delta or _one_sample_reason(rule):
+            return None
+        g = rule.groups[0]
+        weight = g.connection._parameters["weight"]
+        dt = g.connection.dt
+        taus = (rule.tau_plus, rule.tau_minus, rule.tau_x, rule.tau_y)
+        kernel = triplet_kernel(
+            weight,
+            (rule.a2_plus, rule.a3_plus, rule.a2_minus, rule.a3_minus),
+            tuple(math.exp(-dt / tau) for tau in taus),  # (as SynapseGroup.own_trace)
+            rule.interaction == "nearest",
+        )
+        if kernel is None:
+            return None
+        fast = _FastTriplet()
+        fast._setup(kernel, g, weight)
+        fast.dt = dt
+        return fast if fast.tensors(g.connection) is not None else None
+
+    def ready(self, rule: LearningRule) -> Optional[bool]:
+        """As :meth:`_FastRule.ready`; ``None`` also where the connection's ``dt`` changed."""
+        ready = super().ready(rule)
+        return None if ready and self.group.connection.dt != self.dt else ready
+
+    def tensors(self, conn: Connection) -> Optional[Tuple[Tensor, Tensor]]:
+        """``(s_post, arriving)`` of this step, each one sample's, or ``None`` if one is
+        missing or does not fit the kernel."""
+        found = (self.group.post._buffers.get("spikes"), conn._buffers["arriving"])
+        return found if self._fit(found, (self.post_shape, self.pre_shape)) else None
+
+    def traces(self) -> Optional[List[Tensor]]:
+        """New copies of the rule's traces ``(r1, r2, o1, o2)`` to advance (zeros where one is
+        absent), or ``None`` where one does not fit (the general path re-makes it)."""
+        state = self.group.state
+        shapes = (self.pre_shape, self.pre_shape, self.post_shape, self.post_shape)
+        found = [state.get(name) for name in self.TRACES]
+        kept = [(t, shape) for t, shape in zip(found, shapes) if t is not None]
+        if not self._fit([t for t, _ in kept], [shape for _, shape in kept]):
+            return None
+        return [
+            torch.zeros(shape, dtype=self.dtype) if t is None else t.clone()
+            for t, shape in zip(found, shapes)
+        ]
+
+    def __call__(self, rule: "TripletSTDP") -> bool:
+        """One step of ``rule``; ``False`` (nothing done): take the general path."""
+        ready = self.ready(rule)
+        if not ready:
+            return ready is False
+        g = self.group
+        conn = g.connection
+        found = self.tensors(conn)
+        traces = None if found is None else self.traces()
+        if traces is None:
+            return False
+        kernel, weight = self.kernel, self.weight
+        if not conn._fused_weight_edit(
+            weight, lambda copy, bounds: kernel(weight, copy, *found, traces, bounds)
+        ):
+            return False
+        g.state.update(zip(self.TRACES, traces))
+        g._step += 1
+        return True
+
+
+# ---------------------------------------------------------------------------- STDP
 class STDP(_WeightDependent):
     r"""Pair-based STDP with the neurons' traces (BindsNET's ``PostPre``).
 
@@ -1157,6 +1266,17 @@ class TripletSTDP(_WeightDependent):
         self.tau_y = check_positive_scalar("tau_y", tau_y)
         self.interaction = check_choice("interaction", interaction, INTERACTIONS)
         self._set_weight_dependence(weight_dependence, mu)
+
+    def forward(self, reward: Reward = None) -> None:
+        """One step of learning (see :meth:`LearningRule.step`); repeated one-sample steps on
+        the CPU go straight to the fused kernel once a first step has checked everything (see
+        :func:`fused_update_reason`)."""
+        fast = self.__dict__.get("_fast")
+        if fast is not None and reward is None and fast(self):
+            return
+        super().forward(reward)
+        if fast is None and self.enabled and self.training and reward is None:
+            self.__dict__["_fast"] = _FastTriplet.build(self)
 
     def delta(self, g: SynapseGroup, reward: Reward) -> Optional[Tensor]:
         s_post, a_pre = g.post_spikes(), g.arriving_spikes()
@@ -1473,6 +1593,26 @@ class FedeSTDP(LearningRule):
             f"lr={self.lr}, w_init={self.w_init}, a={self.a}, "
             f"trace_normalization={self.trace_normalization!r}, " + super().extra_repr()
         )
+
+
+# ---------------------------------------------------------------------------- fused rules
+def fused_update_reason(rule: nn.Module) -> str:
+    """Why the one-sample steps of ``rule`` do not run as one fused kernel call each, "" when
+    they do.
+
+    Fused: :class:`STDP` and :class:`TripletSTDP` (with their own ``delta`` and ``forward``)
+    training one connection with a plain 2-D ``(out, in)`` weight and no delay, without weight
+    dependence, ``grad``, ``norm`` or process group. Their steps with one sample of CPU
+    float32/float64 tensors then run one kernel call each once a first step has built the fast
+    path, bit for bit the general path; inside :func:`pysnn.engine.layers.run_layers`'s fused
+    loop they run with the layers, without any call from Python
+    (:func:`pysnn.engine.explain` reports this reason otherwise).
+    """
+    for cls in (STDP, TripletSTDP):
+        if type(rule).delta is cls.delta and type(rule).forward is cls.forward:
+            why = _one_sample_reason(rule)
+            return f"{type(rule).__name__} has no fused update: {why}" if why else ""
+    return f"{type(rule).__name__} has no fused update"
 
 
 # ---------------------------------------------------------------------------- resolution

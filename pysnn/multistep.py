@@ -18,11 +18,11 @@ single steps can be mixed.
 :func:`run_recurrent` does the same for a recurrent population (a sparse connection from the
 neurons onto their own synapses, the Vogels-Abbott networks): all ``T`` steps in one fused loop,
 the step loop's spikes bit for bit. :func:`run_layers` runs ``T`` steps of a network of layers
-with lateral and recurrent connections and one-sample STDP (the Diehl & Cook network, built from
-the public modules by anyone) in one fused call, with the step loop's results bit for bit. Both
-live in the engine (:mod:`pysnn.engine.recurrent`, :mod:`pysnn.engine.layers`), whose planner
-lowers a user's step network of either shape to them under :class:`Unroll`. Other networks, and
-other learning rules, still run the step loop.
+with lateral and recurrent connections and one-sample pair or triplet STDP (the Diehl & Cook
+network, built from the public modules by anyone) in one fused call, with the step loop's
+results bit for bit. Both live in the engine (:mod:`pysnn.engine.recurrent`,
+:mod:`pysnn.engine.layers`), whose planner lowers a user's step network of either shape to them
+under :class:`Unroll`. Other networks, and other learning rules, still run the step loop.
 
 :class:`Unroll` turns a step network into a sequence module, ``(T, B, ...) -> (T, B, ...)`` with
 the state reset at the start of every sequence: the unit to hand to

@@ -84,6 +84,8 @@ __all__ = [
     "stdp_rows_",
     "STDPRowsKernel",
     "stdp_rows_kernel",
+    "TripletKernel",
+    "triplet_kernel",
     "recurrent_steps",
 ]
 
@@ -100,7 +102,7 @@ _lif_f32 = _lif_f64 = _trace_f32 = _trace_f64 = _linear_f32 = _linear_f64 = None
 _block_f32 = _block_f64 = _transpose_f32 = _transpose_f64 = _update_f32 = _update_f64 = None
 _backward_f32 = _backward_f64 = _lif_inplace_f32 = _lif_inplace_f64 = None
 _theta_f32 = _theta_f64 = _stdp_f32 = _stdp_f64 = _recurrent_f32 = _recurrent_f64 = None
-_layers_f32 = _layers_f64 = None
+_layers_f32 = _layers_f64 = _triplet_f32 = _triplet_f64 = None
 _enabled = os.environ.get("PYSNN_NATIVE", "1").strip().lower() not in ("0", "false", "no", "off")
 
 
@@ -394,6 +396,10 @@ def _build(openmp: bool = True) -> ctypes.CDLL:
         stdp.argtypes = [i64, i64, ptr, ptr, ptr, ptr, ctypes.c_double, ctypes.c_double]
         stdp.argtypes += [ptr, ptr, ctypes.c_int, ctypes.c_double, ctypes.c_double]
         stdp.restype = i64
+        triplet = getattr(lib, f"pysnn_triplet_{suffix}")
+        triplet.argtypes = [i64, i64] + [ptr] * 7 + [ctypes.c_int, ptr, ptr, ctypes.c_int]
+        triplet.argtypes += [ctypes.c_double, ctypes.c_double, ptr]
+        triplet.restype = i64
         recurrent = getattr(lib, f"pysnn_recurrent_{suffix}")
         recurrent.argtypes = [i64, i64, i64, i64] + [ptr] * 11 + [ctypes.c_int] + [ptr] * 5
         recurrent.restype = None
@@ -454,7 +460,7 @@ def _library() -> Optional[ctypes.CDLL]:
     global _linear_f64, _block_f32, _block_f64, _transpose_f32, _transpose_f64, _update_f32
     global _update_f64, _backward_f32, _backward_f64, _lif_inplace_f32, _lif_inplace_f64
     global _theta_f32, _theta_f64, _stdp_f32, _stdp_f64, _recurrent_f32, _recurrent_f64
-    global _layers_f32, _layers_f64
+    global _layers_f32, _layers_f64, _triplet_f32, _triplet_f64
     if not _tried:
         with _lock:
             if not _tried:
@@ -468,6 +474,7 @@ def _library() -> Optional[ctypes.CDLL]:
                     _trace_f32, _trace_f64 = lib.pysnn_trace_f32, lib.pysnn_trace_f64
                     _theta_f32, _theta_f64 = lib.pysnn_theta_f32, lib.pysnn_theta_f64
                     _stdp_f32, _stdp_f64 = lib.pysnn_stdp_rows_f32, lib.pysnn_stdp_rows_f64
+                    _triplet_f32, _triplet_f64 = lib.pysnn_triplet_f32, lib.pysnn_triplet_f64
                     _recurrent_f32 = lib.pysnn_recurrent_f32
                     _recurrent_f64 = lib.pysnn_recurrent_f64
                     _layers_f32, _layers_f64 = lib.pysnn_layers_f32, lib.pysnn_layers_f64
@@ -1214,12 +1221,112 @@ def stdp_rows_kernel(weight: torch.Tensor) -> Optional[STDPRowsKernel]:
     return STDPRowsKernel(weight)
 
 
+class TripletKernel:
+    """One step of one-sample triplet STDP applied in place (``pysnn_triplet`` in ``kernels.c``:
+    the operations of :class:`pysnn.learning.TripletSTDP` without weight dependence, and of the
+    dense clamped weight update, bit for bit) for a weight of fixed shape and dtype, without
+    checks: the caller (the rule's fast step, or the fused loop of
+    :func:`pysnn.engine.layers.run_layers`, which runs the same step) checks every tensor.
+
+    Args:
+        weight: the ``(out, in)`` weight (its shape and dtype).
+        amplitudes: ``(a2_plus, a3_plus, a2_minus, a3_minus)``.
+        decays: the traces' decay factors per step, ``(r1, o1, r2, o2)``.
+        nearest: nearest-spike traces (set to 1 at a spike) instead of all-to-all (+1).
+
+    Attributes:
+        constants: ``amplitudes + decays``, as the kernel takes them.
+        nearest: as given.
+        work: the kernel's scratch memory (int64), also lent to :func:`layer_steps`.
+    """
+
+    __slots__ = ("_fn", "_n_out", "_n_in", "_table", "constants", "nearest", "work")
+
+    def __init__(
+        self,
+        weight: torch.Tensor,
+        amplitudes: Sequence[float],
+        decays: Sequence[float],
+        nearest: bool,
+    ) -> None:
+        self._fn = _triplet_f32 if weight.dtype == torch.float32 else _triplet_f64
+        self._n_out, self._n_in = weight.shape
+        self.constants = tuple(float(c) for c in (*amplitudes, *decays))
+        if len(self.constants) != 8:
+            raise ValueError("TripletKernel takes four amplitudes and four decay factors")
+        self._table = torch.tensor(self.constants, dtype=torch.float64)
+        self.nearest = bool(nearest)
+        # int64 columns (in), then p (out) and q (in) in the weight's dtype, then dirty flags
+        size = 8 * self._n_in + weight.element_size() * (self._n_out + self._n_in) + self._n_out
+        self.work = torch.empty((size + 7) // 8, dtype=torch.int64)
+
+    def __call__(
+        self,
+        weight: torch.Tensor,
+        copy: Optional[torch.Tensor],
+        s_post: torch.Tensor,
+        arriving: torch.Tensor,
+        traces: Sequence[torch.Tensor],
+        bounds: Optional[Tuple[float, float]],
+    ) -> Optional[int]:
+        """One step: ``traces`` ``(r1, r2, o1, o2)`` (``(in,)``, ``(in,)``, ``(out,)``,
+        ``(out,)``, contiguous) advanced in place, ``weight`` (and ``copy``, its contiguous
+        transpose, when given) updated and clamped to ``bounds``; ``s_post`` ``(out,)`` and
+        ``arriving`` ``(in,)`` this step's spikes. The rows changed, or ``None`` (nothing done)
+        while the kernels are disabled."""
+        if not _enabled:
+            return None
+        r1, r2, o1, o2 = traces
+        lo, hi = bounds if bounds is not None else (0.0, 0.0)
+        changed = self._fn(
+            self._n_out,
+            self._n_in,
+            s_post.data_ptr(),
+            arriving.data_ptr(),
+            r1.data_ptr(),
+            r2.data_ptr(),
+            o1.data_ptr(),
+            o2.data_ptr(),
+            self._table.data_ptr(),
+            self.nearest,
+            weight.data_ptr(),
+            None if copy is None else copy.data_ptr(),
+            bounds is not None,
+            lo,
+            hi,
+            self.work.data_ptr(),
+        )
+        torch.autograd.graph.increment_version(weight)  # (as the dense update's add_)
+        return changed
+
+
+def triplet_kernel(
+    weight: torch.Tensor, amplitudes: Sequence[float], decays: Sequence[float], nearest: bool
+) -> Optional[TripletKernel]:
+    """A :class:`TripletKernel` for ``weight`` ``(out, in)``, or ``None`` where the kernels do
+    not apply (unavailable, another device or dtype, not a contiguous 2-D tensor)."""
+    if (
+        not available()
+        or weight.dim() != 2
+        or weight.dtype not in _DTYPES
+        or not weight.is_cpu
+        or not weight.is_contiguous()
+    ):
+        return None
+    return TripletKernel(weight, amplitudes, decays, nearest)
+
+
 #: Fields of the int64 descriptors of :func:`layer_steps`, in the order of ``kernels.c``.
 LAYER_GROUP_FIELDS = ("kind", "n", "v", "refrac", "trace", "theta", "table", "theta_table")
 LAYER_GROUP_FIELDS += ("additive", "shared", "update", "spikes", "record", "record_mode")
 LAYER_CONN_FIELDS = ("pre", "post", "weight_t", "bias", "n_in", "n_out")
 LAYER_CONN_FIELDS += ("syn_g", "syn_a", "syn_k", "syn_e")
-LAYER_RULE_FIELDS = ("connection", "pre", "post", "weight", "weight_t", "bounded")
+LAYER_RULE_FIELDS = ("connection", "pre", "post", "weight", "weight_t", "bounded", "kind")
+LAYER_RULE_FIELDS += ("nearest", "r1", "r2", "o1", "o2", "work")
+#: Kinds of rule :func:`layer_steps` runs (the ``kind`` field).
+LAYER_RULE_KINDS = ("stdp", "triplet")
+#: Fields of the float64 rows of the rules' constants of :func:`layer_steps`.
+LAYER_RATE_FIELDS = ("lo", "hi", "c0", "c1", "c2", "c3", "c4", "c5", "c6", "c7")
 #: Most connections :func:`layer_steps` takes.
 LAYER_MAX_CONNECTIONS = 64
 
@@ -1247,9 +1354,17 @@ def layer_steps(
             through a conductance synapse: ``syn_g`` its state ``(B, n_out)`` (updated in place;
             0: no synapse), ``syn_a``, ``syn_k``, ``syn_e`` its decay factor, output factor and
             reversal potential (mV), ``(n_out,)`` each.
-        rules: ``(R, len(LAYER_RULE_FIELDS))`` int64; ``rates`` ``(R, 4)`` float64: potentiation
-            and depression rates, lower and upper bound.
-        active, changed: ``(C,)`` / ``(R,)`` int64 counters, added to.
+        rules: ``(R, len(LAYER_RULE_FIELDS))`` int64, stepped in order after the layers:
+            ``kind`` 0 pair STDP (:class:`STDPRowsKernel`'s step: the post group's spikes and
+            trace, the pre group's trace), 1 triplet STDP (:class:`TripletKernel`'s step: the
+            post group's spikes, ``nearest``, the traces ``r1``, ``r2``, ``o1``, ``o2``
+            advanced in place and the kernel's ``work``), each with the spikes its connection
+            read, the weight and its transpose (both updated), ``bounded``; ``rates``
+            ``(R, len(LAYER_RATE_FIELDS))`` float64: the lower and upper bound, then the pair
+            rule's potentiation and depression rates or the triplet rule's
+            :attr:`TripletKernel.constants`.
+        active, changed: ``(C,)`` / ``(R,)`` int64 counters, added to (``changed``: the steps
+            in which a rule changed a weight row).
         check_nan: stop before a module whose input holds a NaN.
 
     Returns:

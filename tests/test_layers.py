@@ -181,11 +181,8 @@ def test_hooks_and_disabled_kernels_run_the_loop(fused_calls):
     assert_same_state(a, b)
     c = DiehlCook2015(n_neurons=20)
     c.load_state_dict(b.state_dict())
-    native.set_enabled(False)
-    try:
+    with native.enabled(False):  # (restores the setting: PYSNN_NATIVE=0 keeps them off)
         got = c.run(spikes)
-    finally:
-        native.set_enabled(True)
     assert torch.equal(got, loop_run(a, spikes)) and not fused_calls
 
 

@@ -856,6 +856,130 @@ PYSNN_STDP_ROWS(pysnn_stdp_rows_f32, float)
 PYSNN_STDP_ROWS(pysnn_stdp_rows_f64, double)
 
 /*
+ * Triplet STDP of one sample (pysnn.learning.TripletSTDP at batch 1, no weight dependence)
+ * applied in place. One step is exactly the torch operations of TripletSTDP.delta and of
+ * Connection.apply_update_'s dense update, each rounded in T as torch rounds it (a Python number
+ * is applied in T):
+ *
+ *   r1 = nearest ? (a > 0 ? 1 : r1 dp) : r1 dp + a;   o1 likewise with s, dm
+ *   r2' = r2 dx;  q = a (a2m + a3m r2');  r2 = nearest ? (a > 0 ? 1 : r2') : r2' + a
+ *   o2' = o2 dy;  p = s (a2p + a3p o2');  o2 likewise with s
+ *   w[i, j] = clamp(w[i, j] + (p[i] r1[j] - o1[i] q[j]), lo, hi)     (clamp only if bounded)
+ *
+ * s: (n_out) post spikes, a_in: (n_in) arriving spikes; r1, r2 (n_in), o1, o2 (n_out): the
+ * rule's traces, updated in place; c: a2p, a3p, a2m, a3m, dp, dm, dx, dy. The same weights go
+ * into the transposed copy wt (n_in, n_out) when wt is not NULL.
+ *
+ * Where an update is +-0 it is skipped when that leaves the weight as the dense update does
+ * (w + +-0 = w, and clamp(w) = w): entries of a row with p[i] = +-0 and o1[i] = +-0, and of the
+ * columns with q[j] = +-0 of a row with p[i] = +-0, unless a trace is not finite (0 * inf) or the
+ * row is "dirty" (dirty[i] != 0, set by triplet_dirty: it holds a -0, which + +0 turns into
+ * +0, or a value the clamp would change; or a bound is -0, which the clamp may write). An update
+ * of a clean row writes no -0 (w + dw = -0 only for w = -0) and no value outside the bounds, so
+ * the flags found before the first of any number of steps hold for all of them.
+ *
+ * work: int64 cols[n_in], then T p[n_out], T q[n_in], then unsigned char dirty[n_out]
+ * (pysnn.native.TripletKernel allocates it). U is the unsigned integer of T's size (a -0 is
+ * found by its bits). Returns the number of rows changed.
+ */
+#define PYSNN_TRIPLET(T, U, SUFFIX)                                                             \
+    static void triplet_dirty_##SUFFIX(int64_t n_out, int64_t n_in, const T *w, int bounded,    \
+                                       T lo, T hi, int64_t *work)                               \
+    {                                                                                           \
+        unsigned char *dirty = (unsigned char *)((T *)(work + n_in) + n_out + n_in);            \
+        /* a bound of -0 would make clamp write a -0 */                                         \
+        const int all = bounded && ((lo == (T)0 && signbit(lo)) || (hi == (T)0 && signbit(hi))); \
+        const U negative_zero = (U)1 << (8 * sizeof(U) - 1);                                    \
+        if (!bounded)                                                                           \
+            lo = -(T)INFINITY, hi = (T)INFINITY;                                                \
+        for (int64_t i = 0; i < n_out; ++i) {                                                   \
+            const T *row = w + i * n_in;                                                        \
+            int d = 0;                                                                          \
+            for (int64_t j = 0; j < n_in; ++j) { /* (branch-free: vectorised) */                \
+                U bits;                                                                         \
+                memcpy(&bits, row + j, sizeof(U));                                              \
+                d |= (bits == negative_zero) | (row[j] < lo) | (row[j] > hi);                   \
+            }                                                                                   \
+            dirty[i] = (unsigned char)(all || d);                                               \
+        }                                                                                       \
+    }                                                                                           \
+                                                                                                \
+    static int64_t triplet_step_##SUFFIX(int64_t n_out, int64_t n_in, const T *s,               \
+                                         const T *a_in, T *r1, T *r2, T *o1, T *o2,             \
+                                         const double *c, int nearest, T *w, T *wt,             \
+                                         int bounded, T lo, T hi, int64_t *work)                \
+    {                                                                                           \
+        const T a2p = (T)c[0], a3p = (T)c[1], a2m = (T)c[2], a3m = (T)c[3];                     \
+        const T dp = (T)c[4], dm = (T)c[5], dx = (T)c[6], dy = (T)c[7];                         \
+        int64_t *cols = work, n_cols = 0;                                                       \
+        T *p = (T *)(work + n_in), *q = p + n_out;                                              \
+        const unsigned char *dirty = (const unsigned char *)(q + n_in);                         \
+        int dense = 0;                                                                          \
+        for (int64_t j = 0; j < n_in; ++j) {                                                    \
+            const T a = a_in[j], d1 = r1[j] * dp, d2 = r2[j] * dx;                              \
+            const T x1 = nearest ? (a > (T)0 ? (T)1 : d1) : d1 + a;                             \
+            const T qj = a * (d2 * a3m + a2m);                                                  \
+            r1[j] = x1;                                                                         \
+            r2[j] = nearest ? (a > (T)0 ? (T)1 : d2) : d2 + a;                                  \
+            q[j] = qj;                                                                          \
+            if (qj != (T)0)                                                                     \
+                cols[n_cols++] = j;                                                             \
+            if (!(x1 - x1 == (T)0 && qj - qj == (T)0)) /* 0 * inf = NaN: every row changes */   \
+                dense = 1;                                                                      \
+        }                                                                                       \
+        for (int64_t i = 0; i < n_out; ++i) {                                                   \
+            const T si = s[i], d1 = o1[i] * dm, d2 = o2[i] * dy;                                \
+            o1[i] = nearest ? (si > (T)0 ? (T)1 : d1) : d1 + si;                                \
+            p[i] = si * (d2 * a3p + a2p);                                                       \
+            o2[i] = nearest ? (si > (T)0 ? (T)1 : d2) : d2 + si;                                \
+        }                                                                                       \
+        int64_t changed = 0;                                                                    \
+        for (int64_t i = 0; i < n_out; ++i) {                                                   \
+            const T pi = p[i], oi = o1[i];                                                      \
+            const int full = dense || dirty[i] || pi != (T)0 || !(oi - oi == (T)0);             \
+            if (!full && (oi == (T)0 || n_cols == 0))                                           \
+                continue;                                                                       \
+            ++changed;                                                                          \
+            T *restrict row = w + i * n_in;                                                     \
+            if (full) {                                                                         \
+                for (int64_t j = 0; j < n_in; ++j) {                                            \
+                    T v = row[j] + (pi * r1[j] - oi * q[j]);                                    \
+                    if (bounded)                                                                \
+                        v = v < lo ? lo : (v > hi ? hi : v);                                    \
+                    row[j] = v;                                                                 \
+                }                                                                               \
+                if (wt)                                                                         \
+                    for (int64_t j = 0; j < n_in; ++j)                                          \
+                        wt[j * n_out + i] = row[j];                                             \
+                continue;                                                                       \
+            }                                                                                   \
+            for (int64_t k = 0; k < n_cols; ++k) {                                              \
+                const int64_t j = cols[k];                                                      \
+                T v = row[j] + (pi * r1[j] - oi * q[j]);                                        \
+                if (bounded)                                                                    \
+                    v = v < lo ? lo : (v > hi ? hi : v);                                        \
+                row[j] = v;                                                                     \
+                if (wt)                                                                         \
+                    wt[j * n_out + i] = v;                                                      \
+            }                                                                                   \
+        }                                                                                       \
+        return changed;                                                                         \
+    }                                                                                           \
+                                                                                                \
+    int64_t pysnn_triplet_##SUFFIX(int64_t n_out, int64_t n_in, const T *s, const T *a_in,      \
+                                   T *r1, T *r2, T *o1, T *o2, const double *c, int nearest,    \
+                                   T *w, T *wt, int bounded, double lo, double hi,              \
+                                   int64_t *work)                                               \
+    {                                                                                           \
+        triplet_dirty_##SUFFIX(n_out, n_in, w, bounded, (T)lo, (T)hi, work);                    \
+        return triplet_step_##SUFFIX(n_out, n_in, s, a_in, r1, r2, o1, o2, c, nearest, w, wt,   \
+                                     bounded, (T)lo, (T)hi, work);                              \
+    }
+
+PYSNN_TRIPLET(float, uint32_t, f32)
+PYSNN_TRIPLET(double, uint64_t, f64)
+
+/*
  * T steps of a recurrent population (pysnn.multistep.run_recurrent): N LIF neurons; a sparse
  * connection (CSR: row_ptr (N + 1), post (nnz) in [0, G * N), w (nnz)) from the neurons' spikes
  * to G receptor groups of N; one exponential synapse per group (state g_k (B, N), table k:
@@ -1016,8 +1140,8 @@ PYSNN_RECURRENT(pysnn_recurrent_f64, double)
 /*
  * T steps of a network of layers (pysnn.multistep.run_layers): an input neuron group, L layers
  * of LIF neurons (optionally with an adaptive threshold), event-driven connections between them,
- * and one-sample pair STDP on some connections. Per step t, exactly the calls the modules' fused
- * single steps make, in the step loop's order:
+ * and one-sample pair or triplet STDP on some connections. Per step t, exactly the calls the
+ * modules' fused single steps make, in the step loop's order:
  *
  *   input:   trace update with the spikes x[t]                                    (pysnn_trace)
  *   layer k: for its connections c in order: out_c = spikes of c's presynaptic group (this
@@ -1027,12 +1151,17 @@ PYSNN_RECURRENT(pysnn_recurrent_f64, double)
  *            its step: pysnn.synapse.ConductanceSynapse); x_k = out_c1 + out_c2 + ... (left to
  *            right);
  *            LIF step with input x_k (pysnn_lif, threshold + theta), theta update (pysnn_theta)
- *   rules:   pair STDP rows (pysnn_stdp_rows) with the post group's spikes and trace, the pre
- *            group's trace and the spikes connection c read this step
+ *   rules:   in order, each one of
+ *            pair STDP rows (pysnn_stdp_rows) with the post group's spikes and trace, the pre
+ *            group's trace and the spikes connection c read this step (kind 0), or
+ *            triplet STDP (pysnn_triplet) with the post group's spikes, the spikes connection c
+ *            read this step and the rule's own traces r1, r2, o1, o2 (kind 1)
  *
  * groups: (L + 1) * PYSNN_GF int64 (group 0 the input), see the G_* fields; conns: C * PYSNN_CF,
  * ordered by layer (layer k's connections are conn_lo[k - 1] .. conn_lo[k] - 1); rules:
- * R * PYSNN_RF, rates R * 4 doubles (a, b, lo, hi). Spikes of group k live in its buffer
+ * R * PYSNN_RF, rates R * PYSNN_RATES doubles (lo, hi, then the rule's constants: a, b of the
+ * pair rule; a2p, a3p, a2m, a3m, dp, dm, dx, dy of the triplet rule, whose rows are checked for
+ * dirt once, before the first step: see pysnn_triplet). Spikes of group k live in its buffer
  * (2, B, n): step t writes half t % 2, the previous step's are in the other half (half 1 holds
  * the spikes before the first step). scratch: 2 * B * max n. active (C): active inputs added per
  * connection; changed (R): steps in which a rule changed a row. With check_nan, a NaN or an
@@ -1043,7 +1172,9 @@ PYSNN_RECURRENT(pysnn_recurrent_f64, double)
 enum { G_KIND, G_N, G_V, G_R, G_TRACE, G_THETA, G_TABLE, G_THETA_TABLE, G_ADDITIVE, G_SHARED,
        G_UPDATE, G_SPIKES, G_RECORD, G_RECORD_MODE, PYSNN_GF };
 enum { C_PRE, C_POST, C_WT, C_BIAS, C_IN, C_OUT, C_SYN_G, C_SYN_A, C_SYN_K, C_SYN_E, PYSNN_CF };
-enum { R_CONN, R_PRE, R_POST, R_W, R_WT, R_BOUNDED, PYSNN_RF };
+enum { R_CONN, R_PRE, R_POST, R_W, R_WT, R_BOUNDED, R_KIND, R_NEAREST, R_R1, R_R2, R_O1, R_O2,
+       R_WORK, PYSNN_RF };
+enum { PYSNN_RATES = 10 };
 
 #define PYSNN_LAYERS(NAME, T, SUFFIX)                                                           \
     int64_t NAME(int64_t n_steps, int64_t batch, const T *x, int64_t n_layers,                  \
@@ -1059,6 +1190,15 @@ enum { R_CONN, R_PRE, R_POST, R_W, R_WT, R_BOUNDED, PYSNN_RF };
             max_n = groups[k * PYSNN_GF + G_N] > max_n ? groups[k * PYSNN_GF + G_N] : max_n;    \
         T *cur = scratch, *tmp = scratch + batch * max_n;                                       \
         const T *read[64];                                                                      \
+        for (int64_t q = 0; q < n_rules; ++q) {                                                 \
+            const int64_t *rq = rules + q * PYSNN_RF;                                           \
+            const int64_t *ck = conns + rq[R_CONN] * PYSNN_CF;                                  \
+            if (rq[R_KIND] == 1)                                                                \
+                triplet_dirty_##SUFFIX(ck[C_OUT], ck[C_IN], (const T *)(intptr_t)rq[R_W],       \
+                                       (int)rq[R_BOUNDED], (T)rates[q * PYSNN_RATES],           \
+                                       (T)rates[q * PYSNN_RATES + 1],                           \
+                                       (int64_t *)(intptr_t)rq[R_WORK]);                        \
+        }                                                                                       \
         for (int64_t t = 0; t < n_steps; ++t) {                                                 \
             const T *xt = x + t * batch * n0;                                                   \
             if (check_nan)                                                                      \
@@ -1148,12 +1288,20 @@ enum { R_CONN, R_PRE, R_POST, R_W, R_WT, R_BOUNDED, PYSNN_RF };
                 const int64_t *pre = groups + rq[R_PRE] * PYSNN_GF;                             \
                 const int64_t *ck = conns + rq[R_CONN] * PYSNN_CF;                              \
                 const T *s_post = (const T *)(intptr_t)post[G_SPIKES] + (t & 1) * post[G_N];    \
-                const double *rate = rates + 4 * q;                                             \
-                changed[q] += pysnn_stdp_rows_##SUFFIX(                                         \
-                    ck[C_OUT], ck[C_IN], s_post, (const T *)(intptr_t)post[G_TRACE],            \
-                    (const T *)(intptr_t)pre[G_TRACE], read[rq[R_CONN]], rate[0], rate[1],      \
-                    (T *)(intptr_t)rq[R_W], (T *)(intptr_t)rq[R_WT], (int)rq[R_BOUNDED],        \
-                    rate[2], rate[3]) > 0;                                                      \
+                const double *rate = rates + PYSNN_RATES * q;                                   \
+                T *w = (T *)(intptr_t)rq[R_W], *wt = (T *)(intptr_t)rq[R_WT];                   \
+                if (rq[R_KIND] == 1)                                                            \
+                    changed[q] += triplet_step_##SUFFIX(                                        \
+                        ck[C_OUT], ck[C_IN], s_post, read[rq[R_CONN]], (T *)(intptr_t)rq[R_R1], \
+                        (T *)(intptr_t)rq[R_R2], (T *)(intptr_t)rq[R_O1],                       \
+                        (T *)(intptr_t)rq[R_O2], rate + 2, (int)rq[R_NEAREST], w, wt,           \
+                        (int)rq[R_BOUNDED], (T)rate[0], (T)rate[1],                             \
+                        (int64_t *)(intptr_t)rq[R_WORK]) > 0;                                   \
+                else                                                                            \
+                    changed[q] += pysnn_stdp_rows_##SUFFIX(                                     \
+                        ck[C_OUT], ck[C_IN], s_post, (const T *)(intptr_t)post[G_TRACE],        \
+                        (const T *)(intptr_t)pre[G_TRACE], read[rq[R_CONN]], rate[2], rate[3],  \
+                        w, wt, (int)rq[R_BOUNDED], rate[0], rate[1]) > 0;                       \
             }                                                                                   \
         }                                                                                       \
         return n_steps;                                                                         \

@@ -19,7 +19,7 @@ from torch import nn
 from pysnn import _checks, backends, native
 from pysnn.connection import Linear
 from pysnn.functional.lif import lif_trace_kernel
-from pysnn.learning import STDP, LearningRule
+from pysnn.learning import STDP, LearningRule, TripletSTDP
 from pysnn._sharing import all_unshared
 from pysnn.neuron import AdaptiveLIFNeuron, Input, LIFNeuron
 from pysnn.stepping import block_form_reason
@@ -86,12 +86,14 @@ def run_layers(
     :class:`~pysnn.connection.Linear` connections without delay, each optionally through a
     :class:`~pysnn.synapse.ConductanceSynapse` of the layer's neuron (with value checks on, only
     where the arriving conductance cannot be negative: non-negative input, weights, biases and
-    learning-rule bounds); :class:`~pysnn.learning.STDP` at
-    batch 1, or any rule that is switched off), float32/float64 on the CPU with no gradient
-    wanted and no forward hook, runs of steps go to **one** call of :mod:`pysnn.native` instead
-    of ``~10`` module calls per step. The spikes, and the state left in every module (voltages,
-    refractory counters, traces, thresholds, spikes, arriving spikes, ``"auto"`` activity
-    counts, weights and their event copies), are the loop's bit for bit. A step where anything
+    learning-rule bounds); :class:`~pysnn.learning.STDP` or :class:`~pysnn.learning.TripletSTDP`
+    at batch 1 where :func:`~pysnn.learning.fused_update_reason` finds nothing against it (no
+    weight dependence, ``grad``, ``norm``, process group or delay), or any rule that is switched
+    off), float32/float64 on the CPU with no gradient wanted and no forward hook, runs of steps
+    go to **one** call of :mod:`pysnn.native` instead of ``~10`` module calls per step. The
+    spikes, and the state left in every module (voltages, refractory counters, traces,
+    thresholds, spikes, arriving spikes, ``"auto"`` activity counts, weights and their event
+    copies, the rules' own traces), are the loop's bit for bit. A step where anything
     does not fit (the first steps after a reset, which build the modules' fast paths, an
     ``"auto"`` re-count, a hook) runs the loop; with value checks on
     (:func:`pysnn.set_checks`), a NaN input raises the loop's ``ValueError``.
@@ -313,15 +315,16 @@ def _layers_fused(
     if limit == 0:
         return 0
     connections = [entry[0] for _, incoming in layers for entry in incoming]
-    applied = []  # (rule, fast STDP)
+    applied = []  # (rule, its fast step, the traces it advances (triplet STDP) or None)
     for rule in rules:
         active = getattr(rule, "enabled", False) and rule.training
         fast = rule.__dict__.get("_fast")
-        if type(rule).forward not in (LearningRule.forward, STDP.forward):
+        if type(rule).forward not in (LearningRule.forward, STDP.forward, TripletSTDP.forward):
             return 0
         if not active:
             continue
-        if _kind(fast) != "stdp" or batch != 1:
+        kind = _kind(fast)
+        if kind not in native.LAYER_RULE_KINDS or batch != 1:
             return 0
         ready = fast.ready(rule)
         if ready is None:
@@ -331,11 +334,14 @@ def _layers_fused(
             if (
                 fast.dtype is not dtype
                 or not any(g.connection is c for c in connections)
-                or not any(g.pre is group for group in groups)
                 or not any(g.post is group for group in groups[1:])
+                or (kind == "stdp" and not any(g.pre is group for group in groups))
             ):
                 return 0
-            applied.append((rule, fast))
+            traces = fast.traces() if kind == "triplet" else None
+            if kind == "triplet" and traces is None:
+                return 0
+            applied.append((rule, fast, traces))
     if fed and _checks._VALUE_CHECKS and not _conductance_non_negative(fed, applied, x):
         return 0  # (the synapses' check of a negative conductance must see every step)
     return _layers_call(
@@ -382,7 +388,7 @@ def _conductance_non_negative(fed: list, applied: list, x: torch.Tensor) -> bool
         bias = connection.__dict__["_fast"].bias
         if bool((connection.weight < 0).any()) or (bias is not None and bool((bias < 0).any())):
             return False
-    for _, fast in applied:
+    for _, fast, _ in applied:
         conn = fast.group.connection
         if any(conn is c for c in fed) and not (conn.wmin >= 0 and math.isfinite(conn.wmin)):
             return False
@@ -454,18 +460,25 @@ def _layers_call(
         conn_lo.append(len(conn_rows))
     conn_desc = torch.tensor(conn_rows, dtype=torch.int64).view(-1, len(native.LAYER_CONN_FIELDS))
     rule_rows, rates = [], []
-    for rule, fast in applied:
+    for rule, fast, traces in applied:
         g = fast.group
         conn = g.connection
         c = next(j for j, other in enumerate(connections) if other is conn)
+        pre = index.get(id(g.pre), 0)  # (read by the pair rule only, checked to be a group)
         bounded = math.isfinite(conn.wmin) or math.isfinite(conn.wmax)
-        rule_rows.append([c, index[id(g.pre)], index[id(g.post)], fast.weight.data_ptr()])
+        rule_rows.append([c, pre, index[id(g.post)], fast.weight.data_ptr()])
         rule_rows[-1] += [conn._copy.copy.data_ptr(), int(bounded)]
-        rates.append(
-            [fast.pot, fast.dep, conn.wmin if bounded else 0.0, conn.wmax if bounded else 0.0]
-        )
+        rates.append([conn.wmin if bounded else 0.0, conn.wmax if bounded else 0.0])
+        if traces is None:  # pair STDP
+            rule_rows[-1] += [0, 0, 0, 0, 0, 0, 0]
+            rates[-1] += [fast.pot, fast.dep] + [0.0] * 6
+        else:
+            kernel = fast.kernel
+            rule_rows[-1] += [1, int(kernel.nearest), *(t.data_ptr() for t in traces)]
+            rule_rows[-1] += [kernel.work.data_ptr()]
+            rates[-1] += kernel.constants
     rule_desc = torch.tensor(rule_rows, dtype=torch.int64).view(-1, len(native.LAYER_RULE_FIELDS))
-    rate_desc = torch.tensor(rates, dtype=torch.float64).view(-1, 4)
+    rate_desc = torch.tensor(rates, dtype=torch.float64).view(-1, len(native.LAYER_RATE_FIELDS))
     active = torch.zeros(len(connections), dtype=torch.int64)
     changed = torch.zeros(len(applied), dtype=torch.int64)
     done, stop = native.layer_steps(
@@ -508,9 +521,11 @@ def _layers_call(
                 activity = connection._activity
                 activity.steps += steps
                 activity.events += int(active[c])
-    for q, (rule, fast) in enumerate(applied):
+    for q, (rule, fast, traces) in enumerate(applied):
         g = fast.group
         g._step += done
+        if traces is not None and done:  # (advanced in place: new tensors, as each step makes)
+            g.state.update(zip(fast.TRACES, traces))
         if changed[q]:
             conn, weight = g.connection, fast.weight
             torch.autograd.graph.increment_version(weight)

@@ -50,7 +50,7 @@ from pysnn.engine.capture import (
     state_read,
     tensor_attribute,
 )
-from pysnn.learning import STDP, LearningRule
+from pysnn.learning import LearningRule, fused_update_reason
 from pysnn.neuron import AdaptiveLIFNeuron, Input, LIFNeuron, Neuron
 from pysnn.stepping import block_form_reason, has_forward_hooks
 from pysnn.synapse import ConductanceSynapse, Synapse
@@ -678,11 +678,11 @@ def _layers_loop_reason(network: nn.Module, spec: LayersSpec, example: torch.Ten
         if isinstance(module, Connection) and (module.per_synapse_delay or module.max_delay):
             return "run_layers steps the layers: a delayed connection"
     for name in spec.rules:
-        rule = get(name)
-        if not isinstance(rule, STDP) or type(rule).forward is not STDP.forward:
-            return f"run_layers steps the layers: {type(rule).__name__} has no fused update"
+        why = fused_update_reason(get(name))
+        if why:
+            return f"run_layers steps the layers: {why}"
         if example.shape[0] != 1:
-            return "run_layers fuses STDP for one sample at a time (batch 1) only"
+            return "run_layers fuses learning rules for one sample at a time (batch 1) only"
     return ""
 
 

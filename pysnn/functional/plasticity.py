@@ -32,6 +32,7 @@ __all__ = [
     "pair_stdp_window",
     "stdp_rows_update",
     "stdp_rows_kernel",
+    "triplet_kernel",
 ]
 
 IntPair = Union[int, Tuple[int, int]]
@@ -295,3 +296,24 @@ def stdp_rows_kernel(weight: torch.Tensor) -> Optional["native.STDPRowsKernel"]:
     if not backends.accepts("c", weight):
         return None
     return native.stdp_rows_kernel(weight)
+
+
+def triplet_kernel(
+    weight: torch.Tensor, amplitudes: Sequence[float], decays: Sequence[float], nearest: bool
+) -> Optional["native.TripletKernel"]:
+    """A fused in-place step of one-sample triplet STDP for ``weight`` ``(out, in)``:
+    ``kernel(weight, copy, s_post, arriving, (r1, r2, o1, o2), bounds)`` advances the four
+    traces in place and applies the clamped update of :class:`pysnn.learning.TripletSTDP`
+    (without weight dependence) to the weight and its transposed ``copy``, bit for bit (see
+    :class:`pysnn.native.TripletKernel`, whose checks the caller makes); ``None`` where the
+    fused kernels do not apply.
+
+    Args:
+        weight: the ``(out, in)`` weight.
+        amplitudes: ``(a2_plus, a3_plus, a2_minus, a3_minus)``.
+        decays: decay factors per step of ``(r1, o1, r2, o2)``.
+        nearest: nearest-spike traces instead of all-to-all.
+    """
+    if not backends.accepts("c", weight):
+        return None
+    return native.triplet_kernel(weight, amplitudes, decays, nearest)

@@ -68,8 +68,12 @@ inhibitory step driven by ``e2i``, then STDP on ``fc`` when training.
   neuron's first spike of a digit potentiates nothing. ``rule="pair"`` (default, both synapse
   forms) is BindsNET's pair rule :class:`~pysnn.learning.STDP` with additive traces: every
   postsynaptic spike potentiates by ``nu_post * x_pre``. The pair rule is the measured default
-  (the results in the README); the code's rule takes about 2.3x the time per step here
-  (``benchmarks/diehl_cook_rule_cost.py``);
+  (the results in the README). The code's rule runs inside the same fused loop
+  (:func:`~pysnn.engine.layers.run_layers`) and takes about the pair rule's time with
+  conductance synapses: 0.93-1.05x, 8.7 against 8.2-9.4 ms per 350-step digit at 100 neurons
+  (``benchmarks/diehl_cook_rule_cost.py``, ``benchmarks/results/
+  diehl_cook_rule_step_cost.json``); stepped from Python, before it was fused, it took
+  0.21-0.37 s;
 - input (in ``examples/mnist_stdp.py``): Poisson rates pixel / 4 Hz (at most 63.75 Hz),
   350 ms per digit, and a digit that drew fewer than 5 excitatory spikes shown again with the
   maximum rate raised by 32 Hz (paper 2.5, as the example does; the code's step is pixel / 8 Hz,
