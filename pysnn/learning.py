@@ -759,7 +759,8 @@ class _WeightDependent(LearningRule):
 # ---------------------------------------------------------------------------- STDP
 class _FastSTDP:
     """What :class:`STDP`'s one-sample fused update relies on, so its next steps skip the
-    general path's accessors and checks (the counterpart of ``pysnn.neuron._FastStep``).
+    general path's accessors and checks (as a neuron's single steps go to the kernel
+    generated from its step).
 
     Built after a general step of a rule with one group that can take the fused path (additive
     STDP, a plain 2-D weight on the CPU, no delay, no gradient mode, norm or process group). A

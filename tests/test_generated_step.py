@@ -292,22 +292,98 @@ def test_a_batch_size_coming_back_after_a_reset_is_stepped_on_the_state_it_has(b
         assert a.generated_step == "generated"
 
 
-def test_a_built_in_fast_step_is_never_replaced_by_a_generated_one():
-    """Input has its own fused step; many batch-size changes (each a general step) never make
-    it generate one (which then ran on a state of another batch size)."""
+def _trace_reference(trace, s, tau, scale, mode, dt=1.0):
+    """The spike trace after spikes ``s``, written out with torch operations: the decay
+    ``exp(-dt / tau)`` in the trace's dtype, then ``+ scale * s`` (torch's ``addcmul``, one
+    rounding where it fuses) or ``scale`` where ``s > 0``."""
+    decayed = trace * torch.exp(-dt / tau)
+    if mode == "additive":
+        return torch.addcmul(decayed, scale, s)
+    return torch.where(s > 0, scale, decayed)
+
+
+@pytest.mark.parametrize("per_neuron", [False, True], ids=["scalar", "per-neuron"])
+@pytest.mark.parametrize("mode", ["additive", "reset"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_input_single_steps_are_generated_and_return_their_input(dtype, mode, per_neuron):
+    """Input is an ordinary user of the generated step: from its second step on its single
+    steps run the kernel generated from its step (the trace updated in its loop), returning the
+    input itself as the torch step does, with the trace of the torch operations bit for bit
+    (batch sizes changing, resets, bool inputs, the trace constants edited through .data)."""
     from pysnn.neuron import Input
 
-    a = Input(13)
-    b = copy.deepcopy(a)
-    b.GENERATE_AFTER = None
+    g = torch.Generator().manual_seed(3)
+    tau = 5.0 + 30.0 * torch.rand(13, generator=g) if per_neuron else torch.tensor(20.0)
+    scale = 0.5 + torch.rand(13, generator=g) if per_neuron else torch.tensor(1.0)
+    a = Input(13, tau_trace=tau, trace_scale=scale, trace_mode=mode).to(dtype)
+    trace = None
+    edits = {60: lambda n: n.tau_trace.data.mul_(0.5), 90: lambda n: n.trace_scale.data.add_(1)}
     with torch.no_grad():
-        for t in range(200):
-            x = (torch.rand(3 + t % 2 * 4, 13) < 0.3).float()
-            if t % 3 == 0:
-                a.reset_state(), b.reset_state()
-            assert torch.equal(a(x), b(x))
+        for t in range(150):
+            batch = 3 if t < 40 or t >= 70 else 5
+            if t in (40, 70):
+                trace = None  # (a new batch size: the state starts again)
+            if t == 110:
+                a.reset_state()
+                trace = None
+            if t in edits:
+                edits[t](a)
+            x = torch.rand(batch, 13, generator=g) < 0.3
+            x = x if t % 2 else x.to(dtype)  # (a bool input is converted)
+            s = a(x)
+            xf = x.to(dtype)
+            assert torch.equal(s, xf) and s.dtype is dtype
+            if t % 2 == 0 and t > 0 and t not in (40, 70, 110):
+                assert s is x and a.spikes is x  # the input itself, on the generated step
+            previous = torch.zeros(batch, 13, dtype=dtype) if trace is None else trace
+            trace = _trace_reference(
+                previous, xf, a.tau_trace.to(dtype), a.trace_scale.to(dtype), mode
+            )
+            assert torch.equal(a.trace, trace), t
+    assert a.generated_step == "generated" and a.trace.abs().sum() > 0
+
+
+def _adaptive(shared, per_neuron, mode="additive", n=13):
+    from pysnn.neuron import AdaptiveLIFNeuron
+
+    kwargs = _lif_kwargs(LIFNeuron, per_neuron, n)
+    if per_neuron:
+        g = torch.Generator().manual_seed(9)
+        kwargs["theta_plus"] = 0.2 + torch.rand(n, generator=g)
+        kwargs["tau_theta"] = 20.0 + 50.0 * torch.rand(n, generator=g)
+    else:
+        kwargs.update(theta_plus=0.6, tau_theta=30.0, refrac=1.0)
+    return AdaptiveLIFNeuron(n, trace_mode=mode, theta_shared=shared, **kwargs)
+
+
+@pytest.mark.parametrize("per_neuron", [False, True], ids=["scalar", "per-neuron"])
+@pytest.mark.parametrize("mode", ["additive", "reset"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shared", [False, True], ids=["per-sample", "shared"])
+def test_adaptive_lif_single_steps_are_generated_bit_for_bit(shared, dtype, mode, per_neuron):
+    """AdaptiveLIFNeuron is an ordinary user of the generated step, its theta per sample
+    (state) or shared (a per-neuron buffer the step assigns: read per element, updated after
+    every element from the spikes summed over the batch): spikes, v, refractory counter, trace
+    and theta equal the torch step's (the registry's ``"torch"`` preference) bit for bit, and
+    theta equals its update written out (theta * exp(-dt / tau_theta) + theta_plus * spikes,
+    summed over the batch where shared)."""
+    a = _adaptive(shared, per_neuron, mode).to(dtype)
+    b = copy.deepcopy(a)
+    x = _inputs(steps=120, dtype=dtype, scale=9.0)
+    with torch.no_grad():
+        for t in range(x.shape[0]):
+            theta = torch.zeros_like(x[t]) if a.theta is None else a.theta.clone()
+            sa = a(x[t])
+            with backends.prefer("torch"):
+                sb = b(x[t])
+            assert torch.equal(sa, sb), t
             _assert_same(a, b)
-    assert type(a.__dict__["_fast"]).__name__ == "_FastTraceStep"
+            decay = torch.exp(-1.0 / a.tau_theta)
+            counts = sa.sum(0) if shared else sa
+            assert torch.equal(a.theta, theta * decay + a.theta_plus * counts), t
+    assert a.generated_step == "generated" and b.generated_step != "generated"
+    assert a.theta.shape == ((13,) if shared else (3, 13)) and a.theta.min() > 0
+    assert int(a.refrac_count.max()) > 0 and a.trace.abs().sum() > 0
 
 
 def test_the_torch_preference_and_generate_after_none_keep_the_torch_step():
