@@ -74,10 +74,10 @@ from __future__ import annotations
 
 import copy
 import ctypes
-import functools
 import math
 import types
 from dataclasses import dataclass, field
+from functools import partial
 from typing import (
     TYPE_CHECKING,
     Any,
@@ -872,19 +872,13 @@ def _record(neuron: Neuron, example: torch.Tensor) -> Step:
         return spike
 
     twin.fire = fire
-    called: List[str] = []
-    for key, function in held.items():
-        twin.__dict__[key] = _noting_calls(function, key, called)
+    for key in held:
+        twin.__dict__[key] = partial(_refuse_call, key)
     attributes = _attributes(twin)
     # the torch step, the reference a kernel must reproduce (a built-in neuron's step calls the
     # functional layer, which would otherwise run its own fused kernels); draws nothing for real
     with torch.no_grad(), torch.random.fork_rng(devices=[]), backends.prefer("torch"), record:
         spikes = twin.step(x)
-    if called:
-        raise _Refused(
-            f"step calls {called[0]!r}, a function the neuron holds: a kernel would not repeat "
-            "what it does besides torch operations (a collective over processes, a log)"
-        )
     if record.random is not None:
         raise _Refused(
             f"step draws random numbers ({record.random}); the step loop draws anew every step"
@@ -1147,9 +1141,9 @@ def _held_functions(neuron: Neuron) -> Dict[str, Callable[..., Any]]:
     """The functions ``neuron`` holds in its public attributes (its surrogate aside, which
     ``fire`` records): such as :class:`~pysnn.neuron.AdaptiveLIFNeuron`'s
     ``spike_count_reduce``, a collective over processes. A step that calls one is not
-    generated (:func:`_record` notes the calls); the copy the recording runs on shares them
-    (a process group cannot be copied)."""
-    kinds = (types.FunctionType, types.BuiltinFunctionType, types.MethodType, functools.partial)
+    generated (see :func:`_refuse_call`); the copy the recording runs on shares them (a
+    process group cannot be copied)."""
+    kinds = (types.FunctionType, types.BuiltinFunctionType, types.MethodType, partial)
     return {
         key: value
         for key, value in neuron.__dict__.items()
@@ -1157,14 +1151,13 @@ def _held_functions(neuron: Neuron) -> Dict[str, Callable[..., Any]]:
     }
 
 
-def _noting_calls(function: Callable[..., Any], name: str, called: List[str]) -> Callable[..., Any]:
-    """``function``, appending ``name`` to ``called`` at each call."""
-
-    def noted(*args: Any, **kwargs: Any) -> Any:
-        called.append(name)
-        return function(*args, **kwargs)
-
-    return noted
+def _refuse_call(name: str, *args: Any, **kwargs: Any) -> None:
+    """Stand-in for the function ``name`` the neuron holds, in the copy the recording runs:
+    a step that calls it is not generated (and the function not called for the recording)."""
+    raise _Refused(
+        f"step calls {name!r}, a function the neuron holds: a kernel would not repeat what it "
+        "does besides torch operations (a collective over processes, a log)"
+    )
 
 
 #: the kinds an ``int64`` value may take part in, each operand and result exact in ``int64_t``
