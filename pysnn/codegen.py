@@ -45,7 +45,7 @@ the number rounded to the tensor's dtype as torch does; a number divided by a te
 computes it, the tensor's reciprocal times the number), ``addcmul`` (rounded once where torch
 fuses it, as the trace update), negation, ``abs``, comparisons, ``where`` and ``masked_fill``,
 ``clamp``, conversions between the floating-point dtype and ``bool`` (``fire``'s Heaviside
-step). An ``int64`` state (a refractory counter, as :class:`~pysnn.neuron.LIFNeuron`'s) and
+step), ``detach`` (the same values: the recording runs without gradients). An ``int64`` state (a refractory counter, as :class:`~pysnn.neuron.LIFNeuron`'s) and
 ``int64`` constants computed from the constants (its reset value) take part in integer
 arithmetic, comparisons, ``where`` and ``clamp`` with whole numbers; the C writer then runs a
 step in passes over a block of elements, one element type each (see :func:`_c_passes`), and the
@@ -54,8 +54,23 @@ user's, from their torch operations (the recording runs under the registry's ``"
 preference). Anything else (a transcendental function of the state such as
 ``torch.exp(v)``, whose vectorised torch result can differ from C's in the last bit; an
 in-place operation; a read of a value back to Python; another integer operation; a random
-draw, which the step loop makes anew at every step) keeps the neuron on its torch step, and
+draw, which the step loop makes anew at every step; a call of a function the neuron holds,
+such as a collective over processes) keeps the neuron on its torch step, and
 :func:`pysnn.engine.explain` says which operation.
+
+**Per-neuron state.** A buffer that is not declared state but that the step assigns, one value
+per neuron shared by the batch (:class:`~pysnn.neuron.AdaptiveLIFNeuron`'s shared ``theta``),
+is state of the kernel (:attr:`Step.shared`), not a constant: its old values are read per
+element, and its new values are computed once per neuron after every element of the step (the
+neuron pass), from per-neuron values and ``spikes.sum(0)``, the sum over the batch of the
+step's 0/1 spikes, exact in any order as torch's is. The kernel's guard leaves it out; a
+buffer the step only reads (a shared ``theta`` in ``eval()`` mode) is a constant, guarded.
+Such a kernel runs the steps one after the other, each over all elements and then its
+neurons; the Triton writer refuses it, and it has no backward kernel (the buffer is learned
+from the spikes, not by gradient).
+
+A step that returns its input itself (:class:`~pysnn.neuron.Input`) stores no spikes in a
+single step: the caller returns the input, as the torch step does.
 
 **Gradients.** ``fire`` is recorded as one operation with the neuron's surrogate (a built-in
 :mod:`pysnn.surrogate` class, or none). Under autograd the forward kernel keeps each step's
@@ -95,7 +110,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from pysnn import backends, native
-from pysnn._checks import check_input
+from pysnn._checks import check_input, nonfinite
 from pysnn._guards import Guard
 from pysnn.functional.trace import trace_step
 
@@ -521,27 +536,37 @@ class NeuronKernel:
             and self.guard.holds()
         )
 
-    def single_step(
-        self, size: int, n: int, trace: Optional[TraceConstants]
-    ) -> Callable[
-        [torch.Tensor, torch.Tensor, Sequence[torch.Tensor], Optional[torch.Tensor]], None
+    def single_step(self, size: int, n: int, trace: Optional[TraceConstants]) -> Callable[
+        [
+            torch.Tensor,
+            Optional[torch.Tensor],
+            Sequence[torch.Tensor],
+            Optional[torch.Tensor],
+            bool,
+        ],
+        bool,
     ]:
-        """One step of this kernel as a function ``(x, out, states, tr)`` for inputs of
-        ``size`` elements, ``n`` per sample: the spikes stored to ``out`` (``None`` where the
-        step returns its input, :attr:`returns_input`: none stored), the states (in
-        :attr:`states`' order) updated in place, no history, the spike trace ``tr`` updated in
-        place with the constants ``trace`` (``None``: no trace update; then ``tr`` is
-        ``None``). For a caller that runs many single steps
+        """One step of this kernel as a function ``(x, out, states, tr, check) -> refused``
+        for inputs of ``size`` elements, ``n`` per sample: the spikes stored to ``out``
+        (``None`` where the step returns its input, :attr:`returns_input`: none stored), the
+        states (in :attr:`states`' order) updated in place, no history, the spike trace ``tr``
+        updated in place with the constants ``trace`` (``None``: no trace update; then ``tr``
+        is ``None``). With ``check``, an input holding a NaN or an infinity is refused first:
+        nothing is written, and the function returns ``True`` (the C kernel checks it in one
+        vectorised pass, cheaper than torch's sum). For a caller that runs many single steps
         (:meth:`pysnn.neuron.Neuron.forward`): what does not change between them (the
         uniforms' and the trace constants' addresses) is bound once."""
         raw = getattr(self.function, "c_step", None)
         if raw is None:  # (Triton)
             function, uniforms, history = self.function, self.uniforms, [None] * len(self.states)
 
-            def call(x, out, states, tr) -> None:
+            def call(x, out, states, tr, check) -> bool:
+                if check and nonfinite(x):
+                    return True
                 update = None if tr is None else TraceUpdate(tr, trace)  # type: ignore[arg-type]
                 out = torch.empty_like(x) if out is None else out  # (stored, not read)
                 function(1, size, n, x, out, states, uniforms, history, update)
+                return False
 
             return call
         addresses = [u.data_ptr() for u in self.uniforms]
@@ -551,8 +576,8 @@ class NeuronKernel:
         fixed_address = fixed.data_ptr()
         address = torch.Tensor.data_ptr
 
-        def call(x, out, states, tr) -> None:
-            raw(
+        def call(x, out, states, tr, check) -> bool:
+            return raw(
                 size,
                 n,
                 x.data_ptr(),
@@ -560,6 +585,7 @@ class NeuronKernel:
                 *map(address, states),
                 None if tr is None else tr.data_ptr(),
                 fixed_address,
+                check,
                 _threads(),
             )
 
@@ -1623,12 +1649,9 @@ def _c_kernel(step: Step) -> Tuple[str, Launch, Optional[Gradient]]:
             {ctype} in_x = xt[i];{loads}{history}
 {body}{store}{stores}{_C_TRACE.format(ctype=ctype, spike=spike)}
             }}}}"""
-    outputs = (
-        f"{ctype} *ot = out ? out + t * size : 0;"
-        if step.returns_input
-        else (f"{ctype} *ot = out + t * size;")
-    )
-    blocks = f"""for (int64_t b = 0; b < blocks; b++) {{
+    first_output = "out ? out + t * size : 0" if step.returns_input else "out + t * size"
+    outputs = f"{ctype} *ot = {first_output};"
+    blocks = """for (int64_t b = 0; b < blocks; b++) {
         const int64_t lo = b * PYSNN_BLOCK, hi = size - lo < PYSNN_BLOCK ? size : lo + PYSNN_BLOCK;"""
     if step.shared:
         # the per-neuron state is updated after every element of a step, which reads its old
@@ -1686,13 +1709,34 @@ void pysnn_generated(int64_t steps, int64_t size, int64_t n, const {ctype} *rest
         + [f", {ctype} *restrict p{k}_" for k in shared]
     )
     passed = "".join([f", s{k}_" for k in states] + [f", p{k}_" for k in shared])
+    # (a NaN or an infinity: its exponent bits all set, read as 32-bit words, a double's high
+    # one, so that the check vectorises)
+    words, high, exponent = (
+        (1, "0", "0x7f800000u") if ctype == "float" else (2, "PYSNN_HIGH", "0x7ff00000u")
+    )
     source += f"""
-void pysnn_generated_step(int64_t size, int64_t n, const {ctype} *restrict x,
-                          {ctype} *restrict out{pointers},
-                          {ctype} *restrict tr, const int64_t *restrict fixed, int64_t n_threads)
+typedef uint32_t __attribute__((may_alias)) pysnn_word;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+#define PYSNN_HIGH 0
+#else
+#define PYSNN_HIGH 1
+#endif
+
+/* one step; with check, none where x holds a NaN or an infinity (1 returned, nothing written) */
+int pysnn_generated_step(int64_t size, int64_t n, const {ctype} *restrict x,
+                         {ctype} *restrict out{pointers},
+                         {ctype} *restrict tr, const int64_t *restrict fixed, int check,
+                         int64_t n_threads)
 {{
+    if (check) {{
+        const pysnn_word *restrict w = (const pysnn_word *)x;
+        int bad = 0;
+        for (int64_t i = 0; i < size; i++) bad |= (w[{words} * i + {high}] & {exponent}) == {exponent};
+        if (bad) return 1;
+    }}
     pysnn_generated(1, size, n, x, out{passed}{fixed}{nulls}, tr,
                     (const {ctype} *)(intptr_t)fixed[{u}], (int)fixed[{u + 1}], n_threads);
+    return 0;
 }}
 """
     spikes_gradient, targets = step.seeds()
@@ -1749,8 +1793,8 @@ void pysnn_generated_backward(int64_t steps, int64_t size, int64_t n, const {cty
     function.restype = None
     single = library.pysnn_generated_step
     single.argtypes = [ctypes.c_int64] * 2 + [ctypes.c_void_p] * (2 + count + 2)
-    single.argtypes += [ctypes.c_int64]
-    single.restype = None
+    single.argtypes += [ctypes.c_int, ctypes.c_int64]
+    single.restype = ctypes.c_int
     gradient = None
     if backward:
         gradient = library.pysnn_generated_backward

@@ -545,8 +545,8 @@ class Neuron(nn.Module):
     #: :meth:`reset_state`) before the neuron warns, once, that the graph keeps growing.
     GRAPH_WARN_STEPS: int = 10_000
 
-    #: After this many steps of the same input shape without a gradient, a neuron without a
-    #: fused step of its own (a user's, above all) has a kernel generated from its ``step``
+    #: After this many steps of the same input shape without a gradient, a neuron (a user's;
+    #: ``Input`` and the LIF neurons set 1) has a kernel generated from its ``step``
     #: (:mod:`pysnn.codegen`) and takes its next single steps through it, the state updated in
     #: place: the same values, bit for bit, in one call instead of a few small kernels per
     #: operation. ``None``: never. A step that cannot be generated (``torch.exp`` of the state,
@@ -707,7 +707,9 @@ class _GeneratedStep:
     constant); no clamp pending; ``dt`` and the constants
     (a :class:`~pysnn._guards.Guard`: in-place and ``.data`` edits included); the state, a
     per-neuron state (a shared ``theta``) included, seen by nothing else (else the general
-    step runs, which never edits the state in place).
+    step runs, which never edits the state in place). With value checks on
+    (:func:`pysnn.set_checks`) an input holding a NaN or an infinity raises the general step's
+    ``ValueError``, nothing updated: the kernel checks it before it writes.
     """
 
     __slots__ = (
@@ -791,21 +793,20 @@ class _GeneratedStep:
             return None
         if not all_unshared(buffers, self.names):
             return None
-        if _checks._VALUE_CHECKS and _checks.nonfinite(x):
-            raise ValueError(_checks.nonfinite_message("x", x, type(neuron).__name__))
         if self.returns_input:  # (the spikes are x itself, as the torch step returns them)
             out, stored = x, None
         else:
             out = stored = torch.empty_like(x)
-        if self.trace is not None:  # (a spiking neuron, its trace updated by the kernel)
-            self.call(x, stored, self.states(buffers), buffers["trace"])
-            buffers["spikes"] = out
-            return out
-        self.call(x, stored, self.states(buffers), None)
+        # (a spiking neuron's trace updated by the kernel, or by trace_step after it)
+        trace = None if self.trace is None else buffers["trace"]
+        if self.call(x, stored, self.states(buffers), trace, _checks._VALUE_CHECKS):
+            # (the kernel refused the non-finite input before writing anything)
+            raise ValueError(_checks.nonfinite_message("x", x, type(neuron).__name__))
         if neuron.spiking:
-            buffers["trace"] = trace_step(
-                buffers["trace"], out, neuron.trace_parameters(), neuron._spare("trace")
-            )
+            if trace is None:
+                buffers["trace"] = trace_step(
+                    buffers["trace"], out, neuron.trace_parameters(), neuron._spare("trace")
+                )
             buffers["spikes"] = out
         return out
 

@@ -817,3 +817,36 @@ def test_a_kernel_kept_for_another_batch_size_is_not_used_after_an_assignment():
             assert torch.equal(a(x), b(x)), t
             _assert_same(a, b)
     assert a.generated_step == "generated"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_kernels_check_of_non_finite_inputs_is_exact(dtype):
+    """The generated single step checks its input in the kernel, before writing anything: a
+    NaN, inf or -inf anywhere (first, a middle block, last element; 2 x 5000 elements, two
+    blocks) raises the general step's ValueError with the state untouched; the largest
+    finite values, the smallest subnormal and -0.0 pass and give the torch step's values."""
+    from pysnn.neuron import Input
+
+    info = torch.finfo(dtype)
+    finite = [info.max, -info.max, info.tiny, info.smallest_normal / 4, -0.0]
+    a = Input(5000, trace_scale=1e-3).to(dtype)
+    b = copy.deepcopy(a)
+    with torch.no_grad():
+        for t in range(3):
+            x = _inputs(steps=1, batch=2, n=5000, dtype=dtype, seed=t)[0]
+            assert torch.equal(a(x), b(x))
+        assert a.generated_step == "generated"
+        for value in (float("nan"), float("inf"), float("-inf")):
+            for index in (0, 4999, 5003, 9999):
+                x = _inputs(steps=1, batch=2, n=5000, dtype=dtype, seed=index)[0]
+                x.view(-1)[index] = value
+                before = a.trace.clone()
+                with pytest.raises(ValueError, match="NaN|inf"):
+                    a(x)
+                assert torch.equal(a.trace, before) and a.generated_step == "generated"
+        x = _inputs(steps=1, batch=2, n=5000, dtype=dtype, seed=7)[0]
+        x.view(-1)[: len(finite)] = torch.tensor(finite, dtype=dtype)
+        x.view(-1)[-len(finite) :] = torch.tensor(finite, dtype=dtype)
+        with backends.prefer("torch"):
+            want = b(x)
+        assert a(x) is x and torch.equal(x, want) and torch.equal(a.trace, b.trace)
