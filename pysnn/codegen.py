@@ -45,7 +45,8 @@ the number rounded to the tensor's dtype as torch does; a number divided by a te
 computes it, the tensor's reciprocal times the number), ``addcmul`` (rounded once where torch
 fuses it, as the trace update), negation, ``abs``, comparisons, ``where`` and ``masked_fill``,
 ``clamp``, conversions between the floating-point dtype and ``bool`` (``fire``'s Heaviside
-step), ``detach`` (the same values: the recording runs without gradients). An ``int64`` state (a refractory counter, as :class:`~pysnn.neuron.LIFNeuron`'s) and
+step), ``detach`` (the same values: the recording runs without gradients). An ``int64``
+state (a refractory counter, as :class:`~pysnn.neuron.LIFNeuron`'s) and
 ``int64`` constants computed from the constants (its reset value) take part in integer
 arithmetic, comparisons, ``where`` and ``clamp`` with whole numbers; the C writer then runs a
 step in passes over a block of elements, one element type each (see :func:`_c_passes`), and the
@@ -1731,7 +1732,8 @@ int pysnn_generated_step(int64_t size, int64_t n, const {ctype} *restrict x,
     if (check) {{
         const pysnn_word *restrict w = (const pysnn_word *)x;
         int bad = 0;
-        for (int64_t i = 0; i < size; i++) bad |= (w[{words} * i + {high}] & {exponent}) == {exponent};
+        for (int64_t i = 0; i < size; i++)
+            bad |= (w[{words} * i + {high}] & {exponent}) == {exponent};
         if (bad) return 1;
     }}
     pysnn_generated(1, size, n, x, out{passed}{fixed}{nulls}, tr,
