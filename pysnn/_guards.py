@@ -27,10 +27,9 @@ __all__ = ["Guard"]
 SMALL_BYTES = 256
 
 _RAW = attrgetter("raw")
-
-
-def _KEY(tensor: torch.Tensor) -> Tuple[int, int]:
-    return tensor.data_ptr(), tensor._version
+# (C-level callables: a map over them runs no Python frame per tensor)
+_DATA_PTR = torch.Tensor.data_ptr
+_VERSION = attrgetter("_version")
 
 
 def _libc_memcmp() -> Optional[Callable[..., int]]:
@@ -56,13 +55,14 @@ class Guard:
     :meth:`pysnn.neuron.Neuron.derived` caches nothing computed from such a tensor.
     """
 
-    __slots__ = ("tensors", "keys", "small_views", "small", "large")
+    __slots__ = ("tensors", "pointers", "versions", "small_views", "small", "large")
 
     def __init__(self, tensors: Sequence[torch.Tensor]) -> None:
         self.tensors: Tuple[torch.Tensor, ...] = tuple(tensors)
         # storage and autograd version: a swapped storage is never read, and an in-place
         # resize or re-stride (which moves the version) invalidates
-        self.keys = list(map(_KEY, self.tensors))
+        self.pointers = list(map(_DATA_PTR, self.tensors))
+        self.versions = list(map(_VERSION, self.tensors))
         small_views, small, large = [], [], []
         for t in self.tensors:
             nbytes = t.numel() * t.element_size()
@@ -84,7 +84,10 @@ class Guard:
     def holds(self) -> bool:
         """Whether every guarded tensor has the storage, version and bytes it had at
         construction (the storage is checked first: a swapped one is never read)."""
-        if list(map(_KEY, self.tensors)) != self.keys:
+        if (
+            list(map(_DATA_PTR, self.tensors)) != self.pointers
+            or list(map(_VERSION, self.tensors)) != self.versions
+        ):
             return False
         if list(map(_RAW, self.small_views)) != self.small:
             return False

@@ -45,7 +45,8 @@ the number rounded to the tensor's dtype as torch does; a number divided by a te
 computes it, the tensor's reciprocal times the number), ``addcmul`` (rounded once where torch
 fuses it, as the trace update), negation, ``abs``, comparisons, ``where`` and ``masked_fill``,
 ``clamp``, conversions between the floating-point dtype and ``bool`` (``fire``'s Heaviside
-step). An ``int64`` state (a refractory counter, as :class:`~pysnn.neuron.LIFNeuron`'s) and
+step), ``detach`` (the same values: the recording runs without gradients). An ``int64``
+state (a refractory counter, as :class:`~pysnn.neuron.LIFNeuron`'s) and
 ``int64`` constants computed from the constants (its reset value) take part in integer
 arithmetic, comparisons, ``where`` and ``clamp`` with whole numbers; the C writer then runs a
 step in passes over a block of elements, one element type each (see :func:`_c_passes`), and the
@@ -54,8 +55,23 @@ user's, from their torch operations (the recording runs under the registry's ``"
 preference). Anything else (a transcendental function of the state such as
 ``torch.exp(v)``, whose vectorised torch result can differ from C's in the last bit; an
 in-place operation; a read of a value back to Python; another integer operation; a random
-draw, which the step loop makes anew at every step) keeps the neuron on its torch step, and
+draw, which the step loop makes anew at every step; a call of a function the neuron holds,
+such as a collective over processes) keeps the neuron on its torch step, and
 :func:`pysnn.engine.explain` says which operation.
+
+**Per-neuron state.** A buffer that is not declared state but that the step assigns, one value
+per neuron shared by the batch (:class:`~pysnn.neuron.AdaptiveLIFNeuron`'s shared ``theta``),
+is state of the kernel (:attr:`Step.shared`), not a constant: its old values are read per
+element, and its new values are computed once per neuron after every element of the step (the
+neuron pass), from per-neuron values and ``spikes.sum(0)``, the sum over the batch of the
+step's 0/1 spikes, exact in any order as torch's is. The kernel's guard leaves it out; a
+buffer the step only reads (a shared ``theta`` in ``eval()`` mode) is a constant, guarded.
+Such a kernel runs the steps one after the other, each over all elements and then its
+neurons; the Triton writer refuses it, and it has no backward kernel (the buffer is learned
+from the spikes, not by gradient).
+
+A step that returns its input itself (:class:`~pysnn.neuron.Input`) stores no spikes in a
+single step: the caller returns the input, as the torch step does.
 
 **Gradients.** ``fire`` is recorded as one operation with the neuron's surrogate (a built-in
 :mod:`pysnn.surrogate` class, or none). Under autograd the forward kernel keeps each step's
@@ -76,7 +92,8 @@ import copy
 import ctypes
 import math
 import types
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from typing import (
     TYPE_CHECKING,
     Any,
@@ -94,7 +111,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from pysnn import backends, native
-from pysnn._checks import check_input
+from pysnn._checks import check_input, nonfinite
 from pysnn._guards import Guard
 from pysnn.functional.trace import trace_step
 
@@ -167,8 +184,10 @@ class Ref:
     """An operand of a recorded operation.
 
     Attributes:
-        kind: ``"x"`` (the step's input), ``"state"`` (state ``index``), ``"uniform"``
-            (uniform ``index``), ``"value"`` (the result of operation ``index``) or
+        kind: ``"x"`` (the step's input), ``"state"`` (state ``index``), ``"shared"``
+            (per-neuron state ``index``, see :attr:`Step.shared`), ``"uniform"`` (uniform
+            ``index``), ``"value"`` (the result of operation ``index``), ``"batch"`` (the
+            result of the neuron pass's operation ``index``, see :attr:`Step.batch_ops`) or
             ``"number"`` (the finite Python number or ``bool`` ``value``).
     """
 
@@ -187,7 +206,8 @@ class Op:
             ``clamp`` (value, lower bound, upper bound; a bound not given is ``None``),
             ``fire`` (the Heaviside step ``z >= 0`` in the floating-point dtype), ``madd``
             (``a * b + c``, rounded as torch's ``addcmul``), ``float`` or ``bool`` (a
-            conversion).
+            conversion), ``batch_sum`` (in :attr:`Step.batch_ops` only: the sum over the batch
+            of the step's 0/1 spikes, per neuron).
         args: the operands, in the order of the written expression.
         result: ``"float"`` (the step's dtype), ``"bool"`` or ``"int"`` (``int64``: an
             integer state such as a refractory counter, never differentiated).
@@ -258,6 +278,17 @@ class Step:
         surrogate: the neuron's surrogate (``fire``'s gradient).
         integer: the states and uniforms (``("state", k)``, ``("uniform", k)``) that are
             ``int64`` (a refractory counter and its reset value), not ``dtype``.
+        shared: the per-neuron states (shape ``shape``, no batch dimension, of ``dtype``):
+            buffers other than the declared state that the step assigns, such as
+            :class:`~pysnn.neuron.AdaptiveLIFNeuron`'s shared ``theta``. Their old values
+            are read per element; their new values are computed after every element of the
+            step, once per neuron (the neuron pass).
+        per_neuron_values: the operations of :attr:`ops` whose values are per neuron (they
+            read per-neuron states, uniforms and numbers only): the neuron pass may compute
+            them again.
+        batch_ops: the operations of the neuron pass (``Ref("batch", k)`` is
+            ``batch_ops[k]``): a ``batch_sum`` of the spikes, and what is computed from it.
+        shared_updated: the new value of each per-neuron state, by index.
     """
 
     neuron: str
@@ -270,12 +301,24 @@ class Step:
     updated: Dict[int, Ref]
     surrogate: Any
     integer: frozenset = frozenset()
+    shared: List[str] = field(default_factory=list)
+    per_neuron_values: frozenset = frozenset()
+    batch_ops: List[Op] = field(default_factory=list)
+    shared_updated: Dict[int, Ref] = field(default_factory=dict)
+
+    @property
+    def returns_input(self) -> bool:
+        """Whether ``step`` returns its input itself (as :class:`~pysnn.neuron.Input` does):
+        a single step then stores no spikes, the caller has them."""
+        return self.spikes.kind == "x"
 
     def result(self, ref: Ref) -> str:
         """``"float"``, ``"bool"`` or ``"int"``: what ``ref`` holds (a uniform is read as
         ``dtype`` unless ``int64``; a number as ``float`` unless a ``bool``)."""
         if ref.kind == "value":
             return self.ops[ref.index].result
+        if ref.kind == "batch":
+            return self.batch_ops[ref.index].result
         if ref.kind == "number" and isinstance(ref.value, bool):
             return "bool"
         if (ref.kind, ref.index) in self.integer:
@@ -329,6 +372,7 @@ class Step:
         )
         return (
             not self.integer  # (an integer state: no history of it is kept, see _GeneratedSteps)
+            and not self.shared  # (learned from the spikes, not by gradient: no adjoint kept)
             and self.gradient(self.spikes) is not None
             and self.surrogate_form() is not None
             and not heaviside
@@ -434,13 +478,20 @@ class NeuronKernel:
 
     Attributes:
         source: the C or Triton source.
-        states: the state variables the step updates, in the kernel's argument order.
+        states: the state variables the step updates, in the kernel's argument order: those
+            of the batch's shape, then the per-neuron ones (:attr:`Step.shared`).
         uniforms: the uniform values (tensors computed by torch from the constants).
+        guard: watches what the recording read as constants (see :func:`generate`).
+        dt: the neuron's ``dt`` when generated.
+        dtype: the dtype of the input and the state.
         function: the forward kernel (see :data:`Launch`).
         gradient: the backward kernel (see :data:`Gradient`; ``None``: no gradient, the torch
             step runs under autograd).
         backend: the writer, ``"c"`` or ``"triton"``.
         device: the device it runs on.
+        returns_input: the step returns its input itself (:attr:`Step.returns_input`).
+        max_batch: the largest batch it runs (``None``: any), where the step sums its spikes
+            over the batch: beyond it the sums would not be exact, as torch's are not.
     """
 
     source: str
@@ -453,13 +504,19 @@ class NeuronKernel:
     gradient: Optional[Gradient] = None
     backend: str = "c"
     device: torch.device = torch.device("cpu")
+    returns_input: bool = False
+    max_batch: Optional[int] = None
+
+    def fits(self, batch: int) -> bool:
+        """Whether it runs steps of ``batch`` samples."""
+        return self.max_batch is None or batch <= self.max_batch
 
     def applies(self, neuron: Neuron, x: torch.Tensor) -> bool:
         """Whether this kernel may run ``neuron`` on ``x`` ``(T, B, *shape)`` now: the same
         constants (bytes) and ``dt`` as when generated, the kernel's dtype and device, no
         gradient needed unless it has a backward kernel (and no learned constant, whose
         gradient only the torch step gives, wants one, even with an input that wants none),
-        no clamp pending."""
+        no clamp pending, a batch it runs (:meth:`fits`)."""
         graph = torch.is_grad_enabled() and (
             x.requires_grad
             or any(p.requires_grad for p in neuron._parameters.values())
@@ -476,27 +533,41 @@ class NeuronKernel:
             and neuron.dt == self.dt
             and neuron.__dict__.get("_override") is None
             and not torch.compiler.is_compiling()
+            and self.fits(x.shape[1])
             and self.guard.holds()
         )
 
-    def single_step(
-        self, size: int, n: int, trace: Optional[TraceConstants]
-    ) -> Callable[
-        [torch.Tensor, torch.Tensor, Sequence[torch.Tensor], Optional[torch.Tensor]], None
+    def single_step(self, size: int, n: int, trace: Optional[TraceConstants]) -> Callable[
+        [
+            torch.Tensor,
+            Optional[torch.Tensor],
+            Sequence[torch.Tensor],
+            Optional[torch.Tensor],
+            bool,
+        ],
+        bool,
     ]:
-        """One step of this kernel as a function ``(x, out, states, tr)`` for inputs of
-        ``size`` elements, ``n`` per sample: the states (in :attr:`states`' order) updated in
-        place, no history, the spike trace ``tr`` updated in place with the constants
-        ``trace`` (``None``: no trace update; then ``tr`` is ``None``). For a caller that runs
-        many single steps (:meth:`pysnn.neuron.Neuron.forward`): what does not change between
-        them (the uniforms' and the trace constants' addresses) is bound once."""
+        """One step of this kernel as a function ``(x, out, states, tr, check) -> refused``
+        for inputs of ``size`` elements, ``n`` per sample: the spikes stored to ``out``
+        (``None`` where the step returns its input, :attr:`returns_input`: none stored), the
+        states (in :attr:`states`' order) updated in place, no history, the spike trace ``tr``
+        updated in place with the constants ``trace`` (``None``: no trace update; then ``tr``
+        is ``None``). With ``check``, an input holding a NaN or an infinity is refused first:
+        nothing is written, and the function returns ``True`` (the C kernel checks it in one
+        vectorised pass, cheaper than torch's sum). For a caller that runs many single steps
+        (:meth:`pysnn.neuron.Neuron.forward`): what does not change between them (the
+        uniforms' and the trace constants' addresses) is bound once."""
         raw = getattr(self.function, "c_step", None)
         if raw is None:  # (Triton)
             function, uniforms, history = self.function, self.uniforms, [None] * len(self.states)
 
-            def call(x, out, states, tr) -> None:
+            def call(x, out, states, tr, check) -> bool:
+                if check and nonfinite(x):
+                    return True
                 update = None if tr is None else TraceUpdate(tr, trace)  # type: ignore[arg-type]
+                out = torch.empty_like(x) if out is None else out  # (stored, not read)
                 function(1, size, n, x, out, states, uniforms, history, update)
+                return False
 
             return call
         addresses = [u.data_ptr() for u in self.uniforms]
@@ -506,15 +577,16 @@ class NeuronKernel:
         fixed_address = fixed.data_ptr()
         address = torch.Tensor.data_ptr
 
-        def call(x, out, states, tr) -> None:
-            raw(
+        def call(x, out, states, tr, check) -> bool:
+            return raw(
                 size,
                 n,
                 x.data_ptr(),
-                out.data_ptr(),
+                None if out is None else out.data_ptr(),
                 *map(address, states),
                 None if tr is None else tr.data_ptr(),
                 fixed_address,
+                check,
                 _threads(),
             )
 
@@ -627,25 +699,33 @@ def generate(neuron: Neuron, example: torch.Tensor) -> Tuple[Optional[NeuronKern
         return None, str(why)
     kernel = NeuronKernel(
         source=source,
-        states=step.states,
+        states=step.states + step.shared,
         uniforms=step.uniforms,
-        guard=Guard(_read_as_constants(neuron)),
+        guard=Guard(_read_as_constants(neuron, exclude=step.shared)),
         dt=neuron.dt,
         dtype=step.dtype,
         function=function,
         gradient=gradient,
         backend=backend,
         device=example.device,
+        returns_input=step.returns_input,
+        max_batch=_EXACT_COUNTS[step.dtype] if step.batch_ops else None,
     )
     return kernel, ""
 
 
-def _read_as_constants(neuron: Neuron) -> List[torch.Tensor]:
+def _read_as_constants(neuron: Neuron, exclude: Sequence[str] = ()) -> List[torch.Tensor]:
     """What the recording may read as constants (uniforms): the neuron's buffers other than
-    its state (its constants, and any other buffer, such as a fixed ``tau_v`` or a shared
-    ``theta``) and its parameters. A kernel's guard watches them all."""
+    its state and ``exclude`` (its per-neuron state, :attr:`Step.shared`): its constants, and
+    any other buffer, such as a fixed ``tau_v`` or a shared ``theta`` that the step only reads
+    (:class:`~pysnn.neuron.AdaptiveLIFNeuron` in ``eval()`` mode), and its parameters. A
+    kernel's guard watches them all."""
     states = neuron._state_specs
-    tensors = [t for k, t in neuron._buffers.items() if k not in states and t is not None]
+    tensors = [
+        t
+        for k, t in neuron._buffers.items()
+        if k not in states and k not in exclude and t is not None
+    ]
     return tensors + [t for t in neuron._parameters.values() if t is not None]
 
 
@@ -785,8 +865,9 @@ def _record(neuron: Neuron, example: torch.Tensor) -> Step:
         raise _Refused(f"{outside}; a generated kernel would keep its value as recorded")
     if any(True for _ in neuron.children()):
         raise _Refused(f"{type(neuron).__name__} holds other modules (their state is not its own)")
-    try:
-        twin = copy.deepcopy(neuron)
+    held = _held_functions(neuron)
+    try:  # (the functions the neuron holds are shared, not copied: see _held_functions)
+        twin = copy.deepcopy(neuron, {id(function): function for function in held.values()})
     except RuntimeError as err:  # (a state that carries an autograd graph)
         raise _Refused(f"the neuron cannot be copied to record its step: {err}") from None
     twin.reset_state()
@@ -803,6 +884,10 @@ def _record(neuron: Neuron, example: torch.Tensor) -> Step:
                 f"state {name!r} is not a contiguous {dtype} (or int64) tensor of the input's "
                 "shape"
             )
+    # the other buffers: those the step assigns are its per-neuron state (Step.shared)
+    others = {
+        k: t for k, t in twin._buffers.items() if k not in twin._state_specs and t is not None
+    }
     kept = {name: twin._buffers[name] for name in ("spikes", "trace") if name in twin._buffers}
     x = example.detach().clone()
     record = _Record()
@@ -814,6 +899,8 @@ def _record(neuron: Neuron, example: torch.Tensor) -> Step:
         return spike
 
     twin.fire = fire
+    for key in held:
+        twin.__dict__[key] = partial(_refuse_call, key)
     attributes = _attributes(twin)
     # the torch step, the reference a kernel must reproduce (a built-in neuron's step calls the
     # functional layer, which would otherwise run its own fused kernels); draws nothing for real
@@ -823,27 +910,49 @@ def _record(neuron: Neuron, example: torch.Tensor) -> Step:
         raise _Refused(
             f"step draws random numbers ({record.random}); the step loop draws anew every step"
         )
+    shape = torch.Size(neuron.shape)
+    shared = [k for k, t in others.items() if twin._buffers.get(k) is not t]
+    for name in shared:
+        value = others[name]
+        if value.dtype is not dtype or not value.is_contiguous() or value.shape != shape:
+            raise _Refused(
+                f"step assigns {name!r}, which is neither registered state nor a contiguous "
+                f"{dtype} tensor of the neuron shape {tuple(shape)} (a per-neuron state)"
+            )
     after = _attributes(twin)
-    changed = sorted(k for k in set(attributes) | set(after) if attributes.get(k) != after.get(k))
+    changed = sorted(
+        k
+        for k in set(attributes) | set(after)
+        if attributes.get(k) != after.get(k) and k not in shared
+    )
     if changed:  # a counter, a flag, a list: the kernel would keep the value it was recorded with
         raise _Refused(f"step changes {', '.join(changed)}, which is not registered state")
     for name, value in kept.items():
         if twin._buffers[name] is not value:
             raise _Refused(f"step assigns {name!r} itself")
-    constants = _read_as_constants(twin)
+    constants = _read_as_constants(twin, exclude=shared)
     # what a per-element operation may read as uniform: the constants, and what torch computed
     # from them (and from numbers) alone during the step
     allowed = {id(t) for t in constants}
     element: Dict[int, Ref] = {id(x): Ref("x")}  # tensor id -> the operand it is
+    # where each operand is computed: "element" (per element), "neuron" (per neuron, from the
+    # per-neuron state, uniforms and numbers) or "batch" (per neuron, from a batch sum)
+    level: Dict[Ref, str] = {Ref("x"): "element"}
     integer = set()  # ("state", k) and ("uniform", k) of dtype int64
     for k, name in enumerate(names):
         element[id(before[name])] = Ref("state", k)
+        level[Ref("state", k)] = "element"
         if before[name].dtype is torch.int64:
             integer.add(("state", k))
+    for k, name in enumerate(shared):
+        element[id(others[name])] = Ref("shared", k)
+        level[Ref("shared", k)] = "neuron"
     uniforms: List[torch.Tensor] = []
     per_neuron: List[bool] = []
     uniform_index: Dict[int, Ref] = {}
     ops: List[Op] = []
+    batch_ops: List[Op] = []
+    per_neuron_values = set()  # the ops whose values are per neuron
     n = math.prod(neuron.shape)
     keep: List[Any] = []  # the recorded tensors stay alive: their ids stay unique
 
@@ -879,6 +988,24 @@ def _record(neuron: Neuron, example: torch.Tensor) -> Step:
             return Ref("number", value=float(value))
         raise _Refused(f"the number {value!r} cannot be written as C")
 
+    def emit(kind: str, refs: Tuple[Optional[Ref], ...], result: str, name: str) -> Ref:
+        """Append an operation where its operands are computed; its operand."""
+        levels = {level.get(r) for r in refs if r is not None}
+        if "batch" in levels and "element" in levels:
+            raise _Refused(
+                f"{name} computes a per-element value from a sum over the batch of the same "
+                "step (the per-neuron values are computed after every element)"
+            )
+        where = "batch" if "batch" in levels else "element" if "element" in levels else "neuron"
+        _check_types(kind, refs, result, ops, batch_ops, integer, name)
+        target = batch_ops if where == "batch" else ops
+        ref = Ref("batch" if where == "batch" else "value", len(target))
+        if where == "neuron":
+            per_neuron_values.add(len(ops))
+        target.append(Op(kind, refs, result))
+        level[ref] = where
+        return ref
+
     for func, args, kwargs, out in record.ops:
         keep.append(out)
         tensors = [a for a in args if isinstance(a, torch.Tensor)]
@@ -895,12 +1022,23 @@ def _record(neuron: Neuron, example: torch.Tensor) -> Step:
             if name in ("untyped_storage", "_use_count"):
                 continue  # who holds the tensor (pysnn's in-place checks), not its values
             raise _Refused(f"step reads a per-element value back to Python ({name})")
-        if out.shape != example.shape:
+        if out.shape not in (example.shape, shape):
             raise _Refused(f"{name} gives shape {tuple(out.shape)}, not the input's")
         if name.endswith("_") and not name.startswith("__"):
             raise _Refused(f"step changes a tensor in place ({name})")
         if out.dtype not in (dtype, torch.bool, torch.int64):
             raise _Refused(f"{name} gives {out.dtype}")
+        if name == "detach" and len(args) == 1 and not kwargs:
+            element[id(out)] = operand(args[0])  # (recorded without gradients: the same values)
+            continue
+        if name == "sum" and _sums_over_the_batch(args, kwargs):
+            summed = operand(args[0])
+            if level.get(summed) != "element" or out.shape != shape:
+                raise _Refused("sum over the batch of a value that is not per element")
+            element[id(out)] = Ref("batch", len(batch_ops))
+            level[element[id(out)]] = "batch"
+            batch_ops.append(Op("batch_sum", (summed,), "float"))
+            continue
         if name == "fire" and len(args) == 1:
             kind, refs = "fire", (operand(args[0]),)
         elif name == "addcmul" and len(args) == 3 and not kwargs:
@@ -915,8 +1053,7 @@ def _record(neuron: Neuron, example: torch.Tensor) -> Step:
         elif name in ("__rdiv__", "__rtruediv__") and len(args) == 2 and not kwargs:
             # number / tensor: torch computes tensor.reciprocal() * number (two roundings)
             a, b = operand(args[0]), operand(args[1])
-            ops.append(Op("div", (Ref("number", value=1.0), a), "float"))
-            kind, refs = "mul", (Ref("value", len(ops) - 1), b)
+            kind, refs = "mul", (emit("div", (Ref("number", value=1.0), a), "float", name), b)
         elif name in _UNARY and len(args) == 1 and not kwargs:
             kind, refs = _UNARY[name], (operand(args[0]),)
         elif name == "where" and len(args) == 3 and not kwargs:
@@ -940,11 +1077,23 @@ def _record(neuron: Neuron, example: torch.Tensor) -> Step:
                 f"{name} cannot be generated (not an elementwise operation pysnn writes)"
             )
         result = {torch.bool: "bool", torch.int64: "int"}.get(out.dtype, "float")
-        _check_types(kind, refs, result, ops, integer, name)
-        element[id(out)] = Ref("value", len(ops))
-        ops.append(Op(kind, refs, result))
+        ref = emit(kind, refs, result, name)
+        if out.shape != (example.shape if level[ref] == "element" else shape):
+            raise _Refused(f"{name} gives shape {tuple(out.shape)}, not the input's")
+        element[id(out)] = ref
     if not isinstance(spikes, torch.Tensor) or id(spikes) not in element:
         raise _Refused("step returns a value that does not depend on its input or state")
+    returned = element[id(spikes)]
+    if level.get(returned) != "element":
+        raise _Refused("step returns a value per neuron, not one per element of its input")
+    for op in batch_ops:
+        if op.kind == "batch_sum" and (op.args[0] != returned or not _zero_one(returned, ops)):
+            raise _Refused(
+                "a sum over the batch is generated of the step's spikes only, where they are "
+                "0 or 1 (a fire or a bool converted): exact in any order, as torch's"
+            )
+    if batch_ops and example.shape[0] > _EXACT_COUNTS[dtype]:
+        raise _Refused(f"a batch of more than {_EXACT_COUNTS[dtype]} counts inexactly in {dtype}")
     updated: Dict[int, Ref] = {}
     for k, name in enumerate(names):
         final = twin._buffers[name]
@@ -952,6 +1101,18 @@ def _record(neuron: Neuron, example: torch.Tensor) -> Step:
             if id(final) not in element:
                 raise _Refused(f"state {name!r} is set to a value computed outside the step")
             updated[k] = element[id(final)]
+            if level.get(updated[k]) != "element":
+                raise _Refused(f"state {name!r} is set to a value per neuron, not per element")
+    shared_updated: Dict[int, Ref] = {}
+    for k, name in enumerate(shared):
+        final = twin._buffers[name]
+        ref = element.get(id(final)) if isinstance(final, torch.Tensor) else None
+        if ref is None or level.get(ref) == "element" or final.dtype is not dtype:
+            raise _Refused(
+                f"step assigns {name!r}, which is not registered state, a value other than a "
+                f"{dtype} one per neuron computed in the step"
+            )
+        shared_updated[k] = ref
     return Step(
         neuron=type(neuron).__name__,
         dtype=dtype,
@@ -959,10 +1120,70 @@ def _record(neuron: Neuron, example: torch.Tensor) -> Step:
         ops=ops,
         uniforms=uniforms,
         per_neuron=per_neuron,
-        spikes=element[id(spikes)],
+        spikes=returned,
         updated=updated,
         surrogate=neuron.surrogate,
         integer=frozenset(integer),
+        shared=shared,
+        per_neuron_values=frozenset(per_neuron_values),
+        batch_ops=batch_ops,
+        shared_updated=shared_updated,
+    )
+
+
+#: the largest batch whose sums of 0/1 spikes are exact in the dtype, in any order (every
+#: partial sum a whole number the dtype holds)
+_EXACT_COUNTS = {torch.float32: 1 << 24, torch.float64: 1 << 53}
+
+
+def _sums_over_the_batch(args: tuple, kwargs: dict) -> bool:
+    """Whether a recorded ``sum`` is ``value.sum(0)`` (``torch.sum(value, 0)``, ``dim=0``):
+    over the batch dimension, without ``keepdim`` or ``dtype``."""
+    if len(args) == 2 and not kwargs:
+        dim = args[1]
+    elif len(args) == 1 and set(kwargs) == {"dim"}:
+        dim = kwargs["dim"]
+    else:
+        return False
+    return type(dim) is int and dim == 0
+
+
+def _zero_one(ref: Ref, ops: List[Op]) -> bool:
+    """Whether the per-element value ``ref`` is 0 or 1: a ``fire``, or a ``bool`` converted
+    to the dtype."""
+    if ref.kind != "value":
+        return False
+    op = ops[ref.index]
+    if op.kind == "fire":
+        return True
+    source = op.args[0] if op.kind == "float" else None
+    if source is None or source.kind == "number":
+        return False
+    if source.kind == "value":
+        return ops[source.index].result == "bool"
+    return False  # (an input, state or uniform of the dtype: any value)
+
+
+def _held_functions(neuron: Neuron) -> Dict[str, Callable[..., Any]]:
+    """The functions ``neuron`` holds in its public attributes (its surrogate aside, which
+    ``fire`` records): such as :class:`~pysnn.neuron.AdaptiveLIFNeuron`'s
+    ``spike_count_reduce``, a collective over processes. A step that calls one is not
+    generated (see :func:`_refuse_call`); the copy the recording runs on shares them (a
+    process group cannot be copied)."""
+    kinds = (types.FunctionType, types.BuiltinFunctionType, types.MethodType, partial)
+    return {
+        key: value
+        for key, value in neuron.__dict__.items()
+        if not key.startswith("_") and key != "surrogate" and isinstance(value, kinds)
+    }
+
+
+def _refuse_call(name: str, *args: Any, **kwargs: Any) -> None:
+    """Stand-in for the function ``name`` the neuron holds, in the copy the recording runs:
+    a step that calls it is not generated (and the function not called for the recording)."""
+    raise _Refused(
+        f"step calls {name!r}, a function the neuron holds: a kernel would not repeat what it "
+        "does besides torch operations (a collective over processes, a log)"
     )
 
 
@@ -973,7 +1194,13 @@ _INTEGER_KINDS = frozenset(
 
 
 def _check_types(
-    kind: str, refs: Tuple[Optional[Ref], ...], result: str, ops: List[Op], integer: set, name: str
+    kind: str,
+    refs: Tuple[Optional[Ref], ...],
+    result: str,
+    ops: List[Op],
+    batch_ops: List[Op],
+    integer: set,
+    name: str,
 ) -> None:
     """Refuse an operation on ``int64`` values that the writers would not compute as torch
     does: only integer arithmetic, comparisons, ``where`` and ``clamp`` among ``int64`` values
@@ -982,8 +1209,8 @@ def _check_types(
     def held(ref: Optional[Ref]) -> str:
         if ref is None:
             return "none"
-        if ref.kind == "value":
-            return ops[ref.index].result
+        if ref.kind in ("value", "batch"):
+            return (ops if ref.kind == "value" else batch_ops)[ref.index].result
         if ref.kind == "number":
             return "bool" if isinstance(ref.value, bool) else "number"
         return "int" if (ref.kind, ref.index) in integer else "float"
@@ -1031,10 +1258,14 @@ def _c_operand(step: Step, ref: Optional[Ref], ctype: str) -> Optional[str]:
         return "in_x"
     if ref.kind == "state":
         return f"s{ref.index}"
+    if ref.kind == "shared":
+        return f"p{ref.index}"
     if ref.kind == "uniform":
         return f"u{ref.index}[{'j' if step.per_neuron[ref.index] else '0'}]"
     if ref.kind == "value":
         return f"e{ref.index}"
+    if ref.kind == "batch":
+        return f"b{ref.index}"
     return _number(ref.value, ctype)
 
 
@@ -1140,13 +1371,14 @@ _C_MADD = """
 #define PYSNN_MADD(a, b, c) ((a) * (b) + (c))
 #endif
 """
-#: The spike trace after a step's spikes ``ot[i]`` (see :class:`TraceUpdate`): the built-in trace
-#: kernel's operations (both modes' values computed, so that the loop vectorises)
+#: The spike trace after a step's spikes ``{spike}`` (``ot[i]``, or ``in_x`` where the step
+#: returns its input; see :class:`TraceUpdate`): the built-in trace kernel's operations (both
+#: modes' values computed, so that the loop vectorises)
 _C_TRACE = """
             if (tr) {{
                 const {ctype} decayed = tr[i] * tc[j];
-                const {ctype} added = PYSNN_MADD(tc[n + j], ot[i], decayed);
-                tr[i] = additive ? added : (ot[i] > 0 ? tc[n + j] : decayed);
+                const {ctype} added = PYSNN_MADD(tc[n + j], {spike}, decayed);
+                tr[i] = additive ? added : ({spike} > 0 ? tc[n + j] : decayed);
             }}"""
 _threads = torch.get_num_threads
 
@@ -1252,6 +1484,11 @@ def _c_passes(step: Step, ctype: str, lines: List[str], stype: List[str]) -> str
         body += [
             f"{stype[k]} s{k} = s{k}_[i];" for k in range(len(step.states)) if ("state", k) in read
         ]
+        body += [
+            f"const {ctype} p{k} = p{k}_[j];"
+            for k in range(len(step.shared))
+            if ("shared", k) in read
+        ]
         for (k, reader), name in crossing.items():
             if reader == kind and where[k] < p:
                 result = step.ops[k].result
@@ -1264,7 +1501,7 @@ def _c_passes(step: Step, ctype: str, lines: List[str], stype: List[str]) -> str
         # vectorising the loop
         computed = [line for line, q in zip(lines, where) if q == p]
         for q, target, ref, typed in stores:
-            if q == p:
+            if q == p and not (target == "ot[i]" and step.returns_input):  # (copied per block)
                 computed.append(f"{target} = {_c_operand(step, ref, typed)};")
         for k in range(len(step.uniforms)):
             if ("uniform", k) in read:
@@ -1288,9 +1525,10 @@ def _c_passes(step: Step, ctype: str, lines: List[str], stype: List[str]) -> str
         # the pass of the spikes updates the trace too (pysnn_trace's operations), written
         # three times: with the additive trace, the reset trace, none (a branch on tr or
         # additive inside would stop GCC vectorising)
+        spike = "in_x" if step.returns_input else "ot[i]"
         decayed = f"const {ctype} decayed = tr[i] * tc[j];"
-        additive = f"tr[i] = PYSNN_MADD(tc[n + j], ot[i], decayed);"
-        reset = "tr[i] = ot[i] > 0 ? tc[n + j] : decayed;"
+        additive = f"tr[i] = PYSNN_MADD(tc[n + j], {spike}, decayed);"
+        reset = f"tr[i] = {spike} > 0 ? tc[n + j] : decayed;"
         text += f"""
             if (tr && additive) {{
             {_C_ELEMENTS}
@@ -1310,6 +1548,49 @@ def _c_passes(step: Step, ctype: str, lines: List[str], stype: List[str]) -> str
             }}}}
             }}"""
     return text
+
+
+def _c_neuron_pass(step: Step, ctype: str) -> str:
+    """The neuron pass of a step with per-neuron state (:attr:`Step.shared`), after every
+    element of step ``t``: per block of neurons, the sums over the batch of the spikes
+    (``ot``, 0/1: exact in any order), then per neuron the per-neuron values it reads
+    (:attr:`Step.per_neuron_values`, as the element loop computes them), the operations of
+    :attr:`Step.batch_ops` and the new per-neuron state."""
+
+    def declared(op: Op) -> str:
+        return {"bool": "int", "int": "int64_t"}.get(op.result, ctype)
+
+    def expression(op: Op) -> str:
+        numbers = _number_type(step, op, ctype)
+        return _c_expression(op, [_c_operand(step, ref, numbers) for ref in op.args], numbers)
+
+    sums = [k for k, op in enumerate(step.batch_ops) if op.kind == "batch_sum"]
+    lines = [f"const {ctype} p{k} = p{k}_[j];" for k in range(len(step.shared))]
+    for k in sorted(step.per_neuron_values):
+        lines.append(f"{declared(step.ops[k])} e{k} = {expression(step.ops[k])};")
+    for k, op in enumerate(step.batch_ops):
+        value = f"r{k}[j - j0]" if op.kind == "batch_sum" else expression(op)
+        lines.append(f"{declared(op)} b{k} = {value};")
+    lines += [
+        f"p{k}_[j] = {_c_operand(step, ref, ctype)};" for k, ref in step.shared_updated.items()
+    ]
+    counts = ""
+    if sums:
+        arrays = "".join(f" {ctype} r{k}[PYSNN_BLOCK];" for k in sums)
+        zeros = "".join(f" r{k}[j - j0] = 0;" for k in sums)
+        adds = "".join(f" r{k}[j - j0] += ot[row + j];" for k in sums)
+        counts = f"""
+           {arrays}
+            for (int64_t j = j0; j < j1; j++) {{{zeros} }}
+            for (int64_t row = 0; row < size; row += n)
+                for (int64_t j = j0; j < j1; j++) {{{adds} }}"""
+    inner = "\n".join("                " + line for line in lines)
+    return f"""        for (int64_t j0 = 0; j0 < n; j0 += PYSNN_BLOCK) {{
+            const int64_t j1 = n - j0 < PYSNN_BLOCK ? n : j0 + PYSNN_BLOCK;{counts}
+            for (int64_t j = j0; j < j1; j++) {{
+{inner}
+            }}
+        }}"""
 
 
 def _c_kernel(step: Step) -> Tuple[str, Launch, Optional[Gradient]]:
@@ -1339,46 +1620,82 @@ def _c_kernel(step: Step) -> Tuple[str, Launch, Optional[Gradient]]:
         f"\n            s{k}_[i] = {_c_operand(step, ref, ctype)};"
         for k, ref in step.updated.items()
     )
+    shared = range(len(step.shared))
     stype = [_c_type(step, "state", k, ctype) for k in states]
     utype = [_c_type(step, "uniform", k, ctype) for k in range(len(step.uniforms))]
     loads = "".join(f"\n            {stype[k]} s{k} = s{k}_[i];" for k in states)
+    # (the per-neuron state's old values, read as a per-neuron uniform is)
+    loads += "".join(f"\n            const {ctype} p{k} = p{k}_[j];" for k in shared)
     history = "".join(f"\n            if (h{k}) h{k}[t * size + i] = s{k};" for k in states)
     arguments = "".join(
         [f", {stype[k]} *restrict s{k}_" for k in states]
+        + [f", {ctype} *restrict p{k}_" for k in shared]
         + [f", const {utype[k]} *restrict u{k}" for k in range(len(step.uniforms))]
         + [f", {stype[k]} *restrict h{k}" for k in states]
+        + [f", {ctype} *restrict hp{k}" for k in shared]  # (no history kept: never written)
+    )
+    # a step that returns its input: the spikes copied a block at a time (where they are
+    # wanted: a single step stores none, out is NULL), the trace updated from the input
+    spike = "in_x" if step.returns_input else "ot[i]"
+    store = "" if step.returns_input else f"\n            ot[i] = {spikes};"
+    copied = (
+        "\n            if (ot) memcpy(ot + lo, xt + lo, (size_t)(hi - lo) * sizeof(*ot));"
+        if step.returns_input
+        else ""
     )
     if step.integer:
         elements = _c_passes(step, ctype, lines, stype)
     else:
         elements = f"""            {_C_ELEMENTS}
             {ctype} in_x = xt[i];{loads}{history}
-{body}
-            ot[i] = {spikes};{stores}{_C_TRACE.format(ctype=ctype)}
+{body}{store}{stores}{_C_TRACE.format(ctype=ctype, spike=spike)}
             }}}}"""
-    loop = f"""for (int64_t b = 0; b < blocks; b++) {{
-        const int64_t lo = b * PYSNN_BLOCK, hi = size - lo < PYSNN_BLOCK ? size : lo + PYSNN_BLOCK;
+    first_output = "out ? out + t * size : 0" if step.returns_input else "out + t * size"
+    outputs = f"{ctype} *ot = {first_output};"
+    blocks = """for (int64_t b = 0; b < blocks; b++) {
+        const int64_t lo = b * PYSNN_BLOCK, hi = size - lo < PYSNN_BLOCK ? size : lo + PYSNN_BLOCK;"""
+    if step.shared:
+        # the per-neuron state is updated after every element of a step, which reads its old
+        # values: the steps run one after the other, each over all blocks, then the neurons
+        loop = f"""{blocks}{copied}
+{elements}
+        }}"""
+        function = f"""for (int64_t t = 0; t < steps; t++) {{
+        const {ctype} *xt = x + t * size;
+        {outputs}
+        if (n_threads > 1 && blocks > 1 && size >= (1 << 18)) {{
+        PYSNN_PARALLEL(n_threads, blocks, size)
+        {loop}
+        }} else {{  /* (without entering a parallel region, which costs a microsecond) */
+        {loop}
+        }}
+{_c_neuron_pass(step, ctype)}
+    }}"""
+    else:
+        loop = f"""{blocks}
         for (int64_t t = 0; t < steps; t++) {{
             const {ctype} *xt = x + t * size;
-            {ctype} *ot = out + t * size;
+            {outputs}{copied}
 {elements}
         }}
+    }}"""
+        function = f"""if (n_threads > 1 && blocks > 1 && steps * size >= (1 << 18)) {{
+    PYSNN_PARALLEL(n_threads, blocks, steps * size)
+    {loop}
+    }} else {{  /* (without entering a parallel region, which costs a microsecond) */
+    {loop}
     }}"""
     source = f"""/* generated by pysnn.codegen for {step.neuron}.step */
 #include <math.h>
 #include <stdint.h>
+#include <string.h>
 {_C_BLOCKS}{_C_MADD}
 void pysnn_generated(int64_t steps, int64_t size, int64_t n, const {ctype} *restrict x,
                      {ctype} *restrict out{arguments}, {ctype} *restrict tr,
                      const {ctype} *restrict tc, int additive, int64_t n_threads)
 {{
     const int64_t blocks = (size + PYSNN_BLOCK - 1) / PYSNN_BLOCK;
-    if (n_threads > 1 && blocks > 1 && steps * size >= (1 << 18)) {{
-    PYSNN_PARALLEL(n_threads, blocks, steps * size)
-    {loop}
-    }} else {{  /* (without entering a parallel region, which costs a microsecond) */
-    {loop}
-    }}
+    {function}
 }}
 """
     # one step, the arguments that do not change between steps (the uniforms, the trace's
@@ -1386,15 +1703,42 @@ void pysnn_generated(int64_t steps, int64_t size, int64_t n, const {ctype} *rest
     fixed = "".join(
         f", (const {utype[k]} *)(intptr_t)fixed[{k}]" for k in range(len(step.uniforms))
     )
-    nulls = ", 0" * len(step.states)
+    nulls = ", 0" * (len(step.states) + len(step.shared))
     u = len(step.uniforms)
+    pointers = "".join(
+        [f", {stype[k]} *restrict s{k}_" for k in states]
+        + [f", {ctype} *restrict p{k}_" for k in shared]
+    )
+    passed = "".join([f", s{k}_" for k in states] + [f", p{k}_" for k in shared])
+    # (a NaN or an infinity: its exponent bits all set, read as 32-bit words, a double's high
+    # one, so that the check vectorises)
+    words, high, exponent = (
+        (1, "0", "0x7f800000u") if ctype == "float" else (2, "PYSNN_HIGH", "0x7ff00000u")
+    )
     source += f"""
-void pysnn_generated_step(int64_t size, int64_t n, const {ctype} *restrict x,
-                          {ctype} *restrict out{"".join(f", {stype[k]} *restrict s{k}_" for k in states)},
-                          {ctype} *restrict tr, const int64_t *restrict fixed, int64_t n_threads)
+typedef uint32_t __attribute__((may_alias)) pysnn_word;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+#define PYSNN_HIGH 0
+#else
+#define PYSNN_HIGH 1
+#endif
+
+/* one step; with check, none where x holds a NaN or an infinity (1 returned, nothing written) */
+int pysnn_generated_step(int64_t size, int64_t n, const {ctype} *restrict x,
+                         {ctype} *restrict out{pointers},
+                         {ctype} *restrict tr, const int64_t *restrict fixed, int check,
+                         int64_t n_threads)
 {{
-    pysnn_generated(1, size, n, x, out{"".join(f", s{k}_" for k in states)}{fixed}{nulls}, tr,
+    if (check) {{
+        const pysnn_word *restrict w = (const pysnn_word *)x;
+        int bad = 0;
+        for (int64_t i = 0; i < size; i++)
+            bad |= (w[{words} * i + {high}] & {exponent}) == {exponent};
+        if (bad) return 1;
+    }}
+    pysnn_generated(1, size, n, x, out{passed}{fixed}{nulls}, tr,
                     (const {ctype} *)(intptr_t)fixed[{u}], (int)fixed[{u + 1}], n_threads);
+    return 0;
 }}
 """
     spikes_gradient, targets = step.seeds()
@@ -1443,15 +1787,16 @@ void pysnn_generated_backward(int64_t steps, int64_t size, int64_t n, const {cty
         library = native.compile_generated(source)
     except (RuntimeError, OSError) as err:
         raise _Refused(f"the generated kernel did not compile: {err}") from None
-    pointers = [ctypes.c_void_p] * (2 + 2 * len(step.states) + len(step.uniforms))
+    count = len(step.states) + len(step.shared)
+    pointers = [ctypes.c_void_p] * (2 + 2 * count + len(step.uniforms))
     function = library.pysnn_generated
     trace = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
     function.argtypes = [ctypes.c_int64] * 3 + pointers + trace + [ctypes.c_int64]
     function.restype = None
     single = library.pysnn_generated_step
-    single.argtypes = [ctypes.c_int64] * 2 + [ctypes.c_void_p] * (2 + len(step.states) + 2)
-    single.argtypes += [ctypes.c_int64]
-    single.restype = None
+    single.argtypes = [ctypes.c_int64] * 2 + [ctypes.c_void_p] * (2 + count + 2)
+    single.argtypes += [ctypes.c_int, ctypes.c_int64]
+    single.restype = ctypes.c_int
     gradient = None
     if backward:
         gradient = library.pysnn_generated_backward

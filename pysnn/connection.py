@@ -1222,7 +1222,7 @@ _grad_enabled = torch.is_grad_enabled
 
 class _FastLinearStep:
     """What a :class:`Linear`'s event-driven step found out, so the next steps go straight to
-    the fused kernel (the counterpart of ``pysnn.neuron._FastAdaptiveStep``).
+    the fused kernel (as a neuron's single steps go to the kernel generated from its step).
 
     Kept after a general step without delay that ran event-driven on the fused kernel. A later
     step checks only what could have changed: the input's shape, dtype, device and layout; the

@@ -806,7 +806,7 @@ def _one_sample_reason(rule: "_WeightDependent") -> str:
 
 class _FastRule:
     """What a rule's one-sample fused step relies on, so its next steps skip the general path's
-    accessors and checks (the counterpart of ``pysnn.neuron._FastStep``); see :class:`_FastSTDP`
+    accessors and checks (as a neuron's single steps go to the kernel generated from its step); see :class:`_FastSTDP`
     and :class:`_FastTriplet`.
 
     Built after a general step of a rule with one group that can take the fused path

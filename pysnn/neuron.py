@@ -79,7 +79,6 @@ from pysnn.functional.decay import exp_decay
 from pysnn.functional.izhikevich import IzhikevichParameters, izhikevich_step
 from pysnn.functional.lif import (
     LIFParameters,
-    adaptive_lif_trace_kernel,
     adaptive_theta_step,
     fused_lif_trace_step,
     lif_parameters,
@@ -87,13 +86,7 @@ from pysnn.functional.lif import (
     lif_trace_steps,
 )
 from pysnn.functional.spike import SurrogateFn
-from pysnn.functional.trace import (
-    TRACE_MODES,
-    TraceParameters,
-    trace_kernel,
-    trace_parameters,
-    trace_step,
-)
+from pysnn.functional.trace import TRACE_MODES, TraceParameters, trace_parameters, trace_step
 from pysnn.stepping import block_form_reason, capturing_graph, step_through
 from pysnn.surrogate import DEFAULT as DEFAULT_SURROGATE
 
@@ -198,7 +191,7 @@ class Neuron(nn.Module):
         self.__dict__["_derived_cache"] = {}
         self.__dict__["_graph_steps"] = 0  # steps with an autograd graph on the state
         self.__dict__["_override"] = None  # pending clamp/unclamp/inject_v (pysnn.forcing)
-        self.__dict__["_fast"] = None  # see _FastStep: dropped by any change of the module
+        self.__dict__["_fast"] = None  # see _GeneratedStep: dropped by any change of the module
         self.shape = _as_shape(shape)
         self.dt = dt
         self.surrogate = _check_surrogate(surrogate)
@@ -354,6 +347,9 @@ class Neuron(nn.Module):
 
     def __setattr__(self, name: str, value: Any) -> None:
         self.__dict__["_fast"] = None  # any assignment may change what a step does
+        if name not in self.__dict__.get("_state_specs", ()):
+            # (nor may a kernel kept for another batch size be used again: see drop)
+            self.__dict__["_kept_kernel"] = None
         if name == "trace":
             self.__dict__["_trace_assigned"] = True  # see forward
         specs = self.__dict__.get("_constant_specs")
@@ -503,7 +499,7 @@ class Neuron(nn.Module):
             if state is None or state.shape[0] != x.shape[0]:
                 self._make_state(x.shape[0], x)
                 fast = self.__dict__["_fast"]
-                if type(fast) is _GeneratedStep:  # (it runs on the state of its batch size)
+                if fast is not None:  # (it runs on the state of its batch size)
                     fast.drop(self)
 
     # ----------------------------------------------------------------- stepping
@@ -575,8 +571,8 @@ class Neuron(nn.Module):
     #: :meth:`reset_state`) before the neuron warns, once, that the graph keeps growing.
     GRAPH_WARN_STEPS: int = 10_000
 
-    #: After this many steps of the same input shape without a gradient, a neuron without a
-    #: fused step of its own (a user's, above all) has a kernel generated from its ``step``
+    #: After this many steps of the same input shape without a gradient, a neuron (a user's;
+    #: ``Input`` and the LIF neurons set 1) has a kernel generated from its ``step``
     #: (:mod:`pysnn.codegen`) and takes its next single steps through it, the state updated in
     #: place: the same values, bit for bit, in one call instead of a few small kernels per
     #: operation. ``None``: never. A step that cannot be generated (``torch.exp`` of the state,
@@ -594,7 +590,7 @@ class Neuron(nn.Module):
         kernel generated from ``step`` takes the next ones where it applies (the same values).
         """
         fast = self.__dict__["_fast"]
-        if fast is not None and type(fast) is _GeneratedStep:
+        if fast is not None:
             s = fast(self, x)
             if s is not None:
                 return s
@@ -637,6 +633,7 @@ class Neuron(nn.Module):
             and kept.dtype is x.dtype
             and kept.device == x.device
             and kept.dt == self.dt
+            and kept.fits(x.shape[0])
             and kept.guard.holds()
         ):
             state["_fast"] = _GeneratedStep(self, kept, x)
@@ -652,8 +649,8 @@ class Neuron(nn.Module):
     def generated_step(self) -> Optional[str]:
         """How the next single step runs: ``"generated"`` (a kernel generated from
         :meth:`step`, see :attr:`GENERATE_AFTER`), the reason a kernel could not be generated,
-        or ``None`` (no kernel considered yet, or the module's own fused step)."""
-        if type(self.__dict__["_fast"]) is _GeneratedStep:
+        or ``None`` (no kernel considered yet)."""
+        if self.__dict__["_fast"] is not None:
             return "generated"
         return self.__dict__.get("_generation_refused")
 
@@ -725,136 +722,6 @@ _is_compiling = torch.compiler.is_compiling
 _grad_enabled = torch.is_grad_enabled
 
 
-class _FastStep:
-    """What a built-in neuron's step found out, so the next steps can go straight to a kernel.
-
-    After a step that took a fused in-place path, the neuron keeps such an object; the next step
-    then only checks (each check a few tens of ns) that nothing it relied on changed: the input's
-    shape, dtype, device and layout; no gradient wanted; no clamp pending; the constants neither
-    edited in place (version counters) nor swapped (``.data = ...``, data pointers); the state
-    seen by nothing else. Everything else that could change a step (assignment of any
-    attribute, ``.to()``, ``load_state_dict``, new constants or states) drops the object
-    (``Neuron.__setattr__``, ``_apply``, ...), and the next step takes the general path, which
-    builds a new one. A subclass gives the state it updates (``STATE``, the floating-point ones
-    in ``GRAD_STATE``), the constants its kernel depends on (``CONSTANTS``) and :meth:`run`.
-    The values are those of the general path, bit for bit.
-    """
-
-    __slots__ = ("kernel", "shape", "dtype", "guard")
-    #: which fused kernel the step runs (read by the fused network loop,
-    #: :func:`pysnn.engine.layers.run_layers`)
-    KIND = ""
-    STATE: Tuple[str, ...] = ()
-    BATCH_STATE: Optional[Tuple[str, ...]] = None  # those shaped like the input (None: STATE)
-    GRAD_STATE: Tuple[str, ...] = ()
-    CONSTANTS: Tuple[str, ...] = ()
-
-    def __init__(self, neuron: Neuron, x: torch.Tensor, kernel: Callable) -> None:
-        self.kernel, self.shape, self.dtype = kernel, x.shape, x.dtype
-        self.guard = Guard(tuple(map(neuron._buffers.__getitem__, self.CONSTANTS)))
-
-    @classmethod
-    def state_fits(cls, neuron: Neuron, x: torch.Tensor, s: torch.Tensor) -> bool:
-        """Whether, after a general step with input ``x`` and spikes ``s``, the state can go to
-        a kernel: no learned constant, no graph, contiguous state of ``x``'s dtype and shape."""
-        if (
-            neuron._parameters  # a learned constant: its gradient needs the general path
-            or s.requires_grad
-            or _is_compiling()
-            or type(x) is not torch.Tensor
-            or not x.is_contiguous()
-        ):
-            return False
-        state = neuron._buffers
-        for name in cls.STATE if cls.BATCH_STATE is None else cls.BATCH_STATE:
-            tensor = state[name]
-            if not tensor.is_contiguous() or tensor.shape != x.shape:
-                return False
-            if name in cls.GRAD_STATE and tensor.dtype is not x.dtype:
-                return False
-        return True
-
-    def __call__(self, neuron: Neuron, x: torch.Tensor) -> Optional[torch.Tensor]:
-        """The step of ``neuron`` with input ``x`` (spikes), or ``None``: take the general path
-        (after which the neuron builds a new fast step if this one went stale)."""
-        if type(x) is not torch.Tensor or _is_compiling() or neuron.__dict__["_override"]:
-            return None
-        if (
-            x.shape != self.shape
-            or x.dtype is not self.dtype
-            or not x.is_cpu
-            or not x.is_contiguous()
-            or self.stale()
-        ):
-            neuron.__dict__["_fast"] = None  # stale: rebuilt after the general step
-            return None
-        if (_grad_enabled() and x.requires_grad) or not self.state_ready(neuron):
-            return None
-        if _checks._VALUE_CHECKS and _checks.nonfinite(x):
-            raise ValueError(_checks.nonfinite_message("x", x, type(neuron).__name__))
-        return self.run(neuron._buffers, x)
-
-    def stale(self) -> bool:
-        """Whether a constant may have changed since this object was built (edited in place,
-        through ``.data``, or swapped: see :class:`pysnn._guards.Guard`)."""
-        return not self.guard.holds()
-
-    def state_ready(self, neuron: Neuron) -> bool:
-        """Whether the kernel may update the state in place: no gradient wanted for it, and no
-        reference kept to it elsewhere (the general path then copies)."""
-        state = neuron._buffers
-        if _grad_enabled() and any(state[name].requires_grad for name in self.GRAD_STATE):
-            return False
-        return all_unshared(state, self.STATE)
-
-    def ready(self, neuron: Neuron, shape: torch.Size, dtype: torch.dtype) -> bool:
-        """Whether a step with a contiguous CPU input of ``shape`` and ``dtype`` that needs no
-        gradient would take this fast step: its checks that do not read the input, for a caller
-        that runs many such steps in one call (:func:`pysnn.engine.layers.run_layers`)."""
-        return (
-            not _is_compiling()
-            and not neuron.__dict__["_override"]
-            and shape == self.shape
-            and dtype is self.dtype
-            and not self.stale()
-            and self.state_ready(neuron)
-        )
-
-    def run(self, state: dict, x: torch.Tensor) -> Optional[torch.Tensor]:
-        """Advance ``state`` (the neuron's buffers) by one step of input ``x``; the spikes, or
-        ``None`` if the kernel declined (nothing done)."""
-        raise NotImplementedError
-
-
-class _FastTraceStep(_FastStep):
-    """:class:`Input`'s fast step: the trace kernel, in place."""
-
-    __slots__ = ()
-    KIND = "trace"
-    STATE = GRAD_STATE = ("trace",)
-    CONSTANTS = ("tau_trace", "trace_scale")
-
-    @staticmethod
-    def build(neuron: "Input", x: torch.Tensor, s: torch.Tensor) -> Optional["_FastTraceStep"]:
-        """After a general step: the fast step for the next ones, or ``None``."""
-        cls = type(neuron)
-        if (
-            cls.step is not Input.step
-            or cls.trace_parameters is not Neuron.trace_parameters
-            or cls._prepare is not Neuron._prepare
-            or not _FastTraceStep.state_fits(neuron, x, s)
-        ):
-            return None
-        kernel = trace_kernel(neuron.trace_parameters(), x)
-        return None if kernel is None else _FastTraceStep(neuron, x, kernel)
-
-    def run(self, state: dict, x: torch.Tensor) -> Optional[torch.Tensor]:
-        if not self.kernel(x, state["trace"]):
-            return None
-        state["spikes"] = x
-        return x
-
-
 def _inference(x: torch.Tensor, buffers) -> bool:
     """Whether inference mode is on or ``x`` or a buffer is an inference tensor: such tensors
     keep no version counter, which a generated step's guards read, so none is generated."""
@@ -868,19 +735,36 @@ def _inference(x: torch.Tensor, buffers) -> bool:
 class _GeneratedStep:
     """A neuron's single step through a kernel generated from its ``step``
     (:class:`pysnn.codegen.NeuronKernel`, one step of it), the state updated in place, the
-    spike trace in the same call where :func:`pysnn.codegen.trace_constants` allows it.
+    spike trace in the same call where :func:`pysnn.codegen.trace_constants` allows it. Every
+    neuron takes its repeated single steps so, the built-in ones included (see
+    :attr:`Neuron.GENERATE_AFTER`).
 
     Kept in the neuron's fast-step slot, so any assignment to the neuron, ``.to()``, a new
     constant or state drops it. Each call checks what the kernel relied on: the input's shape,
     dtype, device and layout; no gradient wanted (by the input, the state or a learned
     constant); no clamp pending; ``dt`` and the constants
-    (a :class:`~pysnn._guards.Guard`: in-place and ``.data`` edits included); the state seen by
-    nothing else (else the general step runs, which never edits the state in place).
+    (a :class:`~pysnn._guards.Guard`: in-place and ``.data`` edits included); the state, a
+    per-neuron state (a shared ``theta``) included, seen by nothing else (else the general
+    step runs, which never edits the state in place). With value checks on
+    (:func:`pysnn.set_checks`) an input holding a NaN or an infinity raises the general step's
+    ``ValueError``, nothing updated: the kernel checks it before it writes.
     """
 
-    __slots__ = ("kernel", "shape", "names", "size", "n", "trace", "call", "cpu", "kept", "states")
-    #: (read by the fused network loop, :func:`pysnn.engine.layers.run_layers`, as
-    #: :attr:`_FastStep.KIND`)
+    __slots__ = (
+        "kernel",
+        "shape",
+        "names",
+        "size",
+        "n",
+        "trace",
+        "call",
+        "cpu",
+        "kept",
+        "states",
+        "returns_input",
+    )
+    #: which kernel the step runs (the fused network loop,
+    #: :func:`pysnn.engine.layers.run_layers`, reads the ``KIND`` of each module's fast step)
     KIND = "generated"
 
     def __init__(self, neuron: Neuron, kernel: NeuronKernel, x: torch.Tensor) -> None:
@@ -901,6 +785,7 @@ class _GeneratedStep:
         )
         self.cpu = kernel.device.type == "cpu"
         self.kept: Any = self
+        self.returns_input = kernel.returns_input
 
     def companion(self, build: Callable[[], Any]) -> Any:
         """``build()``, called once while this step is kept (the constants, ``dt``, the trace
@@ -946,26 +831,28 @@ class _GeneratedStep:
             return None
         if not all_unshared(buffers, self.names):
             return None
-        if _checks._VALUE_CHECKS and _checks.nonfinite(x):
+        if self.returns_input:  # (the spikes are x itself, as the torch step returns them)
+            out, stored = x, None
+        else:
+            out = stored = torch.empty_like(x)
+        # (a spiking neuron's trace updated by the kernel, or by trace_step after it)
+        trace = None if self.trace is None else buffers["trace"]
+        if self.call(x, stored, self.states(buffers), trace, _checks._VALUE_CHECKS):
+            # (the kernel refused the non-finite input before writing anything)
             raise ValueError(_checks.nonfinite_message("x", x, type(neuron).__name__))
-        out = torch.empty_like(x)
-        if self.trace is not None:  # (a spiking neuron, its trace updated by the kernel)
-            self.call(x, out, self.states(buffers), buffers["trace"])
-            buffers["spikes"] = out
-            return out
-        self.call(x, out, self.states(buffers), None)
         if neuron.spiking:
-            buffers["trace"] = trace_step(
-                buffers["trace"], out, neuron.trace_parameters(), neuron._spare("trace")
-            )
+            if trace is None:
+                buffers["trace"] = trace_step(
+                    buffers["trace"], out, neuron.trace_parameters(), neuron._spare("trace")
+                )
             buffers["spikes"] = out
         return out
 
     def ready(self, neuron: Neuron, shape: torch.Size, dtype: torch.dtype) -> bool:
         """Whether a step with a contiguous input of ``shape`` and ``dtype`` on the kernel's
         device that needs no gradient would take this step with the trace in the kernel: its
-        checks that do not read the input (as :meth:`_FastStep.ready`), for a caller that runs
-        many such steps in one call (:func:`pysnn.engine.layers.run_layers`)."""
+        checks that do not read the input, for a caller that runs many such steps in one call
+        (:func:`pysnn.engine.layers.run_layers`)."""
         kernel = self.kernel
         buffers = neuron._buffers
         return (
@@ -987,25 +874,6 @@ class _GeneratedStep:
         )
 
 
-def _forward_fast(
-    neuron: Neuron, x: torch.Tensor, general: Callable[[torch.Tensor], torch.Tensor]
-) -> torch.Tensor:
-    """A built-in neuron's step: its fast step (``neuron._FAST_STEP``) where the one kept from an
-    earlier step still applies, else the general step ``general`` (the class's inherited
-    ``forward``), after which a new fast step is built if none is kept."""
-    fast = neuron.__dict__["_fast"]
-    if fast is not None:
-        s = fast(neuron, x)
-        if s is not None:
-            return s
-    s = general(x)
-    if type(neuron.__dict__["_fast"]) is not neuron._FAST_STEP:  # none, or a generated one
-        built = neuron._FAST_STEP.build(neuron, x, s)
-        if built is not None:  # the built-in fast step: nothing to generate
-            neuron.__dict__["_fast"], neuron.__dict__["_general_steps"] = built, 0
-    return s
-
-
 class Input(Neuron):
     """Input layer: passes the given spikes through and keeps their trace.
 
@@ -1016,7 +884,9 @@ class Input(Neuron):
         shape, dt, tau_trace, trace_scale, trace_mode: see :class:`Neuron`.
     """
 
-    _FAST_STEP = _FastTraceStep
+    #: Its single steps run the kernel generated from :meth:`step` (the trace update in its
+    #: loop, the spikes the input itself) from its second step on, as a built-in LIF's do.
+    GENERATE_AFTER: Optional[int] = 1
 
     def __init__(
         self,
@@ -1037,12 +907,11 @@ class Input(Neuron):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """One step: spikes ``x`` ``(B, *shape)`` in, the same spikes (float) out; updates ``trace``
-        (repeated steps on the CPU without autograd: straight to the fused trace kernel, see
-        ``_FastStep``)."""
+        """One step: spikes ``x`` ``(B, *shape)`` in, the same spikes (float) out; updates
+        ``trace`` (:meth:`Neuron.forward`, a bool or integer ``x`` converted first)."""
         if isinstance(x, torch.Tensor) and not x.is_floating_point():
             x = x.to(self._buffers["tau_trace"].dtype)
-        return _forward_fast(self, x, super().forward)
+        return super().forward(x)
 
     def step(self, x: torch.Tensor) -> torch.Tensor:
         """The input spikes themselves."""
@@ -1326,57 +1195,6 @@ class IFNeuron(LIFNeuron):
         self._non_persistent_buffers_set.add("tau_v")
 
 
-class _FastAdaptiveStep(_FastStep):
-    """:class:`AdaptiveLIFNeuron`'s fast step: the fused LIF and trace kernel with the threshold
-    offset, then the ``theta`` update, in place."""
-
-    __slots__ = ()
-    KIND = "adaptive"
-    STATE = ("v", "refrac_count", "trace", "theta")
-    BATCH_STATE = ("v", "refrac_count", "trace")  # theta: checked in build (shared or not)
-    GRAD_STATE = ("v", "trace", "theta")
-    CONSTANTS = LIFNeuron._STEP_CONSTANTS + ("tau_theta", "theta_plus")
-
-    @staticmethod
-    def build(
-        neuron: "AdaptiveLIFNeuron", x: torch.Tensor, s: torch.Tensor
-    ) -> Optional["_FastAdaptiveStep"]:
-        """After a general step: the fast step for the next ones, or ``None``."""
-        cls = type(neuron)
-        if (
-            cls.step is not AdaptiveLIFNeuron.step
-            or cls.threshold_offset is not AdaptiveLIFNeuron.threshold_offset
-            or cls.step_parameters is not LIFNeuron.step_parameters
-            or cls._prepare is not Neuron._prepare
-            or neuron.spike_count_reduce is not None
-            or not _FastAdaptiveStep.state_fits(neuron, x, s)
-            or neuron._buffers["refrac_count"].dtype is not torch.int64
-        ):
-            return None
-        theta = neuron._buffers["theta"]
-        shared = neuron.theta_shared
-        if theta.dtype is not x.dtype or not theta.is_contiguous() or theta.requires_grad:
-            return None
-        if theta.shape != (x.shape[1:] if shared else x.shape):
-            return None
-        del theta
-        kernel = adaptive_lif_trace_kernel(
-            *neuron.step_parameters(),
-            neuron.theta_decay(),
-            neuron._buffers["theta_plus"],
-            x,
-            shared,
-            update=neuron.training or not shared,
-        )
-        return None if kernel is None else _FastAdaptiveStep(neuron, x, kernel)
-
-    def run(self, state: dict, x: torch.Tensor) -> Optional[torch.Tensor]:
-        s = self.kernel(x, state["v"], state["refrac_count"], state["trace"], state["theta"])
-        if s is not None:
-            state["spikes"] = s
-        return s
-
-
 class AdaptiveLIFNeuron(LIFNeuron):
     r"""LIF neuron with an adaptive threshold :math:`v_{th} = v_{th,0} + \theta`.
 
@@ -1449,19 +1267,6 @@ class AdaptiveLIFNeuron(LIFNeuron):
     def threshold_offset(self) -> Optional[torch.Tensor]:
         """The adaptive offset ``theta`` (mV)."""
         return self._buffers["theta"]
-
-    _FAST_STEP = _FastAdaptiveStep
-    #: Its single steps run its own fused step (``_FastAdaptiveStep``), no generated kernel: a
-    #: shared ``theta`` is a buffer that the generated kernel would read as a constant.
-    GENERATE_AFTER: Optional[int] = None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """One step: input ``x`` ``(B, *shape)`` (mV increment) → spikes ``(B, *shape)`` (0/1).
-
-        :meth:`Neuron.forward` with :meth:`step`; repeated steps on the CPU without autograd go
-        straight to the fused kernel once the first has checked everything
-        (``_FastAdaptiveStep``)."""
-        return _forward_fast(self, x, super().forward)
 
     def theta_decay(self) -> torch.Tensor:
         """The relaxation factor of ``theta`` per step, ``exp(-dt / tau_theta)``."""

@@ -292,22 +292,98 @@ def test_a_batch_size_coming_back_after_a_reset_is_stepped_on_the_state_it_has(b
         assert a.generated_step == "generated"
 
 
-def test_a_built_in_fast_step_is_never_replaced_by_a_generated_one():
-    """Input has its own fused step; many batch-size changes (each a general step) never make
-    it generate one (which then ran on a state of another batch size)."""
+def _trace_reference(trace, s, tau, scale, mode, dt=1.0):
+    """The spike trace after spikes ``s``, written out with torch operations: the decay
+    ``exp(-dt / tau)`` in the trace's dtype, then ``+ scale * s`` (torch's ``addcmul``, one
+    rounding where it fuses) or ``scale`` where ``s > 0``."""
+    decayed = trace * torch.exp(-dt / tau)
+    if mode == "additive":
+        return torch.addcmul(decayed, scale, s)
+    return torch.where(s > 0, scale, decayed)
+
+
+@pytest.mark.parametrize("per_neuron", [False, True], ids=["scalar", "per-neuron"])
+@pytest.mark.parametrize("mode", ["additive", "reset"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_input_single_steps_are_generated_and_return_their_input(dtype, mode, per_neuron):
+    """Input is an ordinary user of the generated step: from its second step on its single
+    steps run the kernel generated from its step (the trace updated in its loop), returning the
+    input itself as the torch step does, with the trace of the torch operations bit for bit
+    (batch sizes changing, resets, bool inputs, the trace constants edited through .data)."""
     from pysnn.neuron import Input
 
-    a = Input(13)
-    b = copy.deepcopy(a)
-    b.GENERATE_AFTER = None
+    g = torch.Generator().manual_seed(3)
+    tau = 5.0 + 30.0 * torch.rand(13, generator=g) if per_neuron else torch.tensor(20.0)
+    scale = 0.5 + torch.rand(13, generator=g) if per_neuron else torch.tensor(1.0)
+    a = Input(13, tau_trace=tau, trace_scale=scale, trace_mode=mode).to(dtype)
+    trace = None
+    edits = {60: lambda n: n.tau_trace.data.mul_(0.5), 90: lambda n: n.trace_scale.data.add_(1)}
     with torch.no_grad():
-        for t in range(200):
-            x = (torch.rand(3 + t % 2 * 4, 13) < 0.3).float()
-            if t % 3 == 0:
-                a.reset_state(), b.reset_state()
-            assert torch.equal(a(x), b(x))
+        for t in range(150):
+            batch = 3 if t < 40 or t >= 70 else 5
+            if t in (40, 70):
+                trace = None  # (a new batch size: the state starts again)
+            if t == 110:
+                a.reset_state()
+                trace = None
+            if t in edits:
+                edits[t](a)
+            x = torch.rand(batch, 13, generator=g) < 0.3
+            x = x if t % 2 else x.to(dtype)  # (a bool input is converted)
+            s = a(x)
+            xf = x.to(dtype)
+            assert torch.equal(s, xf) and s.dtype is dtype
+            if t % 2 == 0 and t > 0 and t not in (40, 70, 110):
+                assert s is x and a.spikes is x  # the input itself, on the generated step
+            previous = torch.zeros(batch, 13, dtype=dtype) if trace is None else trace
+            trace = _trace_reference(
+                previous, xf, a.tau_trace.to(dtype), a.trace_scale.to(dtype), mode
+            )
+            assert torch.equal(a.trace, trace), t
+    assert a.generated_step == "generated" and a.trace.abs().sum() > 0
+
+
+def _adaptive(shared, per_neuron, mode="additive", n=13):
+    from pysnn.neuron import AdaptiveLIFNeuron
+
+    kwargs = _lif_kwargs(LIFNeuron, per_neuron, n)
+    if per_neuron:
+        g = torch.Generator().manual_seed(9)
+        kwargs["theta_plus"] = 0.2 + torch.rand(n, generator=g)
+        kwargs["tau_theta"] = 20.0 + 50.0 * torch.rand(n, generator=g)
+    else:
+        kwargs.update(theta_plus=0.6, tau_theta=30.0, refrac=1.0)
+    return AdaptiveLIFNeuron(n, trace_mode=mode, theta_shared=shared, **kwargs)
+
+
+@pytest.mark.parametrize("per_neuron", [False, True], ids=["scalar", "per-neuron"])
+@pytest.mark.parametrize("mode", ["additive", "reset"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shared", [False, True], ids=["per-sample", "shared"])
+def test_adaptive_lif_single_steps_are_generated_bit_for_bit(shared, dtype, mode, per_neuron):
+    """AdaptiveLIFNeuron is an ordinary user of the generated step, its theta per sample
+    (state) or shared (a per-neuron buffer the step assigns: read per element, updated after
+    every element from the spikes summed over the batch): spikes, v, refractory counter, trace
+    and theta equal the torch step's (the registry's ``"torch"`` preference) bit for bit, and
+    theta equals its update written out (theta * exp(-dt / tau_theta) + theta_plus * spikes,
+    summed over the batch where shared)."""
+    a = _adaptive(shared, per_neuron, mode).to(dtype)
+    b = copy.deepcopy(a)
+    x = _inputs(steps=120, dtype=dtype, scale=9.0)
+    with torch.no_grad():
+        for t in range(x.shape[0]):
+            theta = torch.zeros_like(x[t]) if a.theta is None else a.theta.clone()
+            sa = a(x[t])
+            with backends.prefer("torch"):
+                sb = b(x[t])
+            assert torch.equal(sa, sb), t
             _assert_same(a, b)
-    assert type(a.__dict__["_fast"]).__name__ == "_FastTraceStep"
+            decay = torch.exp(-1.0 / a.tau_theta)
+            counts = sa.sum(0) if shared else sa
+            assert torch.equal(a.theta, theta * decay + a.theta_plus * counts), t
+    assert a.generated_step == "generated" and b.generated_step != "generated"
+    assert a.theta.shape == ((13,) if shared else (3, 13)) and a.theta.min() > 0
+    assert int(a.refrac_count.max()) > 0 and a.trace.abs().sum() > 0
 
 
 def test_the_torch_preference_and_generate_after_none_keep_the_torch_step():
@@ -532,3 +608,245 @@ def test_batch_sizes_back_and_forth(factory, monkeypatch):
                 _assert_same(a, b)
             assert a.generated_step == "generated"
     assert len(made) == 1
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shared", [False, True], ids=["per-sample", "shared"])
+def test_adaptive_lif_edits_modes_batches_and_resets_follow_the_torch_step(shared, dtype):
+    """Between generated steps of an AdaptiveLIFNeuron: tau_theta, theta_plus and thresh
+    edited through .data or in place, eval() and train() (a shared theta frozen, then learned
+    again), reset_state, reset_theta, batch sizes changing: every step equals the torch
+    step's, state and theta included, bit for bit."""
+    a = _adaptive(shared, per_neuron=True).to(dtype)
+    b = copy.deepcopy(a)
+    edits = {
+        15: lambda n: n.tau_theta.data.mul_(0.5),
+        25: lambda n: n.theta_plus.mul_(2.0),
+        35: lambda n: n.thresh.data.add_(1.0),
+        45: lambda n: n.eval(),
+        60: lambda n: n.train(),
+        70: lambda n: n.reset_state(),
+        80: lambda n: n.reset_theta(),
+    }
+    generated = []
+    with torch.no_grad():
+        for t in range(110):
+            if t in edits:
+                edits[t](a), edits[t](b)
+            batch = 5 if 50 <= t < 90 else 3
+            x = _inputs(steps=1, batch=batch, dtype=dtype, scale=9.0, seed=t)[0]
+            sa = a(x)
+            generated.append(a.generated_step == "generated")
+            with backends.prefer("torch"):
+                sb = b(x)
+            assert torch.equal(sa, sb), t
+            _assert_same(a, b)
+    assert sum(generated) > 90 and a.theta.abs().sum() > 0
+
+
+@pytest.mark.parametrize(
+    "factory",
+    [
+        pytest.param(lambda: neuron_module.Input(13), id="Input"),
+        pytest.param(lambda: _adaptive(False, False), id="AdaptiveLIF"),
+        pytest.param(lambda: _adaptive(True, False), id="AdaptiveLIF-shared"),
+    ],
+)
+def test_a_non_finite_input_to_the_generated_step_raises_with_the_state_untouched(factory):
+    """With value checks on, a NaN or an infinity in the input of a generated step raises the
+    general step's ValueError before anything is updated (theta included); with checks off
+    it runs."""
+    from pysnn import set_checks
+
+    a = factory()
+    with torch.no_grad():
+        for t in range(5):
+            a(_inputs(steps=1, scale=9.0, seed=t)[0])
+        assert a.generated_step == "generated"
+        before = {k: v.clone() for k, v in _state(a).items()}
+        x = _inputs(steps=1, scale=9.0, seed=9)[0]
+        x[1, 4] = float("nan")
+        with pytest.raises(ValueError, match="NaN"):
+            a(x)
+        for key, value in _state(a).items():
+            assert torch.equal(value, before[key]), key
+        x[1, 4] = float("inf")
+        with pytest.raises(ValueError, match="inf"):
+            a(x)
+        assert a.generated_step == "generated"
+        set_checks(False)
+        try:
+            a(x)
+        finally:
+            set_checks(True)
+
+
+def test_a_spike_count_reduce_is_called_at_every_step():
+    """A shared theta's spike_count_reduce (a collective over processes, set by
+    pysnn.distributed.data_parallel) is a function the neuron holds: a kernel would not call
+    it, so the step runs as written and calls it at every step (and the recording, which
+    notes the call, never calls it)."""
+    calls = []
+
+    def doubled(counts):
+        calls.append(1)
+        return counts * 2.0
+
+    a = _adaptive(True, False)
+    b = copy.deepcopy(a)
+    a.spike_count_reduce = b.spike_count_reduce = doubled
+    x = _inputs(steps=40, scale=9.0)
+    with torch.no_grad():
+        for t in range(x.shape[0]):
+            sa = a(x[t])
+            with backends.prefer("torch"):
+                sb = b(x[t])
+            assert torch.equal(sa, sb) and torch.equal(a.theta, b.theta), t
+    assert len(calls) == 80 and a.theta.abs().sum() > 0
+    assert "step calls 'spike_count_reduce'" in a.generated_step
+
+
+class Homeostatic(Neuron):
+    """A user's neuron with a per-neuron threshold offset (a buffer, shared by the batch)
+    that rises with the spikes summed over the batch and relaxes back."""
+
+    def __init__(self, n):
+        super().__init__(n)
+        self.register_constant("decay", 0.95)
+        self.register_state("v", 0.0)
+        self.register_buffer("offset", torch.zeros(n))
+
+    def step(self, x):
+        self.v = self.v * 0.9 + x
+        s = self.fire(self.v - (1.0 + self.offset))
+        self.v = self.v * (1 - s)
+        self.offset = self.offset * self.decay + 0.1 * s.sum(0)
+        return s
+
+
+def test_a_users_per_neuron_state_in_the_loop_and_under_unroll():
+    """A per-neuron buffer the step assigns is per-neuron state: the generated single step
+    and the generated T-step kernel under Unroll (the steps run one after the other, each
+    updating it after all its elements) give the torch step loop's spikes, state and offset
+    bit for bit; the offset is not guarded as a constant (the kernel is generated once)."""
+    from pysnn.engine import explain
+    from pysnn.multistep import Unroll
+
+    a, b = _pair(lambda: Homeostatic(13))
+    x = _inputs(steps=200, scale=0.6)
+    with torch.no_grad():
+        for t in range(x.shape[0]):
+            assert torch.equal(a(x[t]), b(x[t])), t
+            _assert_same(a, b)
+    assert a.generated_step == "generated" and a.offset.min() > 0
+    unrolled = copy.deepcopy(b)
+    assert explain(unrolled, x[:1]).backends[""] == "c-generated"
+    y = _inputs(steps=80, scale=0.6, seed=4)
+    for batch in (3, 1):
+        with torch.no_grad():
+            got = Unroll(unrolled, reset=False)(y[:, :batch].contiguous())
+            want = torch.stack([b(y[t, :batch]) for t in range(y.shape[0])])
+        assert torch.equal(got, want)
+        _assert_same(unrolled, b)
+    # under autograd the step runs as written (the offset is learned from the spikes)
+    z = y[:20].clone().requires_grad_(True)
+    assert Unroll(unrolled, reset=False)(z).requires_grad
+
+
+class _GradedSum(Homeostatic):
+    def step(self, x):
+        self.v = self.v * 0.9 + x
+        s = self.fire(self.v - 1.0)
+        self.offset = self.offset + self.v.sum(0)
+        self.v = self.v * (1 - s)
+        return s
+
+
+class _EarlyUse(Homeostatic):
+    def step(self, x):
+        s = self.fire(self.v * 0.9 + x - 1.0)
+        self.v = self.v * 0.9 + x - s * s.sum(0)
+        self.offset = self.offset + s.sum(0)
+        return s
+
+
+@pytest.mark.parametrize(
+    "factory, why",
+    [
+        (_GradedSum, "of the step's spikes only"),
+        (_EarlyUse, "computes a per-element value from a sum over the batch"),
+    ],
+)
+def test_batch_sums_that_a_kernel_would_not_reproduce_are_refused(factory, why):
+    """A sum over the batch of graded values (its rounding depends on torch's order of
+    summation) or read per element in the same step: the step runs as written."""
+    a, b = _pair(lambda: factory(13))
+    x = _inputs(steps=80, scale=0.6)
+    with torch.no_grad():
+        for t in range(x.shape[0]):
+            assert torch.equal(a(x[t]), b(x[t])), t
+            _assert_same(a, b)
+    assert why in a.generated_step
+
+
+def test_a_kernel_kept_for_another_batch_size_is_not_used_after_an_assignment():
+    """A step generated at one batch size leaves its kernel for another (drop); an attribute
+    the step reads assigned before the next step at that size must not run the kernel
+    recorded with the old value (it did: a flag flipped after a batch-size change was
+    ignored)."""
+
+    class Gated(Neuron):
+        def __init__(self, n):
+            super().__init__(n)
+            self.register_state("v", 0.0)
+            self.leaky = True
+
+        def step(self, x):
+            self.v = (self.v * 0.8 if self.leaky else self.v) + x
+            s = self.fire(self.v - 1.0)
+            self.v = self.v * (1 - s)
+            return s
+
+    a, b = _pair(lambda: Gated(13))
+    a.GENERATE_AFTER = 2
+    with torch.no_grad():
+        for t, batch in enumerate([3] * 10 + [5] * 30):
+            if t == 11:
+                a.leaky = b.leaky = False
+            x = _inputs(steps=1, batch=batch, scale=0.4, seed=t)[0]
+            assert torch.equal(a(x), b(x)), t
+            _assert_same(a, b)
+    assert a.generated_step == "generated"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_kernels_check_of_non_finite_inputs_is_exact(dtype):
+    """The generated single step checks its input in the kernel, before writing anything: a
+    NaN, inf or -inf anywhere (first, a middle block, last element; 2 x 5000 elements, two
+    blocks) raises the general step's ValueError with the state untouched; the largest
+    finite values, the smallest subnormal and -0.0 pass and give the torch step's values."""
+    from pysnn.neuron import Input
+
+    info = torch.finfo(dtype)
+    finite = [info.max, -info.max, info.tiny, info.smallest_normal / 4, -0.0]
+    a = Input(5000, trace_scale=1e-3).to(dtype)
+    b = copy.deepcopy(a)
+    with torch.no_grad():
+        for t in range(3):
+            x = _inputs(steps=1, batch=2, n=5000, dtype=dtype, seed=t)[0]
+            assert torch.equal(a(x), b(x))
+        assert a.generated_step == "generated"
+        for value in (float("nan"), float("inf"), float("-inf")):
+            for index in (0, 4999, 5003, 9999):
+                x = _inputs(steps=1, batch=2, n=5000, dtype=dtype, seed=index)[0]
+                x.view(-1)[index] = value
+                before = a.trace.clone()
+                with pytest.raises(ValueError, match="NaN|inf"):
+                    a(x)
+                assert torch.equal(a.trace, before) and a.generated_step == "generated"
+        x = _inputs(steps=1, batch=2, n=5000, dtype=dtype, seed=7)[0]
+        x.view(-1)[: len(finite)] = torch.tensor(finite, dtype=dtype)
+        x.view(-1)[-len(finite) :] = torch.tensor(finite, dtype=dtype)
+        with backends.prefer("torch"):
+            want = b(x)
+        assert a(x) is x and torch.equal(x, want) and torch.equal(a.trace, b.trace)

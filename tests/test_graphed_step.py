@@ -644,3 +644,35 @@ def test_inference_mode_on_and_off() -> None:
         lockstep(step, ref, spikes(8, 2, 30))
     assert step.captures == 2 and step.reason is None
     assert_same(net, ref)
+
+
+def test_generated_single_steps_are_not_recorded(monkeypatch) -> None:
+    """A neuron's generated single step checks its guards in Python, which a replay does not run
+    again: after eager steps that built them, no generated step runs in a warm-up or recorded
+    step, and the replays still equal the step loop."""
+    import pysnn.neuron as neuron_module
+
+    calls = []
+    original = neuron_module._GeneratedStep.__call__
+
+    def counting(self, neuron, x):
+        if graph_capture_active():
+            calls.append(type(neuron).__name__)
+        return original(self, neuron, x)
+
+    from pysnn.stepping import capturing_graph as graph_capture_active
+
+    monkeypatch.setattr(neuron_module._GeneratedStep, "__call__", counting)
+    torch.manual_seed(0)
+    net, ref = LinearLIF(), LinearLIF()
+    ref.load_state_dict(net.state_dict())
+    xs = spikes(30, 2, 30)
+    with torch.no_grad():
+        for x in xs[:10]:  # eager: Input and LIF take generated steps from their second call
+            net(x), ref(x)
+        assert type(net.lif.__dict__["_fast"]) is neuron_module._GeneratedStep
+        step = GraphedStep(net, graphs=doubles(DeferredDouble))
+        for x in xs[10:]:
+            assert torch.equal(step(x), ref(x))
+    assert step.replays > 0 and calls == []
+    assert_same(net, ref)

@@ -845,6 +845,44 @@ def generated_number_constants_round_as_torch() -> None:
     assert f"tl.full((), {reciprocal!r}, tl.float32)" in forward and "div_rn" not in forward, cuda
 
 
+@check
+def generated_builtin_single_steps() -> None:
+    """Input's single steps run its generated Triton kernel (the trace in its loop, the input
+    returned itself, no spikes kept), both modes and dtypes, bit for bit the torch step's
+    trace; AdaptiveLIFNeuron's are refused by the Triton writer (int64 refractory counter,
+    shared theta) and run its torch step, the same values."""
+    from pysnn.neuron import AdaptiveLIFNeuron, Input
+
+    for dtype in (torch.float32, torch.float64):
+        for mode in ("additive", "reset"):
+            label = f"Input {mode} {dtype}"
+            a = Input(N, tau_trace=torch.linspace(3.0, 40.0, N), trace_mode=mode).to(dtype)
+            b = copy.deepcopy(a)
+            g = torch.Generator().manual_seed(5)
+            with torch.no_grad():
+                for t in range(12):
+                    x = (torch.rand(B, N, generator=g) < 0.3).to(dtype)
+                    with backends.prefer("torch"):
+                        want = b(x)
+                    got = a(x)
+                    _equal(f"{label} step {t}", got, want)
+                    _equal(f"{label} step {t} trace", a.trace, b.trace)
+                    assert t == 0 or got is x, label
+            assert a.__dict__["_fast"].kernel.backend == "triton", label
+        for shared in (False, True):
+            a = AdaptiveLIFNeuron(N, theta_plus=0.5, theta_shared=shared).to(dtype)
+            b = copy.deepcopy(a)
+            g = torch.Generator().manual_seed(6)
+            with torch.no_grad():
+                for t in range(12):
+                    x = (torch.rand(B, N, generator=g) * 9).to(dtype)
+                    with backends.prefer("torch"):
+                        want = b(x)
+                    _equal(f"AdaptiveLIF {shared} {dtype} step {t}", a(x), want)
+                    _equal(f"AdaptiveLIF {shared} {dtype} theta", a.theta, b.theta)
+            assert "Triton writer does not write" in a.generated_step, a.generated_step
+
+
 if __name__ == "__main__":
     if os.environ.get("TRITON_INTERPRET") != "1":
         sys.exit("run with TRITON_INTERPRET=1 (set before Triton is imported)")

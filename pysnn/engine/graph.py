@@ -500,7 +500,17 @@ class GraphedStep:
         if not recording:
             return self.network(x)
         with graph_capture():
+            self._drop_fast_steps()
             return self.network(x)
+
+    def _drop_fast_steps(self) -> None:
+        """Send every module back to its general step for a step that is recorded or prepares
+        a recording: a fused single step kept from earlier eager steps (a neuron's generated
+        kernel) checks its guards in Python, which a replay would not run again, so it must not
+        be recorded. Inside :func:`pysnn.stepping.graph_capture` no module builds a new one."""
+        for module in self.network.modules():
+            if module.__dict__.get("_fast") is not None:
+                module.__dict__["_fast"] = None
 
     # ------------------------------------------------------------------ warm-up and capture
     def _warm(self, x: torch.Tensor) -> Any:
@@ -512,6 +522,7 @@ class GraphedStep:
         watch = _DrawWatch()
         rng = _rng_states(x.device) if last else []
         with graph_capture():
+            self._drop_fast_steps()
             if last:
                 with watch:
                     out = self._graph.warm(lambda: self.network(x))
@@ -590,6 +601,7 @@ class GraphedStep:
         self._problem = None
         try:
             with graph_capture(), checks(False):
+                self._drop_fast_steps()
                 graph.capture(self._recorded)
         except Exception as error:  # noqa: BLE001 - whatever failed, the step runs eagerly
             if graph.runs_at_capture:

@@ -18,7 +18,8 @@ from torch import nn
 
 from pysnn import _checks, backends, native
 from pysnn.connection import Linear
-from pysnn.functional.lif import lif_trace_kernel
+from pysnn.functional.lif import adaptive_lif_trace_kernel, lif_trace_kernel
+from pysnn.functional.trace import trace_kernel
 from pysnn.learning import STDP, LearningRule, TripletSTDP
 from pysnn._sharing import all_unshared
 from pysnn.neuron import AdaptiveLIFNeuron, Input, LIFNeuron
@@ -241,14 +242,22 @@ def _layers_fused(
     ):
         return 0
     groups = [input] + [neuron for neuron, _ in layers]
+    # Each group's single steps run the kernel generated from its step (the built-in Input,
+    # LIF, IF and AdaptiveLIF steps); the network kernel runs the built-in fused steps of the
+    # same discretised constants instead, the same values bit for bit, each kept beside the
+    # generated step as its companion (rebuilt with it when a constant changes).
     fast = input.__dict__.get("_fast")
     if (
-        _kind(fast) != "trace"
+        _kind(fast) != "generated"
         or block_form_reason(input, Input, ("forward", "step"))
         or not fast.ready(input, x.shape[1:], dtype)
+        or input._parameters
     ):
         return 0
     if torch.is_grad_enabled() and x.requires_grad:
+        return 0
+    input_kernel = fast.companion(lambda: trace_kernel(input.trace_parameters(), x[0]))
+    if input_kernel is None:
         return 0
     limit = x.shape[0]
     sizes = [x.shape[2]]
@@ -256,33 +265,38 @@ def _layers_fused(
     for neuron in groups[1:]:
         fast = neuron.__dict__.get("_fast")
         s = neuron._buffers.get("spikes")
-        kind = _kind(fast)
-        if kind == "generated":  # a built-in LIF (IF) neuron through its generated step
-            kind = "lif" if type(neuron).step is LIFNeuron.step else ""
+        model = type(neuron).step
+        cls = AdaptiveLIFNeuron if model is AdaptiveLIFNeuron.step else LIFNeuron
         if (
-            kind not in ("lif", "adaptive")
-            or block_form_reason(
-                neuron,
-                LIFNeuron if kind == "lif" else AdaptiveLIFNeuron,
-                LIFNeuron.BLOCK_REPRODUCES,
-            )
+            _kind(fast) != "generated"
+            or model not in (LIFNeuron.step, AdaptiveLIFNeuron.step)
+            or block_form_reason(neuron, cls, LIFNeuron.BLOCK_REPRODUCES)
             or len(fast.shape) != 2
             or fast.shape[0] != batch
             or not fast.ready(neuron, fast.shape, dtype)
             or s is None
             or s.shape != fast.shape
             or s.dtype is not dtype
+            or neuron._parameters
+            or neuron._buffers["refrac_count"].dtype is not torch.int64
         ):
             return 0
-        kernel = fast.kernel
-        if _kind(fast) == "generated":
-            # (the network kernel runs the built-in LIF step: the same values as the
-            # generated one, bit for bit, from the same discretised constants)
-            if neuron._parameters or neuron._buffers["refrac_count"].dtype is not torch.int64:
-                return 0
+        if cls is AdaptiveLIFNeuron:
+            shared = neuron.theta_shared
+            kernel = fast.companion(
+                lambda: adaptive_lif_trace_kernel(
+                    *neuron.step_parameters(),
+                    neuron.theta_decay(),
+                    neuron._buffers["theta_plus"],
+                    s,
+                    shared,
+                    update=neuron.training or not shared,
+                )
+            )
+        else:
             kernel = fast.companion(lambda: lif_trace_kernel(*neuron.step_parameters(), s))
-            if kernel is None:
-                return 0
+        if kernel is None:
+            return 0
         kernels.append(kernel)
         sizes.append(fast.shape[1])
     n_conns = sum(len(incoming) for _, incoming in layers)
@@ -348,7 +362,7 @@ def _layers_fused(
         input,
         layers,
         groups,
-        kernels,
+        [input_kernel] + kernels,
         sizes,
         connections,
         applied,
@@ -411,19 +425,20 @@ def _layers_call(
     outputs,
 ) -> int:
     """The fused call of :func:`_layers_fused`, everything checked: steps ``t0 .. t0 + limit - 1``
-    of ``spikes`` (fewer if a NaN stops them: then raises); returns the steps run."""
+    of ``spikes`` (fewer if a NaN stops them: then raises); returns the steps run. ``kernels``:
+    each group's fused single-step kernel, the input's first."""
     x = spikes[t0 : t0 + limit]
     batch = x.shape[1]
     index = {id(group): j for j, group in enumerate(groups)}
     buffers, rows = [], []
     state = input._buffers
-    kernel = input.__dict__["_fast"].kernel
+    kernel = kernels[0]
     rows.append([0, sizes[0], 0, 0, state["trace"].data_ptr(), 0, kernel._table, 0])
     rows[-1] += [kernel._additive, 0, 0, 0, 0, 0]
     for k, neuron in enumerate(groups[1:], 1):
-        fast, state = neuron.__dict__["_fast"], neuron._buffers
-        kernel = kernels[k - 1]
-        adaptive = _kind(fast) == "adaptive"
+        state = neuron._buffers
+        kernel = kernels[k]
+        adaptive = isinstance(kernel, native.AdaptiveLIFStepKernel)
         buf = x.new_empty(2, batch, sizes[k])
         buf[1].copy_(state["spikes"])
         buffers.append(buf)
