@@ -150,6 +150,7 @@ QUOTES: List[Tuple[str, Callable[[], str]]] = [
     ),
     (README, _bptt_summary),
     (README, lambda: _seeds("conductance", 100, 1)),
+    (README, lambda: _seeds("conductance-theta0", 100, 1)),
     (README, lambda: _seeds("current", 100, 1)),
     (README, lambda: _one("current", 1600, 3)),
     (README, _lockout),
