@@ -241,7 +241,7 @@ def tables() -> str:
         "conductance rows use the pair STDP rule (``--rule pair``, the default) and the "
         "authors' threshold relaxation (``theta_offset`` 20 mV, 150 ms ``rest``, the defaults "
         "with conductance synapses; their three runs shared the 2 cores, hence the times). "
-        "The rows \"conductance, theta to 0\" are the runs before it (theta relaxing towards 0 "
+        'The rows "conductance, theta to 0" are the runs before it (theta relaxing towards 0 '
         "over the presentations only, ``--theta-offset 0 --rest 0``); seed 0 of them trained "
         "its first 22 000 digits before conductance synapses ran in the fused loop (the 93 "
         "minutes), seeds 1 and 2 after.\n"
