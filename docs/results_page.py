@@ -34,11 +34,16 @@ SEED_RUNS = {
         f"mnist_stdp_conductance_100_batch1_seed{s}_theta0" for s in range(3)
     ],
     ("current", 400, 1): ["mnist_stdp_400_batch1"],
+    ("conductance", 400, 1): ["mnist_stdp_conductance_400_batch1_seed0"],
+    ("conductance-triplet", 100, 1): ["mnist_stdp_conductance_triplet_100_batch1_seed0"],
     ("current", 1600, 3): ["mnist_stdp_current_1600_batch1_seed0"],
 }
 
 #: Row names of :data:`SEED_RUNS` keys that are not a synapse form.
-SEED_LABELS = {"conductance-theta0": "conductance, theta to 0"}
+SEED_LABELS = {
+    "conductance-theta0": "conductance, theta to 0",
+    "conductance-triplet": "conductance, the code's STDP rule",
+}
 
 #: BindsNET-paper benchmark: the peers of the ratio table, as the README names them.
 BINDSNET_PEERS = [
