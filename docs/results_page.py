@@ -34,7 +34,7 @@ SEED_RUNS = {
         f"mnist_stdp_conductance_100_batch1_seed{s}_theta0" for s in range(3)
     ],
     ("current", 400, 1): ["mnist_stdp_400_batch1"],
-    ("conductance", 400, 1): ["mnist_stdp_conductance_400_batch1_seed0"],
+    ("conductance", 400, 1): [f"mnist_stdp_conductance_400_batch1_seed{s}" for s in range(3)],
     ("conductance-triplet", 100, 1): ["mnist_stdp_conductance_triplet_100_batch1_seed0"],
     ("current", 1600, 3): ["mnist_stdp_current_1600_batch1_seed0"],
 }
