@@ -1207,16 +1207,22 @@ class STDPRowsKernel:
         return changed
 
 
+def _rule_weight_fits(weight: torch.Tensor) -> bool:
+    """Whether a rule's row kernels apply to ``weight``: the kernels are available and it is a
+    contiguous 2-D CPU tensor of a kernel dtype."""
+    return (
+        available()
+        and weight.dim() == 2
+        and weight.dtype in _DTYPES
+        and weight.is_cpu
+        and weight.is_contiguous()
+    )
+
+
 def stdp_rows_kernel(weight: torch.Tensor) -> Optional[STDPRowsKernel]:
     """A :class:`STDPRowsKernel` for ``weight`` ``(out, in)``, or ``None`` where the kernels do
     not apply (unavailable, another device or dtype, not a contiguous 2-D tensor)."""
-    if (
-        not available()
-        or weight.dim() != 2
-        or weight.dtype not in _DTYPES
-        or not weight.is_cpu
-        or not weight.is_contiguous()
-    ):
+    if not _rule_weight_fits(weight):
         return None
     return STDPRowsKernel(weight)
 
@@ -1305,13 +1311,7 @@ def triplet_kernel(
 ) -> Optional[TripletKernel]:
     """A :class:`TripletKernel` for ``weight`` ``(out, in)``, or ``None`` where the kernels do
     not apply (unavailable, another device or dtype, not a contiguous 2-D tensor)."""
-    if (
-        not available()
-        or weight.dim() != 2
-        or weight.dtype not in _DTYPES
-        or not weight.is_cpu
-        or not weight.is_contiguous()
-    ):
+    if not _rule_weight_fits(weight):
         return None
     return TripletKernel(weight, amplitudes, decays, nearest)
 

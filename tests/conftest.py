@@ -18,6 +18,7 @@ import pytest
 import torch
 
 import pysnn
+from pysnn import native
 
 TEST_DEVICE = os.environ.get("PYSNN_TEST_DEVICE", "cpu").strip() or "cpu"
 
@@ -64,3 +65,19 @@ def _restore_value_checks():
     pysnn.set_checks(True)
     yield
     pysnn.set_checks(True)
+
+
+@pytest.fixture
+def fused_calls(monkeypatch):
+    """The calls of the fused network loop (``pysnn.native.layer_steps``) during a test:
+    ``(steps run, group a NaN stopped before or -1)`` of each."""
+    calls = []
+    original = native.layer_steps
+
+    def counted(x, *args):
+        done = original(x, *args)
+        calls.append(done)
+        return done
+
+    monkeypatch.setattr(native, "layer_steps", counted)
+    return calls

@@ -15,21 +15,6 @@ from pysnn.neuron import AdaptiveLIFNeuron, IFNeuron, Input, LIFNeuron
 FUSED = native.available()
 
 
-@pytest.fixture
-def fused_calls(monkeypatch):
-    """The fused calls: (steps run, group a NaN stopped before or -1) of each."""
-    calls = []
-    original = native.layer_steps
-
-    def counted(x, *args):
-        done = original(x, *args)
-        calls.append(done)
-        return done
-
-    monkeypatch.setattr(native, "layer_steps", counted)
-    return calls
-
-
 def digits(n, steps=350, batch=1, seed=0, rate=0.06):
     gen = torch.Generator().manual_seed(seed)
     base = torch.rand(n, 784, generator=gen) * rate

@@ -30,21 +30,6 @@ TAUS = {"tau_plus": 16.8, "tau_minus": 33.7, "tau_x": 101.0, "tau_y": 125.0}
 
 
 @pytest.fixture
-def fused_calls(monkeypatch):
-    """The fused network calls: (steps run, group a NaN stopped before or -1) of each."""
-    calls = []
-    original = native.layer_steps
-
-    def counted(x, *args):
-        done = original(x, *args)
-        calls.append(done)
-        return done
-
-    monkeypatch.setattr(native, "layer_steps", counted)
-    return calls
-
-
-@pytest.fixture
 def triplet_steps(monkeypatch):
     """How many one-sample steps ran through the triplet kernel's Python entry (the rule's fast
     step; the fused network loop calls the C step directly)."""
