@@ -275,3 +275,5 @@ def test_current_form_keeps_bindsnets_threshold():
         DiehlCook2015(n_neurons=3, theta_offset=-1.0)
     with pytest.raises(TypeError, match="rest"):
         DiehlCook2015(n_neurons=3, rest="150")
+    with pytest.raises(ValueError, match="presented"):
+        net.relax_theta(-350.0)

@@ -399,6 +399,7 @@ class DiehlCook2015(SNNNetwork):
         :math:`o (1 - e^{-T/\tau_\theta})` above the code's (7e-4 mV for 20 mV, 350 ms and
         :math:`\tau_\theta` = 1e7 ms). Nothing happens with ``theta_offset = rest = 0``.
         """
+        presented = _non_negative("presented", presented)
         offset, rest = self.theta_offset, self.rest
         if offset == 0.0 and rest == 0.0:
             return
