@@ -492,6 +492,8 @@ class NeuronKernel:
         returns_input: the step returns its input itself (:attr:`Step.returns_input`).
         max_batch: the largest batch it runs (``None``: any), where the step sums its spikes
             over the batch: beyond it the sums would not be exact, as torch's are not.
+        state_dtypes: the dtype of each state, in :attr:`states`' order.
+        shared: how many of :attr:`states` (the last ones) are per-neuron.
     """
 
     source: str
@@ -506,6 +508,31 @@ class NeuronKernel:
     device: torch.device = torch.device("cpu")
     returns_input: bool = False
     max_batch: Optional[int] = None
+    state_dtypes: List[torch.dtype] = field(default_factory=list)
+    shared: int = 0
+
+    def states_fit(
+        self, tensors: Sequence[torch.Tensor], batch: int, shape: Tuple[int, ...]
+    ) -> bool:
+        """Whether ``tensors``, the states in :attr:`states`' order (then, optionally, the
+        spike trace), are laid out as the kernel writes them, ``batch`` samples of ``shape``:
+        contiguous, on its device, of their dtypes (the trace: the kernel's), ``(batch,
+        *shape)`` (the per-neuron ones ``shape``). The kernel addresses them by pointer, so a
+        state reassigned through ``.data`` (another size, dtype or layout) must not reach it."""
+        sizes = [(batch, *shape)] * (len(self.states) - self.shared) + [shape] * self.shared
+        dtypes = self.state_dtypes
+        for i, t in enumerate(tensors):
+            if i == len(sizes):  # the trace
+                sizes.append((batch, *shape))
+                dtypes = dtypes + [self.dtype]
+            if (
+                t.shape != sizes[i]
+                or t.dtype is not dtypes[i]
+                or t.device != self.device
+                or not t.is_contiguous()
+            ):
+                return False
+        return True
 
     def fits(self, batch: int) -> bool:
         """Whether it runs steps of ``batch`` samples."""
@@ -537,36 +564,33 @@ class NeuronKernel:
             and self.guard.holds()
         )
 
-    def single_step(self, size: int, n: int, trace: Optional[TraceConstants]) -> Callable[
-        [
-            torch.Tensor,
-            Optional[torch.Tensor],
-            Sequence[torch.Tensor],
-            Optional[torch.Tensor],
-            bool,
-        ],
-        bool,
+    def single_step(
+        self, size: int, n: int, trace: Optional[TraceConstants]
+    ) -> Callable[
+        [torch.Tensor, Optional[torch.Tensor], Sequence[torch.Tensor], List[int], bool], bool
     ]:
-        """One step of this kernel as a function ``(x, out, states, tr, check) -> refused``
-        for inputs of ``size`` elements, ``n`` per sample: the spikes stored to ``out``
-        (``None`` where the step returns its input, :attr:`returns_input`: none stored), the
-        states (in :attr:`states`' order) updated in place, no history, the spike trace ``tr``
-        updated in place with the constants ``trace`` (``None``: no trace update; then ``tr``
-        is ``None``). With ``check``, an input holding a NaN or an infinity is refused first:
-        nothing is written, and the function returns ``True`` (the C kernel checks it in one
-        vectorised pass, cheaper than torch's sum). For a caller that runs many single steps
-        (:meth:`pysnn.neuron.Neuron.forward`): what does not change between them (the
-        uniforms' and the trace constants' addresses) is bound once."""
+        """One step of this kernel as a function ``(x, out, tensors, pointers, check) ->
+        refused`` for inputs of ``size`` elements, ``n`` per sample: the spikes stored to
+        ``out`` (``None`` where the step returns its input, :attr:`returns_input`: none stored),
+        ``tensors`` the states (in :attr:`states`' order) updated in place, then the spike
+        trace, updated in place with the constants ``trace`` (``None``: no trace update, and no
+        trace in ``tensors``), ``pointers`` their data pointers (which the caller reads to
+        check them, :meth:`states_fit`), no history. With ``check``, an input holding a NaN or
+        an infinity is refused first: nothing is written, and the function returns ``True``
+        (the C kernel checks it in one vectorised pass, cheaper than torch's sum). For a caller
+        that runs many single steps (:meth:`pysnn.neuron.Neuron.forward`): what does not change
+        between them (the uniforms' and the trace constants' addresses) is bound once."""
         raw = getattr(self.function, "c_step", None)
+        count = len(self.states)
         if raw is None:  # (Triton)
-            function, uniforms, history = self.function, self.uniforms, [None] * len(self.states)
+            function, uniforms, history = self.function, self.uniforms, [None] * count
 
-            def call(x, out, states, tr, check) -> bool:
+            def call(x, out, tensors, pointers, check) -> bool:
                 if check and nonfinite(x):
                     return True
-                update = None if tr is None else TraceUpdate(tr, trace)  # type: ignore[arg-type]
+                update = None if trace is None else TraceUpdate(tensors[count], trace)
                 out = torch.empty_like(x) if out is None else out  # (stored, not read)
-                function(1, size, n, x, out, states, uniforms, history, update)
+                function(1, size, n, x, out, tensors[:count], uniforms, history, update)
                 return False
 
             return call
@@ -575,30 +599,47 @@ class NeuronKernel:
         fixed = torch.tensor(addresses, dtype=torch.int64)
         kept = (self.uniforms, trace, fixed)  # (alive while the function is)
         fixed_address = fixed.data_ptr()
-        address = torch.Tensor.data_ptr
 
-        def call(x, out, states, tr, check) -> bool:
-            return raw(
-                size,
-                n,
-                x.data_ptr(),
-                None if out is None else out.data_ptr(),
-                *map(address, states),
-                None if tr is None else tr.data_ptr(),
-                fixed_address,
-                check,
-                _threads(),
-            )
+        if trace is None:
+
+            def call(x, out, tensors, pointers, check) -> bool:
+                return raw(
+                    size,
+                    n,
+                    x.data_ptr(),
+                    None if out is None else out.data_ptr(),
+                    *pointers,
+                    None,
+                    fixed_address,
+                    check,
+                    _threads(),
+                )
+
+        else:
+
+            def call(x, out, tensors, pointers, check) -> bool:
+                return raw(
+                    size,
+                    n,
+                    x.data_ptr(),
+                    None if out is None else out.data_ptr(),
+                    *pointers,
+                    fixed_address,
+                    check,
+                    _threads(),
+                )
 
         call.kept = kept  # type: ignore[attr-defined]
         return call
 
-    def run(self, neuron: Neuron, x: torch.Tensor) -> torch.Tensor:
+    def run(self, neuron: Neuron, x: torch.Tensor) -> Optional[torch.Tensor]:
         """``T`` steps of ``neuron`` on ``x`` ``(T, B, *shape)``: its spikes ``(T, B, *shape)``,
         its state left as after ``T`` calls (the trace updated step by step as
         :meth:`~pysnn.neuron.Neuron.forward` does: in the kernel's loop without autograd where
         :func:`trace_constants` allows it, else by :func:`~pysnn.functional.trace.trace_step`
-        after the kernel, which keeps the trace's gradient under autograd)."""
+        after the kernel, which keeps the trace's gradient under autograd). ``None``, nothing
+        run, where a state is not laid out as the kernel writes it (:meth:`states_fit`: one
+        reassigned through ``.data``): the caller runs the neuron's own steps."""
         steps, batch = x.shape[0], x.shape[1]
         flat = x.reshape(steps * batch, *x.shape[2:])
         check_input("x", flat, neuron.shape, neuron._reference(), type(neuron).__name__)
@@ -607,6 +648,9 @@ class NeuronKernel:
         buffers = neuron._buffers
         n = math.prod(neuron.shape)
         inputs = [buffers[name] for name in self.states]
+        traced = inputs + [buffers["trace"]] if neuron.spiking else inputs
+        if not self.states_fit(traced, batch, neuron.shape):
+            return None
         update = None
         if torch.is_grad_enabled() and (x.requires_grad or any(s.requires_grad for s in inputs)):
             out, *states = _GeneratedSteps.apply(self, n, x, *inputs)
@@ -710,6 +754,12 @@ def generate(neuron: Neuron, example: torch.Tensor) -> Tuple[Optional[NeuronKern
         device=example.device,
         returns_input=step.returns_input,
         max_batch=_EXACT_COUNTS[step.dtype] if step.batch_ops else None,
+        state_dtypes=[
+            torch.int64 if ("state", k) in step.integer else step.dtype
+            for k in range(len(step.states))
+        ]
+        + [step.dtype] * len(step.shared),
+        shared=len(step.shared),
     )
     return kernel, ""
 

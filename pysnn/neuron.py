@@ -720,6 +720,7 @@ class Neuron(nn.Module):
 
 _is_compiling = torch.compiler.is_compiling
 _grad_enabled = torch.is_grad_enabled
+_DATA_PTR = torch.Tensor.data_ptr
 
 
 def _inference(x: torch.Tensor, buffers) -> bool:
@@ -762,6 +763,7 @@ class _GeneratedStep:
         "kept",
         "states",
         "returns_input",
+        "pointers",
     )
     #: which kernel the step runs (the fused network loop,
     #: :func:`pysnn.engine.layers.run_layers`, reads the ``KIND`` of each module's fast step)
@@ -777,8 +779,9 @@ class _GeneratedStep:
         if self.trace is not None:
             self.names += ("trace",)
         self.call = kernel.single_step(self.size, self.n, self.trace)
-        # the state tensors the kernel updates, from the buffers, in its order
-        names = kernel.states
+        # the tensors the kernel updates, from the buffers, in its order: the states, then the
+        # trace where the kernel updates it
+        names = self.names
         get = itemgetter(*names) if names else None
         self.states: Callable[[dict], Sequence[torch.Tensor]] = (
             get if len(names) > 1 else (lambda b: (get(b),)) if names else (lambda b: ())
@@ -786,6 +789,24 @@ class _GeneratedStep:
         self.cpu = kernel.device.type == "cpu"
         self.kept: Any = self
         self.returns_input = kernel.returns_input
+        # their data pointers when last seen laid out as the kernel writes them (the state is
+        # updated in place, so they stay; another pointer is checked again, see fits)
+        self.pointers: Optional[list] = None
+
+    def fits(self, neuron: Neuron, tensors: Sequence[torch.Tensor], pointers: list) -> bool:
+        """Whether the kernel may write ``tensors`` (at ``pointers``): where the pointers are
+        those last checked, they are the same tensors, updated in place (a storage swapped in
+        through ``.data`` is a new allocation, made while the old one was alive, so it has
+        another pointer); else their layout is checked (:meth:`NeuronKernel.states_fit`): a
+        state of another size, dtype or layout never reaches the kernel. (A view of the same
+        storage at the same address assigned through ``.data``, ``v.data = v.data[:2]``, is
+        not seen: the kernel then writes within that storage.)"""
+        if pointers == self.pointers:
+            return True
+        if not self.kernel.states_fit(tensors, self.shape[0], neuron.shape):
+            return False
+        self.pointers = pointers
+        return True
 
     def companion(self, build: Callable[[], Any]) -> Any:
         """``build()``, called once while this step is kept (the constants, ``dt``, the trace
@@ -831,17 +852,20 @@ class _GeneratedStep:
             return None
         if not all_unshared(buffers, self.names):
             return None
+        tensors = self.states(buffers)
+        pointers = list(map(_DATA_PTR, tensors))
+        if pointers != self.pointers and not self.fits(neuron, tensors, pointers):
+            return None  # (the general step, which makes the state anew or refuses it)
         if self.returns_input:  # (the spikes are x itself, as the torch step returns them)
             out, stored = x, None
         else:
             out = stored = torch.empty_like(x)
         # (a spiking neuron's trace updated by the kernel, or by trace_step after it)
-        trace = None if self.trace is None else buffers["trace"]
-        if self.call(x, stored, self.states(buffers), trace, _checks._VALUE_CHECKS):
+        if self.call(x, stored, tensors, pointers, _checks._VALUE_CHECKS):
             # (the kernel refused the non-finite input before writing anything)
             raise ValueError(_checks.nonfinite_message("x", x, type(neuron).__name__))
         if neuron.spiking:
-            if trace is None:
+            if self.trace is None:
                 buffers["trace"] = trace_step(
                     buffers["trace"], out, neuron.trace_parameters(), neuron._spare("trace")
                 )
@@ -871,6 +895,7 @@ class _GeneratedStep:
                 )
             )
             and all_unshared(buffers, self.names)
+            and self.kernel.states_fit(self.states(buffers), shape[0], neuron.shape)
         )
 
 

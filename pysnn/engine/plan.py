@@ -268,9 +268,10 @@ class SequencePlan:
                     if kernel is not None and not kernel.guard.holds():  # constants edited
                         kernel = generate(module, _neuron_example(module, block[0]))[0]
                         self.kernels[node.target] = kernel
+                    out = None
                     if kernel is not None and kernel.applies(module, block):
                         out = kernel.run(module, block)  # a generated kernel, all T steps
-                    else:
+                    if out is None:
                         out = module.forward_multistep(block)
                     env[node] = out.flatten(0, 1)
                 else:

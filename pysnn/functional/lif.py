@@ -119,16 +119,42 @@ def lif_step(
     return s, v, refrac
 
 
+def _state_fits(
+    shape: torch.Size,
+    state: Tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    theta: Optional[torch.Tensor] = None,
+    out: Optional[Tuple[Optional[torch.Tensor], ...]] = None,
+) -> bool:
+    """Whether the state ``(v, refrac, trace)`` (and ``out``, written in its place) has the
+    step's ``shape`` ``(B, *shape)``, contiguous, and ``theta`` that or ``shape[1:]``. The fused
+    kernels address them by pointer; otherwise the torch operations run (their broadcasting,
+    or their error)."""
+    if any(t.shape != shape for t in state):
+        return False
+    if theta is not None and theta.shape != shape and theta.shape != shape[1:]:
+        return False
+    return out is None or all(
+        o is None or (o.shape == shape and o.dtype is t.dtype and o.is_contiguous())
+        for o, t in zip(out, state)
+    )
+
+
 def _fused_backend(
     x: torch.Tensor,
     v: torch.Tensor,
+    refrac: torch.Tensor,
     trace: torch.Tensor,
     p: LIFParameters,
     tp: TraceParameters,
     theta: Optional[torch.Tensor],
+    out: Optional[Tuple[Optional[torch.Tensor], ...]] = None,
 ) -> Optional[Any]:
     """The backend whose ``lif_steps`` may run (:func:`pysnn.backends.select`), or ``None``: no
-    backend accepts the tensors, or a constant needs a gradient the kernels do not compute."""
+    backend accepts the tensors, a state does not have the step's shape (:func:`_state_fits`),
+    or a constant needs a gradient the kernels do not compute."""
+    shape = x.shape if x.dim() == v.dim() else x.shape[1:]
+    if not _state_fits(shape, (v, refrac, trace), theta, out):
+        return None
     backend = backends.select("lif_steps", x, v, trace, theta)
     if backend is None or (torch.is_grad_enabled() and _constants_need_grad(p, tp)):
         return None
@@ -192,7 +218,7 @@ def fused_lif_trace_step(
     """:func:`lif_trace_step` through a backend's fused kernel, or ``None`` where none applies
     (then the caller runs :func:`lif_step` and :func:`~pysnn.functional.trace.trace_step`,
     which give the same values, bit for bit)."""
-    backend = _fused_backend(x, v, trace, p, tp, theta)
+    backend = _fused_backend(x, v, refrac, trace, p, tp, theta, out)
     if backend is None:
         return None
     return backend.lif_steps(x, v, refrac, trace, p, tp, theta, out)
@@ -264,10 +290,14 @@ def lif_trace_steps(
     unless ``detach_reset``, no gradient into the input while refractory.
     """
     x = x.contiguous()
-    backend = _fused_backend(x, v, trace, p, tp, None)
+    backend = _fused_backend(x, v, refrac, trace, p, tp, None)
     if backend is not None:
         return backend.lif_steps(x, v, refrac, trace, p, tp)
-    if not callable(getattr(surrogate, "grad", None)) or _constants_need_grad(p, tp):
+    if (
+        not callable(getattr(surrogate, "grad", None))
+        or _constants_need_grad(p, tp)
+        or not _state_fits(x.shape[1:], (v, refrac, trace))
+    ):
         return None
     backend = backends.select("lif_backward", x, v, trace, differentiable=True)
     if backend is None or not callable(getattr(backend, "lif_steps", None)):

@@ -68,7 +68,11 @@ def trace_step(
     Without autograd this runs as one fused kernel where a backend accepts the tensors
     (:func:`pysnn.backends.select`; on the CPU :mod:`pysnn.native`, bit-identical).
     """
-    backend = backends.select("trace_step", spikes, trace)
+    # (the kernels address the tensors by pointer: other shapes take torch's broadcasting)
+    fits = spikes.shape == trace.shape and (
+        out is None or (out.shape == trace.shape and out.dtype is trace.dtype)
+    )
+    backend = backends.select("trace_step", spikes, trace) if fits else None
     if backend is not None and not (
         torch.is_grad_enabled() and (p.decay.requires_grad or p.scale.requires_grad)
     ):  # (a learned trace constant needs the torch path's gradient)
