@@ -571,6 +571,39 @@ class Clipped(Neuron):
         return s
 
 
+def _whole_steps(period: torch.Tensor, dt: float) -> torch.Tensor:
+    """A period (ms) in whole steps of ``dt``, ``int64``."""
+    return torch.round(period / dt).to(torch.int64)
+
+
+class RefractoryLIF(Neuron):
+    """A LIF written with ``torch.addcmul`` (the leak, rounded as torch rounds it) and an
+    ``int64`` refractory counter (integer arithmetic, a clamp, a select, a conversion to the
+    dtype: the input is divided by one plus the remaining refractory steps)."""
+
+    def __init__(self, shape, dt=1.0, *, tau_v=20.0, v_rest=0.0, thresh=1.0, refrac=2.0, **kw):
+        super().__init__(shape, dt, **kw)
+        self.register_constant("tau_v", tau_v, positive=True)
+        self.register_constant("v_rest", v_rest)
+        self.register_constant("thresh", thresh)
+        self.register_constant("refrac", refrac, non_negative=True)
+        self.register_state("v", "v_rest")
+        self.register_state("count", 0, dtype=torch.int64)
+
+    def step(self, x):
+        from pysnn.functional.decay import exp_decay
+
+        mem = self.derived("mem", exp_decay, self.tau_v, self.dt)
+        refractory = self.derived("refractory", _whole_steps, self.refrac, self.dt)
+        leak = self.v_rest * (1 - mem)
+        self.v = torch.addcmul(leak, self.v, mem) + x / (1 + self.count.to(x.dtype))
+        s = self.fire(self.v - self.thresh)
+        fired = s > 0
+        self.v = torch.where(fired, self.v_rest, self.v)
+        self.count = torch.where(fired, refractory, (self.count - 1).clamp_min(0))
+        return s
+
+
 class Reciprocal(Neuron):
     """A number divided by the state: torch computes the state's reciprocal times the number
     (two roundings), and so must the generated kernel."""
@@ -635,6 +668,7 @@ def _one_layer(neuron_factory, n=16, dtype=torch.float32):
         lambda n: CurrentLIF(n, tau_v=torch.linspace(10.0, 30.0, n), thresh=0.8),
         lambda n: Clipped(n),
         lambda n: Reciprocal(n),
+        lambda n: RefractoryLIF(n, tau_v=torch.linspace(10.0, 30.0, n), v_rest=-0.25, thresh=0.8),
     ],
 )
 def test_generated_kernels_equal_their_step_loop_bit_for_bit(factory, dtype):
@@ -886,12 +920,18 @@ def test_switching_train_and_eval_keeps_both_plans():
 
 
 @pytest.mark.parametrize(
-    "factory", [lambda n: CurrentLIF(n, thresh=0.3), lambda n: Clipped(n), lambda n: Reciprocal(n)]
+    "factory",
+    [
+        lambda n: CurrentLIF(n, thresh=0.3),
+        lambda n: Clipped(n),
+        lambda n: Reciprocal(n),
+        lambda n: RefractoryLIF(n, v_rest=-0.25, thresh=0.3),
+    ],
 )
 def test_generated_bptt_kernel_gives_the_loops_gradients(factory, monkeypatch):
     """Under autograd a generated neuron runs its generated forward and backward kernels (BPTT
-    with its surrogate): weight and input gradients equal the step loop's (float64, to
-    rounding)."""
+    with its surrogate; an int64 refractory counter carries no gradient): weight and input
+    gradients equal the step loop's (float64, to rounding)."""
     if not native.available():
         pytest.skip("generated kernels need the C compiler")
     from pysnn import codegen

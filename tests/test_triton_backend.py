@@ -76,3 +76,86 @@ def test_generated_kernels_are_not_triton_on_cpu_without_the_interpreter() -> No
     with backends.prefer("triton"):
         kernel, why = generate(IzhikevichNeuron(5), torch.zeros(2, 5))
     assert kernel is None and "Triton backend does not run CPU tensors" in why
+
+
+def _pointer_types(step, dtype) -> Dict[str, str]:
+    """The Triton pointer type of each pointer argument of ``step``'s generated kernels."""
+    import torch
+
+    real = {torch.float32: "*fp32", torch.float64: "*fp64"}[dtype]
+    types = {name: real for name in ("x_ptr", "out_ptr", "tr_ptr", "tc_ptr", "gout_ptr", "gx_ptr")}
+    for k in range(len(step.states)):
+        held = "*i64" if ("state", k) in step.integer else real
+        types.update({f"s{k}_ptr": held, f"h{k}_ptr": held, f"gs{k}_ptr": real})
+    for k in range(len(step.shared)):
+        types[f"p{k}_ptr"] = real
+    for k in range(len(step.uniforms)):
+        types[f"u{k}_ptr"] = "*i64" if ("uniform", k) in step.integer else real
+    return types
+
+
+def test_generated_kernels_compile_for_a_gpu(tmp_path, monkeypatch) -> None:
+    """The generated Triton kernels of the built-in LIF, IF and AdaptiveLIF neurons (a theta
+    per sample, and shared: the kernel of per-neuron state) and of a user neuron with an
+    ``addcmul`` and an ``int64`` counter (its backward kernel too) compile for an sm_90 GPU,
+    to a cubin, without a GPU (the interpreter, which runs them in the checks, does not type
+    them as the compiler does: an ``int64`` value carried through the loop, the per-neuron
+    tiles), both dtypes; their PTX holds a fused multiply-add exactly where ``FMA`` asks for
+    one (``enable_fp_fusion=False``: no other product and sum fused)."""
+    import torch
+    from triton.backends import backends as compilers
+
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        pytest.skip("the interpreter is on in this process")
+    if "nvidia" not in compilers:
+        pytest.skip("Triton's NVIDIA compiler is not installed")
+    import triton
+    from test_engine import RefractoryLIF
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from pysnn import codegen
+    from pysnn.backends.triton.common import LAUNCH
+    from pysnn.backends.triton.generated import _load, write_triton
+    from pysnn.neuron import AdaptiveLIFNeuron, IFNeuron, LIFNeuron
+
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path))  # (not the user's cache)
+    target = GPUTarget("cuda", 90, 32)
+    for dtype in (torch.float32, torch.float64):
+        for neuron in (
+            LIFNeuron(5),
+            IFNeuron(5),
+            AdaptiveLIFNeuron(5),
+            AdaptiveLIFNeuron(5, theta_shared=True),
+            RefractoryLIF(5),
+        ):
+            step = codegen._record(neuron.to(dtype), torch.zeros(3, 5, dtype=dtype))
+            module = _load(write_triton(step, torch.device("cuda")))
+            types = _pointer_types(step, dtype)
+            kernels = [module.pysnn_generated]
+            if step.differentiable():
+                kernels.append(module.pysnn_generated_backward)
+            assert (len(kernels) == 2) is isinstance(neuron, RefractoryLIF), type(neuron)
+            for kernel in kernels:
+                for fma in (False, True):
+                    if kernel is not module.pysnn_generated:
+                        constants = dict(FMA=fma, BLOCK=256)
+                    elif step.shared:
+                        constants = dict(TRACE=True, ADDITIVE=True, FMA=fma, ROWS=4, COLS=64)
+                    else:
+                        constants = dict(HISTORY=True, TRACE=True, ADDITIVE=True, FMA=fma)
+                        constants["BLOCK"] = 256
+                    signature = {
+                        name: (
+                            "constexpr"
+                            if name in constants
+                            else types[name] if name.endswith("_ptr") else "i64"
+                        )
+                        for name in kernel.arg_names
+                    }
+                    compiled = triton.compile(
+                        ASTSource(kernel, signature, constants), target=target, options=LAUNCH
+                    )
+                    label = f"{type(neuron).__name__} {dtype} {kernel.__name__} FMA={fma}"
+                    assert compiled.asm["cubin"], label
+                    assert ("fma.rn" in compiled.asm["ptx"]) is fma, label

@@ -400,7 +400,7 @@ def _counting(op: str) -> List[int]:
     return calls
 
 
-def _neuron_run(multistep: bool, **kwargs) -> Tuple[torch.Tensor, ...]:
+def _neuron_run(multistep: bool, **kwargs) -> Tuple[Tuple[torch.Tensor, ...], nn.Module]:
     from pysnn.neuron import LIFNeuron
 
     torch.manual_seed(0)
@@ -411,21 +411,27 @@ def _neuron_run(multistep: bool, **kwargs) -> Tuple[torch.Tensor, ...]:
             s = neuron.forward_multistep(x)
         else:
             s = torch.stack([neuron(x[t]) for t in range(T)])
-    return s, neuron.v, neuron.refrac_count, neuron.trace
+    return (s, neuron.v, neuron.refrac_count, neuron.trace), neuron
 
 
 @check
 def end_to_end_lif_neuron() -> None:
+    """LIFNeuron on the Triton backend, the torch steps' values bit for bit: its multi-step
+    call runs the hand-written ``lif_steps`` kernel, and so does its first single step; the
+    later ones run its generated Triton kernel (``GENERATE_AFTER = 1``)."""
     assert backends.preference() == ("triton",), backends.preference()
     calls = _counting("lif_steps")
     for multistep in (False, True):
         for kwargs in ({}, {"trace_mode": "reset", "tau_v": math.inf}):
-            got = _neuron_run(multistep, **kwargs)
+            got, neuron = _neuron_run(multistep, **kwargs)
+            if not multistep:
+                fast = neuron.__dict__["_fast"]
+                assert fast is not None and fast.kernel.backend == "triton", neuron.generated_step
             with backends.prefer("torch"):
-                want = _neuron_run(multistep, **kwargs)
+                want, _ = _neuron_run(multistep, **kwargs)
             for name, g, w in zip(("spikes", "v", "refrac", "trace"), got, want):
                 _equal(f"LIFNeuron {name} multistep={multistep} {kwargs}", g, w)
-    assert len(calls) >= 2 * (T + 1), len(calls)
+    assert len(calls) == 2 * 2, len(calls)
 
 
 def _unroll_run() -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -465,7 +471,7 @@ def _generated_cases() -> Dict[str, Tuple[Callable[[int], nn.Module], float]]:
     """The user-written and built-in neurons the C generator is tested with
     (``tests/test_engine.py``), each with the power-of-two gain of its input (``Reciprocal``:
     a number divided by the state, which torch computes as the reciprocal times the number)."""
-    from test_engine import Clipped, CurrentLIF, Reciprocal
+    from test_engine import Clipped, CurrentLIF, Reciprocal, RefractoryLIF
 
     from pysnn.neuron import IzhikevichNeuron
     from pysnn.readout import LIReadout
@@ -476,6 +482,12 @@ def _generated_cases() -> Dict[str, Tuple[Callable[[int], nn.Module], float]]:
         "IzhikevichNeuron": (lambda n: IzhikevichNeuron(n), 64),
         "LIReadout": (lambda n: LIReadout(n), 1),
         "Reciprocal": (lambda n: Reciprocal(n), 2),
+        "RefractoryLIF": (
+            lambda n: RefractoryLIF(
+                n, tau_v=torch.linspace(10.0, 30.0, n), v_rest=-0.25, thresh=0.8
+            ),
+            2,
+        ),
     }
 
 
@@ -519,6 +531,8 @@ def _compare_generated(name: str, factory, gain: float, dtype: torch.dtype) -> N
     _equal(f"{name} {dtype} output", got, want)
     if name != "LIReadout":  # (its output is its potential)
         assert 0 < want.sum() < want.numel(), f"{name}: no spike or only spikes"
+    if name == "RefractoryLIF":  # (the int64 counter's arithmetic, clamp and select ran)
+        assert int(reference[1].count.max()) == 2 and (reference[1].count == 1).any(), name
     for (key, value), (_, expected) in zip(net[1].named_buffers(), reference[1].named_buffers()):
         if value is not None:
             _equal(f"{name} {dtype} {key}", value, expected)
@@ -668,7 +682,7 @@ def _generated_gradients(name: str, factory, gain: float, dtype: torch.dtype) ->
     g = torch.Generator().manual_seed(11)
     w_out = torch.rand(T, B, N, generator=g).to(dtype)
     w_state = torch.rand(B, N, generator=g).to(dtype)
-    state = kernel.states[-1]
+    state = [k for k in kernel.states if getattr(net[1], k).is_floating_point()][-1]
     got = model(x)
     (got * w_out).sum().backward(retain_graph=True)
     (getattr(net[1], state) * w_state).sum().backward()
@@ -693,7 +707,7 @@ def _generated_gradients(name: str, factory, gain: float, dtype: torch.dtype) ->
 
 #: the generated cases with a backward kernel (IzhikevichNeuron spikes through
 #: ``functional.spike``, not ``fire``: no backward, see ``generated_without_backward_...``)
-_DIFFERENTIABLE = ("CurrentLIF", "Clipped", "Reciprocal", "LIReadout")
+_DIFFERENTIABLE = ("CurrentLIF", "Clipped", "Reciprocal", "LIReadout", "RefractoryLIF")
 
 
 @check
@@ -846,12 +860,11 @@ def generated_number_constants_round_as_torch() -> None:
 
 
 @check
-def generated_builtin_single_steps() -> None:
+def generated_input_single_steps() -> None:
     """Input's single steps run its generated Triton kernel (the trace in its loop, the input
     returned itself, no spikes kept), both modes and dtypes, bit for bit the torch step's
-    trace; AdaptiveLIFNeuron's are refused by the Triton writer (int64 refractory counter,
-    shared theta) and run its torch step, the same values."""
-    from pysnn.neuron import AdaptiveLIFNeuron, Input
+    trace."""
+    from pysnn.neuron import Input
 
     for dtype in (torch.float32, torch.float64):
         for mode in ("additive", "reset"):
@@ -869,18 +882,204 @@ def generated_builtin_single_steps() -> None:
                     _equal(f"{label} step {t} trace", a.trace, b.trace)
                     assert t == 0 or got is x, label
             assert a.__dict__["_fast"].kernel.backend == "triton", label
-        for shared in (False, True):
-            a = AdaptiveLIFNeuron(N, theta_plus=0.5, theta_shared=shared).to(dtype)
-            b = copy.deepcopy(a)
-            g = torch.Generator().manual_seed(6)
-            with torch.no_grad():
-                for t in range(12):
-                    x = (torch.rand(B, N, generator=g) * 9).to(dtype)
-                    with backends.prefer("torch"):
-                        want = b(x)
-                    _equal(f"AdaptiveLIF {shared} {dtype} step {t}", a(x), want)
-                    _equal(f"AdaptiveLIF {shared} {dtype} theta", a.theta, b.theta)
-            assert "Triton writer does not write" in a.generated_step, a.generated_step
+
+
+def _builtin(name: str, dtype: torch.dtype, **kwargs: object) -> nn.Module:
+    """A built-in neuron whose step has an ``int64`` refractory counter and an ``addcmul`` (the
+    leak; IF: a decay of exactly 1), AdaptiveLIF's also a ``theta`` per sample or, shared, per
+    neuron (updated from the batch's spike counts), with per-neuron constants; the input scale
+    (``_builtin_input``) makes them spike, stay refractory and adapt."""
+    from pysnn.neuron import AdaptiveLIFNeuron, IFNeuron, LIFNeuron
+
+    g = torch.Generator().manual_seed(12)
+    common = dict(refrac=2.0, thresh=-58.0 + 4.0 * torch.rand(N, generator=g), **kwargs)
+    if name == "LIF":
+        neuron = LIFNeuron(N, tau_v=torch.linspace(10.0, 40.0, N), **common)
+    elif name == "IF":
+        neuron = IFNeuron(N, **common)
+    else:
+        neuron = AdaptiveLIFNeuron(
+            N, theta_plus=0.7, tau_theta=50.0, theta_shared=name == "AdaptiveLIF-shared", **common
+        )
+    return neuron.to(dtype)
+
+
+#: the built-in neurons whose generated Triton kernels are checked
+_BUILTIN = ("LIF", "IF", "AdaptiveLIF", "AdaptiveLIF-shared")
+
+
+def _builtin_input(steps: int, batch: int, dtype: torch.dtype, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return (5.0 * torch.rand(steps, batch, N, generator=g, dtype=torch.float64)).to(dtype)
+
+
+def _builtin_reference(neuron: nn.Module) -> nn.Module:
+    """The same neuron with its kernel generation off: its torch step at every step."""
+    reference = copy.deepcopy(neuron)
+    reference.GENERATE_AFTER = None
+    return reference
+
+
+def _exercised(label: str, spikes: torch.Tensor, neuron: nn.Module) -> None:
+    """The run spiked (not everywhere), was refractory, and AdaptiveLIF's theta adapted."""
+    assert 0 < spikes.sum() < spikes.numel(), f"{label}: no spike or only spikes"
+    assert int(neuron.refrac_count.max()) > 0, f"{label}: never refractory"
+    theta = neuron._buffers.get("theta")
+    assert theta is None or theta.abs().sum() > 0, f"{label}: theta never moved"
+
+
+@check
+def generated_builtin_single_steps() -> None:
+    """LIF, IF and AdaptiveLIF (theta per sample, and shared: per neuron, from the batch's spike
+    counts) take their single steps through their generated Triton kernels from the step after
+    ``GENERATE_AFTER`` (int64 refractory counter, ``addcmul`` leak, the trace in the loop),
+    both dtypes, batches of 1, 3 and 11 (the shared kernel runs a program's samples 8 at a
+    time: 11 takes two rounds): spikes and every buffer bit for bit those of the same neuron
+    with generation off (its torch step); a shared theta in ``eval()`` mode (read only, a
+    constant) too."""
+    for dtype in (torch.float32, torch.float64):
+        for name in _BUILTIN:
+            for batch in (1, 3, 11):
+                for training in (True, False) if name == "AdaptiveLIF-shared" else (True,):
+                    label = f"{name} {dtype} batch={batch} training={training}"
+                    a = _builtin(name, dtype).train(training)
+                    if not training:  # (a theta learned before)
+                        a.theta = torch.linspace(0.0, 3.0, N, dtype=dtype)
+                    b = _builtin_reference(a)
+                    x = _builtin_input(14, batch, dtype, 13)
+                    spikes = []
+                    with torch.no_grad():
+                        for t in range(x.shape[0]):
+                            with backends.prefer("torch"):
+                                want = b(x[t])
+                            _equal(f"{label} step {t}", a(x[t]), want)
+                            for key, value in b._buffers.items():
+                                if value is not None:
+                                    _equal(f"{label} step {t} {key}", a._buffers[key], value)
+                            if t >= a.GENERATE_AFTER:
+                                assert a.generated_step == "generated", (label, a.generated_step)
+                            spikes.append(want)
+                    assert a.__dict__["_fast"].kernel.backend == "triton", label
+                    assert b.generated_step is None, label
+                    _exercised(label, torch.stack(spikes), b)
+
+
+@check
+def generated_builtin_multistep() -> None:
+    """The generated Triton kernels of LIF, IF and AdaptiveLIF (per sample and shared theta)
+    over ``T`` steps in one launch (:meth:`~pysnn.codegen.NeuronKernel.run`, as a layer-wise
+    plan runs a generated kernel), both trace modes and dtypes, batches of 3 and 11, twice in a
+    row (the second from the state the first left): spikes and every buffer bit for bit the
+    step loop's with generation off. Under autograd none applies (the built-in step's
+    Heaviside is written outside ``fire``, a shared theta is learned from the spikes): no
+    backward kernel."""
+    from pysnn.codegen import generate
+
+    for dtype in (torch.float32, torch.float64):
+        for name in _BUILTIN:
+            for mode in ("additive", "reset"):
+                for batch in (3, 11):
+                    label = f"{name} {mode} {dtype} batch={batch}"
+                    a = _builtin(name, dtype, trace_mode=mode)
+                    b = _builtin_reference(a)
+                    kernel, why = generate(a, torch.zeros(batch, N, dtype=dtype))
+                    assert kernel is not None and kernel.backend == "triton", (label, why)
+                    assert kernel.gradient is None, label
+                    for seed in (14, 15):
+                        x = _builtin_input(T, batch, dtype, seed)
+                        with torch.no_grad():
+                            got = kernel.run(a, x)
+                            with backends.prefer("torch"):
+                                want = torch.stack([b(x[t]) for t in range(T)])
+                        _equal(f"{label} seed={seed} spikes", got, want)
+                        for key, value in b._buffers.items():
+                            if value is not None:
+                                _equal(f"{label} seed={seed} {key}", a._buffers[key], value)
+                        _exercised(label, want, b)
+
+
+@check
+def generated_shared_kernel_keeps_no_history() -> None:
+    """A kernel with per-neuron state has no backward: asked for each step's state (as the
+    autograd function asks a kernel with a backward), it refuses, writing nothing."""
+    from pysnn.codegen import generate
+
+    neuron = _builtin("AdaptiveLIF-shared", torch.float64)
+    x = _builtin_input(2, B, torch.float64, 16)
+    kernel, why = generate(neuron, x[0])
+    assert kernel is not None and kernel.backend == "triton", why
+    neuron._prepare(x[0])  # (the state made for the batch)
+    states = [neuron._buffers[k].clone() for k in kernel.states]
+    history = [s.new_empty((2, *s.shape)) for s in states]
+    out = torch.zeros_like(x)
+    try:
+        kernel.function(2, x[0].numel(), N, x, out, states, kernel.uniforms, history, None)
+    except ValueError as err:
+        assert "keeps no history" in str(err), err
+    else:
+        raise AssertionError("a kernel with per-neuron state kept a history")
+    assert not out.any(), "written before refusing"
+
+
+def _lif_bptt(dtype: torch.dtype, tol: float) -> None:
+    """A built-in LIF without a surrogate (its spikes carry no gradient, its Heaviside outside
+    ``fire`` then drops none) has a generated Triton backward: ``T`` steps of its kernel under
+    autograd (BPTT through the addcmul leak, the refractory mask of the input, the reset's
+    select; the int64 counter carries no gradient) against torch autograd through its step
+    loop, for a loss on the spikes and the final potential."""
+    from pysnn.codegen import generate
+
+    a = _builtin("LIF", dtype, surrogate=None)
+    b = _builtin_reference(a)
+    g = torch.Generator().manual_seed(17)
+    x = _builtin_input(T, B, dtype, 18).requires_grad_()
+    x_ref = x.detach().clone().requires_grad_()
+    w_out = torch.rand(T, B, N, generator=g).to(dtype)
+    w_v = torch.rand(B, N, generator=g).to(dtype)
+    kernel, why = generate(a, x[0].detach())
+    assert kernel is not None and kernel.backend == "triton", why
+    assert kernel.gradient is not None and "pysnn_generated_backward" in kernel.source
+    calls: List[int] = []
+    backward = kernel.gradient
+    kernel.gradient = lambda *args: calls.append(1) or backward(*args)
+    got = kernel.run(a, x)
+    ((got * w_out).sum() + (a.v * w_v).sum()).backward()
+    with backends.prefer("torch"):
+        want = torch.stack([b(x_ref[t]) for t in range(T)])
+        ((want * w_out).sum() + (b.v * w_v).sum()).backward()
+    assert calls, "the generated Triton backward kernel did not run"
+    _equal(f"LIF {dtype} spikes", got.detach(), want.detach())
+    _equal(f"LIF {dtype} refrac_count", a.refrac_count, b.refrac_count)
+    _exercised(f"LIF {dtype}", want, b)
+    assert x_ref.grad.abs().sum() > 0 and (x_ref.grad == 0).any(), "no refractory mask seen"
+    torch.testing.assert_close(x.grad, x_ref.grad, rtol=tol, atol=tol)
+
+
+@check
+def generated_builtin_lif_backward() -> None:
+    _lif_bptt(torch.float64, 1e-12)
+    _lif_bptt(torch.float32, 1e-5)
+
+
+@check
+def generated_multiply_add_rounds_as_torch() -> None:
+    """The comparison sees how ``addcmul`` is rounded: with the kernel's multiply-add rounded
+    the other way (the device's rule, ``fuses_multiply_add``, inverted), RefractoryLIF's
+    graded potential differs from the step loop's; with the rule, it is the same."""
+    from pysnn.backends.triton import generated
+
+    rule = generated.fuses_multiply_add
+    factory, gain = _generated_cases()["RefractoryLIF"]
+    _compare_generated("RefractoryLIF", factory, gain, torch.float32)
+    generated.fuses_multiply_add = lambda device: not rule(device)
+    try:
+        _compare_generated("RefractoryLIF", factory, gain, torch.float32)
+    except AssertionError as err:
+        assert "not bit-identical" in str(err), err
+    else:
+        raise AssertionError("a multiply-add rounded the other way went unnoticed")
+    finally:
+        generated.fuses_multiply_add = rule
 
 
 if __name__ == "__main__":

@@ -8,23 +8,52 @@ state (64-bit offsets), loads the state and the uniforms once (a per-neuron unif
 Each :class:`~pysnn.codegen.Op` is one Triton expression in torch's order and dtype:
 
 - a Python number is a constant of the kernel's dtype (``tl.full((), value, tl.float64)``),
-  rounded once from the Python float as torch rounds it (a bare literal would be float32);
+  rounded once from the Python float as torch rounds it (a bare literal would be float32), or
+  of ``tl.int64`` where it meets ``int64`` values;
 - division is correctly rounded: ``tl.div_rn`` in float32 (Triton's ``/`` on float32 is
-  approximate on a GPU), ``/`` in float64 (already correctly rounded). On CUDA, torch divides by a Python number as a product with its reciprocal (computed
-  in the dtype), and so does the kernel there;
+  approximate on a GPU), ``/`` in float64 (already correctly rounded). On CUDA, torch divides
+  by a Python number as a product with its reciprocal (computed in the dtype), and so does the
+  kernel there;
 - ``fire`` is ``(z >= 0).to(dtype)``, comparisons and logic give ``bool`` tensors, ``where``
   is ``tl.where``, ``clamp`` two ``tl.where`` as the C writer's;
+- ``int64`` values (a refractory counter such as :class:`~pysnn.neuron.LIFNeuron`'s
+  ``refrac_count``, its reset value computed from the constants) are ``tl.int64`` tensors, in
+  the state's registers like the rest: the recorder lets them take part only in integer sums,
+  differences, products, negation, ``abs``, comparisons, ``where`` and ``clamp`` with other
+  ``int64`` values and whole numbers (:func:`pysnn.codegen._check_types`), which wrap around
+  in two's complement on the GPU, in NumPy and in torch alike, and in conversions to the dtype
+  (``.to(dtype)``, rounded to nearest by ``.to(tl.float32)`` as by torch);
+- ``addcmul`` (``madd``, ``a * b + c``) is
+  :func:`~pysnn.backends.triton.trace.multiply_add`: one ``tl.fma`` exactly where torch's
+  ``addcmul`` is a fused multiply-add on the device (``FMA``, measured by
+  :func:`~pysnn.backends.triton.common.fuses_multiply_add`: on this CPU, under the
+  interpreter, as torch's CPU kernels round it), else a product and a sum rounded each;
 - the kernel is launched with ``enable_fp_fusion=False``
-  (:data:`~pysnn.backends.triton.common.LAUNCH`): no product and sum is fused;
+  (:data:`~pysnn.backends.triton.common.LAUNCH`): no other product and sum is fused;
 - the spike trace (``TRACE``, without autograd: :class:`~pysnn.codegen.TraceUpdate`) is kept in
   registers too and updated after each step by the Triton trace kernel's
   :func:`~pysnn.backends.triton.trace.trace_next` (its sum a ``tl.fma`` exactly where torch's
   ``addcmul`` fuses on the device).
 
+**Per-neuron state** (:attr:`~pysnn.codegen.Step.shared`, such as
+:class:`~pysnn.neuron.AdaptiveLIFNeuron`'s shared ``theta``, updated after each step from the
+sum over the batch of the step's spikes) needs every sample of a neuron before the next step.
+Such a step gets another layout, with no cross-program reduction: a program owns ``COLS``
+neurons and all ``B`` samples of them, ``ROWS`` samples (up to 8) at a time in a ``(ROWS,
+COLS)`` tile. At each step it computes the per-neuron values the elements read, runs its
+samples' elements (the per-element state and trace loaded and stored at each step, each by
+the program that owns it), sums each neuron's 0/1 spikes (``tl.sum`` of the tiles: whole
+numbers, exact in any order while the batch fits
+:attr:`~pysnn.codegen.NeuronKernel.max_batch`, as torch's ``spikes.sum(0)``), then computes
+the neuron pass and keeps the new per-neuron state in registers, stored once at the end. No
+atomics, no order that depends on scheduling: the same results at every launch, in one launch
+for all ``T`` steps. It keeps no history (a step with per-neuron state has no backward).
+
 Under Triton's interpreter (``TRITON_INTERPRET=1``, CPU tensors) the tests find the results the
-step loop's bit for bit; on a GPU, where no test here runs, the operations written (sums,
-products, correctly rounded divisions, comparisons, selections) are the ones torch's CUDA
-kernels do, so the same is expected.
+step loop's bit for bit (the built-in LIF, IF and AdaptiveLIF neurons included, in float32 and
+float64); on a GPU, where no test here runs, the operations written (sums, products, fused
+multiply-adds where torch's ``addcmul`` fuses, correctly rounded divisions, comparisons,
+selections, integer arithmetic) are the ones torch's CUDA kernels do, so the same is expected.
 
 The source is written to a ``.py`` file in a private directory (``tempfile.mkdtemp``, mode
 0700) and imported, so that ``triton.jit`` can read it; kernels are kept in this process by
@@ -33,12 +62,14 @@ the SHA-256 of their source.
 Where :meth:`~pysnn.codegen.Step.differentiable`, the module also defines a backward kernel
 (BPTT), as the C writer's: the forward stores each step's state before the step (``HISTORY``),
 and ``pysnn_generated_backward`` loops over the steps in reverse, recomputes step ``t``'s values
-from that state, applies each operation's adjoint (:meth:`~pysnn.codegen.Op.adjoints`, this
-writer's statements; the surrogate derivatives in the C writer's forms and order) in reverse,
-stores the input's gradient, and carries the states' gradients in registers. Under the
-interpreter the tests find the gradients torch autograd's through the step loop to 1e-12 in
-float64 and 1e-5 in float32 (sums in another order, ``1 / (a * a)`` for ``pow(-2)``); on a GPU
-``tl.exp`` (the sigmoid surrogate) is not torch's ``exp``, so to rounding only.
+from that state (an ``int64`` state's too: it has no gradient of its own), applies each
+operation's adjoint (:meth:`~pysnn.codegen.Op.adjoints`, this writer's statements; the
+surrogate derivatives in the C writer's forms and order; ``madd``'s adjoints ``g * b`` and
+``g * a``) in reverse, stores the input's gradient, and carries the floating-point states'
+gradients in registers. Under the interpreter the tests find the gradients torch autograd's
+through the step loop to 1e-12 in float64 and 1e-5 in float32 (sums in another order,
+``1 / (a * a)`` for ``pow(-2)``); on a GPU ``tl.exp`` (the sigmoid surrogate) is not torch's
+``exp``, so to rounding only.
 """
 
 from __future__ import annotations
@@ -62,6 +93,8 @@ if TYPE_CHECKING:  # pragma: no cover - imports for annotations only
 __all__ = ["triton_kernel", "write_triton"]
 
 _TL = {torch.float32: "tl.float32", torch.float64: "tl.float64"}
+#: the variable names of the operand kinds (:class:`~pysnn.codegen.Ref`), its index appended
+_NAMES = {"x": "in_x", "state": "s", "shared": "p", "uniform": "u", "value": "e", "batch": "b"}
 #: Python operators of the arithmetic, comparison and logical kinds (division: ``tl.div_rn``)
 _OPERATORS = {
     "add": "+",
@@ -94,10 +127,17 @@ class _Writer:
         self.dtype = _TL[step.dtype]
         self.constants: Dict[Tuple[str, str], Tuple[str, str]] = {}  # key -> (name, literal)
 
+    def type_of(self, want: str) -> str:
+        """The Triton type of ``want``: ``"float"`` (the dtype), ``"bool"`` or ``"int"``."""
+        return {"float": self.dtype, "bool": "tl.int1", "int": "tl.int64"}[want]
+
     def constant(self, value: Union[bool, float], want: str) -> str:
-        """The name of a constant ``value`` of the dtype (``want == "float"``) or ``bool``."""
+        """The name of a constant ``value`` of the dtype (``want == "float"``), ``bool`` or
+        ``int64`` (``"int"``: a whole number, see :func:`pysnn.codegen._check_types`)."""
         if want == "bool":
             key, literal = ("bool", repr(bool(value))), f"tl.full((), {bool(value)!r}, tl.int1)"
+        elif want == "int":
+            key, literal = ("int", repr(int(value))), f"tl.full((), {int(value)}, tl.int64)"
         else:
             key = ("float", repr(float(value)))
             number = repr(float(value)) if math.isfinite(value) else f"float({str(float(value))!r})"
@@ -107,15 +147,26 @@ class _Writer:
         return self.constants[key][0]
 
     def operand(self, ref: "Ref", want: str) -> str:
-        """``ref`` as a Triton expression of ``want`` (``"float"``: the dtype, or ``"bool"``)."""
+        """``ref`` as a Triton expression of ``want`` (``"float"``: the dtype, ``"bool"`` or
+        ``"int"``: ``int64``); an ``int64`` or ``bool`` value converted to the dtype as torch's
+        ``.to(dtype)`` converts it (rounded to nearest)."""
         if ref.kind == "number":
             return self.constant(ref.value, want)
-        name = {"x": "in_x", "state": "s", "uniform": "u", "value": "e"}[ref.kind]
-        name += "" if ref.kind == "x" else str(ref.index)
+        name = _NAMES[ref.kind] + ("" if ref.kind == "x" else str(ref.index))
         held = self.step.result(ref)
         if held == want:
             return name
-        return f"({name} != 0)" if want == "bool" else f"{name}.to({self.dtype})"
+        return f"({name} != 0)" if want == "bool" else f"{name}.to({self.type_of(want)})"
+
+    def domain(self, op: "Op") -> str:
+        """What the operands of an arithmetic, comparison or ``clamp`` operation (its numbers
+        included) are written in: ``"int"`` where one is ``int64`` (torch computes on ``int64``
+        values in ``int64``; :func:`pysnn.codegen._check_types` lets them meet only ``int64``
+        values and whole numbers), else ``"float"``, as the C writer's
+        :func:`pysnn.codegen._number_type`."""
+        args = op.args[1:] if op.kind == "where" else op.args
+        held = [self.step.result(ref) for ref in args if ref is not None]
+        return "int" if "int" in held else "float"
 
     def operands(self, op: "Op") -> List[Optional[str]]:
         """The operands of ``op`` as its backward statements read them: ``where``'s condition
@@ -133,7 +184,12 @@ class _Writer:
     def expression(self, op: "Op") -> str:
         """``op`` as a Triton expression of its result."""
         kind, args = op.kind, op.args
-        want = "bool" if kind in ("and", "or") else "float"
+        if kind in ("and", "or"):
+            want = "bool"
+        elif kind in ("float", "fire", "madd"):
+            want = "float"
+        else:
+            want = self.domain(op)
         a = self.operand(args[0], "bool" if kind in ("where", "bool") else want)
         if kind in _OPERATORS:
             expression = f"({a} {_OPERATORS[kind]} {self.operand(args[1], want)})"
@@ -147,12 +203,15 @@ class _Writer:
             expression = f"tl.abs({a})"
         elif kind == "fire":
             expression = f"({a} >= 0).to({self.dtype})"
+        elif kind == "madd":  # a * b + c, rounded as torch's addcmul on the device
+            b, c = (self.operand(ref, "float") for ref in args[1:])
+            expression = f"multiply_add({a}, {b}, {c}, FMA)"
         elif kind == "where":
             branches = [self.operand(ref, op.result) for ref in args[1:]]
             expression = f"tl.where({a}, {branches[0]}, {branches[1]})"
         elif kind == "clamp":  # as the C writer: below the lower bound, then above the upper
             expression = a
-            lo, hi = (None if r is None else self.operand(r, "float") for r in args[1:])
+            lo, hi = (None if r is None else self.operand(r, want) for r in args[1:])
             if lo is not None:
                 expression = f"tl.where({expression} < {lo}, {lo}, {expression})"
             if hi is not None:
@@ -241,52 +300,45 @@ class _Writer:
 
 def write_triton(step: "Step", device: torch.device) -> str:
     """The Triton source of ``step``'s kernels for ``device``: a module defining the forward
-    kernel ``pysnn_generated(x, out, s0.., u0.., h0.., tr, tc, steps, size, n, HISTORY, TRACE,
-    ADDITIVE, FMA, BLOCK)`` (``HISTORY``: each step's state before the step is stored to
-    ``h{k}``; ``TRACE``: the spike trace ``tr`` updated after each step, see
-    :class:`~pysnn.codegen.TraceUpdate`), and where
-    :meth:`~pysnn.codegen.Step.differentiable` the backward kernel
-    ``pysnn_generated_backward(x, gout, gx, gs0.., u0.., h0.., steps, last, size, n, BLOCK)``.
-
-    Raises:
-        ValueError: the step has ``int64`` values (a refractory counter), an ``addcmul`` or
-            per-neuron state (:attr:`~pysnn.codegen.Step.shared`), which this writer does not
-            write (the C writer does): the neuron runs its torch step.
+    kernel ``pysnn_generated`` and, where :meth:`~pysnn.codegen.Step.differentiable`, the
+    backward kernel ``pysnn_generated_backward(x, gout, gx, gs0.., u0.., h0.., steps, last,
+    size, n, FMA, BLOCK)``. The forward kernel is ``pysnn_generated(x, out, s0.., u0.., h0..,
+    tr, tc, steps, size, n, HISTORY, TRACE, ADDITIVE, FMA, BLOCK)`` (``HISTORY``: each step's
+    state before the step is stored to ``h{k}``; ``TRACE``: the spike trace ``tr`` updated
+    after each step, see :class:`~pysnn.codegen.TraceUpdate`; ``FMA``: torch's ``addcmul``
+    rounds once on the device), or where the step has per-neuron state
+    (:attr:`~pysnn.codegen.Step.shared`) ``pysnn_generated(x, out, s0.., p0.., u0.., tr, tc,
+    steps, size, n, TRACE, ADDITIVE, FMA, ROWS, COLS)``: a program per ``COLS`` neurons and
+    all their samples, ``ROWS`` at a time (see the module).
     """
-    if step.integer or any(op.kind == "madd" for op in step.ops):
-        raise ValueError(
-            "the Triton writer does not write int64 state (a refractory counter) or addcmul"
-        )
-    if step.shared:
-        raise ValueError(
-            "the Triton writer does not write per-neuron state updated by the step (a shared "
-            "theta)"
-        )
+    forward = _shared_forward(step, device) if step.shared else _forward(step, device)
     source = f'''"""generated by pysnn.backends.triton.generated for {step.neuron}.step"""
 import triton
 import triton.language as tl
 
-from pysnn.backends.triton.trace import trace_next
+from pysnn.backends.triton.trace import multiply_add, trace_next
 
 
-{_forward(step, device)}'''
-    if step.differentiable():
+{forward}'''
+    if step.differentiable():  # (never with per-neuron state: learned from the spikes)
         source += "\n\n" + _backward(step, device)
     return source
 
 
-def _prologue(writer: _Writer, extra: List[str]) -> str:
-    """The kernel's lines before the loop: offsets, mask, the uniforms, ``extra``, then the
-    constants the writer declared (call it once every expression is written)."""
+def _state_type(step: "Step", k: int) -> str:
+    """What state ``k`` holds: ``"int"`` (``int64``) or ``"float"`` (the dtype)."""
+    return "int" if ("state", k) in step.integer else "float"
+
+
+def _prologue(writer: _Writer, first: List[str], mask: str, extra: List[str]) -> str:
+    """The kernel's lines before the loop: ``first`` (the offsets; ``j``, the neuron of each
+    element or column, valid where ``mask`` holds), the uniforms, ``extra``, then the constants
+    the writer declared (call it once every expression is written)."""
     step = writer.step
-    lines = [
-        "offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)",
-        "mask = offs < size",
-        "j = offs % n",
-    ]
+    lines = list(first)
     lines += [
         (
-            f"u{k} = tl.load(u{k}_ptr + j, mask=mask)"
+            f"u{k} = tl.load(u{k}_ptr + j, mask={mask})"
             if step.per_neuron[k]
             else f"u{k} = tl.load(u{k}_ptr)"
         )
@@ -295,6 +347,14 @@ def _prologue(writer: _Writer, extra: List[str]) -> str:
     lines += extra
     lines += [f"{name} = {literal}" for name, literal in writer.constants.values()]
     return "\n".join("    " + line for line in lines)
+
+
+#: the lines that give a program of the element-wise kernels its elements
+_ELEMENTS = [
+    "offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)",
+    "mask = offs < size",
+    "j = offs % n",
+]
 
 
 def _forward(step: "Step", device: torch.device) -> str:
@@ -312,7 +372,7 @@ def _forward(step: "Step", device: torch.device) -> str:
     body += [f"e{k} = {writer.expression(op)}" for k, op in enumerate(step.ops)]
     spikes = writer.operand(step.spikes, "float")
     # the new states, assigned together (a state may take another's old value)
-    news = [(k, writer.operand(ref, "float")) for k, ref in step.updated.items()]
+    news = [(k, writer.operand(ref, _state_type(step, k))) for k, ref in step.updated.items()]
     body.append(f"spikes = {spikes}")
     body.append("tl.store(out_ptr + o, spikes, mask=mask)")
     body.append("if TRACE:")
@@ -350,10 +410,110 @@ def pysnn_generated(
     FMA: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-{_prologue(writer, loads)}
+{_prologue(writer, _ELEMENTS, "mask", loads)}
     o = offs
     for _ in range(steps):
 {inner}{final}
+"""
+
+
+def _shared_forward(step: "Step", device: torch.device) -> str:
+    """The forward kernel of a step with per-neuron state (:attr:`~pysnn.codegen.Step.shared`):
+    a program owns ``COLS`` neurons and every sample of them, and keeps their per-neuron state
+    in registers through the steps. At each step it computes the per-neuron values the
+    elements read (:attr:`~pysnn.codegen.Step.per_neuron_values`), runs the step's elements
+    ``ROWS`` samples at a time (the per-element state and trace loaded and stored at each
+    step), adding up each neuron's 0/1 spikes (the sums over the batch: whole numbers, exact in
+    any order while the batch fits :attr:`~pysnn.codegen.NeuronKernel.max_batch`), then
+    computes the neuron pass (:attr:`~pysnn.codegen.Step.batch_ops`) and the new per-neuron
+    state, as the C writer's :func:`~pysnn.codegen._c_neuron_pass`. No program reads another's
+    values: no atomics, the same results at every launch."""
+    writer = _Writer(step, device.type == "cuda")
+    states, shared = range(len(step.states)), range(len(step.shared))
+    uniforms = range(len(step.uniforms))
+    zero = writer.constant(0.0, "float")
+    sums = [k for k, op in enumerate(step.batch_ops) if op.kind == "batch_sum"]
+    # per step: the per-neuron values (they read the per-neuron state, uniforms and numbers
+    # only, unchanged until the neuron pass), the sums started
+    body = [f"e{k} = {writer.expression(step.ops[k])}" for k in sorted(step.per_neuron_values)]
+    body += [f"count{k} = tl.zeros((1, COLS), {writer.dtype})" for k in sums]
+    # the elements, ROWS samples of the program's neurons at a time
+    rows = [
+        "offs = (first + samples).to(tl.int64) * n + j",
+        "mask = (first + samples < batch) & jmask",
+        "in_x = tl.load(x_ptr + o + offs, mask=mask)",
+    ]
+    rows += [f"s{k} = tl.load(s{k}_ptr + offs, mask=mask)" for k in states]
+    rows += [
+        f"e{k} = {writer.expression(op)}"
+        for k, op in enumerate(step.ops)
+        if k not in step.per_neuron_values
+    ]
+    rows.append(f"spikes = {writer.operand(step.spikes, 'float')}")
+    rows.append("tl.store(out_ptr + o + offs, spikes, mask=mask)")
+    rows += [
+        "if TRACE:",
+        "    tr = tl.load(tr_ptr + offs, mask=mask)",
+        "    tr = trace_next(tr * t_decay, t_scale, spikes, ADDITIVE, FMA)",
+        "    tl.store(tr_ptr + offs, tr, mask=mask)",
+    ]
+    # (every new value computed before the stores: a state may take another's old value)
+    news = [(k, writer.operand(ref, _state_type(step, k))) for k, ref in step.updated.items()]
+    rows += [f"n{k} = {value}" for k, value in news]
+    rows += [f"tl.store(s{k}_ptr + offs, n{k}, mask=mask)" for k, _ in news]
+    rows += [
+        f"count{k} += tl.sum(tl.where(mask, {writer.operand(step.batch_ops[k].args[0], 'float')}, "
+        f"{zero}), axis=0, keep_dims=True)"
+        for k in sums
+    ]
+    body.append("for first in range(0, batch, ROWS):")
+    body += ["    " + line for line in rows]
+    # the neuron pass: the operations on the sums, then the new per-neuron state
+    body += [
+        f"b{k} = count{k}" if op.kind == "batch_sum" else f"b{k} = {writer.expression(op)}"
+        for k, op in enumerate(step.batch_ops)
+    ]
+    shared_news = [(k, writer.operand(ref, "float")) for k, ref in step.shared_updated.items()]
+    body += [f"q{k} = {value}" for k, value in shared_news]
+    body += [f"p{k} = q{k}" for k, _ in shared_news]
+    body.append("o += size")
+    first = [
+        "j = tl.program_id(0).to(tl.int64) * COLS + tl.arange(0, COLS)[None, :]",
+        "jmask = j < n",
+        "samples = tl.arange(0, ROWS)[:, None]",
+        "batch = size // n",
+    ]
+    loads = [f"p{k} = tl.load(p{k}_ptr + j, mask=jmask)" for k in shared]
+    loads += [
+        "if TRACE:",
+        "    t_decay = tl.load(tc_ptr + j, mask=jmask)",
+        "    t_scale = tl.load(tc_ptr + n + j, mask=jmask)",
+    ]
+    stores = "".join(f"\n    tl.store(p{k}_ptr + j, p{k}, mask=jmask)" for k, _ in shared_news)
+    arguments = ", ".join(
+        ["x_ptr", "out_ptr"]
+        + [f"s{k}_ptr" for k in states]
+        + [f"p{k}_ptr" for k in shared]
+        + [f"u{k}_ptr" for k in uniforms]
+        + ["tr_ptr", "tc_ptr"]
+    )
+    inner = "\n".join("        " + line for line in body)
+    return f"""@triton.jit
+def pysnn_generated(
+    {arguments},
+    steps,
+    size,
+    n,
+    TRACE: tl.constexpr,
+    ADDITIVE: tl.constexpr,
+    FMA: tl.constexpr,
+    ROWS: tl.constexpr,
+    COLS: tl.constexpr,
+):
+{_prologue(writer, first, "jmask", loads)}
+    o = tl.full((), 0, tl.int64)
+    for _ in range(steps):
+{inner}{stores}
 """
 
 
@@ -362,9 +522,12 @@ def _backward(step: "Step", device: torch.device) -> str:
     ``t``'s values recomputed from the saved state, the adjoints zeroed, the spikes' and the
     new states' gradients added where they enter (:meth:`~pysnn.codegen.Step.seeds`), each
     operation's adjoints (:meth:`~pysnn.codegen.Op.adjoints`) applied in reverse order, the
-    input's gradient stored; the states' gradients carried in registers to the step before."""
+    input's gradient stored; the floating-point states' gradients carried in registers to the
+    step before (an ``int64`` state, a refractory counter, has none: its ``gs{k}`` is neither
+    read nor written)."""
     writer = _Writer(step, device.type == "cuda")
     states, uniforms = range(len(step.states)), range(len(step.uniforms))
+    floating = [k for k in states if _state_type(step, k) == "float"]
     body = ["in_x = tl.load(x_ptr + o, mask=mask)"]
     body += [f"s{k} = tl.load(h{k}_ptr + o, mask=mask)" for k in states]
     body += [f"e{k} = {writer.expression(op)}" for k, op in enumerate(step.ops)]
@@ -374,7 +537,7 @@ def _backward(step: "Step", device: torch.device) -> str:
         if op.result == "float":
             grads = [step.gradient(ref) for ref in op.args]
             adjoints.append(op.adjoints(writer.operands(op), grads, f"g_e{k}", surrogate, writer))
-    zeros = ["g_in_x"] + [f"g_s{k}" for k in states]
+    zeros = ["g_in_x"] + [f"g_s{k}" for k in floating]
     zeros += [f"g_e{k}" for k, op in enumerate(step.ops) if op.result == "float"]
     body += [f"{v} = zero" for v in zeros]
     spikes, targets = step.seeds()
@@ -382,11 +545,11 @@ def _backward(step: "Step", device: torch.device) -> str:
     body += [f"{target} = {target} + gn{k}" for target, k in targets]
     body += [line for block in reversed(adjoints) for line in block]
     body.append("tl.store(gx_ptr + o, g_in_x, mask=mask)")
-    body += [f"gn{k} = g_s{k}" for k in states]
+    body += [f"gn{k} = g_s{k}" for k in floating]
     body.append("o -= size")
-    loads = [f"gn{k} = tl.load(gs{k}_ptr + offs, mask=mask)" for k in states]
+    loads = [f"gn{k} = tl.load(gs{k}_ptr + offs, mask=mask)" for k in floating]
     loads.append(f"zero = tl.zeros([BLOCK], {writer.dtype})")
-    stores = "".join(f"\n    tl.store(gs{k}_ptr + offs, gn{k}, mask=mask)" for k in states)
+    stores = "".join(f"\n    tl.store(gs{k}_ptr + offs, gn{k}, mask=mask)" for k in floating)
     arguments = ", ".join(
         ["x_ptr", "gout_ptr", "gx_ptr"]
         + [f"gs{k}_ptr" for k in states]
@@ -395,12 +558,19 @@ def _backward(step: "Step", device: torch.device) -> str:
     )
     inner = "\n".join("        " + line for line in body)
     return f"""@triton.jit
-def pysnn_generated_backward({arguments}, steps, last, size, n, BLOCK: tl.constexpr):
-{_prologue(writer, loads)}
+def pysnn_generated_backward(
+    {arguments}, steps, last, size, n, FMA: tl.constexpr, BLOCK: tl.constexpr
+):
+{_prologue(writer, _ELEMENTS, "mask", loads)}
     o = offs + last
     for _ in range(steps):
 {inner}{stores}
 """
+
+
+#: the most samples a program of a kernel with per-neuron state runs at a time (fewer where
+#: the batch is smaller: its other lanes are neurons)
+_ROWS = 8
 
 
 def triton_kernel(step: "Step", device: torch.device) -> Tuple[str, "Launch", Optional["Gradient"]]:
@@ -414,6 +584,7 @@ def triton_kernel(step: "Step", device: torch.device) -> Tuple[str, "Launch", Op
     source = write_triton(step, device)
     module = _load(source)
     kernel = module.pysnn_generated
+    shared = bool(step.shared)
 
     def launch(
         steps: int,
@@ -426,33 +597,59 @@ def triton_kernel(step: "Step", device: torch.device) -> Tuple[str, "Launch", Op
         history: Sequence[Optional[torch.Tensor]],
         trace: Optional["TraceUpdate"],
     ) -> None:
-        kept = [h is not None for h in history]
-        if any(kept) and not all(kept):
+        keep = any(h is not None for h in history)
+        if keep and not all(h is not None for h in history):
             raise ValueError("a generated Triton kernel keeps the history of every state or none")
-        if size:
-            keep = any(kept)
-            saved = history if keep else [x] * len(history)  # (not written without HISTORY)
-            # (x for the trace's pointers without TRACE: neither read nor written)
-            tr, table = (x, x) if trace is None else (trace.trace, trace.constants.table)
-            grid = (triton.cdiv(size, BLOCK),)
+        if keep and shared:
+            raise ValueError(
+                "a generated Triton kernel with per-neuron state keeps no history (it has no "
+                "backward kernel)"
+            )
+        if not size:
+            return
+        # (x for the trace's pointers without TRACE: neither read nor written)
+        tr, table = (x, x) if trace is None else (trace.trace, trace.constants.table)
+        options = dict(
+            TRACE=trace is not None,
+            ADDITIVE=trace is not None and trace.constants.additive,
+            FMA=fuses_multiply_add(x.device),
+            **LAUNCH,
+        )
+        if shared:
+            rows = min(triton.next_power_of_2(size // n), _ROWS)
+            grid = (triton.cdiv(n, BLOCK // rows),)
             kernel[grid](
                 x,
                 out,
                 *states,
                 *uniforms,
-                *saved,
                 tr,
                 table,
                 steps,
                 size,
                 n,
-                HISTORY=keep,
-                TRACE=trace is not None,
-                ADDITIVE=trace is not None and trace.constants.additive,
-                FMA=fuses_multiply_add(x.device),
-                BLOCK=BLOCK,
-                **LAUNCH,
+                ROWS=rows,
+                COLS=BLOCK // rows,
+                **options,
             )
+            return
+        saved = history if keep else [x] * len(history)  # (not written without HISTORY)
+        grid = (triton.cdiv(size, BLOCK),)
+        kernel[grid](
+            x,
+            out,
+            *states,
+            *uniforms,
+            *saved,
+            tr,
+            table,
+            steps,
+            size,
+            n,
+            HISTORY=keep,
+            BLOCK=BLOCK,
+            **options,
+        )
 
     if not step.differentiable():
         return source, launch, None
@@ -483,6 +680,7 @@ def triton_kernel(step: "Step", device: torch.device) -> Tuple[str, "Launch", Op
                 last,
                 size,
                 n,
+                FMA=fuses_multiply_add(x.device),
                 BLOCK=BLOCK,
                 **LAUNCH,
             )

@@ -24,15 +24,24 @@ __all__ = ["trace_step"]
 
 
 @triton.jit
+def multiply_add(a, b, c, FMA: tl.constexpr):
+    """``a * b + c`` as torch's ``addcmul(c, a, b)`` rounds it: once (``tl.fma``) where it is a
+    fused multiply-add on the device (``FMA``, see
+    :func:`~pysnn.backends.triton.common.fuses_multiply_add`), else after the product too."""
+    if FMA:
+        value = tl.fma(a, b, c)
+    else:
+        value = a * b + c
+    return value
+
+
+@triton.jit
 def trace_next(d, scale, x, ADDITIVE: tl.constexpr, FMA: tl.constexpr):
     """The trace after a step from its decayed value ``d`` and the step's spikes ``x``:
     ``addcmul(d, scale, x)`` (rounded once where torch's ``addcmul`` fuses, ``FMA``) in additive
     mode, else ``scale`` where ``x > 0`` and ``d`` elsewhere (:func:`pysnn.functional.trace`)."""
     if ADDITIVE:
-        if FMA:
-            new = tl.fma(scale, x, d)
-        else:
-            new = scale * x + d
+        new = multiply_add(scale, x, d, FMA)
     else:
         new = tl.where(x > 0, scale, d)
     return new
