@@ -10,6 +10,10 @@ counter), a write through ``.data`` or ``detach()`` (which does not), a NumPy vi
 The check reads the guarded memory: about 0.1 µs per small tensor (a 0-d constant), a
 ``memcmp`` for larger ones, so a per-neuron constant of ``n`` values costs one pass over
 ``4 n`` bytes per replay, far less than the step it guards.
+
+A tensor made under ``torch.inference_mode`` keeps no version counter (reading ``_version``
+raises): :func:`version` gives ``None`` for it, and a :class:`Guard` checks such a tensor's
+shape, strides and dtype besides its storage and bytes (what the version would have seen).
 """
 
 from __future__ import annotations
@@ -17,11 +21,11 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 from operator import attrgetter
-from typing import Callable, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 
-__all__ = ["Guard"]
+__all__ = ["Guard", "version", "fingerprint"]
 
 #: Tensors up to this many bytes are compared as Python bytes; larger ones with ``memcmp``.
 SMALL_BYTES = 256
@@ -30,6 +34,35 @@ _RAW = attrgetter("raw")
 # (C-level callables: a map over them runs no Python frame per tensor)
 _DATA_PTR = torch.Tensor.data_ptr
 _VERSION = attrgetter("_version")
+
+
+def version(tensor: torch.Tensor) -> Optional[int]:
+    """Autograd's version counter of ``tensor``, or ``None`` for an inference tensor (made under
+    ``torch.inference_mode``: it keeps none, or, given such data through ``.data``, one that
+    torch's in-place operations outside the mode never move). Reading ``_version`` raises only
+    for a tensor object made under inference mode, whatever data it is given later: a cache
+    keyed to the object that got an ``int`` here may read ``_version`` again unguarded."""
+    if tensor.is_inference():
+        return None
+    try:
+        return tensor._version
+    except RuntimeError:  # made under inference mode, then given normal data through .data
+        return None
+
+
+def _layout(tensor: torch.Tensor) -> Tuple[torch.Size, Tuple[int, ...], torch.dtype]:
+    return tensor.shape, tensor.stride(), tensor.dtype
+
+
+def fingerprint(tensor: torch.Tensor) -> object:
+    """A value that an in-place edit of ``tensor`` changes, for a before/after comparison that
+    runs once (not per step): its autograd version; without one (an inference tensor) its
+    layout and a host copy of its bytes (a device sync on another device than the CPU)."""
+    current = version(tensor)
+    if current is not None:
+        return current
+    flat = tensor.detach().reshape(-1).cpu()
+    return (*_layout(tensor), bytes(flat.view(torch.uint8).numpy()))
 
 
 def _libc_memcmp() -> Optional[Callable[..., int]]:
@@ -52,17 +85,47 @@ class Guard:
 
     Tensors on other devices are guarded by storage and autograd version only (a device-side
     comparison would be a host sync per replay), which misses a write through ``.data``: so
-    :meth:`pysnn.neuron.Neuron.derived` caches nothing computed from such a tensor.
+    :meth:`pysnn.neuron.Neuron.derived` caches nothing computed from such a tensor. A tensor
+    without a version counter (:func:`version`) is guarded by its storage, layout and bytes on
+    the CPU; on another device nothing would see its in-place edits, so the guard never holds.
     """
 
-    __slots__ = ("tensors", "pointers", "versions", "small_views", "small", "large")
+    __slots__ = (
+        "tensors",
+        "pointers",
+        "versioned",
+        "versions",
+        "unversioned",
+        "layouts",
+        "small_views",
+        "small",
+        "large",
+    )
 
     def __init__(self, tensors: Sequence[torch.Tensor]) -> None:
         self.tensors: Tuple[torch.Tensor, ...] = tuple(tensors)
         # storage and autograd version: a swapped storage is never read, and an in-place
-        # resize or re-stride (which moves the version) invalidates
+        # resize or re-stride (which moves the version) invalidates; without a version the
+        # layout is compared instead
         self.pointers = list(map(_DATA_PTR, self.tensors))
-        self.versions = list(map(_VERSION, self.tensors))
+        versioned: List[torch.Tensor] = []
+        versions: List[int] = []
+        unversioned: List[torch.Tensor] = []
+        for t in self.tensors:
+            v = version(t)
+            if v is None:
+                unversioned.append(t)
+            else:
+                versioned.append(t)
+                versions.append(v)
+        self.versioned: Tuple[torch.Tensor, ...] = tuple(versioned)
+        self.versions = versions
+        self.unversioned: Tuple[torch.Tensor, ...] = tuple(unversioned)
+        self.layouts = list(map(_layout, unversioned))
+        if not all(t.is_cpu for t in unversioned):
+            # neither the version nor the bytes of such a tensor are seen: one pointer more
+            # than there are tensors, so that the storage check below never passes
+            self.pointers.append(-1)
         small_views, small, large = [], [], []
         for t in self.tensors:
             nbytes = t.numel() * t.element_size()
@@ -82,11 +145,13 @@ class Guard:
         self.small_views, self.small, self.large = small_views, small, large
 
     def holds(self) -> bool:
-        """Whether every guarded tensor has the storage, version and bytes it had at
-        construction (the storage is checked first: a swapped one is never read)."""
+        """Whether every guarded tensor has the storage, version (or, without one, layout) and
+        bytes it had at construction (the storage is checked first: a swapped one is never
+        read)."""
         if (
             list(map(_DATA_PTR, self.tensors)) != self.pointers
-            or list(map(_VERSION, self.tensors)) != self.versions
+            or list(map(_VERSION, self.versioned)) != self.versions
+            or (self.unversioned and list(map(_layout, self.unversioned)) != self.layouts)
         ):
             return False
         if list(map(_RAW, self.small_views)) != self.small:

@@ -120,7 +120,7 @@ from torch.overrides import TorchFunctionMode
 
 from pysnn import backends, native
 from pysnn._checks import check_input, nonfinite
-from pysnn._guards import Guard
+from pysnn._guards import Guard, fingerprint
 from pysnn.functional.trace import trace_step
 
 if TYPE_CHECKING:  # pragma: no cover - annotations only (the neuron module imports this one)
@@ -827,7 +827,8 @@ _PLAIN = (bool, int, float, complex, str, bytes, type(None))
 def _attributes(neuron: Neuron) -> Dict[str, Any]:
     """Each attribute of ``neuron`` other than its state, as something that changes when the
     attribute is assigned or (containers, tensors) edited: values of plain attributes, identity
-    and length of containers, identity and version of tensors (its constants included)."""
+    and length of containers, identity and version (:func:`pysnn._guards.fingerprint`) of
+    tensors (its constants included)."""
     seen: Dict[str, Any] = {}
     for key, value in neuron.__dict__.items():
         if key in _STEP_BOOKKEEPING or key in ("_buffers", "_parameters", "_modules"):
@@ -835,7 +836,7 @@ def _attributes(neuron: Neuron) -> Dict[str, Any]:
         if isinstance(value, _PLAIN):
             seen[key] = (type(value), value)
         elif isinstance(value, torch.Tensor):
-            seen[key] = (id(value), value._version)
+            seen[key] = (id(value), fingerprint(value))
         elif isinstance(value, (list, dict, set, tuple)):
             seen[key] = (id(value), len(value))
         else:
@@ -843,7 +844,7 @@ def _attributes(neuron: Neuron) -> Dict[str, Any]:
     states = neuron._state_specs
     for key, value in (*neuron._buffers.items(), *neuron._parameters.items()):
         if key not in states and value is not None:
-            seen[key] = (id(value), value._version)
+            seen[key] = (id(value), fingerprint(value))
     return seen
 
 

@@ -51,6 +51,7 @@ from torch import nn
 from torch.nn.utils import parametrize, prune
 
 from pysnn import _checks
+from pysnn._guards import Guard, version
 from pysnn._sharing import unshared
 from pysnn._checks import check_choice, check_input, check_positive_scalar, warn_if_dropped
 from pysnn.functional.plasticity import stdp_rows_
@@ -100,11 +101,21 @@ class _DataAccess:
         self.epoch += 1
         self.aliases = [a for a in self.aliases if a is not ref]
 
-    def state(self) -> Tuple[int, Tuple[int, ...]]:
+    def state(self) -> Tuple[int, Tuple[object, ...]]:
         """Changes whenever the parameter may have been written through ``.data``."""
         if not self.aliases:
             return (self.epoch, ())
-        return (self.epoch, tuple(getattr(alias(), "_version", -1) for alias in self.aliases))
+        return (self.epoch, tuple(_alias_state(alias()) for alias in self.aliases))
+
+
+def _alias_state(alias: Optional[torch.Tensor]) -> object:
+    """The version of a live ``.data`` alias, -1 for a dead one; a new object (equal to no
+    earlier state) for an alias without a version counter (an inference tensor), whose writes
+    cannot be seen."""
+    if alias is None:
+        return -1
+    seen = version(alias)
+    return object() if seen is None else seen
 
 
 _PARAMETER_NEW = nn.Parameter.__new__.__code__
@@ -147,7 +158,7 @@ class _TrackedParameter(nn.Parameter):
             detached.__class__ = _TrackedParameter
         return detached
 
-    def edits(self) -> Tuple[int, Tuple[int, ...]]:
+    def edits(self) -> Tuple[int, Tuple[object, ...]]:
         """A value that changes whenever ``.data`` may have been written."""
         access = self.__dict__.get("_pysnn_access")
         return (0, ()) if access is None else access.state()
@@ -165,8 +176,12 @@ class _PresynapticCopy:
     The copy is valid for one state of the weight, identified by the parameter object, its
     autograd version (bumped by every in-place op, e.g. ``weight.normal_()`` under ``no_grad``,
     ``copy_``, ``load_state_dict``, optimiser steps), its data pointer (``.to()``, ``.data = ...``)
-    and its ``.data`` writes (:class:`_TrackedParameter`). :meth:`rows` rebuilds it when any of
-    them changed; :meth:`mirror` applies an elementwise edit to both so no rebuild is needed.
+    and its ``.data`` writes (:class:`_TrackedParameter`). A weight without a version counter
+    (made under ``torch.inference_mode``) is compared by its bytes instead (a
+    :class:`~pysnn._guards.Guard`, which on another device than the CPU never holds: the copy is
+    then rebuilt at each use). :meth:`rows` rebuilds it when any of them changed; :meth:`mirror`
+    applies an elementwise edit to both so no rebuild is needed. The copy itself is never an
+    inference tensor (it is edited in place inside and outside inference mode).
     """
 
     __slots__ = ("source", "version", "pointer", "edits", "copy")
@@ -174,17 +189,27 @@ class _PresynapticCopy:
     def __init__(self) -> None:
         self.source: Optional[torch.Tensor] = None
         self.copy: Optional[torch.Tensor] = None
-        self.version = self.pointer = -1
-        self.edits: Tuple[int, Tuple[int, ...]] = (-1, ())
+        self.pointer = -1
+        # the weight's autograd version, or a Guard of its bytes where it keeps no version
+        self.version: Union[int, Guard] = -1
+        self.edits: Tuple[int, Tuple[object, ...]] = (-1, ())
 
     def clear(self) -> None:
         """Drop the copy (memory freed; rebuilt on the next event-driven step)."""
         self.source = self.copy = None
 
     def _in_sync(self, weight: torch.Tensor) -> bool:
-        return (
+        key = self.version
+        if key.__class__ is Guard:  # keyed to a weight without a version counter: bytes, last
+            return (
+                self.source is weight
+                and self.pointer == weight.data_ptr()
+                and self.edits == weight.edits()
+                and key.holds()
+            )
+        return (  # (the source had a version counter when keyed, so it has one now)
             self.source is weight
-            and self.version == weight._version
+            and key == weight._version
             and self.pointer == weight.data_ptr()
             and self.edits == weight.edits()
         )
@@ -194,7 +219,8 @@ class _PresynapticCopy:
         return self.copy if self.copy is not None and self._in_sync(weight) else None
 
     def _rekey(self, weight: _TrackedParameter) -> None:
-        self.source, self.version = weight, weight._version
+        current = version(weight)
+        self.source, self.version = weight, Guard([weight]) if current is None else current
         self.pointer, self.edits = weight.data_ptr(), weight.edits()
 
     def rows(self, weight: nn.Parameter) -> Optional[torch.Tensor]:
@@ -210,7 +236,8 @@ class _PresynapticCopy:
         # copy aliasing the weight would get every mirrored edit twice); the old copy's memory is
         # reused when nothing else holds it (no page faults for a fresh allocation)
         reusable = self.copy is not None and sys.getrefcount(self.copy) == 2
-        self.copy = transposed(weight, self.copy if reusable else None)
+        with torch.inference_mode(False):  # (a normal tensor, editable in and out of the mode)
+            self.copy = transposed(weight, self.copy if reusable else None)
         self._rekey(weight)
         return self.copy
 
@@ -675,15 +702,26 @@ class Connection(nn.Module):
     def _check_bounds(self) -> None:
         """Warn once per write of the user's own (see ``wmin, wmax`` in the class docstring) if
         the plain ``weight`` left ``[wmin, wmax]``: checked only when its version moved since
-        pysnn's last edit or check."""
+        pysnn's last edit or check (for a weight without a version counter, made under
+        ``torch.inference_mode``: when its bytes changed, at every step on another device than
+        the CPU, see :meth:`_weight_seen`)."""
         weight = self._parameters.get("weight")
         if weight is None or torch.compiler.is_compiling():
             return
-        version = weight._version
-        if version == self.__dict__.get("_bounds_version"):
-            return
-        self.__dict__["_bounds_version"] = version
-        if not (math.isfinite(self.wmin) or math.isfinite(self.wmax)):
+        seen = self.__dict__.get("_bounds_version")
+        if seen.__class__ is tuple:  # a weight without a version counter: see _weight_seen
+            if seen[0] is weight and (
+                seen[1].holds() if seen[1] is not None else not self._bounded()
+            ):
+                return
+        else:
+            try:
+                if seen == weight._version:
+                    return
+            except RuntimeError:  # a new weight without a version counter
+                pass
+        self.__dict__["_bounds_version"] = self._weight_seen(weight)
+        if not self._bounded():
             return
         with torch.no_grad():
             outside = bool(((weight < self.wmin) | (weight > self.wmax)).any())
@@ -700,7 +738,21 @@ class Connection(nn.Module):
         """Record that pysnn itself just edited the weight (no bounds check needed for it)."""
         weight = self._parameters.get("weight")
         if weight is not None:
-            self.__dict__["_bounds_version"] = weight._version
+            self.__dict__["_bounds_version"] = self._weight_seen(weight)
+
+    def _weight_seen(self, weight: torch.Tensor) -> object:
+        """What :meth:`_check_bounds` compares to tell a later write of ``weight``: its autograd
+        version; without one (an inference tensor, :func:`pysnn._guards.version`) the pair of
+        ``weight`` and a :class:`~pysnn._guards.Guard` of its bytes, or ``None`` instead of the
+        guard while the bounds are infinite (nothing to check)."""
+        current = version(weight)
+        if current is not None:
+            return current
+        return (weight, Guard([weight]) if self._bounded() else None)
+
+    def _bounded(self) -> bool:
+        """Whether ``wmin`` or ``wmax`` is finite."""
+        return math.isfinite(self.wmin) or math.isfinite(self.wmax)
 
     def forward(self, spikes: torch.Tensor) -> torch.Tensor:
         """One step: presynaptic spikes ``(B, *in_shape)`` → synaptic input arriving now (mV).
@@ -885,9 +937,15 @@ class Connection(nn.Module):
         A plain parameter is edited itself (and the presynaptic-major copy with it; ``rows``, if
         given, are the only rows along dim 0 the edit changes); a pruned one through
         ``name_orig`` (the masked entries stay 0 in the effective tensor); a parametrized one by
-        editing its current value and writing it back with ``right_inverse``.
+        editing its current value and writing it back with ``right_inverse``. A tensor made under
+        ``torch.inference_mode`` (the module was built there) is edited inside the mode, the one
+        place torch edits it in place (the fused kernels write it anywhere).
         """
         kind = self._writable(name)
+        if not torch.is_inference_mode_enabled() and self._inference_leaf(name, kind):
+            with torch.inference_mode():
+                self._edit(edit, name, rows)
+            return
         if kind == "parameter":
             leaf = self._parameters[name]
             if self._copy is not None and name == "weight":
@@ -903,6 +961,15 @@ class Connection(nn.Module):
             value = getattr(self, name).clone()
             edit(value)
             setattr(self, name, value)  # right_inverse of every parametrization
+
+    def _inference_leaf(self, name: str, kind: str) -> bool:
+        """Whether the learnable tensor behind ``name`` (of :meth:`_writable`'s ``kind``) is an
+        inference tensor, which torch edits in place only under ``torch.inference_mode``."""
+        if kind == "parameter":
+            return self._parameters[name].is_inference()
+        if kind == "pruned":
+            return self._parameters[name + "_orig"].is_inference()
+        return any(t.is_inference() for t in getattr(self.parametrizations, name).parameters())
 
     def _refresh_pruned(self, name: str) -> None:
         """Recompute a pruned ``name`` = ``name_orig * name_mask`` now (else at the next call)."""
@@ -1260,6 +1327,7 @@ class _FastLinearStep:
             or not x.is_contiguous()
             or not isinstance(conn._parameters.get("weight"), _TrackedParameter)
             or not kernels_usable(x, conn._parameters["weight"])
+            or version(conn._parameters["weight"]) is None  # (its checks read the version)
         ):
             return None
         return _FastLinearStep(conn, x)
@@ -1309,7 +1377,7 @@ class _FastLinearStep:
             return 0
         if weight._version != conn.__dict__.get("_bounds_version") or not conn._copy._in_sync(
             weight
-        ):
+        ):  # (built for a weight with a version counter only)
             return 0
         if not self.counting:
             return sys.maxsize
@@ -1515,10 +1583,13 @@ class Linear(Connection):
         if not activity.event or not kernel_counts:
             with torch.no_grad():
                 count = torch.count_nonzero(x.detach())
-                if activity.active is None:
-                    activity.active = count
+                active = activity.active
+                if active is None or (
+                    active.is_inference() and not torch.is_inference_mode_enabled()
+                ):  # (torch forbids adding in place to an inference tensor outside the mode)
+                    activity.active = count if active is None else active + count
                 else:
-                    activity.active += count
+                    active += count
         if activity.steps >= self.AUTO_INTERVAL:
             total = activity.events
             if activity.active is not None:

@@ -63,8 +63,9 @@ from __future__ import annotations
 import math
 import warnings
 from functools import partial
+from itertools import chain
 from operator import is_, itemgetter
-from typing import Any, Callable, FrozenSet, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, FrozenSet, Iterable, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -384,11 +385,13 @@ class Neuron(nn.Module):
 
         A tensor input counts as changed when it is another tensor object or when its values
         may differ (:class:`pysnn._guards.Guard`: another storage, an in-place edit, or other
-        bytes, so writes through ``.data`` are seen too); other inputs (e.g. ``dt``) when they
-        are other objects. Nothing computed from an ``nn.Parameter`` is cached (its value can
-        change through ``.data`` without a trace, and its gradient must reach it), nor from a
-        tensor on another device than the CPU (its bytes cannot be compared without a host sync)
-        or an inference tensor: ``compute`` then runs at every call.
+        bytes, so writes through ``.data`` are seen too, on inference tensors as well); other
+        inputs (e.g. ``dt``) when they are other objects. Nothing computed from an
+        ``nn.Parameter`` is cached (its value can change through ``.data`` without a trace, and
+        its gradient must reach it), nor from a tensor on another device than the CPU (its bytes
+        cannot be compared without a host sync): ``compute`` then runs at every call. A value
+        cached under ``torch.inference_mode`` is computed outside it (a normal tensor, which a
+        later step outside inference mode may use with autograd).
 
         Under ``torch.compile`` ``compute`` is traced into the graph (no cache, no graph break),
         and so it is while a step is recorded for a replay (:func:`pysnn.stepping.graph_capture`):
@@ -402,17 +405,21 @@ class Neuron(nn.Module):
         entry = self._derived_cache.get(key)
         if entry is not None and all(map(is_, inputs, entry[0])) and entry[1].holds():
             return entry[2]
-        value = compute(*inputs)
-        if not any(
-            isinstance(t, nn.Parameter)
-            or (isinstance(t, torch.Tensor) and (t.is_inference() or not t.is_cpu))
+        if any(
+            isinstance(t, nn.Parameter) or (isinstance(t, torch.Tensor) and not t.is_cpu)
             for t in inputs
-        ):  # (an inference tensor keeps no version counter for the guard, and the guard cannot
-            # compare the bytes of another device's tensor without a host sync: a .data edit
-            # there would go unseen, so the value is computed at each call)
-            # the entry holds the inputs, so their ids cannot be reused while it exists
-            guard = Guard([t for t in inputs if isinstance(t, torch.Tensor)])
-            self._derived_cache[key] = (inputs, guard, value)
+        ):  # (the guard cannot compare the bytes of another device's tensor without a host
+            # sync: a .data edit there would go unseen, so the value is computed at each call)
+            return compute(*inputs)
+        if torch.is_inference_mode_enabled():
+            # (an inference tensor could not be saved for backward by a later step outside)
+            with torch.inference_mode(False), torch.no_grad():
+                value = compute(*inputs)
+        else:
+            value = compute(*inputs)
+        # the entry holds the inputs, so their ids cannot be reused while it exists
+        guard = Guard([t for t in inputs if isinstance(t, torch.Tensor)])
+        self._derived_cache[key] = (inputs, guard, value)
         return value
 
     def trace_parameters(self) -> TraceParameters:
@@ -620,7 +627,7 @@ class Neuron(nn.Module):
             # engine capturing a step, a recording; generating would show it the recording's)
             or state.get("_generation_refused") is not None
             or capturing_graph()  # (no kernel compiled while a replayed step is recorded)
-            or _inference(x, self._buffers.values())  # (no version counter to guard with)
+            or _inference(x, chain(self._buffers.values(), self._parameters.values()))
         ):
             return
         count = state["_general_steps"] = state.get("_general_steps", 0) + 1
@@ -723,13 +730,15 @@ _grad_enabled = torch.is_grad_enabled
 _DATA_PTR = torch.Tensor.data_ptr
 
 
-def _inference(x: torch.Tensor, buffers) -> bool:
-    """Whether inference mode is on or ``x`` or a buffer is an inference tensor: such tensors
-    keep no version counter, which a generated step's guards read, so none is generated."""
+def _inference(x: torch.Tensor, tensors: Iterable[Optional[torch.Tensor]]) -> bool:
+    """Whether inference mode is on or ``x`` or one of ``tensors`` (a neuron's buffers and
+    parameters) is an inference tensor: such tensors keep no version counter (a generated
+    step's guard could compare only their bytes, and only on the CPU), so no step is generated
+    from them: their steps run as written."""
     return (
         torch.is_inference_mode_enabled()
         or x.is_inference()
-        or any(b is not None and b.is_inference() for b in buffers)
+        or any(t is not None and t.is_inference() for t in tensors)
     )
 
 

@@ -27,6 +27,7 @@ from torch.overrides import TorchFunctionMode
 import torch
 from torch import fx, nn
 
+from pysnn._guards import fingerprint
 from pysnn.connection import Connection
 from pysnn.learning import LearningRule
 from pysnn.neuron import Neuron
@@ -134,17 +135,17 @@ class StepProgram:
         return self.graph is not None
 
 
-def _attributes(root: nn.Module) -> Dict[Tuple[str, str], Tuple[int, Optional[int]]]:
+def _attributes(root: nn.Module) -> Dict[Tuple[str, str], Tuple[int, object]]:
     """Each module attribute (plain attributes, tensors, containers' lengths) of ``root``'s
     modules, to see what a traced step changed."""
-    seen: Dict[Tuple[str, str], Tuple[int, Optional[int]]] = {}
+    seen: Dict[Tuple[str, str], Tuple[int, object]] = {}
     for name, module in root.named_modules():
         items = list(module.__dict__.items())
         items += [("buffer " + k, v) for k, v in module._buffers.items()]
         items += [("parameter " + k, v) for k, v in module._parameters.items()]
         for key, value in items:
             if isinstance(value, torch.Tensor):
-                seen[(name, key)] = (id(value), value._version)
+                seen[(name, key)] = (id(value), fingerprint(value))
             elif isinstance(value, (list, dict, set)):
                 seen[(name, key)] = (id(value), len(value))
             else:
