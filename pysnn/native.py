@@ -401,7 +401,9 @@ def _build(openmp: bool = True) -> ctypes.CDLL:
         triplet.argtypes += [ctypes.c_double, ctypes.c_double, ptr]
         triplet.restype = i64
         recurrent = getattr(lib, f"pysnn_recurrent_{suffix}")
-        recurrent.argtypes = [i64, i64, i64, i64] + [ptr] * 11 + [ctypes.c_int] + [ptr] * 5
+        recurrent.argtypes = (
+            [i64, i64, i64, i64] + [ptr] * 11 + [ctypes.c_int] + [ptr] * 6 + [ctypes.c_int]
+        )
         recurrent.restype = None
         layers = getattr(lib, f"pysnn_layers_{suffix}")
         layers.argtypes = [i64, i64, ptr, i64, ptr, ptr, ptr, i64, ptr, ptr, ptr, ptr, ptr]
@@ -1410,10 +1412,13 @@ def recurrent_steps(
     params: "LIFParameters",
     trace_params: "TraceParameters",
     events: bool = False,
+    external: Optional[torch.Tensor] = None,
+    external_first: bool = False,
 ) -> Optional[torch.Tensor]:
     """``n_steps`` steps of a recurrent LIF population with sparse connectivity and exponential
     synapses, in one call (see :func:`pysnn.multistep.run_recurrent`, which checks everything
-    this function does not): returns the spikes ``(T, B, N)`` (or with ``events`` their
+    this function does not), optionally driven by an external input added to the synapses'
+    summed input: returns the spikes ``(T, B, N)`` (or with ``events`` their
     ``(step, sample, neuron)`` indices, ``(E, 3)`` int64, ordered by sample, step, neuron), the
     state updated in place, or ``None`` (nothing done) where a parameter does not fit the
     kernel. ``MemoryError`` if the events do not fit in memory.
@@ -1427,6 +1432,12 @@ def recurrent_steps(
             place), the decay and output factors, and the reversal potential (mV, conductance
             synapse) or ``None`` (current synapse).
         params, trace_params: the neurons' discretised parameters.
+        events: return the spikes' indices rather than the raster.
+        external: ``(T, B, N)`` contiguous, in ``v``'s dtype: the input added per step to the
+            synapses' summed input (the neurons' input current), or ``None`` (no such input).
+        external_first: whether ``external`` is the first term of the sum
+            (``x + in_0 + in_1 + ...``) rather than the last (``in_0 + in_1 + ... + x``);
+            floating-point addition is not associative, so the two differ in the last bit.
     """
     f = v.dtype
     shape = v.shape[1:]
@@ -1445,6 +1456,17 @@ def recurrent_steps(
         states.append(g.data_ptr())
         cond.append(0 if e_rev is None else 1)
     batch, n = v.shape[0], v.numel() // v.shape[0]
+    if external is not None and (
+        external.dtype != f
+        or not external.is_cpu
+        or not external.is_contiguous()
+        or external.numel() != n_steps * batch * n
+        or external.shape[:2] != (n_steps, batch)
+    ):
+        raise ValueError(
+            f"external must be a contiguous ({n_steps}, {batch}, {n}) CPU tensor of {f}, got "
+            f"{tuple(external.shape)} {external.dtype} on {external.device}"
+        )
     groups = len(synapses)
     out = None if events else v.new_empty(n_steps, batch, n)
     found, n_found = ctypes.POINTER(ctypes.c_int64)(), ctypes.c_int64(0)
@@ -1474,6 +1496,8 @@ def recurrent_steps(
         spiking.data_ptr(),
         ctypes.byref(found) if events else None,
         ctypes.byref(n_found) if events else None,
+        None if external is None else external.data_ptr(),
+        int(bool(external_first)),
     )
     del keep
     if not events:

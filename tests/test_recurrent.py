@@ -225,11 +225,11 @@ def test_users_population_with_a_hook_or_a_gradient_runs_the_loop_and_explain_sa
     assert all(torch.equal(p, q) for p, q in zip(_state(a), _state(b)))
 
 
-class ExternalInput(UserPopulation):
-    def forward(self, x):  # an external input: not run_recurrent's step
+class ExternalBetween(UserPopulation):
+    def forward(self, x):  # the input between the synapses' outputs: not run_recurrent's sum
         s = self.lif.spikes
         c = self.fc(s if s is not None else torch.zeros_like(x)).view(-1, 2, self.n)
-        return self.lif(self.syn_e(c[:, 0]) + self.syn_i(c[:, 1]) + x)
+        return self.lif(self.syn_e(c[:, 0]) + x + self.syn_i(c[:, 1]))
 
 
 class Swapped(UserPopulation):
@@ -249,7 +249,7 @@ class FromTrace(UserPopulation):
 @pytest.mark.parametrize(
     "cls, why",
     [
-        (ExternalInput, "the step uses its input"),
+        (ExternalBetween, "the step's input is added between the synapses' outputs"),
         (Swapped, "do not take the groups c[:, 0], c[:, 1], ... in order"),
         (FromTrace, "no connection from lif.spikes"),
     ],
@@ -313,3 +313,223 @@ def test_one_receptor_group_without_a_view(sparse):
         assert not e.fused and "the connection is a Linear" in e.fallbacks[0][1]
     assert torch.equal(got, expected) and expected[1:].sum() > 0
     assert torch.equal(a.lif.v, b.lif.v) and torch.equal(a.syn.g, b.syn.g)
+
+
+# --- an external input current (Brunel-type networks): run_recurrent(external=...) ---------
+
+
+class InputFirst(UserPopulation):
+    def forward(self, x):
+        c = self.fc(self.lif.spikes).view(-1, 2, self.n)
+        return self.lif(x + self.syn_e(c[:, 0]) + self.syn_i(c[:, 1]))
+
+
+class InputLast(UserPopulation):
+    def forward(self, x):
+        c = self.fc(self.lif.spikes).view(-1, 2, self.n)
+        return self.lif(self.syn_e(c[:, 0]) + self.syn_i(c[:, 1]) + x)
+
+
+class ScaledFirst(UserPopulation):
+    def forward(self, x):
+        c = self.fc(self.lif.spikes).view(-1, 2, self.n)
+        return self.lif(3.0 * x + self.syn_e(c[:, 0]) + self.syn_i(c[:, 1]))
+
+
+class ScaledLast(UserPopulation):
+    gain = 0.7  # (a plain attribute: the plan depends on it, see pysnn.engine.plan.fingerprint)
+
+    def forward(self, x):
+        c = self.fc(self.lif.spikes).view(-1, 2, self.n)
+        return self.lif(self.syn_e(c[:, 0]) + self.syn_i(c[:, 1]) + x * self.gain)
+
+
+def _driven_pair(cls, model, dtype, batch):
+    """Two equal user populations of ``cls``, their state set (batch ``batch``, a random v)."""
+    a, b = cls(model, dtype=dtype), cls(model, dtype=dtype)
+    v = (torch.rand(batch, a.n, generator=torch.Generator().manual_seed(5)) * 10 - 60).to(dtype)
+    for net in (a, b):
+        with torch.no_grad():
+            net.lif(torch.zeros(batch, net.n, dtype=dtype))
+            net.lif.v = v.clone()
+    return a, b
+
+
+def _drive(steps, batch, n, dtype, seed=1):
+    """A random input current (mV per step), strong enough to make the neurons fire."""
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(steps, batch, n, generator=g) * 1.7).to(dtype)
+
+
+@pytest.mark.parametrize("cls", [InputFirst, InputLast, ScaledFirst, ScaledLast])
+@pytest.mark.parametrize("model", ["cuba", "coba"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_users_population_with_an_input_current_is_fused_and_its_step_loop_bit_for_bit(
+    cls, model, dtype, batch
+):
+    """A population driven by the step's input (first or last in the neuron's input sum,
+    optionally times a number) is lowered to run_recurrent(external=...): explain says fused,
+    and the spikes and every module's state are the user's step loop's, bit for bit."""
+    a, b = _driven_pair(cls, model, dtype, batch)
+    x = _drive(200, batch, a.n, dtype)
+    with torch.no_grad():
+        e = explain(a, x)
+        assert e.plan == "recurrent", e
+        if native.available():
+            assert e.fused and e.fallbacks == [], e
+        got = Unroll(a, reset=False)(x)
+        expected = torch.stack([b(step) for step in x])
+    assert torch.equal(got, expected)
+    assert all(torch.equal(p, q) for p, q in zip(_state(a), _state(b)))
+    assert expected[1:].sum() > 50  # active: the comparison is not empty
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_an_input_current_needing_a_gradient_runs_the_loop(fused):
+    """Under autograd the fused loop (no backward pass) does not run: explain says why, and
+    the step loop's results come back (with or without the C kernels)."""
+    a, b = _driven_pair(InputLast, "cuba", torch.float64, 2)
+    for net in (a, b):
+        net.fc.weight.requires_grad_(False)
+    x = _drive(40, 2, a.n, torch.float64).requires_grad_()
+    with native.enabled(fused):
+        e = explain(a, x)
+        got = Unroll(a, reset=False)(x)
+        expected = torch.stack([b(step) for step in x])
+    assert not e.fused and any("a gradient is wanted" in why for _, why in e.fallbacks), e
+    assert torch.equal(got, expected) and got.requires_grad == expected.requires_grad
+    assert all(torch.equal(p, q) for p, q in zip(_state(a), _state(b)))
+
+
+class ExternalTwice(UserPopulation):
+    def forward(self, x):
+        c = self.fc(self.lif.spikes).view(-1, 2, self.n)
+        return self.lif(x + self.syn_e(c[:, 0]) + self.syn_i(c[:, 1]) + x)
+
+
+class ExternalTimesTensor(UserPopulation):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.register_buffer("gain", torch.linspace(0.5, 1.5, self.n))
+
+    def forward(self, x):
+        c = self.fc(self.lif.spikes).view(-1, 2, self.n)
+        return self.lif(self.syn_e(c[:, 0]) + self.syn_i(c[:, 1]) + self.gain * x)
+
+
+class ConstantBias(UserPopulation):
+    def forward(self, x):
+        c = self.fc(self.lif.spikes).view(-1, 2, self.n)
+        return self.lif(self.syn_e(c[:, 0]) + self.syn_i(c[:, 1]) + 0.3)
+
+
+@pytest.mark.parametrize(
+    "cls, why",
+    [
+        (ConstantBias, "a number is added to the synapses' outputs"),
+        (ExternalBetween, "the step's input is added between the synapses' outputs"),
+        (ExternalTwice, "the step uses its input other than once"),
+        (ExternalTimesTensor, "the step uses its input other than once"),
+    ],
+)
+def test_other_uses_of_the_input_are_stepped_and_explain_names_why(cls, why):
+    """An input used otherwise than once, first or last, as ``x`` or ``number * x``, or a
+    constant added, is not lowered: explain's fallbacks name the reason, and the step loop's
+    results come back."""
+    a, b = _driven_pair(cls, "cuba", torch.float32, 2)
+    x = _drive(60, 2, a.n, torch.float32)
+    with torch.no_grad():
+        e = explain(a, x)
+        got = Unroll(a, reset=False)(x)
+        expected = torch.stack([b(step) for step in x])
+    assert e.plan == "step-wise" and not e.fused
+    assert ("lif", f"not a recurrent population's step: {why}") in [
+        (where, reason[: len("not a recurrent population's step: ") + len(why)])
+        for where, reason in e.fallbacks
+    ], e
+    assert torch.equal(got, expected) and expected.sum() > 0
+
+
+def _external_run(fused, model, dtype, first, record="raster", batch=2, steps=150):
+    fc, synapses, lif, spikes = population(model, dtype=dtype, batch=batch)
+    external = _drive(steps, batch, 120, dtype, seed=7)
+    with native.enabled(fused), torch.no_grad():
+        out = run_recurrent(
+            fc, synapses, lif, steps, spikes, record, external=external, external_first=first
+        )
+    state = [lif.v, lif.trace, lif.refrac_count, lif.spikes, fc.arriving]
+    return out, [t.clone() for t in state] + [s.g.clone() for s in synapses]
+
+
+@pytest.mark.parametrize("first", [True, False])
+@pytest.mark.parametrize("model", ["cuba", "coba"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_run_recurrent_with_an_external_input_fused_equals_its_loop(
+    first, model, dtype, monkeypatch
+):
+    """run_recurrent(external=...) in the fused C loop and in its step loop
+    (native.enabled(False)): the same spikes and state, bit for bit; raster and events."""
+    calls = []
+    kernel = native.recurrent_steps
+
+    def counted(*args, **kwargs):
+        calls.append(kwargs.get("external") is not None)
+        return kernel(*args, **kwargs)
+
+    monkeypatch.setattr(native, "recurrent_steps", counted)
+    for record in ("raster", "events"):
+        fused, fused_state = _external_run(True, model, dtype, first, record)
+        loop, loop_state = _external_run(False, model, dtype, first, record)
+        assert torch.equal(fused, loop)
+        assert all(torch.equal(p, q) for p, q in zip(fused_state, loop_state))
+    assert loop.shape[0] > 100  # active: the comparison is not empty
+    if native.available():
+        assert calls == [True, True]  # the fused runs ran the C loop, with the input
+
+
+def test_the_external_input_is_summed_where_external_first_says():
+    """``external_first`` changes the sum's order, so the state differs in the last bits: the
+    comparisons above would see a kernel that added the input elsewhere. The loop is the
+    docstring's, written out by hand."""
+    fc, synapses, lif, spikes = population("coba", batch=1)
+    fc2, synapses2, lif2, _ = population("coba", batch=1)
+    external = _drive(60, 1, 120, torch.float32, seed=3)
+    with torch.no_grad():
+        got = run_recurrent(fc, synapses, lif, 60, spikes, external=external, external_first=True)
+        s, expected = spikes, []
+        for t in range(60):
+            x = fc2(s).view(1, 2, -1)
+            s = lif2(external[t] + synapses2[0](x[:, 0]) + synapses2[1](x[:, 1]))
+            expected.append(s)
+    assert torch.equal(got, torch.stack(expected)) and torch.equal(lif.v, lif2.v)
+    _, first_state = _external_run(True, "coba", torch.float32, True)
+    _, last_state = _external_run(True, "coba", torch.float32, False)
+    assert not torch.equal(first_state[0], last_state[0])  # v: the order shows in the last bit
+
+
+def test_a_non_finite_external_input_is_refused_at_its_step_as_by_the_loop():
+    """A NaN in the input: the neuron refuses it at that step, as in the step loop, after the
+    same earlier steps (the fused call leaves it to the loop)."""
+    states = []
+    for fused in (True, False):
+        fc, synapses, lif, spikes = population("cuba", batch=2)
+        external = _drive(30, 2, 120, torch.float32)
+        external[20, 1, 5] = float("nan")
+        with native.enabled(fused), torch.no_grad():
+            with pytest.raises(ValueError, match="NaN"):
+                run_recurrent(fc, synapses, lif, 30, spikes, external=external)
+        states.append([lif.v.clone(), synapses[0].g.clone()])
+    assert all(torch.equal(p, q) for p, q in zip(*states))
+
+
+def test_bad_external_inputs_are_refused_clearly():
+    fc, synapses, lif, spikes = population("cuba", batch=2)
+    with pytest.raises(ValueError, match=r"external must be a \(steps, B, \*neuron.shape\)"):
+        run_recurrent(fc, synapses, lif, 5, spikes, external=torch.zeros(5, 1, 120))
+    with pytest.raises(ValueError, match="external must be a"):
+        run_recurrent(fc, synapses, lif, 5, spikes, external=[0.0] * 5)
+    with pytest.raises(TypeError, match="external_first must be a bool"):
+        run_recurrent(
+            fc, synapses, lif, 5, spikes, external=torch.zeros(5, 2, 120), external_first=1
+        )

@@ -992,6 +992,8 @@ PYSNN_TRIPLET(double, uint64_t, f64)
  *   g_k = MADD(g_k, a_k, c_k)                                                  (torch.addcmul)
  *   x = in_0 + in_1 + ...;  LIF step with input x  (PYSNN_LIF_LOOP)
  *
+ * with an external input ext (T, B, N) (else NULL), x = ((ext_t + in_0) + in_1) + ... where
+ * ext_first, x = ((in_0 + in_1) + ...) + ext_t otherwise (torch's left-to-right sum).
  * s0: (B, N) spikes before the first step (the connection's input of step 0); s_out: (T, B, N).
  * c: (B, G * N) scratch, zero on entry and on return; spiking: (B, N) int64 scratch.
  */
@@ -1012,7 +1014,7 @@ PYSNN_TRIPLET(double, uint64_t, f64)
               const int64_t *post, const T *w, const T *s0, T *v, int64_t *r, T *trace,         \
               T *const *g, const int64_t *const *syn_tables, const int *cond,                   \
               const int64_t *table, int additive, T *s_out, T *c, int64_t *spiking,             \
-              int64_t **events, int64_t *n_events)                                              \
+              int64_t **events, int64_t *n_events, const T *ext, int ext_first)                 \
     {                                                                                           \
         /* every factor as a contiguous array of n, once per call: the synapses' (a, kk, e_rev) \
            per group, the neurons' decay, leak, v_reset, thresh, trace decay and scale; then    \
@@ -1072,11 +1074,15 @@ PYSNN_TRIPLET(double, uint64_t, f64)
                     for (int64_t k = row_ptr[j]; k < row_ptr[j + 1]; ++k)                       \
                         cb[post[k]] = cb[post[k]] + w[k] * sj;                                  \
                 }                                                                               \
+                const T *restrict xe = ext ? ext + (t * batch + b) * n : 0;                     \
+                if (xe && ext_first) /* the external input first: ext_t + in_0 + ... */         \
+                    for (int64_t i = 0; i < n; ++i)                                             \
+                        xin[i] = xe[i];                                                         \
                 for (int64_t kg = 0; kg < groups; ++kg) { /* the synapses, summed in order */   \
                     T *restrict gk = g[kg] + b * n, *restrict ck = cb + kg * n;                 \
                     const T *restrict a = arrays + kg * 3 * n, *restrict kk = a + n;            \
                     const T *restrict e = kk + n;                                               \
-                    const int first = kg == 0;                                                  \
+                    const int first = kg == 0 && !(xe && ext_first);                            \
                     const T a0 = a[0], kk0 = kk[0], e0 = e[0];                                  \
                     if (syn_scalar[kg]) {                                                       \
                         if (cond[kg])                                                           \
@@ -1088,6 +1094,9 @@ PYSNN_TRIPLET(double, uint64_t, f64)
                     else                                                                        \
                         PYSNN_REC_SYN(T, PYSNN_ARRAY, 0)                                        \
                 }                                                                               \
+                if (xe && !ext_first) /* the external input last: in_0 + ... + ext_t */         \
+                    for (int64_t i = 0; i < n; ++i)                                             \
+                        xin[i] = xin[i] + xe[i];                                                \
                 T *restrict sb = s_out ? s_out + (t * batch + b) * n : s_buf + (t & 1) * n;     \
                 if (lif_scalar) /* the LIF step */                                              \
                     PYSNN_LIF_LOOP(T, 0, PYSNN_SCALAR)                                          \

@@ -31,7 +31,7 @@ from __future__ import annotations
 import operator
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -203,11 +203,30 @@ class RecurrentSpec:
     """A step program that is one step of a recurrent population
     (:func:`pysnn.engine.recurrent.run_recurrent`), by module names: the connection that reads
     the neuron's spikes of the step before, the synapse of each of its ``G`` receptor groups (in
-    group order) and the neuron, whose spikes the step returns."""
+    group order) and the neuron, whose spikes the step returns; and where the step's input
+    ``x`` ``(B, N)`` is added to the synapses' outputs (the neuron's input current), where in the
+    sum and how scaled.
+
+    Attributes:
+        external: ``None`` (the step does not use its input), ``"first"``
+            (``x + syn_0(...) + ...``) or ``"last"`` (``syn_0(...) + ... + x``).
+        scale: the Python number ``x`` is multiplied by before the sum (``3.0 * x``), or
+            ``None`` (``x`` itself).
+    """
 
     connection: str
     synapses: List[str]
     neuron: str
+    external: Optional[str] = None
+    scale: Optional[Union[int, float]] = None
+
+    def external_input(self, x: torch.Tensor) -> Optional[torch.Tensor]:
+        """The term the step adds to its synapses' outputs, for the inputs ``x`` of one or more
+        steps (``(B, N)`` or ``(T, B, N)``): ``x``, ``x * scale``, or ``None`` if the step does
+        not use its input. Elementwise, so bit for bit the step's own term at each step."""
+        if self.external is None:
+            return None
+        return x if self.scale is None else torch.mul(x, self.scale)
 
 
 @dataclass
@@ -221,7 +240,8 @@ class SequencePlan:
             :func:`pysnn.engine.recurrent.run_recurrent`) or ``"step-wise"`` (the network's
             ``forward`` once per step, as written).
         reasons: ``(where, why)`` for each thing that keeps the program from running
-            layer-wise.
+            layer-wise (and, for a step-wise plan of a neuron that reads its own state, why
+            the step is not a recurrent population's).
         parts: the module calls of the program, with how each runs (empty when the step could
             not be captured).
         layers: the network of layers, for ``kind == "layers"``.
@@ -500,6 +520,22 @@ def layers_spec(network: nn.Module, graph: fx.Graph) -> Tuple[Optional[LayersSpe
 
 
 _ADD = (operator.add, torch.add)
+_MUL = (operator.mul, torch.mul)
+
+
+def _external_term(node: fx.Node, x: fx.Node) -> Tuple[bool, Optional[Union[int, float]]]:
+    """Whether ``node`` is the step's input ``x`` or ``x`` times a Python number, and that
+    number (``None`` for ``x`` itself)."""
+    if node is x:
+        return True, None
+    if node.op != "call_function" or node.target not in _MUL or node.kwargs:
+        return False, None
+    if len(node.args) != 2 or x not in node.args:
+        return False, None
+    other = node.args[1] if node.args[0] is x else node.args[0]
+    if isinstance(other, (int, float)) and not isinstance(other, bool):
+        return True, other
+    return False, None
 
 
 def recurrent_spec(
@@ -513,16 +549,22 @@ def recurrent_spec(
         c = self.connection(self.neuron.spikes).view(B, G, N)   # or .reshape; B or -1
         return self.neuron(self.syn_0(c[:, 0]) + self.syn_1(c[:, 1]) + ...)
 
-    and, for ``G == 1``, also ``self.neuron(self.syn_0(self.connection(self.neuron.spikes)))``.
+    and, for ``G == 1``, also ``self.neuron(self.syn_0(self.connection(self.neuron.spikes)))``;
+    the neuron's input may also hold the step's input ``x`` ``(B, N)`` (an input current), as
+    the first or the last term of the sum (``self.syn_0(c[:, 0]) + self.syn_1(c[:, 1]) + x`` or
+    ``x + self.syn_0(c[:, 0]) + ...``), and ``x`` may be scaled by a Python number (``3.0 * x``,
+    ``x * gain`` with ``gain`` a float attribute): run_recurrent's ``external`` input.
     Precisely: every node of the program is one of these; the connection
     (:class:`~pysnn.connection.Connection`, ``G * N`` outputs) is called once, on the neuron's
     ``spikes`` (the step before's); each group ``k`` is taken once, as ``c[:, k]``, by the
     synapse ``syn_k`` (a :class:`~pysnn.synapse.Synapse` of the neuron), the synapses called in
     group order and summed left to right in that order; the neuron (a one-dimensional
     :class:`~pysnn.neuron.Neuron` of ``N``, the same ``dt`` as the connection) is called once,
-    on the sum, and its spikes are returned. The step's input is not used: only the first step,
-    which the plan runs as written, may use it (e.g. ``torch.zeros_like(x)`` when a reset left
-    no spikes). No module draws random numbers, and the network has no forward hook of its own.
+    on the sum, and its spikes are returned. The step's input is used at most once, as that
+    term; the first step, which the plan runs as written, may also use it otherwise (e.g.
+    ``torch.zeros_like(x)`` when a reset left no spikes). No module draws random numbers, and the
+    network has no forward hook of its own. Anything else (the input between the synapses'
+    outputs, used twice, scaled by a tensor, ...) is refused with the reason.
     """
     if program.random:
         return None, "the step draws random numbers"
@@ -530,9 +572,17 @@ def recurrent_spec(
         return None, "a forward hook of the network must see every step"
     graph = program.graph
     nodes = [n for n in graph.nodes if n.op not in ("placeholder", "output")]
-    if any(n.users for n in graph.nodes if n.op == "placeholder"):
-        return None, "the step uses its input (run_recurrent has no external input)"
+    placeholders = [n for n in graph.nodes if n.op == "placeholder"]
+    if len(placeholders) != 1:
+        return None, "forward takes other than one input"
+    x_node = placeholders[0]
     out = next(n for n in graph.nodes if n.op == "output")
+    once = (
+        "the step uses its input other than once, as a term x or number * x of the neuron's "
+        "input sum"
+    )
+    if len(x_node.users) > 1:
+        return None, once
 
     def call(node: Any, kind: type) -> Optional[nn.Module]:
         """The module ``node`` calls on one value used only by it, if it is a ``kind``."""
@@ -551,7 +601,11 @@ def recurrent_spec(
         return None, "the step does not return a (one-dimensional) neuron's spikes"
     terms, sums, total = [], [], neuron_node.args[0]  # the sum, unfolded from the right
     while total.op == "call_function" and total.target in _ADD:
-        if len(total.args) != 2 or total.kwargs or not isinstance(total.args[1], fx.Node):
+        if len(total.args) != 2 or total.kwargs:
+            return None, "a sum of other than two values"
+        if any(isinstance(arg, (int, float)) for arg in total.args):
+            return None, "a number is added to the synapses' outputs (a constant bias current)"
+        if not isinstance(total.args[1], fx.Node):
             return None, "a sum of other than two values"
         left, right = total.args
         if not isinstance(left, fx.Node) or len(left.users) != 1 or len(right.users) != 1:
@@ -560,6 +614,27 @@ def recurrent_spec(
         terms.insert(0, right)
         total = left
     terms.insert(0, total)
+    external, scale, used_x = None, None, []
+    if x_node.users:
+        found = [k for k, term in enumerate(terms) if _external_term(term, x_node)[0]]
+        if len(found) != 1:  # (x, used once, is there only if the term uses it)
+            return None, once
+        where = found[0]
+        if len(terms) == 1:
+            return None, f"{neuron_node.target}'s input holds no synapse's output"
+        if where not in (0, len(terms) - 1):
+            return None, (
+                "the step's input is added between the synapses' outputs (run_recurrent adds "
+                "it first or last in the sum)"
+            )
+        if tuple(example.shape) != (example.shape[0], *neuron.shape):
+            return None, (
+                f"the step's input is {tuple(example.shape)}, not (B, {neuron.shape[0]}) like "
+                f"{neuron_node.target}"
+            )
+        term = terms.pop(where)
+        external, scale = ("first" if where == 0 else "last"), _external_term(term, x_node)[1]
+        used_x = [] if term is x_node else [term]
     synapses = [call(term, Synapse) for term in terms]
     if any(syn is None or syn.neuron is not neuron for syn in synapses) or len(
         {id(syn) for syn in synapses}
@@ -603,7 +678,7 @@ def recurrent_spec(
         or getattr(connection, "out_features", None) != groups * neuron.shape[0]
     ):
         return None, f"no connection from {neuron_node.target}.spikes onto its {groups} groups"
-    calls = [read, connection_node, *used, *terms, *sums, neuron_node]
+    calls = [read, connection_node, *used, *terms, *sums, *used_x, neuron_node]
     if set(nodes) != set(calls) or len(calls) != len(set(calls)):
         return None, "the step does more than the recurrent population's step"
     if [n for n in nodes if n in terms] != terms:
@@ -613,7 +688,8 @@ def recurrent_spec(
     except ValueError as error:
         return None, str(error)
     names = [term.target for term in terms]
-    return RecurrentSpec(connection_node.target, names, neuron_node.target), ""
+    spec = RecurrentSpec(connection_node.target, names, neuron_node.target, external, scale)
+    return spec, ""
 
 
 def _recurrent_loop_reason(network: nn.Module, spec: RecurrentSpec, example: torch.Tensor) -> str:
@@ -626,19 +702,30 @@ def _recurrent_loop_reason(network: nn.Module, spec: RecurrentSpec, example: tor
     spikes = torch.zeros(
         example.shape[0], *neuron.shape, dtype=reference.dtype, device=reference.device
     )
-    why = fused_reason(connection, synapses, neuron, spikes)
+    external = spec.external_input(example)
+    why = fused_reason(connection, synapses, neuron, spikes, external)
     if not why and not (
         backends.accepts("c", spikes, connection.weight)
         and connection.weight.dtype == reference.dtype
     ):
         why = "the fused loop runs float32/float64 CPU tensors of one dtype only"
+    if (
+        not why
+        and external is not None
+        and not (backends.accepts("c", external) and external.dtype == reference.dtype)
+    ):
+        why = (
+            f"the step's input term is {external.dtype} on {external.device}; the fused loop "
+            f"adds it in the population's dtype ({reference.dtype}) on the CPU only"
+        )
     return f"run_recurrent steps the population: {why}" if why else ""
 
 
 def _run_population(network: nn.Module, spec: RecurrentSpec, x: torch.Tensor) -> torch.Tensor:
     """A ``"recurrent"`` plan on ``x`` ``(T, B, ...)``: the first step as written (it makes the
     state where a reset left none, from the input as the network does), the other ``T - 1`` by
-    :func:`~pysnn.engine.recurrent.run_recurrent` from the neuron's spikes; the outputs
+    :func:`~pysnn.engine.recurrent.run_recurrent` from the neuron's spikes, with ``x[1:]`` (or
+    its scaled copy) as the external input where the step adds its input; the outputs
     ``(T, B, N)``."""
     get = network.get_submodule
     neuron = get(spec.neuron)
@@ -648,7 +735,15 @@ def _run_population(network: nn.Module, spec: RecurrentSpec, x: torch.Tensor) ->
         # (no spikes of this batch to continue from: the network's own steps, as written)
         return torch.stack([first] + [network(step) for step in x[1:]])
     synapses = [get(name) for name in spec.synapses]
-    rest = run_recurrent(get(spec.connection), synapses, neuron, x.shape[0] - 1, spikes)
+    rest = run_recurrent(
+        get(spec.connection),
+        synapses,
+        neuron,
+        x.shape[0] - 1,
+        spikes,
+        external=spec.external_input(x[1:]),
+        external_first=spec.external == "first",
+    )
     return torch.cat((first.unsqueeze(0), rest))
 
 
@@ -739,13 +834,18 @@ def plan(network: nn.Module, program: StepProgram, example: torch.Tensor) -> Seq
             part.how, part.reason = ("stepped", why) if why else ("fused", None)
             part.backend = "torch" if why else "c"
         return SequencePlan("layers", reasons, parts, program, spec)
-    population, _ = recurrent_spec(network, program, example)
+    population, refused = recurrent_spec(network, program, example)
     if population is not None:
         why = _recurrent_loop_reason(network, population, example)
         for part in parts:
             part.how, part.reason = ("stepped", why) if why else ("fused", None)
             part.backend = "torch" if why else "c"
         return SequencePlan("recurrent", reasons, parts, program, recurrent=population)
+    # a neuron whose state the step reads (feedback): why the step is not a recurrent plan
+    read = {n.target.rpartition(".")[0] for n in graph.nodes if n.op == "get_attr"}
+    for name in dict.fromkeys(n.target for n in graph.nodes if n.op == "call_module"):
+        if name in read and isinstance(network.get_submodule(name), Neuron):
+            reasons.append((name, f"not a recurrent population's step: {refused}"))
     for part in parts:  # a step-wise plan steps every module
         if part.how != "stepped":
             part.how, part.reason = "stepped", "the network is stepped as written"

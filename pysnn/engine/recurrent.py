@@ -3,10 +3,11 @@
 ``run_recurrent(connection, synapses, neuron, steps)`` runs the step loop of a population whose
 connection reads its own spikes of the step before (the Vogels-Abbott networks: one
 :class:`~pysnn.sparse.SparseLinear` onto ``G`` receptor groups, one synapse per group, a
-:class:`~pysnn.neuron.LIFNeuron`), all steps in one fused call of :mod:`pysnn.native` where the
-modules fit it. :func:`pysnn.multistep.run_recurrent` is the same function. The engine's planner
-lowers a captured step program of that shape (a user's network whose ``forward`` is one step of
-the population) to it (:mod:`pysnn.engine.plan`).
+:class:`~pysnn.neuron.LIFNeuron`), optionally driven by an external input current added to the
+synapses' summed input (Brunel-type networks), all steps in one fused call of
+:mod:`pysnn.native` where the modules fit it. :func:`pysnn.multistep.run_recurrent` is the same
+function. The engine's planner lowers a captured step program of that shape (a user's network
+whose ``forward`` is one step of the population) to it (:mod:`pysnn.engine.plan`).
 """
 
 from __future__ import annotations
@@ -34,22 +35,28 @@ def run_recurrent(
     steps: int,
     spikes: Optional[torch.Tensor] = None,
     record: str = "raster",
+    external: Optional[torch.Tensor] = None,
+    external_first: bool = False,
 ) -> torch.Tensor:
-    """Run ``steps`` steps of a recurrent population: per step
+    """Run ``steps`` steps of a recurrent population: per step ``t``
 
     .. code-block:: python
 
         x = connection(s).view(B, len(synapses), N)      # the neurons' own spikes, delayed one step
-        s = neuron(synapses[0](x[:, 0]) + synapses[1](x[:, 1]) + ...)
+        s = neuron(synapses[0](x[:, 0]) + synapses[1](x[:, 1]) + ...)               # no external
+        s = neuron(synapses[0](x[:, 0]) + synapses[1](x[:, 1]) + ... + external[t])  # last
+        s = neuron(external[t] + synapses[0](x[:, 0]) + synapses[1](x[:, 1]) + ...)  # first
 
     (the Vogels-Abbott networks: one sparse connection for both receptor types, an excitatory and
-    an inhibitory synapse). With a :class:`~pysnn.sparse.SparseLinear` without delay,
+    an inhibitory synapse; with ``external``, an input current such as the Poisson drive of a
+    Brunel network). With a :class:`~pysnn.sparse.SparseLinear` without delay,
     :class:`~pysnn.synapse.ExponentialSynapse` / :class:`~pysnn.synapse.ConductanceSynapse`
     synapses feeding a :class:`~pysnn.neuron.LIFNeuron`, float32/float64 on the CPU, no gradient
     and no forward hook, all steps run in **one** fused call of :mod:`pysnn.native` (the
     connection's scatter, the synapses and the neuron per step, in C); otherwise the step loop
     above runs. Either way the spikes, and the state left in every module, are those of the step
-    loop, bit for bit (single-threaded summation order of the connection).
+    loop, bit for bit (single-threaded summation order of the connection; the sum is taken left
+    to right as written above, so ``external_first`` matters in the last bit).
 
     Args:
         connection: ``(B, N) -> (B, G * N)``, from the neurons to ``G`` receptor groups.
@@ -61,6 +68,13 @@ def run_recurrent(
         record: ``"raster"`` (default): return every spike value; ``"events"``: return only the
             spikes' indices (no ``steps x B x N`` tensor: for long runs of large, sparsely
             active networks, as a spike monitor records them).
+        external: ``(steps, B, *neuron.shape)`` the input current added to the synapses' summed
+            input at each step (in the neuron's input unit: a voltage increment in mV for a
+            :class:`~pysnn.neuron.LIFNeuron`), or ``None`` (default: no external input). The
+            fused call takes it in the neuron's dtype; another dtype runs the step loop, with
+            torch's type promotion.
+        external_first: add ``external[t]`` as the first term of the sum rather than the last
+            (default ``False``: last).
 
     Returns:
         ``"raster"``: the spikes ``(steps, B, *neuron.shape)``, in the neuron's dtype.
@@ -95,18 +109,36 @@ def run_recurrent(
             f"connection has {out_features} outputs; run_recurrent needs one group of {n} per "
             f"synapse module ({len(synapses)} x {n} = {len(synapses) * n})"
         )
+    batch = spikes.shape[0]
+    if external is not None and (
+        not isinstance(external, torch.Tensor) or tuple(external.shape) != (steps, batch, *shape)
+    ):
+        got = tuple(external.shape) if isinstance(external, torch.Tensor) else type(external)
+        raise ValueError(
+            f"external must be a (steps, B, *neuron.shape) = {(steps, batch, *shape)} tensor of "
+            f"the neurons' input per step, got {got}"
+        )
+    if not isinstance(external_first, bool):
+        raise TypeError(f"external_first must be a bool, got {type(external_first).__name__}")
     events = record == "events"
-    out = _recurrent_fused(connection, synapses, neuron, steps, spikes, events)
+    out = _recurrent_fused(
+        connection, synapses, neuron, steps, spikes, events, external, external_first
+    )
     if out is not None:
-        return out if events else out.view(steps, spikes.shape[0], *shape)
-    batch, groups = spikes.shape[0], len(synapses)
+        return out if events else out.view(steps, batch, *shape)
+    groups = len(synapses)
     results = []
     s = spikes
-    for _ in range(steps):
+    for t in range(steps):
         x = connection(s).view(batch, groups, *shape)
-        total = synapses[0](x[:, 0])
+        if external is not None and external_first:
+            total = external[t] + synapses[0](x[:, 0])
+        else:
+            total = synapses[0](x[:, 0])
         for k in range(1, groups):
             total = total + synapses[k](x[:, k])
+        if external is not None and not external_first:
+            total = total + external[t]
         s = neuron(total)
         results.append(s.reshape(batch, n).nonzero() if events else s)
         s = s.reshape(batch, n)
@@ -120,7 +152,11 @@ def run_recurrent(
 
 
 def fused_reason(
-    connection: nn.Module, synapses: Sequence[nn.Module], neuron: nn.Module, spikes: torch.Tensor
+    connection: nn.Module,
+    synapses: Sequence[nn.Module],
+    neuron: nn.Module,
+    spikes: torch.Tensor,
+    external: Optional[torch.Tensor] = None,
 ) -> str:
     """Why :func:`run_recurrent` runs its step loop for these modules rather than its fused call
     (``""``: the fused call applies to the modules; when it runs it still checks the state's
@@ -130,6 +166,7 @@ def fused_reason(
         connection, synapses, neuron: as for :func:`run_recurrent`.
         spikes: ``(B, N)`` the connection's input of the first step (its size and whether it
             needs a gradient).
+        external: the external input, or ``None`` (whether it needs a gradient).
     """
     weight = connection._parameters.get("weight") if isinstance(connection, nn.Module) else None
     if type(connection) is not SparseLinear:
@@ -157,7 +194,8 @@ def fused_reason(
         why = block_form_reason(syn, type(syn), ())
         if why:
             return why
-    if torch.is_grad_enabled() and (weight.requires_grad or spikes.requires_grad):
+    wanted = weight.requires_grad or spikes.requires_grad
+    if torch.is_grad_enabled() and (wanted or (external is not None and external.requires_grad)):
         return "a gradient is wanted (the fused loop has no backward pass)"
     if torch.compiler.is_compiling():
         return "torch.compile traces the step loop"
@@ -166,9 +204,20 @@ def fused_reason(
     return ""
 
 
-def _recurrent_fused(connection, synapses, neuron, steps, spikes, events) -> Optional[torch.Tensor]:
-    """:func:`run_recurrent` in one fused call, or ``None`` where it does not apply."""
-    if fused_reason(connection, synapses, neuron, spikes):
+def _recurrent_fused(
+    connection: nn.Module,
+    synapses: Sequence[nn.Module],
+    neuron: nn.Module,
+    steps: int,
+    spikes: torch.Tensor,
+    events: bool,
+    external: Optional[torch.Tensor],
+    external_first: bool,
+) -> Optional[torch.Tensor]:
+    """:func:`run_recurrent` in one fused call, or ``None`` where it does not apply (then
+    nothing is changed). ``spikes`` ``(B, N)``; ``external`` ``(steps, B, *neuron.shape)`` or
+    ``None``."""
+    if fused_reason(connection, synapses, neuron, spikes, external):
         return None
     weight = connection._parameters["weight"]
     batch = spikes.shape[0]
@@ -179,15 +228,21 @@ def _recurrent_fused(connection, synapses, neuron, steps, spikes, events) -> Opt
     state = neuron._buffers
     dtype = state["v"].dtype
     tensors = [weight, spikes, state["v"], state["trace"]] + [s._buffers["g"] for s in synapses]
+    if external is not None:
+        external = external.detach().reshape(steps, batch, -1).contiguous()
+        tensors.append(external)
     if (
         not backends.accepts("c", *tensors)
         or weight.dtype != dtype
+        or (external is not None and external.dtype != dtype)
         or state["refrac_count"].dtype != torch.int64
         or not state["refrac_count"].is_contiguous()
     ):
         return None
     if _checks._VALUE_CHECKS and _checks.nonfinite(spikes):
         raise ValueError(_checks.nonfinite_message("spikes", spikes, type(connection).__name__))
+    if external is not None and _checks._VALUE_CHECKS and _checks.nonfinite(external):
+        return None  # (the step loop refuses the neuron's input at the step that holds it)
     connection._check_bounds()
     # the kernel updates the state in place: where anyone else can see it, on a copy instead
     # (state is replaced, never changed under a reference someone keeps)
@@ -214,6 +269,8 @@ def _recurrent_fused(connection, synapses, neuron, steps, spikes, events) -> Opt
         params,
         *neuron.step_parameters(),
         events=events,
+        external=external,
+        external_first=external_first,
     )
     if out is None:
         return None
