@@ -47,9 +47,16 @@ imports ("network"); for standalone the binary's peak (``/usr/bin/time``). Times
 asserted: the script prints ratios against pysnn measured in the same run and writes JSON,
 markdown and raster plots (N <= 40 000) to ``--out``.
 
+With ``--external first|last`` it times instead, in-process, the network driven by an external
+input current as well (Poisson input, ``--external-rate`` Hz, ``--external-mv`` mV per spike),
+written as a user's step network that adds its input first or last to the synapses' sum:
+``Unroll`` (the engine lowers it to ``run_recurrent(..., external=...)``) against the user's
+own step loop, printing the time ratio and whether the spikes and ``v`` are identical.
+
 Example::
 
     python benchmarks/vogels_abbott.py --models cuba coba --sizes 4000 40000
+    python benchmarks/vogels_abbott.py --external last --sizes 4000 --repeats 3
 """
 
 from __future__ import annotations
@@ -110,22 +117,16 @@ def network_data(model: str, n: int, seed: int, path: Path) -> None:
     )
 
 
-def run_pysnn(model: str, n: int, duration: float, data: Path, how: str = "loop") -> Dict:
-    """pysnn's run: ``how`` ``"loop"`` (a Python step loop), ``"fused"`` (``run_recurrent``) or
-    ``"unroll"`` (a user's step network through ``Unroll``)."""
+def pysnn_modules(model: str, n: int, data: Path) -> tuple:
+    """pysnn's modules of the network saved in ``data`` (:func:`network_data`), state set to
+    ``v(0)``: ``(lif, fc, syn_e, syn_i)``, float32, batch 1."""
     import torch
 
-    import pysnn
-    from pysnn.multistep import Unroll, run_recurrent
-    from pysnn.network import SNNNetwork
     from pysnn.neuron import LIFNeuron
     from pysnn.sparse import SparseLinear
     from pysnn.synapse import ConductanceSynapse, ExponentialSynapse
 
-    torch.set_num_threads(1)
-    pysnn.set_checks(False)
     prm = MODELS[model]
-    start = time.perf_counter()
     arrays = np.load(data)
     n_exc = n * 4 // 5
     lif = LIFNeuron(
@@ -168,6 +169,22 @@ def run_pysnn(model: str, n: int, duration: float, data: Path, how: str = "loop"
         lif(torch.zeros(1, n))
         lif.thresh = thresh
         lif.v = torch.from_numpy(arrays["v0"]).float().unsqueeze(0)
+    return lif, fc, syn_e, syn_i
+
+
+def run_pysnn(model: str, n: int, duration: float, data: Path, how: str = "loop") -> Dict:
+    """pysnn's run: ``how`` ``"loop"`` (a Python step loop), ``"fused"`` (``run_recurrent``) or
+    ``"unroll"`` (a user's step network through ``Unroll``)."""
+    import torch
+
+    import pysnn
+    from pysnn.multistep import Unroll, run_recurrent
+    from pysnn.network import SNNNetwork
+
+    torch.set_num_threads(1)
+    pysnn.set_checks(False)
+    start = time.perf_counter()
+    lif, fc, syn_e, syn_i = pysnn_modules(model, n, data)
 
     class Population(SNNNetwork):
         """The network as a user writes it: ``forward`` is one step."""
@@ -215,6 +232,85 @@ def run_pysnn(model: str, n: int, duration: float, data: Path, how: str = "loop"
     found = torch.cat(spikes).numpy()
     times = (found[:, 0] + 1) * DT * 1e-3  # s, at the end of the step
     return {"build": build, "sim": sim, "i": found[:, 1], "t": times}
+
+
+def external_input(args: argparse.Namespace) -> List[Dict]:
+    """``--external first|last``: the network driven by an external input current as well (a
+    Brunel-type network: a Poisson input of ``--external-rate`` Hz per neuron, jumps of
+    ``--external-mv`` mV), written as a user's step network,
+    ``lif(syn_e(c[:, 0]) + syn_i(c[:, 1]) + x)`` (or ``x + ...``), ``x`` the step's input. Timed
+    in this process (one torch thread, checks off), repeats interleaved, from the same state:
+    ``Unroll(net, reset=False)`` (lowered to ``run_recurrent(external=...)``, one fused C loop)
+    against the user's step loop ``torch.stack([net(x[t]) for t in range(T)])``, both 1000 steps
+    per call; prints the loop / Unroll time ratio and whether spikes and ``v`` are identical."""
+    import torch
+
+    import pysnn
+    from pysnn.engine import explain
+    from pysnn.multistep import Unroll
+    from pysnn.network import SNNNetwork
+
+    torch.set_num_threads(1)
+    pysnn.set_checks(False)
+    first = args.external == "first"
+
+    class Driven(SNNNetwork):
+        """The population with an input current, as a user writes it: one step."""
+
+        def __init__(self, modules: tuple) -> None:
+            super().__init__()
+            self.lif, self.fc, self.syn_e, self.syn_i = modules
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            c = self.fc(self.lif.spikes).view(-1, 2, self.lif.shape[0])
+            if first:
+                return self.lif(x + self.syn_e(c[:, 0]) + self.syn_i(c[:, 1]))
+            return self.lif(self.syn_e(c[:, 0]) + self.syn_i(c[:, 1]) + x)
+
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for model in args.models:
+        for n in args.sizes:
+            data = work / f"{model}_{n}.npz"
+            network_data(model, n, args.seed, data)
+            steps, per_call = round(args.duration / DT), 1000
+            g = torch.Generator().manual_seed(args.seed + 1)
+            p = args.external_rate * DT * 1e-3
+            x = (torch.rand(steps, 1, n, generator=g) < p).float() * args.external_mv
+            times: Dict[str, List[float]] = {"unroll": [], "loop": []}
+            outputs: Dict[str, tuple] = {}
+            with torch.no_grad():
+                for _ in range(args.repeats):
+                    for how in times:
+                        net = Driven(pysnn_modules(model, n, data))
+                        run = Unroll(net, reset=False)
+                        start = time.perf_counter()
+                        chunks = []
+                        for t in range(0, steps, per_call):
+                            block = x[t : t + per_call]
+                            if how == "unroll":
+                                chunks.append(run(block))
+                            else:
+                                chunks.append(torch.stack([net(step) for step in block]))
+                        times[how].append(time.perf_counter() - start)
+                        outputs[how] = (torch.cat(chunks), net.lif.v.clone())
+                e = explain(Driven(pysnn_modules(model, n, data)), x[:2])
+            same = all(torch.equal(a, b) for a, b in zip(outputs["unroll"], outputs["loop"]))
+            fused, loop = statistics.median(times["unroll"]), statistics.median(times["loop"])
+            rate = float(outputs["loop"][0].sum()) / n / (args.duration * 1e-3)
+            print(
+                f"{model} N={n:>6} external input {args.external}: Unroll {fused:6.2f} s "
+                f"(plan {e.plan}, fused {e.fused}), user's step loop {loop:6.2f} s: "
+                f"{loop / fused:.2f}x; identical spikes and v: {same}; rate {rate:.1f} Hz",
+                flush=True,
+            )
+            rows.append(
+                {"model": model, "n": n, "external": args.external, "unroll": times["unroll"],
+                 "loop": times["loop"], "ratio": loop / fused, "identical": same,
+                 "fused": e.fused, "rate_hz": rate}
+            )  # fmt: skip
+    return rows
 
 
 def run_brian2(model: str, n: int, duration: float, data: Path, standalone: bool, sem: str, d):
@@ -539,11 +635,25 @@ def main() -> None:
         default=str(Path(tempfile.gettempdir()) / "pysnn_vogels_abbott"),
         help="scratch folder (network data, spikes, Brian2's standalone builds)",
     )
+    parser.add_argument(
+        "--external",
+        choices=["first", "last"],
+        help="instead of the peers: the network with an external input current added first or "
+        "last to the synapses' sum, Unroll (fused) against the user's step loop, in-process",
+    )
+    parser.add_argument("--external-rate", type=float, default=100.0, help="Hz per neuron")
+    parser.add_argument("--external-mv", type=float, default=1.0, help="mV per input spike")
     parser.add_argument("--_worker", nargs=7, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args._worker:
         peer, model, n, duration, data, out, sem = args._worker
         worker(peer, model, int(n), float(duration), data, out, sem)
+        return
+    if args.external:
+        rows = external_input(args)
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / f"{args.name}_external_{args.external}.json").write_text(json.dumps(rows, indent=1))
         return
 
     out = Path(args.out)
