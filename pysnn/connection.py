@@ -184,11 +184,14 @@ class _PresynapticCopy:
     inference tensor (it is edited in place inside and outside inference mode).
     """
 
-    __slots__ = ("source", "version", "pointer", "edits", "copy")
+    __slots__ = ("source", "version", "pointer", "edits", "copy", "tensors")
 
     def __init__(self) -> None:
         self.source: Optional[torch.Tensor] = None
         self.copy: Optional[torch.Tensor] = None
+        # how many copies were made: another tensor (perhaps of another shape, from a weight
+        # reassigned through ``.data``) has another count; memory reused keeps its shape
+        self.tensors = 0
         self.pointer = -1
         # the weight's autograd version, or a Guard of its bytes where it keeps no version
         self.version: Union[int, Guard] = -1
@@ -237,7 +240,10 @@ class _PresynapticCopy:
         # reused when nothing else holds it (no page faults for a fresh allocation)
         reusable = self.copy is not None and sys.getrefcount(self.copy) == 2
         with torch.inference_mode(False):  # (a normal tensor, editable in and out of the mode)
-            self.copy = transposed(weight, self.copy if reusable else None)
+            copy = transposed(weight, self.copy if reusable else None)
+        if copy is not self.copy:
+            self.copy = copy
+            self.tensors += 1
         self._rekey(weight)
         return self.copy
 
@@ -1294,12 +1300,14 @@ class _FastLinearStep:
     Kept after a general step without delay that ran event-driven on the fused kernel. A later
     step checks only what could have changed: the input's shape, dtype, device and layout; the
     weight object (pruning and parametrisation replace it), its version against the bounds check
-    and the presynaptic-major copy (in-place and ``.data`` writes); no gradient wanted; under
+    and the presynaptic-major copy (in-place and ``.data`` writes), and that copy itself (one
+    rebuilt into another tensor, perhaps of another shape from a weight reassigned through
+    ``.data``, drops the object: it was checked to have a row per input); no gradient wanted; under
     ``"auto"`` that the current choice is event-driven and no re-count is due. Assignment of any
     attribute and ``.to()`` drop the object. Values equal the general path's bit for bit.
     """
 
-    __slots__ = ("weight", "bias", "shape", "dtype", "counting")
+    __slots__ = ("weight", "bias", "shape", "dtype", "counting", "copies")
     #: the fused kernel it runs (read by :func:`pysnn.engine.layers.run_layers`)
     KIND = "linear"
 
@@ -1307,6 +1315,10 @@ class _FastLinearStep:
         self.weight, self.bias = conn._parameters["weight"], conn._parameters.get("bias")
         self.shape, self.dtype = x.shape, x.dtype
         self.counting = conn.propagation == "auto"
+        # which presynaptic-major copy was checked to have a row per input: the kernel reads
+        # ``in * out`` values of it by pointer (a copy rebuilt from a weight reassigned through
+        # ``.data`` is another tensor, and may have another shape)
+        self.copies = conn._copy.tensors
 
     @staticmethod
     def build(conn: "Linear", x: torch.Tensor, out: torch.Tensor) -> Optional["_FastLinearStep"]:
@@ -1328,6 +1340,8 @@ class _FastLinearStep:
             or not isinstance(conn._parameters.get("weight"), _TrackedParameter)
             or not kernels_usable(x, conn._parameters["weight"])
             or version(conn._parameters["weight"]) is None  # (its checks read the version)
+            or conn._copy.current(conn._parameters["weight"]) is None
+            or conn._copy.copy.shape[0] != x.shape[1]
         ):
             return None
         return _FastLinearStep(conn, x)
@@ -1344,6 +1358,7 @@ class _FastLinearStep:
             or not x.is_cpu
             or not x.is_contiguous()
             or weight is not self.weight
+            or conn._copy.tensors != self.copies
         ):
             conn.__dict__["_fast"] = None  # stale: rebuilt after the general step
             return None

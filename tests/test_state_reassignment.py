@@ -175,3 +175,182 @@ def test_trace_step_with_spikes_of_another_shape_takes_the_torch_operations() ->
     with native.enabled(False):
         reference = trace_step(trace, spikes, tp)
     assert fused.shape == (B, N) and torch.equal(fused, reference)
+
+
+# ------------------------------------------------------------------ connections and what they feed
+IN, OUT = 24, 16
+
+
+def _spikes(steps: int, batch: int = B, n: int = IN, seed: int = 6) -> torch.Tensor:
+    return (
+        torch.rand(steps, batch, n, generator=torch.Generator().manual_seed(seed)) < 0.2
+    ).float()
+
+
+def _smaller_matrix(tensor: torch.Tensor) -> None:
+    """``tensor.data`` (2-D) swapped for a ``(1, 2)`` one: the bias of the connection then
+    broadcasts the product's output in a kernel that read past the weight's end."""
+    tensor.data = torch.zeros(1, 2, dtype=tensor.dtype)
+
+
+def _compare(run: Callable[[], List[torch.Tensor]]) -> None:
+    fused = _outcome(run)
+    with native.enabled(False):
+        reference = _outcome(run)
+    assert _same(fused, reference), (fused if isinstance(fused, type) else "values", reference)
+
+
+@pytest.mark.parametrize("mode", ["step", "multistep", "unroll"])
+@pytest.mark.parametrize("delay", [0.0, 3.0])
+def test_linear_with_bias_after_its_weight_shrank_matches_the_torch_steps(mode, delay) -> None:
+    """The event-driven product checks the weight's shape before the kernel reads it (it read
+    ``in * out`` values of a weight of two: with a bias the result broadcast to the right shape
+    where torch's product fails)."""
+    x = _spikes(40)
+
+    class Net(SNNNetwork):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inp = Input(IN)
+            self.fc = Linear(IN, OUT, delay=delay, bias=True, propagation="event")
+            self.lif = LIFNeuron(OUT)
+
+        def forward(self, s: torch.Tensor) -> torch.Tensor:
+            return self.lif(self.fc(self.inp(s)))
+
+    def run() -> List[torch.Tensor]:
+        torch.manual_seed(0)
+        net = Net()
+        with torch.no_grad():
+            out = [net(x[t]) for t in range(8)]
+            _smaller_matrix(net.fc.weight)
+            if mode == "step":
+                out += [net(x[t]) for t in range(8, 12)]
+            elif mode == "multistep":  # (T * B >= BLOCK_ROWS: the blocked kernel)
+                out.append(net.fc.forward_multistep(x[8:16]))
+            else:
+                out.append(Unroll(net)(x[8:16]))
+        return out
+
+    _compare(run)
+
+
+def _population(conductance: bool):
+    from pysnn.sparse import SparseLinear, fixed_probability
+    from pysnn.synapse import ConductanceSynapse, ExponentialSynapse
+
+    n = 20
+    torch.manual_seed(0)
+    indices = fixed_probability(n, 2 * n, 0.2, generator=torch.Generator().manual_seed(0))
+    conn = SparseLinear(n, 2 * n, indices, weight=0.5)
+    lif = LIFNeuron(n, v_rest=-60.0, v_reset=-60.0, thresh=-50.0)
+    if conductance:
+        synapses = [ConductanceSynapse(lif, 5.0, 0.0), ConductanceSynapse(lif, 10.0, -80.0)]
+    else:
+        synapses = [ExponentialSynapse(lif, 5.0), ExponentialSynapse(lif, 10.0)]
+    return conn, synapses, lif
+
+
+RECURRENT = [
+    (name, how, conductance)
+    for name in ("v", "refrac_count", "trace")
+    for how in ("smaller", "larger")
+    for conductance in (False, True)
+]
+
+
+@pytest.mark.parametrize(
+    "name,how,conductance",
+    RECURRENT,
+    ids=[f"{n}-{h}-{'coba' if c else 'cuba'}" for n, h, c in RECURRENT],
+)
+def test_recurrent_population_after_a_reassignment_matches_the_step_loop(
+    name, how, conductance
+) -> None:
+    """The fused loop of run_recurrent checks the sizes of the state it writes (it wrote
+    ``B * N`` values into a tensor of two: a crash or a corrupted heap)."""
+    from pysnn.multistep import run_recurrent
+
+    def run() -> List[torch.Tensor]:
+        conn, synapses, lif = _population(conductance)
+        start = _spikes(1, 2, 20, seed=7)[0]
+        with torch.no_grad():
+            out = [run_recurrent(conn, synapses, lif, 5, spikes=start)]
+            _reassign(lif._buffers[name], how)
+            out.append(run_recurrent(conn, synapses, lif, 5))
+        return out + [lif.v, lif.trace] + [s.g for s in synapses]
+
+    _compare(run)
+
+
+@pytest.mark.parametrize("how", ["smaller", "larger"])
+def test_run_layers_after_a_bias_reassignment_matches_the_step_loop(how) -> None:
+    """The fused network loop checks the size of each connection's bias (it read ``out``
+    values of a bias of another size)."""
+    from pysnn.multistep import run_layers
+
+    x = _spikes(16, 1)
+
+    def run() -> List[torch.Tensor]:
+        torch.manual_seed(0)
+        inp, lif = Input(IN), LIFNeuron(OUT)
+        fc = Linear(IN, OUT, bias=True, propagation="event")
+        layers = [(lif, [(fc, inp)])]
+        with torch.no_grad():
+            out = run_layers(inp, layers, x[:8] * 4, record=[lif])
+            _reassign(fc.bias, how)
+            out += run_layers(inp, layers, x[8:] * 4, record=[lif])
+        return out + [lif.v, lif.trace]
+
+    _compare(run)
+
+
+@pytest.mark.parametrize("synapses", ["current", "conductance"])
+def test_diehl_cook_after_a_weight_reassignment_matches_the_step_loop(synapses) -> None:
+    """A connection's weight swapped through ``.data`` between runs of DiehlCook2015: a new
+    weight of the same shape is used from the next step on (as by the torch steps), one of
+    another shape fails as torch's product does."""
+    from pysnn.models import DiehlCook2015
+
+    x = _spikes(12, 1, seed=8)
+
+    for how in ("values", "smaller"):
+
+        def run() -> List[torch.Tensor]:
+            torch.manual_seed(0)
+            model = DiehlCook2015(n_inputs=IN, n_neurons=10, synapses=synapses)
+            for conn in (model.fc, model.i2e, model.e2i):
+                conn.propagation = "event"  # (as the C kernels: "auto" runs dense without them)
+            out = [model.run(x)]
+            weight = model.i2e.weight
+            if how == "values":
+                weight.data = torch.rand(weight.shape, generator=torch.Generator().manual_seed(9))
+            else:
+                _smaller_matrix(weight)
+            out.append(model.run(x))
+            return out + [model.fc.weight, model.exc.theta]
+
+        _compare(run)
+
+
+def test_linear_fast_step_after_its_copy_was_rebuilt_elsewhere_matches_the_torch_steps() -> None:
+    """A weight reassigned through ``.data``, whose presynaptic-major copy another path
+    (``forward_multistep``) rebuilt before the next single step: the single step's fast path
+    sees another copy and goes back to the general step (it read the ``(in, out)`` values it
+    had checked from a copy of two)."""
+    x = _spikes(40)
+
+    def run() -> List[torch.Tensor]:
+        torch.manual_seed(0)
+        fc = Linear(IN, OUT, bias=True, propagation="event")
+        with torch.no_grad():
+            out = [fc(x[t]) for t in range(4)]
+            _smaller_matrix(fc.weight)
+            try:
+                fc.forward_multistep(x[4:12])
+            except (RuntimeError, ValueError):
+                pass  # (as torch's product: the copy was remade from the new weight first)
+            out += [fc(x[t]) for t in range(12, 16)]
+        return out
+
+    _compare(run)

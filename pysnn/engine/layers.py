@@ -322,7 +322,14 @@ def _layers_fused(
                 or fast.dtype is not dtype
                 or copy is None
                 or copy.shape != (sizes[p], sizes[k])
-                or (bias is not None and (bias.dtype is not dtype or not bias.is_contiguous()))
+                or (
+                    bias is not None
+                    and (
+                        bias.shape != (sizes[k],)
+                        or bias.dtype is not dtype
+                        or not bias.is_contiguous()
+                    )
+                )
             ):
                 return 0
             limit = min(limit, fast.remaining(connection))

@@ -237,6 +237,7 @@ def _recurrent_fused(
         or (external is not None and external.dtype != dtype)
         or state["refrac_count"].dtype != torch.int64
         or not state["refrac_count"].is_contiguous()
+        or not _layout_fits(connection, neuron, tensors[2:] + [state["refrac_count"]], batch)
     ):
         return None
     if _checks._VALUE_CHECKS and _checks.nonfinite(spikes):
@@ -286,3 +287,26 @@ def _recurrent_fused(
     connection._buffers["arriving"] = spikes if steps == 1 else before
     state["spikes"] = final.view(batch, *neuron.shape)
     return out
+
+
+def _layout_fits(
+    connection: SparseLinear, neuron: nn.Module, states: Sequence[torch.Tensor], batch: int
+) -> bool:
+    """Whether the tensors the fused loop addresses by pointer have the sizes it reads and
+    writes: the connection's weight ``(nnz,)`` and its CSR indices (int64, contiguous), and the
+    ``states`` (the neuron's and the synapses') ``(batch, *neuron.shape)``. A tensor reassigned
+    through ``.data`` (another size or layout) keeps the module's checks happy but not the
+    kernel's loops: the step loop then runs (torch's broadcasting, or its error)."""
+    shape = (batch, *neuron.shape)
+    nnz = connection.nnz
+    return (
+        connection._parameters["weight"].shape == (nnz,)
+        and all(s.shape == shape for s in states)
+        and all(
+            t.shape == (size,) and t.dtype is torch.int64 and t.is_contiguous()
+            for t, size in (
+                (connection.row_ptr, connection.in_features + 1),
+                (connection.post_index, nnz),
+            )
+        )
+    )

@@ -114,10 +114,14 @@ def linear_event(
         ``int``, known without an extra read-back).
     """
     x_c = x.contiguous()
-    if backends.accepts("c", x_c, weight_rows):
+    # (the kernels address the tensors by pointer: other shapes take torch's operations, which
+    # broadcast or fail; e.g. a weight reassigned through ``.data``)
+    fits = x.dim() == 2 and weight_rows.dim() == 2 and weight_rows.shape[0] == x.shape[1]
+    if fits and backends.accepts("c", x_c, weight_rows):
         out, active = native._linear_event(x_c, weight_rows)
     elif (
-        x_c.shape[0] >= native.BLOCK_ROWS  # a block of rows (the blocked kernel)
+        fits
+        and x_c.shape[0] >= native.BLOCK_ROWS  # a block of rows (the blocked kernel)
         and weight_rows.shape[0] < 2**31
         and weight_rows.requires_grad
         and not x_c.requires_grad
@@ -154,7 +158,12 @@ def linear_event_block(
     tensor that needs a gradient, or tensors the kernels cannot take. For a caller without an
     up-to-date copy: building one reads and writes the whole weight, this reads it once.
     """
-    if x.shape[0] < native.BLOCK_ROWS or (
+    if (
+        x.dim() != 2
+        or weight.dim() != 2
+        or weight.shape[1] != x.shape[1]  # (a pointer's memory of another shape: torch's error)
+        or x.shape[0] < native.BLOCK_ROWS
+    ) or (
         torch.is_grad_enabled()
         and (x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad))
     ):
