@@ -227,7 +227,8 @@ def _recurrent_fused(
         syn._prepare(like)
     state = neuron._buffers
     dtype = state["v"].dtype
-    tensors = [weight, spikes, state["v"], state["trace"]] + [s._buffers["g"] for s in synapses]
+    states = [state["v"], state["trace"]] + [s._buffers["g"] for s in synapses]
+    tensors = [weight, spikes] + states
     if external is not None:
         external = external.detach().reshape(steps, batch, -1).contiguous()
         tensors.append(external)
@@ -237,7 +238,7 @@ def _recurrent_fused(
         or (external is not None and external.dtype != dtype)
         or state["refrac_count"].dtype != torch.int64
         or not state["refrac_count"].is_contiguous()
-        or not _layout_fits(connection, neuron, tensors[2:] + [state["refrac_count"]], batch)
+        or not _layout_fits(connection, neuron, states + [state["refrac_count"]], batch)
     ):
         return None
     if _checks._VALUE_CHECKS and _checks.nonfinite(spikes):
