@@ -39,7 +39,9 @@ SEED_RUNS = {
     ("current", 1600, 3): ["mnist_stdp_current_1600_batch1_seed0"],
     ("conductance", 1600, 3): ["mnist_stdp_conductance_1600_batch1_seed0"],
     # the authors' code integrates at dt = 0.5 ms (--dt 0.5)
-    ("conductance-dt05", 100, 1): ["mnist_stdp_conductance_100_dt05_batch1_seed0"],
+    ("conductance-dt05", 100, 1): [
+        f"mnist_stdp_conductance_100_dt05_batch1_seed{s}" for s in range(3)
+    ],
 }
 
 #: Row names of :data:`SEED_RUNS` keys that are not a synapse form.

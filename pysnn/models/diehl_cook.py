@@ -96,9 +96,9 @@ Deviations from the paper, on purpose and documented:
 - The pair STDP rule by default (see above); ``rule="triplet"`` is the code's.
 - ``dt = 1`` ms by default (the code integrates at 0.5 ms). With conductances the membrane
   update is first order in ``dt`` (:class:`~pysnn.synapse.ConductanceSynapse`), and the step
-  matters: on full MNIST, 100 neurons, seed 0, ``dt = 0.5`` ms gave 82.0 % against 79.9 % at
-  1 ms (``benchmarks/results/mnist_stdp_conductance_100_dt05_batch1_seed0.json``), at twice the
-  steps per digit.
+  matters: on full MNIST, 100 neurons, ``dt = 0.5`` ms gave 81.3 % over three seeds (80.0-82.0)
+  against 80.0 % (79.4-80.8) at 1 ms (``benchmarks/results/
+  mnist_stdp_conductance_100_dt05_batch1_seed{0,1,2}.json``), at twice the steps per digit.
 """
 
 from __future__ import annotations
