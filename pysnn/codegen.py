@@ -610,35 +610,20 @@ class NeuronKernel:
         fixed = torch.tensor(addresses, dtype=torch.int64)
         kept = (self.uniforms, trace, fixed)  # (alive while the function is)
         fixed_address = fixed.data_ptr()
+        no_trace = (None,) if trace is None else ()  # (the kernel's trace pointer: none)
 
-        if trace is None:
-
-            def call(x, out, tensors, pointers, check) -> bool:
-                return raw(
-                    size,
-                    n,
-                    x.data_ptr(),
-                    None if out is None else out.data_ptr(),
-                    *pointers,
-                    None,
-                    fixed_address,
-                    check,
-                    _threads(),
-                )
-
-        else:
-
-            def call(x, out, tensors, pointers, check) -> bool:
-                return raw(
-                    size,
-                    n,
-                    x.data_ptr(),
-                    None if out is None else out.data_ptr(),
-                    *pointers,
-                    fixed_address,
-                    check,
-                    _threads(),
-                )
+        def call(x, out, tensors, pointers, check) -> bool:
+            return raw(
+                size,
+                n,
+                x.data_ptr(),
+                None if out is None else out.data_ptr(),
+                *pointers,
+                *no_trace,
+                fixed_address,
+                check,
+                _threads(),
+            )
 
         call.kept = kept  # type: ignore[attr-defined]
         return call

@@ -67,7 +67,7 @@ from pysnn.functional.linear import (
     linear_event_block,
     linear_event_step,
 )
-from pysnn.stepping import block_form_reason, capturing_graph, has_forward_hooks, step_through
+from pysnn.stepping import block_form_reason, capturing_graph, step_through
 
 __all__ = ["Connection", "Linear", "Conv2d"]
 

@@ -7,7 +7,6 @@ import torch
 import pysnn
 from pysnn import native
 from pysnn.connection import Linear
-from pysnn.learning import STDP
 from pysnn.models import DiehlCook2015
 from pysnn.multistep import run_layers
 from pysnn.neuron import AdaptiveLIFNeuron, IFNeuron, Input, LIFNeuron
