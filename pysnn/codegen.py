@@ -703,8 +703,7 @@ def trace_constants(neuron: Neuron, example: torch.Tensor) -> Optional[TraceCons
     ):
         return None
     params = neuron.trace_parameters()
-    shape = torch.Size(neuron.shape)
-    rows = []
+    shape = neuron.shape
     for value in (params.decay, params.scale):
         if (
             not isinstance(value, torch.Tensor)
@@ -715,8 +714,19 @@ def trace_constants(neuron: Neuron, example: torch.Tensor) -> Optional[TraceCons
             or any(a not in (1, b) for a, b in zip(reversed(value.shape), reversed(shape)))
         ):
             return None
-        rows.append(value.broadcast_to(shape).reshape(shape.numel()))
-    return TraceConstants(torch.stack(rows), bool(params.additive))
+    # (cached while the discretised constants hold: a multi-step call re-uses the rows)
+    return neuron.derived(
+        "trace_constants", _trace_rows, params.decay, params.scale, bool(params.additive), shape
+    )
+
+
+def _trace_rows(
+    decay: torch.Tensor, scale: torch.Tensor, additive: bool, shape: Tuple[int, ...]
+) -> TraceConstants:
+    """:class:`TraceConstants` of ``decay`` and ``scale``, broadcast to the neuron ``shape``."""
+    size = torch.Size(shape)
+    rows = [value.broadcast_to(size).reshape(size.numel()) for value in (decay, scale)]
+    return TraceConstants(torch.stack(rows), additive)
 
 
 def generate(neuron: Neuron, example: torch.Tensor) -> Tuple[Optional[NeuronKernel], str]:
