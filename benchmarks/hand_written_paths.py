@@ -13,7 +13,11 @@ general path that the same module takes without it (the same values, bit for bit
   the clamped weight update and its presynaptic-major copy);
 - ``lif_multistep``: :meth:`LIFNeuron.forward_multistep` (the hand-written multi-step LIF
   kernel of :mod:`pysnn.native`) against the kernel generated from ``LIFNeuron.step`` running
-  the same ``T`` steps (:meth:`pysnn.codegen.NeuronKernel.run`), without gradient.
+  the same ``T`` steps (:meth:`pysnn.codegen.NeuronKernel.run`), without gradient;
+- ``lif_bptt``: the same under autograd, forward and backward (``.sum().backward()``) through
+  ``T`` steps: the hand-written kernel's fused backward against what ``LIFNeuron`` would take
+  without it (:meth:`Neuron.forward_multistep`: the generated kernel where it has a backward,
+  else the step loop).
 
 Times are the CPU time of the stepping thread (best of ``--repeats``), so that other jobs on the
 machine weigh less. Prints ``general / hand-written`` per case and writes
@@ -40,7 +44,7 @@ if str(REPO) not in sys.path:
 from pysnn.codegen import generate  # noqa: E402
 from pysnn.connection import Linear  # noqa: E402
 from pysnn.learning import STDP, LearningRule  # noqa: E402
-from pysnn.neuron import Input, LIFNeuron  # noqa: E402
+from pysnn.neuron import Input, LIFNeuron, Neuron  # noqa: E402
 
 
 def _best(run: Callable[[], None], calls: int, repeats: int) -> float:
@@ -108,6 +112,29 @@ def lif_multistep(n: int, batch: int, steps: int, calls: int, repeats: int) -> D
         }
 
 
+def lif_bptt(n: int, batch: int, steps: int, calls: int, repeats: int) -> Dict[str, float]:
+    torch.manual_seed(0)
+    neuron = LIFNeuron(n)
+    x = (torch.rand(steps, batch, n) * 3).requires_grad_(True)
+
+    def run(multistep: Callable[[Neuron, torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        neuron.reset_state()
+        x.grad = None
+        multistep(neuron, x).sum().backward()
+        return x.grad
+
+    with torch.no_grad():
+        Neuron.forward_multistep(neuron, x.detach())  # (a kernel generated from its step)
+    kernel, _ = neuron.generated_multistep(x)
+    same = torch.equal(run(LIFNeuron.forward_multistep), run(Neuron.forward_multistep))
+    return {
+        "hand-written": _best(lambda: run(LIFNeuron.forward_multistep), calls, repeats),
+        "general": _best(lambda: run(Neuron.forward_multistep), calls, repeats),
+        "same_gradients": same,
+        "general_path": "generated kernel" if kernel is not None else "step loop",
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=1)
@@ -123,6 +150,8 @@ def main() -> None:
         "stdp_step 784x400": lambda: stdp_step(784, 400, 1000, args.repeats),
         "lif_multistep 100 x 1, T 350": lambda: lif_multistep(100, 1, 350, 200, args.repeats),
         "lif_multistep 2048 x 16, T 100": lambda: lif_multistep(2048, 16, 100, 10, args.repeats),
+        "lif_bptt 100 x 1, T 350": lambda: lif_bptt(100, 1, 350, 5, args.repeats),
+        "lif_bptt 2048 x 16, T 100": lambda: lif_bptt(2048, 16, 100, 3, args.repeats),
     }
     results = {}
     print(f"{'case':34s} {'hand-written':>14s} {'general':>12s} {'general / hand-written':>24s}")

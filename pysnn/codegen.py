@@ -549,6 +549,17 @@ class NeuronKernel:
         """Whether it runs steps of ``batch`` samples."""
         return self.max_batch is None or batch <= self.max_batch
 
+    def made_for(self, neuron: Neuron, x: torch.Tensor) -> bool:
+        """Whether this kernel is the one to generate for ``neuron`` on ``x`` ``(T, B,
+        *shape)`` now: the same constants (bytes) and ``dt`` as when generated, ``x`` of the
+        kernel's dtype and on its device."""
+        return (
+            x.dtype is self.dtype
+            and x.device == self.device
+            and neuron.dt == self.dt
+            and self.guard.holds()
+        )
+
     def applies(self, neuron: Neuron, x: torch.Tensor) -> bool:
         """Whether this kernel may run ``neuron`` on ``x`` ``(T, B, *shape)`` now: the same
         constants (bytes) and ``dt`` as when generated, the kernel's dtype and device, no

@@ -88,7 +88,7 @@ from pysnn.functional.lif import (
 )
 from pysnn.functional.spike import SurrogateFn
 from pysnn.functional.trace import TRACE_MODES, TraceParameters, trace_parameters, trace_step
-from pysnn.stepping import block_form_reason, capturing_graph, step_through
+from pysnn.stepping import block_form_reason, capturing_graph, has_forward_hooks, step_through
 from pysnn.surrogate import DEFAULT as DEFAULT_SURROGATE
 
 ShapeLike = Union[int, Sequence[int]]
@@ -700,13 +700,80 @@ class Neuron(nn.Module):
     def forward_multistep(self, x: torch.Tensor) -> torch.Tensor:
         """Run ``T`` steps: ``x`` ``(T, B, *shape)`` → spikes ``(T, B, *shape)``.
 
-        The same as ``torch.stack([self(x[t]) for t in range(T)])``, state included. Built-in LIF
-        and IF neurons run all ``T`` steps in one fused call where :mod:`pysnn.native` applies and
-        no forward hook is registered (a hook, such as a :class:`~pysnn.monitor.Monitor`'s, must
-        see every step); otherwise the module is called once per step.
+        The same as ``torch.stack([self(x[t]) for t in range(T)])``, state included, bit for
+        bit. All ``T`` steps run in one call of the kernel generated from :meth:`step`
+        (forward, and under autograd its backward) where one applies
+        (:meth:`generated_multistep` says why not); otherwise the module is called once per
+        step (as it is with a forward hook, such as a :class:`~pysnn.monitor.Monitor`'s, which
+        must see every step).
         """
         self._check_multistep(x)
+        kernel, _ = self.generated_multistep(x)
+        if kernel is not None:
+            out = kernel.run(self, x)
+            if out is not None:
+                return out
         return step_through(self, x)
+
+    def generated_multistep(
+        self, x: torch.Tensor, new: Optional[bool] = None
+    ) -> Tuple[Optional[NeuronKernel], str]:
+        """The kernel generated from :meth:`step` (:mod:`pysnn.codegen`) with which
+        :meth:`forward_multistep` runs ``x`` ``(T, B, *shape)`` in one call, or ``(None, why
+        not)``.
+
+        A kernel is generated (about 3 ms on the CPU: the step recorded, the source written, the
+        compiled library loaded from the cache) for a call that brings the steps counted so far
+        (single steps without a gradient) to :attr:`GENERATE_AFTER`; ``new=True``: at once
+        (as :func:`pysnn.engine.explain` and the engine's plans do), ``False``: never, only a
+        kernel made before is used; ``GENERATE_AFTER = None``: never. It is kept while the constants (bytes), ``dt``, dtype and device
+        hold; the single steps use the same kernel. Not while a forward hook is registered or
+        :meth:`forward` is overridden (each step must run as written), under
+        ``torch.compile`` or a recording, for inference tensors (a kernel generated before
+        runs them), or where the step cannot be generated (:attr:`generated_step` says why).
+        """
+        if has_forward_hooks(self):
+            return None, "a forward hook must see every step"
+        cls = type(self)
+        if cls.forward is not Neuron.forward:
+            owner = next(c for c in cls.__mro__ if "forward" in c.__dict__)
+            return None, f"{owner.__name__}.forward overrides Neuron.forward: stepped as written"
+        state = self.__dict__
+        refused = state.get("_generation_refused")
+        if refused is not None:
+            return None, refused
+        if (
+            type(x) is not torch.Tensor
+            or torch.compiler.is_compiling()
+            or torch._C._len_torch_function_stack() > 0
+            or capturing_graph()
+        ):
+            return None, "stepped as written (torch.compile, a recording or a tensor subclass)"
+        fast = state["_fast"]
+        kernel = fast.kernel if isinstance(fast, _GeneratedStep) else state.get("_kept_kernel")
+        if kernel is not None and kernel.applies(self, x):
+            return kernel, ""
+        if kernel is None or not kernel.made_for(self, x):
+            if self.GENERATE_AFTER is None:
+                return None, f"{cls.__name__}.GENERATE_AFTER is None: no kernel generated"
+            if _inference(x, chain(self._buffers.values(), self._parameters.values())):
+                return None, "no kernel is generated for inference tensors: stepped as written"
+            if new is False:
+                return None, "no kernel generated yet"
+            # (the single steps of a shorter call count themselves, see _consider_generating)
+            if new is None and (state.get("_general_steps", 0) + x.shape[0] < self.GENERATE_AFTER):
+                return None, f"fewer than GENERATE_AFTER={self.GENERATE_AFTER} steps so far"
+            kernel, why = generate(self, x[0].detach())
+            if kernel is None:
+                state["_generation_refused"] = why
+                return None, why
+            state["_kept_kernel"] = kernel
+            if kernel.applies(self, x):
+                return kernel, ""
+        return None, (
+            "the generated kernel does not apply to this input (its batch size, a gradient it "
+            "has no backward for, or a pending clamp)"
+        )
 
     def _check_multistep(self, x: torch.Tensor) -> None:
         if not isinstance(x, torch.Tensor) or x.dim() != len(self.shape) + 2 or x.shape[0] == 0:
@@ -728,6 +795,16 @@ class Neuron(nn.Module):
 _is_compiling = torch.compiler.is_compiling
 _grad_enabled = torch.is_grad_enabled
 _DATA_PTR = torch.Tensor.data_ptr
+
+
+def _wants_graph(neuron: Neuron, x: torch.Tensor) -> bool:
+    """Whether steps of ``neuron`` on ``x`` build an autograd graph now (the input, a state or
+    a learned constant wants a gradient, gradients on)."""
+    return torch.is_grad_enabled() and (
+        x.requires_grad
+        or any(b is not None and b.requires_grad for b in neuron._buffers.values())
+        or any(p.requires_grad for p in neuron._parameters.values())
+    )
 
 
 def _inference(x: torch.Tensor, tensors: Iterable[Optional[torch.Tensor]]) -> bool:
@@ -1157,12 +1234,22 @@ class LIFNeuron(Neuron):
 
     def forward_multistep(self, x: torch.Tensor) -> torch.Tensor:
         """Run ``T`` steps, ``(T, B, *shape)`` → ``(T, B, *shape)``, in one fused call where it
-        applies (see :meth:`Neuron.forward_multistep`)."""
+        applies (see :meth:`Neuron.forward_multistep`): without a gradient the kernel generated
+        from :meth:`step` where its single steps made one (as for any neuron), else the
+        hand-written kernel :func:`~pysnn.functional.lif.lif_trace_steps`, which needs no
+        generation and under autograd has the fused backward that the generated kernel lacks
+        (``benchmarks/hand_written_paths.py``)."""
         self._check_multistep(x)
         if (
             block_form_reason(self, LIFNeuron, LIFNeuron.BLOCK_REPRODUCES) is None
             and self.__dict__.get("_override") is None  # a clamp for the first step only
         ):
+            if not _wants_graph(self, x):  # (a kernel its single steps made: generating one
+                # costs about 3 ms, which the kernel below saves only over long runs)
+                kernel, _ = self.generated_multistep(x, new=False)
+                out = None if kernel is None else kernel.run(self, x)
+                if out is not None:
+                    return out
             n_steps = x.shape[0]
             flat = x.reshape(n_steps * x.shape[1], *x.shape[2:])
             check_input("x", flat, self.shape, self._reference(), type(self).__name__)
@@ -1183,7 +1270,7 @@ class LIFNeuron(Neuron):
                 if s.requires_grad:
                     self._count_graph_step(n_steps)
                 return s
-        return step_through(self, x)
+        return super().forward_multistep(x)  # (a kernel generated from the step, or its loop)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + (", detach_reset=True" if self.detach_reset else "")

@@ -512,6 +512,17 @@ def _step_loop(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return torch.stack([net(x[t]) for t in range(x.shape[0])])
 
 
+def _kernel(neuron: nn.Module):
+    """The kernel generated from ``neuron``'s step with which its ``forward_multistep`` runs
+    (the one an ``Unroll`` plan made), for a block of one step like the ones it ran."""
+    state = neuron.v if hasattr(neuron, "v") else next(iter(neuron.buffers()))
+    block = torch.zeros((1, 1, *neuron.shape), dtype=state.dtype, device=state.device)
+    with torch.no_grad():
+        kernel, why = neuron.generated_multistep(block, new=False)
+    assert kernel is not None, why
+    return kernel
+
+
 def _compare_generated(name: str, factory, gain: float, dtype: torch.dtype) -> None:
     """``Unroll`` of the network (the neuron's generated Triton kernel) against its step loop:
     output and every state bit for bit; explain reports the kernel."""
@@ -525,8 +536,7 @@ def _compare_generated(name: str, factory, gain: float, dtype: torch.dtype) -> N
     model = Unroll(net)
     with torch.no_grad():
         got = model(x)
-    (plan,) = model._runner.plans.values()
-    assert plan.kernels["1"].backend == "triton", "the Triton kernel did not run"
+    assert _kernel(net[1]).backend == "triton", "the Triton kernel did not run"
     want = _step_loop(reference, x)
     _equal(f"{name} {dtype} output", got, want)
     if name != "LIReadout":  # (its output is its potential)
@@ -600,8 +610,7 @@ def generated_trace_bit_identical() -> None:
                             got = model(x)
                     finally:
                         codegen.trace_step = trace_step
-                    (plan,) = model._runner.plans.values()
-                    assert plan.kernels[""].backend == "triton", label
+                    assert _kernel(neuron).backend == "triton", label
                     _equal(f"{label} output", got, want)
                     for key, value in reference._buffers.items():
                         if value is not None:
@@ -673,8 +682,7 @@ def _generated_gradients(name: str, factory, gain: float, dtype: torch.dtype) ->
     model = Unroll(net)
     with torch.no_grad():
         model(x)  # planned: the kernel generated
-    (plan,) = model._runner.plans.values()
-    kernel = plan.kernels["1"]
+    kernel = _kernel(net[1])
     assert kernel.backend == "triton" and kernel.gradient is not None, name
     calls: List[int] = []
     backward = kernel.gradient
@@ -788,8 +796,7 @@ def generated_without_backward_runs_the_torch_step_under_autograd() -> None:
         model = Unroll(net)
         with torch.no_grad():
             model(x)  # planned: the kernel is generated
-        (plan,) = model._runner.plans.values()
-        kernel = plan.kernels["1"]
+        kernel = _kernel(net[1])
         assert kernel.backend == "triton" and kernel.gradient is None
         assert "pysnn_generated_backward" not in kernel.source
 

@@ -40,7 +40,6 @@ from torch import fx, nn
 from pysnn import backends
 from pysnn._checks import check_same_dt
 from pysnn.connection import Connection, Linear
-from pysnn.codegen import NeuronKernel, generate
 from pysnn.engine.layers import run_layers
 from pysnn.engine.recurrent import fused_reason, run_recurrent
 from pysnn.engine.capture import (
@@ -246,7 +245,6 @@ class SequencePlan:
             not be captured).
         layers: the network of layers, for ``kind == "layers"``.
         recurrent: the recurrent population, for ``kind == "recurrent"``.
-        kernels: part name -> the kernel generated for it (layer-wise plans).
     """
 
     kind: str
@@ -254,7 +252,6 @@ class SequencePlan:
     parts: List[Part] = field(default_factory=list)
     program: Optional[StepProgram] = None
     layers: Optional[LayersSpec] = None
-    kernels: Dict[str, NeuronKernel] = field(default_factory=dict)
     recurrent: Optional[RecurrentSpec] = None
 
     def run(self, network: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -282,18 +279,9 @@ class SequencePlan:
             elif node.op == "call_module":
                 module = network.get_submodule(node.target)
                 args, kwargs = load(node.args), load(node.kwargs)
-                if is_pysnn_module(module):
-                    block = args[0].unflatten(0, (steps, -1))
-                    kernel = self.kernels.get(node.target)
-                    if kernel is not None and not kernel.guard.holds():  # constants edited
-                        kernel = generate(module, _neuron_example(module, block[0]))[0]
-                        self.kernels[node.target] = kernel
-                    out = None
-                    if kernel is not None and kernel.applies(module, block):
-                        out = kernel.run(module, block)  # a generated kernel, all T steps
-                    if out is None:
-                        out = module.forward_multistep(block)
-                    env[node] = out.flatten(0, 1)
+                if is_pysnn_module(module):  # (a neuron: its kernel, generated or not)
+                    env[node] = module.forward_multistep(args[0].unflatten(0, (steps, -1)))
+                    env[node] = env[node].flatten(0, 1)
                 else:
                     env[node] = module(*args, **kwargs)
             elif node.op == "call_function":
@@ -334,21 +322,22 @@ def block_reason(module: nn.Module) -> Optional[str]:
 
 
 def _generatable(module: nn.Module) -> bool:
-    """A neuron whose block form is its step loop (a user's own model, or a built-in one
-    without a fused kernel), with no hook: a kernel may be generated from its ``step``."""
+    """A neuron whose ``forward_multistep`` runs a kernel generated from its ``step`` where
+    its own block form does not apply (a user's model, a subclass's own step)."""
     return (
         isinstance(module, Neuron)
-        and type(module).forward_multistep is Neuron.forward_multistep
+        and type(module).forward_multistep
+        in (Neuron.forward_multistep, LIFNeuron.forward_multistep)
         and not has_forward_hooks(module)
     )
 
 
 def _neuron_example(module: Neuron, example: torch.Tensor) -> torch.Tensor:
-    """One step's input of ``module``: ``(B, *shape)`` zeros in its constants' dtype and on
-    their device."""
+    """One step's input of ``module`` as a block of one step: ``(1, B, *shape)`` zeros in its
+    constants' dtype and on their device."""
     reference = module._reference()
     return torch.zeros(
-        example.shape[0], *module.shape, dtype=reference.dtype, device=reference.device
+        1, example.shape[0], *module.shape, dtype=reference.dtype, device=reference.device
     )
 
 
@@ -814,19 +803,18 @@ def plan(network: nn.Module, program: StepProgram, example: torch.Tensor) -> Seq
                 how = "stepped" if why else ("fused" if fused else "block")
             parts.append(Part(node.target, type(module).__name__, how, _backend(example, how), why))
     reasons += _random_reasons(network, program, parts)
-    kernels: Dict[str, NeuronKernel] = {}
     for part in parts if not reasons else []:  # only a layer-wise plan runs generated kernels
         module = network.get_submodule(part.name)
         if part.reason and _generatable(module):
-            kernel, refused = generate(module, _neuron_example(module, example))
+            block = _neuron_example(module, example)
+            kernel, refused = module.generated_multistep(block, new=True)
             if kernel is None:
                 part.reason = f"{part.reason}; a generated kernel does not apply: {refused}"
             else:
-                kernels[part.name] = kernel
                 part.how, part.reason = "fused", None
                 part.backend = f"{kernel.backend}-generated"
     if not reasons:
-        return SequencePlan("layer-wise", reasons, parts, program, kernels=kernels)
+        return SequencePlan("layer-wise", reasons, parts, program)
     spec, _ = layers_spec(network, graph)
     if spec is not None:
         why = _layers_loop_reason(network, spec, example)
