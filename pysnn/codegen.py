@@ -91,7 +91,12 @@ its saved values and carry no adjoint for it. A neuron with an ``nn.Parameter`` 
 another surrogate, or a Heaviside step written outside ``fire`` (a ``bool`` converted to the
 dtype, as :func:`pysnn.functional.spike.spike` writes it: its surrogate is applied only under
 autograd, unseen by the recording; so the built-in LIF neurons with a surrogate) runs its torch
-step under autograd (:meth:`Step.differentiable`).
+step under autograd (:meth:`Step.differentiable`). So does a step that computes otherwise under
+autograd, such as one that calls :func:`~pysnn.functional.spike.reset_membrane` (its gradient
+term through the spike exists only under autograd): before a backward is written, the step is
+recorded a second time with its input and state wanting a gradient, and where the torch
+functions that computed its tensors differ, no backward is written
+(:attr:`NeuronKernel.no_backward` says why).
 """
 
 from __future__ import annotations
@@ -297,6 +302,10 @@ class Step:
         batch_ops: the operations of the neuron pass (``Ref("batch", k)`` is
             ``batch_ops[k]``): a ``batch_sum`` of the spikes, and what is computed from it.
         shared_updated: the new value of each per-neuron state, by index.
+        calls: the names of the torch functions the step called, in order (recorded without
+            a gradient).
+        grad_differs: why the step computes otherwise under autograd (``None``: it does not,
+            or it was not checked), so that no backward kernel is written.
     """
 
     neuron: str
@@ -313,6 +322,8 @@ class Step:
     per_neuron_values: frozenset = frozenset()
     batch_ops: List[Op] = field(default_factory=list)
     shared_updated: Dict[int, Ref] = field(default_factory=dict)
+    calls: Tuple[str, ...] = ()
+    grad_differs: Optional[str] = None
 
     @property
     def returns_input(self) -> bool:
@@ -377,13 +388,15 @@ class Step:
         Heaviside step written outside ``fire`` (as :func:`pysnn.functional.spike.spike`,
         which applies the surrogate only under autograd, so the recorded step does not show
         it) may carry the surrogate's gradient in the torch step, and the kernel would drop it;
-        and no per-neuron state (:attr:`shared`). An ``int64`` state takes part (it has no
+        and no per-neuron state (:attr:`shared`), and the step calls the same torch functions
+        under autograd (:attr:`grad_differs`). An ``int64`` state takes part (it has no
         gradient, see :meth:`gradient`: its saved values are read, no adjoint is kept)."""
         heaviside = self.surrogate is not None and any(
             op.kind == "float" and self.result(op.args[0]) == "bool" for op in self.ops
         )
         return (
             not self.shared  # (learned from the spikes, not by gradient: no adjoint kept)
+            and self.grad_differs is None
             and self.gradient(self.spikes) is not None
             and self.surrogate_form() is not None
             and not heaviside
@@ -505,6 +518,8 @@ class NeuronKernel:
             over the batch: beyond it the sums would not be exact, as torch's are not.
         state_dtypes: the dtype of each state, in :attr:`states`' order.
         shared: how many of :attr:`states` (the last ones) are per-neuron.
+        no_backward: why :attr:`gradient` is ``None``, where the step computes otherwise under
+            autograd (:attr:`Step.grad_differs`); ``None`` otherwise.
     """
 
     source: str
@@ -521,6 +536,7 @@ class NeuronKernel:
     max_batch: Optional[int] = None
     state_dtypes: List[torch.dtype] = field(default_factory=list)
     shared: int = 0
+    no_backward: Optional[str] = None
 
     def states_fit(
         self, tensors: Sequence[torch.Tensor], batch: int, shape: Tuple[int, ...]
@@ -746,6 +762,8 @@ def generate(neuron: Neuron, example: torch.Tensor) -> Tuple[Optional[NeuronKern
     generated."""
     try:
         step = _record(neuron, example)  # (first: what the model itself rules out)
+        if step.differentiable():  # (a backward would be written: is it the step's?)
+            step.grad_differs = _grad_differs(neuron, example, step.calls)
         backend = _writer(example)
         gradient = None
         if backend == "c":
@@ -777,6 +795,7 @@ def generate(neuron: Neuron, example: torch.Tensor) -> Tuple[Optional[NeuronKern
         ]
         + [step.dtype] * len(step.shared),
         shared=len(step.shared),
+        no_backward=step.grad_differs,
     )
     return kernel, ""
 
@@ -933,13 +952,7 @@ def _record(neuron: Neuron, example: torch.Tensor) -> Step:
         raise _Refused(f"{outside}; a generated kernel would keep its value as recorded")
     if any(True for _ in neuron.children()):
         raise _Refused(f"{type(neuron).__name__} holds other modules (their state is not its own)")
-    held = _held_functions(neuron)
-    try:  # (the functions the neuron holds are shared, not copied: see _held_functions)
-        twin = copy.deepcopy(neuron, {id(function): function for function in held.values()})
-    except RuntimeError as err:  # (a state that carries an autograd graph)
-        raise _Refused(f"the neuron cannot be copied to record its step: {err}") from None
-    twin.reset_state()
-    twin._prepare(example)
+    twin, held = _twin(neuron, example)
     names = [n for n in twin._state_specs if n not in ("spikes", "trace")]
     before = {name: twin._buffers[name] for name in names}
     for name, value in before.items():
@@ -959,14 +972,7 @@ def _record(neuron: Neuron, example: torch.Tensor) -> Step:
     kept = {name: twin._buffers[name] for name in ("spikes", "trace") if name in twin._buffers}
     x = example.detach().clone()
     record = _Record()
-
-    def fire(z: torch.Tensor) -> torch.Tensor:  # the spike, recorded as one operation
-        with torch._C.DisableTorchFunction():
-            spike = (z >= 0).to(z.dtype)
-        record.ops.append(("fire", (z,), {}, spike))
-        return spike
-
-    twin.fire = fire
+    twin.fire = partial(_recorded_fire, record)
     for key in held:
         twin.__dict__[key] = partial(_refuse_call, key)
     attributes = _attributes(twin)
@@ -1202,7 +1208,78 @@ def _record(neuron: Neuron, example: torch.Tensor) -> Step:
         per_neuron_values=frozenset(per_neuron_values),
         batch_ops=batch_ops,
         shared_updated=shared_updated,
+        calls=_call_names(record),
     )
+
+
+def _twin(neuron: Neuron, example: torch.Tensor) -> Tuple[Neuron, Dict[str, Any]]:
+    """A copy of ``neuron`` with a fresh state for inputs like ``example``, to record its step
+    on, and the functions it holds (shared with it, not copied: see :func:`_held_functions`)."""
+    held = _held_functions(neuron)
+    try:
+        twin = copy.deepcopy(neuron, {id(function): function for function in held.values()})
+    except RuntimeError as err:  # (a state that carries an autograd graph)
+        raise _Refused(f"the neuron cannot be copied to record its step: {err}") from None
+    twin.reset_state()
+    twin._prepare(example)
+    return twin, held
+
+
+def _recorded_fire(record: _Record, z: torch.Tensor) -> torch.Tensor:
+    """:meth:`~pysnn.neuron.Neuron.fire` while a step is recorded: the spike, noted as one
+    operation (wanting a gradient where ``z`` does, as the surrogate's output would)."""
+    with torch._C.DisableTorchFunction():
+        spike = (z >= 0).to(z.dtype)
+        if z.requires_grad:
+            spike.requires_grad_(True)
+    record.ops.append(("fire", (z,), {}, spike))
+    return spike
+
+
+def _call_names(record: _Record) -> Tuple[str, ...]:
+    """The names of the recorded calls that computed a tensor, in order (not the queries of
+    a tensor's layout, dtype or flags, which a check may make otherwise under autograd)."""
+    return tuple(
+        f if isinstance(f, str) else getattr(f, "__name__", str(f))
+        for f, _, _, out in record.ops
+        if isinstance(out, torch.Tensor)
+    )
+
+
+def _grad_differs(neuron: Neuron, example: torch.Tensor, calls: Tuple[str, ...]) -> Optional[str]:
+    """Why ``neuron``'s step, run under autograd (the input and the floating-point state
+    wanting a gradient, as in BPTT), computes its tensors with other torch functions than
+    ``calls`` (:func:`_call_names` of its recording without a gradient), or ``None``. Such a step, as one that calls
+    :func:`~pysnn.functional.spike.reset_membrane` (whose gradient term through the spike is
+    computed only under autograd), has a gradient that the recorded operations do not give."""
+    try:
+        twin, held = _twin(neuron, example)
+        record = _Record()
+        twin.fire = partial(_recorded_fire, record)
+        for key in held:
+            twin.__dict__[key] = partial(_refuse_call, key)
+        for name in twin._state_specs:
+            state = twin._buffers.get(name)
+            if name not in ("spikes", "trace") and state is not None and state.is_floating_point():
+                state.requires_grad_(True)
+        x = example.detach().clone().requires_grad_(True)
+        with torch.enable_grad(), torch.random.fork_rng(devices=[]), backends.prefer("torch"):
+            with record:
+                twin.step(x)
+    except Exception as err:  # (what the recording without a gradient did not meet)
+        return f"its step fails under autograd when recorded ({type(err).__name__}: {err})"
+    graded = _call_names(record)
+    if graded != calls:
+        where = next(
+            (k for k, (a, b) in enumerate(zip(calls, graded)) if a != b),
+            min(len(calls), len(graded)),
+        )
+        return (
+            f"its step calls other torch functions under autograd (from call {where}: "
+            f"{list(graded[where:where + 3])} against {list(calls[where:where + 3])}), so its "
+            "gradient is not the one of the recorded operations"
+        )
+    return None
 
 
 #: the largest batch whose sums of 0/1 spikes are exact in the dtype, in any order (every

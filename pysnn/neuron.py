@@ -770,6 +770,8 @@ class Neuron(nn.Module):
             state["_kept_kernel"] = kernel
             if kernel.applies(self, x):
                 return kernel, ""
+        if kernel.no_backward is not None and _wants_graph(self, x):
+            return None, f"the generated kernel has no backward: {kernel.no_backward}"
         return None, (
             "the generated kernel does not apply to this input (its batch size, a gradient it "
             "has no backward for, or a pending clamp)"

@@ -200,3 +200,42 @@ def test_lif_multistep_runs_a_kernel_its_single_steps_made_else_its_own():
     assert calls == [30] and want.sum() > 0
     assert torch.equal(torch.cat([first, middle, last]), want)
     _assert_same_state(a, b)
+
+
+class ResetLIF(CurrentLIF):
+    """A user's neuron that resets through :func:`pysnn.functional.spike.reset_membrane`,
+    whose gradient term through the spike (``(s - s.detach()) * (v_reset - v).detach()``) is
+    computed only under autograd: a recording without a gradient does not show it."""
+
+    def step(self, x):
+        from pysnn.functional.decay import exp_decay
+        from pysnn.functional.spike import reset_membrane
+
+        mem = self.derived("mem", exp_decay, self.tau_v, self.dt)
+        self.v = self.v * mem + x
+        s = self.fire(self.v - self.thresh)
+        self.v = reset_membrane(self.v, s, self.v_rest)
+        return s
+
+
+@needs_compiler
+def test_a_step_that_computes_otherwise_under_autograd_gets_no_generated_backward():
+    """Its forward kernel is generated (the values of its step without a gradient); under
+    BPTT its steps run as written, so the gradient keeps the reset's term (a backward written
+    from the recording would drop it: 1.25 off in 1.7 before this was checked)."""
+    a, b = _pair(lambda: ResetLIF(16, thresh=0.5), torch.float64)
+    x = _inputs(40, 3, 16, 0.4, torch.float64, seed=2)
+    with torch.no_grad():
+        assert torch.equal(a.forward_multistep(x), b.forward_multistep(x))
+        kernel, why = a.generated_multistep(x)
+    assert kernel is not None and kernel.gradient is None, why
+    assert "calls other torch functions under autograd" in kernel.no_backward
+    assert "detach" in kernel.no_backward
+    a.reset_state(), b.reset_state()
+    xa, xb = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    assert "has no backward" in a.generated_multistep(xa)[1]
+    w = torch.rand(40, 3, 16, dtype=torch.float64)
+    (a.forward_multistep(xa) * w).sum().backward()
+    (_loop(b, xb) * w).sum().backward()
+    assert xb.grad.abs().sum() > 0
+    torch.testing.assert_close(xa.grad, xb.grad, rtol=1e-12, atol=1e-12)
