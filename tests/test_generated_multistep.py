@@ -239,3 +239,15 @@ def test_a_step_that_computes_otherwise_under_autograd_gets_no_generated_backwar
     (_loop(b, xb) * w).sum().backward()
     assert xb.grad.abs().sum() > 0
     torch.testing.assert_close(xa.grad, xb.grad, rtol=1e-12, atol=1e-12)
+
+
+@needs_compiler
+def test_explain_reports_the_step_without_backward_as_stepped_under_autograd():
+    from pysnn.engine import explain
+
+    neuron, x = ResetLIF(16, thresh=0.5), _inputs(10, 2, 16, 0.4)
+    with torch.no_grad():
+        quiet = explain(neuron, x)
+    assert quiet.fused and quiet.backends[""] == "c-generated", quiet
+    training = explain(neuron, x.clone().requires_grad_(True))
+    assert not training.fused and "has no backward" in training.fallbacks[0][1], training

@@ -531,7 +531,8 @@ def _compare_generated(name: str, factory, gain: float, dtype: torch.dtype) -> N
 
     net, x = _generated_net(factory, gain, dtype)
     reference = copy.deepcopy(net)
-    e = explain(net, x)
+    with torch.no_grad():
+        e = explain(net, x)
     assert e.fused and e.backends["1"] == "triton-generated", (name, e)
     model = Unroll(net)
     with torch.no_grad():

@@ -55,7 +55,10 @@ def explain(module: nn.Module, x: torch.Tensor) -> Explanation:
         module: a step network (an :class:`~pysnn.network.SNNNetwork`, a neuron, a connection,
             any module whose ``forward`` is one step).
         x: its input sequence ``(T, B, ...)`` (only the first step is used, on a copy of the
-            network: ``module`` is not changed).
+            network: ``module`` is not changed). Under autograd (grad mode on, ``x`` or a
+            parameter of ``module`` wanting a gradient, as in training) the parts are
+            reported as they run there: a neuron whose generated kernel has no backward is
+            stepped; under ``torch.no_grad()`` as they run without a gradient.
 
     Returns:
         An :class:`Explanation`; ``print`` it for a table.

@@ -332,12 +332,17 @@ def _generatable(module: nn.Module) -> bool:
     )
 
 
-def _neuron_example(module: Neuron, example: torch.Tensor) -> torch.Tensor:
+def _neuron_example(module: Neuron, example: torch.Tensor, graded: bool) -> torch.Tensor:
     """One step's input of ``module`` as a block of one step: ``(1, B, *shape)`` zeros in its
-    constants' dtype and on their device."""
+    constants' dtype and on their device, wanting a gradient where ``graded``."""
     reference = module._reference()
     return torch.zeros(
-        1, example.shape[0], *module.shape, dtype=reference.dtype, device=reference.device
+        1,
+        example.shape[0],
+        *module.shape,
+        dtype=reference.dtype,
+        device=reference.device,
+        requires_grad=graded,
     )
 
 
@@ -803,10 +808,14 @@ def plan(network: nn.Module, program: StepProgram, example: torch.Tensor) -> Seq
                 how = "stepped" if why else ("fused" if fused else "block")
             parts.append(Part(node.target, type(module).__name__, how, _backend(example, how), why))
     reasons += _random_reasons(network, program, parts)
+    # (under autograd, as in training, a generated kernel runs only where it has a backward)
+    graded = torch.is_grad_enabled() and (
+        example.requires_grad or any(p.requires_grad for p in network.parameters())
+    )
     for part in parts if not reasons else []:  # only a layer-wise plan runs generated kernels
         module = network.get_submodule(part.name)
         if part.reason and _generatable(module):
-            block = _neuron_example(module, example)
+            block = _neuron_example(module, example, graded)
             kernel, refused = module.generated_multistep(block, new=True)
             if kernel is None:
                 part.reason = f"{part.reason}; a generated kernel does not apply: {refused}"
