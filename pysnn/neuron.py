@@ -722,16 +722,19 @@ class Neuron(nn.Module):
         :meth:`forward_multistep` runs ``x`` ``(T, B, *shape)`` in one call, or ``(None, why
         not)``.
 
-        A kernel is generated (about 3 ms on the CPU: the step recorded, the source written, the
-        compiled library loaded from the cache) for a call that brings the steps counted so far
-        (single steps without a gradient) to :attr:`GENERATE_AFTER`; ``new=True``: at once
-        (as :func:`pysnn.engine.explain` and the engine's plans do), ``False``: never, only a
-        kernel made before is used; ``GENERATE_AFTER = None``: never. It is kept while the constants (bytes), ``dt``, dtype and device
-        hold; the single steps use the same kernel. Not while a forward hook is registered or
-        :meth:`forward` is overridden (each step must run as written), under
-        ``torch.compile`` or a recording, for inference tensors (a kernel generated before
-        runs them), or where the step cannot be generated (:attr:`generated_step` says why).
+        A kernel is generated (about 3 ms on the CPU: the step recorded, the source written,
+        the compiled library loaded from the cache) for a call that brings the steps counted
+        so far (single steps without a gradient) to :attr:`GENERATE_AFTER`; ``new=True``: at
+        once (as :func:`pysnn.engine.explain` and the engine's plans do), ``False``: never,
+        only a kernel made before is used; ``GENERATE_AFTER = None``: never. It is kept while
+        the constants (bytes), ``dt``, dtype and device hold; the single steps use the same
+        kernel. Not while a forward hook is registered or :meth:`forward` is overridden (each
+        step must run as written), under ``torch.compile`` or a recording, for inference
+        tensors (a kernel generated before runs them), or where the step cannot be generated
+        (:attr:`generated_step` says why). An input of another shape, dtype or device than
+        the neuron's raises the step's error.
         """
+        self._check_multistep(x)
         if has_forward_hooks(self):
             return None, "a forward hook must see every step"
         cls = type(self)
@@ -763,6 +766,8 @@ class Neuron(nn.Module):
             # (the single steps of a shorter call count themselves, see _consider_generating)
             if new is None and (state.get("_general_steps", 0) + x.shape[0] < self.GENERATE_AFTER):
                 return None, f"fewer than GENERATE_AFTER={self.GENERATE_AFTER} steps so far"
+            # (an input the step refuses raises here, not noted as a step that cannot be made)
+            check_input("x", x[0], self.shape, self._reference(), cls.__name__)
             kernel, why = generate(self, x[0].detach())
             if kernel is None:
                 state["_generation_refused"] = why

@@ -251,3 +251,15 @@ def test_explain_reports_the_step_without_backward_as_stepped_under_autograd():
     assert quiet.fused and quiet.backends[""] == "c-generated", quiet
     training = explain(neuron, x.clone().requires_grad_(True))
     assert not training.fused and "has no backward" in training.fallbacks[0][1], training
+
+
+@needs_compiler
+def test_an_input_of_another_dtype_raises_and_leaves_generation_possible():
+    a = CurrentLIF(16)
+    x = _inputs(100, 2, 16, 0.4)
+    with torch.no_grad():
+        with pytest.raises(TypeError, match="dtype"):
+            a.forward_multistep(x.double())
+        assert a.generated_step is None  # (not noted as a step that cannot be generated)
+        a.forward_multistep(x)
+        assert a.generated_multistep(x[:1], new=False)[0] is not None
