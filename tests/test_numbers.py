@@ -155,6 +155,7 @@ QUOTES: List[Tuple[str, Callable[[], str]]] = [
     (README, lambda: _one("current", 1600, 3)),
     (README, lambda: _one("conductance", 1600, 3)),
     (README, lambda: _seeds("conductance-dt05", 100, 1)),
+    (README, lambda: _one("conductance-dt05", 1600, 3)),
     (README, lambda: _seeds("conductance", 400, 1)),
     (README, lambda: _one("conductance-triplet", 100, 1)),
     (README, _lockout),
