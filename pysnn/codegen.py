@@ -391,16 +391,29 @@ class Step:
         and no per-neuron state (:attr:`shared`), and the step calls the same torch functions
         under autograd (:attr:`grad_differs`). An ``int64`` state takes part (it has no
         gradient, see :meth:`gradient`: its saved values are read, no adjoint is kept)."""
-        heaviside = self.surrogate is not None and any(
+        return self.no_backward() is None
+
+    def no_backward(self) -> Optional[str]:
+        """Why no backward kernel is written (see :meth:`differentiable`), or ``None``."""
+        if self.shared:  # (learned from the spikes, not by gradient: no adjoint kept)
+            return "a per-neuron state (learned from the spikes) keeps no adjoint"
+        if self.grad_differs is not None:
+            return self.grad_differs
+        if self.gradient(self.spikes) is None:
+            return "its spikes carry no gradient"
+        if self.surrogate_form() is None:
+            return (
+                f"its surrogate ({type(self.surrogate).__name__}) is not a built-in "
+                "pysnn.surrogate class, whose derivative the writers know"
+            )
+        if self.surrogate is not None and any(
             op.kind == "float" and self.result(op.args[0]) == "bool" for op in self.ops
-        )
-        return (
-            not self.shared  # (learned from the spikes, not by gradient: no adjoint kept)
-            and self.grad_differs is None
-            and self.gradient(self.spikes) is not None
-            and self.surrogate_form() is not None
-            and not heaviside
-        )
+        ):
+            return (
+                "a Heaviside step written outside fire (a bool converted to the dtype, as "
+                "functional.spike writes it) carries the surrogate gradient only under autograd"
+            )
+        return None
 
 
 class _Record(TorchFunctionMode):
@@ -518,8 +531,8 @@ class NeuronKernel:
             over the batch: beyond it the sums would not be exact, as torch's are not.
         state_dtypes: the dtype of each state, in :attr:`states`' order.
         shared: how many of :attr:`states` (the last ones) are per-neuron.
-        no_backward: why :attr:`gradient` is ``None``, where the step computes otherwise under
-            autograd (:attr:`Step.grad_differs`); ``None`` otherwise.
+        no_backward: why :attr:`gradient` is ``None`` (:meth:`Step.no_backward`), ``None``
+            where it is written.
     """
 
     source: str
@@ -795,7 +808,7 @@ def generate(neuron: Neuron, example: torch.Tensor) -> Tuple[Optional[NeuronKern
         ]
         + [step.dtype] * len(step.shared),
         shared=len(step.shared),
-        no_backward=step.grad_differs,
+        no_backward=step.no_backward(),
     )
     return kernel, ""
 

@@ -263,3 +263,35 @@ def test_an_input_of_another_dtype_raises_and_leaves_generation_possible():
         assert a.generated_step is None  # (not noted as a step that cannot be generated)
         a.forward_multistep(x)
         assert a.generated_multistep(x[:1], new=False)[0] is not None
+
+
+def test_explain_under_autograd_reports_a_lif_without_fused_backward_as_stepped():
+    """A surrogate written as a plain function (no ``grad`` method): the hand-written LIF
+    kernel has no backward for it, so under autograd the steps run as torch operations, and
+    explain says so (it said "fused" before); without a gradient the kernel runs."""
+    from torch import nn
+
+    from pysnn.connection import Linear
+    from pysnn.engine import explain
+    from pysnn.multistep import Unroll
+    from pysnn.surrogate import FastSigmoid
+
+    fast_sigmoid = FastSigmoid(10.0)
+
+    def surrogate(z):
+        return fast_sigmoid(z)
+
+    torch.manual_seed(0)
+    net = nn.Sequential(Linear(10, 20, init="uniform", init_kwargs={"a": 0.0, "b": 9.0}))
+    net.append(LIFNeuron(20, thresh=-60.0, surrogate=surrogate)).double()
+    reference = copy.deepcopy(net)
+    x = torch.rand(30, 2, 10, dtype=torch.float64)
+    training = explain(net, x)
+    assert not training.fused and "grad(x) method" in training.fallbacks[0][1], training
+    with torch.no_grad():
+        assert explain(net, x).fused
+    Unroll(net)(x).sum().backward()
+    reference[1].reset_state()
+    torch.stack([reference(x[t]) for t in range(30)]).sum().backward()
+    assert reference[0].weight.grad.abs().sum() > 0
+    torch.testing.assert_close(net[0].weight.grad, reference[0].weight.grad, rtol=1e-12, atol=0)

@@ -321,6 +321,22 @@ def block_reason(module: nn.Module) -> Optional[str]:
     return None
 
 
+def _lif_backward_reason(module: nn.Module) -> Optional[str]:
+    """Why a built-in LIF neuron's hand-written multi-step kernel has no fused backward
+    (:func:`~pysnn.functional.lif.lif_trace_steps`): its surrogate has no ``grad`` method, or a
+    constant is learned; ``None`` where it has one (or ``module`` is no LIF neuron)."""
+    if not isinstance(module, LIFNeuron) or module.surrogate is None:
+        return None
+    if not callable(getattr(module.surrogate, "grad", None)):
+        return (
+            "under autograd LIF's fused backward needs a surrogate with a grad(x) method (every "
+            "pysnn.surrogate class has one)"
+        )
+    if any(p.requires_grad for p in module.parameters()):
+        return "under autograd a learned constant takes the torch step (its gradient)"
+    return None
+
+
 def _generatable(module: nn.Module) -> bool:
     """A neuron whose ``forward_multistep`` runs a kernel generated from its ``step`` where
     its own block form does not apply (a user's model, a subclass's own step)."""
@@ -794,6 +810,10 @@ def plan(network: nn.Module, program: StepProgram, example: torch.Tensor) -> Seq
     if len(outputs) != 1 or not isinstance(out.args[0], fx.Node):
         reasons.append((type(network).__name__, "the step returns other than one tensor"))
     calls = Counter(n.target for n in graph.nodes if n.op == "call_module")
+    # (under autograd, as in training, a fused kernel runs only where it has a backward)
+    graded = torch.is_grad_enabled() and (
+        example.requires_grad or any(p.requires_grad for p in network.parameters())
+    )
     parts: List[Part] = []
     for node in graph.nodes:
         found = _node_reason(network, node, calls)
@@ -803,15 +823,11 @@ def plan(network: nn.Module, program: StepProgram, example: torch.Tensor) -> Seq
             module = network.get_submodule(node.target)
             why, how = None, "block"
             if is_pysnn_module(module):
-                why = block_reason(module)
+                why = block_reason(module) or (_lif_backward_reason(module) if graded else None)
                 fused = why is None and isinstance(module, (LIFNeuron, Linear))
                 how = "stepped" if why else ("fused" if fused else "block")
             parts.append(Part(node.target, type(module).__name__, how, _backend(example, how), why))
     reasons += _random_reasons(network, program, parts)
-    # (under autograd, as in training, a generated kernel runs only where it has a backward)
-    graded = torch.is_grad_enabled() and (
-        example.requires_grad or any(p.requires_grad for p in network.parameters())
-    )
     for part in parts if not reasons else []:  # only a layer-wise plan runs generated kernels
         module = network.get_submodule(part.name)
         if part.reason and _generatable(module):
