@@ -773,6 +773,8 @@ class Neuron(nn.Module):
                 state["_generation_refused"] = why
                 return None, why
             state["_kept_kernel"] = kernel
+            if isinstance(fast, _GeneratedStep):  # (its kernel is stale: the single steps
+                state["_fast"] = None  # take the new one from _kept_kernel)
             if kernel.applies(self, x):
                 return kernel, ""
         if kernel.no_backward is not None and _wants_graph(self, x):

@@ -295,3 +295,34 @@ def test_explain_under_autograd_reports_a_lif_without_fused_backward_as_stepped(
     torch.stack([reference(x[t]) for t in range(30)]).sum().backward()
     assert reference[0].weight.grad.abs().sum() > 0
     torch.testing.assert_close(net[0].weight.grad, reference[0].weight.grad, rtol=1e-12, atol=0)
+
+
+@needs_compiler
+def test_an_edited_constant_generates_once_for_later_calls(monkeypatch):
+    """After single steps made a kernel, an edited constant makes the next multi-step call
+    generate a new one, once: later calls use it."""
+    from pysnn import neuron as neuron_module
+
+    a, b = _pair(lambda: CurrentLIF(16, thresh=0.7))
+    x = _inputs(200, 2, 16, 0.4)
+    made = []
+    generate = neuron_module.generate
+    monkeypatch.setattr(neuron_module, "generate", lambda *args: made.append(1) or generate(*args))
+    with torch.no_grad():
+        got = [a(x[t]) for t in range(70)]  # single steps: a kernel made (GENERATE_AFTER)
+        want = [b(x[t]) for t in range(70)]
+        for neuron in (a, b):
+            neuron.thresh.data.fill_(0.5)
+        # (calls of at least GENERATE_AFTER steps: the first generates, the second reuses)
+        got += list(a.forward_multistep(x[70:140]))
+        kernel, why = a.generated_multistep(x[:1], new=False)
+        assert kernel is not None, why
+        wrapped, runs = kernel.function, []
+        kernel.function = lambda *args: runs.append(args[0]) or wrapped(*args)
+        got += list(a.forward_multistep(x[140:]))
+        assert runs == [60]  # (it had stepped through the stale single-step kernel's loop)
+        got += [a(x[t]) for t in range(130, 140)]  # (single steps: generating nothing new)
+        want += [b(x[t]) for t in range(70, 200)] + [b(x[t]) for t in range(130, 140)]
+    assert len(made) == 2  # (the single steps' kernel, then one for the edited constant)
+    assert torch.equal(torch.stack(got), torch.stack(want))
+    _assert_same_state(a, b)
