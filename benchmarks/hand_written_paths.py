@@ -11,6 +11,8 @@ general path that the same module takes without it (the same values, bit for bit
 - ``stdp_step``: :class:`~pysnn.learning.STDP`'s one-sample fused update (``_FastSTDP``)
   against the general rule step (``LearningRule.forward``: ``delta`` as torch operations, then
   the clamped weight update and its presynaptic-major copy);
+- ``triplet_step``: the same for :class:`~pysnn.learning.TripletSTDP` (``_FastTriplet``), set as
+  the Diehl & Cook code's rule (nearest-spike traces);
 - ``lif_multistep``: :meth:`LIFNeuron.forward_multistep` (the hand-written multi-step LIF
   kernel of :mod:`pysnn.native`) against the kernel generated from ``LIFNeuron.step`` running
   the same ``T`` steps (:meth:`pysnn.codegen.NeuronKernel.run`), without gradient;
@@ -43,7 +45,7 @@ if str(REPO) not in sys.path:
 
 from pysnn.codegen import generate  # noqa: E402
 from pysnn.connection import Linear  # noqa: E402
-from pysnn.learning import STDP, LearningRule  # noqa: E402
+from pysnn.learning import STDP, LearningRule, TripletSTDP  # noqa: E402
 from pysnn.neuron import Input, LIFNeuron, Neuron  # noqa: E402
 
 
@@ -85,6 +87,28 @@ def stdp_step(n_in: int, n_out: int, calls: int, repeats: int) -> Dict[str, floa
             rule.step()
         if rule.__dict__.get("_fast") is None:
             raise RuntimeError("STDP took no hand-written fast step")
+        general = lambda: LearningRule.forward(rule, None)  # noqa: E731
+        return {
+            "hand-written": _best(rule.forward, calls, repeats),
+            "general": _best(general, calls, repeats),
+        }
+
+
+def triplet_step(n_in: int, n_out: int, calls: int, repeats: int) -> Dict[str, float]:
+    torch.manual_seed(0)
+    inp, conn, out = Input(n_in), Linear(n_in, n_out, wmin=0.0, wmax=1.0), LIFNeuron(n_out)
+    # the Diehl & Cook code's rule (as DiehlCook2015(rule="triplet") sets it)
+    rule = TripletSTDP(
+        conn, inp, out, a2_plus=0.0, a3_plus=1e-2, a2_minus=1e-4, a3_minus=0.0,
+        tau_plus=20.0, tau_minus=20.0, tau_x=20.0, tau_y=40.0, interaction="nearest",
+    )  # fmt: skip
+    x = (torch.rand(1, n_in) < 0.05).float()
+    with torch.no_grad():
+        for _ in range(10):
+            out(conn(inp(x)) * 20)
+            rule.step()
+        if rule.__dict__.get("_fast") is None:
+            raise RuntimeError("TripletSTDP took no hand-written fast step")
         general = lambda: LearningRule.forward(rule, None)  # noqa: E731
         return {
             "hand-written": _best(rule.forward, calls, repeats),
@@ -148,6 +172,8 @@ def main() -> None:
         "linear_event 1000x1000, batch 16": lambda: linear_event(1000, 1000, 16, 300, args.repeats),
         "stdp_step 784x100": lambda: stdp_step(784, 100, 2000, args.repeats),
         "stdp_step 784x400": lambda: stdp_step(784, 400, 1000, args.repeats),
+        "triplet_step 784x100": lambda: triplet_step(784, 100, 2000, args.repeats),
+        "triplet_step 784x400": lambda: triplet_step(784, 400, 1000, args.repeats),
         "lif_multistep 100 x 1, T 350": lambda: lif_multistep(100, 1, 350, 200, args.repeats),
         "lif_multistep 2048 x 16, T 100": lambda: lif_multistep(2048, 16, 100, 10, args.repeats),
         "lif_bptt 100 x 1, T 350": lambda: lif_bptt(100, 1, 350, 5, args.repeats),
