@@ -76,17 +76,22 @@ def linear_event(n_in: int, n_out: int, batch: int, calls: int, repeats: int) ->
         }
 
 
-def stdp_step(n_in: int, n_out: int, calls: int, repeats: int) -> Dict[str, float]:
+def rule_step(
+    make: Callable[[Input, Linear, LIFNeuron], LearningRule], n_in: int, n_out: int, calls: int,
+    repeats: int,
+) -> Dict[str, float]:  # fmt: skip
+    """A rule's one-sample fused step against its general step, ``make(pre, conn, post)`` the
+    rule on an ``n_in -> n_out`` layer driven to fire."""
     torch.manual_seed(0)
     inp, conn, out = Input(n_in), Linear(n_in, n_out, wmin=0.0, wmax=1.0), LIFNeuron(n_out)
-    rule = STDP(conn, inp, out, nu=(1e-4, 1e-2))
+    rule = make(inp, conn, out)
     x = (torch.rand(1, n_in) < 0.05).float()
     with torch.no_grad():
         for _ in range(10):
             out(conn(inp(x)) * 20)
             rule.step()
         if rule.__dict__.get("_fast") is None:
-            raise RuntimeError("STDP took no hand-written fast step")
+            raise RuntimeError(f"{type(rule).__name__} took no hand-written fast step")
         general = lambda: LearningRule.forward(rule, None)  # noqa: E731
         return {
             "hand-written": _best(rule.forward, calls, repeats),
@@ -94,26 +99,16 @@ def stdp_step(n_in: int, n_out: int, calls: int, repeats: int) -> Dict[str, floa
         }
 
 
-def triplet_step(n_in: int, n_out: int, calls: int, repeats: int) -> Dict[str, float]:
-    torch.manual_seed(0)
-    inp, conn, out = Input(n_in), Linear(n_in, n_out, wmin=0.0, wmax=1.0), LIFNeuron(n_out)
-    # the Diehl & Cook code's rule (as DiehlCook2015(rule="triplet") sets it)
-    rule = TripletSTDP(
+def stdp(inp: Input, conn: Linear, out: LIFNeuron) -> STDP:
+    return STDP(conn, inp, out, nu=(1e-4, 1e-2))
+
+
+def code_triplet(inp: Input, conn: Linear, out: LIFNeuron) -> TripletSTDP:
+    """The Diehl & Cook code's rule, as ``DiehlCook2015(rule="triplet")`` sets it."""
+    return TripletSTDP(
         conn, inp, out, a2_plus=0.0, a3_plus=1e-2, a2_minus=1e-4, a3_minus=0.0,
         tau_plus=20.0, tau_minus=20.0, tau_x=20.0, tau_y=40.0, interaction="nearest",
     )  # fmt: skip
-    x = (torch.rand(1, n_in) < 0.05).float()
-    with torch.no_grad():
-        for _ in range(10):
-            out(conn(inp(x)) * 20)
-            rule.step()
-        if rule.__dict__.get("_fast") is None:
-            raise RuntimeError("TripletSTDP took no hand-written fast step")
-        general = lambda: LearningRule.forward(rule, None)  # noqa: E731
-        return {
-            "hand-written": _best(rule.forward, calls, repeats),
-            "general": _best(general, calls, repeats),
-        }
 
 
 def lif_multistep(n: int, batch: int, steps: int, calls: int, repeats: int) -> Dict[str, float]:
@@ -170,10 +165,10 @@ def main() -> None:
         "linear_event 784x100, batch 1": lambda: linear_event(784, 100, 1, 2000, args.repeats),
         "linear_event 784x400, batch 1": lambda: linear_event(784, 400, 1, 2000, args.repeats),
         "linear_event 1000x1000, batch 16": lambda: linear_event(1000, 1000, 16, 300, args.repeats),
-        "stdp_step 784x100": lambda: stdp_step(784, 100, 2000, args.repeats),
-        "stdp_step 784x400": lambda: stdp_step(784, 400, 1000, args.repeats),
-        "triplet_step 784x100": lambda: triplet_step(784, 100, 2000, args.repeats),
-        "triplet_step 784x400": lambda: triplet_step(784, 400, 1000, args.repeats),
+        "stdp_step 784x100": lambda: rule_step(stdp, 784, 100, 2000, args.repeats),
+        "stdp_step 784x400": lambda: rule_step(stdp, 784, 400, 1000, args.repeats),
+        "triplet_step 784x100": lambda: rule_step(code_triplet, 784, 100, 2000, args.repeats),
+        "triplet_step 784x400": lambda: rule_step(code_triplet, 784, 400, 1000, args.repeats),
         "lif_multistep 100 x 1, T 350": lambda: lif_multistep(100, 1, 350, 200, args.repeats),
         "lif_multistep 2048 x 16, T 100": lambda: lif_multistep(2048, 16, 100, 10, args.repeats),
         "lif_bptt 100 x 1, T 350": lambda: lif_bptt(100, 1, 350, 5, args.repeats),
