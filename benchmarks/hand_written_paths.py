@@ -8,11 +8,11 @@ general path that the same module takes without it (the same values, bit for bit
 - ``linear_event``: :class:`~pysnn.connection.Linear`'s repeated event-driven single step
   (``_FastLinearStep``: straight to the fused row-gather kernel) against its general step
   (``Linear._forward``: bounds, spike and activity checks, the same kernel);
-- ``stdp_step``: :class:`~pysnn.learning.STDP`'s one-sample fused update (``_FastSTDP``)
-  against the general rule step (``LearningRule.forward``: ``delta`` as torch operations, then
-  the clamped weight update and its presynaptic-major copy);
-- ``triplet_step``: the same for :class:`~pysnn.learning.TripletSTDP` (``_FastTriplet``), set as
-  the Diehl & Cook code's rule (nearest-spike traces);
+- ``stdp_step``: :class:`~pysnn.learning.STDP`'s one-sample step, which its ``delta`` runs as
+  one call of the C kernel, against the same step as torch operations (the kernels switched off:
+  ``delta``'s outer product, then the clamped row update and its presynaptic-major copy);
+- ``triplet_step``: the same for :class:`~pysnn.learning.TripletSTDP`, set as the Diehl & Cook
+  code's rule (nearest-spike traces);
 - ``lif_multistep``: :meth:`LIFNeuron.forward_multistep` (the hand-written multi-step LIF
   kernel of :mod:`pysnn.native`) against the kernel generated from ``LIFNeuron.step`` running
   the same ``T`` steps (:meth:`pysnn.codegen.NeuronKernel.run`), without gradient;
@@ -45,7 +45,8 @@ if str(REPO) not in sys.path:
 
 from pysnn.codegen import generate  # noqa: E402
 from pysnn.connection import Linear  # noqa: E402
-from pysnn.learning import STDP, LearningRule, TripletSTDP  # noqa: E402
+from pysnn import native  # noqa: E402
+from pysnn.learning import STDP, LearningRule, TripletSTDP, fused_update_reason  # noqa: E402
 from pysnn.neuron import Input, LIFNeuron, Neuron  # noqa: E402
 
 
@@ -80,8 +81,8 @@ def rule_step(
     make: Callable[[Input, Linear, LIFNeuron], LearningRule], n_in: int, n_out: int, calls: int,
     repeats: int,
 ) -> Dict[str, float]:  # fmt: skip
-    """A rule's one-sample fused step against its general step, ``make(pre, conn, post)`` the
-    rule on an ``n_in -> n_out`` layer driven to fire."""
+    """A rule's one-sample step on its C kernel against the same step as torch operations,
+    ``make(pre, conn, post)`` the rule on an ``n_in -> n_out`` layer driven to fire."""
     torch.manual_seed(0)
     inp, conn, out = Input(n_in), Linear(n_in, n_out, wmin=0.0, wmax=1.0), LIFNeuron(n_out)
     rule = make(inp, conn, out)
@@ -90,13 +91,12 @@ def rule_step(
         for _ in range(10):
             out(conn(inp(x)) * 20)
             rule.step()
-        if rule.__dict__.get("_fast") is None:
-            raise RuntimeError(f"{type(rule).__name__} took no hand-written fast step")
-        general = lambda: LearningRule.forward(rule, None)  # noqa: E731
-        return {
-            "hand-written": _best(rule.forward, calls, repeats),
-            "general": _best(general, calls, repeats),
-        }
+        if fused_update_reason(rule):
+            raise RuntimeError(fused_update_reason(rule))
+        fused = _best(rule.forward, calls, repeats)
+        with native.enabled(False):
+            general = _best(rule.forward, calls, repeats)
+        return {"hand-written": fused, "general": general}
 
 
 def stdp(inp: Input, conn: Linear, out: LIFNeuron) -> STDP:

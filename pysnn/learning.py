@@ -152,9 +152,12 @@ __all__ = [
     "MSTDPET",
     "FedeSTDP",
     "fused_update_reason",
+    "fused_one_sample",
+    "OneSampleStep",
 ]
 
 ModuleLike = Union[nn.Module, str, None]
+_is_compiling = torch.compiler.is_compiling
 Reward = Union[float, int, Tensor, None]
 REDUCTIONS = ("mean", "sum")
 WEIGHT_DEPENDENCES = (None, "soft", "multiplicative")
@@ -561,11 +564,11 @@ class LearningRule(nn.Module):
     state_names: ClassVar[Tuple[str, ...]] = ()
     #: whether ``step`` takes a reward
     takes_reward: ClassVar[bool] = False
-    #: Attributes that a step changes without changing what a later step computes (the fused
-    #: path it keeps): :class:`pysnn.engine.GraphedStep`, which replays a recorded step without
+    #: Attributes that a step changes without changing what a later step computes (the built-in
+    #: rules keep none): :class:`pysnn.engine.GraphedStep`, which replays a recorded step without
     #: running Python, ignores them when it checks that a step keeps no Python state of its own
     #: (a subclass that keeps a cache adds its names).
-    STEP_CACHES: ClassVar[FrozenSet[str]] = frozenset({"_fast"})
+    STEP_CACHES: ClassVar[FrozenSet[str]] = frozenset()
 
     def __init__(
         self,
@@ -706,22 +709,11 @@ class LearningRule(nn.Module):
     # ------------------------------------------------------------------ nn.Module plumbing
     def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> "LearningRule":
         """``.to()``/``.double()``/...: also convert the state tensors of every group."""
-        self.__dict__["_fast"] = None
         super()._apply(fn, recurse)
         for g in self.groups:
             for name, value in g.state.items():
                 g.state[name] = fn(value)
         return self
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name not in ("enabled", "training"):  # (read at every step)
-            self.__dict__["_fast"] = None  # any other assignment may change what a step does
-        super().__setattr__(name, value)
-
-    def __getstate__(self) -> Dict[str, Any]:
-        state = dict(self.__dict__)
-        state["_fast"] = None  # holds a kernel handle: rebuilt by the next step
-        return state
 
     def __getattr__(self, name: str) -> Any:
         # State of the first group by name (e.g. rule.eligibility), None before the first step.
@@ -776,6 +768,39 @@ class _WeightDependent(LearningRule):
             dw = f_plus * pot if dep is None else f_plus * pot - f_minus * dep
         return dw * self.batch_factor(batch)
 
+    def _one_sample(self, g: SynapseGroup) -> Optional[Tuple[Connection, Tensor, Tensor, Tensor]]:
+        """``(connection, weight, post spikes, arriving spikes)`` of a step of ``g`` that a
+        fused kernel can take: one sample of CPU tensors that fit it (``(1, out)``,
+        ``(1, in)``, the weight's dtype, contiguous), a plain 2-D weight parameter, no delay,
+        weight dependence, ``grad`` or process group, nothing compiling; else ``None`` (the
+        rule's torch operations run, and give its errors). The tensors are read as the modules
+        hold them (a module without them as buffers takes the torch operations)."""
+        conn = g.connection
+        if (
+            self.weight_dependence is not None
+            or self.grad
+            or self.process_group is not None
+            or g.is_conv
+            or g.own_layout
+            or conn.max_delay != 0
+            or conn.per_synapse_delay
+            or torch.is_grad_enabled()
+            or _is_compiling()
+        ):
+            return None
+        weight = conn._parameters.get("weight")
+        if weight is None or weight.dim() != 2:
+            return None
+        s_post = getattr(g.post, "_buffers", {}).get("spikes")
+        arriving = conn._buffers.get("arriving")
+        dtype = weight.dtype
+        if not (
+            _fits(s_post, (1, weight.shape[0]), dtype)
+            and _fits(arriving, (1, weight.shape[1]), dtype)
+        ):
+            return None
+        return conn, weight, s_post, arriving
+
 
 # -------------------------------------------------------------------------- fused one-sample steps
 def _one_sample_reason(rule: "_WeightDependent") -> str:
@@ -804,196 +829,96 @@ def _one_sample_reason(rule: "_WeightDependent") -> str:
     return ""
 
 
-class _FastRule:
-    """What a rule's one-sample fused step relies on, so its next steps skip the general path's
-    accessors and checks (as a neuron's single steps go to the kernel generated from its step); see :class:`_FastSTDP`
-    and :class:`_FastTriplet`.
+class OneSampleStep:
+    """One step of a built-in rule on one sample as one fused kernel call, as
+    :func:`fused_one_sample` describes it to the engine's fused network loop
+    (:func:`pysnn.engine.layers.run_layers`), which runs it beside the layers: bit for bit the
+    rule's own step. Made for each call from the rule as it is then (nothing is kept between
+    calls, so nothing can go stale).
 
-    Built after a general step of a rule with one group that can take the fused path
-    (:func:`fused_update_reason`). A step then checks: the rule's group, the weight object, its
-    shape, dtype and layout unchanged, the connection still without delay; the tensors read
-    shaped for one sample, of the weight's dtype, contiguous, on the CPU. Assignment of any
-    attribute of the rule and ``.to()`` drop the object. The values are those of the general
-    path, bit for bit.
+    Attributes:
+        kind: ``"stdp"`` (:class:`STDP`) or ``"triplet"`` (:class:`TripletSTDP`).
+        group: the rule's one :class:`SynapseGroup`.
+        weight: the connection's plain 2-D ``(out, in)`` weight parameter.
+        dtype: the weight's dtype.
+        kernel: the fused kernel: :func:`~pysnn.functional.plasticity.stdp_rows_kernel`'s or
+            :func:`~pysnn.functional.plasticity.triplet_kernel`'s.
+        pot, dep: pair STDP's factors of its potentiation and depression terms (``nu_post``,
+            ``-nu_pre``; the same at batch 1 with either reduction), 0 for triplet STDP.
     """
 
-    __slots__ = ("kernel", "group", "weight", "dtype", "post_shape", "pre_shape")
-
-    def _setup(self, kernel: Any, group: SynapseGroup, weight: Tensor) -> None:
-        self.kernel, self.group, self.weight, self.dtype = kernel, group, weight, weight.dtype
-        self.post_shape = torch.Size((1, weight.shape[0]))
-        self.pre_shape = torch.Size((1, weight.shape[1]))
-
-    def _fit(self, found: Sequence[Optional[Tensor]], shapes: Sequence[torch.Size]) -> bool:
-        """Whether every tensor of ``found`` has its shape of ``shapes`` and fits the kernel."""
-        dtype = self.dtype
-        for t, shape in zip(found, shapes):
-            if (
-                t is None
-                or t.shape != shape
-                or t.dtype is not dtype
-                or not t.is_cpu
-                or not t.is_contiguous()
-            ):
-                return False
-        return True
-
-    def ready(self, rule: LearningRule) -> Optional[bool]:
-        """What the next step of ``rule`` does: ``True`` the fused update, ``False`` nothing
-        (no learning), ``None`` the general path (the checks that do not read the neurons'
-        tensors)."""
-        g = self.group
-        if not (rule.enabled and rule.training):
-            return False  # no learning this step (as on the general path)
-        conn = g.connection
-        if not conn.training:
-            return False
-        weight = conn._parameters.get("weight")
-        if (
-            weight is not self.weight
-            or rule.groups[0] is not g
-            or conn.max_delay != 0
-            or conn.per_synapse_delay
-            or weight.shape[0] != self.post_shape[1]
-            or weight.shape[1] != self.pre_shape[1]
-            or weight.dtype is not self.dtype
-            or not weight.is_contiguous()
-        ):
-            return None
-        return True
-
-
-class _FastSTDP(_FastRule):
-    """:class:`STDP`'s one-sample fused update (:class:`_FastRule`): reads the post spikes and
-    trace, the pre trace and the arriving spikes."""
-
-    __slots__ = ("pot", "dep")
-    #: the fused kernel it runs (read by :func:`pysnn.engine.layers.run_layers`)
-    KIND = "stdp"
-
-    @staticmethod
-    def build(rule: "STDP") -> Optional["_FastSTDP"]:
-        """The fast step of ``rule``, or ``None`` where it does not apply."""
-        if type(rule).delta is not STDP.delta or _one_sample_reason(rule):
-            return None
-        g = rule.groups[0]
-        weight = g.connection._parameters["weight"]
-        kernel = stdp_rows_kernel(weight)
-        if kernel is None:
-            return None
-        fast = _FastSTDP()
-        fast._setup(kernel, g, weight)
-        fast.pot, fast.dep = rule.nu_post, -rule.nu_pre  # batch 1: "mean" and "sum" alike
-        return fast if fast.tensors(g.connection) is not None else None
-
-    def tensors(self, conn: Connection) -> Optional[Tuple[Tensor, Tensor, Tensor, Tensor]]:
-        """``(s_post, x_post, pre_trace, arriving)`` of this step, each one sample's, or
-        ``None`` if one is missing or does not fit the kernel."""
-        g = self.group
-        post, pre = g.post._buffers, g.pre._buffers
-        found = (post.get("spikes"), post.get("trace"), pre.get("trace"), conn._buffers["arriving"])
-        shapes = (self.post_shape, self.post_shape, self.pre_shape, self.pre_shape)
-        return found if self._fit(found, shapes) else None
-
-    def __call__(self, rule: "STDP") -> bool:
-        """One step of ``rule``; ``False`` (nothing done): take the general path."""
-        ready = self.ready(rule)
-        if not ready:
-            return ready is False
-        g = self.group
-        conn = g.connection
-        weight = self.weight
-        found = self.tensors(conn)
-        if found is None:
-            return False
-        kernel, pot, dep = self.kernel, self.pot, self.dep
-        if not conn._fused_weight_edit(
-            weight, lambda copy, bounds: kernel(weight, copy, *found, pot, dep, bounds)
-        ):
-            return False
-        g._step += 1
-        return True
-
-
-class _FastTriplet(_FastRule):
-    """:class:`TripletSTDP`'s one-sample fused step (:class:`_FastRule`): reads the post spikes
-    and the arriving spikes, and advances the rule's traces ``r1``, ``r2`` ``(1, in)``, ``o1``,
-    ``o2`` ``(1, out)`` (zeros where absent, after a reset). New tensors are advanced and stored
-    (as the general path replaces them: a reference kept to one keeps its value). Also checks
-    that the connection's ``dt``, from which the decay factors came, is unchanged."""
-
-    __slots__ = ("dt",)
-    #: the fused kernel it runs (read by :func:`pysnn.engine.layers.run_layers`)
-    KIND = "triplet"
-    #: the rule's traces, in the kernel's order
+    __slots__ = ("kind", "group", "weight", "dtype", "kernel", "pot", "dep")
+    #: triplet STDP's traces, in the kernel's order
     TRACES = ("r1", "r2", "o1", "o2")
 
-    @staticmethod
-    def build(rule: "TripletSTDP") -> Optional["_FastTriplet"]:
-        """The fast step of ``rule``, or ``None`` where it does not apply."""
-        if type(rule).delta is not TripletSTDP.delta or _one_sample_reason(rule):
-            return None
-        g = rule.groups[0]
-        weight = g.connection._parameters["weight"]
-        dt = g.connection.dt
-        taus = (rule.tau_plus, rule.tau_minus, rule.tau_x, rule.tau_y)
-        kernel = triplet_kernel(
-            weight,
-            (rule.a2_plus, rule.a3_plus, rule.a2_minus, rule.a3_minus),
-            tuple(math.exp(-dt / tau) for tau in taus),  # (as SynapseGroup.own_trace)
-            rule.interaction == "nearest",
-        )
-        if kernel is None:
-            return None
-        fast = _FastTriplet()
-        fast._setup(kernel, g, weight)
-        fast.dt = dt
-        return fast if fast.tensors(g.connection) is not None else None
-
-    def ready(self, rule: LearningRule) -> Optional[bool]:
-        """As :meth:`_FastRule.ready`; ``None`` also where the connection's ``dt`` changed."""
-        ready = super().ready(rule)
-        return None if ready and self.group.connection.dt != self.dt else ready
-
-    def tensors(self, conn: Connection) -> Optional[Tuple[Tensor, Tensor]]:
-        """``(s_post, arriving)`` of this step, each one sample's, or ``None`` if one is
-        missing or does not fit the kernel."""
-        found = (self.group.post._buffers.get("spikes"), conn._buffers["arriving"])
-        return found if self._fit(found, (self.post_shape, self.pre_shape)) else None
+    def __init__(
+        self,
+        kind: str,
+        group: SynapseGroup,
+        weight: Tensor,
+        kernel: Any,
+        pot: float = 0.0,
+        dep: float = 0.0,
+    ) -> None:
+        self.kind, self.group, self.weight, self.dtype = kind, group, weight, weight.dtype
+        self.kernel, self.pot, self.dep = kernel, pot, dep
 
     def traces(self) -> Optional[List[Tensor]]:
-        """New copies of the rule's traces ``(r1, r2, o1, o2)`` to advance (zeros where one is
-        absent), or ``None`` where one does not fit (the general path re-makes it)."""
-        state = self.group.state
-        shapes = (self.pre_shape, self.pre_shape, self.post_shape, self.post_shape)
-        found = [state.get(name) for name in self.TRACES]
-        kept = [(t, shape) for t, shape in zip(found, shapes) if t is not None]
-        if not self._fit([t for t, _ in kept], [shape for _, shape in kept]):
-            return None
-        return [
-            torch.zeros(shape, dtype=self.dtype) if t is None else t.clone()
-            for t, shape in zip(found, shapes)
-        ]
+        """Triplet STDP: new copies of the rule's traces ``(r1, r2, o1, o2)``, ``(1, in)`` and
+        ``(1, out)``, to advance in place (zeros where one is absent), or ``None`` where one does
+        not fit the kernel (the rule's general step re-makes it)."""
+        return _triplet_traces(self.group, self.weight)
 
-    def __call__(self, rule: "TripletSTDP") -> bool:
-        """One step of ``rule``; ``False`` (nothing done): take the general path."""
-        ready = self.ready(rule)
-        if not ready:
-            return ready is False
-        g = self.group
-        conn = g.connection
-        found = self.tensors(conn)
-        traces = None if found is None else self.traces()
-        if traces is None:
-            return False
-        kernel, weight = self.kernel, self.weight
-        if not conn._fused_weight_edit(
-            weight, lambda copy, bounds: kernel(weight, copy, *found, traces, bounds)
-        ):
-            return False
-        g.state.update(zip(self.TRACES, traces))
-        g._step += 1
-        return True
+
+def _fits(t: Optional[Tensor], shape: Tuple[int, ...], dtype: torch.dtype) -> bool:
+    """Whether ``t`` is a contiguous CPU tensor of ``shape`` and ``dtype`` (a fused kernel
+    reads it by pointer)."""
+    return (
+        t is not None and t.shape == shape and t.dtype is dtype and t.is_cpu and t.is_contiguous()
+    )
+
+
+def _triplet_traces(g: SynapseGroup, weight: Tensor) -> Optional[List[Tensor]]:
+    """See :meth:`OneSampleStep.traces`."""
+    n_out, n_in = weight.shape
+    shapes = ((1, n_in), (1, n_in), (1, n_out), (1, n_out))
+    found = [g.state.get(name) for name in OneSampleStep.TRACES]
+    dtype = weight.dtype
+    if not all(t is None or _fits(t, shape, dtype) for t, shape in zip(found, shapes)):
+        return None
+    return [
+        torch.zeros(shape, dtype=dtype) if t is None else t.clone()
+        for t, shape in zip(found, shapes)
+    ]
+
+
+def _triplet_kernel(rule: "TripletSTDP", weight: Tensor, dt: float) -> Any:
+    """The fused one-sample step of ``rule`` for ``weight`` at ``dt`` ms, or ``None``."""
+    taus = (rule.tau_plus, rule.tau_minus, rule.tau_x, rule.tau_y)
+    return triplet_kernel(
+        weight,
+        (rule.a2_plus, rule.a3_plus, rule.a2_minus, rule.a3_minus),
+        tuple(math.exp(-dt / tau) for tau in taus),  # (as SynapseGroup.own_trace)
+        rule.interaction == "nearest",
+    )
+
+
+def fused_one_sample(rule: nn.Module) -> Optional[OneSampleStep]:
+    """The fused form of ``rule``'s one-sample steps (:class:`OneSampleStep`), or ``None`` where
+    there is none (:func:`fused_update_reason` says why). Built anew at each call."""
+    cls = type(rule)
+    if cls.forward is not LearningRule.forward or _one_sample_reason(rule):
+        return None
+    g = rule.groups[0]
+    weight = g.connection._parameters["weight"]
+    if cls.delta is STDP.delta:
+        kernel = stdp_rows_kernel(weight)
+        pot, dep = rule.nu_post, -rule.nu_pre  # batch 1: "mean" and "sum" alike
+        return None if kernel is None else OneSampleStep("stdp", g, weight, kernel, pot, dep)
+    if cls.delta is TripletSTDP.delta:
+        kernel = _triplet_kernel(rule, weight, g.connection.dt)
+        return None if kernel is None else OneSampleStep("triplet", g, weight, kernel)
+    return None
 
 
 # ---------------------------------------------------------------------------- STDP
@@ -1062,17 +987,9 @@ class STDP(_WeightDependent):
         """``(nu_pre, nu_post)``."""
         return (self.nu_pre, self.nu_post)
 
-    def forward(self, reward: Reward = None) -> None:
-        """One step of learning (see :meth:`LearningRule.step`); repeated one-sample steps on
-        the CPU go straight to the fused kernel once a first step has checked everything."""
-        fast = self.__dict__.get("_fast")
-        if fast is not None and reward is None and fast(self):
-            return
-        super().forward(reward)
-        if fast is None and self.enabled and self.training and reward is None:
-            self.__dict__["_fast"] = _FastSTDP.build(self)
-
     def delta(self, g: SynapseGroup, reward: Reward) -> Optional[Tensor]:
+        if self._fused_step(g):
+            return None
         s_post, x_post = g.post_spikes(), g.post_trace()
         batch = s_post.shape[0]
         conn = g.connection
@@ -1112,6 +1029,32 @@ class STDP(_WeightDependent):
             return None
         pot, dep = g.pair_correlations(s_post, x_post)
         return self._combine(g, pot * self.nu_post, dep * self.nu_pre, batch)
+
+    def _fused_step(self, g: SynapseGroup) -> bool:
+        """The step of one sample as one call of the C kernel (the rows of the weight and of
+        its event copy updated and clamped), bit for bit the torch operations of :meth:`delta`
+        (:func:`~pysnn.functional.plasticity.stdp_rows_update` and the row update); ``False``
+        (nothing done) where it does not apply (see :meth:`_WeightDependent._one_sample`)."""
+        found = self._one_sample(g)
+        if found is None:
+            return False
+        conn, weight, s_post, arriving = found
+        dtype = weight.dtype
+        x_post, pre_trace = g.post._buffers.get("trace"), g.pre._buffers.get("trace")
+        if not (_fits(x_post, s_post.shape, dtype) and _fits(pre_trace, arriving.shape, dtype)):
+            return False
+        kernel = stdp_rows_kernel(weight)
+        pot, dep = self.nu_post, -self.nu_pre  # (batch 1: "mean" and "sum" alike)
+        if kernel is None or not conn._fused_weight_edit(
+            weight,
+            lambda copy, bounds: kernel(
+                weight, copy, s_post, x_post, pre_trace, arriving, pot, dep, bounds
+            ),
+        ):
+            return False
+        if self.norm is not None:
+            conn.normalize(self.norm)
+        return True
 
     def extra_repr(self) -> str:
         return (
@@ -1267,18 +1210,9 @@ class TripletSTDP(_WeightDependent):
         self.interaction = check_choice("interaction", interaction, INTERACTIONS)
         self._set_weight_dependence(weight_dependence, mu)
 
-    def forward(self, reward: Reward = None) -> None:
-        """One step of learning (see :meth:`LearningRule.step`); repeated one-sample steps on
-        the CPU go straight to the fused kernel once a first step has checked everything (see
-        :func:`fused_update_reason`)."""
-        fast = self.__dict__.get("_fast")
-        if fast is not None and reward is None and fast(self):
-            return
-        super().forward(reward)
-        if fast is None and self.enabled and self.training and reward is None:
-            self.__dict__["_fast"] = _FastTriplet.build(self)
-
     def delta(self, g: SynapseGroup, reward: Reward) -> Optional[Tensor]:
+        if self._fused_step(g):
+            return None
         s_post, a_pre = g.post_spikes(), g.arriving_spikes()
         nearest = self.interaction == "nearest"
         r1 = g.own_trace("r1", a_pre, self.tau_plus, 1.0, nearest)
@@ -1290,6 +1224,26 @@ class TripletSTDP(_WeightDependent):
         g.state["r2"] = trace_update(r2, a_pre, 1.0, 1.0, nearest)
         g.state["o2"] = trace_update(o2, s_post, 1.0, 1.0, nearest)
         return self._combine(g, pot, dep, s_post.shape[0])
+
+    def _fused_step(self, g: SynapseGroup) -> bool:
+        """The step of one sample as one call of the C kernel (the four traces advanced, the
+        weight and its event copy updated and clamped), bit for bit the torch operations of
+        :meth:`delta`; ``False`` (nothing done) where it does not apply (see
+        :meth:`_WeightDependent._one_sample`)."""
+        found = self._one_sample(g)
+        if found is None:
+            return False
+        conn, weight, s_post, arriving = found
+        traces = _triplet_traces(g, weight)
+        kernel = None if traces is None else _triplet_kernel(self, weight, conn.dt)
+        if kernel is None or not conn._fused_weight_edit(
+            weight, lambda copy, bounds: kernel(weight, copy, s_post, arriving, traces, bounds)
+        ):
+            return False
+        g.state.update(zip(OneSampleStep.TRACES, traces))
+        if self.norm is not None:
+            conn.normalize(self.norm)
+        return True
 
     def extra_repr(self) -> str:
         return (
@@ -1600,16 +1554,18 @@ def fused_update_reason(rule: nn.Module) -> str:
     """Why the one-sample steps of ``rule`` do not run as one fused kernel call each, "" when
     they do.
 
-    Fused: :class:`STDP` and :class:`TripletSTDP` (with their own ``delta`` and ``forward``)
-    training one connection with a plain 2-D ``(out, in)`` weight and no delay, without weight
-    dependence, ``grad``, ``norm`` or process group. Their steps with one sample of CPU
-    float32/float64 tensors then run one kernel call each once a first step has built the fast
-    path, bit for bit the general path; inside :func:`pysnn.engine.layers.run_layers`'s fused
-    loop they run with the layers, without any call from Python
-    (:func:`pysnn.engine.explain` reports this reason otherwise).
+    Fused: :class:`STDP` and :class:`TripletSTDP` (with their own ``delta`` and
+    :class:`LearningRule`'s ``forward``) training one connection with a plain 2-D ``(out, in)``
+    weight and no delay, without weight dependence, ``grad``, ``norm`` or process group. Each of
+    their steps with one sample of CPU float32/float64 tensors is then one kernel call inside
+    the rule's ``delta``, bit for bit its torch operations; inside
+    :func:`pysnn.engine.layers.run_layers`'s fused loop they run with the layers, without any
+    call from Python (:func:`fused_one_sample`; :func:`pysnn.engine.explain` reports this reason
+    otherwise). The single steps of a rule with ``norm``, more than one connection or a shared
+    delay also call the kernel from ``delta``; only the fused loop needs all of the above.
     """
     for cls in (STDP, TripletSTDP):
-        if type(rule).delta is cls.delta and type(rule).forward is cls.forward:
+        if type(rule).delta is cls.delta and type(rule).forward is LearningRule.forward:
             why = _one_sample_reason(rule)
             return f"{type(rule).__name__} has no fused update: {why}" if why else ""
     return f"{type(rule).__name__} has no fused update"

@@ -1233,7 +1233,7 @@ class TripletKernel:
     """One step of one-sample triplet STDP applied in place (``pysnn_triplet`` in ``kernels.c``:
     the operations of :class:`pysnn.learning.TripletSTDP` without weight dependence, and of the
     dense clamped weight update, bit for bit) for a weight of fixed shape and dtype, without
-    checks: the caller (the rule's fast step, or the fused loop of
+    checks: the caller (the rule's one-sample step, or the fused loop of
     :func:`pysnn.engine.layers.run_layers`, which runs the same step) checks every tensor.
 
     Args:

@@ -1277,16 +1277,18 @@ def test_one_sample_stdp_fused_equals_torch_ops_and_keeps_the_event_copy(dtype, 
     assert not torch.equal(fused[0], fused[-1])  # the weights did learn
 
 
-def test_stdp_fast_step_follows_every_change_exactly(monkeypatch):
-    """Repeated one-sample STDP steps take ``_FastSTDP`` (straight to the fused kernel); through
-    a new learning rate, in-place, ``.data`` and swapped weight writes, new bounds, ``enabled``,
-    ``eval()``/``train()`` and a batch of two, every step's weights equal the torch path's."""
+def test_stdp_fused_step_follows_every_change_exactly(monkeypatch):
+    """One-sample STDP steps run the fused kernel (one call each, from the rule's ``delta``);
+    through a new learning rate, in-place, ``.data`` and swapped weight writes, new bounds,
+    ``enabled``, ``eval()``/``train()`` and a batch of two, every step's weights equal the torch
+    path's."""
     import pysnn.native as native
-    from pysnn.learning import _FastSTDP
 
     taken = []
-    call = _FastSTDP.__call__
-    monkeypatch.setattr(_FastSTDP, "__call__", lambda self, r: taken.append(1) or call(self, r))
+    call = native.STDPRowsKernel.__call__
+    monkeypatch.setattr(
+        native.STDPRowsKernel, "__call__", lambda self, *a: taken.append(1) or call(self, *a)
+    )
 
     def run(fused):
         torch.manual_seed(6)

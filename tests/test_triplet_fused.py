@@ -1,5 +1,5 @@
 """Triplet STDP (pysnn.learning.TripletSTDP) in the fused C loop of run_layers and as the rule's
-one-sample fast step: bit for bit the step loop whose rule runs its torch operations (weights
+one-sample step on the kernel (from its ``delta``): bit for bit the step loop whose rule runs its torch operations (weights
 and their event copy, the rule's traces, neurons, synapses, spikes), in float32 and float64, for
 both interactions and all four amplitudes; fallbacks where the fused kernel does not apply.
 
@@ -31,8 +31,8 @@ TAUS = {"tau_plus": 16.8, "tau_minus": 33.7, "tau_x": 101.0, "tau_y": 125.0}
 
 @pytest.fixture
 def triplet_steps(monkeypatch):
-    """How many one-sample steps ran through the triplet kernel's Python entry (the rule's fast
-    step; the fused network loop calls the C step directly)."""
+    """How many one-sample steps ran through the triplet kernel's Python entry (the rule's
+    ``delta``; the fused network loop calls the C step directly)."""
     calls = []
     original = native.TripletKernel.__call__
 
@@ -123,7 +123,7 @@ def loop_run(net, spikes, reference=False):
 def test_diehl_cook_triplet_run_is_the_step_loop_bit_for_bit(dtype, fused_calls, triplet_steps):
     """DiehlCook2015(synapses="conductance", rule="triplet").run: one fused call per run of
     steps, the rule inside it; everything as T calls of forward with the rule on its torch
-    operations, and as T calls of forward with the rule on its fast step."""
+    operations, and as T calls of forward with the rule on its kernel."""
     torch.manual_seed(3)
     nets = [
         DiehlCook2015(n_neurons=30, synapses="conductance", rule="triplet").to(dtype)
@@ -147,7 +147,7 @@ def test_diehl_cook_triplet_run_is_the_step_loop_bit_for_bit(dtype, fused_calls,
     assert expected.sum() > 0 and reference.exc.theta.sum() != 0
     assert not torch.equal(reference.fc.weight, initial)
     assert all(reference.stdp.groups[0].state[name].abs().sum() > 0 for name in TRACES)
-    if FUSED:  # the step loop with the kernels on took the rule's fast step
+    if FUSED:  # the step loop with the kernels on ran the rule's steps on the kernel
         assert len(triplet_steps) > 0.9 * 4 * 200
     # eval mode: no learning, the rule's state frozen, on every path
     for net in nets:
@@ -223,8 +223,8 @@ def small_spikes(steps, seed, rate=0.25):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_triplet_small_network_bit_for_bit(dtype, interaction, bounds, fused_calls):
     """All four amplitudes non-zero, both interactions, bounded and unbounded weights, several
-    samples with a reset between them: run_layers (fused) and the step loop with the rule's
-    fast step leave what the step loop with the rule on its torch operations leaves."""
+    samples with a reset between them: run_layers (fused) and the step loop with the rule on
+    its kernel leave what the step loop with the rule on its torch operations leaves."""
     nets = [small_network(dtype, interaction, bounds) for _ in range(3)]
     (ref, ref_rule), (step, step_rule), (fused, fused_rule) = nets
     for sample in range(3):
@@ -328,7 +328,6 @@ def test_triplet_with_weight_dependence_falls_back_to_the_loop(fused_calls, trip
     assert_same_modules(ref, fused)
     assert_same_rule(ref_rule, fused_rule)
     assert fused_calls == [] and triplet_steps == []
-    assert fused_rule.__dict__.get("_fast") is None
 
 
 # ---------------------------------------------------------------- a user's network, explained

@@ -20,7 +20,7 @@ from pysnn import _checks, backends, native
 from pysnn.connection import Linear
 from pysnn.functional.lif import adaptive_lif_trace_kernel, lif_trace_kernel
 from pysnn.functional.trace import trace_kernel
-from pysnn.learning import STDP, LearningRule, TripletSTDP
+from pysnn.learning import LearningRule, OneSampleStep, fused_one_sample
 from pysnn._sharing import all_unshared
 from pysnn.neuron import AdaptiveLIFNeuron, Input, LIFNeuron
 from pysnn.stepping import block_form_reason
@@ -336,33 +336,29 @@ def _layers_fused(
     if limit == 0:
         return 0
     connections = [entry[0] for _, incoming in layers for entry in incoming]
-    applied = []  # (rule, its fast step, the traces it advances (triplet STDP) or None)
+    applied = []  # (rule, its fused step, the traces it advances (triplet STDP) or None)
     for rule in rules:
-        active = getattr(rule, "enabled", False) and rule.training
-        fast = rule.__dict__.get("_fast")
-        if type(rule).forward not in (LearningRule.forward, STDP.forward, TripletSTDP.forward):
+        if type(rule).forward is not LearningRule.forward:
             return 0
-        if not active:
-            continue
-        kind = _kind(fast)
-        if kind not in native.LAYER_RULE_KINDS or batch != 1:
+        if not (getattr(rule, "enabled", False) and rule.training):
+            continue  # (no learning: as the rule's step)
+        step = fused_one_sample(rule)
+        if step is None or step.kind not in native.LAYER_RULE_KINDS or batch != 1:
             return 0
-        ready = fast.ready(rule)
-        if ready is None:
+        g = step.group
+        if not g.connection.training:
+            continue  # (the rule's step skips a connection in eval())
+        if (
+            step.dtype is not dtype
+            or not any(g.connection is c for c in connections)
+            or not any(g.post is group for group in groups[1:])
+            or (step.kind == "stdp" and not any(g.pre is group for group in groups))
+        ):
             return 0
-        if ready:
-            g = fast.group
-            if (
-                fast.dtype is not dtype
-                or not any(g.connection is c for c in connections)
-                or not any(g.post is group for group in groups[1:])
-                or (kind == "stdp" and not any(g.pre is group for group in groups))
-            ):
-                return 0
-            traces = fast.traces() if kind == "triplet" else None
-            if kind == "triplet" and traces is None:
-                return 0
-            applied.append((rule, fast, traces))
+        traces = step.traces() if step.kind == "triplet" else None
+        if step.kind == "triplet" and traces is None:
+            return 0
+        applied.append((rule, step, traces))
     if fed and _checks._VALUE_CHECKS and not _conductance_non_negative(fed, applied, x):
         return 0  # (the synapses' check of a negative conductance must see every step)
     return _layers_call(
@@ -409,8 +405,8 @@ def _conductance_non_negative(fed: list, applied: list, x: torch.Tensor) -> bool
         bias = connection.__dict__["_fast"].bias
         if bool((connection.weight < 0).any()) or (bias is not None and bool((bias < 0).any())):
             return False
-    for _, fast, _ in applied:
-        conn = fast.group.connection
+    for _, step, _ in applied:
+        conn = step.group.connection
         if any(conn is c for c in fed) and not (conn.wmin >= 0 and math.isfinite(conn.wmin)):
             return False
     return True
@@ -482,20 +478,20 @@ def _layers_call(
         conn_lo.append(len(conn_rows))
     conn_desc = torch.tensor(conn_rows, dtype=torch.int64).view(-1, len(native.LAYER_CONN_FIELDS))
     rule_rows, rates = [], []
-    for rule, fast, traces in applied:
-        g = fast.group
+    for rule, step, traces in applied:
+        g = step.group
         conn = g.connection
         c = next(j for j, other in enumerate(connections) if other is conn)
         pre = index.get(id(g.pre), 0)  # (read by the pair rule only, checked to be a group)
         bounded = math.isfinite(conn.wmin) or math.isfinite(conn.wmax)
-        rule_rows.append([c, pre, index[id(g.post)], fast.weight.data_ptr()])
+        rule_rows.append([c, pre, index[id(g.post)], step.weight.data_ptr()])
         rule_rows[-1] += [conn._copy.copy.data_ptr(), int(bounded)]
         rates.append([conn.wmin if bounded else 0.0, conn.wmax if bounded else 0.0])
         if traces is None:  # pair STDP
             rule_rows[-1] += [0, 0, 0, 0, 0, 0, 0]
-            rates[-1] += [fast.pot, fast.dep] + [0.0] * 6
+            rates[-1] += [step.pot, step.dep] + [0.0] * 6
         else:
-            kernel = fast.kernel
+            kernel = step.kernel
             rule_rows[-1] += [1, int(kernel.nearest), *(t.data_ptr() for t in traces)]
             rule_rows[-1] += [kernel.work.data_ptr()]
             rates[-1] += kernel.constants
@@ -543,13 +539,13 @@ def _layers_call(
                 activity = connection._activity
                 activity.steps += steps
                 activity.events += int(active[c])
-    for q, (rule, fast, traces) in enumerate(applied):
-        g = fast.group
+    for q, (rule, step, traces) in enumerate(applied):
+        g = step.group
         g._step += done
         if traces is not None and done:  # (advanced in place: new tensors, as each step makes)
-            g.state.update(zip(fast.TRACES, traces))
+            g.state.update(zip(OneSampleStep.TRACES, traces))
         if changed[q]:
-            conn, weight = g.connection, fast.weight
+            conn, weight = g.connection, step.weight
             torch.autograd.graph.increment_version(weight)
             conn._copy._rekey(weight)
             conn._edited()

@@ -15,7 +15,8 @@ term).
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple, Union
+import threading
+from typing import Any, Callable, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -288,14 +289,50 @@ def stdp_rows_(
     return backend.stdp_rows_(weight, copy, s_post, x_post, pre_trace, arriving, pot, dep, bounds)
 
 
+#: this thread's one-sample rule kernels by (kind, shape, dtype, backend preference, constants)
+_kernels = threading.local()
+#: most kernels kept per thread (all are dropped when it is reached)
+MAX_KERNELS = 64
+
+
+def _kernel(key: tuple, make: Callable[[], Any]) -> Any:
+    """The kernel ``make()`` gives for ``key``, made once per thread (a kernel holds scratch
+    memory that one call uses at a time) and kept by its key: a kernel is a pure function of
+    the weight's shape and dtype, its constants and the backend preference, all in ``key``, so
+    nothing can make a kept one stale. ``None`` (nothing kept) where ``make`` gives none."""
+    kept = getattr(_kernels, "table", None)
+    if kept is None:
+        kept = _kernels.table = {}
+    kernel = kept.get(key)
+    if kernel is None:
+        kernel = make()
+        if kernel is not None:
+            if len(kept) >= MAX_KERNELS:
+                kept.clear()
+            kept[key] = kernel
+    return kernel
+
+
+def _weight_key(weight: torch.Tensor) -> Optional[tuple]:
+    """``(shape, dtype, backend preference)`` of a contiguous 2-D CPU ``weight``, else ``None``."""
+    if weight.dim() != 2 or not weight.is_cpu or not weight.is_contiguous():
+        return None
+    return (weight.shape, weight.dtype, backends.preference())
+
+
 def stdp_rows_kernel(weight: torch.Tensor) -> Optional["native.STDPRowsKernel"]:
     """A fused in-place :func:`stdp_rows_update` plus row update for ``weight`` ``(out, in)``:
     ``kernel(weight, copy, s_post, x_post, pre_trace, arriving, pot, dep, bounds)`` (see
-    :func:`pysnn.native.stdp_rows_`, whose checks the caller makes), or ``None`` where the fused
-    kernels do not apply."""
-    if not backends.accepts("c", weight):
+    :func:`pysnn.native.stdp_rows_`, whose checks the caller makes; it does nothing and
+    returns ``None`` while the kernels are switched off), or ``None`` where the fused kernels
+    do not apply. Kept per thread by shape, dtype and backend preference."""
+    key = _weight_key(weight)
+    if key is None:
         return None
-    return native.stdp_rows_kernel(weight)
+    return _kernel(
+        ("stdp", *key),
+        lambda: native.stdp_rows_kernel(weight) if backends.accepts("c", weight) else None,
+    )
 
 
 def triplet_kernel(
@@ -306,7 +343,8 @@ def triplet_kernel(
     traces in place and applies the clamped update of :class:`pysnn.learning.TripletSTDP`
     (without weight dependence) to the weight and its transposed ``copy``, bit for bit (see
     :class:`pysnn.native.TripletKernel`, whose checks the caller makes); ``None`` where the
-    fused kernels do not apply.
+    fused kernels do not apply. Kept per thread by shape, dtype, backend preference and
+    constants.
 
     Args:
         weight: the ``(out, in)`` weight.
@@ -314,6 +352,14 @@ def triplet_kernel(
         decays: decay factors per step of ``(r1, o1, r2, o2)``.
         nearest: nearest-spike traces instead of all-to-all.
     """
-    if not backends.accepts("c", weight):
+    key = _weight_key(weight)
+    if key is None:
         return None
-    return native.triplet_kernel(weight, amplitudes, decays, nearest)
+    return _kernel(
+        ("triplet", *key, tuple(amplitudes), tuple(decays), bool(nearest)),
+        lambda: (
+            native.triplet_kernel(weight, amplitudes, decays, nearest)
+            if backends.accepts("c", weight)
+            else None
+        ),
+    )
