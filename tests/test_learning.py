@@ -1335,3 +1335,40 @@ def test_stdp_fused_step_follows_every_change_exactly(monkeypatch):
     assert not torch.equal(fused[0], fused[-1])
     if native.available():
         assert fast_steps > 30
+
+
+def test_one_sample_kernels_follow_the_backend_preference_and_shape(monkeypatch):
+    """The rules' one-sample kernels are kept per (shape, dtype, preference): under
+    ``prefer("torch")`` a step that ran on the C kernel runs the torch operations (no kernel
+    call), with the same weights; a weight of another shape gets a kernel of its own."""
+    import pysnn.native as native
+    from pysnn import backends
+    from pysnn.functional import plasticity
+
+    calls = []
+    call = native.STDPRowsKernel.__call__
+    monkeypatch.setattr(
+        native.STDPRowsKernel, "__call__", lambda self, *a: calls.append(self) or call(self, *a)
+    )
+
+    def steps(n_out, preference):
+        torch.manual_seed(2)
+        pre, post = Input(30), Input(n_out)
+        conn = Linear(30, n_out, wmin=0.0, wmax=0.05, propagation="event")
+        rule = STDP(connection=conn, pre=pre, post=post, nu=(3e-3, 5e-3))
+        g = torch.Generator().manual_seed(3)
+        with backends.prefer(preference), torch.no_grad():
+            for _ in range(20):
+                conn(pre((torch.rand(1, 30, generator=g) < 0.3).float()))
+                post((torch.rand(1, n_out, generator=g) < 0.3).float())
+                rule.step()
+        return conn.weight.detach().clone()
+
+    on_c = steps(8, "auto")
+    if not native.available():
+        return
+    assert len(calls) == 20
+    assert torch.equal(steps(8, "torch"), on_c) and len(calls) == 20
+    steps(9, "auto")
+    assert len(calls) == 40 and calls[-1] is not calls[0]
+    assert calls[-1] is plasticity.stdp_rows_kernel(torch.zeros(9, 30))

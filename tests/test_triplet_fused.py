@@ -315,6 +315,56 @@ def test_triplet_nan_input_stops_with_the_loops_state(fused_calls):
         assert fused_calls[-1][1] == 0
 
 
+def test_triplet_kernel_steps_with_norm_and_two_connections(triplet_steps):
+    """A rule with ``norm`` and two trained connections (which the fused loop does not take):
+    each single step of each connection runs the kernel from the rule's ``delta``, and weights,
+    event copies and traces are the torch operations' bit for bit."""
+
+    def build():
+        torch.manual_seed(12)
+        inp = Input(40)
+        lifs = [LIFNeuron(12, thresh=-55.0, tau_v=20.0, refrac=2.0) for _ in range(2)]
+        fcs = [Linear(40, 12, wmin=0.0, wmax=40.0, init="uniform", init_kwargs={"b": 24.0})]
+        fcs.append(Linear(40, 12, wmin=0.0, wmax=40.0, init="uniform", init_kwargs={"b": 24.0}))
+        for fc in fcs:
+            fc.propagation = "event"
+        modules = torch.nn.ModuleList([inp, *lifs, *fcs])
+        modules.requires_grad_(False)
+        pairs = [(fc, inp, lif) for fc, lif in zip(fcs, lifs)]
+        rule = TripletSTDP(connections=pairs, norm=150.0, **AMPLITUDES, **TAUS)
+        return modules, rule
+
+    def step_of(modules, rule):
+        inp, lif_a, lif_b, fc_a, fc_b = modules
+
+        def step(x):
+            s = inp(x)
+            out = lif_a(fc_a(s)), lif_b(fc_b(s))
+            rule.step()
+            return torch.cat(out, 1)
+
+        return step
+
+    (ref, ref_rule), (got, got_rule) = build(), build()
+    assert "more than one connection" in fused_update_reason(got_rule)
+    reference, stepped = torch_rule(step_of(ref, ref_rule), ref_rule), step_of(got, got_rule)
+    spikes = small_spikes(60, seed=13)
+    with torch.no_grad():
+        got_spikes = torch.stack([stepped(x) for x in spikes])
+        kernel_steps = len(triplet_steps)
+        assert_same(got_spikes, torch.stack([reference(x) for x in spikes]), "spikes")
+    assert got_spikes.sum() > 0
+    assert_same_modules(ref, got)
+    for a, b in zip(ref_rule.groups, got_rule.groups):
+        assert a.state.keys() == b.state.keys() and len(a.state) == 4
+        for name in a.state:
+            assert_same(a.state[name], b.state[name], name)
+    for fc in got[3:]:
+        torch.testing.assert_close(fc.weight.sum(1), torch.full((12,), 150.0))
+    if FUSED:
+        assert kernel_steps == 2 * 60
+
+
 def test_triplet_with_weight_dependence_falls_back_to_the_loop(fused_calls, triplet_steps):
     """Soft bounds are not fused: run_layers and the rule step through torch, with the loop's
     values, and fused_update_reason says why."""
