@@ -5,9 +5,10 @@ interleaved in one run and on the same inputs, a module's hand-written fast path
 general path that the same module takes without it (the same values, bit for bit, tested in
 ``tests/``):
 
-- ``linear_event``: :class:`~pysnn.connection.Linear`'s repeated event-driven single step
-  (``_FastLinearStep``: straight to the fused row-gather kernel) against its general step
-  (``Linear._forward``: bounds, spike and activity checks, the same kernel);
+- ``linear_event``: :class:`~pysnn.connection.Linear`'s event-driven single step where
+  :meth:`~pysnn.connection.Linear.event_steps` allows it (straight to the fused row-gather
+  kernel, only the input checked) against its general step (``Linear._forward``: bounds, spike
+  and activity checks, the same kernel);
 - ``stdp_step``: :class:`~pysnn.learning.STDP`'s one-sample step, which its ``delta`` runs as
   one call of the C kernel, against the same step as torch operations (the kernels switched off:
   ``delta``'s outer product, then the clamped row update and its presynaptic-major copy);
@@ -68,9 +69,8 @@ def linear_event(n_in: int, n_out: int, batch: int, calls: int, repeats: int) ->
     with torch.no_grad():
         for _ in range(10):
             conn(x)
-        fast = conn.__dict__.get("_fast")
-        if fast is None:
-            raise RuntimeError("Linear took no hand-written fast step")
+        if not conn.event_steps():
+            raise RuntimeError("Linear's steps do not go straight to the event-driven kernel")
         return {
             "hand-written": _best(lambda: conn.forward(x), calls, repeats),
             "general": _best(lambda: conn._forward(x), calls, repeats),

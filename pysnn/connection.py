@@ -58,7 +58,6 @@ from pysnn.functional.plasticity import stdp_rows_
 from pysnn.functional.delay import delayed, push_history, synapse_index
 from pysnn.functional.linear import (
     kernels_available,
-    kernels_usable,
     row_update_,
     transposed,
     delay_queue_step,
@@ -349,13 +348,11 @@ class Connection(nn.Module):
     """
 
     #: Attributes that a step changes without changing what a later step computes: caches of
-    #: fused paths, of the ring position (``history_pos`` holds it) and of the last bounds
-    #: check. :class:`pysnn.engine.GraphedStep`, which replays a recorded step without running
+    #: the ring position (``history_pos`` holds it), of the last bounds check and of the
+    #: ``"auto"`` activity count. :class:`pysnn.engine.GraphedStep`, which replays a recorded step without running
     #: Python, ignores them when it checks that a step keeps no Python state of its own (a
     #: subclass that keeps a cache adds its names).
-    STEP_CACHES: FrozenSet[str] = frozenset(
-        {"_fast", "_pos", "_pos_source", "_bounds_version", "_activity"}
-    )
+    STEP_CACHES: FrozenSet[str] = frozenset({"_pos", "_pos_source", "_bounds_version", "_activity"})
 
     def __init__(
         self,
@@ -1293,113 +1290,6 @@ _is_compiling = torch.compiler.is_compiling
 _grad_enabled = torch.is_grad_enabled
 
 
-class _FastLinearStep:
-    """What a :class:`Linear`'s event-driven step found out, so the next steps go straight to
-    the fused kernel (as a neuron's single steps go to the kernel generated from its step).
-
-    Kept after a general step without delay that ran event-driven on the fused kernel. A later
-    step checks only what could have changed: the input's shape, dtype, device and layout; the
-    weight object (pruning and parametrisation replace it), its version against the bounds check
-    and the presynaptic-major copy (in-place and ``.data`` writes), and that copy itself (one
-    rebuilt into another tensor, perhaps of another shape from a weight reassigned through
-    ``.data``, drops the object: it was checked to have a row per input); no gradient wanted; under
-    ``"auto"`` that the current choice is event-driven and no re-count is due. Assignment of any
-    attribute and ``.to()`` drop the object. Values equal the general path's bit for bit.
-    """
-
-    __slots__ = ("weight", "bias", "shape", "dtype", "counting", "copies")
-    #: the fused kernel it runs (read by :func:`pysnn.engine.layers.run_layers`)
-    KIND = "linear"
-
-    def __init__(self, conn: "Linear", x: torch.Tensor) -> None:
-        self.weight, self.bias = conn._parameters["weight"], conn._parameters.get("bias")
-        self.shape, self.dtype = x.shape, x.dtype
-        self.counting = conn.propagation == "auto"
-        # which presynaptic-major copy was checked to have a row per input: the kernel reads
-        # ``in * out`` values of it by pointer (a copy rebuilt from a weight reassigned through
-        # ``.data`` is another tensor, and may have another shape)
-        self.copies = conn._copy.tensors
-
-    @staticmethod
-    def build(conn: "Linear", x: torch.Tensor, out: torch.Tensor) -> Optional["_FastLinearStep"]:
-        """After a general step of ``conn`` with input ``x`` and output ``out``: the fast step for
-        the next ones, or ``None`` where it does not apply."""
-        cls = type(conn)
-        if (
-            cls.propagate is not Linear.propagate
-            or cls._push is not Connection._push
-            or cls._check_spikes is not Connection._check_spikes
-            or conn.max_delay != 0
-            or conn.per_synapse_delay
-            or conn.active_propagation != "event"
-            or out.requires_grad
-            or _is_compiling()
-            or type(x) is not torch.Tensor
-            or x.dim() != 2
-            or not x.is_contiguous()
-            or not isinstance(conn._parameters.get("weight"), _TrackedParameter)
-            or not kernels_usable(x, conn._parameters["weight"])
-            or version(conn._parameters["weight"]) is None  # (its checks read the version)
-            or conn._copy.current(conn._parameters["weight"]) is None
-            or conn._copy.copy.shape[0] != x.shape[1]
-        ):
-            return None
-        return _FastLinearStep(conn, x)
-
-    def __call__(self, conn: "Linear", x: torch.Tensor) -> Optional[torch.Tensor]:
-        """The step of ``conn`` with input ``x`` (synaptic input), or ``None``: take the general
-        path (after which ``conn`` builds a new fast step if this one went stale)."""
-        if type(x) is not torch.Tensor or _is_compiling():
-            return None
-        weight = conn._parameters.get("weight")
-        if (
-            x.shape != self.shape
-            or x.dtype is not self.dtype
-            or not x.is_cpu
-            or not x.is_contiguous()
-            or weight is not self.weight
-            or conn._copy.tensors != self.copies
-        ):
-            conn.__dict__["_fast"] = None  # stale: rebuilt after the general step
-            return None
-        if (_grad_enabled() and x.requires_grad) or self.remaining(conn) == 0:
-            return None
-        if _checks._VALUE_CHECKS and _checks.nonfinite(x):
-            raise ValueError(_checks.nonfinite_message("spikes", x, type(conn).__name__))
-        result = linear_event_step(x, conn._copy.copy)
-        if result is None:
-            return None
-        out, active = result
-        if self.counting:
-            activity = conn._activity
-            activity.steps += 1
-            activity.events += active
-        conn._buffers["arriving"] = x
-        bias = self.bias
-        return out if bias is None else out + bias
-
-    def remaining(self, conn: "Linear") -> int:
-        """How many of the next steps (of inputs that need no gradient, shaped and typed as
-        this object's) can take this fast step, nothing else changing: 0 when the weight or
-        bias needs a gradient or was written by the user (the general step checks and
-        re-copies), or under ``"auto"`` while the choice is dense or a re-count is due (the
-        general step re-counts); else the steps until the next re-count (``sys.maxsize``
-        without ``"auto"``)."""
-        weight, bias = self.weight, self.bias
-        if conn._parameters.get("weight") is not weight:
-            return 0
-        if _grad_enabled() and (weight.requires_grad or (bias is not None and bias.requires_grad)):
-            return 0
-        if weight._version != conn.__dict__.get("_bounds_version") or not conn._copy._in_sync(
-            weight
-        ):  # (built for a weight with a version counter only)
-            return 0
-        if not self.counting:
-            return sys.maxsize
-        activity = conn._activity
-        return max(conn.AUTO_INTERVAL - 1 - activity.steps, 0) if activity.event else 0
-
-
 class Linear(Connection):
     r"""All-to-all connection, like ``torch.nn.Linear``, with optional synaptic delays.
 
@@ -1545,7 +1435,6 @@ class Linear(Connection):
     # ------------------------------------------------------------------ copies and mode
     def _apply(self, fn, recurse=True):
         module = super()._apply(fn, recurse)
-        self.__dict__["_fast"] = None
         self._copy.clear()
         self._reset_activity()
         return module
@@ -1553,7 +1442,6 @@ class Linear(Connection):
     def __getstate__(self) -> Dict[str, Any]:
         state = dict(self.__dict__)
         state["_copy"] = _PresynapticCopy()  # never carried over: rebuilt from the weight
-        state["_fast"] = None
         return state
 
     def _reset_activity(self) -> None:
@@ -1659,25 +1547,101 @@ class Linear(Connection):
             return out
         return linear_dense(arriving, weight, bias)
 
-    def __setattr__(self, name: str, value: Any) -> None:
-        self.__dict__["_fast"] = None  # any assignment may change what a step does
-        super().__setattr__(name, value)
-
     def forward(self, spikes: torch.Tensor) -> torch.Tensor:
         """One step: presynaptic spikes ``(B, in)`` → synaptic input arriving now ``(B, out)`` (mV).
 
-        Repeated event-driven steps on the CPU without autograd go straight to the fused kernel
-        once a first step has checked everything (``_FastLinearStep``).
+        A step that :meth:`event_steps` allows, of a contiguous 2-D CPU input of the weight's
+        dtype that needs no gradient, is one call of the event-driven kernel, with nothing else
+        checked: the values of the general step bit for bit.
         """
-        fast = self.__dict__.get("_fast")
-        if fast is not None:
-            out = fast(self, spikes)
-            if out is not None:
-                return out
-        out = self._forward(spikes)
-        if self.__dict__.get("_fast") is None:
-            self.__dict__["_fast"] = _FastLinearStep.build(self, spikes, out)
-        return out
+        out = self._event_step(spikes)
+        return self._forward(spikes) if out is None else out
+
+    def event_steps(self) -> int:
+        """How many of the next single steps may run as one call of the event-driven kernel
+        each, with nothing checked but their input (:meth:`forward`; the engine's fused network
+        loop, :func:`pysnn.engine.layers.run_layers`, runs that many in one call): ``0`` where
+        the general step must run next, else the steps left before an ``"auto"`` re-count
+        (``sys.maxsize`` with ``propagation="event"``).
+
+        Non-zero only for a :class:`Linear` whose ``propagate`` and per-step methods are this
+        class's, without delay or registered state, with a plain weight parameter that needs no gradient, whose
+        bounds were checked at its current version and whose presynaptic-major copy is up to
+        date (a general step made it: every edit, through ``.data`` too, sends the next step
+        back to the general one, which re-checks and re-copies), running event-driven, and
+        nothing being compiled or recorded for a graph replay. Checked at every call: nothing
+        is kept.
+        """
+        cls = type(self)
+        if (
+            cls.propagate is not Linear.propagate
+            or cls._push is not Connection._push
+            or cls._check_spikes is not Connection._check_spikes
+            or self.max_delay != 0
+            or self.per_synapse_delay
+            or self._state_specs
+            or _is_compiling()
+            or capturing_graph()
+        ):
+            return 0
+        params = self._parameters
+        weight = params.get("weight")
+        if not isinstance(weight, _TrackedParameter):
+            return 0
+        bias = params.get("bias") if "bias" in params else self.bias
+        if _grad_enabled() and (weight.requires_grad or (bias is not None and bias.requires_grad)):
+            return 0
+        copy = self._copy
+        # (a copy keyed to the weight's version: the weight has a version counter to compare
+        # with the bounds check's)
+        if (
+            copy.copy is None
+            or copy.version.__class__ is not int
+            or not copy._in_sync(weight)
+            or self.__dict__.get("_bounds_version") != copy.version
+            or not copy.copy.is_cpu
+        ):
+            return 0
+        propagation = self.propagation
+        if propagation == "event":
+            return sys.maxsize
+        activity = self._activity
+        if propagation != "auto" or not activity.event:
+            return 0
+        return max(self.AUTO_INTERVAL - 1 - activity.steps, 0)
+
+    def _event_step(self, x: torch.Tensor) -> Optional[torch.Tensor]:
+        """The step of :meth:`forward` as one call of the event-driven kernel, or ``None``
+        where it does not apply (:meth:`event_steps`; the input a contiguous ``(B, in)`` CPU
+        tensor of the weight's dtype, float32 or float64, needing no gradient)."""
+        if (
+            type(x) is not torch.Tensor
+            or x.dim() != 2
+            or not x.is_cpu
+            or not x.is_contiguous()
+            or (x.requires_grad and _grad_enabled())
+            or (x.dtype is not torch.float32 and x.dtype is not torch.float64)
+            or not x.numel()
+            or not self.event_steps()
+        ):
+            return None
+        copy = self._copy.copy
+        if x.dtype is not copy.dtype or copy.shape[0] != x.shape[1]:
+            return None
+        if _checks._VALUE_CHECKS and _checks.nonfinite(x):
+            raise ValueError(_checks.nonfinite_message("spikes", x, type(self).__name__))
+        result = linear_event_step(x, copy)
+        if result is None:
+            return None
+        out, active = result
+        if self.propagation == "auto":
+            activity = self._activity
+            activity.steps += 1
+            activity.events += active
+        self._buffers["arriving"] = x
+        params = self._parameters
+        bias = params.get("bias") if "bias" in params else self.bias
+        return out if bias is None else out + bias
 
     def _forward(self, spikes: torch.Tensor) -> torch.Tensor:
         """The general step (see :meth:`forward`)."""

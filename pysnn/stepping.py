@@ -26,6 +26,10 @@ __all__ = [
 
 #: this thread's depth of :func:`graph_capture` blocks (``depth``; absent outside)
 _capture = threading.local()
+#: blocks open in all threads (a plain number: read first, so that the usual answer, none,
+#: costs no thread-local lookup in a module's step)
+_open = [0]
+_open_lock = threading.Lock()
 
 
 @contextlib.contextmanager
@@ -41,15 +45,19 @@ def graph_capture() -> Iterator[None]:
     those of the ordinary paths, bit for bit.
     """
     _capture.depth = getattr(_capture, "depth", 0) + 1
+    with _open_lock:
+        _open[0] += 1
     try:
         yield
     finally:
+        with _open_lock:
+            _open[0] -= 1
         _capture.depth -= 1
 
 
 def capturing_graph() -> bool:
     """Whether this thread is inside :func:`graph_capture`."""
-    return getattr(_capture, "depth", 0) > 0
+    return _open[0] > 0 and getattr(_capture, "depth", 0) > 0
 
 
 def has_forward_hooks(module: nn.Module) -> bool:

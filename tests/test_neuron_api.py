@@ -554,7 +554,7 @@ def test_modules_with_a_fast_step_copy_and_pickle():
                 m(x)
         for m in modules:
             for clone in (copy.deepcopy(m), pickle.loads(pickle.dumps(m))):
-                assert clone._fast is None
+                assert clone.__dict__.get("_fast") is None  # (a Linear keeps none at all)
                 for _ in range(2):
                     assert torch.equal(clone(x), copy.deepcopy(m)(x))
 

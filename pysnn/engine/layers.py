@@ -309,30 +309,31 @@ def _layers_fused(
                 if not _synapse_ready(synapse[0], neuron, (batch, sizes[k]), dtype):
                     return 0
                 fed.append(connection)
-            fast = connection.__dict__.get("_fast")
             p = next(j for j, group in enumerate(groups) if group is pre)
-            if _kind(fast) != "linear" or block_form_reason(
+            if not isinstance(connection, Linear) or block_form_reason(
                 connection, Linear, Linear.BLOCK_REPRODUCES
             ):
                 return 0
-            bias = fast.bias
+            steps = connection.event_steps()  # (0 unless its event copy is up to date)
+            bias = connection._parameters.get("bias")
             copy = connection._copy.copy
             if (
-                fast.shape != (batch, sizes[p])
-                or fast.dtype is not dtype
-                or copy is None
+                not steps
+                or ("bias" not in connection._parameters and connection.bias is not None)
+                or copy.dtype is not dtype
                 or copy.shape != (sizes[p], sizes[k])
                 or (
                     bias is not None
                     and (
                         bias.shape != (sizes[k],)
                         or bias.dtype is not dtype
+                        or not bias.is_cpu
                         or not bias.is_contiguous()
                     )
                 )
             ):
                 return 0
-            limit = min(limit, fast.remaining(connection))
+            limit = min(limit, steps)
     if limit == 0:
         return 0
     connections = [entry[0] for _, incoming in layers for entry in incoming]
@@ -402,7 +403,7 @@ def _conductance_non_negative(fed: list, applied: list, x: torch.Tensor) -> bool
     if bool((x < 0).any()):
         return False
     for connection in fed:
-        bias = connection.__dict__["_fast"].bias
+        bias = connection._parameters.get("bias")
         if bool((connection.weight < 0).any()) or (bias is not None and bool((bias < 0).any())):
             return False
     for _, step, _ in applied:
@@ -464,7 +465,7 @@ def _layers_call(
     conn_rows, conn_lo, keep = [], [0], []
     for k, (_, incoming) in enumerate(layers, 1):
         for connection, pre, *synapse in incoming:
-            bias = connection.__dict__["_fast"].bias
+            bias = connection._parameters.get("bias")
             p = index[id(pre)]
             conn_rows.append([p, k, connection._copy.copy.data_ptr()])
             conn_rows[-1] += [0 if bias is None else bias.data_ptr(), sizes[p], sizes[k]]
@@ -534,8 +535,7 @@ def _layers_call(
             else:  # the step before's
                 arriving = buffers[p - 1][steps % 2].clone()
             connection._buffers["arriving"] = arriving
-            fast = connection.__dict__["_fast"]
-            if fast.counting:
+            if connection.propagation == "auto":
                 activity = connection._activity
                 activity.steps += steps
                 activity.events += int(active[c])
