@@ -624,14 +624,16 @@ class LearningRule(nn.Module):
             return
         if reward is not None and not self.takes_reward:
             raise TypeError(f"{type(self).__name__} takes no reward; got reward={reward!r}")
-        with torch.no_grad():
-            for g in self.groups:
-                if not g.connection.training:
-                    continue
-                g._step += 1
-                dw = self.delta(g, reward)
-                if dw is not None:
-                    self.apply_update(g, dw)
+        if torch.is_grad_enabled():  # (a context only where needed: it costs a microsecond)
+            with torch.no_grad():
+                return LearningRule.forward(self, reward)
+        for g in self.groups:
+            if not g.connection.training:
+                continue
+            g._step += 1
+            dw = self.delta(g, reward)
+            if dw is not None:
+                self.apply_update(g, dw)
 
     def step(self, reward: Reward = None) -> None:
         """Apply one step of learning to every trained connection.

@@ -1372,3 +1372,26 @@ def test_one_sample_kernels_follow_the_backend_preference_and_shape(monkeypatch)
     steps(9, "auto")
     assert len(calls) == 40 and calls[-1] is not calls[0]
     assert calls[-1] is plasticity.stdp_rows_kernel(torch.zeros(9, 30))
+
+
+def test_a_rule_step_under_grad_mode_runs_once_and_changes_no_graph():
+    """``LearningRule.forward`` under grad mode steps every group once, without autograd (a
+    subclass that overrides ``forward`` and calls ``super()`` is not entered twice)."""
+    calls = []
+
+    class Counted(STDP):
+        def forward(self, reward=None):
+            calls.append(1)
+            super().forward(reward)
+
+    pre, post = Input(6), Input(4)
+    conn = Linear(6, 4, wmin=0.0, wmax=1.0)
+    rule = Counted(connection=conn, pre=pre, post=post)
+    before = conn.weight.detach().clone()
+    assert torch.is_grad_enabled() and conn.weight.requires_grad
+    conn(pre(torch.ones(1, 6)))
+    post(torch.ones(1, 4))
+    rule.step()
+    assert calls == [1] and rule.groups[0]._step == 1
+    assert not torch.equal(conn.weight.detach(), before) and conn.weight.grad is None
+    assert conn.weight.grad_fn is None and conn.weight.is_leaf
