@@ -1575,6 +1575,7 @@ class Linear(Connection):
         cls = type(self)
         if (
             cls.propagate is not Linear.propagate
+            or cls._forward is not Linear._forward
             or cls._push is not Connection._push
             or cls._check_spikes is not Connection._check_spikes
             or self.max_delay != 0

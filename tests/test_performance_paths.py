@@ -351,3 +351,31 @@ def test_linear_fast_step_follows_every_change_exactly(monkeypatch):
         assert conn.arriving is x
     if pysnn.native.available():
         assert len(taken) > 80  # most steps went straight to the kernel
+
+
+def test_linear_subclass_steps_are_never_sent_to_the_event_kernel():
+    """A ``Linear`` subclass that overrides ``propagate`` or ``_forward`` gets its own step at
+    every call (``event_steps`` is 0): never the built-in event-driven kernel's values."""
+
+    class Doubled(Linear):
+        def propagate(self, arriving):
+            return 2.0 * super().propagate(arriving)
+
+    class Counted(Linear):
+        calls = 0
+
+        def _forward(self, spikes):
+            Counted.calls += 1
+            return super()._forward(spikes)
+
+    x = (torch.rand(1, 30, generator=torch.Generator().manual_seed(1)) < 0.3).float()
+    for cls in (Doubled, Counted):
+        torch.manual_seed(4)
+        conn = cls(30, 5, propagation="event")
+        with torch.no_grad():
+            outs = [conn(x) for _ in range(5)]
+            assert conn.event_steps() == 0
+        scale = 2.0 if cls is Doubled else 1.0
+        for out in outs:
+            torch.testing.assert_close(out, scale * x @ conn.weight.detach().t())
+    assert Counted.calls == 5
