@@ -35,7 +35,7 @@ Layer = Tuple[nn.Module, Sequence[Tuple[nn.Module, ...]]]
 
 
 def _kind(fast: object) -> str:
-    """Which fused kernel a module's remembered fast step runs (``""``: none)."""
+    """Which kernel a neuron's kept single step runs (``"generated"``; ``""``: none)."""
     return getattr(fast, "KIND", "")
 
 
@@ -95,7 +95,7 @@ def run_layers(
     spikes, and the state left in every module (voltages, refractory counters, traces,
     thresholds, spikes, arriving spikes, ``"auto"`` activity counts, weights and their event
     copies, the rules' own traces), are the loop's bit for bit. A step where anything
-    does not fit (the first steps after a reset, which build the modules' fast paths, an
+    does not fit (the first steps after a reset, which make the neurons' generated steps, an
     ``"auto"`` re-count, a hook) runs the loop; with value checks on
     (:func:`pysnn.set_checks`), a NaN input raises the loop's ``ValueError``.
 
