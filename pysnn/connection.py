@@ -1501,6 +1501,11 @@ class Linear(Connection):
             activity.active, activity.events, activity.steps = None, 0, 0
         return activity.event
 
+    def _bias_in_force(self, params: Dict[str, Any]) -> Optional[torch.Tensor]:
+        """The bias a step adds: the plain parameter of ``params`` (``self._parameters``), or
+        the computed ``self.bias`` of a pruned or parametrized one (``None``: no bias)."""
+        return params.get("bias") if "bias" in params else self.bias
+
     def _weight_rows(self, weight: torch.Tensor) -> torch.Tensor:
         """The presynaptic-major weight ``(in, out)`` for the event paths: the contiguous copy
         of a plain weight when no gradient is needed, else the differentiable ``weight.t()``."""
@@ -1531,7 +1536,7 @@ class Linear(Connection):
         weight = params.get("weight")
         if weight is None:  # pruned or parametrised: the computed weight
             weight = self.weight
-        bias = params.get("bias") if "bias" in params else self.bias
+        bias = self._bias_in_force(params)
         grad = torch.is_grad_enabled()
         # "auto" keeps counting but runs dense while the weight is trained: one step's rows are
         # too few for the event-driven weight gradient (forward_multistep's blocks are not)
@@ -1589,7 +1594,7 @@ class Linear(Connection):
         weight = params.get("weight")
         if not isinstance(weight, _TrackedParameter):
             return 0
-        bias = params.get("bias") if "bias" in params else self.bias
+        bias = self._bias_in_force(params)
         if _grad_enabled() and (weight.requires_grad or (bias is not None and bias.requires_grad)):
             return 0
         copy = self._copy
@@ -1641,7 +1646,7 @@ class Linear(Connection):
             activity.events += active
         self._buffers["arriving"] = x
         params = self._parameters
-        bias = params.get("bias") if "bias" in params else self.bias
+        bias = self._bias_in_force(params)
         return out if bias is None else out + bias
 
     def _forward(self, spikes: torch.Tensor) -> torch.Tensor:

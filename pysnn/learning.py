@@ -777,22 +777,10 @@ class _WeightDependent(LearningRule):
         weight dependence, ``grad`` or process group, nothing compiling; else ``None`` (the
         rule's torch operations run, and give its errors). The tensors are read as the modules
         hold them (a module without them as buffers takes the torch operations)."""
+        if _group_reason(self, g) or torch.is_grad_enabled() or _is_compiling():
+            return None
         conn = g.connection
-        if (
-            self.weight_dependence is not None
-            or self.grad
-            or self.process_group is not None
-            or g.is_conv
-            or g.own_layout
-            or conn.max_delay != 0
-            or conn.per_synapse_delay
-            or torch.is_grad_enabled()
-            or _is_compiling()
-        ):
-            return None
-        weight = conn._parameters.get("weight")
-        if weight is None or weight.dim() != 2:
-            return None
+        weight = conn._parameters["weight"]
         s_post = getattr(g.post, "_buffers", {}).get("spikes")
         arriving = conn._buffers.get("arriving")
         dtype = weight.dtype
@@ -805,20 +793,16 @@ class _WeightDependent(LearningRule):
 
 
 # -------------------------------------------------------------------------- fused one-sample steps
-def _one_sample_reason(rule: "_WeightDependent") -> str:
-    """Why the settings of ``rule`` (an :class:`STDP` or :class:`TripletSTDP`) keep its
-    one-sample steps off the fused kernels, "" when they do not."""
-    if len(rule.groups) != 1:
-        return "it trains more than one connection"
+def _group_reason(rule: "_WeightDependent", g: SynapseGroup) -> str:
+    """Why the settings of ``rule`` keep its steps of group ``g`` off the one-sample kernel,
+    "" when they do not (the tensors of a step are checked at the step,
+    :meth:`_WeightDependent._one_sample`)."""
     if rule.weight_dependence is not None:
         return f"weight_dependence={rule.weight_dependence!r}"
     if rule.process_group is not None:
         return "it learns data-parallel (process_group)"
     if rule.grad:
         return "grad=True"
-    if rule.norm is not None:
-        return "norm is set (a normalisation after every step)"
-    g = rule.groups[0]
     conn = g.connection
     name = type(conn).__name__
     if g.is_conv or g.own_layout:
@@ -829,6 +813,18 @@ def _one_sample_reason(rule: "_WeightDependent") -> str:
     if weight is None or weight.dim() != 2:
         return f"the weight of {name} is not a plain 2-D parameter (pruned or parametrized)"
     return ""
+
+
+def _one_sample_reason(rule: "_WeightDependent") -> str:
+    """Why the settings of ``rule`` (an :class:`STDP` or :class:`TripletSTDP`) keep its
+    one-sample steps out of the fused network loop, "" when they do not: those of
+    :func:`_group_reason`, and one trained connection without ``norm``."""
+    if len(rule.groups) != 1:
+        return "it trains more than one connection"
+    why = _group_reason(rule, rule.groups[0])
+    if why or rule.norm is None:
+        return why
+    return "norm is set (a normalisation after every step)"
 
 
 class OneSampleStep:
