@@ -905,7 +905,11 @@ def fused_one_sample(rule: nn.Module) -> Optional[OneSampleStep]:
     """The fused form of ``rule``'s one-sample steps (:class:`OneSampleStep`), or ``None`` where
     there is none (:func:`fused_update_reason` says why). Built anew at each call."""
     cls = type(rule)
-    if cls.forward is not LearningRule.forward or _one_sample_reason(rule):
+    if (
+        cls.forward is not LearningRule.forward
+        or (cls.delta is not STDP.delta and cls.delta is not TripletSTDP.delta)
+        or _one_sample_reason(rule)
+    ):  # (the built-in steps first: any other rule, a user's own included, has no kernel)
         return None
     g = rule.groups[0]
     weight = g.connection._parameters["weight"]

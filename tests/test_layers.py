@@ -366,3 +366,28 @@ def test_a_silent_presynaptic_group_still_decays_the_conductance():
             torch.zeros(1, 1, 3),
         )
     assert torch.allclose(syn_lat.g, torch.full((1, 2), float(torch.exp(torch.tensor(-0.5)))))
+
+
+class _PostOnlyRule(pysnn.learning.LearningRule):
+    """A user's own rule (public names only): at a postsynaptic spike, the spiking neurons'
+    weights move by ``eta (x_pre - 0.4)``."""
+
+    def delta(self, group, reward):
+        s_post = group.post_spikes()
+        return 0.01 * (s_post.t() @ (group.pre_trace() - 0.4)) * self.batch_factor(len(s_post))
+
+
+def test_a_user_rule_in_the_network_loop_is_the_forward_loop_bit_for_bit():
+    """A user's LearningRule subclass is not a built-in rule with a kernel: run_layers steps it
+    (it used to fail asking it for the built-in rules' settings)."""
+    torch.manual_seed(5)
+    a, b = DiehlCook2015(n_neurons=20), DiehlCook2015(n_neurons=20)
+    b.load_state_dict(a.state_dict())
+    for net in (a, b):
+        net.stdp = _PostOnlyRule(connection=net.fc, pre=net.inp, post=net.exc)
+    assert pysnn.learning.fused_one_sample(b.stdp) is None
+    before = a.fc.weight.detach().clone()
+    for spikes in digits(3, seed=6, rate=0.1):
+        assert torch.equal(b.run(spikes), loop_run(a, spikes))
+        assert_same_state(a, b)
+    assert not torch.equal(a.fc.weight, before)  # the rule learned
