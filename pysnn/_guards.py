@@ -14,18 +14,29 @@ The check reads the guarded memory: about 0.1 µs per small tensor (a 0-d consta
 A tensor made under ``torch.inference_mode`` keeps no version counter (reading ``_version``
 raises): :func:`version` gives ``None`` for it, and a :class:`Guard` checks such a tensor's
 shape, strides and dtype besides its storage and bytes (what the version would have seen).
+
+A weight is too large to compare at every step (a 784 x 400 ``memcmp`` costs more than an
+event-driven step). What is derived from one (the presynaptic-major copy of
+:class:`~pysnn.connection.Linear`, the "bounds checked" mark of a connection) holds a
+:class:`Stamp` instead: the object, its storage, its autograd version and its writes through
+``.data``, which a :class:`TrackedParameter` counts (a write through ``.data`` moves no version).
+These two classes are the whole validity mechanism of the modules: every cache of a module
+holds a ``Guard`` or a ``Stamp`` and is used only while it holds.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import sys
+import weakref
 from operator import attrgetter
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
+from torch import nn
 
-__all__ = ["Guard", "version", "fingerprint"]
+__all__ = ["Guard", "Stamp", "TrackedParameter", "version", "fingerprint", "edits"]
 
 #: Tensors up to this many bytes are compared as Python bytes; larger ones with ``memcmp``.
 SMALL_BYTES = 256
@@ -163,3 +174,146 @@ class Guard:
             elif _memcmp(tensor.data_ptr(), snapshot, nbytes) != 0:
                 return False
         return True
+
+
+class _DataAccess:
+    """Writes to a parameter that bypass autograd's version counter, as seen through ``.data``."""
+
+    __slots__ = ("epoch", "aliases")
+
+    def __init__(self) -> None:
+        self.epoch = 0  # bumped on every ``.data`` get or set, and when an alias dies
+        self.aliases: List[weakref.ref] = []  # live tensors returned by ``.data``
+
+    def _forget(self, ref: weakref.ref) -> None:
+        self.epoch += 1
+        self.aliases = [a for a in self.aliases if a is not ref]
+
+    def state(self) -> Tuple[int, Tuple[object, ...]]:
+        """Changes whenever the parameter may have been written through ``.data``."""
+        if not self.aliases:
+            return (self.epoch, ())
+        return (self.epoch, tuple(_alias_state(alias()) for alias in self.aliases))
+
+
+def _alias_state(alias: Optional[torch.Tensor]) -> object:
+    """The version of a live ``.data`` alias, -1 for a dead one; a new object (equal to no
+    earlier state) for an alias without a version counter (an inference tensor), whose writes
+    cannot be seen."""
+    if alias is None:
+        return -1
+    seen = version(alias)
+    return object() if seen is None else seen
+
+
+_PARAMETER_NEW = nn.Parameter.__new__.__code__
+
+
+class TrackedParameter(nn.Parameter):
+    """An ``nn.Parameter`` whose writes through ``.data`` are visible to pysnn.
+
+    ``param.data`` has a version counter of its own, so ``param.data.fill_(0)`` leaves
+    ``param._version`` unchanged. This class counts every ``.data`` access and keeps each tensor it
+    returned (weakly), so that a :class:`Stamp` of it no longer holds after such a write. pysnn
+    gives the plain ``weight`` of a connection this class (the same object: optimisers keep
+    working). It behaves as an ``nn.Parameter`` otherwise (``isinstance``, optimisers,
+    ``state_dict``, pruning and parametrisations); pickling gives a plain ``nn.Parameter``.
+    """
+
+    def _access(self) -> _DataAccess:
+        access = self.__dict__.get("_pysnn_access")
+        if access is None:
+            access = self.__dict__["_pysnn_access"] = _DataAccess()
+        return access
+
+    @property
+    def data(self) -> torch.Tensor:  # type: ignore[override]
+        access = self._access()
+        alias = nn.Parameter.data.__get__(self)
+        access.epoch += 1
+        access.aliases.append(weakref.ref(alias, access._forget))
+        return alias
+
+    @data.setter
+    def data(self, value: torch.Tensor) -> None:
+        self._access().epoch += 1
+        nn.Parameter.data.__set__(self, value)
+
+    def detach(self) -> torch.Tensor:
+        detached = super().detach()
+        if sys._getframe(1).f_code is _PARAMETER_NEW:
+            # ``nn.Parameter(this)`` (e.g. in parametrize's weight_norm) wants detach() to keep
+            # the type of a Parameter subclass; everywhere else detach() gives a plain tensor.
+            detached.__class__ = TrackedParameter
+        return detached
+
+    def edits(self) -> Tuple[int, Tuple[object, ...]]:
+        """A value that changes whenever ``.data`` may have been written."""
+        access = self.__dict__.get("_pysnn_access")
+        return (0, ()) if access is None else access.state()
+
+    def __getstate__(self) -> Dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_pysnn_access"}
+
+    def __repr__(self) -> str:
+        return repr(nn.Parameter(nn.Parameter.data.__get__(self), self.requires_grad))
+
+
+_NO_EDITS: Tuple[int, Tuple[object, ...]] = (0, ())
+
+
+def edits(tensor: torch.Tensor) -> Tuple[int, Tuple[object, ...]]:
+    """A value that changes whenever ``.data`` of ``tensor`` may have been written: seen only for
+    a :class:`TrackedParameter` (a constant for any other tensor)."""
+    return tensor.edits() if tensor.__class__ is TrackedParameter else _NO_EDITS
+
+
+class Stamp:
+    """The state of one tensor (a weight) as pysnn sees it without reading its values, for
+    :meth:`holds` to tell whether it may have been written since.
+
+    It is the tensor object, its storage (data pointer: ``.to()``, ``.data = ...``), its autograd
+    version (every in-place op: ``copy_``, optimiser steps, ``load_state_dict``) and its writes
+    through ``.data`` (:class:`TrackedParameter`; for another tensor they go unseen). A tensor
+    without a version counter (made under ``torch.inference_mode``) is compared by its bytes
+    instead, a :class:`Guard` (which on another device than the CPU never holds), when
+    ``values=True``; with ``values=False`` its in-place edits go unseen (:attr:`sees_values` is
+    then false). pysnn keeps one per derived copy of a weight and one for the bounds check of
+    each connection; an edit pysnn makes itself gives both the stamp of the edited weight.
+    """
+
+    __slots__ = ("source", "key", "guard")
+
+    def __init__(self, tensor: torch.Tensor, values: bool = True) -> None:
+        self.source = tensor
+        current = version(tensor)
+        #: ``(version, data pointer, .data writes)``, the version ``None`` without a counter
+        self.key: Tuple[Optional[int], int, object] = (current, tensor.data_ptr(), edits(tensor))
+        self.guard: Optional[Guard] = Guard([tensor]) if current is None and values else None
+
+    @property
+    def versioned(self) -> bool:
+        """Whether the tensor had a version counter (its in-place edits move :attr:`key`)."""
+        return self.key[0] is not None
+
+    @property
+    def sees_values(self) -> bool:
+        """Whether an in-place edit of the tensor's values breaks :meth:`holds`."""
+        return self.key[0] is not None or self.guard is not None
+
+    def holds(self, tensor: torch.Tensor) -> bool:
+        """Whether ``tensor`` is the stamped object in the stamped state."""
+        if self.source is not tensor:
+            return False
+        key = self.key
+        if key[0] is None:  # (no version counter then, so none now: the same object)
+            return (
+                key[1] == tensor.data_ptr()
+                and key[2] == edits(tensor)
+                and (self.guard is None or self.guard.holds())
+            )
+        try:
+            current = tensor._version
+        except RuntimeError:  # given inference data through .data since (or a deep copy made
+            return False  # under inference mode, which copied this stamp with it)
+        return current == key[0] and key[1] == tensor.data_ptr() and key[2] == edits(tensor)

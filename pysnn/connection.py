@@ -42,8 +42,7 @@ from __future__ import annotations
 import math
 import sys
 import warnings
-import weakref
-from typing import Any, Callable, Dict, FrozenSet, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, FrozenSet, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -51,7 +50,7 @@ from torch import nn
 from torch.nn.utils import parametrize, prune
 
 from pysnn import _checks
-from pysnn._guards import Guard, version
+from pysnn._guards import Stamp, TrackedParameter
 from pysnn._sharing import unshared
 from pysnn._checks import check_choice, check_input, check_positive_scalar, warn_if_dropped
 from pysnn.functional.plasticity import stdp_rows_
@@ -87,152 +86,55 @@ DelayLike = Union[int, float, torch.Tensor]
 ShapeLike = Union[int, Sequence[Union[int, str]]]
 
 
-class _DataAccess:
-    """Writes to a parameter that bypass autograd's version counter, as seen through ``.data``."""
-
-    __slots__ = ("epoch", "aliases")
-
-    def __init__(self) -> None:
-        self.epoch = 0  # bumped on every ``.data`` get or set, and when an alias dies
-        self.aliases: List[weakref.ref] = []  # live tensors returned by ``.data``
-
-    def _forget(self, ref: weakref.ref) -> None:
-        self.epoch += 1
-        self.aliases = [a for a in self.aliases if a is not ref]
-
-    def state(self) -> Tuple[int, Tuple[object, ...]]:
-        """Changes whenever the parameter may have been written through ``.data``."""
-        if not self.aliases:
-            return (self.epoch, ())
-        return (self.epoch, tuple(_alias_state(alias()) for alias in self.aliases))
-
-
-def _alias_state(alias: Optional[torch.Tensor]) -> object:
-    """The version of a live ``.data`` alias, -1 for a dead one; a new object (equal to no
-    earlier state) for an alias without a version counter (an inference tensor), whose writes
-    cannot be seen."""
-    if alias is None:
-        return -1
-    seen = version(alias)
-    return object() if seen is None else seen
-
-
-_PARAMETER_NEW = nn.Parameter.__new__.__code__
-
-
-class _TrackedParameter(nn.Parameter):
-    """An ``nn.Parameter`` whose writes through ``.data`` are visible to pysnn.
-
-    ``param.data`` has a version counter of its own, so ``param.data.fill_(0)`` leaves
-    ``param._version`` unchanged. This class counts every ``.data`` access and keeps each tensor it
-    returned (weakly): :class:`Linear` rebuilds its presynaptic-major copy of the weight whenever
-    one of them changed. It behaves as an ``nn.Parameter`` otherwise (``isinstance``, optimisers,
-    ``state_dict``, pruning and parametrisations); pickling gives a plain ``nn.Parameter``.
-    """
-
-    def _access(self) -> _DataAccess:
-        access = self.__dict__.get("_pysnn_access")
-        if access is None:
-            access = self.__dict__["_pysnn_access"] = _DataAccess()
-        return access
-
-    @property
-    def data(self) -> torch.Tensor:  # type: ignore[override]
-        access = self._access()
-        alias = nn.Parameter.data.__get__(self)
-        access.epoch += 1
-        access.aliases.append(weakref.ref(alias, access._forget))
-        return alias
-
-    @data.setter
-    def data(self, value: torch.Tensor) -> None:
-        self._access().epoch += 1
-        nn.Parameter.data.__set__(self, value)
-
-    def detach(self) -> torch.Tensor:
-        detached = super().detach()
-        if sys._getframe(1).f_code is _PARAMETER_NEW:
-            # ``nn.Parameter(this)`` (e.g. in parametrize's weight_norm) wants detach() to keep
-            # the type of a Parameter subclass; everywhere else detach() gives a plain tensor.
-            detached.__class__ = _TrackedParameter
-        return detached
-
-    def edits(self) -> Tuple[int, Tuple[object, ...]]:
-        """A value that changes whenever ``.data`` may have been written."""
-        access = self.__dict__.get("_pysnn_access")
-        return (0, ()) if access is None else access.state()
-
-    def __getstate__(self) -> Dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k != "_pysnn_access"}
-
-    def __repr__(self) -> str:
-        return repr(nn.Parameter(nn.Parameter.data.__get__(self), self.requires_grad))
+def _track(weight: torch.Tensor) -> bool:
+    """Give a plain ``nn.Parameter`` :class:`~pysnn._guards.TrackedParameter` (the same object:
+    optimisers keep working) so that its ``.data`` writes are seen; whether ``weight`` is one now
+    (a user's own ``nn.Parameter`` subclass or a plain tensor is left as it is)."""
+    if weight.__class__ is nn.Parameter:
+        weight.__class__ = TrackedParameter
+    return weight.__class__ is TrackedParameter
 
 
 class _PresynapticCopy:
     """``weight.t().contiguous()`` ``(in, out)`` of a plain 2-D weight parameter, for the event path.
 
-    The copy is valid for one state of the weight, identified by the parameter object, its
-    autograd version (bumped by every in-place op, e.g. ``weight.normal_()`` under ``no_grad``,
-    ``copy_``, ``load_state_dict``, optimiser steps), its data pointer (``.to()``, ``.data = ...``)
-    and its ``.data`` writes (:class:`_TrackedParameter`). A weight without a version counter
-    (made under ``torch.inference_mode``) is compared by its bytes instead (a
-    :class:`~pysnn._guards.Guard`, which on another device than the CPU never holds: the copy is
-    then rebuilt at each use). :meth:`rows` rebuilds it when any of them changed; :meth:`mirror`
-    applies an elementwise edit to both so no rebuild is needed. The copy itself is never an
-    inference tensor (it is edited in place inside and outside inference mode).
+    The copy is valid for the state of the weight it was made from, a
+    :class:`~pysnn._guards.Stamp` (the parameter object, its storage, its autograd version and its
+    ``.data`` writes, :class:`~pysnn._guards.TrackedParameter`; for a weight without a version
+    counter, made under ``torch.inference_mode``, its bytes, which on another device than the CPU
+    never hold: the copy is then rebuilt at each use). :meth:`rows` rebuilds it when the stamp no
+    longer holds; :meth:`mirror` applies an elementwise edit to both so no rebuild is needed. The
+    copy itself is never an inference tensor (it is edited in place inside and outside inference
+    mode).
     """
 
-    __slots__ = ("source", "version", "pointer", "edits", "copy", "tensors")
+    __slots__ = ("stamp", "copy", "tensors")
 
     def __init__(self) -> None:
-        self.source: Optional[torch.Tensor] = None
+        self.stamp: Optional[Stamp] = None
         self.copy: Optional[torch.Tensor] = None
         # how many copies were made: another tensor (perhaps of another shape, from a weight
         # reassigned through ``.data``) has another count; memory reused keeps its shape
         self.tensors = 0
-        self.pointer = -1
-        # the weight's autograd version, or a Guard of its bytes where it keeps no version
-        self.version: Union[int, Guard] = -1
-        self.edits: Tuple[int, Tuple[object, ...]] = (-1, ())
 
     def clear(self) -> None:
         """Drop the copy (memory freed; rebuilt on the next event-driven step)."""
-        self.source = self.copy = None
+        self.stamp = self.copy = None
 
     def _in_sync(self, weight: torch.Tensor) -> bool:
-        key = self.version
-        if key.__class__ is Guard:  # keyed to a weight without a version counter: bytes, last
-            return (
-                self.source is weight
-                and self.pointer == weight.data_ptr()
-                and self.edits == weight.edits()
-                and key.holds()
-            )
-        return (  # (the source had a version counter when keyed, so it has one now)
-            self.source is weight
-            and key == weight._version
-            and self.pointer == weight.data_ptr()
-            and self.edits == weight.edits()
-        )
+        stamp = self.stamp
+        return stamp is not None and stamp.holds(weight)
 
     def current(self, weight: torch.Tensor) -> Optional[torch.Tensor]:
         """The copy if it is up to date for ``weight``, else ``None`` (never builds one)."""
         return self.copy if self.copy is not None and self._in_sync(weight) else None
-
-    def _rekey(self, weight: _TrackedParameter) -> None:
-        current = version(weight)
-        self.source, self.version = weight, Guard([weight]) if current is None else current
-        self.pointer, self.edits = weight.data_ptr(), weight.edits()
 
     def rows(self, weight: nn.Parameter) -> Optional[torch.Tensor]:
         """The up-to-date ``(in, out)`` copy of ``weight``, or ``None`` for a parameter whose
         ``.data`` writes cannot be tracked (a user's own ``nn.Parameter`` subclass)."""
         if self._in_sync(weight):
             return self.copy
-        if type(weight) is nn.Parameter:
-            weight.__class__ = _TrackedParameter  # same object: optimisers keep working
-        if not isinstance(weight, _TrackedParameter):
+        if not _track(weight):
             return None
         # never the weight's own memory (with one row or column t() is contiguous already, and a
         # copy aliasing the weight would get every mirrored edit twice); the old copy's memory is
@@ -243,7 +145,7 @@ class _PresynapticCopy:
         if copy is not self.copy:
             self.copy = copy
             self.tensors += 1
-        self._rekey(weight)
+        self.stamp = Stamp(weight)
         return self.copy
 
     def mirror(
@@ -251,11 +153,12 @@ class _PresynapticCopy:
         weight: torch.Tensor,
         edit: Callable[[torch.Tensor], None],
         rows: Optional[torch.Tensor] = None,
-    ) -> None:
+    ) -> bool:
         """Apply the in-place ``edit`` (``(out, in)`` layout) to ``weight``, then bring the copy,
         if it was in sync, up to date by copying the edited values (exact): the rows ``rows``
         only, when given and fewer than half of them, else all of it (one transposing copy is
-        cheaper than a strided edit)."""
+        cheaper than a strided edit). Whether it was (the caller then re-stamps it,
+        :meth:`Connection._edited`)."""
         in_sync = self.copy is not None and self._in_sync(weight)
         edit(weight)
         if in_sync:
@@ -263,7 +166,7 @@ class _PresynapticCopy:
                 self.copy.index_copy_(1, rows, weight.index_select(0, rows).t())
             else:
                 self.copy.copy_(weight.t())
-            self._rekey(weight)
+        return in_sync
 
 
 def _shape(name: str, value: ShapeLike) -> Tuple[Union[int, str], ...]:
@@ -352,7 +255,7 @@ class Connection(nn.Module):
     #: ``"auto"`` activity count. :class:`pysnn.engine.GraphedStep`, which replays a recorded step without running
     #: Python, ignores them when it checks that a step keeps no Python state of its own (a
     #: subclass that keeps a cache adds its names).
-    STEP_CACHES: FrozenSet[str] = frozenset({"_pos", "_pos_source", "_bounds_version", "_activity"})
+    STEP_CACHES: FrozenSet[str] = frozenset({"_pos", "_pos_source", "_bounds_seen", "_activity"})
 
     def __init__(
         self,
@@ -704,26 +607,19 @@ class Connection(nn.Module):
 
     def _check_bounds(self) -> None:
         """Warn once per write of the user's own (see ``wmin, wmax`` in the class docstring) if
-        the plain ``weight`` left ``[wmin, wmax]``: checked only when its version moved since
-        pysnn's last edit or check (for a weight without a version counter, made under
-        ``torch.inference_mode``: when its bytes changed, at every step on another device than
-        the CPU, see :meth:`_weight_seen`)."""
+        the plain ``weight`` left ``[wmin, wmax]``: checked only when the weight's
+        :class:`~pysnn._guards.Stamp` from pysnn's last edit or check no longer holds (another
+        object or storage, an in-place edit, a write through ``.data``; for a weight without a
+        version counter, made under ``torch.inference_mode``, other bytes, at every step on
+        another device than the CPU)."""
         weight = self._parameters.get("weight")
         if weight is None or torch.compiler.is_compiling():
             return
-        seen = self.__dict__.get("_bounds_version")
-        if seen.__class__ is tuple:  # a weight without a version counter: see _weight_seen
-            if seen[0] is weight and (
-                seen[1].holds() if seen[1] is not None else not self._bounded()
-            ):
-                return
-        else:
-            try:
-                if seen == weight._version:
-                    return
-            except RuntimeError:  # a new weight without a version counter
-                pass
-        self.__dict__["_bounds_version"] = self._weight_seen(weight)
+        seen = self.__dict__.get("_bounds_seen")
+        if seen is not None and seen.holds(weight) and (seen.sees_values or not self._bounded()):
+            return
+        _track(weight)
+        self.__dict__["_bounds_seen"] = Stamp(weight, values=self._bounded())
         if not self._bounded():
             return
         with torch.no_grad():
@@ -731,27 +627,24 @@ class Connection(nn.Module):
         if outside:
             warnings.warn(
                 f"{type(self).__name__}: weight values outside [wmin, wmax] = [{self.wmin}, "
-                f"{self.wmax}] (written outside pysnn, e.g. copy_ or an optimiser step) are used "
-                "as they are; call clamp_() to apply the bounds",
+                f"{self.wmax}] (written outside pysnn, e.g. copy_, an optimiser step or .data) "
+                "are used as they are; call clamp_() to apply the bounds",
                 UserWarning,
                 stacklevel=4,
             )
 
-    def _edited(self) -> None:
-        """Record that pysnn itself just edited the weight (no bounds check needed for it)."""
+    def _edited(self, copy_in_sync: bool = False) -> None:
+        """Record that pysnn itself just edited the plain weight (within its bounds): one new
+        :class:`~pysnn._guards.Stamp` of it for the bounds check and, when ``copy_in_sync``
+        (the edit reached the presynaptic-major copy too), for that copy."""
         weight = self._parameters.get("weight")
-        if weight is not None:
-            self.__dict__["_bounds_version"] = self._weight_seen(weight)
-
-    def _weight_seen(self, weight: torch.Tensor) -> object:
-        """What :meth:`_check_bounds` compares to tell a later write of ``weight``: its autograd
-        version; without one (an inference tensor, :func:`pysnn._guards.version`) the pair of
-        ``weight`` and a :class:`~pysnn._guards.Guard` of its bytes, or ``None`` instead of the
-        guard while the bounds are infinite (nothing to check)."""
-        current = version(weight)
-        if current is not None:
-            return current
-        return (weight, Guard([weight]) if self._bounded() else None)
+        if weight is None:
+            return
+        _track(weight)
+        stamp = Stamp(weight, values=copy_in_sync or self._bounded())
+        self.__dict__["_bounds_seen"] = stamp
+        if copy_in_sync:
+            self._copy.stamp = stamp
 
     def _bounded(self) -> bool:
         """Whether ``wmin`` or ``wmax`` is finite."""
@@ -951,12 +844,13 @@ class Connection(nn.Module):
             return
         if kind == "parameter":
             leaf = self._parameters[name]
+            in_sync = False
             if self._copy is not None and name == "weight":
-                self._copy.mirror(leaf, edit, rows)
+                in_sync = self._copy.mirror(leaf, edit, rows)
             else:
                 edit(leaf)
             if name == "weight":
-                self._edited()
+                self._edited(in_sync)
         elif kind == "pruned":
             edit(self._parameters[name + "_orig"])
             self._refresh_pruned(name)
@@ -1216,9 +1110,7 @@ class Connection(nn.Module):
         done = kernel(copy.copy if in_sync else None, bounds)
         if done is None or done is False:
             return False
-        if in_sync:
-            copy._rekey(leaf)
-        self._edited()
+        self._edited(in_sync)
         return True
 
     def _fused_row_update(self, leaf: torch.Tensor, rows: torch.Tensor, dw: torch.Tensor) -> bool:
@@ -1412,7 +1304,7 @@ class Linear(Connection):
         self.in_features, self.out_features = in_features, out_features
         self.propagation = check_choice("propagation", propagation, PROPAGATIONS)
         factory = {"device": device, "dtype": dtype}
-        self.weight = _TrackedParameter(torch.empty(out_features, in_features, **factory))
+        self.weight = TrackedParameter(torch.empty(out_features, in_features, **factory))
         self.bias = nn.Parameter(torch.empty(out_features, **factory)) if bias else None
         self.register_buffer("queue", None, persistent=False)
         self._copy = _PresynapticCopy()
@@ -1570,9 +1462,10 @@ class Linear(Connection):
         (``sys.maxsize`` with ``propagation="event"``).
 
         Non-zero only for a :class:`Linear` whose ``propagate`` and per-step methods are this
-        class's, without delay or registered state, with a plain weight parameter that needs no gradient, whose
-        bounds were checked at its current version and whose presynaptic-major copy is up to
-        date (a general step made it: every edit, through ``.data`` too, sends the next step
+        class's, without delay or registered state, with a plain weight parameter that needs no
+        gradient, whose bounds were checked and whose presynaptic-major copy was made at its
+        current state (one :class:`~pysnn._guards.Stamp`: object, storage, version and ``.data``
+        writes), up to date (a general step made it: every edit, through ``.data`` too, sends the next step
         back to the general one, which re-checks and re-copies), running event-driven, and
         nothing being compiled or recorded for a graph replay. Checked at every call: nothing
         is kept.
@@ -1592,19 +1485,25 @@ class Linear(Connection):
             return 0
         params = self._parameters
         weight = params.get("weight")
-        if not isinstance(weight, _TrackedParameter):
+        if not isinstance(weight, TrackedParameter):
             return 0
         bias = self._bias_in_force(params)
         if _grad_enabled() and (weight.requires_grad or (bias is not None and bias.requires_grad)):
             return 0
         copy = self._copy
-        # (a copy keyed to the weight's version: the weight has a version counter to compare
-        # with the bounds check's)
+        stamp = copy.stamp
+        # the copy stamped with the weight as it is now (with a version counter), and the bounds
+        # checked at that state: the same stamp (pysnn's own edits) or an equal one
+        seen = self.__dict__.get("_bounds_seen")
         if (
             copy.copy is None
-            or copy.version.__class__ is not int
-            or not copy._in_sync(weight)
-            or self.__dict__.get("_bounds_version") != copy.version
+            or stamp is None
+            or not stamp.versioned
+            or not stamp.holds(weight)
+            or (
+                seen is not stamp
+                and (seen is None or seen.source is not weight or seen.key != stamp.key)
+            )
             or not copy.copy.is_cpu
         ):
             return 0

@@ -1,6 +1,7 @@
 """Connections: equality with torch functionals, lossless delays, bounds, init, errors."""
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -175,6 +176,49 @@ def test_bounds_and_clamp():
         conn.weight.fill_(5.0)
     conn.clamp_()
     assert torch.all(conn.weight == 0.2)
+
+
+def _write_two(conn, how):
+    """The user's own write of 2.0 into every weight, by ``how``."""
+    with torch.no_grad():
+        if how == "in place":
+            conn.weight.fill_(2.0)
+        elif how == ".data in place":
+            conn.weight.data.fill_(2.0)
+        elif how == ".data assigned":
+            conn.weight.data = torch.full_like(conn.weight, 2.0)
+        else:  # a tensor on the same memory (shares the version counter)
+            conn.weight.detach().fill_(2.0)
+
+
+@pytest.mark.parametrize("how", ["in place", ".data in place", ".data assigned", "detach"])
+@pytest.mark.parametrize("kind", ["linear", "conv"])
+def test_a_write_out_of_the_bounds_warns_once_whatever_its_path(how, kind):
+    """One validity mechanism (a Stamp of the weight) for the copy and the bounds check: a write
+    through ``.data`` is seen as an in-place one is (it used to warn for neither ``.data`` path);
+    pysnn's own edits (clamp_) never warn. The values are used as they are."""
+    if kind == "linear":
+        conn, x = Linear(4, 3, wmin=0.0, wmax=1.0), torch.ones(1, 4)
+        expected = torch.full((1, 3), 8.0)
+    else:
+        conn, x = Conv2d(1, 2, 3, wmin=0.0, wmax=1.0), torch.ones(1, 1, 3, 3)
+        expected = torch.full((1, 2, 1, 1), 18.0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with torch.no_grad():
+            conn(x)
+            conn(x)
+            assert not caught
+            _write_two(conn, how)
+            assert torch.equal(conn(x), expected)
+            conn(x)
+        assert len(caught) == 1 and "outside [wmin, wmax]" in str(caught[0].message)
+        conn.clamp_()
+        with torch.no_grad():
+            conn(x)
+            _write_two(conn, how)
+            conn(x)
+        assert len(caught) == 2
 
 
 @pytest.mark.parametrize(

@@ -547,8 +547,7 @@ def _layers_call(
         if changed[q]:
             conn, weight = g.connection, step.weight
             torch.autograd.graph.increment_version(weight)
-            conn._copy._rekey(weight)
-            conn._edited()
+            conn._edited(copy_in_sync=True)
     if stop >= 0:
         module = groups[stop]
         if stop == 0:
