@@ -189,10 +189,11 @@ class _DataAccess:
         self.epoch += 1
         self.aliases = [a for a in self.aliases if a is not ref]
 
-    def state(self) -> Tuple[int, Tuple[object, ...]]:
-        """Changes whenever the parameter may have been written through ``.data``."""
+    def state(self) -> object:
+        """Changes whenever the parameter may have been written through ``.data``: the epoch,
+        with the versions of the live aliases when there are any."""
         if not self.aliases:
-            return (self.epoch, ())
+            return self.epoch
         return (self.epoch, tuple(_alias_state(alias()) for alias in self.aliases))
 
 
@@ -247,10 +248,9 @@ class TrackedParameter(nn.Parameter):
             detached.__class__ = TrackedParameter
         return detached
 
-    def edits(self) -> Tuple[int, Tuple[object, ...]]:
+    def edits(self) -> object:
         """A value that changes whenever ``.data`` may have been written."""
-        access = self.__dict__.get("_pysnn_access")
-        return (0, ()) if access is None else access.state()
+        return self._access().state()
 
     def __getstate__(self) -> Dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k != "_pysnn_access"}
@@ -259,10 +259,10 @@ class TrackedParameter(nn.Parameter):
         return repr(nn.Parameter(nn.Parameter.data.__get__(self), self.requires_grad))
 
 
-_NO_EDITS: Tuple[int, Tuple[object, ...]] = (0, ())
+_NO_EDITS = -1  # (the edits of any other tensor: no epoch of a TrackedParameter)
 
 
-def edits(tensor: torch.Tensor) -> Tuple[int, Tuple[object, ...]]:
+def edits(tensor: torch.Tensor) -> object:
     """A value that changes whenever ``.data`` of ``tensor`` may have been written: seen only for
     a :class:`TrackedParameter` (a constant for any other tensor)."""
     return tensor.edits() if tensor.__class__ is TrackedParameter else _NO_EDITS
@@ -282,38 +282,60 @@ class Stamp:
     each connection; an edit pysnn makes itself gives both the stamp of the edited weight.
     """
 
-    __slots__ = ("source", "key", "guard")
+    __slots__ = ("source", "version", "pointer", "edits", "guard", "access", "sees_values")
 
     def __init__(self, tensor: torch.Tensor, values: bool = True) -> None:
         self.source = tensor
+        #: autograd's version counter, ``None`` for a tensor without one
+        self.version: Optional[int] = version(tensor)
+        # the ``.data`` writes of a TrackedParameter, counted by an object it keeps for good
+        self.access = tensor._access() if tensor.__class__ is TrackedParameter else None
+        self.pointer: int = tensor.data_ptr()
+        self.edits: object = _NO_EDITS if self.access is None else self.access.state()
+        unversioned = self.version is None
+        self.guard: Optional[Guard] = Guard([tensor]) if unversioned and values else None
+        #: whether an in-place edit of the tensor's values breaks :meth:`holds`
+        self.sees_values: bool = not unversioned or values
+
+    def renew(self) -> None:
+        """Stamp the same tensor again as it is now, after pysnn's own edit of it (cheaper
+        than a new stamp)."""
+        tensor = self.source
         current = version(tensor)
-        #: ``(version, data pointer, .data writes)``, the version ``None`` without a counter
-        self.key: Tuple[Optional[int], int, object] = (current, tensor.data_ptr(), edits(tensor))
-        self.guard: Optional[Guard] = Guard([tensor]) if current is None and values else None
+        if current is None or self.version is None:
+            self.__init__(tensor, self.sees_values)  # (the bytes, once more)
+            return
+        self.version, self.pointer = current, tensor.data_ptr()
+        self.edits = _NO_EDITS if self.access is None else self.access.state()
 
-    @property
-    def versioned(self) -> bool:
-        """Whether the tensor had a version counter (its in-place edits move :attr:`key`)."""
-        return self.key[0] is not None
-
-    @property
-    def sees_values(self) -> bool:
-        """Whether an in-place edit of the tensor's values breaks :meth:`holds`."""
-        return self.key[0] is not None or self.guard is not None
+    def same_state(self, other: "Stamp") -> bool:
+        """Whether ``other`` stamped the same tensor in the same state (with a version)."""
+        return (
+            self.source is other.source
+            and self.version == other.version
+            and self.pointer == other.pointer
+            and self.edits == other.edits
+        )
 
     def holds(self, tensor: torch.Tensor) -> bool:
         """Whether ``tensor`` is the stamped object in the stamped state."""
         if self.source is not tensor:
             return False
-        key = self.key
-        if key[0] is None:  # (no version counter then, so none now: the same object)
+        seen = self.version
+        if seen is None:  # (no version counter then, so none now: the same object)
             return (
-                key[1] == tensor.data_ptr()
-                and key[2] == edits(tensor)
+                self.pointer == tensor.data_ptr()
+                and self.edits == edits(tensor)
                 and (self.guard is None or self.guard.holds())
             )
         try:
-            current = tensor._version
+            if tensor._version != seen:
+                return False
         except RuntimeError:  # given inference data through .data since (or a deep copy made
             return False  # under inference mode, which copied this stamp with it)
-        return current == key[0] and key[1] == tensor.data_ptr() and key[2] == edits(tensor)
+        if tensor.data_ptr() != self.pointer:
+            return False
+        access = self.access
+        if access is None:  # (a TrackedParameter since, perhaps: then written through .data)
+            return tensor.__class__ is not TrackedParameter or tensor.edits() == self.edits
+        return access.state() == self.edits

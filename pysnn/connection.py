@@ -255,7 +255,7 @@ class Connection(nn.Module):
     #: ``"auto"`` activity count. :class:`pysnn.engine.GraphedStep`, which replays a recorded step without running
     #: Python, ignores them when it checks that a step keeps no Python state of its own (a
     #: subclass that keeps a cache adds its names).
-    STEP_CACHES: FrozenSet[str] = frozenset({"_pos", "_pos_source", "_bounds_seen", "_activity"})
+    STEP_CACHES: FrozenSet[str] = frozenset({"_pos", "_pos_seen", "_bounds_seen", "_activity"})
 
     def __init__(
         self,
@@ -294,7 +294,7 @@ class Connection(nn.Module):
         self.register_buffer("history_pos", None, persistent=False)
         self.register_buffer("arriving", None, persistent=False)
         #: ``int(history_pos)`` and the tensor it was read from (no read-back per step)
-        self._pos, self._pos_source = 0, None
+        self._pos, self._pos_seen = 0, None
         #: name -> (initial, per-sample shape, dtype) of states declared by register_state
         self.__dict__["_state_specs"] = {}
         self._delays_changed()
@@ -540,7 +540,7 @@ class Connection(nn.Module):
         (:func:`pysnn.stepping.graph_capture`). In place where nothing else can see the ring
         and the position, as :meth:`_push` (never while compiling); the same values."""
         if not torch.compiler.is_compiling():  # (the host copy of the position is not kept
-            self.__dict__["_pos_source"] = None  # up to date here: read back when next needed)
+            self.__dict__["_pos_seen"] = None  # up to date here: read back when next needed)
         nobody_else = unshared(self._buffers, "history") and unshared(self._buffers, "history_pos")
         ring = self._history_for(spikes)
         pos = self._buffers["history_pos"]
@@ -578,11 +578,13 @@ class Connection(nn.Module):
         return history
 
     def _ring_pos(self) -> int:
-        """``int(history_pos)``, read back only when the buffer was replaced (``.to()``, a
-        checkpoint), not per step."""
+        """``int(history_pos)``, read back only when the buffer changed since pysnn last set or
+        read it (its :class:`~pysnn._guards.Stamp`: replaced by ``.to()`` or a checkpoint, or
+        edited in place), not per step."""
         source = self._buffers["history_pos"]
-        if source is not self._pos_source:
-            self.__dict__.update(_pos=int(source), _pos_source=source)
+        seen = self._pos_seen
+        if seen is None or not seen.holds(source):
+            self.__dict__.update(_pos=int(source), _pos_seen=Stamp(source))
         return self._pos
 
     def _set_ring_pos(self, pos: int, device: Optional[torch.device] = None) -> None:
@@ -594,7 +596,15 @@ class Connection(nn.Module):
             self._buffers["history_pos"] = source
         else:
             source.fill_(pos)
-        self.__dict__.update(_pos=pos, _pos_source=source)
+        # (while compiling, nothing reads the host copy: _push_on_device reads the tensor)
+        seen = self._pos_seen
+        if torch.compiler.is_compiling():
+            seen = None
+        elif seen is not None and seen.source is source:
+            seen.renew()  # (pysnn's own write of the same buffer)
+        else:
+            seen = Stamp(source)
+        self.__dict__.update(_pos=pos, _pos_seen=seen)
 
     @staticmethod
     def _ring_in_place(spikes: torch.Tensor, ring: torch.Tensor) -> bool:
@@ -1498,12 +1508,9 @@ class Linear(Connection):
         if (
             copy.copy is None
             or stamp is None
-            or not stamp.versioned
+            or stamp.version is None
             or not stamp.holds(weight)
-            or (
-                seen is not stamp
-                and (seen is None or seen.source is not weight or seen.key != stamp.key)
-            )
+            or (seen is not stamp and (seen is None or not seen.same_state(stamp)))
             or not copy.copy.is_cpu
         ):
             return 0

@@ -178,3 +178,21 @@ def test_per_synapse_delayed_read_is_a_gather_of_the_history(dtype):
         for j in range(7):
             counts[d[i, j], j] += 1
     assert torch.equal(leaf.grad, counts.expand(3, 6, 7))
+
+
+def test_an_in_place_edit_of_the_ring_position_is_seen():
+    """The host copy of ``history_pos`` is kept under a Stamp of the buffer: rewinding it in
+    place is seen at the next step (it used to be ignored: the copy was keyed to the object).
+    Delay 2 steps, ring of 3 slots, weights 1: input 0 spikes at step 0, input 1 at step 1. At
+    step 2 the position (2) is rewound to 0: that step delivers slot 1 (step 1's spike), the
+    next ones slot 2 (never written) and slot 0 (step 2's empty input)."""
+    conn = Linear(2, 1, delay=2.0, init="constant", init_kwargs={"val": 1.0})
+    outs = []
+    with torch.no_grad():
+        for t in range(6):
+            if t == 2:
+                assert int(conn.history_pos) == 2
+                conn.history_pos.fill_(0)
+            outs.append(conn(torch.tensor([[float(t == 0), float(t == 1)]])).item())
+    assert outs == [0.0, 0.0, 1.0, 0.0, 0.0, 0.0]
+    assert conn._ring_pos() == int(conn.history_pos) == 1  # (0 at step 2, then 3 steps more)
