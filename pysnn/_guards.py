@@ -297,6 +297,11 @@ class Stamp:
         #: whether an in-place edit of the tensor's values breaks :meth:`holds`
         self.sees_values: bool = not unversioned or values
 
+    def __reduce__(self) -> Tuple[Callable[[], "Stamp"], Tuple[()]]:
+        # a copy (pickle, deepcopy, torch.save) stamps no tensor: it never holds, so what it
+        # kept valid is recomputed for the copied tensors
+        return (_expired, ())
+
     def renew(self) -> None:
         """Stamp the same tensor again as it is now, after pysnn's own edit of it (cheaper
         than a new stamp)."""
@@ -339,3 +344,11 @@ class Stamp:
         if access is None:  # (a TrackedParameter since, perhaps: then written through .data)
             return tensor.__class__ is not TrackedParameter or tensor.edits() == self.edits
         return access.state() == self.edits
+
+
+def _expired() -> Stamp:
+    """A stamp of no tensor (what a copied stamp becomes): :meth:`Stamp.holds` is false."""
+    stamp = Stamp.__new__(Stamp)
+    stamp.source = stamp.guard = stamp.access = stamp.version = None
+    stamp.pointer, stamp.edits, stamp.sees_values = -1, _NO_EDITS, False
+    return stamp

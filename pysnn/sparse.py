@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pysnn._checks import check_choice, warn_if_dropped
+from pysnn._guards import Stamp
 from pysnn.connection import Connection, DelayLike
 
 __all__ = ["SparseLinear", "fixed_probability", "fixed_indegree", "SPARSE_INITS"]
@@ -387,7 +388,6 @@ class SparseLinear(Connection):
         self._shared_delay = None if self.per_synapse_delay else int(steps)
         self._check_delay_memory()
         self.history = self.history_pos = self.arriving = None
-        self.__dict__.pop("_padded", None)  # (also after load_state_dict: new indices)
         if "queue" in self._buffers:  # (not yet during Connection.__init__)
             self.queue = None
         self._queue_pos = 0
@@ -421,14 +421,18 @@ class SparseLinear(Connection):
         largest number of synapses of a presynaptic neuron: row ``j`` lists neuron ``j``'s
         synapses, padded with synapse 0 and the postsynaptic index ``out`` (a column that is
         dropped). Built on the first event-driven step (``16 * in * K`` bytes, not in
-        ``state_dict``); ``None`` when the rows are too unequal (see :attr:`MAX_PADDING`)."""
+        ``state_dict``); ``None`` when the rows are too unequal (see :attr:`MAX_PADDING`). Kept
+        while the :class:`~pysnn._guards.Stamp` of each index buffer holds (the same buffers, not
+        edited in place: ``load_state_dict`` or a user's edit rebuilds them)."""
+        sources = (self.post_index, self.pre_index, self.row_ptr)
         rows = self.__dict__.get("_padded")
-        if rows is not None and rows[0] is self.post_index:
+        if rows is not None and all(map(Stamp.holds, rows[0], sources)):
             return rows[1]
+        stamps = tuple(map(Stamp, sources))
         counts = self.row_ptr[1:] - self.row_ptr[:-1]
         longest = int(counts.max()) if counts.numel() else 0
         if longest == 0 or longest > self.MAX_PADDING * self.nnz / self.in_features:
-            self.__dict__["_padded"] = (self.post_index, None)
+            self.__dict__["_padded"] = (stamps, None)
             return None
         device = self.post_index.device
         slot = torch.arange(self.nnz, device=device) - torch.repeat_interleave(
@@ -438,7 +442,7 @@ class SparseLinear(Connection):
         synapse[self.pre_index, slot] = torch.arange(self.nnz, device=device)
         post = torch.full_like(synapse, self.out_features)
         post[self.pre_index, slot] = self.post_index
-        self.__dict__["_padded"] = (self.post_index, (synapse, post))
+        self.__dict__["_padded"] = (stamps, (synapse, post))
         return synapse, post
 
     def propagate(self, arriving: torch.Tensor) -> torch.Tensor:

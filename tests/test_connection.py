@@ -1,6 +1,8 @@
 """Connections: equality with torch functionals, lossless delays, bounds, init, errors."""
 
+import copy
 import math
+import pickle
 import warnings
 
 import pytest
@@ -219,6 +221,26 @@ def test_a_write_out_of_the_bounds_warns_once_whatever_its_path(how, kind):
             _write_two(conn, how)
             conn(x)
         assert len(caught) == 2
+
+
+def test_a_stepped_linear_with_a_data_alias_pickles_and_copies():
+    """The stamps a connection keeps (bounds check, event copy) hold a weight's live ``.data``
+    aliases weakly: a copy gets a stamp of nothing, which never holds (pickling used to fail
+    once an alias was alive). The copy checks its own weight's writes again."""
+    lin = Linear(4, 3, wmin=0.0, wmax=1.0, delay=1.0, propagation="event")
+    x = torch.ones(1, 4)
+    with torch.no_grad():
+        lin(x)
+        alias = lin.weight.data  # noqa: F841 (alive through the copies)
+        expected = lin(x)
+    for twin in (pickle.loads(pickle.dumps(lin)), copy.deepcopy(lin)):
+        with torch.no_grad():
+            assert torch.equal(twin(x), expected)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                twin.weight.data.fill_(3.0)
+                assert torch.equal(twin(x), torch.full((1, 3), 12.0))
+            assert len(caught) == 1 and "outside [wmin, wmax]" in str(caught[0].message)
 
 
 @pytest.mark.parametrize(

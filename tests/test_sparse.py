@@ -146,6 +146,21 @@ def test_unequal_rows_use_the_csr_gather_and_loads_rebuild_the_rows():
         torch.testing.assert_close(small(x[1]), twin(x[1]), rtol=0, atol=1e-12)
 
 
+def test_an_in_place_edit_of_the_indices_rebuilds_the_padded_rows():
+    """The padded rows are kept under Stamps of the index buffers: an in-place edit of the
+    connectivity is seen at the next step (they were kept for the same post_index object).
+    Synapses (post, pre) (0, 0), (1, 0), (2, 1), weights 1, 2, 3; both inputs spike. After
+    moving the second synapse to post 2: post 0 gets 1, post 1 nothing, post 2 gets 2 + 3."""
+    idx = torch.tensor([[0, 1, 2], [0, 0, 1]])
+    conn = SparseLinear(2, 3, idx, weight=torch.tensor([1.0, 2.0, 3.0]))
+    x = torch.ones(1, 2)
+    with torch.no_grad():
+        assert conn(x).tolist() == [[1.0, 2.0, 3.0]]
+        assert conn.padded_rows() is not None
+        conn.post_index[1] = 2
+        assert conn(x).tolist() == [[1.0, 0.0, 5.0]]
+
+
 def test_gradient_through_the_synapses():
     idx = fixed_probability(10, 6, 0.5, generator=generator(8))
     sparse = SparseLinear(10, 6, idx, dtype=F64)
