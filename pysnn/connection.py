@@ -53,7 +53,6 @@ from pysnn import _checks
 from pysnn._guards import Stamp, TrackedParameter
 from pysnn._sharing import unshared
 from pysnn._checks import check_choice, check_input, check_positive_scalar, warn_if_dropped
-from pysnn.functional.plasticity import stdp_rows_
 from pysnn.functional.delay import delayed, push_history, synapse_index
 from pysnn.functional.linear import (
     kernels_available,
@@ -1129,29 +1128,6 @@ class Connection(nn.Module):
         dw = dw.contiguous()
         return self._fused_weight_edit(
             leaf, lambda copy, bounds: row_update_(leaf, rows, dw, copy, bounds)
-        )
-
-    def _fused_stdp_update(
-        self,
-        s_post: torch.Tensor,
-        x_post: torch.Tensor,
-        pre_trace: torch.Tensor,
-        arriving: torch.Tensor,
-        pot: float,
-        dep: float,
-    ) -> bool:
-        """:class:`~pysnn.learning.STDP`'s one-sample update (see
-        :func:`pysnn.functional.plasticity.stdp_rows_update`) applied as :meth:`apply_update_`
-        applies it, in one fused CPU pass that also keeps the event copy in step
-        (:func:`pysnn.native.stdp_rows_`); ``False`` (nothing done) where it does not apply."""
-        leaf = self._parameters.get("weight")
-        if leaf is None or torch.is_grad_enabled():
-            return False
-        return self._fused_weight_edit(
-            leaf,
-            lambda copy, bounds: stdp_rows_(
-                leaf, copy, s_post, x_post, pre_trace, arriving, pot, dep, bounds
-            ),
         )
 
     def _accumulate_grad(self, kind: str, dw: torch.Tensor, rows: Optional[torch.Tensor]) -> None:

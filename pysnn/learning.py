@@ -773,11 +773,12 @@ class _WeightDependent(LearningRule):
     def _one_sample(self, g: SynapseGroup) -> Optional[Tuple[Connection, Tensor, Tensor, Tensor]]:
         """``(connection, weight, post spikes, arriving spikes)`` of a step of ``g`` that a
         fused kernel can take: one sample of CPU tensors that fit it (``(1, out)``,
-        ``(1, in)``, the weight's dtype, contiguous), a plain 2-D weight parameter, no delay,
-        weight dependence, ``grad`` or process group, nothing compiling; else ``None`` (the
-        rule's torch operations run, and give its errors). The tensors are read as the modules
-        hold them (a module without them as buffers takes the torch operations)."""
-        if _group_reason(self, g) or torch.is_grad_enabled() or _is_compiling():
+        ``(1, in)``, the weight's dtype, contiguous), a plain 2-D weight parameter, no delay per
+        synapse (a shared one is read through the connection's arrivals), no weight dependence,
+        ``grad`` or process group, nothing compiling; else ``None`` (the rule's torch operations
+        run, and give its errors). The tensors are read as the modules hold them (a module
+        without them as buffers takes the torch operations)."""
+        if _group_reason(self, g, shared_delay=True) or torch.is_grad_enabled() or _is_compiling():
             return None
         conn = g.connection
         weight = conn._parameters["weight"]
@@ -793,10 +794,12 @@ class _WeightDependent(LearningRule):
 
 
 # -------------------------------------------------------------------------- fused one-sample steps
-def _group_reason(rule: "_WeightDependent", g: SynapseGroup) -> str:
+def _group_reason(rule: "_WeightDependent", g: SynapseGroup, shared_delay: bool = False) -> str:
     """Why the settings of ``rule`` keep its steps of group ``g`` off the one-sample kernel,
     "" when they do not (the tensors of a step are checked at the step,
-    :meth:`_WeightDependent._one_sample`)."""
+    :meth:`_WeightDependent._one_sample`). A shared delay keeps them off unless
+    ``shared_delay`` (a single step reads the delayed arrivals and traces; the fused network
+    loop does not)."""
     if rule.weight_dependence is not None:
         return f"weight_dependence={rule.weight_dependence!r}"
     if rule.process_group is not None:
@@ -807,7 +810,7 @@ def _group_reason(rule: "_WeightDependent", g: SynapseGroup) -> str:
     name = type(conn).__name__
     if g.is_conv or g.own_layout:
         return f"{name} has no (out, in) weight"
-    if conn.per_synapse_delay or conn.max_delay != 0:
+    if conn.per_synapse_delay or (conn.max_delay != 0 and not shared_delay):
         return f"{name} has a delay"
     weight = conn._parameters.get("weight")
     if weight is None or weight.dim() != 2:
@@ -1004,17 +1007,13 @@ class STDP(_WeightDependent):
             scale = self.batch_factor(batch)
             if batch == 1 and not s_post.is_cuda and self.process_group is None:
                 # one sample (Diehl & Cook's protocol): only the rows of postsynaptic neurons
-                # that spike or fired recently change; fused into one pass on the CPU
+                # that spike or fired recently change (the same values as the kernel of
+                # _fused_step, which takes such steps where it applies)
                 pot, dep = self.nu_post * scale, -self.nu_pre * scale
                 pre_trace, arriving = g.pre_trace()[0], g.arriving_spikes()[0]
-                if self.grad or not conn._fused_stdp_update(
-                    s_post[0], x_post[0], pre_trace, arriving, pot, dep
-                ):
-                    rows, dw = stdp_rows_update(s_post[0], x_post[0], pre_trace, arriving, pot, dep)
-                    if rows.shape[0] > 0 or self.norm is not None:
-                        self.apply_update(g, dw, rows)
-                elif self.norm is not None:
-                    conn.normalize(self.norm)
+                rows, dw = stdp_rows_update(s_post[0], x_post[0], pre_trace, arriving, pot, dep)
+                if rows.shape[0] > 0 or self.norm is not None:
+                    self.apply_update(g, dw, rows)
                 return None
             # Both terms in one (out, 2B) @ (2B, in) product: no weight-sized temporaries.
             post = torch.cat((s_post * (self.nu_post * scale), x_post * (-self.nu_pre * scale)))
@@ -1042,7 +1041,9 @@ class STDP(_WeightDependent):
             return False
         conn, weight, s_post, arriving = found
         dtype = weight.dtype
-        x_post, pre_trace = g.post._buffers.get("trace"), g.pre._buffers.get("trace")
+        x_post = g.post._buffers.get("trace")
+        # the presynaptic trace at the synapses: through the shared delay where there is one
+        pre_trace = g.pre._buffers.get("trace") if conn.max_delay == 0 else g.pre_trace()
         if not (_fits(x_post, s_post.shape, dtype) and _fits(pre_trace, arriving.shape, dtype)):
             return False
         kernel = stdp_rows_kernel(weight)

@@ -16,7 +16,7 @@ import pysnn
 from pysnn import native
 from pysnn.connection import Linear
 from pysnn.engine import explain
-from pysnn.learning import TripletSTDP, fused_update_reason
+from pysnn.learning import STDP, TripletSTDP, fused_update_reason
 from pysnn.models import DiehlCook2015
 from pysnn.multistep import Unroll, run_layers
 from pysnn.network import SNNNetwork
@@ -445,3 +445,60 @@ def test_triplet_non_finite_arrival_without_checks(fused_calls):
     assert bool(weight[:, 7].isnan().all()) and not bool(weight[:, :7].isnan().any())
     if FUSED:
         assert sum(done for done, _ in fused_calls) > 50
+
+
+@pytest.mark.parametrize("kind", ["pair", "triplet"])
+def test_one_sample_steps_through_a_shared_delay_on_the_kernel_bit_for_bit(kind, monkeypatch):
+    """A connection with a shared delay: each single step of the rule runs the kernel from its
+    ``delta`` (the arrivals, and pair STDP's presynaptic trace, read through the delay), bit for
+    bit the rule's torch operations. (Pair STDP took such steps through a second, backend-
+    selected route to the same kernel; there is one route now.)"""
+    kernel_steps = []
+    cls = STDP if kind == "pair" else TripletSTDP
+    original = cls._fused_step
+
+    def counted(self, g):
+        done = original(self, g)
+        kernel_steps.append(done)
+        return done
+
+    monkeypatch.setattr(cls, "_fused_step", counted)
+
+    def build():
+        torch.manual_seed(21)
+        inp, lif = Input(40), LIFNeuron(12, thresh=-55.0, tau_v=20.0, refrac=2.0)
+        fc = Linear(40, 12, delay=3.0, wmin=0.0, wmax=40.0, init="uniform")
+        with torch.no_grad():
+            fc.weight.mul_(24.0)
+        fc.propagation = "event"
+        modules = torch.nn.ModuleList([inp, lif, fc])
+        modules.requires_grad_(False)
+        if kind == "pair":
+            rule = STDP(connection=fc, pre=inp, post=lif, nu=(0.3, 0.5))
+        else:
+            rule = TripletSTDP(connection=fc, pre=inp, post=lif, **AMPLITUDES, **TAUS)
+        return modules, rule
+
+    def step_of(modules, rule):
+        inp, lif, fc = modules
+
+        def step(x):
+            out = lif(fc(inp(x)))
+            rule.step()
+            return out
+
+        return step
+
+    (ref, ref_rule), (got, got_rule) = build(), build()
+    reference, stepped = torch_rule(step_of(ref, ref_rule), ref_rule), step_of(got, got_rule)
+    spikes = small_spikes(60, seed=22)
+    with torch.no_grad():
+        got_spikes = torch.stack([stepped(x) for x in spikes])
+        taken = sum(kernel_steps)
+        assert_same(got_spikes, torch.stack([reference(x) for x in spikes]), "spikes")
+    assert got_spikes.sum() > 0
+    assert not torch.equal(got[2].weight, build()[0][2].weight)  # it learned
+    assert_same_modules(ref, got)
+    assert_same_rule(ref_rule, got_rule)
+    if FUSED:
+        assert taken == 60
