@@ -269,8 +269,9 @@ def edits(tensor: torch.Tensor) -> object:
 
 
 class Stamp:
-    """The state of one tensor (a weight) as pysnn sees it without reading its values, for
-    :meth:`holds` to tell whether it may have been written since.
+    """The state of one tensor (a weight, a ring position, a sparse connection's indices) as
+    pysnn sees it without reading its values, for :meth:`holds` to tell whether it may have been
+    written since.
 
     It is the tensor object, its storage (data pointer: ``.to()``, ``.data = ...``), its autograd
     version (every in-place op: ``copy_``, optimiser steps, ``load_state_dict``) and its writes
@@ -278,8 +279,10 @@ class Stamp:
     without a version counter (made under ``torch.inference_mode``) is compared by its bytes
     instead, a :class:`Guard` (which on another device than the CPU never holds), when
     ``values=True``; with ``values=False`` its in-place edits go unseen (:attr:`sees_values` is
-    then false). pysnn keeps one per derived copy of a weight and one for the bounds check of
-    each connection; an edit pysnn makes itself gives both the stamp of the edited weight.
+    then false). pysnn keeps one for the presynaptic-major copy of a weight, one for the bounds
+    check of each connection (an edit pysnn makes itself gives both the same new stamp), one for
+    the host copy of a ring position and one per index buffer of a sparse connection's padded
+    rows. A copied stamp (pickle, deepcopy) stamps no tensor and never holds.
     """
 
     __slots__ = ("source", "version", "pointer", "edits", "guard", "access", "sees_values")
