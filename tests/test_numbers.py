@@ -115,6 +115,13 @@ def _lockout() -> str:  # README: the authors' spike lockout (benchmarks/diehl_c
     )
 
 
+def _latency() -> str:  # README: the authors' inhibition latency (benchmarks/diehl_cook_latency.py)
+    runs = R.load("diehl_cook_latency_10k")["runs"]
+    delayed = runs["e2i delayed one step (authors' latency)"]["accuracy_proportion_weighting"]
+    model = runs["none (the model)"]["accuracy_proportion_weighting"]
+    return f"`e2i`, `benchmarks/diehl_cook_latency.py`): {100 * delayed:.1f} % against {100 * model:.1f} %"
+
+
 BINDSNET = "BindsNET 0.3.4"
 BRIAN2 = "Brian2 2.9 (best of Cython runtime / C++ standalone)"
 
@@ -159,6 +166,7 @@ QUOTES: List[Tuple[str, Callable[[], str]]] = [
     (README, lambda: _seeds("conductance", 400, 1)),
     (README, lambda: _one("conductance-triplet", 100, 1)),
     (README, _lockout),
+    (README, _latency),
     ("docs/synapses.rst", lambda: _bundled("current")),
     ("docs/synapses.rst", lambda: _bundled("conductance")),
 ]
