@@ -167,6 +167,8 @@ QUOTES: List[Tuple[str, Callable[[], str]]] = [
     (README, lambda: _one("conductance-triplet", 100, 1)),
     (README, _lockout),
     (README, _latency),
+    (README, lambda: _seeds("conductance", 100, 3)),
+    (README, lambda: _one("conductance-dt05", 100, 3)),
     ("docs/synapses.rst", lambda: _bundled("current")),
     ("docs/synapses.rst", lambda: _bundled("conductance")),
 ]
