@@ -169,6 +169,7 @@ QUOTES: List[Tuple[str, Callable[[], str]]] = [
     (README, _latency),
     (README, lambda: _seeds("conductance", 100, 3)),
     (README, lambda: _one("conductance-dt05", 100, 3)),
+    (README, lambda: _seeds("conductance-dt05-5", 100, 1)),
     ("docs/synapses.rst", lambda: _bundled("current")),
     ("docs/synapses.rst", lambda: _bundled("conductance")),
 ]
