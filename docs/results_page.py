@@ -50,6 +50,7 @@ SEED_RUNS = {
     # three passes, as the authors' code trains by default (num_examples = 60000 * 3)
     ("conductance", 100, 3): [f"mnist_stdp_conductance_100_e3_batch1_seed{s}" for s in range(3)],
     ("conductance-dt05", 100, 3): ["mnist_stdp_conductance_100_dt05_e3_batch1_seed0"],
+    ("conductance-triplet", 100, 3): ["mnist_stdp_conductance_triplet_100_e3_batch1_seed0"],
 }
 
 #: Row names of :data:`SEED_RUNS` keys that are not a synapse form.

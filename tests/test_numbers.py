@@ -165,6 +165,7 @@ QUOTES: List[Tuple[str, Callable[[], str]]] = [
     (README, lambda: _one("conductance-dt05", 1600, 3)),
     (README, lambda: _seeds("conductance", 400, 1)),
     (README, lambda: _one("conductance-triplet", 100, 1)),
+    (README, lambda: _one("conductance-triplet", 100, 3)),
     (README, _lockout),
     (README, _latency),
     (README, lambda: _seeds("conductance", 100, 3)),
