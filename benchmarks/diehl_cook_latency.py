@@ -22,6 +22,8 @@ import argparse
 import sys
 from pathlib import Path
 
+import torch
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples"))
 
@@ -36,11 +38,12 @@ class DelayedInhibition(diehl_cook.DiehlCook2015):
 
     def __init__(self, *a, **k) -> None:
         super().__init__(*a, **k)
+        weight = self.e2i.weight
         delayed = Linear(self.n_neurons, self.n_neurons, dt=self.dt, delay=self.dt)
-        delayed.weight.data.copy_(self.e2i.weight.data)
-        delayed.weight.requires_grad_(False)
-        delayed.to(self.e2i.weight.dtype)
-        self.e2i = delayed
+        delayed.to(weight.dtype).weight.requires_grad_(False)
+        with torch.no_grad():
+            delayed.weight.copy_(weight)
+        self.e2i = delayed  # (forward and step_program read the attribute)
 
 
 def main(argv=None) -> None:

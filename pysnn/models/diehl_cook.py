@@ -69,8 +69,8 @@ inhibitory step driven by ``e2i``, then STDP on ``fc`` when training.
   forms) is BindsNET's pair rule :class:`~pysnn.learning.STDP` with additive traces: every
   postsynaptic spike potentiates by ``nu_post * x_pre``. The pair rule is the measured default
   (the results in the README). The code's rule learns more slowly: with conductance synapses
-  at 100 neurons (seed 0) 70.6 % after one pass over the training set, 80.9 % after three (the
-  code's default; the pair rule: 80.0 % and 80.1 %). The code's rule runs inside the same fused loop
+  at 100 neurons (seed 0) 70.6 % after one pass over the training set, 80.9 % after three
+  (the code's default; the pair rule: 80.0 % and 80.1 %). It runs inside the same fused loop
   (:func:`~pysnn.engine.layers.run_layers`) and takes about the pair rule's time with
   conductance synapses: 0.93-1.05x, 8.7 against 8.2-9.4 ms per 350-step digit at 100 neurons
   (``benchmarks/diehl_cook_rule_cost.py``, ``benchmarks/results/
@@ -109,10 +109,9 @@ Deviations from the paper, on purpose and documented:
   (:class:`~pysnn.synapse.ConductanceSynapse`), where the code's Brian raises it after the
   step the spike was emitted in: there the inhibitory partner of a neuron that fires at step
   ``n`` fires at ``n + 1`` and inhibits the others from ``n + 2``, here at ``n`` and from
-  ``n + 1``. Restored with a one-step delay on
-  ``e2i`` (``benchmarks/diehl_cook_latency.py``; conductance synapses, 10 000 training digits,
-  dt 1 ms, seed 0): 80.9 % against 82.4 % (``benchmarks/results/diehl_cook_latency_10k.json``),
-  so it is left out.
+  ``n + 1``. Restored with a one-step delay on ``e2i`` (``benchmarks/diehl_cook_latency.py``;
+  conductance synapses, 10 000 training digits, dt 1 ms, seed 0): 80.9 % against 82.4 %
+  (``benchmarks/results/diehl_cook_latency_10k.json``), so it is left out.
 - ``dt = 1`` ms by default (the code integrates at 0.5 ms). With conductances the membrane
   update is first order in ``dt`` (:class:`~pysnn.synapse.ConductanceSynapse`), and the step
   matters: on full MNIST, 100 neurons, ``dt = 0.5`` ms gave 81.3 % over three seeds (80.0-82.0)
