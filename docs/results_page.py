@@ -51,12 +51,17 @@ SEED_RUNS = {
     ("conductance", 100, 3): [f"mnist_stdp_conductance_100_e3_batch1_seed{s}" for s in range(3)],
     ("conductance-dt05", 100, 3): ["mnist_stdp_conductance_100_dt05_e3_batch1_seed0"],
     ("conductance-triplet", 100, 3): ["mnist_stdp_conductance_triplet_100_e3_batch1_seed0"],
+    # the code's rule, step and passes together (--rule triplet --dt 0.5 --epochs 3)
+    ("conductance-triplet-dt05", 100, 3): [
+        f"mnist_stdp_conductance_triplet_100_dt05_e3_batch1_seed{s}" for s in range(2)
+    ],
 }
 
 #: Row names of :data:`SEED_RUNS` keys that are not a synapse form.
 SEED_LABELS = {
     "conductance-theta0": "conductance, theta to 0",
     "conductance-triplet": "conductance, the code's STDP rule",
+    "conductance-triplet-dt05": "conductance, the code's STDP rule, dt 0.5 ms",
     "conductance-dt05": "conductance, dt 0.5 ms (the code's)",
     "conductance-dt05-5": "conductance, dt 0.5 ms, five seeds",
 }

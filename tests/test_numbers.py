@@ -171,6 +171,7 @@ QUOTES: List[Tuple[str, Callable[[], str]]] = [
     (README, lambda: _seeds("conductance", 100, 3)),
     (README, lambda: _one("conductance-dt05", 100, 3)),
     (README, lambda: _seeds("conductance-dt05-5", 100, 1)),
+    (README, lambda: _seeds("conductance-triplet-dt05", 100, 3)),
     ("docs/synapses.rst", lambda: _bundled("current")),
     ("docs/synapses.rst", lambda: _bundled("conductance")),
 ]
