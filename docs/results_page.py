@@ -50,7 +50,9 @@ SEED_RUNS = {
     # three passes, as the authors' code trains by default (num_examples = 60000 * 3)
     ("conductance", 100, 3): [f"mnist_stdp_conductance_100_e3_batch1_seed{s}" for s in range(3)],
     ("conductance-dt05", 100, 3): ["mnist_stdp_conductance_100_dt05_e3_batch1_seed0"],
-    ("conductance-triplet", 100, 3): ["mnist_stdp_conductance_triplet_100_e3_batch1_seed0"],
+    ("conductance-triplet", 100, 3): [
+        f"mnist_stdp_conductance_triplet_100_e3_batch1_seed{s}" for s in range(3)
+    ],
     # the code's rule, step and passes together (--rule triplet --dt 0.5 --epochs 3)
     ("conductance-triplet-dt05", 100, 3): [
         f"mnist_stdp_conductance_triplet_100_dt05_e3_batch1_seed{s}" for s in range(2)

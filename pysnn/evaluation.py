@@ -159,7 +159,8 @@ def _class_scores(counts: Tensor, weights: Tensor, assigned: Tensor) -> Tensor:
 
 
 def all_activity(spikes: Tensor, assignments: Tensor, n_labels: int) -> Tensor:
-    """Predict the class whose assigned neurons have the highest mean spike count.
+    """Predict the class whose assigned neurons have the highest mean spike count: the vote of
+    Diehl & Cook (2015), Methods, "Training and Classification".
 
     Args:
         spikes: ``(N_samples, T, n_neurons)`` spikes or ``(N_samples, n_neurons)`` counts.
@@ -185,7 +186,8 @@ def all_activity(spikes: Tensor, assignments: Tensor, n_labels: int) -> Tensor:
 def proportion_weighting(
     spikes: Tensor, assignments: Tensor, proportions: Tensor, n_labels: int
 ) -> Tensor:
-    """Predict with spike counts weighted by each neuron's class proportion (Diehl & Cook).
+    """Predict with spike counts weighted by each neuron's class proportion (BindsNET's vote;
+    Diehl & Cook's paper votes with :func:`all_activity`).
 
     Score of class ``c`` = ``sum_{n assigned to c} counts[:, n] * proportions[n, c]`` divided by
     the number of neurons assigned to ``c``. Empty classes score ``-inf``; ties -> lowest class;
