@@ -234,7 +234,9 @@ def tables() -> str:
         "paper's protocol, ``--batch-size 1 --threads 1``), labels assigned on 10 000 training "
         "digits, tested on the 10 000 test digits "
         "(``benchmarks/results/mnist_stdp_{100,400}_batch1.json``), seed 0; the spread over "
-        "seeds is in the next table.\n"
+        "seeds is in the next table. The paper's numbers are the all-activity vote (its Methods, "
+        '"Training and Classification", and the authors\' evaluation script); proportion '
+        "weighting is BindsNET's.\n"
     )
     rows = []
     for n in (100, 400):
