@@ -132,7 +132,8 @@ def _vote() -> str:  # README: the paper's vote (all-activity) against the seed 
     below = R.DIEHL_COOK_PAPER[100] - current["all_activity_min"]
     return (
         f"100 current-based ones on the mean (one seed of three {below:.1f} points\nshort), "
-        f"1600 neurons reach {all_activity(('conductance-dt05', 1600, 3)):.1f} % against 91.9 % "
+        f"1600 neurons reach {all_activity(('conductance-dt05', 1600, 3)):.1f} % against "
+        f"{R.DIEHL_COOK_PAPER[1600]:.1f} % "
         f"(one seed), and 100 conductance-based neurons\nstay {short:.1f} points or more short"
     )
 
