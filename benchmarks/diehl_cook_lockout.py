@@ -1,10 +1,13 @@
-"""Diehl & Cook with the authors' spike lockout (issue 26): does it close the conductance gap?
+"""Diehl & Cook with the Brian 2 ports' spike lockout (issue 26): does it close the gap?
 
 The authors' Brian code lets an excitatory neuron fire only when ``timer > refrac_e`` (5 ms),
-with ``dtimer/dt = 100 ms/s`` (Brian 1; ``0.1`` in the Brian 2 ports) reset to 0 at each spike:
-the timer runs at a tenth of real time, so a neuron cannot fire again for **50 ms** after a
-spike, while its membrane is held at reset only for the 5 ms refractory period and then
-integrates again. pysnn's model has the 5 ms refractory period alone. This script adds the
+with ``dtimer/dt = 100.0`` reset to 0 at each spike. The Brian 2 ports of that code (Brian2's
+``examples/frompapers/Diehl_Cook_2015.py`` among them) write ``dtimer/dt = 0.1``: a timer at a
+tenth of real time, so a neuron cannot fire again for **50 ms** after a spike, while its
+membrane is held at reset only for the 5 ms refractory period and then integrates again. Brian 1
+itself keeps values in SI units (the script imports ``brian_no_units``), so there the timer runs
+at 100 times real time and locks nothing out beyond the refractory period: this script measures
+the ports' reading, not the authors' code. pysnn's model has the 5 ms refractory period alone. This script adds the
 lockout to the excitatory neurons as a user would, with public names only (a subclass of
 :class:`~pysnn.neuron.AdaptiveLIFNeuron` with one more state and a threshold offset), and runs
 ``examples/mnist_stdp.py`` with it. ``--refrac`` instead lengthens the refractory period
@@ -38,7 +41,7 @@ from pysnn.neuron import AdaptiveLIFNeuron  # noqa: E402
 
 class LockoutAdaptiveLIF(AdaptiveLIFNeuron):
     """:class:`AdaptiveLIFNeuron` that cannot fire for ``lockout`` ms after a spike (its
-    membrane integrates after the refractory period, as in the authors' code).
+    membrane integrates after the refractory period, as in the Brian 2 ports).
 
     State ``since`` (int64, ``(B, *shape)``): steps since the last spike. The threshold offset is
     ``theta``, plus infinity while ``since < lockout / dt``: with ``dt = 1`` ms a neuron that

@@ -108,7 +108,7 @@ def _lockout() -> str:  # README: the authors' spike lockout (benchmarks/diehl_c
     def pct(key: str) -> str:
         return f"{100 * runs[key]['accuracy_proportion_weighting']:.1f} %"
 
-    lockout = pct("lockout 50 ms (authors' code)")
+    lockout = pct("lockout 50 ms (Brian 2 ports)")
     return (
         f"with the lockout {lockout}, with a 50 ms refractory period\n"
         f"{pct('refractory 50 ms')}, without either {pct('none (the model)')}"

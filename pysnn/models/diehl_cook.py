@@ -98,12 +98,13 @@ Deviations from the paper, on purpose and documented:
   digits, dt 1 ms, seed 0): the pair rule 77.8 % with the delays against 77.9 % without, the
   code's rule 70.9 % against 68.3 % (``benchmarks/results/diehl_cook_delays_5k.json``); they
   run stepped (0.3-0.5 s per digit against 0.013 s fused), so they are left out.
-- No spike lockout: the code's excitatory spike condition ``timer > refrac_e`` reads a timer
-  that runs at a tenth of real time (``dtimer/dt = 100 ms/s``), so a neuron cannot fire for
-  50 ms after a spike (its membrane held for the first 5 ms only). Measured with
-  ``benchmarks/diehl_cook_lockout.py`` (conductance synapses, 10 000 training digits, seed 0):
-  80.9 % with the lockout against 82.4 % without (``benchmarks/results/
-  diehl_cook_lockout_10k.json``), so it is left out.
+- No spike lockout, as in the code: its excitatory spike condition ``timer > refrac_e`` reads
+  a timer with ``dtimer/dt = 100.0``, which Brian 1 integrates in SI units (the script imports
+  ``brian_no_units``), so the timer passes 5 ms 0.05 ms after a spike, within the refractory
+  period. The Brian 2 ports read it as 100 ms/s, a 50 ms lockout; measured with
+  ``benchmarks/diehl_cook_lockout.py`` (conductance synapses, 10 000 training digits, seed 0)
+  that lockout gives 80.9 % against 82.4 % without (``benchmarks/results/
+  diehl_cook_lockout_10k.json``).
 - Between samples the state is reset exactly (:meth:`reset_state`) instead of 150 ms of rest, which
   is what the rest period approximates; ``theta`` is learned and kept across samples, and with
   conductance synapses relaxes over the rest as in the code (see above).
