@@ -55,7 +55,7 @@ SEED_RUNS = {
     ],
     # the code's rule, step and passes together (--rule triplet --dt 0.5 --epochs 3)
     ("conductance-triplet-dt05", 100, 3): [
-        f"mnist_stdp_conductance_triplet_100_dt05_e3_batch1_seed{s}" for s in range(2)
+        f"mnist_stdp_conductance_triplet_100_dt05_e3_batch1_seed{s}" for s in range(3)
     ],
 }
 

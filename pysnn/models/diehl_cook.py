@@ -71,7 +71,7 @@ inhibitory step driven by ``e2i``, then STDP on ``fc`` when training.
   (the results in the README). The code's rule learns more slowly: with conductance synapses
   at 100 neurons 70.6 % after one pass over the training set (seed 0), 80.8 % after three
   (the code's default; seeds 0-2, 80.7-80.9; the pair rule: 80.0 % and 80.1 %); with the
-  code's step of 0.5 ms as well, 80.4 % over seeds 0 and 1 after three passes (the pair rule:
+  code's step of 0.5 ms as well, 80.0 % over seeds 0-2 after three passes (the pair rule:
   81.3 % after one). It runs inside the same fused loop
   (:func:`~pysnn.engine.layers.run_layers`) and takes about the pair rule's time with
   conductance synapses: 0.93-1.05x, 8.7 against 8.2-9.4 ms per 350-step digit at 100 neurons
