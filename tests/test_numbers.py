@@ -51,6 +51,29 @@ def _seeds(synapses: str, n: int, epochs: int) -> str:  # README's spread table
     )
 
 
+def _reference(n: int, epochs: int) -> str:  # README: the authors' model in Brian2
+    r = R.reference_spread(n, epochs)
+
+    def cell(key: str) -> str:
+        spread = f" ({r[key + '_min']:.1f}-{r[key + '_max']:.1f})" if r["seeds"] > 1 else ""
+        return f"{r[key]:.1f} %{spread}"
+
+    return f"| {cell('proportion')} | {cell('all_activity')} |"
+
+
+def _digit() -> str:  # README: one digit spike for spike (benchmarks/diehl_cook_brian2_digit.py)
+    runs = R.load("diehl_cook_brian2_digit")["runs"]
+    code, one, ours = (
+        runs[k] for k in ("brian2 (code's latency)", "brian2 (one-step latency)", "pysnn")
+    )
+    top, dw = "top_neuron_spikes_per_digit", "net_weight_change_per_digit"
+    return (
+        f"fire {code[top]:.1f} times per digit, against {one[top]:.1f} with the loop one step "
+        f"shorter as in pysnn's model ({ours[top]:.1f} in pysnn itself), and the input weights "
+        f"grow by {code[dw]:.2f} per digit against {one[dw]:.2f} ({ours[dw]:.2f} in pysnn)"
+    )
+
+
 def _one(synapses: str, n: int, epochs: int) -> str:
     r = R.seed_spread(synapses, n, epochs)
     return f"| {r['proportion']:.1f} % | {r['all_activity']:.1f} % | {r['train_min_lo']:.0f} min |"
@@ -102,7 +125,9 @@ def _bptt_summary() -> str:  # README's BPTT sentence: ranges over the 2-thread 
     )
 
 
-def _lockout() -> str:  # README: the authors' spike lockout (benchmarks/diehl_cook_lockout.py)
+def _lockout() -> (
+    str
+):  # README: the Brian 2 ports' spike lockout (benchmarks/diehl_cook_lockout.py)
     runs = R.load("diehl_cook_lockout_10k")["runs"]
 
     def pct(key: str) -> str:
@@ -185,6 +210,9 @@ QUOTES: List[Tuple[str, Callable[[], str]]] = [
     (README, _lockout),
     (README, _latency),
     (README, _vote),
+    (README, lambda: _reference(100, 1)),
+    (README, _digit),
+    (README, lambda: _reference(100, 3)),
     (README, lambda: _seeds("conductance", 100, 3)),
     (README, lambda: _one("conductance-dt05", 100, 3)),
     (README, lambda: _seeds("conductance-dt05-5", 100, 1)),
