@@ -47,6 +47,12 @@ each 350 ms window and, at the start of the next 500 ms window, moves on to the 
 raises the intensity; a C++ function feeds the pixels and stops the run when the phase's last
 digit is done; the weight sums for the normalisation are kept up to date at each weight change.
 
+Ablations towards pysnn's ``DiehlCook2015`` (each off by default): ``--no-delays``,
+``--max-repeats 5``, ``--reset-state`` (membranes, conductances and traces reset before each
+presentation) and ``--fast-inhibition`` (the inhibitory neurons step right after the excitatory
+spikes of the same step: inhibition reaches the other excitatory neurons one step after a spike,
+as in pysnn's loop, instead of two).
+
 Needs Brian2 and a C++ compiler (``.venv-bench``, see benchmarks/README.md), and torch + pysnn
 for the votes. Example (100 neurons, full MNIST, one pass, seed 0)::
 
@@ -138,7 +144,7 @@ def parse(argv=None) -> argparse.Namespace:
 def main(argv=None) -> dict:
     args = parse(argv)
     import brian2 as b2
-    from brian2 import Hz, ms, mV, second  # noqa: F401 (resolved by Brian2)
+    from brian2 import ms, mV
 
     import torch
 

@@ -44,7 +44,7 @@ N, N_IN, STEPS, DT_MS = 100, 784, 700, 0.5
 def brian2_digit(spikes: np.ndarray, weights: np.ndarray, one_step: bool):
     """Excitatory spike counts ``(N,)`` and the weight change ``(N_IN, N)`` in Brian2."""
     import brian2 as b2
-    from brian2 import mV, ms  # noqa: F401 (resolved by Brian2)
+    from brian2 import mV, ms
 
     b2.start_scope()
     b2.prefs.codegen.target = "numpy"
