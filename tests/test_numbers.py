@@ -147,6 +147,15 @@ def _latency() -> str:  # README: the authors' inhibition latency (benchmarks/di
     return f"`e2i`, `benchmarks/diehl_cook_latency.py`): {100 * delayed:.1f} % against {100 * model:.1f} %"
 
 
+def _latency_triplet() -> str:  # README: the code's rule with the code's loop, 10 000 digits
+    with_loop = R.load("diehl_cook_latency_triplet_dt05_10k")["accuracy_proportion_weighting"]
+    without = R.load("mnist_stdp_conductance_triplet_100_dt05_10k_seed0")
+    return (
+        f"reaches {100 * with_loop:.1f} % after 10 000 digits (seed 0) against\n"
+        f"{100 * without['accuracy_proportion_weighting']:.1f} % without, level with the reference"
+    )
+
+
 def _vote() -> str:  # README: the paper's vote (all-activity) against the seed table
     def all_activity(key: Tuple[str, int, int]) -> float:
         return R.seed_spread(*key)["all_activity"]
@@ -212,6 +221,7 @@ QUOTES: List[Tuple[str, Callable[[], str]]] = [
     (README, _vote),
     (README, lambda: _reference(100, 1)),
     (README, _digit),
+    (README, _latency_triplet),
     (README, lambda: _reference(100, 3)),
     (README, lambda: _seeds("conductance", 100, 3)),
     (README, lambda: _one("conductance-dt05", 100, 3)),
