@@ -72,7 +72,12 @@ import sys
 import time
 from pathlib import Path
 
+import brian2 as b2
 import numpy as np
+import torch
+from brian2 import ms, mV
+
+from pysnn.evaluation import accuracy, all_activity, assign_labels, proportion_weighting
 
 WINDOW_MS = 500.0  # 350 ms presentation + 150 ms rest
 PRESENT_MS = 350.0
@@ -89,6 +94,48 @@ def load_idx(path: Path) -> np.ndarray:
     shape = [int.from_bytes(data[4 + 4 * k : 8 + 4 * k], "big") for k in range(ndim)]
     arr = np.frombuffer(data, np.uint8, offset=4 + 4 * ndim)
     return arr.reshape(shape[0], -1) if ndim > 1 else arr
+
+
+#: The traces of the authors' STDP rule (input -> excitatory synapses), Brian2 equations.
+STDP_TRACES = """w : 1
+dpre/dt = -pre / (20*ms) : 1 (event-driven)
+dpost1/dt = -post1 / (20*ms) : 1 (event-driven)
+dpost2/dt = -post2 / (40*ms) : 1 (event-driven)"""
+
+
+def inhibition(exc: b2.NeuronGroup, v_init: float, one_step: bool):
+    """The authors' inhibitory neurons and winner-take-all loop behind ``exc``.
+
+    Inhibitory neurons (as many as ``exc``): rest -60 mV, tau 10 ms, threshold -40 mV, reset
+    -45 mV, refractory 2 ms, inhibitory reversal -85 mV, membranes starting at ``v_init`` mV;
+    ``exc -> inh`` one-to-one (+10.4 to ``ge``), ``inh -> exc`` to all but the partner (+17.0 to
+    ``gi``). With ``one_step`` the inhibitory neurons step right after the excitatory spikes of
+    the same step, so inhibition reaches the other excitatory neurons one step after a spike
+    (pysnn's loop) instead of two (Brian's schedule, the code's). Returns ``(inh, e2i, i2e)``.
+    """
+    inh = b2.NeuronGroup(
+        len(exc),
+        """dv/dt = ((-60*mV - v) + ge * (0*mV - v) + gi * (-85*mV - v)) / (10*ms)
+            : volt (unless refractory)
+        dge/dt = -ge / (1*ms) : 1
+        dgi/dt = -gi / (2*ms) : 1""",
+        threshold="v > -40*mV",
+        reset="v = -45*mV",
+        refractory=2 * ms,
+        method="euler",
+        name="inh",
+    )
+    inh.v = v_init * mV
+    e2i = b2.Synapses(exc, inh, on_pre="ge_post += 10.4", name="exc_inh")
+    e2i.connect(j="i")
+    i2e = b2.Synapses(inh, exc, on_pre="gi_post += 17.0", name="inh_exc")
+    i2e.connect(condition="i != j")
+    if one_step:
+        inh.state_updater.when, inh.state_updater.order = "after_synapses", 0
+        inh.thresholder["spike"].when, inh.thresholder["spike"].order = "after_synapses", 1
+        inh.resetter["spike"].when, inh.resetter["spike"].order = "after_synapses", 2
+        i2e.pre.when, i2e.pre.order = "after_synapses", 3
+    return inh, e2i, i2e
 
 
 def find(data_dir: Path, stem: str) -> Path:
@@ -143,13 +190,6 @@ def parse(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> dict:
     args = parse(argv)
-    import brian2 as b2
-    from brian2 import ms, mV
-
-    import torch
-
-    from pysnn.evaluation import accuracy, all_activity, assign_labels, proportion_weighting
-
     wall0 = time.perf_counter()
     train_x = load_idx(find(args.data_dir, "train-images-idx3-ubyte"))
     train_y = load_idx(find(args.data_dir, "train-labels-idx1-ubyte"))
@@ -305,27 +345,12 @@ def main(argv=None) -> dict:
     exc.run_regularly(
         "plastic = plastic_c", dt=WINDOW_MS * ms, when="start", order=2, name="plasticity"
     )
-    inh = b2.NeuronGroup(
-        n,
-        """dv/dt = ((-60*mV - v) + ge * (0*mV - v) + gi * (-85*mV - v)) / (10*ms)
-            : volt (unless refractory)
-        dge/dt = -ge / (1*ms) : 1
-        dgi/dt = -gi / (2*ms) : 1""",
-        threshold="v > -40*mV",
-        reset="v = -45*mV",
-        refractory=2 * ms,
-        method="euler",
-        name="inh",
-    )
-    inh.v = -100 * mV
+    inh, e2i, i2e = inhibition(exc, -100.0, args.fast_inhibition)
 
     syn = b2.Synapses(
         inp,
         exc,
-        """w : 1
-        dpre/dt = -pre / (20*ms) : 1 (event-driven)
-        dpost1/dt = -post1 / (20*ms) : 1 (event-driven)
-        dpost2/dt = -post2 / (40*ms) : 1 (event-driven)""",
+        STDP_TRACES,
         on_pre="""ge_post += w
         pre = 1.0
         w_old = w
@@ -359,21 +384,12 @@ def main(argv=None) -> dict:
         order=4,
         name="normalise_sum",
     )
-    e2i = b2.Synapses(exc, inh, on_pre="ge_post += 10.4", name="exc_inh")
-    e2i.connect(j="i")
-    i2e = b2.Synapses(inh, exc, on_pre="gi_post += 17.0", name="inh_exc")
-    i2e.connect(condition="i != j")
     if args.reset_state:
         for group, rest in ((exc, -65), (inh, -60)):
             group.run_regularly(
                 f"v = {rest}*mV\nge = 0\ngi = 0", dt=WINDOW_MS * ms, when="start", order=5
             )
         syn.run_regularly("pre = 0\npost1 = 0\npost2 = 0", dt=WINDOW_MS * ms, when="start", order=5)
-    if args.fast_inhibition:
-        inh.state_updater.when, inh.state_updater.order = "after_synapses", 0
-        inh.thresholder["spike"].when, inh.thresholder["spike"].order = "after_synapses", 1
-        inh.resetter["spike"].when, inh.resetter["spike"].order = "after_synapses", 2
-        i2e.pre.when, i2e.pre.order = "after_synapses", 3
     counter = b2.Synapses(
         exc,
         ctrl,

@@ -27,25 +27,28 @@ digit, so it grows with the winner's spike count). Needs Brian2 (``.venv-bench``
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import sys
 from pathlib import Path
 
+import brian2 as b2
 import numpy as np
 import torch
+from brian2 import ms, mV
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import pysnn  # noqa: E402
+from diehl_cook_brian2 import STDP_TRACES, find, inhibition, load_idx  # noqa: E402
+from pysnn.models import DiehlCook2015  # noqa: E402
 
 N, N_IN, STEPS, DT_MS = 100, 784, 700, 0.5
 
 
 def brian2_digit(spikes: np.ndarray, weights: np.ndarray, one_step: bool):
     """Excitatory spike counts ``(N,)`` and the weight change ``(N_IN, N)`` in Brian2."""
-    import brian2 as b2
-    from brian2 import mV, ms
-
     b2.start_scope()
     b2.prefs.codegen.target = "numpy"
     b2.defaultclock.dt = DT_MS * ms
@@ -64,39 +67,16 @@ def brian2_digit(spikes: np.ndarray, weights: np.ndarray, one_step: bool):
         method="euler",
     )
     exc.v, exc.theta = -65 * mV, 20 * mV
-    inh = b2.NeuronGroup(
-        N,
-        """dv/dt = ((-60*mV - v) + ge * (0*mV - v) + gi * (-85*mV - v)) / (10*ms)
-            : volt (unless refractory)
-        dge/dt = -ge / (1*ms) : 1
-        dgi/dt = -gi / (2*ms) : 1""",
-        threshold="v > -40*mV",
-        reset="v = -45*mV",
-        refractory=2 * ms,
-        method="euler",
-    )
-    inh.v = -60 * mV
+    inh, e2i, i2e = inhibition(exc, -60.0, one_step)
     syn = b2.Synapses(
         inp,
         exc,
-        """w : 1
-        dpre/dt = -pre / (20*ms) : 1 (event-driven)
-        dpost1/dt = -post1 / (20*ms) : 1 (event-driven)
-        dpost2/dt = -post2 / (40*ms) : 1 (event-driven)""",
+        STDP_TRACES,
         on_pre="ge_post += w; pre = 1.0; w = clip(w - 0.0001 * post1, 0, 1)",
         on_post="w = clip(w + 0.01 * pre * post2, 0, 1); post1 = 1.0; post2 = 1.0",
     )
     syn.connect(i=np.repeat(np.arange(N_IN), N), j=np.tile(np.arange(N), N_IN))
     syn.w = weights.ravel()
-    e2i = b2.Synapses(exc, inh, on_pre="ge_post += 10.4")
-    e2i.connect(j="i")
-    i2e = b2.Synapses(inh, exc, on_pre="gi_post += 17.0")
-    i2e.connect(condition="i != j")
-    if one_step:
-        inh.state_updater.when, inh.state_updater.order = "after_synapses", 0
-        inh.thresholder["spike"].when, inh.thresholder["spike"].order = "after_synapses", 1
-        inh.resetter["spike"].when, inh.resetter["spike"].order = "after_synapses", 2
-        i2e.pre.when, i2e.pre.order = "after_synapses", 3
     mon = b2.SpikeMonitor(exc)
     net = b2.Network(inp, exc, inh, syn, e2i, i2e, mon)
     net.run(STEPS * DT_MS * ms)
@@ -106,9 +86,6 @@ def brian2_digit(spikes: np.ndarray, weights: np.ndarray, one_step: bool):
 
 def pysnn_digit(spikes: np.ndarray, w: np.ndarray):
     """The same in pysnn's ``DiehlCook2015`` (float64)."""
-    import pysnn
-    from pysnn.models import DiehlCook2015
-
     net = DiehlCook2015(
         n_neurons=N, dt=DT_MS, synapses="conductance", rule="triplet", norm=None
     ).double()
@@ -128,11 +105,7 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
     if args.digits < 1:
         p.error(f"--digits must be >= 1, got {args.digits}")
-    path = args.data_dir / "train-images-idx3-ubyte.gz"
-    if not path.exists():
-        raise FileNotFoundError(f"--data-dir: no train-images-idx3-ubyte.gz in {args.data_dir}")
-    with gzip.open(path) as f:
-        images = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, N_IN)
+    images = load_idx(find(args.data_dir, "train-images-idx3-ubyte"))
     names = ("brian2 (code's latency)", "brian2 (one-step latency)", "pysnn")
     rows = {name: [] for name in names}
     for digit in range(args.digits):
