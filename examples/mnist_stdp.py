@@ -118,6 +118,13 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         default=None,
         help="inhibitory->excitatory weight (default: 120 mV current, 17 conductance)",
     )
+    p.add_argument(
+        "--inhibition-delay",
+        type=float,
+        default=0.0,
+        help="delay (ms) of the excitatory->inhibitory connection; --dt gives the authors' "
+        "code's winner-take-all loop (default 0: the partner fires in the same step)",
+    )
     p.add_argument("--intensity", type=float, default=63.75, help="max input rate (Hz)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
@@ -195,6 +202,7 @@ class Trainer:
             theta_offset=args.theta_offset,
             rest=args.rest,
             inh_weight=args.inh_weight,
+            inhibition_delay=args.inhibition_delay,
         ).to(self.device)
         distributed.data_parallel(self.net)  # no-op in a single process
         self.rank = distributed.rank_and_world()[0]
@@ -389,6 +397,7 @@ def run(args: argparse.Namespace) -> Dict[str, float]:
         "norm": trainer.net.norm,
         "theta_offset": trainer.net.theta_offset,
         "rest_ms": trainer.net.rest,
+        "inhibition_delay_ms": trainer.net.inhibition_delay,
         "seed": args.seed,
         "batch_size": args.batch_size,
         "time_ms": args.time,

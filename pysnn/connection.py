@@ -1448,7 +1448,8 @@ class Linear(Connection):
         (``sys.maxsize`` with ``propagation="event"``).
 
         Non-zero only for a :class:`Linear` whose ``propagate`` and per-step methods are this
-        class's, without delay or registered state, with a plain weight parameter that needs no
+        class's, without per-synapse delays (a shared delay runs through its ring as in the
+        general step) or registered state, with a plain weight parameter that needs no
         gradient, whose bounds were checked and whose presynaptic-major copy was made at its
         current state (one :class:`~pysnn._guards.Stamp`: object, storage, version and ``.data``
         writes), up to date (a general step made it: every edit, through ``.data`` too, sends the next step
@@ -1462,7 +1463,6 @@ class Linear(Connection):
             or cls._forward is not Linear._forward
             or cls._push is not Connection._push
             or cls._check_spikes is not Connection._check_spikes
-            or self.max_delay != 0
             or self.per_synapse_delay
             or self._state_specs
             or _is_compiling()
@@ -1518,15 +1518,22 @@ class Linear(Connection):
             return None
         if _checks._VALUE_CHECKS and _checks.nonfinite(x):
             raise ValueError(_checks.nonfinite_message("spikes", x, type(self).__name__))
-        result = linear_event_step(x, copy)
-        if result is None:
-            return None
+        if self.max_delay:  # (a shared delay: the general step's push, then its propagate)
+            self._push(x)
+            arriving = self._buffers["arriving"]
+            result = linear_event_step(arriving, copy) if arriving.is_contiguous() else None
+            if result is None:
+                return self.propagate(arriving)
+        else:
+            result = linear_event_step(x, copy)
+            if result is None:
+                return None
+            self._buffers["arriving"] = x
         out, active = result
         if self.propagation == "auto":
             activity = self._activity
             activity.steps += 1
             activity.events += active
-        self._buffers["arriving"] = x
         params = self._parameters
         bias = self._bias_in_force(params)
         return out if bias is None else out + bias

@@ -1322,7 +1322,7 @@ def triplet_kernel(
 LAYER_GROUP_FIELDS = ("kind", "n", "v", "refrac", "trace", "theta", "table", "theta_table")
 LAYER_GROUP_FIELDS += ("additive", "shared", "update", "spikes", "record", "record_mode")
 LAYER_CONN_FIELDS = ("pre", "post", "weight_t", "bias", "n_in", "n_out")
-LAYER_CONN_FIELDS += ("syn_g", "syn_a", "syn_k", "syn_e")
+LAYER_CONN_FIELDS += ("syn_g", "syn_a", "syn_k", "syn_e", "ring", "ring_len", "ring_pos", "arrive")
 LAYER_RULE_FIELDS = ("connection", "pre", "post", "weight", "weight_t", "bounded", "kind")
 LAYER_RULE_FIELDS += ("nearest", "r1", "r2", "o1", "o2", "work")
 #: Kinds of rule :func:`layer_steps` runs (the ``kind`` field).
@@ -1355,7 +1355,11 @@ def layer_steps(
             the first connection of each layer (and the end). A connection's output may pass
             through a conductance synapse: ``syn_g`` its state ``(B, n_out)`` (updated in place;
             0: no synapse), ``syn_a``, ``syn_k``, ``syn_e`` its decay factor, output factor and
-            reversal potential (mV), ``(n_out,)`` each.
+            reversal potential (mV), ``(n_out,)`` each. A connection with a shared delay of
+            ``d`` steps reads its spikes through its ring ``(B, d + 1, n_in)`` (``ring``, 0:
+            no delay; ``ring_len`` ``d + 1``; the slot ``ring_pos`` that the first step writes,
+            as :meth:`pysnn.connection.Connection._push`), updated in place; the spikes
+            arriving in the last step are left in ``arrive`` ``(B, n_in)``.
         rules: ``(R, len(LAYER_RULE_FIELDS))`` int64, stepped in order after the layers:
             ``kind`` 0 pair STDP (:class:`STDPRowsKernel`'s step: the post group's spikes and
             trace, the pre group's trace), 1 triplet STDP (:class:`TripletKernel`'s step: the

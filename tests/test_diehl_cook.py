@@ -92,6 +92,43 @@ def test_conductance_synapses_as_in_the_paper():
         DiehlCook2015(n_neurons=3, synapses="cuba")
 
 
+@pytest.mark.parametrize("delay_steps", [0, 1])
+def test_inhibition_delay_gives_the_codes_loop(delay_steps):
+    """Hand timing of the winner-take-all loop: neuron 0 fires at step n; its inhibitory partner
+    fires at n + delay (the conductance 10.4 lifts it from -60 mV past -40 mV in one step, see
+    above), and neurons 1 and 2 first feel g_i one step after that. ``inhibition_delay = dt``:
+    the authors' code (Brian's schedule), partner at n + 1, the others inhibited from n + 2."""
+    dt = 0.5
+    net = DiehlCook2015(
+        n_neurons=3,
+        dt=dt,
+        synapses="conductance",
+        wmax=200.0,
+        norm=None,
+        inhibition_delay=delay_steps * dt,
+    ).eval()
+    assert float(net.e2i.delay) == delay_steps * dt
+    exc_at, inh_at, g_at = [], [], []
+    with torch.no_grad():
+        net.fc.weight.zero_()
+        net.fc.weight[0, 0] = 100.0
+        x = torch.zeros(6, 1, 784)
+        x[1, 0, 0] = 1.0  # input 0 -> excitatory neuron 0 at step 1 only
+        for t, xt in enumerate(x):
+            exc = net(xt)
+            if exc[0, 0]:
+                exc_at.append(t)
+            if net.inh.spikes[0, 0]:
+                inh_at.append(t)
+            if net.syn_inh.g[0, 1:].gt(0).all():
+                g_at.append(t)
+    assert exc_at == [1]
+    assert inh_at == [1 + delay_steps]
+    assert g_at[0] == 2 + delay_steps
+    with pytest.raises(ValueError, match="inhibition_delay must be a finite number >= 0"):
+        DiehlCook2015(n_neurons=3, inhibition_delay=-0.5)
+
+
 # Short runs on the bundled sample (40 neurons, 300 training digits of 100 ms, one at a time),
 # accuracy on 200 test digits (chance 0.1 +- 0.02), measured with seeds 1-3:
 #   current:     all-activity 0.26 / 0.39 / 0.26, proportion weighting 0.32 / 0.395 / 0.275

@@ -419,6 +419,39 @@ def test_users_conductance_diehl_cook_runs_as_a_network_of_layers_with_the_loops
         assert torch.equal(getattr(a, name).g, getattr(b, name).g), name
 
 
+def test_users_diehl_cook_with_a_delayed_e2i_runs_fused_with_the_loops_spikes():
+    """The authors' winner-take-all loop as a user writes it (``e2i`` delayed one step): lowered
+    to run_layers and fused, the delay ring pushed inside the C loop; the loop's spikes, ring
+    and weights bit for bit."""
+
+    class Delayed(UserConductanceDiehlCook):
+        def __init__(self):
+            super().__init__()
+            delayed = Linear(12, 12, delay=1.0)
+            with torch.no_grad():
+                delayed.weight.copy_(self.e2i.weight)
+            self.e2i = delayed
+
+    torch.manual_seed(0)
+    a, b = Delayed(), Delayed()
+    b.load_state_dict(a.state_dict())
+    e = explain(a, _digits()[0])
+    if native.available():
+        assert e.plan == "layers" and e.fused and e.fallbacks == [], e
+    unroll = Unroll(a)
+    with torch.no_grad():
+        for digit in _digits():
+            digit = (digit * 3).clamp(max=1)
+            got = unroll(digit)
+            b.reset_state()
+            expected = torch.stack([b(x) for x in digit])
+            assert torch.equal(got, expected)
+            assert torch.equal(a.e2i.history, b.e2i.history)
+            assert torch.equal(a.e2i.arriving, b.e2i.arriving)
+            assert int(a.e2i.history_pos) == int(b.e2i.history_pos)
+    assert expected.sum() > 0 and torch.equal(a.fc.weight, b.fc.weight)
+
+
 def test_a_synapse_of_another_neuron_is_not_lowered_to_layers():
     from pysnn.engine.plan import layers_spec
 

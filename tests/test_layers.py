@@ -84,19 +84,35 @@ def test_diehl_cook_run_is_the_forward_loop_bit_for_bit(dtype, fused_calls):
     assert_same_state(a, b)
 
 
-def user_network(dtype):
-    """Layers of every kind the kernel takes, a bias, a connection from a later layer."""
+def user_network(dtype, delays=(0.0, 0.0, 0.0)):
+    """Layers of every kind the kernel takes, a bias, a connection from a later layer; ``delays``
+    (ms) of ``c1`` (from the input), ``back`` (from a later layer) and ``c4`` (from an earlier
+    one)."""
     torch.manual_seed(4)
     inp = Input(40)
     l1 = AdaptiveLIFNeuron(25, thresh=-55.0, theta_plus=0.5, tau_theta=50.0, refrac=2.0)
     l2 = LIFNeuron(15, thresh=-58.0, tau_v=10.0, trace_mode="reset")
     l3 = IFNeuron(10, thresh=1.0)
-    c1 = Linear(40, 25, init="uniform", init_kwargs={"a": 0.0, "b": 8.0})
+    c1 = Linear(40, 25, delay=delays[0], init="uniform", init_kwargs={"a": 0.0, "b": 8.0})
     c2 = Linear(25, 15, bias=True, init="uniform", init_kwargs={"a": 0.0, "b": 6.0})
     c2.propagation = "event"  # (c1 "auto": re-counted every AUTO_INTERVAL steps)
-    back = Linear(15, 25, init="uniform", init_kwargs={"a": -3.0, "b": 0.0}, propagation="event")
+    back = Linear(
+        15,
+        25,
+        delay=delays[1],
+        init="uniform",
+        init_kwargs={"a": -3.0, "b": 0.0},
+        propagation="event",
+    )
     c3 = Linear(15, 10, init="uniform", init_kwargs={"a": 0.0, "b": 0.5}, propagation="event")
-    c4 = Linear(25, 10, init="uniform", init_kwargs={"a": 0.0, "b": 0.3}, propagation="event")
+    c4 = Linear(
+        25,
+        10,
+        delay=delays[2],
+        init="uniform",
+        init_kwargs={"a": 0.0, "b": 0.3},
+        propagation="event",
+    )
     rec = Linear(15, 15, init="uniform", init_kwargs={"a": -2.0, "b": 1.0}, propagation="event")
     modules = torch.nn.ModuleList([inp, l1, l2, l3, c1, c2, back, c3, c4, rec]).to(dtype)
     modules.requires_grad_(False)
@@ -127,10 +143,13 @@ def hand_loop(modules, spikes):
     return [torch.stack(group) for group in zip(*out)]
 
 
+@pytest.mark.parametrize("delays", [(0.0, 0.0, 0.0), (2.0, 1.0, 3.0)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_user_network_batch_raster_bit_for_bit(dtype, fused_calls):
-    ma, layers_a = user_network(dtype)
-    mb, layers_b = user_network(dtype)
+def test_user_network_batch_raster_bit_for_bit(dtype, delays, fused_calls):
+    """Spikes and every state (with delays: the rings, their positions, the arriving spikes)
+    as the hand-written loop of the modules leaves them, batch 3."""
+    ma, layers_a = user_network(dtype, delays)
+    mb, layers_b = user_network(dtype, delays)
     spikes = (torch.rand(150, 3, 40, generator=torch.Generator().manual_seed(5)) < 0.04).to(dtype)
     with torch.no_grad():
         expected = hand_loop(ma, spikes)
@@ -277,6 +296,33 @@ def test_conductance_diehl_cook_run_is_the_forward_loop_bit_for_bit(dtype, fused
     )
     if FUSED:  # the synapses did not keep the network off the fused loop
         assert sum(done for done, _ in fused_calls) > 150 * 4
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_authors_loop_and_rule_run_is_the_forward_loop_bit_for_bit(dtype, fused_calls):
+    """The authors' winner-take-all loop (``e2i`` delayed one step), rule and step: run() pushes
+    the excitatory spikes through e2i's ring inside the fused loop and leaves the spikes, the
+    ring, its position, the arriving spikes and every other state as T calls of forward."""
+    kwargs = dict(n_neurons=30, dt=0.5, synapses="conductance", rule="triplet")
+
+    def make(delay):  # (the same initial weights; a state dict would carry the delay along)
+        torch.manual_seed(23)
+        return DiehlCook2015(**kwargs, inhibition_delay=delay).to(dtype)
+
+    a, b, undelayed = make(0.5), make(0.5), make(0.0)
+    assert torch.equal(undelayed.fc.weight, a.fc.weight) and undelayed.e2i.max_delay == 0
+    differ = False
+    for spikes in digits(3, steps=300, seed=24, rate=0.04):
+        spikes = spikes.to(dtype)
+        expected = loop_run(a, spikes)
+        got = b.run(spikes)
+        assert torch.equal(got, expected)
+        assert_same_state(a, b)
+        assert a.e2i._buffers["history"] is not None
+        differ |= not torch.equal(undelayed.run(spikes), got)
+    assert expected.sum() > 0 and differ  # (the delay changes the result)
+    if FUSED:  # the delayed e2i did not keep the network off the fused loop
+        assert sum(done for done, _ in fused_calls) > 0.9 * 3 * 300
 
 
 def _conductance_layers(seed=0, n=12, subclass=None):

@@ -1154,7 +1154,10 @@ PYSNN_RECURRENT(pysnn_recurrent_f64, double)
  *
  *   input:   trace update with the spikes x[t]                                    (pysnn_trace)
  *   layer k: for its connections c in order: out_c = spikes of c's presynaptic group (this
- *            step's if that group already stepped, else the previous step's) times the weight
+ *            step's if that group already stepped, else the previous step's; with a shared
+ *            delay of d steps, the spikes arriving from c's ring (B, d + 1, n_in): its slot
+ *            (ring_pos + t + 1) % (d + 1), d steps old, read into arrive (B, n_in) before
+ *            these are written to slot (ring_pos + t) % (d + 1)) times the weight
  *            (pysnn_linear_event[_block]) + bias; through c's conductance synapse if it has one
  *            (g = MADD(g, a, out_c); out_c = min(g k, 1) (E_rev - v), v the layer's voltage before
  *            its step: pysnn.synapse.ConductanceSynapse); x_k = out_c1 + out_c2 + ... (left to
@@ -1180,7 +1183,8 @@ PYSNN_RECURRENT(pysnn_recurrent_f64, double)
  */
 enum { G_KIND, G_N, G_V, G_R, G_TRACE, G_THETA, G_TABLE, G_THETA_TABLE, G_ADDITIVE, G_SHARED,
        G_UPDATE, G_SPIKES, G_RECORD, G_RECORD_MODE, PYSNN_GF };
-enum { C_PRE, C_POST, C_WT, C_BIAS, C_IN, C_OUT, C_SYN_G, C_SYN_A, C_SYN_K, C_SYN_E, PYSNN_CF };
+enum { C_PRE, C_POST, C_WT, C_BIAS, C_IN, C_OUT, C_SYN_G, C_SYN_A, C_SYN_K, C_SYN_E, C_RING,
+       C_RING_LEN, C_RING_POS, C_ARRIVE, PYSNN_CF };
 enum { R_CONN, R_PRE, R_POST, R_W, R_WT, R_BOUNDED, R_KIND, R_NEAREST, R_R1, R_R2, R_O1, R_O2,
        R_WORK, PYSNN_RF };
 enum { PYSNN_RATES = 10 };
@@ -1230,6 +1234,18 @@ enum { PYSNN_RATES = 10 };
                     if (p > 0) { /* this step's spikes if p already stepped, else the last's */ \
                         const T *buf = (const T *)(intptr_t)groups[p * PYSNN_GF + G_SPIKES];    \
                         s = buf + ((p < k ? t : t + 1) & 1) * batch * n_in;                     \
+                    }                                                                           \
+                    T *ring = (T *)(intptr_t)ck[C_RING];                                        \
+                    if (ring) { /* shared delay: the ring of pysnn.connection.Connection._push */ \
+                        const int64_t len = ck[C_RING_LEN], pos = (ck[C_RING_POS] + t) % len;   \
+                        const int64_t old = (pos + 1) % len;                                    \
+                        T *arrive = (T *)(intptr_t)ck[C_ARRIVE];                                \
+                        for (int64_t b = 0; b < batch; ++b) {                                   \
+                            T *rb = ring + b * len * n_in;                                      \
+                            memcpy(arrive + b * n_in, rb + old * n_in, (size_t)n_in * sizeof(T)); \
+                            memcpy(rb + pos * n_in, s + b * n_in, (size_t)n_in * sizeof(T));    \
+                        }                                                                       \
+                        s = arrive;                                                             \
                     }                                                                           \
                     read[c] = s;                                                                \
                     T *out = first ? cur : tmp;                                                 \

@@ -84,7 +84,8 @@ def run_layers(
     built-in one on its fused single-step path (:class:`~pysnn.neuron.Input`;
     :class:`~pysnn.neuron.LIFNeuron`, :class:`~pysnn.neuron.IFNeuron` or
     :class:`~pysnn.neuron.AdaptiveLIFNeuron` layers of one dimension; event-driven
-    :class:`~pysnn.connection.Linear` connections without delay, each optionally through a
+    :class:`~pysnn.connection.Linear` connections without per-synapse delays (a shared delay
+    runs through the connection's ring in place, as its step does), each optionally through a
     :class:`~pysnn.synapse.ConductanceSynapse` of the layer's neuron (with value checks on, only
     where the arriving conductance cannot be negative: non-negative input, weights, biases and
     learning-rule bounds); :class:`~pysnn.learning.STDP` or :class:`~pysnn.learning.TripletSTDP`
@@ -333,6 +334,8 @@ def _layers_fused(
                 )
             ):
                 return 0
+            if connection.max_delay and not _ring_ready(connection, (batch, sizes[p]), dtype):
+                return 0
             limit = min(limit, steps)
     if limit == 0:
         return 0
@@ -394,6 +397,25 @@ def _synapse_ready(synapse: nn.Module, neuron: nn.Module, shape: tuple, dtype: t
         return False
     g = synapse._buffers["g"]
     return g.shape == shape and g.dtype is dtype and g.is_contiguous() and not g.requires_grad
+
+
+def _ring_ready(connection: Linear, shape: tuple, dtype: torch.dtype) -> bool:
+    """Whether the fused loop may push into the shared-delay ring of ``connection`` in place, as
+    :meth:`~pysnn.connection.Connection._push` would: a contiguous ``history`` for inputs of
+    ``shape`` ``(B, n_in)`` and ``dtype`` that nothing else sees and that needs no gradient
+    (made by the general step: after a reset or a change of batch the loop's first step makes
+    it)."""
+    if not all_unshared(connection._buffers, ("history",)):
+        return False
+    ring = connection._buffers.get("history")
+    return (
+        ring is not None
+        and ring.shape == (shape[0], connection.max_delay + 1, shape[1])
+        and ring.dtype is dtype
+        and ring.is_contiguous()
+        and not ring.requires_grad
+        and not (ring.is_inference() and not torch.is_inference_mode_enabled())
+    )
 
 
 def _conductance_non_negative(fed: list, applied: list, x: torch.Tensor) -> bool:
@@ -463,6 +485,7 @@ def _layers_call(
         rows.append(row + [buf.data_ptr(), target, mode])
     group_desc = torch.tensor(rows, dtype=torch.int64)
     conn_rows, conn_lo, keep = [], [0], []
+    rings = {}  # connection index -> (ring slot its first step writes, arriving spikes)
     for k, (_, incoming) in enumerate(layers, 1):
         for connection, pre, *synapse in incoming:
             bias = connection._parameters.get("bias")
@@ -474,6 +497,14 @@ def _layers_call(
                 tables = _synapse_tables(synapse[0], sizes[k], x.dtype)
                 keep.append(tables)  # (alive until the call returns)
                 conn_rows[-1] += [g.data_ptr(), *(t.data_ptr() for t in tables)]
+            else:
+                conn_rows[-1] += [0, 0, 0, 0]
+            if connection.max_delay:
+                ring = connection._buffers["history"]
+                arrive = x.new_empty(batch, sizes[p])
+                rings[len(conn_rows) - 1] = (connection._ring_pos(), arrive)
+                conn_rows[-1] += [ring.data_ptr(), ring.shape[1], rings[len(conn_rows) - 1][0]]
+                conn_rows[-1] += [arrive.data_ptr()]
             else:
                 conn_rows[-1] += [0, 0, 0, 0]
         conn_lo.append(len(conn_rows))
@@ -528,7 +559,11 @@ def _layers_call(
             if not steps:
                 continue
             p = index[id(pre)]
-            if p == 0:
+            if c in rings:  # a shared delay: the ring advanced in place
+                pos, arriving = rings[c]
+                torch.autograd.graph.increment_version(connection._buffers["history"])
+                connection._set_ring_pos((pos + steps) % (connection.max_delay + 1))
+            elif p == 0:
                 arriving = spikes[t0 + steps - 1]
             elif p < k:  # read this step's spikes of pre (committed above)
                 arriving = pre._buffers["spikes"]

@@ -781,8 +781,8 @@ def _layers_loop_reason(network: nn.Module, spec: LayersSpec, example: torch.Ten
         why = block_form_reason(module, base, methods)
         if why:
             return f"run_layers steps the layers: {why}"
-        if isinstance(module, Connection) and (module.per_synapse_delay or module.max_delay):
-            return "run_layers steps the layers: a delayed connection"
+        if isinstance(module, Connection) and module.per_synapse_delay:
+            return "run_layers steps the layers: per-synapse delays"
     for name in spec.rules:
         why = fused_update_reason(get(name))
         if why:

@@ -129,11 +129,11 @@ Deviations from the paper, on purpose and documented:
   (:class:`~pysnn.synapse.ConductanceSynapse`), where the code's Brian raises it after the
   step the spike was emitted in: there the inhibitory partner of a neuron that fires at step
   ``n`` fires at ``n + 1`` and inhibits the others from ``n + 2``, here at ``n`` and from
-  ``n + 1``. Restored with a one-step delay on ``e2i`` (``benchmarks/diehl_cook_latency.py``;
-  conductance synapses, 10 000 training digits, dt 1 ms, seed 0): 80.9 % against 82.4 %
-  (``benchmarks/results/diehl_cook_latency_10k.json``) with the pair rule, so it is left out;
-  the code's rule needs it (see "Reference" above), and a delayed ``e2i`` runs stepped, not
-  in the fused loop.
+  ``n + 1`` by default. ``inhibition_delay=dt`` delays ``e2i`` by one step, the code's loop
+  (in the fused loop too: :func:`~pysnn.engine.layers.run_layers` pushes the delay ring in
+  place). With the pair rule it does worse (conductance synapses, 10 000 training digits,
+  dt 1 ms, seed 0): 80.9 % against 82.4 % (``benchmarks/results/diehl_cook_latency_10k.json``),
+  so the default is 0; the code's rule needs it (see "Reference" above).
 - ``dt = 1`` ms by default (the code integrates at 0.5 ms). With conductances the membrane
   update is first order in ``dt`` (:class:`~pysnn.synapse.ConductanceSynapse`), and the step
   matters: on full MNIST, 100 neurons, ``dt = 0.5`` ms gave 81.3 % over three seeds (80.0-82.0)
@@ -229,6 +229,12 @@ class DiehlCook2015(SNNNetwork):
         rest: time without input after each training presentation (ms), during which ``theta``
             relaxes (:meth:`run`); ``None`` (default): 150 ms with ``"conductance"`` (paper 2.5,
             code), 0 with ``"current"`` (BindsNET resets the state instead).
+        inhibition_delay: synaptic delay (ms, rounded to steps of ``dt``) of ``e2i``, the
+            excitatory -> inhibitory connection. 0 (default): an excitatory spike drives its
+            inhibitory partner in the same step, which inhibits the others from the next one.
+            ``dt``: the authors' code's winner-take-all loop (Brian's schedule: the partner
+            fires one step later and inhibits the others from the step after; see the module
+            docstring), which their rule (``rule="triplet"``) needs.
 
     With ``"conductance"`` the input weights ``fc`` are conductance jumps (the paper's), and the
     synapse modules are ``syn_input`` (input onto excitatory), ``syn_inh`` (``i2e`` onto
@@ -270,6 +276,7 @@ class DiehlCook2015(SNNNetwork):
         tau_post2: float = 40.0,
         theta_offset: Optional[float] = None,
         rest: Optional[float] = None,
+        inhibition_delay: float = 0.0,
     ) -> None:
         super().__init__()
         self.synapses = check_choice("synapses", synapses, SYNAPSES)
@@ -313,7 +320,15 @@ class DiehlCook2015(SNNNetwork):
             tau_theta=tau_theta,
             theta_shared=True,
         )
-        self.e2i = Linear(n_neurons, n_neurons, dt=dt, init="constant", init_kwargs={"val": 0.0})
+        self.inhibition_delay = _non_negative("inhibition_delay", inhibition_delay)
+        self.e2i = Linear(
+            n_neurons,
+            n_neurons,
+            dt=dt,
+            delay=self.inhibition_delay,
+            init="constant",
+            init_kwargs={"val": 0.0},
+        )
         self.inh = LIFNeuron(
             n_neurons,
             dt=dt,
