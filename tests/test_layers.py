@@ -437,3 +437,41 @@ def test_a_user_rule_in_the_network_loop_is_the_forward_loop_bit_for_bit():
         assert torch.equal(b.run(spikes), loop_run(a, spikes))
         assert_same_state(a, b)
     assert not torch.equal(a.fc.weight, before)  # the rule learned
+
+
+def _delayed_layer(delay=2.0):
+    torch.manual_seed(0)
+    inp, neuron = Input(20), LIFNeuron(10, thresh=-60.0)
+    conn = Linear(20, 10, delay=delay, init="uniform", init_kwargs={"a": 0.0, "b": 8.0})
+    conn.requires_grad_(False)
+    return inp, neuron, conn
+
+
+def test_a_delayed_connection_used_twice_runs_the_loops_pushes(fused_calls):
+    """A delayed connection listed twice is pushed twice a step by the loop (each push moves its
+    ring on): the fused call is not used for it, and the spikes are the loop's."""
+    x = (torch.rand(50, 1, 20, generator=torch.Generator().manual_seed(1)) < 0.2).float()
+    inp, neuron, conn = _delayed_layer()
+    with torch.no_grad():
+        got = run_layers(inp, [(neuron, [(conn, inp), (conn, inp)])], x, record=[neuron])[0]
+    inp, neuron, conn = _delayed_layer()
+    expected = []
+    with torch.no_grad():
+        for xt in x:
+            inp(xt)
+            expected.append(neuron(conn(inp.spikes) + conn(inp.spikes)))
+    assert torch.equal(got, torch.stack(expected)) and got.sum() > 0
+    assert not fused_calls
+
+
+def test_a_delayed_connection_in_inference_mode():
+    """Under torch.inference_mode (the ring an inference tensor) the spikes of torch.no_grad's
+    run, which is fused."""
+    x = (torch.rand(50, 1, 20, generator=torch.Generator().manual_seed(1)) < 0.2).float()
+    inp, neuron, conn = _delayed_layer()
+    with torch.no_grad():
+        expected = run_layers(inp, [(neuron, [(conn, inp)])], x, record=[neuron])[0]
+    inp, neuron, conn = _delayed_layer()
+    with torch.inference_mode():
+        got = run_layers(inp, [(neuron, [(conn, inp)])], x, record=[neuron])[0]
+    assert torch.equal(got, expected) and got.sum() > 0

@@ -340,6 +340,9 @@ def _layers_fused(
     if limit == 0:
         return 0
     connections = [entry[0] for _, incoming in layers for entry in incoming]
+    for connection in connections:  # (a ring pushed twice a step: the loop's order of pushes)
+        if connection.max_delay and sum(c is connection for c in connections) > 1:
+            return 0
     applied = []  # (rule, its fused step, the traces it advances (triplet STDP) or None)
     for rule in rules:
         if type(rule).forward is not LearningRule.forward:
