@@ -57,6 +57,10 @@ SEED_RUNS = {
     ("conductance-triplet-dt05", 100, 3): [
         f"mnist_stdp_conductance_triplet_100_dt05_e3_batch1_seed{s}" for s in range(3)
     ],
+    # and the code's winner-take-all loop (--inhibition-delay 0.5: e2i delayed one step)
+    ("conductance-triplet-dt05-loop", 100, 3): [
+        f"mnist_stdp_conductance_triplet_100_dt05_e3_loop_batch1_seed{s}" for s in range(3)
+    ],
 }
 
 #: The authors' model (their released Brian code) in Brian2, C++ standalone, on the example's
@@ -71,6 +75,7 @@ SEED_LABELS = {
     "conductance-theta0": "conductance, theta to 0",
     "conductance-triplet": "conductance, the code's STDP rule",
     "conductance-triplet-dt05": "conductance, the code's STDP rule, dt 0.5 ms",
+    "conductance-triplet-dt05-loop": "conductance, the code's STDP rule, dt 0.5 ms and inhibition loop",
     "conductance-dt05": "conductance, dt 0.5 ms (the code's)",
     "conductance-dt05-5": "conductance, dt 0.5 ms, five seeds",
 }

@@ -156,6 +156,14 @@ def _latency_triplet() -> str:  # README: the code's rule with the code's loop, 
     )
 
 
+def _delay_cost() -> str:  # README: the delayed e2i in the fused loop against the module loop
+    ratio = R.load("diehl_cook_delay_cost")["ratio_to_fused_delay"]
+    return (
+        f"as fast as without the delay: {1 / ratio['no delay, fused']:.2f}x the time per digit, "
+        f"against {ratio['inhibition_delay=dt, module loop']:.1f}x through the loop"
+    )
+
+
 def _vote() -> str:  # README: the paper's vote (all-activity) against the seed table
     def all_activity(key: Tuple[str, int, int]) -> float:
         return R.seed_spread(*key)["all_activity"]
@@ -227,6 +235,8 @@ QUOTES: List[Tuple[str, Callable[[], str]]] = [
     (README, lambda: _one("conductance-dt05", 100, 3)),
     (README, lambda: _seeds("conductance-dt05-5", 100, 1)),
     (README, lambda: _seeds("conductance-triplet-dt05", 100, 3)),
+    (README, lambda: _seeds("conductance-triplet-dt05-loop", 100, 3)),
+    (README, _delay_cost),
     ("docs/synapses.rst", lambda: _bundled("current")),
     ("docs/synapses.rst", lambda: _bundled("conductance")),
 ]
