@@ -71,6 +71,7 @@ import shlex
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 import brian2 as b2
 import numpy as np
@@ -492,10 +493,15 @@ def main(argv=None) -> dict:
         "command": "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *sys.argv[1:]]),
     }
     print(json.dumps(result, indent=1))
-    if args.results is not None:
-        args.results.parent.mkdir(parents=True, exist_ok=True)
-        args.results.write_text(json.dumps(result, indent=1) + "\n")
+    save_results(args.results, result)
     return result
+
+
+def save_results(path: Optional[Path], result: dict) -> None:
+    """Write ``result`` as JSON to ``path`` (its folder made), unless ``path`` is ``None``."""
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -27,7 +27,6 @@ digit, so it grows with the winner's spike count). Needs Brian2 (``.venv-bench``
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -41,7 +40,13 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import pysnn  # noqa: E402
-from diehl_cook_brian2 import STDP_TRACES, find, inhibition, load_idx  # noqa: E402
+from diehl_cook_brian2 import (  # noqa: E402
+    STDP_TRACES,
+    find,
+    inhibition,
+    load_idx,
+    save_results,
+)
 from pysnn.models import DiehlCook2015  # noqa: E402
 
 N, N_IN, STEPS, DT_MS = 100, 784, 700, 0.5
@@ -130,9 +135,7 @@ def main(argv=None) -> dict:
             "net_weight_change_per_digit": float(r[:, 2].mean()),
         }
         print(f"{name:28s}", result["runs"][name])
-    if args.results is not None:
-        args.results.parent.mkdir(parents=True, exist_ok=True)
-        args.results.write_text(json.dumps(result, indent=1) + "\n")
+    save_results(args.results, result)
     return result
 
 

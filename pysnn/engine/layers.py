@@ -504,10 +504,9 @@ def _layers_call(
                 conn_rows[-1] += [0, 0, 0, 0]
             if connection.max_delay:
                 ring = connection._buffers["history"]
-                arrive = x.new_empty(batch, sizes[p])
-                rings[len(conn_rows) - 1] = (connection._ring_pos(), arrive)
-                conn_rows[-1] += [ring.data_ptr(), ring.shape[1], rings[len(conn_rows) - 1][0]]
-                conn_rows[-1] += [arrive.data_ptr()]
+                pos, arrive = connection._ring_pos(), x.new_empty(batch, sizes[p])
+                rings[len(conn_rows) - 1] = (pos, arrive)
+                conn_rows[-1] += [ring.data_ptr(), ring.shape[1], pos, arrive.data_ptr()]
             else:
                 conn_rows[-1] += [0, 0, 0, 0]
         conn_lo.append(len(conn_rows))
